@@ -1,0 +1,35 @@
+"""redis-middleware: sessions, rate limiting, response caching and presence on Redis,
+as pure ASGI middleware and thin WSGI twins.
+
+The middleware lives in :mod:`redis_middleware.asgi` and :mod:`redis_middleware.wsgi`;
+this package exports what both share.
+"""
+
+from __future__ import annotations
+
+from .errors import (
+    ConfigError,
+    RedisCommandError,
+    RedisMiddlewareError,
+    RedisUnavailableError,
+    SessionError,
+    SessionLimitError,
+    SessionUnavailableError,
+)
+from .keys import KeySpace
+from .settings import Settings
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigError",
+    "KeySpace",
+    "RedisCommandError",
+    "RedisMiddlewareError",
+    "RedisUnavailableError",
+    "SessionError",
+    "SessionLimitError",
+    "SessionUnavailableError",
+    "Settings",
+    "__version__",
+]

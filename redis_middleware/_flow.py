@@ -1,0 +1,107 @@
+"""The decide-once core's vocabulary: Redis operations and flows.
+
+A *flow* is a generator that yields batches of operations and receives their
+results (in the style of httpx's auth flows). It does no I/O; the drivers in
+``_driver`` run each batch as one pipeline round trip on the sync or the
+asyncio client. :func:`gather` runs several flows in lock-step so that several
+features of one request share round trips.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+__all__ = ["Batch", "Call", "Flow", "Op", "Script", "gather", "run_pure"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Script:
+    """A Lua script, run with EVALSHA (falling back to EVAL once per process)."""
+
+    source: str
+    sha: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sha", hashlib.sha1(self.source.encode()).hexdigest())
+
+    def __call__(self, keys: Sequence[str], args: Sequence[Any] = ()) -> Call:
+        return Call(
+            ("EVALSHA", self.sha, len(keys), *keys, *args), script=self
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One Redis command (``args[0]`` is its name)."""
+
+    args: tuple[Any, ...]
+    script: Script | None = None
+
+    @classmethod
+    def of(cls, *args: Any) -> Call:
+        return cls(args)
+
+
+Op = Call
+Batch = tuple[Call, ...]
+Flow = Generator[Batch, list[Any], T]
+
+
+
+def run_pure(flow: Flow[T], results: Sequence[list[Any]]) -> T:
+    """Drive ``flow`` with canned results, one list per batch (for tests and dry runs)."""
+    batch = next(flow)
+    for answer in results:
+        if len(answer) != len(batch):
+            raise ValueError(f"batch of {len(batch)} ops answered with {len(answer)} results")
+        try:
+            batch = flow.send(answer)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+    raise RuntimeError("flow wanted more batches than results were given")
+
+
+def gather(*flows: Flow[Any]) -> Flow[list[Any]]:
+    """Run ``flows`` side by side: each round trip carries every unfinished flow's batch.
+
+    Returns the flows' return values in order. A flow that yields an empty batch is
+    resumed at once without I/O.
+    """
+    results: list[Any] = [None] * len(flows)
+    pending: dict[int, Batch] = {}
+    for i in range(len(flows)):
+        _advance(flows, i, None, pending, results)
+    while pending:
+        order = list(pending.items())
+        merged: Batch = tuple(op for _, batch in order for op in batch)
+        answers = yield merged
+        pending.clear()
+        offset = 0
+        for i, batch in order:
+            part = answers[offset:offset + len(batch)]
+            offset += len(batch)
+            _advance(flows, i, part, pending, results)
+    return results
+
+
+def _advance(
+    flows: Sequence[Flow[Any]],
+    i: int,
+    answer: list[Any] | None,
+    pending: dict[int, Batch],
+    results: list[Any],
+) -> None:
+    flow = flows[i]
+    try:
+        batch = next(flow) if answer is None else flow.send(answer)
+        while not batch:
+            batch = flow.send([])
+    except StopIteration as stop:
+        results[i] = stop.value
+        return
+    pending[i] = batch

@@ -1,0 +1,163 @@
+"""Redis clients built from ``Settings``: one pool per process, shared by all components.
+
+:func:`connections_for` returns the process-wide :class:`RedisConnections` for a
+settings' Redis target. It builds the sync client on first use and one asyncio
+client per running event loop (an asyncio client belongs to the loop that made
+it), never at import time. Connection failures surface on use, as
+:class:`RedisUnavailableError`, never at import or at app startup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import weakref
+from typing import Any, TypeVar
+
+import redis
+import redis.asyncio
+from redis.backoff import NoBackoff
+
+from ._breaker import Breaker
+from ._driver import run_async, run_sync
+from ._flow import Flow
+from ._urls import RedisTarget
+from .settings import Settings, _mask_url
+
+__all__ = ["RedisConnections", "connections_for"]
+
+logger = logging.getLogger("redis_middleware")
+T = TypeVar("T")
+
+_registry: dict[tuple[Any, ...], RedisConnections] = {}
+_registry_lock = threading.Lock()
+_memory_server: Any = None
+_memory_lock = threading.Lock()
+
+
+def memory_server() -> Any:
+    """The one in-process fakeredis server of this process (``memory://``)."""
+    global _memory_server
+    with _memory_lock:
+        if _memory_server is None:
+            import fakeredis  # imported lazily: only memory:// needs it
+
+            _memory_server = fakeredis.FakeServer()
+            logger.warning(
+                "REDIS_URL is memory://: data lives in this process only and is not shared "
+                "with other workers; set REDIS_URL for production"
+            )
+        return _memory_server
+
+
+class RedisConnections:
+    """The clients, circuit breaker and round-trip counters of one Redis target."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.target: RedisTarget = settings.target
+        self.name = _mask_url(settings.redis_url)
+        self.breaker = Breaker(settings.breaker_cooldown, self.name)
+        self.round_trips = 0
+        self.commands = 0
+        self._sync: Any = None
+        self._lock = threading.Lock()
+        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    # -- clients ------------------------------------------------------------
+    def sync_client(self) -> Any:
+        """The process's sync client (built on first use)."""
+        if self._sync is None:
+            with self._lock:
+                if self._sync is None:
+                    self._sync = self._build(asyncio_client=False)
+        return self._sync
+
+    def async_client(self) -> Any:
+        """The asyncio client of the running event loop (built on first use in that loop)."""
+        loop = asyncio.get_running_loop()
+        client = self._async.get(loop)
+        if client is None:
+            client = self._async[loop] = self._build(asyncio_client=True)
+        return client
+
+    def _common(self) -> dict[str, Any]:
+        s = self.settings
+        return {
+            "socket_timeout": s.socket_timeout,
+            "socket_connect_timeout": s.connect_timeout,
+            "health_check_interval": 30,
+        }
+
+    def _build(self, *, asyncio_client: bool) -> Any:
+        t = self.target
+        mod: Any = redis.asyncio if asyncio_client else redis
+        # One immediate retry on a broken pooled connection (e.g. after a Redis
+        # restart); timeouts are not retried, so a slow Redis costs one timeout.
+        retry = mod.retry.Retry(NoBackoff(), 1, (redis.exceptions.ConnectionError,))
+        if t.kind == "memory":
+            import fakeredis
+
+            cls = fakeredis.FakeAsyncRedis if asyncio_client else fakeredis.FakeRedis
+            return cls(server=memory_server())
+        common = self._common()
+        if t.kind == "standalone":
+            return mod.Redis.from_url(
+                t.url, max_connections=self.settings.max_connections, retry=retry, **common
+            )
+        auth = {"username": t.username, "password": t.password}
+        tls = {"ssl": True, **t.tls_options} if t.tls else {}
+        if t.kind == "cluster":
+            cluster_mod: Any = redis.asyncio.cluster if asyncio_client else redis.cluster
+            nodes = [cluster_mod.ClusterNode(host, port) for host, port in t.hosts]
+            return cluster_mod.RedisCluster(
+                startup_nodes=nodes, max_connections=self.settings.max_connections,
+                retry=retry, **auth, **tls, **common,
+            )
+        sentinel_mod: Any = redis.asyncio.sentinel if asyncio_client else redis.sentinel
+        sentinel = sentinel_mod.Sentinel(
+            list(t.hosts),
+            sentinel_kwargs={**common, **auth, **tls},
+            **common,
+        )
+        return sentinel.master_for(
+            t.service_name, db=t.db, retry=retry, max_connections=self.settings.max_connections,
+            **auth, **tls,
+        )
+
+    # -- running flows ------------------------------------------------------
+    def run(self, flow: Flow[T]) -> T:
+        """Run ``flow`` on the sync client (WSGI, CLI)."""
+        return run_sync(flow, self.sync_client(), self.breaker, self)
+
+    async def arun(self, flow: Flow[T]) -> T:
+        """Run ``flow`` on this event loop's asyncio client (ASGI)."""
+        return await run_async(flow, self.async_client(), self.breaker, self)
+
+    def close(self) -> None:
+        """Close the sync client's pool (asyncio clients close with their loops)."""
+        if self._sync is not None:
+            self._sync.close()
+            self._sync = None
+
+    async def aclose(self) -> None:
+        """Close the running loop's asyncio client."""
+        client = self._async.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.aclose()
+
+
+def connections_for(settings: Settings) -> RedisConnections:
+    """The process-wide connections for ``settings``' Redis target and timeouts."""
+    key = (
+        settings.redis_url, settings.socket_timeout, settings.connect_timeout,
+        settings.max_connections, settings.breaker_cooldown,
+    )
+    with _registry_lock:
+        conns = _registry.get(key)
+        if conns is None:
+            conns = _registry[key] = RedisConnections(settings)
+        return conns

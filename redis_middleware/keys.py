@@ -1,0 +1,98 @@
+"""The key policy: the one place where Redis key strings are built.
+
+Every key is ``<prefix>:<component>:<rest>``. Untrusted text (paths, user ids,
+header values, session ids) never appears raw: :func:`escape` maps it
+injectively onto a small safe alphabet (long values are hashed), so it cannot
+add a ``:`` separator, open a ``{hash tag}`` or reach another component. Keys
+that one script touches together carry the same ``{hash tag}``, so they live in
+one Redis Cluster slot.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from dataclasses import dataclass
+
+__all__ = ["COMPONENTS", "KeySpace", "digest", "escape"]
+
+COMPONENTS = ("session", "ratelimit", "cache", "presence")
+
+_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-@")
+_MAX_ESCAPED = 96
+
+
+def digest(data: str | bytes, size: int = 16) -> str:
+    """A one-way, fixed-length, key-safe digest (SHA-256, base64url, ``size`` bytes)."""
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+    return base64.urlsafe_b64encode(hashlib.sha256(raw).digest()[:size]).rstrip(b"=").decode()
+
+
+def escape(value: str) -> str:
+    """Injective, key-safe form of untrusted text.
+
+    Characters outside ``[A-Za-z0-9._-@]`` are percent-encoded (UTF-8); results longer
+    than 96 characters become ``~`` + a SHA-256 digest. ``~`` and ``%`` never appear
+    unencoded, so the two forms cannot collide, and no output holds ``:``, ``{`` or ``}``.
+    """
+    out: list[str] = []
+    for ch in value:
+        if ch in _SAFE:
+            out.append(ch)
+        else:
+            out.extend(f"%{b:02X}" for b in ch.encode("utf-8", "surrogatepass"))
+    escaped = "".join(out)
+    if len(escaped) > _MAX_ESCAPED:
+        return "~" + digest(value, 24)
+    return escaped
+
+
+@dataclass(frozen=True, slots=True)
+class KeySpace:
+    """Builds the keys of every component under one validated prefix."""
+
+    prefix: str
+
+    def _key(self, component: str, *parts: str) -> str:
+        return ":".join((self.prefix, component, *parts))
+
+    # -- sessions -----------------------------------------------------------
+    def session(self, slot_tag: str, session_digest: str) -> str:
+        """The HASH of one session; ``session_digest`` is a one-way hash of the id."""
+        return self._key("session", "{" + slot_tag + "}", session_digest)
+
+    def session_index(self, user_id: str) -> str:
+        """The ZSET of one user's sessions (for "log out everywhere")."""
+        return self._key("session", "user", "{" + digest(user_id) + "}")
+
+    # -- rate limiting ------------------------------------------------------
+    def ratelimit(self, identity: str, rule: str, window: str) -> str:
+        """One counter; the counters of one identity share a hash tag."""
+        return self._key("ratelimit", "{" + escape(identity) + "}", escape(rule), window)
+
+    def ratelimit_tag(self, identity: str) -> str:
+        return "{" + escape(identity) + "}"
+
+    # -- cache --------------------------------------------------------------
+    def cache_entry(self, url_digest: str, variant_digest: str) -> str:
+        return self._key("cache", "{" + url_digest + "}", "e", variant_digest)
+
+    def cache_vary(self, url_digest: str) -> str:
+        return self._key("cache", "{" + url_digest + "}", "vary")
+
+    def cache_lock(self, url_digest: str, variant_digest: str) -> str:
+        return self._key("cache", "{" + url_digest + "}", "lock", variant_digest)
+
+    def cache_tag(self, tag: str) -> str:
+        return self._key("cache", "tag", "{" + escape(tag) + "}")
+
+    def cache_generation(self) -> str:
+        return self._key("cache", "{gen}")
+
+    # -- presence -----------------------------------------------------------
+    def presence(self, name: str, room: str = "") -> str:
+        """Presence structures; all in one slot per room so scripts stay single-slot."""
+        return self._key("presence", "{" + escape(room or "_") + "}", name)
+
+    def presence_channel(self) -> str:
+        return self._key("presence", "events")

@@ -1,0 +1,297 @@
+"""One immutable ``Settings`` object shared by every component.
+
+Every field can be given to the constructor or read from an environment variable
+with :meth:`Settings.from_env`. Validation happens at construction, so a bad
+configuration fails at startup, never at the first request.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import re
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from . import _parse as p
+from ._urls import RedisTarget, parse_redis_url
+from .errors import ConfigError
+
+__all__ = ["Settings"]
+
+logger = logging.getLogger("redis_middleware")
+
+_PREFIX_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+# RFC 6265 cookie-name = token (RFC 2616): visible ASCII minus separators.
+_COOKIE_NAME_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,128}$")
+_COOKIE_PATH_RE = re.compile(r"^/[\x21-\x3a\x3c-\x7e]*$")  # no CTLs, spaces or ';'
+_DOMAIN_RE = re.compile(r"^\.?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*$")
+_FIELD_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_MIN_SECRET = 32
+_warned_generated_secret = False
+
+
+def _setting(
+    default: Any,
+    env: str,
+    parser: Callable[[str], Any],
+    doc: str,
+    *,
+    secret: bool = False,
+) -> Any:
+    return field(
+        default=default,
+        metadata={"env": env, "parser": parser, "doc": doc, "secret": secret},
+    )
+
+
+def _secret_list(raw: str) -> tuple[str, ...]:
+    return p.parse_csv(raw)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Configuration shared by sessions, rate limiting, caching and presence.
+
+    Example::
+
+        settings = Settings(redis_url="redis://localhost:6379/0", key_prefix="shop",
+                            secret_key="a long random secret of 32+ characters")
+        settings = Settings.from_env()            # reads os.environ
+
+    Invalid values raise :class:`ConfigError` naming the environment variable.
+    ``repr()`` never shows the secret key or a password in the URL.
+    """
+
+    # -- connection ---------------------------------------------------------
+    redis_url: str = _setting(
+        "memory://", "REDIS_URL", p.parse_str,
+        "Where Redis is: redis://, rediss:// (TLS), unix://, redis+sentinel://, "
+        "redis+cluster://, or memory:// (an in-process server for one process).",
+        secret=True,
+    )
+    key_prefix: str = _setting(
+        "rmw", "REDIS_MIDDLEWARE_KEY_PREFIX", p.parse_str,
+        "Namespace of every key: `<prefix>:<component>:...`. Letters, digits, `_.-`.",
+    )
+    secret_key: tuple[str, ...] = _setting(
+        (), "REDIS_MIDDLEWARE_SECRET_KEY", _secret_list,
+        "Comma-separated signing secrets (32+ characters each). The first signs, all "
+        "verify. Required unless REDIS_URL is memory://.",
+        secret=True,
+    )
+    socket_timeout: float = _setting(
+        0.5, "REDIS_MIDDLEWARE_SOCKET_TIMEOUT", p.parse_float,
+        "Seconds to wait for a Redis reply before the request goes on without it.",
+    )
+    connect_timeout: float = _setting(
+        0.5, "REDIS_MIDDLEWARE_CONNECT_TIMEOUT", p.parse_float,
+        "Seconds to wait for a new Redis connection.",
+    )
+    max_connections: int = _setting(
+        64, "REDIS_MIDDLEWARE_MAX_CONNECTIONS", p.parse_int,
+        "Size of the connection pool of each process (and of each event loop).",
+    )
+    breaker_cooldown: float = _setting(
+        1.0, "REDIS_MIDDLEWARE_BREAKER_COOLDOWN", p.parse_float,
+        "After Redis fails, seconds during which requests skip Redis at once instead "
+        "of each waiting for a timeout; then one request probes again.",
+    )
+    user_field: str = _setting(
+        "user_id", "REDIS_MIDDLEWARE_USER_FIELD", p.parse_str,
+        "Session key holding the logged-in user's id (identity for rate limiting, "
+        "presence and the per-user session index).",
+    )
+    # -- sessions -----------------------------------------------------------
+    session_cookie_name: str = _setting(
+        "session", "REDIS_MIDDLEWARE_SESSION_COOKIE_NAME", p.parse_str,
+        "Name of the session cookie. A `__Host-` name requires Secure, Path=/ and no Domain.",
+    )
+    session_cookie_domain: str | None = _setting(
+        None, "REDIS_MIDDLEWARE_SESSION_COOKIE_DOMAIN", p.parse_optional_str,
+        "Domain attribute of the cookie; empty means host-only.",
+    )
+    session_cookie_path: str = _setting(
+        "/", "REDIS_MIDDLEWARE_SESSION_COOKIE_PATH", p.parse_str, "Path attribute of the cookie.",
+    )
+    session_cookie_secure: bool | None = _setting(
+        None, "REDIS_MIDDLEWARE_SESSION_COOKIE_SECURE", p.parse_optional_bool,
+        "`true`, `false`, or `auto` (Secure on https requests only).",
+    )
+    session_cookie_samesite: str = _setting(
+        "lax", "REDIS_MIDDLEWARE_SESSION_COOKIE_SAMESITE", p.parse_str,
+        "SameSite attribute: `lax`, `strict` or `none` (needs Secure).",
+    )
+    session_cookie_persistent: bool = _setting(
+        True, "REDIS_MIDDLEWARE_SESSION_COOKIE_PERSISTENT", p.parse_bool,
+        "`true`: the cookie carries Max-Age = the absolute lifetime; `false`: a "
+        "browser-session cookie, gone when the browser closes.",
+    )
+    session_idle_timeout: int = _setting(
+        14 * 86400, "REDIS_MIDDLEWARE_SESSION_IDLE_TIMEOUT", p.parse_int,
+        "Seconds of inactivity after which a session expires (sliding, enforced by Redis TTL).",
+    )
+    session_absolute_lifetime: int = _setting(
+        30 * 86400, "REDIS_MIDDLEWARE_SESSION_ABSOLUTE_LIFETIME", p.parse_int,
+        "Seconds after creation after which a session expires, however active.",
+    )
+    session_max_fields: int = _setting(
+        128, "REDIS_MIDDLEWARE_SESSION_MAX_FIELDS", p.parse_int,
+        "Most keys one session may hold (Redis's compact hash encoding holds 128).",
+    )
+    session_max_value_bytes: int = _setting(
+        64, "REDIS_MIDDLEWARE_SESSION_MAX_VALUE_BYTES", p.parse_int,
+        "Largest JSON-encoded value of one session key, in bytes. The default fits "
+        "Redis's compact hash encoding (hash-max-listpack-value 64); raise it for "
+        "larger values at some cost in memory.",
+    )
+    session_max_bytes: int = _setting(
+        8192, "REDIS_MIDDLEWARE_SESSION_MAX_BYTES", p.parse_int,
+        "Largest total of encoded keys and values of one session, in bytes.",
+    )
+    session_on_redis_error: str = _setting(
+        "fail", "REDIS_MIDDLEWARE_SESSION_ON_REDIS_ERROR", p.parse_str,
+        "When Redis fails: `fail` answers a request that uses its session with 503; "
+        "`readonly` carries on with an empty session whose changes are dropped.",
+    )
+    # -- presence -----------------------------------------------------------
+    presence_ttl: int = _setting(
+        300, "REDIS_MIDDLEWARE_PRESENCE_TTL", p.parse_int,
+        "Seconds a user stays online after their last heartbeat.",
+    )
+
+    def __post_init__(self) -> None:
+        global _warned_generated_secret
+        keys: Any = self.secret_key  # a comma-separated str is accepted too
+        keys = p.parse_csv(keys) if isinstance(keys, str) else tuple(keys)
+        object.__setattr__(self, "secret_key", keys)
+        try:
+            target = parse_redis_url(self.redis_url)
+        except ValueError as exc:
+            raise ConfigError("REDIS_URL", f"invalid URL: {exc}") from None
+        object.__setattr__(self, "_target", target)
+        if not self.secret_key:
+            if target.kind != "memory":
+                raise ConfigError(
+                    "REDIS_MIDDLEWARE_SECRET_KEY",
+                    "required when REDIS_URL is not memory:// (32+ random characters)",
+                )
+            object.__setattr__(self, "secret_key", (secrets.token_urlsafe(48),))
+            if not _warned_generated_secret:
+                _warned_generated_secret = True
+                logger.warning(
+                    "REDIS_MIDDLEWARE_SECRET_KEY is not set: using a random secret for this "
+                    "process (sessions will not survive a restart)"
+                )
+        for key in self.secret_key:
+            if len(key) < _MIN_SECRET:
+                raise ConfigError(
+                    "REDIS_MIDDLEWARE_SECRET_KEY",
+                    f"each secret must be at least {_MIN_SECRET} characters",
+                )
+        self._validate()
+
+    # -- validation ---------------------------------------------------------
+    def _fail(self, name: str, message: str) -> None:
+        env = self.env_name(name)
+        raise ConfigError(env, f"{message} (got {getattr(self, name)!r})")
+
+    def _validate(self) -> None:
+        if not _PREFIX_RE.match(self.key_prefix):
+            self._fail("key_prefix", "must be 1-64 characters of letters, digits, '_', '.', '-'")
+        for name in ("socket_timeout", "connect_timeout", "breaker_cooldown"):
+            if not 0 < getattr(self, name) <= 60:
+                self._fail(name, "must be a number of seconds in (0, 60]")
+        positive_ints = (
+            "max_connections", "session_idle_timeout", "session_absolute_lifetime",
+            "session_max_fields", "session_max_value_bytes", "session_max_bytes", "presence_ttl",
+        )
+        for name in positive_ints:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                self._fail(name, "must be a positive whole number")
+        if not _FIELD_RE.match(self.user_field):
+            self._fail("user_field", "must be an identifier of at most 64 characters")
+        self._validate_cookie()
+        if self.session_on_redis_error not in {"fail", "readonly"}:
+            self._fail("session_on_redis_error", "must be 'fail' or 'readonly'")
+
+    def _validate_cookie(self) -> None:
+        name = self.session_cookie_name
+        if not _COOKIE_NAME_RE.match(name):
+            self._fail("session_cookie_name", "must be a cookie token (no spaces or separators)")
+        if not _COOKIE_PATH_RE.match(self.session_cookie_path):
+            self._fail("session_cookie_path", "must start with '/' and hold no ';' or spaces")
+        domain = self.session_cookie_domain
+        if domain is not None and not _DOMAIN_RE.match(domain):
+            self._fail("session_cookie_domain", "must be a domain name")
+        samesite = self.session_cookie_samesite.lower()
+        if samesite not in {"lax", "strict", "none"}:
+            self._fail("session_cookie_samesite", "must be 'lax', 'strict' or 'none'")
+        object.__setattr__(self, "session_cookie_samesite", samesite)
+        if samesite == "none" and self.session_cookie_secure is False:
+            self._fail("session_cookie_secure", "SameSite=None requires Secure")
+        if name.startswith(("__Host-", "__Secure-")) and self.session_cookie_secure is not True:
+            self._fail("session_cookie_secure", f"a cookie named {name!r} requires secure=true")
+        if name.startswith("__Host-"):
+            if self.session_cookie_path != "/":
+                self._fail("session_cookie_path", "a __Host- cookie requires Path=/")
+            if domain is not None:
+                self._fail("session_cookie_domain", "a __Host- cookie must not set Domain")
+
+    # -- construction -------------------------------------------------------
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``environ`` (default ``os.environ``); unset means default."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            name = f.metadata["env"]
+            if name in env:
+                values[f.name] = p.parse_env(
+                    name, env[name], f.metadata["parser"], secret=f.metadata["secret"]
+                )
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with ``changes`` applied (validated like the constructor)."""
+        known = {f.name for f in fields(self)}
+        for name in changes:
+            if name not in known:
+                raise ConfigError(name, "unknown setting")
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def env_name(cls, name: str) -> str:
+        """The environment variable of field ``name``."""
+        for f in fields(cls):
+            if f.name == name:
+                return str(f.metadata["env"])
+        raise KeyError(name)
+
+    @property
+    def target(self) -> RedisTarget:
+        """The parsed ``redis_url``."""
+        target: RedisTarget = object.__getattribute__(self, "_target")
+        return target
+
+    def __repr__(self) -> str:
+        parts = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "secret_key":
+                shown = f"<{len(value)} secret(s)>"
+            elif f.name == "redis_url":
+                shown = repr(_mask_url(value))
+            else:
+                shown = repr(value)
+            parts.append(f"{f.name}={shown}")
+        return f"Settings({', '.join(parts)})"
+
+
+def _mask_url(url: str) -> str:
+    """Hide the password in a URL for logs and repr."""
+    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", re.sub(r"://[^:/@]+@", "://***@", url))

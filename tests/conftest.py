@@ -1,0 +1,152 @@
+"""Shared fixtures: a private redis-server, backends, drivers and the keyspace audit."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from redis_middleware import Settings
+from redis_middleware.connections import connections_for, memory_server
+
+SECRET = "test-secret-" + "x" * 40
+KEY_RE_COMPONENTS = ("session", "ratelimit", "cache", "presence")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class RedisServer:
+    """A redis-server process this test session started (and will stop by its handle)."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+    workdir: Path
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
+
+
+def start_redis_server(workdir: Path, *extra: str) -> RedisServer:
+    exe = shutil.which("redis-server")
+    if exe is None:
+        if os.environ.get("CI"):
+            pytest.fail("redis-server is not installed (CI must install it)")
+        pytest.skip("redis-server is not installed")
+    port = free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(
+        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(workdir), *extra],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    server = RedisServer(proc, port, workdir)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with server.client() as c:
+                c.ping()
+            return server
+        except redis.exceptions.ConnectionError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise RuntimeError("redis-server did not start") from None
+            time.sleep(0.05)
+
+
+def stop_redis_server(server: RedisServer) -> None:
+    server.proc.terminate()
+    try:
+        server.proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        server.proc.kill()
+        server.proc.wait()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = start_redis_server(tmp_path_factory.mktemp("redis"))
+    yield server
+    stop_redis_server(server)
+
+
+def make_settings(url: str, **overrides: Any) -> Settings:
+    prefix = "t-" + uuid.uuid4().hex[:12]
+    return Settings(redis_url=url, key_prefix=prefix, secret_key=(SECRET,), **overrides)
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.real_redis)])
+def backend_url(request: pytest.FixtureRequest) -> str:
+    if request.param == "memory":
+        return "memory://"
+    server: RedisServer = request.getfixturevalue("redis_server")
+    return server.url
+
+
+@pytest.fixture
+def settings(backend_url: str) -> Settings:
+    return make_settings(backend_url)
+
+
+def raw_client(settings: Settings) -> Any:
+    """A plain sync client on the same data, for assertions."""
+    if settings.target.kind == "memory":
+        import fakeredis
+
+        return fakeredis.FakeRedis(server=memory_server())
+    return redis.Redis.from_url(settings.redis_url)
+
+
+def audit_keyspace(settings: Settings) -> list[str]:
+    """Every key of this test's prefix has a TTL and a known component; return the keys."""
+    client = raw_client(settings)
+    try:
+        keys = sorted(k.decode() for k in client.scan_iter(match=f"{settings.key_prefix}:*"))
+        for key in keys:
+            component = key.split(":")[1]
+            assert component in KEY_RE_COMPONENTS, f"key {key!r} outside the component namespaces"
+            assert client.ttl(key) != -1, f"key {key!r} has no TTL"
+        return keys
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def audit(settings: Settings) -> Iterator[None]:
+    """Run the keyspace audit after the test."""
+    yield
+    audit_keyspace(settings)
+
+
+@pytest.fixture(autouse=True)
+def _close_sync_clients() -> Iterator[None]:
+    yield
+    # Clients of finished tests: close so no socket outlives its test (ResourceWarning).
+    from redis_middleware import connections
+
+    for conns in list(connections._registry.values()):
+        conns.close()
+    connections._registry.clear()
+
+
+@pytest.fixture
+def conns(settings: Settings) -> Any:
+    return connections_for(settings)

@@ -1,0 +1,124 @@
+"""The decide-once core: flows are pure; both drivers run them on both backends."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import pytest
+
+from redis_middleware import RedisCommandError, RedisUnavailableError, Settings
+from redis_middleware._flow import Call, Flow, Script, gather, run_pure
+from redis_middleware.connections import RedisConnections, connections_for
+
+from .conftest import SECRET, free_port
+
+INCR_WITH_TTL = Script(
+    "local n = redis.call('INCRBY', KEYS[1], ARGV[1]) "
+    "if n == tonumber(ARGV[1]) then redis.call('EXPIRE', KEYS[1], ARGV[2]) end return n"
+)
+
+
+def counter_flow(key: str, by: int) -> Flow[int]:
+    (value,) = yield (INCR_WITH_TTL([key], [by, 60]),)
+    return int(value)
+
+
+def two_step_flow(key: str) -> Flow[tuple[int, int]]:
+    first, _ = yield (Call.of("INCR", key), Call.of("EXPIRE", key, 60))
+    (second,) = yield (Call.of("INCR", key),)
+    return int(first), int(second)
+
+
+def test_run_pure_drives_a_flow_without_io() -> None:
+    assert run_pure(two_step_flow("k"), [[1, True], [2]]) == (1, 2)
+
+
+def test_gather_merges_batches_into_shared_round_trips() -> None:
+    flow = gather(counter_flow("a", 1), two_step_flow("b"))
+    first = next(flow)
+    assert [op.args[0] for op in first] == ["EVALSHA", "INCR", "EXPIRE"]
+    second = flow.send([5, 1, True])
+    assert [op.args for op in second] == [("INCR", "b")]
+    with pytest.raises(StopIteration) as stop:
+        flow.send([2])
+    assert stop.value.value == [5, (1, 2)]
+
+
+def test_run_pure_rejects_mismatched_answers() -> None:
+    with pytest.raises(ValueError, match="batch of 2 ops"):
+        run_pure(two_step_flow("k"), [[1]])
+
+
+@pytest.fixture(params=["sync", "async"])
+def run(request: pytest.FixtureRequest) -> Any:
+    def _run(conns: RedisConnections, flow: Flow[Any]) -> Any:
+        if request.param == "sync":
+            return conns.run(flow)
+
+        async def go() -> Any:
+            try:
+                return await conns.arun(flow)
+            finally:
+                await conns.aclose()
+
+        return asyncio.run(go())
+
+    return _run
+
+
+@pytest.mark.usefixtures("audit")
+def test_drivers_run_scripts_and_pipelines(settings: Settings, run: Any) -> None:
+    conns = connections_for(settings)
+    key = f"{settings.key_prefix}:ratelimit:{{x}}:c"
+    assert run(conns, counter_flow(key, 2)) == 2
+    before = conns.round_trips
+    assert run(conns, counter_flow(key, 3)) == 5
+    assert conns.round_trips - before == 1  # script cached: one round trip
+    assert run(conns, gather(counter_flow(key, 1), counter_flow(key, 1))) == [6, 7]
+
+
+@pytest.mark.usefixtures("audit")
+def test_command_errors_are_wrapped_with_the_cause(settings: Settings, run: Any) -> None:
+    conns = connections_for(settings)
+    key = f"{settings.key_prefix}:session:{{x}}:h"
+
+    def flow() -> Flow[Any]:
+        yield (Call.of("HSET", key, "f", "v"), Call.of("EXPIRE", key, 60))
+        yield (Call.of("INCR", key),)
+
+    with pytest.raises(RedisCommandError) as info:
+        run(conns, flow())
+    assert "WRONGTYPE" in str(info.value.__cause__)
+    assert not conns.breaker.failing  # a command error is not an outage
+
+
+def test_unreachable_redis_fails_fast_and_logs_once(
+    run: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0", secret_key=SECRET,
+                        breaker_cooldown=5)
+    conns = connections_for(settings)  # building never touches the network
+    with caplog.at_level(logging.WARNING, logger="redis_middleware"):
+        with pytest.raises(RedisUnavailableError) as info:
+            run(conns, counter_flow("k", 1))
+        assert info.value.__cause__ is not None
+        started = time.monotonic()
+        for _ in range(20):
+            with pytest.raises(RedisUnavailableError, match="circuit open"):
+                run(conns, counter_flow("k", 1))
+        assert time.monotonic() - started < 2
+    assert sum("unavailable" in r.message for r in caplog.records) == 1
+
+
+def test_breaker_probes_again_after_cooldown(run: Any, redis_server: Any) -> None:
+    settings = Settings(redis_url=redis_server.url, secret_key=SECRET, breaker_cooldown=0.1)
+    conns = connections_for(settings)
+    conns.breaker.failure(ConnectionError("simulated"))
+    with pytest.raises(RedisUnavailableError):
+        run(conns, counter_flow("t-probe:ratelimit:{p}:c", 1))
+    time.sleep(0.15)
+    assert run(conns, counter_flow("t-probe:ratelimit:{p}:c", 1)) >= 1
+    assert not conns.breaker.failing
