@@ -19,6 +19,8 @@ import redis
 from redis_middleware import Settings
 from redis_middleware.connections import connections_for, memory_server
 
+from .wsgi_transport import WSGITransport
+
 SECRET = "test-secret-" + "x" * 40
 KEY_RE_COMPONENTS = ("session", "ratelimit", "cache", "presence")
 
@@ -45,13 +47,13 @@ class RedisServer:
         return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
 
 
-def start_redis_server(workdir: Path, *extra: str) -> RedisServer:
+def start_redis_server(workdir: Path, *extra: str, port: int | None = None) -> RedisServer:
     exe = shutil.which("redis-server")
     if exe is None:
         if os.environ.get("CI"):
             pytest.fail("redis-server is not installed (CI must install it)")
         pytest.skip("redis-server is not installed")
-    port = free_port()
+    port = port or free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(
         [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
@@ -150,3 +152,55 @@ def _close_sync_clients() -> Iterator[None]:
 @pytest.fixture
 def conns(settings: Settings) -> Any:
     return connections_for(settings)
+
+
+class Clients:
+    """Builds test clients for one interface (ASGI or WSGI) and closes them afterwards."""
+
+    def __init__(self, interface: str, settings: Settings) -> None:
+        self.interface = interface
+        self.settings = settings
+        self._open: list[Any] = []
+
+    def __call__(
+        self, middleware: str = "SessionMiddleware", *, https: bool = False,
+        settings: Settings | None = None, app: Any = None, **options: Any,
+    ) -> Any:
+        import httpx
+
+        from . import apps
+
+        settings = settings or self.settings
+        base = "https://testserver" if https else "http://testserver"
+        if self.interface == "asgi":
+            from starlette.testclient import TestClient
+
+            import redis_middleware.asgi as asgi
+
+            wrapped = getattr(asgi, middleware)(app or apps.asgi_app(), settings, **options)
+            client = TestClient(wrapped, base_url=base)
+            client.__enter__()
+            self._open.append((client, settings))
+            return client
+        import redis_middleware.wsgi as wsgi
+
+        wrapped = getattr(wsgi, middleware)(app or apps.wsgi_app, settings, **options)
+        client = httpx.Client(transport=WSGITransport(wrapped), base_url=base)
+        self._open.append((client, settings))
+        return client
+
+    def close(self) -> None:
+        for client, settings in self._open:
+            if self.interface == "asgi":
+                # Close this loop's asyncio Redis client before the portal's loop ends.
+                client.portal.call(connections_for(settings).aclose)
+                client.__exit__(None, None, None)
+            else:
+                client.close()
+
+
+@pytest.fixture(params=["asgi", "wsgi"])
+def make_client(request: pytest.FixtureRequest, settings: Settings) -> Iterator[Clients]:
+    clients = Clients(request.param, settings)
+    yield clients
+    clients.close()

@@ -1,0 +1,97 @@
+"""Session cookies: random ids, itsdangerous signatures with key rotation, Set-Cookie values."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+
+from itsdangerous import BadSignature, Signer
+
+from .settings import Settings
+
+# An id is a 4-hex-digit slot tag + 256 random bits. The tag is no secret: it only
+# puts an id and the id that regenerate() replaces it with in one Redis Cluster slot.
+_ID_RE = re.compile(r"^[0-9a-f]{4}[A-Za-z0-9_-]{43}$")
+ID_LENGTH = 47
+_SALT = b"redis_middleware.session"
+_EXPIRED = "Thu, 01 Jan 1970 00:00:00 GMT"
+
+
+def new_session_id(slot_tag: str | None = None) -> str:
+    """A fresh id; ``slot_tag`` keeps the Cluster slot of the id it replaces."""
+    return (slot_tag or secrets.token_hex(2)) + secrets.token_urlsafe(32)
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingCookie:
+    """What the request's cookie says: a verified id (or None) and whether to re-sign it."""
+
+    session_id: str | None
+    resign: bool = False
+    present: bool = False
+
+
+class CookieSigner:
+    """Signs ids with the first secret; verifies with every secret (key rotation)."""
+
+    def __init__(self, settings: Settings) -> None:
+        signers = [
+            Signer(key, salt=_SALT, digest_method=hashlib.sha256, key_derivation="hmac")
+            for key in settings.secret_key
+        ]
+        self._primary = signers[0]
+        self._older = signers[1:]
+        self._max_length = ID_LENGTH + 1 + len(self._primary.get_signature(b"x"))
+        s = settings
+        attrs = [f"Path={s.session_cookie_path}"]
+        if s.session_cookie_domain:
+            attrs.append(f"Domain={s.session_cookie_domain}")
+        attrs += ["HttpOnly", f"SameSite={s.session_cookie_samesite.capitalize()}"]
+        self._attrs = "; ".join(attrs)
+        self._name = s.session_cookie_name
+        self._max_age = s.session_absolute_lifetime if s.session_cookie_persistent else None
+        self._secure = s.session_cookie_secure
+
+    def verify(self, value: str | None) -> IncomingCookie:
+        """Check a cookie value; anything but a well-formed, validly signed id is no session."""
+        if not value:
+            return IncomingCookie(None)
+        if len(value) != self._max_length or not value.isascii():
+            return IncomingCookie(None, present=True)
+        raw = value.encode("ascii")
+        resign = False
+        try:
+            session_id = self._primary.unsign(raw).decode("ascii")
+        except BadSignature:
+            for signer in self._older:
+                try:
+                    session_id = signer.unsign(raw).decode("ascii")
+                    resign = True
+                    break
+                except BadSignature:
+                    continue
+            else:
+                return IncomingCookie(None, present=True)
+        if not _ID_RE.match(session_id):
+            return IncomingCookie(None, present=True)
+        return IncomingCookie(session_id, resign=resign, present=True)
+
+    def _secure_attr(self, https: bool) -> str:
+        secure = https if self._secure is None else self._secure
+        return "; Secure" if secure else ""
+
+    # Set-Cookie is built by hand: the value is URL-safe base64 and the name and
+    # attributes were validated at startup, so no quoting is needed, and this runs on
+    # every login (http.cookies.SimpleCookie costs several times more).
+    def set_cookie(self, session_id: str, https: bool) -> str:
+        value = self._primary.sign(session_id.encode("ascii")).decode("ascii")
+        age = f"; Max-Age={self._max_age}" if self._max_age is not None else ""
+        return f"{self._name}={value}{age}; {self._attrs}{self._secure_attr(https)}"
+
+    def expire_cookie(self, https: bool) -> str:
+        return (
+            f"{self._name}=; Max-Age=0; Expires={_EXPIRED}; {self._attrs}"
+            f"{self._secure_attr(https)}"
+        )

@@ -1,0 +1,282 @@
+"""Sessions, decided without I/O: cookie -> load flow -> Session -> save flow -> Set-Cookie.
+
+Data layout (``docs/sessions.md``): one HASH per session at
+``<prefix>:session:{<tag>}:<sha256(id)>``, one field per session key holding its
+JSON encoding, plus the metadata field ``\\x00t`` = ``"<created>:<last seen>"`` (epoch ms)
+(user keys that start with ``\\x00`` or ``\\x01`` are stored behind a ``\\x01``,
+so no user key can take a metadata name). A user's sessions are indexed in the
+ZSET ``<prefix>:session:user:{<sha256(user id)>}`` (member: session ref, score:
+last write) for "log out everywhere".
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ._cookies import CookieSigner, IncomingCookie, new_session_id
+from ._flow import Batch, Call, Flow, Script
+from ._session_data import Limits, Session, encode
+from .errors import SessionLimitError
+from .keys import KeySpace, digest
+from .settings import Settings
+
+__all__ = ["SaveResult", "SessionCore", "SessionInfo"]
+
+logger = logging.getLogger("redis_middleware.sessions")
+
+META = "\x00t"
+
+_LOAD = Script("""
+local meta = redis.call('HGET', KEYS[1], ARGV[4])
+if not meta then return false end
+local created = tonumber(string.match(meta, '^(%d+)'))
+local now = tonumber(ARGV[1])
+local ttl = math.min(tonumber(ARGV[2]), created + tonumber(ARGV[3]) - now)
+if ttl <= 0 then redis.call('DEL', KEYS[1]) return false end
+-- pcall: under maxmemory/noeviction the read still succeeds; sliding is best effort
+redis.pcall('HSET', KEYS[1], ARGV[4], created .. ':' .. now)
+redis.pcall('PEXPIRE', KEYS[1], ttl)
+return redis.call('HGETALL', KEYS[1])
+""")
+
+# Times are epoch milliseconds, durations milliseconds.
+# ARGV: mode, now, idle, absolute, meta field, n_set, (field, value)*, n_del, field*
+# mode 'create' writes a fresh hash; 'update' refuses a hash deleted meanwhile (a
+# logout racing a slow request must not resurrect it); 'move' renames the old hash
+# (KEYS[2], same slot) to the new id first, keeping concurrent changes to it.
+_SAVE = Script("""
+local key, old, mode = KEYS[1], KEYS[2], ARGV[1]
+local now, idle, absolute, metaf = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+local created = now
+if mode == 'update' then
+  local meta = redis.call('HGET', key, metaf)
+  if not meta then return 0 end
+  created = tonumber(string.match(meta, '^(%d+)'))
+elseif mode == 'move' then
+  if redis.call('EXISTS', old) == 0 then return 0 end
+  redis.call('RENAME', old, key)
+end
+local i = 6
+local nset = tonumber(ARGV[i])
+if nset > 0 then redis.call('HSET', key, unpack(ARGV, i + 1, i + 2 * nset)) end
+i = i + 2 * nset + 1
+local ndel = tonumber(ARGV[i])
+if ndel > 0 then redis.call('HDEL', key, unpack(ARGV, i + 1, i + ndel)) end
+local ttl = math.min(idle, created + absolute - now)
+if ttl <= 0 then redis.call('DEL', key) return 0 end
+redis.call('HSET', key, metaf, created .. ':' .. now)
+redis.call('PEXPIRE', key, ttl)
+return 1
+""")
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def field_name(key: str) -> str:
+    return "\x01" + key if key.startswith(("\x00", "\x01")) else key
+
+
+def key_name(field: str) -> str:
+    return field[1:] if field.startswith("\x01") else field
+
+
+@dataclass(frozen=True, slots=True)
+class SaveResult:
+    """What saving decided: the Set-Cookie header value (if any) and whether Redis took it."""
+
+    set_cookie: str | None
+    stored: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    """One live session of a user (``ref`` is an opaque handle, not a usable cookie)."""
+
+    ref: str
+    created: float
+    last_seen: float
+    expires_in: int
+
+
+class SessionCore:
+    """Every session decision; the ASGI and WSGI adapters only run its flows."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.keys = KeySpace(settings.key_prefix)
+        self.cookies = CookieSigner(settings)
+        self.limits = Limits(settings)
+        self.cookie_name = settings.session_cookie_name
+        self.readonly_on_error = settings.session_on_redis_error == "readonly"
+
+    # -- keys -----------------------------------------------------------------
+    def ref(self, session_id: str) -> str:
+        """The public handle of a session: its slot tag + a one-way digest of its id."""
+        return session_id[:4] + digest(session_id)
+
+    def _key(self, ref: str) -> str:
+        return self.keys.session(ref[:4], ref[4:])
+
+    # -- loading ----------------------------------------------------------------
+    def read_cookie(self, cookies: Mapping[str, str]) -> IncomingCookie:
+        return self.cookies.verify(cookies.get(self.cookie_name))
+
+    def load_flow(self, session_id: str) -> Flow[tuple[dict[str, Any], dict[str, str]] | None]:
+        """One round trip: read the hash and slide its idle expiry (bounded by lifetime)."""
+        s = self.settings
+        key = self._key(self.ref(session_id))
+        (raw,) = yield (_LOAD([key], [_now_ms(), s.session_idle_timeout * 1000,
+                                      s.session_absolute_lifetime * 1000, META]),)
+        if not raw:
+            return None
+        data: dict[str, Any] = {}
+        stored: dict[str, str] = {}
+        it = iter(raw)
+        for f, v in zip(it, it, strict=True):
+            name = f.decode("utf-8", "surrogatepass")
+            if name.startswith("\x00"):
+                continue
+            text = v.decode("utf-8", "surrogatepass")
+            try:
+                data[key_name(name)] = json.loads(text)
+            except ValueError:
+                logger.warning("dropping an undecodable session field")
+                continue
+            stored[key_name(name)] = text
+        return data, stored
+
+    def session_for(self, incoming: IncomingCookie) -> Session:
+        """A session with nothing loaded yet (for lazy loading)."""
+        return Session(self.limits, incoming.session_id, readonly_on_error=self.readonly_on_error,
+                       user_field=self.settings.user_field)
+
+    # -- saving -----------------------------------------------------------------
+    def save_flow(
+        self, session: Session, incoming: IncomingCookie, https: bool
+    ) -> Flow[SaveResult]:
+        """Write what changed (at most one round trip) and decide the Set-Cookie header."""
+        if not session.loaded:
+            return SaveResult(None, False)
+        try:
+            written, deleted = session.changes()
+        except SessionLimitError as exc:  # an in-place mutation outgrew a limit
+            logger.error("session changes dropped: %s", exc)
+            return SaveResult(None, False)
+        user = session.user_id
+        old_id = session.session_id if session.exists else None
+        if session.degraded:
+            if written or deleted or session.cleared or session.regenerated:
+                logger.warning("session changes dropped: the session store is unavailable")
+            return SaveResult(None, False)
+
+        if not session.peek():  # empty: nothing to keep
+            if old_id is None:
+                return SaveResult(None, False)
+            ops: list[Call] = [Call.of("DEL", self._key(self.ref(old_id)))]
+            ops += self._index_ops(session.loaded_user, old_id, None)
+            yield tuple(ops)
+            return SaveResult(self.cookies.expire_cookie(https), True)
+
+        s = self.settings
+        now = _now_ms()
+        if old_id is None or session.cleared:
+            mode, new_id = "create", new_session_id()
+            written = {k: self._encoded(session, k) for k in session.peek()}
+            deleted = []
+        elif session.regenerated:
+            mode, new_id = "move", new_session_id(old_id[:4])
+        elif written or deleted:
+            mode, new_id = "update", old_id
+        else:  # unchanged: only a cookie signed by an older secret is re-signed
+            cookie = self.cookies.set_cookie(old_id, https) if incoming.resign else None
+            return SaveResult(cookie, True)
+
+        key = self._key(self.ref(new_id))
+        old_key = self._key(self.ref(old_id)) if old_id else key
+        args: list[Any] = [mode, now, s.session_idle_timeout * 1000,
+                           s.session_absolute_lifetime * 1000, META, len(written)]
+        for k, v in written.items():
+            args += [field_name(k), v]
+        args.append(len(deleted))
+        args += [field_name(k) for k in deleted]
+        ops = [_SAVE([key, old_key], args)]
+        if session.cleared and old_id:
+            ops.append(Call.of("DEL", old_key))
+        if mode != "update" or user != session.loaded_user:
+            ops += self._index_ops(session.loaded_user, old_id, None)
+        ops += self._index_ops(user, new_id, now)
+        results = yield tuple(ops)
+        if not results[0]:
+            logger.info("session changes refused: the session was deleted meanwhile")
+            return SaveResult(self.cookies.expire_cookie(https), False)
+        if new_id != old_id or incoming.resign:
+            return SaveResult(self.cookies.set_cookie(new_id, https), True)
+        return SaveResult(None, True)
+
+    def _encoded(self, session: Session, key: str) -> str:
+        return encode(session.peek()[key])
+
+    def _index_ops(self, user: str | None, session_id: str | None, now: int | None) -> list[Call]:
+        if user is None or session_id is None:
+            return []
+        index = self.keys.session_index(user)
+        ref = self.ref(session_id)
+        if now is None:
+            return [Call.of("ZREM", index, ref)]
+        lifetime = self.settings.session_absolute_lifetime
+        return [
+            Call.of("ZADD", index, now, ref),
+            Call.of("ZREMRANGEBYSCORE", index, "-inf", now - lifetime * 1000),
+            Call.of("EXPIRE", index, lifetime),
+        ]
+
+    # -- the per-user index ---------------------------------------------------------
+    def list_flow(self, user_id: str) -> Flow[list[SessionInfo]]:
+        """A user's live sessions, most recently written first; prunes dead entries."""
+        index = self.keys.session_index(user_id)
+        (members,) = yield (Call.of("ZREVRANGE", index, 0, -1),)
+        refs = [m.decode() for m in members]
+        if not refs:
+            return []
+        batch: Batch = tuple(
+            op for ref in refs
+            for op in (Call.of("HGET", self._key(ref), META), Call.of("TTL", self._key(ref)))
+        )
+        answers = yield batch
+        live: list[SessionInfo] = []
+        dead: list[str] = []
+        for i, ref in enumerate(refs):
+            meta, ttl = answers[2 * i], answers[2 * i + 1]
+            if meta is None or ttl < 0:
+                dead.append(ref)
+                continue
+            created, _, seen = meta.decode().partition(":")
+            live.append(SessionInfo(ref, int(created) / 1000, int(seen) / 1000, int(ttl)))
+        if dead:
+            yield (Call.of("ZREM", index, *dead),)
+        return live
+
+    def revoke_flow(self, user_id: str, ref: str) -> Flow[bool]:
+        """End one session of a user at once; True when it was live."""
+        index = self.keys.session_index(user_id)
+        (removed,) = yield (Call.of("ZREM", index, ref),)
+        if not removed or len(ref) != 26:
+            return False
+        (deleted,) = yield (Call.of("DEL", self._key(ref)),)
+        return bool(deleted)
+
+    def revoke_all_flow(self, user_id: str) -> Flow[int]:
+        """End every session of a user ("log out everywhere"); returns how many were live."""
+        index = self.keys.session_index(user_id)
+        (members,) = yield (Call.of("ZRANGE", index, 0, -1),)
+        refs = [m.decode() for m in members if len(m) == 26]
+        # One DEL per key: in a cluster the sessions live in different slots.
+        answers = yield (*(Call.of("DEL", self._key(ref)) for ref in refs), Call.of("DEL", index))
+        return sum(int(n) for n in answers[:-1])

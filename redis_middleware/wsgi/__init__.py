@@ -1,0 +1,7 @@
+"""WSGI middleware (sync Redis client). Same names as :mod:`redis_middleware.asgi`."""
+
+from __future__ import annotations
+
+from .sessions import ENVIRON_KEY, SessionMiddleware, SessionStore
+
+__all__ = ["ENVIRON_KEY", "SessionMiddleware", "SessionStore"]
