@@ -13,6 +13,7 @@ import asyncio
 import logging
 import threading
 import weakref
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import redis
@@ -66,6 +67,13 @@ class RedisConnections:
         self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
             weakref.WeakKeyDictionary()
         )
+        self._closers: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, list[Callable[[], Awaitable[None]]]
+        ] = weakref.WeakKeyDictionary()
+
+    def on_aclose(self, closer: Callable[[], Awaitable[None]]) -> None:
+        """Run ``closer`` when :meth:`aclose` is called in the running loop."""
+        self._closers.setdefault(asyncio.get_running_loop(), []).append(closer)
 
     # -- clients ------------------------------------------------------------
     def sync_client(self) -> Any:
@@ -144,8 +152,11 @@ class RedisConnections:
             self._sync = None
 
     async def aclose(self) -> None:
-        """Close the running loop's asyncio client."""
-        client = self._async.pop(asyncio.get_running_loop(), None)
+        """Close the running loop's asyncio client (and resources registered with it)."""
+        loop = asyncio.get_running_loop()
+        for closer in self._closers.pop(loop, []):
+            await closer()
+        client = self._async.pop(loop, None)
         if client is not None:
             await client.aclose()
 

@@ -8,6 +8,7 @@ configuration fails at startup, never at the first request.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import logging
 import os
 import re
@@ -17,6 +18,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from . import _parse as p
+from ._patterns import PathPattern
+from ._rules import RuleSpec, normalise_rules, parse_limits, parse_rules_env
 from ._urls import RedisTarget, parse_redis_url
 from .errors import ConfigError
 
@@ -157,6 +160,53 @@ class Settings:
         "When Redis fails: `fail` answers a request that uses its session with 503; "
         "`readonly` carries on with an empty session whose changes are dropped.",
     )
+    # -- client identity (rate limiting, presence) -------------------------
+    trusted_proxies: tuple[str, ...] = _setting(
+        (), "REDIS_MIDDLEWARE_TRUSTED_PROXIES", p.parse_csv,
+        "Comma-separated IPs/CIDRs of your reverse proxies. X-Forwarded-For and Forwarded "
+        "are read only from these peers. `*` trusts every peer (warned about).",
+    )
+    ipv6_prefix: int = _setting(
+        64, "REDIS_MIDDLEWARE_IPV6_PREFIX", p.parse_int,
+        "IPv6 clients are grouped by this prefix length (one /64 is one subscriber).",
+    )
+    # -- rate limiting ------------------------------------------------------
+    ratelimit_limit: str = _setting(
+        "", "REDIS_MIDDLEWARE_RATELIMIT_LIMIT", p.parse_str,
+        "Default limit for every path, a `limits` rate string; several joined by `;` "
+        "(`10/second;100/minute`). Empty: only `rules` paths are limited.",
+    )
+    ratelimit_key: Any = _setting(  # noqa: RUF009 (str or callable)
+        "ip", "REDIS_MIDDLEWARE_RATELIMIT_KEY", p.parse_str,
+        "Whom a limit counts: `ip`, `user`, `user_or_ip` (or, in code, a callable).",
+    )
+    ratelimit_rules: tuple[tuple[str, RuleSpec], ...] = _setting(
+        (), "REDIS_MIDDLEWARE_RATELIMIT_RULES", parse_rules_env,
+        'Per-path limits as JSON: `{"/login": "5/minute", "/api/*": {"limit": '
+        '"100/minute", "methods": ["POST"], "cost": 1, "fail": "closed"}}`.',
+    )
+    ratelimit_exempt: tuple[str, ...] = _setting(
+        (), "REDIS_MIDDLEWARE_RATELIMIT_EXEMPT", p.parse_csv,
+        "Comma-separated path patterns never limited (e.g. `/health,/static/*`).",
+    )
+    ratelimit_strategy: str = _setting(
+        "fixed-window", "REDIS_MIDDLEWARE_RATELIMIT_STRATEGY", p.parse_str,
+        "`fixed-window` (one round trip for any number of limits), `moving-window` or "
+        "`sliding-window-counter` (the `limits` library's strategies).",
+    )
+    ratelimit_headers: str = _setting(
+        "legacy", "REDIS_MIDDLEWARE_RATELIMIT_HEADERS", p.parse_str,
+        "Which headers: `legacy` (X-RateLimit-*), `draft` (IETF RateLimit-Policy/RateLimit), "
+        "`both` or `none`.",
+    )
+    ratelimit_fail: str = _setting(
+        "open", "REDIS_MIDDLEWARE_RATELIMIT_FAIL", p.parse_str,
+        "When Redis fails: `open` lets requests through; `closed` answers 503.",
+    )
+    ratelimit_dry_run: bool = _setting(
+        False, "REDIS_MIDDLEWARE_RATELIMIT_DRY_RUN", p.parse_bool,
+        "Log what would be limited, limit nothing.",
+    )
     # -- presence -----------------------------------------------------------
     presence_ttl: int = _setting(
         300, "REDIS_MIDDLEWARE_PRESENCE_TTL", p.parse_int,
@@ -216,8 +266,47 @@ class Settings:
         if not _FIELD_RE.match(self.user_field):
             self._fail("user_field", "must be an identifier of at most 64 characters")
         self._validate_cookie()
+        self._validate_ratelimit()
         if self.session_on_redis_error not in {"fail", "readonly"}:
             self._fail("session_on_redis_error", "must be 'fail' or 'readonly'")
+
+    def _validate_ratelimit(self) -> None:
+        for name in ("ratelimit_exempt", "trusted_proxies"):
+            value: Any = getattr(self, name)  # a comma-separated str is accepted too
+            object.__setattr__(self, name, p.parse_csv(value) if isinstance(value, str)
+                               else tuple(value))
+        for entry in self.trusted_proxies:
+            if entry != "*":
+                try:
+                    ipaddress.ip_network(entry, strict=False)
+                except ValueError:
+                    self._fail("trusted_proxies", f"{entry!r} is not an IP address or network")
+        if not 1 <= self.ipv6_prefix <= 128:
+            self._fail("ipv6_prefix", "must be between 1 and 128")
+        try:
+            parse_limits(self.ratelimit_limit)
+        except ValueError as exc:
+            self._fail("ratelimit_limit", str(exc))
+        try:
+            object.__setattr__(self, "ratelimit_rules", normalise_rules(self.ratelimit_rules))
+        except (ValueError, TypeError) as exc:
+            self._fail("ratelimit_rules", str(exc))
+        for pattern in self.ratelimit_exempt:
+            try:
+                PathPattern.compile(pattern)
+            except ValueError as exc:
+                self._fail("ratelimit_exempt", str(exc))
+        key = self.ratelimit_key
+        if not callable(key) and key not in ("ip", "user", "user_or_ip"):
+            self._fail("ratelimit_key", "must be 'ip', 'user', 'user_or_ip' or a callable")
+        choices = {
+            "ratelimit_strategy": ("fixed-window", "moving-window", "sliding-window-counter"),
+            "ratelimit_headers": ("legacy", "draft", "both", "none"),
+            "ratelimit_fail": ("open", "closed"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                self._fail(name, "must be one of " + ", ".join(repr(a) for a in allowed))
 
     def _validate_cookie(self) -> None:
         name = self.session_cookie_name

@@ -21,13 +21,24 @@ Handler = Callable[[MutableMapping[str, Any] | None, dict[str, str], Any], tuple
 calls: dict[str, int] = {}
 
 
+PATHS = ("/noop", "/get", "/set", "/mutate", "/del", "/clear", "/login")
+
+
+class PlainSession(dict[str, Any]):
+    def regenerate(self) -> None:
+        pass
+
+
 def handle(path: str, session: MutableMapping[str, Any] | None,
            query: dict[str, str], body: Any) -> tuple[int, Any]:
     """The app's behaviour, shared by both servings. Returns (status, JSON payload)."""
     calls[path] = calls.get(path, 0) + 1
     if path == "/noop":
         return 200, {"ok": True}
-    assert session is not None
+    if path not in PATHS:
+        return 404, {"detail": "not found"}
+    if session is None:  # served without SessionMiddleware (rate-limit and cache tests)
+        session = PlainSession()
     if path == "/get":
         return 200, dict(session)
     if path == "/set":
@@ -35,7 +46,7 @@ def handle(path: str, session: MutableMapping[str, Any] | None,
             len(session)
             time.sleep(float(query["sleep"]))
         try:
-            session.update(body)
+            session.update(body or {})
         except SessionLimitError as exc:
             return 413, {"detail": str(exc)}
         return 200, {"ok": True}
@@ -58,11 +69,11 @@ def handle(path: str, session: MutableMapping[str, Any] | None,
 async def _asgi_endpoint(request: Request) -> Response:
     body = await request.json() if request.method == "POST" and await request.body() else None
     path = request.url.path
-    session = request.session if path != "/noop" else None
+    session = request.session if "session" in request.scope and path != "/noop" else None
     if "sleep" in request.query_params:
         import anyio
 
-        len(request.session)
+        len(request.session) if "session" in request.scope else 0
         await anyio.sleep(float(request.query_params["sleep"]))
         query = {k: v for k, v in request.query_params.items() if k != "sleep"}
     else:
@@ -84,8 +95,7 @@ async def _text(request: Request) -> Response:
 
 
 def asgi_app() -> Starlette:
-    paths = ["/noop", "/get", "/set", "/mutate", "/del", "/clear", "/login"]
-    routes = [Route(p, _asgi_endpoint, methods=["GET", "POST"]) for p in paths]
+    routes = [Route(p, _asgi_endpoint, methods=["GET", "POST"]) for p in PATHS]
     routes += [Route("/stream", _stream), Route("/text", _text)]
     return Starlette(routes=routes)
 

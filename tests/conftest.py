@@ -164,8 +164,11 @@ class Clients:
 
     def __call__(
         self, middleware: str = "SessionMiddleware", *, https: bool = False,
-        settings: Settings | None = None, app: Any = None, **options: Any,
+        settings: Settings | None = None, app: Any = None, peer: str = "127.0.0.1",
+        outer: tuple[tuple[str, dict[str, Any]], ...] = (), **options: Any,
     ) -> Any:
+        """A client for the test app wrapped in ``middleware`` (with ``options``), itself
+        wrapped in the ``outer`` layers (innermost first); requests come from ``peer``."""
         import httpx
 
         from . import apps
@@ -175,17 +178,18 @@ class Clients:
         if self.interface == "asgi":
             from starlette.testclient import TestClient
 
-            import redis_middleware.asgi as asgi
-
-            wrapped = getattr(asgi, middleware)(app or apps.asgi_app(), settings, **options)
-            client = TestClient(wrapped, base_url=base)
+            import redis_middleware.asgi as module
+        else:
+            import redis_middleware.wsgi as module  # type: ignore[no-redef]
+        inner = app or (apps.asgi_app() if self.interface == "asgi" else apps.wsgi_app)
+        wrapped = getattr(module, middleware)(inner, settings, **options)
+        for name, layer_options in outer:
+            wrapped = getattr(module, name)(wrapped, settings, **layer_options)
+        if self.interface == "asgi":
+            client = TestClient(wrapped, base_url=base, client=(peer, 50000))
             client.__enter__()
-            self._open.append((client, settings))
-            return client
-        import redis_middleware.wsgi as wsgi
-
-        wrapped = getattr(wsgi, middleware)(app or apps.wsgi_app, settings, **options)
-        client = httpx.Client(transport=WSGITransport(wrapped), base_url=base)
+        else:
+            client = httpx.Client(transport=WSGITransport(wrapped, peer), base_url=base)
         self._open.append((client, settings))
         return client
 

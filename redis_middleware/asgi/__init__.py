@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .ratelimit import RateLimiter, RateLimitMiddleware
 from .sessions import SessionMiddleware, SessionStore
 
-__all__ = ["SessionMiddleware", "SessionStore"]
+__all__ = ["RateLimitMiddleware", "RateLimiter", "SessionMiddleware", "SessionStore"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from typing import Any
 
 from asgiref.typing import ASGISendCallable
 from starlette.datastructures import Headers
@@ -37,3 +38,17 @@ async def send_json(
         "trailers": False,
     })
     await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def with_headers(send: ASGISendCallable, headers: list[tuple[bytes, bytes]]) -> ASGISendCallable:
+    """A ``send`` that appends ``headers`` to the response start (the body is untouched)."""
+    if not headers:
+        return send
+
+    async def wrapped(message: Any) -> None:
+        if message["type"] == "http.response.start":
+            message = dict(message)
+            message["headers"] = [*message.get("headers", ()), *headers]
+        await send(message)
+
+    return wrapped

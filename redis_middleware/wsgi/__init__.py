@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .ratelimit import RateLimiter, RateLimitMiddleware
 from .sessions import ENVIRON_KEY, SessionMiddleware, SessionStore
 
-__all__ = ["ENVIRON_KEY", "SessionMiddleware", "SessionStore"]
+__all__ = ["ENVIRON_KEY", "RateLimitMiddleware", "RateLimiter", "SessionMiddleware", "SessionStore"]

@@ -1,0 +1,88 @@
+"""A normalised, I/O-free view of one request, built from an ASGI scope or a WSGI environ."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["RequestInfo", "from_environ", "from_scope"]
+
+
+@dataclass(frozen=True, slots=True)
+class RequestInfo:
+    """What the cores decide from. ``headers`` are lower-cased names, in order."""
+
+    method: str
+    path: str
+    query_string: bytes
+    headers: tuple[tuple[str, str], ...]
+    peer: str | None
+    scheme: str
+    user: str | None = None
+
+    def header(self, name: str) -> str | None:
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+    def header_list(self, name: str) -> list[str]:
+        return [value for key, value in self.headers if key == name]
+
+
+def _session_user(session: Any, user_field: str) -> str | None:
+    if isinstance(session, Mapping):
+        value = session.get(user_field)
+        if value is not None and not isinstance(value, (dict, list)):
+            return str(value)
+    return None
+
+
+def scope_user(scope: Mapping[str, Any], user_field: str) -> str | None:
+    """The server-verified user of an ASGI request: our session, else ``scope["user"]``."""
+    user = _session_user(scope.get("session"), user_field)
+    if user is None:
+        auth = scope.get("user")
+        if auth is not None and getattr(auth, "is_authenticated", False):
+            identity = getattr(auth, "identity", None) or getattr(auth, "display_name", None)
+            user = str(identity) if identity else None
+    return user
+
+
+def from_scope(scope: Mapping[str, Any], user_field: str) -> RequestInfo:
+    client = scope.get("client")
+    return RequestInfo(
+        method=scope.get("method", "GET") if scope["type"] == "http" else "WEBSOCKET",
+        path=scope.get("path", "/"),
+        query_string=scope.get("query_string", b""),
+        headers=tuple((k.decode("latin-1").lower(), v.decode("latin-1"))
+                      for k, v in scope.get("headers", ())),
+        peer=client[0] if client else None,
+        scheme=scope.get("scheme", "http"),
+        user=scope_user(scope, user_field),
+    )
+
+
+def environ_user(environ: Mapping[str, Any], user_field: str) -> str | None:
+    """The server-verified user of a WSGI request: our session, else ``REMOTE_USER``."""
+    user = _session_user(environ.get("redis_middleware.session"), user_field)
+    return user if user is not None else environ.get("REMOTE_USER") or None
+
+
+def from_environ(environ: Mapping[str, Any], user_field: str) -> RequestInfo:
+    headers = []
+    for key, value in environ.items():
+        if key.startswith("HTTP_"):
+            headers.append((key[5:].replace("_", "-").lower(), value))
+        elif key in ("CONTENT_TYPE", "CONTENT_LENGTH") and value:
+            headers.append((key.replace("_", "-").lower(), value))
+    return RequestInfo(
+        method=environ.get("REQUEST_METHOD", "GET"),
+        path=(environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")) or "/",
+        query_string=environ.get("QUERY_STRING", "").encode("latin-1"),
+        headers=tuple(headers),
+        peer=environ.get("REMOTE_ADDR") or None,
+        scheme=environ.get("wsgi.url_scheme", "http"),
+        user=None,  # resolved lazily: reading it may load the session
+    )

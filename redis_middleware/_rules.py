@@ -1,0 +1,88 @@
+"""Rate-limit rule specifications: parsed and validated at settings construction."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from limits import RateLimitItem, parse_many
+
+from ._patterns import PathPattern
+
+__all__ = ["RuleSpec", "normalise_rules", "parse_limits", "parse_rules_env"]
+
+_FAIL = ("open", "closed")
+
+
+def parse_limits(text: str) -> tuple[RateLimitItem, ...]:
+    """``"10/second;100/minute"`` -> rate-limit items, via the ``limits`` library."""
+    if not text.strip():
+        return ()
+    try:
+        items = tuple(parse_many(text))
+    except ValueError as exc:
+        raise ValueError(f"invalid rate limit {text!r}: {exc}") from None
+    if not items:
+        raise ValueError(f"invalid rate limit {text!r}")
+    return items
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSpec:
+    """One rule: its rate string, cost per request, methods (None: all) and failure mode."""
+
+    limit: str
+    cost: int = 1
+    methods: tuple[str, ...] | None = None
+    fail: str | None = None  # None: the global ratelimit_fail
+
+    def __post_init__(self) -> None:
+        parse_limits(self.limit)
+        if isinstance(self.cost, bool) or not isinstance(self.cost, int) or self.cost < 1:
+            raise ValueError(f"cost must be a positive whole number, got {self.cost!r}")
+        if self.fail is not None and self.fail not in _FAIL:
+            raise ValueError(f"fail must be 'open' or 'closed', got {self.fail!r}")
+
+
+def _spec(value: Any) -> RuleSpec:
+    if isinstance(value, RuleSpec):
+        return value
+    if isinstance(value, str):
+        return RuleSpec(value)
+    if isinstance(value, Mapping):
+        unknown = set(value) - {"limit", "cost", "methods", "fail"}
+        if unknown:
+            raise ValueError(f"unknown rule option(s): {', '.join(sorted(unknown))}")
+        methods = value.get("methods")
+        return RuleSpec(
+            limit=str(value.get("limit", "")),
+            cost=value.get("cost", 1),
+            methods=tuple(m.upper() for m in methods) if methods else None,
+            fail=value.get("fail"),
+        )
+    raise ValueError(f"a rule must be a rate string or a mapping, got {type(value).__name__}")
+
+
+def normalise_rules(rules: Any) -> tuple[tuple[str, RuleSpec], ...]:
+    """Accept a mapping (or pairs) of pattern -> rate string / options; validate all."""
+    items = rules.items() if isinstance(rules, Mapping) else rules
+    out = []
+    for pattern, value in items:
+        PathPattern.compile(pattern)
+        out.append((pattern, _spec(value)))
+    return tuple(out)
+
+
+def parse_rules_env(raw: str) -> tuple[tuple[str, RuleSpec], ...]:
+    """The environment form: a JSON object ``{"/login": "5/minute", ...}``."""
+    if not raw.strip():
+        return ()
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise ValueError("expected a JSON object of path pattern -> rate limit") from None
+    if not isinstance(data, dict):
+        raise ValueError("expected a JSON object of path pattern -> rate limit")
+    return normalise_rules(data)

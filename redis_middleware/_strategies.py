@@ -1,0 +1,140 @@
+"""Moving-window and sliding-window-counter limits, through the ``limits`` library.
+
+The library's strategies and storages are used as they are (with our key prefix,
+timeouts and circuit breaker); they cost a few round trips per limit, where our
+fixed-window script costs one in all. On ``memory://`` they use the library's
+in-process memory storage. Several limits are checked first and then counted,
+which is not atomic across concurrent requests (the fixed window is).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import weakref
+from typing import Any
+
+from limits import RateLimitItem
+from limits import strategies as sync_strategies
+from limits.aio import strategies as async_strategies
+from limits.storage import storage_from_string
+from redis import exceptions as rex
+
+from ._breaker import Breaker
+from .connections import RedisConnections
+from .errors import RedisUnavailableError
+from .ratelimit import Check, Decision, RateLimitCore, limits_key
+
+_STRATEGIES = {
+    "moving-window": "MovingWindowRateLimiter",
+    "sliding-window-counter": "SlidingWindowCounterRateLimiter",
+}
+_FAILURES = (rex.RedisError, OSError, TimeoutError)
+
+
+def _uri(conns: RedisConnections, asyncio_storage: bool) -> str:
+    target = conns.target
+    if target.kind == "memory":
+        return "async+memory://" if asyncio_storage else "memory://"
+    url = target.url
+    if url.startswith("unix://"):
+        url = "redis+unix://" + url[len("unix://"):]
+    elif url.startswith("rediss+"):  # limits spells TLS for these with ?ssl=true
+        url = "redis+" + url[len("rediss+"):] + ("&" if "?" in url else "?") + "ssl=true"
+    return "async+" + url if asyncio_storage else url
+
+
+async def _close_storage(storage: Any) -> None:
+    # limits' asyncio storages have no close(); their redis-py client is the bridge's.
+    client = getattr(getattr(storage, "bridge", None), "storage", None)
+    if client is not None and hasattr(client, "aclose"):
+        await client.aclose()
+
+
+class LimitsStrategy:
+    """Runs checks with a ``limits`` strategy on a storage built from our settings."""
+
+    def __init__(self, core: RateLimitCore, conns: RedisConnections) -> None:
+        self.core = core
+        self.conns = conns
+        self.name = _STRATEGIES[core.settings.ratelimit_strategy]
+        self._sync: Any = None
+        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def _options(self, asyncio_storage: bool) -> dict[str, Any]:
+        s = self.core.settings
+        if self.conns.target.kind == "memory":
+            return {}
+        options: dict[str, Any] = {
+            "key_prefix": f"{s.key_prefix}:ratelimit",
+            "socket_timeout": s.socket_timeout,
+            "socket_connect_timeout": s.connect_timeout,
+        }
+        if asyncio_storage:
+            options["implementation"] = "redispy"
+        return options
+
+    def _limiter(self, asyncio_storage: bool) -> Any:
+        module: Any = async_strategies if asyncio_storage else sync_strategies
+        storage = storage_from_string(
+            _uri(self.conns, asyncio_storage), **self._options(asyncio_storage)
+        )
+        return getattr(module, self.name)(storage)
+
+    @property
+    def breaker(self) -> Breaker:
+        return self.conns.breaker
+
+    def _decide(self, check: Check, ok: list[bool], stats: list[Any]) -> Decision:
+        now = time.time()
+        items: tuple[RateLimitItem, ...] = check.rule.items
+        counts = [item.amount - st.remaining for item, st in zip(items, stats, strict=True)]
+        resets = [st.reset_time - now for st in stats]
+        breached = next((i for i, good in enumerate(ok) if not good), -1)
+        return self.core.decide(check, breached, counts, resets)
+
+    def check(self, check: Check) -> Decision:
+        self.breaker.check()
+        try:
+            if self._sync is None:
+                self._sync = self._limiter(False)
+            limiter = self._sync
+            ids = [limits_key(check, i) for i in range(len(check.rule.items))]
+            cost = check.rule.cost
+            ok = [limiter.test(item, *ids[i], cost=cost)
+                  for i, item in enumerate(check.rule.items)]
+            if all(ok):
+                ok = [limiter.hit(item, *ids[i], cost=cost)
+                      for i, item in enumerate(check.rule.items)]
+            stats = [limiter.get_window_stats(item, *ids[i])
+                     for i, item in enumerate(check.rule.items)]
+        except _FAILURES as exc:
+            self.breaker.failure(exc)
+            raise RedisUnavailableError(str(exc)) from exc
+        self.breaker.success()
+        return self._decide(check, ok, stats)
+
+    async def acheck(self, check: Check) -> Decision:
+        self.breaker.check()
+        try:
+            loop = asyncio.get_running_loop()
+            limiter = self._async.get(loop)
+            if limiter is None:
+                limiter = self._async[loop] = self._limiter(True)
+                self.conns.on_aclose(lambda: _close_storage(limiter.storage))
+            ids = [limits_key(check, i) for i in range(len(check.rule.items))]
+            cost = check.rule.cost
+            ok = [await limiter.test(item, *ids[i], cost=cost)
+                  for i, item in enumerate(check.rule.items)]
+            if all(ok):
+                ok = [await limiter.hit(item, *ids[i], cost=cost)
+                      for i, item in enumerate(check.rule.items)]
+            stats = [await limiter.get_window_stats(item, *ids[i])
+                     for i, item in enumerate(check.rule.items)]
+        except _FAILURES as exc:
+            self.breaker.failure(exc)
+            raise RedisUnavailableError(str(exc)) from exc
+        self.breaker.success()
+        return self._decide(check, ok, stats)

@@ -1,0 +1,104 @@
+"""Rate limiting for ASGI apps: 429 before the app runs, X-RateLimit-* headers after."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, Scope
+
+from .._options import resolve_settings
+from .._request import from_scope
+from .._strategies import LimitsStrategy
+from ..connections import connections_for
+from ..errors import RedisMiddlewareError
+from ..ratelimit import Check, Decision, RateLimitCore, Usage
+from ..settings import Settings
+from ._http import with_headers
+
+__all__ = ["RateLimitMiddleware", "RateLimiter"]
+
+
+def _raw(headers: tuple[tuple[str, str], ...]) -> list[tuple[bytes, bytes]]:
+    return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+
+
+class RateLimiter:
+    """Counts requests against limits (async); also reads and resets an identity's usage.
+
+    Identities are ``"ip:<address>"``, ``"user:<id>"`` or ``"custom:<value>"``.
+    """
+
+    def __init__(self, settings: Settings | None = None, **options: Any) -> None:
+        self.settings = resolve_settings(settings, "ratelimit", options)
+        self.core = RateLimitCore(self.settings)
+        self.redis = connections_for(self.settings)
+        fixed = self.settings.ratelimit_strategy == "fixed-window"
+        self.strategy = None if fixed else LimitsStrategy(self.core, self.redis)
+
+    async def check(self, check: Check) -> Decision | None:
+        """Count ``check``; None when Redis failed and the rule fails open."""
+        try:
+            if self.strategy is not None:
+                return await self.strategy.acheck(check)
+            return await self.redis.arun(self.core.fixed_window_flow(check))
+        except RedisMiddlewareError:
+            return self.core.unavailable(check)
+
+    async def usage(self, identity: str) -> dict[str, list[Usage]]:
+        """Per rule, the fixed-window counters of ``identity``."""
+        return await self.redis.arun(self.core.usage_flow(identity))
+
+    async def reset(self, identity: str) -> int:
+        """Forget every fixed-window counter of ``identity``."""
+        return await self.redis.arun(self.core.reset_flow(identity))
+
+
+class RateLimitMiddleware:
+    """Per-IP or per-user rate limits, exact across processes sharing one Redis.
+
+    Example::
+
+        app = RateLimitMiddleware(app, settings, limit="100/minute", key="user_or_ip",
+                                  rules={"/login": {"limit": "5/minute", "fail": "closed"}},
+                                  exempt=["/health"])
+
+    Over the limit: 429 with a JSON body, ``Retry-After`` and ``X-RateLimit-*``; the
+    app is not called. WebSocket connections are limited at connect (close 1008).
+    Security: ``X-Forwarded-For`` counts only from ``trusted_proxies``.
+    """
+
+    def __init__(self, app: Any, settings: Settings | None = None, **options: Any) -> None:
+        self.app = app
+        self.limiter = RateLimiter(settings, **options)
+        self.settings = self.limiter.settings
+        self.core = self.limiter.core
+
+    async def __call__(
+        self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        request = from_scope(scope, self.settings.user_field)
+        check = self.core.prepare(request, lambda: request.user)
+        decision = None if check is None else await self.limiter.check(check)
+        if decision is None:
+            await self.app(scope, receive, send)
+        elif not decision.allowed:
+            await self.reject(scope, send, decision)
+        else:
+            await self.app(scope, receive, with_headers(send, _raw(decision.headers)))
+
+    async def reject(self, scope: Scope, send: ASGISendCallable, decision: Decision) -> None:
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008, "reason": decision.detail})
+            return
+        body = self.core.blocked_body(decision)
+        await send({
+            "type": "http.response.start",
+            "status": decision.status,
+            "headers": [(b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()), *_raw(decision.headers)],
+            "trailers": False,
+        })
+        await send({"type": "http.response.body", "body": body, "more_body": False})

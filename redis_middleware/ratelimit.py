@@ -1,0 +1,293 @@
+"""Rate limiting, decided without I/O: which rule, whose bucket, and what the answer is.
+
+Fixed window (the default) costs one round trip for any number of limits: one
+script checks every limit of the rule, increments all or none (a rejected
+request consumes nothing), sets the TTL of the keys it creates and returns
+count and time-to-reset per limit, so the headers cost nothing more. Counters
+live at ``<prefix>:ratelimit:{<identity>}:<rule>:<amount>-<seconds>``; the
+counters of one identity share a Cluster hash slot.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from limits import RateLimitItem
+
+from ._client_ip import ProxyTrust
+from ._flow import Call, Flow, Script
+from ._patterns import PathPattern, RouteTable
+from ._request import RequestInfo
+from ._rules import RuleSpec, parse_limits
+from .keys import KeySpace, escape
+from .settings import Settings
+
+__all__ = ["Check", "Decision", "RateLimitCore", "Rule", "Usage"]
+
+logger = logging.getLogger("redis_middleware.ratelimit")
+
+# KEYS: one counter per limit. ARGV: cost, then (amount, window ms) per limit.
+# Returns {breached index or 0, count_1..count_n, pttl_1..pttl_n}.
+_FIXED_WINDOW = Script("""
+local cost, n = tonumber(ARGV[1]), #KEYS
+local counts, ttls, breached = {}, {}, 0
+for i = 1, n do
+  local c = tonumber(redis.call('GET', KEYS[i]) or '0')
+  counts[i] = c
+  ttls[i] = redis.call('PTTL', KEYS[i])
+  if breached == 0 and c + cost > tonumber(ARGV[2 * i]) then breached = i end
+end
+if breached == 0 then
+  for i = 1, n do
+    counts[i] = redis.call('INCRBY', KEYS[i], cost)
+    if ttls[i] < 0 then
+      ttls[i] = tonumber(ARGV[2 * i + 1])
+      redis.call('PEXPIRE', KEYS[i], ttls[i])
+    end
+  end
+end
+local out = {breached}
+for i = 1, n do out[#out + 1] = counts[i] end
+for i = 1, n do out[#out + 1] = ttls[i] end
+return out
+""")
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """A compiled rule: its name (pattern or ``default``), limits, cost, methods, failure mode."""
+
+    name: str
+    items: tuple[RateLimitItem, ...]
+    cost: int
+    methods: frozenset[str] | None
+    fail_closed: bool
+
+    def applies_to(self, method: str) -> bool:
+        return self.methods is None or method in self.methods
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """A request that must be counted: by which rule, for whom, at which keys."""
+
+    rule: Rule
+    identity: str
+    keys: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """The state of one limit for one identity."""
+
+    limit: str
+    amount: int
+    used: int
+    remaining: int
+    reset_after: int
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The answer: allowed or not, and the headers to send either way."""
+
+    allowed: bool
+    headers: tuple[tuple[str, str], ...]
+    retry_after: int = 0
+    detail: str = ""
+    status: int = 429
+
+
+def _window(item: RateLimitItem) -> int:
+    return int(item.get_expiry())
+
+
+def describe(item: RateLimitItem) -> str:
+    multiples = "" if item.multiples == 1 else f"{item.multiples} "
+    return f"{item.amount} per {multiples}{item.GRANULARITY.name}"
+
+
+class RateLimitCore:
+    """Every rate-limit decision; the ASGI and WSGI adapters only run its flows."""
+
+    def __init__(self, settings: Settings) -> None:
+        s = self.settings = settings
+        self.keys = KeySpace(s.key_prefix)
+        self.trust = ProxyTrust(s.trusted_proxies, s.ipv6_prefix)
+        fail_closed = s.ratelimit_fail == "closed"
+        self.default = None
+        default_items = parse_limits(s.ratelimit_limit)
+        if default_items:
+            self.default = Rule("default", default_items, 1, None, fail_closed)
+        self.rules: RouteTable[Rule] = RouteTable(
+            (pattern, self._compile(pattern, spec, fail_closed))
+            for pattern, spec in s.ratelimit_rules
+        )
+        self.exempt = [PathPattern.compile(p) for p in s.ratelimit_exempt]
+        self.key_func: Callable[[RequestInfo], Any] | None = (
+            s.ratelimit_key if callable(s.ratelimit_key) else None
+        )
+        self.key_kind: str = "custom" if self.key_func else s.ratelimit_key
+        self.legacy = s.ratelimit_headers in ("legacy", "both")
+        self.draft = s.ratelimit_headers in ("draft", "both")
+        self.dry_run = s.ratelimit_dry_run
+
+    @staticmethod
+    def _compile(pattern: str, spec: RuleSpec, fail_closed: bool) -> Rule:
+        return Rule(
+            name=pattern,
+            items=parse_limits(spec.limit),
+            cost=spec.cost,
+            methods=frozenset(spec.methods) if spec.methods else None,
+            fail_closed=fail_closed if spec.fail is None else spec.fail == "closed",
+        )
+
+    # -- what applies -----------------------------------------------------------
+    def rule_for(self, method: str, path: str) -> Rule | None:
+        if any(p.matches(path) for p in self.exempt):
+            return None
+        for _, rule in self.rules.matches(path):
+            if rule.applies_to(method):
+                return rule
+        return self.default
+
+    def identity(self, request: RequestInfo, user: Callable[[], str | None]) -> str | None:
+        """Whose bucket: ``ip:...``, ``user:...`` or ``custom:...`` (None: not limited)."""
+        if self.key_func is not None:
+            value = self.key_func(request)
+            return None if value is None else "custom:" + str(value)
+        if self.key_kind != "ip":
+            uid = user()
+            if uid is not None:
+                return "user:" + uid
+            if self.key_kind == "user":
+                return None  # anonymous requests are not counted by a per-user limit
+        return "ip:" + self.trust.client(
+            request.peer, request.header_list("x-forwarded-for"), request.header_list("forwarded")
+        )
+
+    def prepare(self, request: RequestInfo, user: Callable[[], str | None]) -> Check | None:
+        """The check this request needs, or None when nothing limits it."""
+        rule = self.rule_for(request.method, request.path)
+        if rule is None:
+            return None
+        identity = self.identity(request, user)
+        if identity is None:
+            return None
+        return Check(rule, identity, self.counter_keys(rule, identity))
+
+    def counter_keys(self, rule: Rule, identity: str) -> tuple[str, ...]:
+        return tuple(
+            self.keys.ratelimit(identity, rule.name, f"{item.amount}-{_window(item)}")
+            for item in rule.items
+        )
+
+    # -- counting (fixed window) ----------------------------------------------------
+    def fixed_window_flow(self, check: Check) -> Flow[Decision]:
+        """One round trip: check and count every limit of the rule, all or nothing."""
+        args: list[Any] = [check.rule.cost]
+        for item in check.rule.items:
+            args += [item.amount, _window(item) * 1000]
+        (reply,) = yield (_FIXED_WINDOW(check.keys, args),)
+        n = len(check.rule.items)
+        breached = int(reply[0])
+        counts = [int(c) for c in reply[1:1 + n]]
+        resets = [max(0, int(t)) / 1000 for t in reply[1 + n:1 + 2 * n]]
+        return self.decide(check, breached - 1, counts, resets)
+
+    def decide(
+        self, check: Check, breached: int, counts: list[int], resets: list[float]
+    ) -> Decision:
+        """Headers and verdict from per-limit counts and seconds-until-reset.
+
+        ``breached`` is the index of a limit the request would exceed, or -1.
+        """
+        items = check.rule.items
+        remaining = [max(0, item.amount - c) for item, c in zip(items, counts, strict=True)]
+        reset_s = [max(1, math.ceil(r)) for r in resets]
+        if breached >= 0:
+            # Retry when every limit that is too full now has reset.
+            over = [i for i, item in enumerate(items) if counts[i] + check.rule.cost > item.amount]
+            retry = max(reset_s[i] for i in over)
+            worst = max(over, key=lambda i: reset_s[i])
+            headers = self._headers(check, worst, 0, retry, remaining, reset_s)
+            headers += (("Retry-After", str(retry)),)
+            detail = f"Rate limit exceeded: {describe(items[worst])}"
+            if self.dry_run:
+                logger.warning("dry run: would limit %s on %s (%s)", check.identity,
+                               check.rule.name, detail)
+                return Decision(True, headers[:-1])
+            return Decision(False, headers, retry, detail)
+        worst = min(range(len(items)), key=lambda i: (remaining[i], -reset_s[i]))
+        return Decision(True, self._headers(check, worst, remaining[worst], reset_s[worst],
+                                            remaining, reset_s))
+
+    def _headers(
+        self, check: Check, worst: int, left: int, reset: int,
+        remaining: list[int], reset_s: list[int],
+    ) -> tuple[tuple[str, str], ...]:
+        items = check.rule.items
+        out: list[tuple[str, str]] = []
+        if self.legacy:
+            out += [("X-RateLimit-Limit", str(items[worst].amount)),
+                    ("X-RateLimit-Remaining", str(left)),
+                    ("X-RateLimit-Reset", str(reset))]
+        if self.draft:  # draft-ietf-httpapi-ratelimit-headers: structured fields
+            names = [f'"{item.amount}-per-{_window(item)}s"' for item in items]
+            policy = ", ".join(f"{n};q={item.amount};w={_window(item)}"
+                               for n, item in zip(names, items, strict=True))
+            out += [("RateLimit-Policy", policy),
+                    ("RateLimit", f"{names[worst]};r={left};t={reset}")]
+        return tuple(out)
+
+    def blocked_body(self, decision: Decision) -> bytes:
+        return json.dumps({"detail": decision.detail}, separators=(",", ":")).encode()
+
+    def unavailable(self, check: Check) -> Decision | None:
+        """Redis failed: None lets the request through (fail open), else a 503 decision."""
+        if not check.rule.fail_closed:
+            return None
+        return Decision(False, (("Retry-After", "1"),), 1, "Rate limiter unavailable", 503)
+
+    # -- usage API -----------------------------------------------------------------
+    def _all_rules(self) -> list[Rule]:
+        rules = self.rules.values()
+        return rules + ([self.default] if self.default else [])
+
+    def usage_flow(self, identity: str) -> Flow[dict[str, list[Usage]]]:
+        """Every rule's counters for ``identity`` (fixed window)."""
+        rules = self._all_rules()
+        ops = []
+        for rule in rules:
+            for key in self.counter_keys(rule, identity):
+                ops += [Call.of("GET", key), Call.of("PTTL", key)]
+        answers = yield tuple(ops)
+        out: dict[str, list[Usage]] = {}
+        i = 0
+        for rule in rules:
+            for item in rule.items:
+                used = int(answers[i] or 0)
+                ttl = int(answers[i + 1])
+                i += 2
+                out.setdefault(rule.name, []).append(Usage(
+                    describe(item), item.amount, used, max(0, item.amount - used),
+                    max(0, math.ceil(ttl / 1000)) if ttl > 0 else 0))
+        return out
+
+    def reset_flow(self, identity: str) -> Flow[int]:
+        """Delete every counter of ``identity``; returns how many existed."""
+        keys = [k for rule in self._all_rules() for k in self.counter_keys(rule, identity)]
+        if not keys:
+            return 0
+        answers = yield tuple(Call.of("DEL", k) for k in keys)  # one per key: Cluster slots
+        return sum(int(a) for a in answers)
+
+
+def limits_key(check: Check, item_index: int) -> tuple[str, ...]:
+    """Identifiers for the ``limits`` strategies: escaped, so keys stay in our namespace."""
+    return escape(check.identity), escape(check.rule.name), str(item_index)

@@ -1,0 +1,170 @@
+"""Rate limiting decisions with no I/O: patterns, client addresses, rules, verdicts."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from redis_middleware import ConfigError, Settings
+from redis_middleware._client_ip import UNKNOWN, ProxyTrust
+from redis_middleware._flow import run_pure
+from redis_middleware._patterns import PathPattern, RouteTable
+from redis_middleware._request import RequestInfo
+from redis_middleware.ratelimit import RateLimitCore
+
+
+@pytest.mark.parametrize(
+    ("pattern", "path", "expected"),
+    [
+        pytest.param("/items/{id}", "/items/42", True, id="param"),
+        pytest.param("/items/{id}", "/items/", False, id="param-empty"),
+        pytest.param("/items/{id}", "/items/4/2", False, id="param-one-segment"),
+        pytest.param("/api/*", "/api", True, id="wildcard-self"),
+        pytest.param("/api/*", "/api/a/b", True, id="wildcard-below"),
+        pytest.param("/api/*", "/apix", False, id="wildcard-not-prefix-string"),
+        pytest.param("/login", "/login", True, id="exact"),
+        pytest.param("/login", "/login/", False, id="exact-trailing-slash"),
+        pytest.param("/", "/", True, id="root"),
+        pytest.param("/*", "/anything/at/all", True, id="root-wildcard"),
+        pytest.param("/a.b", "/aXb", False, id="dots-are-literal"),
+    ],
+)
+def test_patterns(pattern: str, path: str, expected: bool) -> None:
+    assert PathPattern.compile(pattern).matches(path) is expected
+
+
+def test_most_specific_route_wins() -> None:
+    table = RouteTable({"/api/*": "wild", "/api/items/{id}": "param", "/api/items/new": "exact"})
+    assert table.match("/api/items/new")[1] == "exact"  # type: ignore[index]
+    assert table.match("/api/items/7")[1] == "param"  # type: ignore[index]
+    assert table.match("/api/other")[1] == "wild"  # type: ignore[index]
+    assert table.match("/elsewhere") is None
+
+
+@pytest.mark.parametrize("bad", ["items", "/a/{b", "/a/*/b", "/a/{}"])
+def test_bad_patterns_are_config_errors(bad: str) -> None:
+    with pytest.raises(ConfigError, match="REDIS_MIDDLEWARE_RATELIMIT_RULES"):
+        Settings(ratelimit_rules={bad: "1/second"})
+
+
+@pytest.mark.parametrize(
+    ("peer", "xff", "forwarded", "trusted", "expected"),
+    [
+        pytest.param("1.2.3.4", ["6.6.6.6"], [], [], "1.2.3.4", id="untrusted-peer-spoof"),
+        pytest.param("10.0.0.1", ["spoofed, 5.5.5.5"], [], ["10.0.0.0/8"], "5.5.5.5",
+                     id="trusted-proxy-rightmost"),
+        pytest.param("10.0.0.1", ["5.5.5.5, 10.0.0.2"], [], ["10.0.0.0/8"], "5.5.5.5",
+                     id="skip-trusted-hops"),
+        pytest.param("10.0.0.1", ["1.1.1.1", "5.5.5.5"], [], ["10.0.0.0/8"], "5.5.5.5",
+                     id="several-header-lines"),
+        pytest.param("10.0.0.1", [], ['for=192.0.2.60;proto=http, for="[2001:db8::1]:80"'],
+                     ["10.0.0.0/8"], "2001:db8::/64", id="forwarded-rfc7239"),
+        pytest.param("10.0.0.1", ["not-an-ip"], [], ["10.0.0.0/8"], UNKNOWN, id="garbage"),
+        pytest.param("::ffff:1.2.3.4", [], [], [], "1.2.3.4", id="v4-mapped"),
+        pytest.param("2001:db8:1:2:aaaa::1", [], [], [], "2001:db8:1:2::/64", id="v6-grouped"),
+        pytest.param("1.2.3.4:5678", [], [], [], "1.2.3.4", id="port-stripped"),
+        pytest.param(None, [], [], [], UNKNOWN, id="no-peer"),
+        pytest.param("testclient", [], [], [], UNKNOWN, id="not-an-address"),
+        pytest.param("9.9.9.9", ["5.5.5.5"], [], ["*"], "5.5.5.5", id="trust-all"),
+    ],
+)
+def test_client_address(
+    peer: str | None, xff: list[str], forwarded: list[str], trusted: list[str], expected: str
+) -> None:
+    assert ProxyTrust(trusted).client(peer, xff, forwarded) == expected
+
+
+@given(st.lists(st.text(max_size=60), max_size=5))
+def test_garbage_chains_collapse_to_few_buckets(lines: list[str]) -> None:
+    result = ProxyTrust(["10.0.0.0/8"]).client("10.0.0.1", lines, [])
+    assert result == UNKNOWN or ":" in result or result.count(".") == 3
+
+
+def request(path: str = "/", method: str = "GET", peer: str = "1.2.3.4") -> RequestInfo:
+    return RequestInfo(method, path, b"", (), peer, "http")
+
+
+def core(**changes: object) -> RateLimitCore:
+    return RateLimitCore(Settings().replace(**changes))
+
+
+def test_rules_exempt_and_methods() -> None:
+    c = core(ratelimit_limit="100/minute", ratelimit_exempt=("/health",),
+             ratelimit_rules={"/login": {"limit": "5/minute", "methods": ["POST"]}})
+    assert c.prepare(request("/health"), lambda: None) is None
+    get_login = c.prepare(request("/login", "GET"), lambda: None)
+    assert get_login is not None and get_login.rule.name == "default"  # rule is POST-only
+    login = c.prepare(request("/login", "POST"), lambda: None)
+    assert login is not None and login.rule.name == "/login"
+    other = c.prepare(request("/x"), lambda: None)
+    assert other is not None and other.rule.name == "default"
+    assert other.identity == "ip:1.2.3.4"
+
+
+def test_identity_kinds_are_namespaced() -> None:
+    assert core(ratelimit_key="user").identity(request(), lambda: "1.2.3.4") == "user:1.2.3.4"
+    assert core(ratelimit_key="user").identity(request(), lambda: None) is None
+    assert core(ratelimit_key="user_or_ip").identity(request(), lambda: None) == "ip:1.2.3.4"
+    custom = core(ratelimit_key=lambda r: r.path)
+    assert custom.identity(request("/p"), lambda: None) == "custom:/p"
+
+
+def test_keys_hold_the_pattern_not_the_raw_path() -> None:
+    c = core(ratelimit_rules={"/items/{id}": "5/minute"})
+    a = c.prepare(request("/items/1"), lambda: None)
+    b = c.prepare(request("/items/2"), lambda: None)
+    assert a is not None and b is not None and a.keys == b.keys
+
+
+def test_verdicts_from_script_replies() -> None:
+    c = core(ratelimit_limit="5/minute;100/hour", ratelimit_headers="both")
+    check = c.prepare(request(), lambda: None)
+    assert check is not None
+    allowed = run_pure(c.fixed_window_flow(check), [[[0, 3, 10, 42_000, 3_000_000]]])
+    headers = dict(allowed.headers)
+    assert allowed.allowed
+    assert (headers["X-RateLimit-Limit"], headers["X-RateLimit-Remaining"],
+            headers["X-RateLimit-Reset"]) == ("5", "2", "42")
+    assert headers["RateLimit"] == '"5-per-60s";r=2;t=42'
+    assert headers["RateLimit-Policy"] == '"5-per-60s";q=5;w=60, "100-per-3600s";q=100;w=3600'
+    assert "Retry-After" not in headers
+    blocked = run_pure(c.fixed_window_flow(check), [[[2, 1, 100, 30_000, 1_500]]])
+    headers = dict(blocked.headers)
+    assert not blocked.allowed and blocked.status == 429
+    assert headers["Retry-After"] == "2" and headers["X-RateLimit-Remaining"] == "0"
+    assert headers["X-RateLimit-Limit"] == "100"
+
+
+def test_dry_run_never_blocks() -> None:
+    c = core(ratelimit_limit="1/minute", ratelimit_dry_run=True)
+    check = c.prepare(request(), lambda: None)
+    assert check is not None
+    assert run_pure(c.fixed_window_flow(check), [[[1, 1, 1000]]]).allowed
+
+
+@pytest.mark.parametrize(
+    ("changes", "variable"),
+    [
+        pytest.param({"ratelimit_limit": "lots"}, "REDIS_MIDDLEWARE_RATELIMIT_LIMIT", id="limit"),
+        pytest.param({"ratelimit_key": "cookie"}, "REDIS_MIDDLEWARE_RATELIMIT_KEY", id="key"),
+        pytest.param({"ratelimit_strategy": "token"}, "REDIS_MIDDLEWARE_RATELIMIT_STRATEGY",
+                     id="strategy"),
+        pytest.param({"trusted_proxies": ("nope",)}, "REDIS_MIDDLEWARE_TRUSTED_PROXIES",
+                     id="proxies"),
+        pytest.param({"ratelimit_rules": {"/a": {"limit": "1/s", "cost": 0}}},
+                     "REDIS_MIDDLEWARE_RATELIMIT_RULES", id="cost"),
+    ],
+)
+def test_bad_rate_limit_settings(changes: dict[str, object], variable: str) -> None:
+    with pytest.raises(ConfigError, match=variable):
+        Settings().replace(**changes)
+
+
+def test_rules_from_the_environment() -> None:
+    s = Settings.from_env({"REDIS_MIDDLEWARE_RATELIMIT_RULES": '{"/login": "5/minute"}',
+                           "REDIS_MIDDLEWARE_RATELIMIT_EXEMPT": "/health, /static/*"})
+    assert s.ratelimit_rules[0][0] == "/login"
+    assert s.ratelimit_exempt == ("/health", "/static/*")
+    with pytest.raises(ConfigError, match="RATELIMIT_RULES"):
+        Settings.from_env({"REDIS_MIDDLEWARE_RATELIMIT_RULES": "[1, 2]"})
