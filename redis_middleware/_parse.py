@@ -54,6 +54,10 @@ def parse_csv(raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
 
 
+def parse_int_csv(raw: str) -> tuple[int, ...]:
+    return tuple(parse_int(part) for part in parse_csv(raw))
+
+
 def parse_env(
     name: str, raw: str, parser: Callable[[str], Any], *, secret: bool = False
 ) -> Any:

@@ -86,3 +86,56 @@ def parse_rules_env(raw: str) -> tuple[tuple[str, RuleSpec], ...]:
     if not isinstance(data, dict):
         raise ValueError("expected a JSON object of path pattern -> rate limit")
     return normalise_rules(data)
+
+
+@dataclass(frozen=True, slots=True)
+class CacheRouteSpec:
+    """A cached route: TTL seconds, purge tags, and cookies whose values split entries."""
+
+    ttl: int
+    tags: tuple[str, ...] = ()
+    vary_cookies: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if isinstance(self.ttl, bool) or not isinstance(self.ttl, int) or self.ttl <= 0:
+            raise ValueError(f"ttl must be a positive whole number of seconds, got {self.ttl!r}")
+
+
+def _cache_spec(value: Any) -> CacheRouteSpec:
+    if isinstance(value, CacheRouteSpec):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return CacheRouteSpec(value)
+    if isinstance(value, Mapping):
+        unknown = set(value) - {"ttl", "tags", "vary_cookies"}
+        if unknown:
+            raise ValueError(f"unknown route option(s): {', '.join(sorted(unknown))}")
+        return CacheRouteSpec(
+            ttl=value.get("ttl", 0),
+            tags=tuple(str(t) for t in value.get("tags", ())),
+            vary_cookies=tuple(str(c) for c in value.get("vary_cookies", ())),
+        )
+    raise ValueError(f"a route must be a TTL or a mapping, got {type(value).__name__}")
+
+
+def normalise_cache_routes(routes: Any) -> tuple[tuple[str, CacheRouteSpec], ...]:
+    """Accept a mapping (or pairs) of pattern -> TTL seconds / options; validate all."""
+    items = routes.items() if isinstance(routes, Mapping) else routes
+    out = []
+    for pattern, value in items:
+        PathPattern.compile(pattern)
+        out.append((pattern, _cache_spec(value)))
+    return tuple(out)
+
+
+def parse_cache_routes_env(raw: str) -> tuple[tuple[str, CacheRouteSpec], ...]:
+    """The environment form: a JSON object ``{"/items/{id}": 60, ...}``."""
+    if not raw.strip():
+        return ()
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise ValueError("expected a JSON object of path pattern -> TTL seconds") from None
+    if not isinstance(data, dict):
+        raise ValueError("expected a JSON object of path pattern -> TTL seconds")
+    return normalise_cache_routes(data)

@@ -19,7 +19,15 @@ from typing import Any
 
 from . import _parse as p
 from ._patterns import PathPattern
-from ._rules import RuleSpec, normalise_rules, parse_limits, parse_rules_env
+from ._rules import (
+    CacheRouteSpec,
+    RuleSpec,
+    normalise_cache_routes,
+    normalise_rules,
+    parse_cache_routes_env,
+    parse_limits,
+    parse_rules_env,
+)
 from ._urls import RedisTarget, parse_redis_url
 from .errors import ConfigError
 
@@ -207,6 +215,34 @@ class Settings:
         False, "REDIS_MIDDLEWARE_RATELIMIT_DRY_RUN", p.parse_bool,
         "Log what would be limited, limit nothing.",
     )
+    # -- response caching -----------------------------------------------------
+    cache_routes: tuple[tuple[str, CacheRouteSpec], ...] = _setting(
+        (), "REDIS_MIDDLEWARE_CACHE_ROUTES", parse_cache_routes_env,
+        'Cached routes as JSON: `{"/items/{id}": 60, "/products": {"ttl": 30, "tags": '
+        '["products"], "vary_cookies": []}}` (TTL in seconds).',
+    )
+    cache_statuses: tuple[int, ...] = _setting(
+        (200,), "REDIS_MIDDLEWARE_CACHE_STATUSES", p.parse_int_csv,
+        "Comma-separated response statuses that may be stored.",
+    )
+    cache_max_body: int = _setting(
+        1024 * 1024, "REDIS_MIDDLEWARE_CACHE_MAX_BODY", p.parse_int,
+        "Largest body stored, in bytes; larger responses stream through uncached.",
+    )
+    cache_allowed_hosts: tuple[str, ...] = _setting(
+        (), "REDIS_MIDDLEWARE_CACHE_ALLOWED_HOSTS", p.parse_csv,
+        "Comma-separated Host values that may use the cache (empty: any; the host is "
+        "always part of the key). Other hosts bypass it.",
+    )
+    cache_lock_timeout: float = _setting(
+        10.0, "REDIS_MIDDLEWARE_CACHE_LOCK_TIMEOUT", p.parse_float,
+        "Stampede guard: seconds one request may hold the right to compute a missing "
+        "entry (0 disables the guard).",
+    )
+    cache_lock_wait: float = _setting(
+        5.0, "REDIS_MIDDLEWARE_CACHE_LOCK_WAIT", p.parse_float,
+        "Seconds other requests wait for that entry before computing uncached.",
+    )
     # -- presence -----------------------------------------------------------
     presence_ttl: int = _setting(
         300, "REDIS_MIDDLEWARE_PRESENCE_TTL", p.parse_int,
@@ -267,6 +303,7 @@ class Settings:
             self._fail("user_field", "must be an identifier of at most 64 characters")
         self._validate_cookie()
         self._validate_ratelimit()
+        self._validate_cache()
         if self.session_on_redis_error not in {"fail", "readonly"}:
             self._fail("session_on_redis_error", "must be 'fail' or 'readonly'")
 
@@ -307,6 +344,27 @@ class Settings:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 self._fail(name, "must be one of " + ", ".join(repr(a) for a in allowed))
+
+    def _validate_cache(self) -> None:
+        try:
+            object.__setattr__(self, "cache_routes", normalise_cache_routes(self.cache_routes))
+        except (ValueError, TypeError) as exc:
+            self._fail("cache_routes", str(exc))
+        statuses: Any = self.cache_statuses
+        if isinstance(statuses, int):
+            statuses = (statuses,)
+        object.__setattr__(self, "cache_statuses", tuple(statuses))
+        if not all(isinstance(c, int) and 100 <= c <= 599 for c in self.cache_statuses):
+            self._fail("cache_statuses", "must be HTTP status codes")
+        hosts: Any = self.cache_allowed_hosts
+        object.__setattr__(self, "cache_allowed_hosts", tuple(
+            h.lower() for h in (p.parse_csv(hosts) if isinstance(hosts, str) else hosts)))
+        if self.cache_max_body < 0:
+            self._fail("cache_max_body", "must be a number of bytes >= 0")
+        if not 0 <= self.cache_lock_timeout <= 600:
+            self._fail("cache_lock_timeout", "must be seconds in [0, 600]")
+        if not 0 <= self.cache_lock_wait <= 600:
+            self._fail("cache_lock_wait", "must be seconds in [0, 600]")
 
     def _validate_cookie(self) -> None:
         name = self.session_cookie_name

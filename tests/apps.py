@@ -19,6 +19,7 @@ from redis_middleware.wsgi import ENVIRON_KEY
 
 Handler = Callable[[MutableMapping[str, Any] | None, dict[str, str], Any], tuple[int, Any]]
 calls: dict[str, int] = {}
+failing = ""  # "500" or "raise": the /c/ endpoints fail (stale-if-error scenarios)
 
 
 PATHS = ("/noop", "/get", "/set", "/mutate", "/del", "/clear", "/login")
@@ -94,9 +95,60 @@ async def _text(request: Request) -> Response:
     return PlainTextResponse("hello")
 
 
+def cache_handle(path: str, query: dict[str, str], session: Any
+                 ) -> tuple[int, list[tuple[str, str]], list[bytes]]:
+    """Endpoints under /c/ for caching scenarios; behaviour chosen by the query."""
+    calls[path] = calls.get(path, 0) + 1
+    n = calls[path]
+    if "sleep" in query:
+        time.sleep(float(query["sleep"]))
+    if "fail" in query or failing:
+        if failing == "500":
+            return 500, [("Content-Type", "text/plain")], [b"broken"]
+        raise RuntimeError("app failure")
+    if "touch" in query and session is not None:
+        session.get("x")
+    headers = [("Content-Type", "application/json"), ("X-Dup", "1"), ("X-Dup", "2")]
+    for name, key in (("Cache-Control", "cc"), ("Vary", "vary"), ("ETag", "etag")):
+        if key in query:
+            headers.append((name, query[key]))
+    if "cookie" in query:
+        headers.append(("Set-Cookie", "a=b; Path=/"))
+    body = json.dumps({"n": n, "path": path}).encode()
+    if "size" in query:
+        body = body + b" " * (int(query["size"]) - len(body))
+    if path == "/c/stream":
+        return 200, headers, [b"part1;", b"part2;", b"part3;"]
+    return int(query.get("status", 200)), headers, [body]
+
+
+async def _cache_endpoint(request: Request) -> Response:
+    import anyio
+
+    query = dict(request.query_params)
+    session = request.session if "session" in request.scope else None
+    if request.method != "GET" and request.method != "HEAD":
+        calls["unsafe"] = calls.get("unsafe", 0) + 1
+        return JSONResponse({"ok": True}, status_code=int(query.get("status", 200)))
+    sleep = query.pop("sleep", None)
+    if sleep:
+        await anyio.sleep(float(sleep))
+    status, headers, chunks = cache_handle(request.url.path, query, session)
+
+    async def body() -> Any:
+        for chunk in chunks:
+            yield chunk
+
+    response = StreamingResponse(body(), status_code=status)
+    response.raw_headers = [(k.lower().encode(), v.encode()) for k, v in headers]
+    return response
+
+
 def asgi_app() -> Starlette:
     routes = [Route(p, _asgi_endpoint, methods=["GET", "POST"]) for p in PATHS]
-    routes += [Route("/stream", _stream), Route("/text", _text)]
+    routes += [Route("/stream", _stream), Route("/text", _text),
+               Route("/c/{rest:path}", _cache_endpoint,
+                     methods=["GET", "HEAD", "POST", "PUT", "DELETE"])]
     return Starlette(routes=routes)
 
 
@@ -108,10 +160,18 @@ def wsgi_app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
     if path == "/text":
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"hello"]
+    query = dict(parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True))
+    if path.startswith("/c/"):
+        if environ["REQUEST_METHOD"] not in ("GET", "HEAD"):
+            calls["unsafe"] = calls.get("unsafe", 0) + 1
+            start_response(f"{query.get('status', 200)} X", [("Content-Type", "application/json")])
+            return [b'{"ok":true}']
+        status, headers, chunks = cache_handle(path, query, environ.get(ENVIRON_KEY))
+        start_response(f"{status} X", headers)
+        return iter(chunks) if path == "/c/stream" else chunks
     length = int(environ.get("CONTENT_LENGTH") or 0)
     raw = environ["wsgi.input"].read(length) if length else b""
     body = json.loads(raw) if raw else None
-    query = dict(parse_qsl(environ.get("QUERY_STRING", "")))
     session = environ.get(ENVIRON_KEY) if path != "/noop" else None
     status, payload = handle(path, session, query, body)
     data = json.dumps(payload).encode()

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+from .cache import Cache, CacheMiddleware
 from .ratelimit import RateLimiter, RateLimitMiddleware
 from .sessions import SessionMiddleware, SessionStore
 
-__all__ = ["RateLimitMiddleware", "RateLimiter", "SessionMiddleware", "SessionStore"]
+__all__ = [
+    "Cache",
+    "CacheMiddleware",
+    "RateLimitMiddleware",
+    "RateLimiter",
+    "SessionMiddleware",
+    "SessionStore",
+]

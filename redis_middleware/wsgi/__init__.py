@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+from .cache import Cache, CacheMiddleware
 from .ratelimit import RateLimiter, RateLimitMiddleware
 from .sessions import ENVIRON_KEY, SessionMiddleware, SessionStore
 
-__all__ = ["ENVIRON_KEY", "RateLimitMiddleware", "RateLimiter", "SessionMiddleware", "SessionStore"]
+__all__ = [
+    "ENVIRON_KEY",
+    "Cache",
+    "CacheMiddleware",
+    "RateLimitMiddleware",
+    "RateLimiter",
+    "SessionMiddleware",
+    "SessionStore",
+]

@@ -1,0 +1,490 @@
+"""Response caching, decided without I/O: what may be served, what may be stored, and how.
+
+Data layout (``docs/cache.md``), per URL (path + canonical query) digest ``U``:
+``<prefix>:cache:{U}:vary`` (the request headers that the URL's responses vary
+on, learned from ``Vary`` as Django does), ``<prefix>:cache:{U}:e:<variant>``
+(one stored response; the variant is a SHA-1 of the host and the values of the
+varied headers; each process remembers a URL's vary names, so a hit costs one
+round trip),
+``<prefix>:cache:{U}:lock:<variant>`` (the stampede guard) and
+``<prefix>:cache:{U}:variants`` (for purging a URL). Tag sets and the URL
+registry (``<prefix>:cache:tag:{t}``, ``<prefix>:cache:{urls}``) make purges
+proportional to what they purge.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import secrets
+import time
+from dataclasses import dataclass
+from email.utils import formatdate
+
+from ._flow import Call, Flow, Script
+from ._patterns import RouteTable
+from ._request import RequestInfo
+from ._rules import CacheRouteSpec
+from .keys import KeySpace, digest
+from .settings import Settings
+
+__all__ = ["CacheCore", "CachePlan", "Capture", "Entry", "Lookup", "Verdict"]
+
+HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
+    "trailer", "transfer-encoding", "upgrade", "proxy-connection",
+})
+NOT_STORED = HOP_BY_HOP | {"set-cookie", "date", "age", "x-cache", "cache-status"}
+# RFC 9110 15.4.5: what a 304 carries from the stored response.
+NOT_MODIFIED_KEEP = ("cache-control", "content-location", "etag", "expires", "vary")
+UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+NAME = "rmw"
+
+# KEYS: vary names, entry, lock. ARGV: the vary names the entry key was computed
+# for, now ms, lock ms (0: no guard), lock token. When the stored names differ,
+# nothing is read and the caller retries with them (the rare second round trip).
+_LOOKUP = Script("""
+local names = redis.call('GET', KEYS[1]) or ''
+if names ~= ARGV[1] then return {names, false, 0} end
+local entry = redis.call('GET', KEYS[2])
+local locked = 0
+local fresh = entry and tonumber(string.match(entry, '^(%d+)')) >= tonumber(ARGV[2])
+if not fresh and tonumber(ARGV[3]) > 0 then
+  if redis.call('SET', KEYS[3], ARGV[4], 'NX', 'PX', ARGV[3]) then locked = 1 end
+end
+return {names, entry or false, locked}
+""")
+
+# KEYS: vary names, variants set, entry, lock. ARGV: vary names, entry, px, lock token.
+# The keys of one URL share a slot (the {U} hash tag).
+_STORE = Script("""
+local px = tonumber(ARGV[3])
+redis.call('SET', KEYS[3], ARGV[2], 'PX', px)
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('SADD', KEYS[2], KEYS[3])
+for i = 1, 2 do
+  if redis.call('PTTL', KEYS[i]) < px then redis.call('PEXPIRE', KEYS[i], px) end
+end
+if redis.call('GET', KEYS[4]) == ARGV[4] then redis.call('DEL', KEYS[4]) end
+return 1
+""")
+
+_RELEASE = Script("""
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+""")
+
+# KEYS[1] = variants set, KEYS[2] = vary key: delete every stored variant of a URL.
+_INVALIDATE = Script("""
+local n = 0
+for _, key in ipairs(redis.call('SMEMBERS', KEYS[1])) do n = n + redis.call('DEL', key) end
+redis.call('DEL', KEYS[1], KEYS[2])
+return n
+""")
+
+
+def _lp(*parts: str) -> str:
+    return "".join(f"{len(p)}:{p}" for p in parts)
+
+
+def _lpb(text: str) -> bytes:
+    raw = text.encode("latin-1")
+    return b"%d:%s" % (len(raw), raw)
+
+
+def canonical_query(query: str) -> str:
+    """Pairs sorted; duplicates, empty values and the original encoding kept."""
+    if not query:
+        return ""
+    pairs = [p.partition("=") for p in query.split("&") if p]
+    return "&".join(k + s + v for k, s, v in sorted(pairs, key=lambda kvs: (kvs[0], kvs[2])))
+
+
+def parse_cache_control(value: str | None) -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for part in (value or "").split(","):
+        name, eq, arg = part.strip().partition("=")
+        if name:
+            out[name.lower()] = arg.strip('"') if eq else None
+    return out
+
+
+def _seconds(value: str | None) -> int | None:
+    try:
+        return max(0, int(value)) if value is not None else None
+    except ValueError:
+        return 0
+
+
+@dataclass(frozen=True, slots=True)
+class CachePlan:
+    """What this request may do with the cache."""
+
+    route: CacheRouteSpec
+    url: str
+    host: str
+    lookup: bool  # may be answered from the cache
+    store: bool  # its response may be stored
+    invalidate: bool  # an unsafe method: a success purges the URL
+    authorization: bool
+    headers: tuple[tuple[str, str], ...]  # what the stored Vary names may select from
+    if_none_match: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A stored response."""
+
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+    stored_at: float
+    fresh_until: float
+    etag: str
+    swr: int
+    sie: int
+    public: bool
+
+    def encode(self) -> bytes:
+        meta = json.dumps({"s": self.status, "h": self.headers, "t": self.stored_at,
+                           "e": self.etag, "w": self.swr, "i": self.sie, "p": self.public},
+                          separators=(",", ":"))
+        return f"{int(self.fresh_until * 1000)}\n{meta}\n".encode() + self.body
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Entry | None:
+        try:
+            fresh, meta, body = raw.split(b"\n", 2)
+            m = json.loads(meta)
+            return cls(int(m["s"]), tuple((str(k), str(v)) for k, v in m["h"]), body,
+                       float(m["t"]), int(fresh) / 1000, str(m["e"]), int(m["w"]), int(m["i"]),
+                       bool(m["p"]))
+        except (ValueError, KeyError, TypeError):
+            return None  # an unreadable entry is a miss
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    variant: str
+    entry: Entry | None
+    locked: bool
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """Whether a response may be stored, and how long (or why not)."""
+
+    store: bool
+    reason: str = ""
+    ttl: int = 0
+    swr: int = 0
+    sie: int = 0
+    public: bool = False
+    vary: tuple[str, ...] = ()
+
+
+class CacheCore:
+    """Every caching decision; the ASGI and WSGI adapters only run its flows."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.keys = KeySpace(settings.key_prefix)
+        self.routes: RouteTable[CacheRouteSpec] = RouteTable(settings.cache_routes)
+        self.statuses = frozenset(settings.cache_statuses)
+        self.max_body = settings.cache_max_body
+        self.lock_ms = int(settings.cache_lock_timeout * 1000)
+        self.allowed_hosts = frozenset(settings.cache_allowed_hosts)
+        self.session_cookie = settings.session_cookie_name
+        self._names: dict[str, str] = {}  # url digest -> vary names, as last seen
+
+    # -- planning -------------------------------------------------------------
+    def url_digest(self, path: str, query: str) -> str:
+        return digest(_lp(path, canonical_query(query)))
+
+    def plan(self, request: RequestInfo) -> CachePlan | None:
+        """None when the cache has nothing to do with this request."""
+        method = request.method
+        if method not in ("GET", "HEAD") and method not in UNSAFE:
+            return None
+        found = self.routes.match(request.path)
+        if found is None:
+            return None
+        route = found[1]
+        host = (request.header("host") or "").lower()
+        if self.allowed_hosts and host not in self.allowed_hosts:
+            return None  # unknown Host: bypass (no poisoning through odd Host values)
+        url = self.url_digest(request.path, request.query_string.decode("latin-1"))
+        req_cc = parse_cache_control(request.header("cache-control"))
+        safe = method in ("GET", "HEAD")
+        headers = [(k, v) for k, v in request.headers if k not in ("cookie", "host")]
+        if route.vary_cookies:
+            from starlette.requests import cookie_parser
+
+            jar = cookie_parser("; ".join(request.header_list("cookie")))
+            headers += [(f"cookie:{name}", jar.get(name, "")) for name in route.vary_cookies]
+        return CachePlan(
+            route=route, url=url, host=host,
+            lookup=safe and "no-cache" not in req_cc and request.header("pragma") != "no-cache",
+            store=method == "GET" and "no-store" not in req_cc,
+            invalidate=not safe,
+            authorization=request.header("authorization") is not None,
+            headers=_joined(headers),
+            if_none_match=request.header("if-none-match"),
+        )
+
+    # -- flows ------------------------------------------------------------------
+    def lookup_flow(self, plan: CachePlan, now: float | None = None) -> Flow[Lookup]:
+        """Find the entry for this request's variant and take the stampede guard.
+
+        One round trip when this process knows the URL's vary names; two when it
+        learns them (first request per URL, or after the app changed its Vary).
+        """
+        token = secrets.token_hex(8)
+        now_ms = int((time.time() if now is None else now) * 1000)
+        names = self._names.get(plan.url, "")
+        for _ in range(3):
+            variant = self.variant(plan, tuple(n for n in names.split("\n") if n))
+            keys = [self.keys.cache_vary(plan.url), self.keys.cache_entry(plan.url, variant),
+                    self.keys.cache_lock(plan.url, variant)]
+            (reply,) = yield (_LOOKUP(keys, [names, now_ms, self.lock_ms, token]),)
+            stored = reply[0].decode("latin-1") if isinstance(reply[0], bytes) else str(reply[0])
+            if stored == names:
+                entry = Entry.decode(reply[1]) if reply[1] else None
+                return Lookup(variant, entry, bool(reply[2]), token)
+            names = self._remember(plan.url, stored)
+        return Lookup(variant, None, False, token)  # names keep changing: treat as a miss
+
+    def _remember(self, url: str, names: str) -> str:
+        if len(self._names) >= 10_000:  # bounded: forget the oldest
+            self._names.pop(next(iter(self._names)))
+        self._names[url] = names
+        return names
+
+    def poll_flow(self, plan: CachePlan, lookup: Lookup) -> Flow[Entry | None]:
+        (raw,) = yield (Call.of("GET", self.keys.cache_entry(plan.url, lookup.variant)),)
+        return Entry.decode(raw) if raw else None
+
+    def release_flow(self, plan: CachePlan, lookup: Lookup) -> Flow[None]:
+        if lookup.locked:
+            yield (_RELEASE([self.keys.cache_lock(plan.url, lookup.variant)], [lookup.token]),)
+
+    def store_flow(
+        self, plan: CachePlan, lookup: Lookup, verdict: Verdict, status: int,
+        headers: list[tuple[str, str]], body: bytes, now: float | None = None,
+    ) -> Flow[None]:
+        """One round trip: the entry, the URL's vary names and indexes; releases the guard."""
+        now = time.time() if now is None else now
+        kept = tuple((k, v) for k, v in headers if k.lower() not in NOT_STORED)
+        etag = next((v for k, v in kept if k.lower() == "etag"), "")
+        if not etag:
+            etag = '"' + base64.urlsafe_b64encode(hashlib.sha256(body).digest()[:16]).decode()
+            etag = etag.rstrip("=") + '"'
+        entry = Entry(status, kept, body, now, now + verdict.ttl, etag, verdict.swr,
+                      verdict.sie, verdict.public)
+        px = (verdict.ttl + max(verdict.swr, verdict.sie)) * 1000
+        # The lookup's variant came from the vary names stored before; this response
+        # may vary on other headers, so the variant is computed for its own names.
+        names = "\n".join(verdict.vary)
+        variant = self.variant(plan, verdict.vary)
+        self._remember(plan.url, names)
+        ops = [
+            _STORE([self.keys.cache_vary(plan.url), self._variants(plan.url),
+                    self.keys.cache_entry(plan.url, variant),
+                    self.keys.cache_lock(plan.url, lookup.variant)],
+                   [names, entry.encode(), px, lookup.token]),
+            Call.of("SADD", self._registry(), plan.url),
+            Call.of("EXPIRE", self._registry(), self._max_life()),
+        ]
+        for tag in plan.route.tags:
+            ops += [Call.of("SADD", self.keys.cache_tag(tag), plan.url),
+                    Call.of("EXPIRE", self.keys.cache_tag(tag), self._max_life())]
+        yield tuple(ops)
+
+    def variant(self, plan: CachePlan, names: tuple[str, ...]) -> str:
+        """The entry of this request among the URL's variants, for the given vary names."""
+        values = dict(plan.headers)
+        material = _lpb(plan.host) + b"".join(_lpb(n) + _lpb(values.get(n, "")) for n in names)
+        return hashlib.sha1(material).hexdigest()
+
+    def invalidate_flow(self, url: str) -> Flow[int]:
+        (n,) = yield (_INVALIDATE([self._variants(url), self.keys.cache_vary(url)], []),)
+        return int(n)
+
+    def purge_url_flow(self, path: str, query: str = "") -> Flow[int]:
+        """Drop every stored variant of one URL."""
+        return (yield from self.invalidate_flow(self.url_digest(path, query)))
+
+    def _purge_set_flow(self, set_key: str) -> Flow[int]:
+        (members,) = yield (Call.of("SMEMBERS", set_key),)
+        urls = sorted(m.decode() for m in members)
+        # One script per URL: each URL's keys live in their own Cluster slot.
+        ops = tuple(_INVALIDATE([self._variants(u), self.keys.cache_vary(u)], []) for u in urls)
+        answers = yield (*ops, Call.of("SREM", set_key, *urls) if urls else Call.of(
+            "EXISTS", set_key))
+        return sum(int(a) for a in answers[:-1])
+
+    def purge_tag_flow(self, tag: str) -> Flow[int]:
+        """Drop every stored response of the routes carrying ``tag``."""
+        return (yield from self._purge_set_flow(self.keys.cache_tag(tag)))
+
+    def purge_all_flow(self) -> Flow[int]:
+        """Drop every stored response (proportional to what is stored; no SCAN)."""
+        return (yield from self._purge_set_flow(self._registry()))
+
+    def _variants(self, url: str) -> str:
+        return self.keys.cache_vary(url)[: -len("vary")] + "variants"
+
+    def _registry(self) -> str:
+        return self.keys.cache_tag("")[: -len("tag:{}")] + "{urls}"
+
+    def _max_life(self) -> int:
+        longest = max((spec.ttl for _, spec in self.settings.cache_routes), default=60)
+        return longest * 2 + 60
+
+    # -- decisions ----------------------------------------------------------------
+    def verdict(
+        self, plan: CachePlan, status: int, headers: list[tuple[str, str]],
+        session_touched: bool = False,
+    ) -> Verdict:
+        """May this response be stored (RFC 9111 for a shared cache), and for how long?"""
+        if not plan.store:
+            return Verdict(False, "request")
+        if status not in self.statuses:
+            return Verdict(False, "status")
+        names = {k.lower() for k, _ in headers}
+        if "set-cookie" in names:
+            return Verdict(False, "set-cookie")
+        cc = parse_cache_control(", ".join(v for k, v in headers if k.lower() == "cache-control"))
+        for directive in ("no-store", "private", "no-cache"):
+            if directive in cc:
+                return Verdict(False, directive)
+        public = "public" in cc or "s-maxage" in cc
+        if plan.authorization and not public:
+            return Verdict(False, "authorization")
+        vary = sorted({v.strip().lower() for k, val in headers if k.lower() == "vary"
+                       for v in val.split(",") if v.strip()})
+        if "*" in vary:
+            return Verdict(False, "vary-star")
+        if "cookie" in vary or session_touched:
+            if not plan.route.vary_cookies:
+                return Verdict(False, "session")
+            vary = [v for v in vary if v != "cookie"]
+            vary += [f"cookie:{c}" for c in plan.route.vary_cookies]
+        ttl = plan.route.ttl
+        limit = _seconds(cc.get("s-maxage")) if "s-maxage" in cc else _seconds(cc.get("max-age"))
+        if limit is not None:
+            ttl = min(ttl, limit)
+        if ttl <= 0:
+            return Verdict(False, "max-age")
+        return Verdict(True, "", ttl, _seconds(cc.get("stale-while-revalidate")) or 0,
+                       _seconds(cc.get("stale-if-error")) or 0, public, tuple(sorted(vary)))
+
+    def servable(self, plan: CachePlan, entry: Entry | None, now: float) -> str | None:
+        """``fresh``, ``stale`` (within stale-while-revalidate) or None."""
+        if entry is None or not plan.lookup or (plan.authorization and not entry.public):
+            return None
+        if now <= entry.fresh_until:
+            return "fresh"
+        if now <= entry.fresh_until + entry.swr:
+            return "stale"
+        return None
+
+    def usable_if_error(self, entry: Entry | None, now: float) -> bool:
+        return entry is not None and now <= entry.fresh_until + entry.sie
+
+    def hit(
+        self, plan: CachePlan, entry: Entry, head: bool, now: float | None = None
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        """The stored response as served: status, headers and body (or a 304)."""
+        now = time.time() if now is None else now
+        age = max(0, int(now - entry.stored_at))
+        ttl = int(entry.fresh_until - now)
+        extra = [("Age", str(age)), ("X-Cache", "HIT"), ("Cache-Status", f"{NAME}; hit; ttl={ttl}")]
+        if not any(k.lower() == "etag" for k, _ in entry.headers):
+            extra.append(("ETag", entry.etag))
+        if plan.if_none_match and _etag_matches(plan.if_none_match, entry.etag):
+            kept = [(k, v) for k, v in entry.headers if k.lower() in NOT_MODIFIED_KEEP]
+            return 304, [*kept, ("Date", formatdate(now, usegmt=True)), *extra], b""
+        headers = [*entry.headers, ("Date", formatdate(now, usegmt=True)), *extra]
+        return entry.status, headers, b"" if head else entry.body
+
+    @staticmethod
+    def miss_headers(verdict: Verdict | None, fwd: str = "uri-miss") -> list[tuple[str, str]]:
+        status = f"{NAME}; fwd={fwd}"
+        if verdict is not None:
+            status += "; stored" if verdict.store else f'; detail="{verdict.reason}"'
+        return [("X-Cache", "MISS"), ("Cache-Status", status)]
+
+
+def _etag_matches(header: str, etag: str) -> bool:
+    if header.strip() == "*":
+        return True
+    bare = etag.removeprefix("W/")
+    return any(tag.strip().removeprefix("W/") == bare for tag in header.split(","))
+
+
+def _joined(headers: list[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    """Repeated request headers joined with ', ' (RFC 9110 5.3), in first-seen order."""
+    out: dict[str, str] = {}
+    for k, v in headers:
+        out[k] = f"{out[k]}, {v}" if k in out else v
+    return tuple(out.items())
+
+
+class Capture:
+    """Follows one computed response: decides at its start, copies its body, stores at the end.
+
+    Both adapters feed it the same events, so the rules live here once.
+    """
+
+    def __init__(self, core: CacheCore, plan: CachePlan, lookup: Lookup | None,
+                 stale: Entry | None) -> None:
+        self.core = core
+        self.plan = plan
+        self.lookup = lookup
+        self.stale = stale  # served instead of a 5xx (stale-if-error)
+        self.verdict: Verdict | None = None
+        self.status = 0
+        self.headers: list[tuple[str, str]] = []
+        self._parts: list[bytes] = []
+        self._size = 0
+        self.complete = False
+
+    def start(self, status: int, headers: list[tuple[str, str]], session_touched: bool
+              ) -> list[tuple[str, str]] | None:
+        """Headers to add to the response, or None: serve the stale entry instead."""
+        if self.stale is not None and status >= 500:
+            return None
+        self.status, self.headers = status, headers
+        if self.lookup is None:
+            return self.core.miss_headers(None, "bypass")
+        self.verdict = self.core.verdict(self.plan, status, headers, session_touched)
+        return self.core.miss_headers(self.verdict)
+
+    @property
+    def storing(self) -> bool:
+        return self.verdict is not None and self.verdict.store
+
+    def body(self, chunk: bytes, more: bool) -> None:
+        if not self.storing:
+            return
+        self._size += len(chunk)
+        if self._size > self.core.max_body:
+            self.verdict = Verdict(False, "too-big")
+            self._parts = []
+            return
+        self._parts.append(chunk)
+        if not more:
+            self.complete = True
+
+    def finish_flow(self) -> Flow[None]:
+        """Store a complete, storable response; otherwise release the stampede guard."""
+        if self.lookup is None:
+            return
+        if self.complete and self.verdict is not None and self.verdict.store:
+            yield from self.core.store_flow(self.plan, self.lookup, self.verdict, self.status,
+                                            self.headers, b"".join(self._parts))
+        else:
+            yield from self.core.release_flow(self.plan, self.lookup)

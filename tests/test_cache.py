@@ -1,0 +1,310 @@
+"""Response-caching scenarios, run for ASGI and WSGI on fakeredis and on a real redis-server."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from redis_middleware import Settings
+from redis_middleware.connections import connections_for
+
+from . import apps
+from .conftest import Clients, audit_keyspace
+
+pytestmark = pytest.mark.usefixtures("audit")
+ROUTES = {"/c/*": 60}
+
+
+@pytest.fixture(autouse=True)
+def _reset_calls() -> None:
+    apps.calls.clear()
+
+
+def cached(make_client: Clients, **options: Any) -> Any:
+    options.setdefault("routes", ROUTES)
+    return make_client("CacheMiddleware", **options)
+
+
+def test_second_get_is_a_hit_restored_exactly(make_client: Clients, settings: Settings) -> None:
+    client = cached(make_client)
+    first = client.get("/c/item?etag=%22v1%22")
+    assert first.headers["x-cache"] == "MISS"
+    assert first.headers["cache-status"] == "rmw; fwd=uri-miss; stored"
+    conns = connections_for(settings)
+    before = conns.round_trips
+    second = client.get("/c/item?etag=%22v1%22")
+    assert conns.round_trips - before == 1  # a hit: one round trip
+    assert second.headers["x-cache"] == "HIT"
+    assert (second.status_code, second.content) == (first.status_code, first.content)
+    assert second.headers.get_list("x-dup") == ["1", "2"]
+    assert second.headers["etag"] == '"v1"'
+    assert int(second.headers["age"]) >= 0
+    assert apps.calls["/c/item"] == 1
+
+
+def test_query_order_is_normalised(make_client: Clients) -> None:
+    client = cached(make_client)
+    client.get("/c/item?a=1&b=2&b=1&e=")
+    assert client.get("/c/item?b=1&e=&a=1&b=2").headers["x-cache"] == "HIT"
+    assert client.get("/c/item?a=1&b=2").headers["x-cache"] == "MISS"
+    assert client.get("/c/item?a=2&b=2&b=1&e=").headers["x-cache"] == "MISS"
+
+
+def test_unsafe_methods_are_not_cached_and_invalidate(make_client: Clients) -> None:
+    client = cached(make_client)
+    client.get("/c/item")
+    assert client.get("/c/item").headers["x-cache"] == "HIT"
+    assert client.post("/c/item?status=500").status_code == 500  # failure: no invalidation
+    assert client.get("/c/item").headers["x-cache"] == "HIT"
+    assert "x-cache" not in client.post("/c/item").headers
+    assert client.get("/c/item").headers["x-cache"] == "MISS"
+    assert apps.calls["/c/item"] == 2
+
+
+@pytest.mark.parametrize(
+    ("query", "reason"),
+    [
+        pytest.param("cookie=1", "set-cookie", id="set-cookie"),
+        pytest.param("cc=no-store", "no-store", id="no-store"),
+        pytest.param("cc=private", "private", id="private"),
+        pytest.param("cc=no-cache", "no-cache", id="no-cache"),
+        pytest.param("cc=max-age%3D0", "max-age", id="max-age-0"),
+        pytest.param("vary=%2A", "vary-star", id="vary-star"),
+        pytest.param("status=404", "status", id="status"),
+        pytest.param("status=500", "status", id="error"),
+        pytest.param("vary=Cookie", "session", id="vary-cookie"),
+    ],
+)
+def test_never_stored(make_client: Clients, settings: Settings, query: str, reason: str) -> None:
+    client = cached(make_client)
+    first = client.get(f"/c/item?{query}")
+    assert first.headers["cache-status"] == f'rmw; fwd=uri-miss; detail="{reason}"'
+    assert client.get(f"/c/item?{query}").headers["x-cache"] == "MISS"
+    assert apps.calls["/c/item"] == 2
+    assert not [k for k in audit_keyspace(settings) if ":e:" in k]
+
+
+def test_request_rules(make_client: Clients) -> None:
+    client = cached(make_client)
+    assert client.get("/c/item", headers={"cache-control": "no-store"}).headers[
+        "cache-status"] == 'rmw; fwd=uri-miss; detail="request"'
+    assert client.get("/c/item", headers={"authorization": "Bearer x"}).headers[
+        "cache-status"] == 'rmw; fwd=uri-miss; detail="authorization"'
+    client.get("/c/item")
+    assert client.get("/c/item").headers["x-cache"] == "HIT"
+    assert client.get("/c/item", headers={"authorization": "Bearer x"}).headers[
+        "x-cache"] == "MISS"  # a shared cache never answers an authorised request privately
+    assert client.get("/c/item", headers={"cache-control": "no-cache"}).headers[
+        "x-cache"] == "MISS"
+    client.get("/c/pub?cc=public")
+    assert client.get("/c/pub?cc=public", headers={"authorization": "Bearer y"}).headers[
+        "x-cache"] == "HIT"
+
+
+def test_vary_separates_entries(make_client: Clients) -> None:
+    client = cached(make_client)
+    en = client.get("/c/item?vary=Accept-Language", headers={"accept-language": "en"})
+    fr = client.get("/c/item?vary=Accept-Language", headers={"accept-language": "fr"})
+    assert fr.headers["x-cache"] == "MISS" and fr.json()["n"] == 2
+    again = client.get("/c/item?vary=Accept-Language", headers={"accept-language": "en"})
+    assert again.headers["x-cache"] == "HIT" and again.json() == en.json()
+    assert client.get("/c/item?vary=Accept-Language", headers={
+        "accept-language": "fr"}).json()["n"] == 2
+
+
+def test_host_is_part_of_the_key_and_can_be_allow_listed(make_client: Clients) -> None:
+    client = cached(make_client)
+    client.get("/c/item", headers={"host": "a.example"})
+    assert client.get("/c/item", headers={"host": "evil.example"}).headers["x-cache"] == "MISS"
+    assert client.get("/c/item", headers={"host": "a.example"}).headers["x-cache"] == "HIT"
+    listed = cached(make_client, allowed_hosts="a.example")
+    assert "x-cache" not in listed.get("/c/x", headers={"host": "evil.example"}).headers
+
+
+def test_head_is_answered_from_the_get_entry(make_client: Clients) -> None:
+    client = cached(make_client)
+    get = client.get("/c/item")
+    head = client.head("/c/item")
+    assert head.headers["x-cache"] == "HIT" and head.content == b""
+    assert head.headers["content-type"] == get.headers["content-type"]
+
+
+def test_age_grows(make_client: Clients) -> None:
+    client = cached(make_client)
+    client.get("/c/item")
+    time.sleep(1.1)
+    assert int(client.get("/c/item").headers["age"]) >= 1
+
+
+def test_if_none_match_gets_304(make_client: Clients) -> None:
+    client = cached(make_client)
+    first = client.get("/c/item?cc=max-age%3D60")
+    hit = client.get("/c/item?cc=max-age%3D60")
+    etag = hit.headers["etag"]
+    assert etag.startswith('"') and "etag" not in first.headers
+    not_modified = client.get("/c/item?cc=max-age%3D60", headers={"if-none-match": etag})
+    assert not_modified.status_code == 304 and not_modified.content == b""
+    assert not_modified.headers["etag"] == etag
+    assert not_modified.headers["cache-control"] == "max-age=60"
+    assert "content-type" not in not_modified.headers
+    other = client.get("/c/item?cc=max-age%3D60", headers={"if-none-match": '"nope"'})
+    assert other.status_code == 200
+
+
+def test_ttl_is_shortened_by_max_age(make_client: Clients) -> None:
+    client = cached(make_client)
+    client.get("/c/item?cc=max-age%3D1")
+    assert client.get("/c/item?cc=max-age%3D1").headers["x-cache"] == "HIT"
+    time.sleep(1.2)
+    assert client.get("/c/item?cc=max-age%3D1").headers["x-cache"] == "MISS"
+
+
+def test_concurrent_cold_misses_run_the_app_once(make_client: Clients) -> None:
+    client = cached(make_client)
+    with ThreadPoolExecutor(20) as pool:
+        responses = list(pool.map(lambda _: client.get("/c/item?sleep=0.3"), range(20)))
+    assert all(r.status_code == 200 for r in responses)
+    assert apps.calls["/c/item"] == 1
+    assert {r.json()["n"] for r in responses} == {1}
+
+
+def test_stale_while_revalidate(make_client: Clients) -> None:
+    client = cached(make_client)
+    query = "/c/item?cc=max-age%3D1%2C%20stale-while-revalidate%3D30"
+    client.get(query)
+    time.sleep(1.2)
+    refreshing = client.get(query)  # takes the guard and refreshes
+    assert refreshing.headers["x-cache"] == "MISS" and refreshing.json()["n"] == 2
+    assert client.get(query).json()["n"] == 2
+
+
+@pytest.mark.parametrize("failure", ["500", "raise"])
+def test_stale_if_error_serves_stale_on_failure(
+    make_client: Clients, monkeypatch: pytest.MonkeyPatch, failure: str
+) -> None:
+    client = cached(make_client)
+    url = "/c/item?cc=max-age%3D1%2C%20stale-if-error%3D30"
+    original = client.get(url)
+    time.sleep(1.2)
+    monkeypatch.setattr(apps, "failing", failure)
+    served = client.get(url)
+    assert (served.status_code, served.content) == (200, original.content)
+    assert served.headers["x-cache"] == "HIT"
+    monkeypatch.setattr(apps, "failing", "")
+    assert client.get(url).json()["n"] == 3  # recomputed once the app works again
+
+
+def test_large_and_streaming_bodies(make_client: Clients, settings: Settings) -> None:
+    client = cached(make_client, max_body=1000)
+    big = client.get("/c/item?size=5000")
+    assert len(big.content) == 5000
+    assert big.headers["cache-status"] == "rmw; fwd=uri-miss; stored"  # decided at start
+    assert client.get("/c/item?size=5000").headers["x-cache"] == "MISS"
+    stream = client.get("/c/stream")
+    assert stream.text == "part1;part2;part3;"
+    assert client.get("/c/stream").text == "part1;part2;part3;"
+    assert client.get("/c/stream").headers["x-cache"] == "HIT"
+
+
+def test_session_touching_responses_are_not_stored(make_client: Clients) -> None:
+    client = make_client("CacheMiddleware", routes=ROUTES, outer=(("SessionMiddleware", {}),))
+    first = client.get("/c/item?touch=1")
+    assert first.headers["cache-status"] == 'rmw; fwd=uri-miss; detail="session"'
+    assert client.get("/c/item?touch=1").headers["x-cache"] == "MISS"
+
+
+def test_purge_url_tag_and_all(make_client: Clients, settings: Settings) -> None:
+    from redis_middleware.wsgi import Cache
+
+    routes = {"/c/a": {"ttl": 60, "tags": ["ab"]}, "/c/b": {"ttl": 60, "tags": ["ab"]},
+              "/c/*": 60}
+    client = cached(make_client, routes=routes)
+    for path in ("/c/a", "/c/b", "/c/c", "/c/c?x=1"):
+        client.get(path)
+        assert client.get(path).headers["x-cache"] == "HIT"
+    cache = Cache(settings, routes=routes)
+    assert cache.purge_url("/c/c", "x=1") == 1
+    assert client.get("/c/c?x=1").headers["x-cache"] == "MISS"
+    assert client.get("/c/c").headers["x-cache"] == "HIT"
+    assert cache.purge_tag("ab") == 2
+    assert client.get("/c/a").headers["x-cache"] == "MISS"
+    assert cache.purge_all() >= 2
+    assert client.get("/c/c").headers["x-cache"] == "MISS"
+
+
+def test_uncached_routes_are_untouched(make_client: Clients, settings: Settings) -> None:
+    client = cached(make_client, routes={"/c/only": 60})
+    response = client.get("/c/other")
+    assert "x-cache" not in response.headers
+    assert connections_for(settings).commands == 0
+
+
+def test_a_disconnected_stream_is_not_stored(settings: Settings) -> None:
+    import asyncio
+
+    from redis_middleware.asgi import CacheMiddleware
+    from redis_middleware.wsgi import CacheMiddleware as WSGICache
+
+    app = CacheMiddleware(apps.asgi_app(), settings, routes=ROUTES)
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+             "method": "GET", "scheme": "http", "path": "/c/stream", "raw_path": b"/c/stream",
+             "query_string": b"", "root_path": "", "headers": [(b"host", b"t")],
+             "client": ("1.1.1.1", 1), "server": ("t", 80)}
+    sent: list[Any] = []
+
+    async def receive() -> Any:
+        await asyncio.sleep(10)
+        return {"type": "http.disconnect"}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+        if message["type"] == "http.response.body" and len(sent) == 2:
+            raise OSError("client went away")
+
+    async def go() -> None:
+        try:
+            with pytest.raises(OSError, match="client went away"):
+                await app(scope, receive, send)
+        finally:
+            await connections_for(settings).aclose()
+
+    asyncio.run(go())
+    wsgi = WSGICache(apps.wsgi_app, settings, routes=ROUTES)
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/c/stream", "QUERY_STRING": "",
+               "HTTP_HOST": "w", "wsgi.url_scheme": "http", "REMOTE_ADDR": "1.1.1.1"}
+    body = wsgi(environ, lambda status, headers, exc_info=None: None)
+    iterator = iter(body)
+    next(iterator)
+    body.close()  # type: ignore[attr-defined]
+    assert not [k for k in audit_keyspace(settings) if ":e:" in k]
+    assert not [k for k in audit_keyspace(settings) if ":lock:" in k]
+
+
+@pytest.mark.real_redis
+@pytest.mark.parametrize("interface", ["asgi", "wsgi"])
+def test_redis_down_bypasses_the_cache(interface: str, tmp_path: Any) -> None:
+    from .conftest import make_settings, start_redis_server, stop_redis_server
+
+    server = start_redis_server(tmp_path)
+    settings = make_settings(server.url, breaker_cooldown=0.2)
+    clients = Clients(interface, settings)
+    try:
+        client = clients("CacheMiddleware", routes=ROUTES)
+        client.get("/c/item")
+        assert client.get("/c/item").headers["x-cache"] == "HIT"
+        stop_redis_server(server)
+        for _ in range(3):
+            response = client.get("/c/item")
+            assert response.status_code == 200
+            assert response.headers["cache-status"] == "rmw; fwd=bypass"
+        server = start_redis_server(tmp_path, port=server.port)
+        deadline = time.monotonic() + 2
+        while client.get("/c/item").headers["cache-status"] == "rmw; fwd=bypass":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        clients.close()
+        stop_redis_server(server)
