@@ -32,6 +32,10 @@ class RequestInfo:
 
 
 def _session_user(session: Any, user_field: str) -> str | None:
+    identity = getattr(session, "identity", None)
+    if callable(identity) and getattr(session, "_user_field", None) == user_field:
+        user: str | None = identity()  # our Session: no Vary mark, no 503 on failure
+        return user
     if isinstance(session, Mapping):
         value = session.get(user_field)
         if value is not None and not isinstance(value, (dict, list)):

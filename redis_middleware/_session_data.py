@@ -89,8 +89,9 @@ class Session(MutableMapping[str, Any]):
         self.loaded_user = self.user_id
 
     # -- loading ------------------------------------------------------------
-    def _touch(self) -> dict[str, Any]:
-        self.accessed = True
+    def _touch(self, mark: bool = True) -> dict[str, Any]:
+        if mark:
+            self.accessed = True
         if self._loader is not None:
             loader, self._loader = self._loader, None
             try:
@@ -100,7 +101,7 @@ class Session(MutableMapping[str, Any]):
                 loaded = None
             self.set_loaded(loaded)
         if self._unavailable is not None:
-            self.unavailable_raised = True
+            self.unavailable_raised = mark or self.unavailable_raised
             raise SessionUnavailableError("the session store is unavailable") from self._unavailable
         return self._data
 
@@ -125,6 +126,15 @@ class Session(MutableMapping[str, Any]):
         """The logged-in user's id (the ``user_field`` key), as a string, or None."""
         value = self._data.get(self._user_field)
         return None if value is None else str(value)
+
+    def identity(self) -> str | None:
+        """The user id for rate limiting and presence: loads the session if needed, but
+        neither marks it accessed (no ``Vary: Cookie``) nor raises when Redis failed."""
+        try:
+            self._touch(mark=False)
+        except SessionUnavailableError:
+            return None
+        return self.user_id
 
     def peek(self) -> Mapping[str, Any]:
         """The data without marking the session accessed (for the middleware itself)."""

@@ -248,6 +248,24 @@ class Settings:
         300, "REDIS_MIDDLEWARE_PRESENCE_TTL", p.parse_int,
         "Seconds a user stays online after their last heartbeat.",
     )
+    presence_heartbeat_interval: float = _setting(
+        30.0, "REDIS_MIDDLEWARE_PRESENCE_HEARTBEAT_INTERVAL", p.parse_float,
+        "Each process writes a user's heartbeat at most once per this many seconds "
+        "(must be shorter than the presence TTL).",
+    )
+    presence_sweep_interval: float = _setting(
+        10.0, "REDIS_MIDDLEWARE_PRESENCE_SWEEP_INTERVAL", p.parse_float,
+        "How often (seconds) one worker looks for users whose leases ran out and "
+        "publishes their going offline.",
+    )
+    presence_grace: float = _setting(
+        5.0, "REDIS_MIDDLEWARE_PRESENCE_GRACE", p.parse_float,
+        "Seconds a closed WebSocket still counts, so a page reload does not flap.",
+    )
+    presence_retention: int = _setting(
+        30 * 86400, "REDIS_MIDDLEWARE_PRESENCE_RETENTION", p.parse_int,
+        "Seconds `last_seen` is kept after a user's last activity.",
+    )
 
     def __post_init__(self) -> None:
         global _warned_generated_secret
@@ -304,6 +322,13 @@ class Settings:
         self._validate_cookie()
         self._validate_ratelimit()
         self._validate_cache()
+        if not 0 < self.presence_heartbeat_interval < self.presence_ttl:
+            self._fail("presence_heartbeat_interval", "must be between 0 and the presence TTL")
+        for name in ("presence_sweep_interval", "presence_grace"):
+            if not 0 < getattr(self, name) <= 3600:
+                self._fail(name, "must be seconds in (0, 3600]")
+        if self.presence_retention < self.presence_ttl:
+            self._fail("presence_retention", "must be at least the presence TTL")
         if self.session_on_redis_error not in {"fail", "readonly"}:
             self._fail("session_on_redis_error", "must be 'fail' or 'readonly'")
 

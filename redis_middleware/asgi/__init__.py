@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from .cache import Cache, CacheMiddleware
+from .presence import Presence, PresenceMiddleware
 from .ratelimit import RateLimiter, RateLimitMiddleware
 from .sessions import SessionMiddleware, SessionStore
 
 __all__ = [
     "Cache",
     "CacheMiddleware",
+    "Presence",
+    "PresenceMiddleware",
     "RateLimitMiddleware",
     "RateLimiter",
     "SessionMiddleware",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .cache import Cache, CacheMiddleware
+from .presence import Presence, PresenceMiddleware
 from .ratelimit import RateLimiter, RateLimitMiddleware
 from .sessions import ENVIRON_KEY, SessionMiddleware, SessionStore
 
@@ -10,6 +11,8 @@ __all__ = [
     "ENVIRON_KEY",
     "Cache",
     "CacheMiddleware",
+    "Presence",
+    "PresenceMiddleware",
     "RateLimitMiddleware",
     "RateLimiter",
     "SessionMiddleware",

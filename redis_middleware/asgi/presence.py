@@ -1,0 +1,208 @@
+"""Presence for ASGI apps: heartbeats from HTTP and WebSocket traffic, queries, events."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, Scope
+
+from .._breaker import log_incident
+from .._options import resolve_settings
+from .._request import scope_user
+from ..connections import connections_for
+from ..errors import RedisMiddlewareError
+from ..presence import PresenceCore, PresenceEvent
+from ..settings import Settings
+
+__all__ = ["Presence", "PresenceMiddleware"]
+
+logger = logging.getLogger("redis_middleware.presence")
+
+
+class Presence:
+    """Who is online (async).
+
+    Example::
+
+        presence = Presence(settings)
+        await presence.heartbeat("42")
+        await presence.online_count()
+        async for event in presence.events():   # {"user", "status", "reason", "seq", ...}
+            ...
+
+    ``room`` scopes every call (default: the site-wide room).
+    """
+
+    def __init__(self, settings: Settings | None = None, **options: Any) -> None:
+        self.settings = resolve_settings(settings, "presence", options)
+        self.core = PresenceCore(self.settings)
+        self.redis = connections_for(self.settings)
+
+    async def heartbeat(self, user_id: str, *, room: str = "", conn: str = "http") -> bool:
+        """Renew ``user_id``'s lease; True when they came online."""
+        return await self.redis.arun(self.core.heartbeat_flow(str(user_id), conn, room))
+
+    async def is_online(self, user_id: str, *, room: str = "") -> bool:
+        return await self.redis.arun(self.core.is_online_flow(str(user_id), room))
+
+    async def online_users(self, *, room: str = "", offset: int = 0,
+                           limit: int | None = None) -> list[str]:
+        """Online users in id order, paged with ``offset``/``limit``."""
+        return await self.redis.arun(self.core.online_users_flow(room, offset, limit))
+
+    async def online_count(self, *, room: str = "") -> int:
+        return await self.redis.arun(self.core.online_count_flow(room))
+
+    async def last_seen(self, user_id: str, *, room: str = "") -> float | None:
+        """Epoch seconds of the user's last activity (kept after they go offline)."""
+        return await self.redis.arun(self.core.last_seen_flow(str(user_id), room))
+
+    async def remove(self, user_id: str, *, room: str = "") -> bool:
+        """Take the user offline at once (logout); True when they were online."""
+        self.core.forget(str(user_id), room)
+        return await self.redis.arun(self.core.release_flow(str(user_id), "", room))
+
+    async def sweep(self, *, room: str = "") -> int:
+        """Publish 'offline' for users whose leases ran out (-1: another worker just did)."""
+        return await self.redis.arun(self.core.sweep_flow(secrets.token_hex(8), room))
+
+    async def events(self) -> AsyncIterator[PresenceEvent]:
+        """Online/offline events as they are published; reconnects after Redis failures."""
+        while True:
+            pubsub = self.redis.async_client().pubsub()
+            try:
+                await pubsub.subscribe(self.core.channel)
+                while True:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True,
+                                                       timeout=1.0)
+                    if message and message.get("type") == "message":
+                        event = PresenceEvent.parse(message["data"])
+                        if event is not None:
+                            yield event
+            except (OSError, ConnectionError, RedisMiddlewareError) as exc:
+                log_incident("presence-events", "presence events interrupted: %s", exc)
+                await asyncio.sleep(1)
+            except Exception as exc:  # redis-py errors: retry, never kill the consumer
+                if type(exc).__module__.startswith("redis"):
+                    log_incident("presence-events", "presence events interrupted: %s", exc)
+                    await asyncio.sleep(1)
+                else:
+                    raise
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+
+
+class PresenceMiddleware:
+    """Records a throttled heartbeat for each request by an identified user.
+
+    The user comes from the session's ``user_field`` (put ``SessionMiddleware``
+    outside this one) or ``scope["user"]``. A WebSocket holds its own lease while
+    open, released with a grace period at disconnect. A background sweeper (started
+    with the app's lifespan) publishes 'offline' when leases run out.
+
+    Example::
+
+        app = SessionMiddleware(PresenceMiddleware(app, settings), settings)
+    """
+
+    def __init__(self, app: Any, settings: Settings | None = None, **options: Any) -> None:
+        self.app = app
+        self.presence = Presence(settings, **options)
+        self.settings = self.presence.settings
+        self.core = self.presence.core
+        self._sweeper: asyncio.Task[None] | None = None
+        self._last_sweep = 0.0
+
+    async def __call__(
+        self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
+        if scope["type"] == "lifespan":
+            await self.app(scope, self._watch_lifespan(receive), send)
+            return
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        await self._maybe_sweep()
+        user = scope_user(scope, self.settings.user_field)
+        if user is None:
+            await self.app(scope, receive, send)
+        elif scope["type"] == "http":
+            if self.core.due(user):
+                await self._safely(self.presence.heartbeat(user))
+            await self.app(scope, receive, send)
+        else:
+            await self._websocket(scope, receive, send, user)
+
+    async def _safely(self, awaitable: Any) -> Any:
+        try:
+            return await awaitable
+        except RedisMiddlewareError as exc:
+            log_incident("presence", "presence skipped: %s", exc)
+            return None
+
+    async def _maybe_sweep(self) -> None:
+        # Any request may run the sweep when this process has not for an interval;
+        # the Redis lock makes it one sweep per interval across every worker.
+        now = time.monotonic()
+        if now - self._last_sweep >= self.settings.presence_sweep_interval:
+            self._last_sweep = now
+            await self._safely(self.presence.sweep())
+
+    async def _websocket(self, scope: Scope, receive: ASGIReceiveCallable,
+                         send: ASGISendCallable, user: str) -> None:
+        conn = "ws:" + secrets.token_hex(8)
+        interval = self.settings.presence_heartbeat_interval
+        last = 0.0
+
+        async def renew() -> None:
+            nonlocal last
+            last = time.monotonic()
+            await self._safely(self.presence.heartbeat(user, conn=conn))
+
+        async def renewing_receive() -> Any:
+            message = await receive()
+            if message["type"] in ("websocket.connect", "websocket.receive") and (
+                    time.monotonic() - last >= interval or message["type"] == "websocket.connect"):
+                await renew()
+            return message
+
+        async def periodic() -> None:
+            while True:
+                await asyncio.sleep(interval)
+                await renew()
+
+        task = asyncio.create_task(periodic())
+        try:
+            await self.app(scope, renewing_receive, send)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await self._safely(self.presence.redis.arun(self.core.release_flow(user, conn)))
+
+    def _watch_lifespan(self, receive: ASGIReceiveCallable) -> ASGIReceiveCallable:
+        async def watching() -> Any:
+            message = await receive()
+            if message["type"] == "lifespan.startup" and self._sweeper is None:
+                self._sweeper = asyncio.create_task(self._sweep_forever())
+            elif message["type"] == "lifespan.shutdown" and self._sweeper is not None:
+                self._sweeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._sweeper
+                self._sweeper = None
+            return message
+
+        return watching
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.presence_sweep_interval)
+            self._last_sweep = time.monotonic()
+            await self._safely(self.presence.sweep())

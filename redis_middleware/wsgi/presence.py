@@ -1,0 +1,137 @@
+"""Presence for WSGI apps: heartbeats from HTTP traffic, queries, events."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+import weakref
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from .._breaker import log_incident
+from .._options import resolve_settings
+from .._request import environ_user
+from ..connections import connections_for
+from ..errors import RedisMiddlewareError
+from ..presence import PresenceCore, PresenceEvent
+from ..settings import Settings
+
+__all__ = ["Presence", "PresenceMiddleware"]
+
+
+class Presence:
+    """Who is online (sync); the same methods as the async ``asgi.Presence``."""
+
+    def __init__(self, settings: Settings | None = None, **options: Any) -> None:
+        self.settings = resolve_settings(settings, "presence", options)
+        self.core = PresenceCore(self.settings)
+        self.redis = connections_for(self.settings)
+
+    def heartbeat(self, user_id: str, *, room: str = "", conn: str = "http") -> bool:
+        """Renew ``user_id``'s lease; True when they came online."""
+        return self.redis.run(self.core.heartbeat_flow(str(user_id), conn, room))
+
+    def is_online(self, user_id: str, *, room: str = "") -> bool:
+        return self.redis.run(self.core.is_online_flow(str(user_id), room))
+
+    def online_users(self, *, room: str = "", offset: int = 0,
+                     limit: int | None = None) -> list[str]:
+        """Online users in id order, paged with ``offset``/``limit``."""
+        return self.redis.run(self.core.online_users_flow(room, offset, limit))
+
+    def online_count(self, *, room: str = "") -> int:
+        return self.redis.run(self.core.online_count_flow(room))
+
+    def last_seen(self, user_id: str, *, room: str = "") -> float | None:
+        """Epoch seconds of the user's last activity (kept after they go offline)."""
+        return self.redis.run(self.core.last_seen_flow(str(user_id), room))
+
+    def remove(self, user_id: str, *, room: str = "") -> bool:
+        """Take the user offline at once (logout); True when they were online."""
+        self.core.forget(str(user_id), room)
+        return self.redis.run(self.core.release_flow(str(user_id), "", room))
+
+    def sweep(self, *, room: str = "") -> int:
+        """Publish 'offline' for users whose leases ran out (-1: another worker just did)."""
+        return self.redis.run(self.core.sweep_flow(secrets.token_hex(8), room))
+
+    def events(self, timeout: float | None = None) -> Iterator[PresenceEvent]:
+        """Online/offline events as they are published (stops after ``timeout`` idle s)."""
+        pubsub = self.redis.sync_client().pubsub()
+        try:
+            pubsub.subscribe(self.core.channel)
+            idle_since = time.monotonic()
+            while timeout is None or time.monotonic() - idle_since < timeout:
+                message = pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)
+                if message and message.get("type") == "message":
+                    event = PresenceEvent.parse(message["data"])
+                    if event is not None:
+                        idle_since = time.monotonic()
+                        yield event
+        finally:
+            pubsub.close()
+
+
+class PresenceMiddleware:
+    """Records a throttled heartbeat for each request by an identified user (WSGI).
+
+    The user comes from the session's ``user_field`` (put ``SessionMiddleware``
+    outside this one) or ``REMOTE_USER``. A daemon thread sweeps expired leases.
+    """
+
+    def __init__(self, app: Any, settings: Settings | None = None, **options: Any) -> None:
+        self.app = app
+        self.presence = Presence(settings, **options)
+        self.settings = self.presence.settings
+        self.core = self.presence.core
+        self._last_sweep = 0.0
+        self._sweeper: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        self._maybe_sweep()
+        user = environ_user(environ, self.settings.user_field)
+        if user is not None and self.core.due(user):
+            try:
+                self.presence.heartbeat(user)
+            except RedisMiddlewareError as exc:
+                log_incident("presence", "presence skipped: %s", exc)
+        result: Iterable[bytes] = self.app(environ, start_response)
+        return result
+
+    def _maybe_sweep(self) -> None:
+        now = time.monotonic()
+        if now - self._last_sweep < self.settings.presence_sweep_interval:
+            return
+        with self._lock:
+            if now - self._last_sweep < self.settings.presence_sweep_interval:
+                return
+            self._last_sweep = now
+            if self._sweeper is None:  # sweeps even while no request comes in
+                self._sweeper = threading.Thread(
+                    target=_sweep_forever, args=(weakref.ref(self),), daemon=True,
+                    name="redis-middleware-presence-sweeper")
+                self._sweeper.start()
+        self._sweep_once()
+
+    def _sweep_once(self) -> None:
+        try:
+            self.presence.sweep()
+        except RedisMiddlewareError as exc:
+            log_incident("presence", "presence sweep skipped: %s", exc)
+
+
+
+def _sweep_forever(ref: weakref.ref[PresenceMiddleware]) -> None:
+    # Holds the middleware weakly: the thread ends once the app is gone.
+    while (middleware := ref()) is not None:
+        interval = middleware.settings.presence_sweep_interval
+        del middleware
+        time.sleep(interval)
+        middleware = ref()
+        if middleware is None:
+            return
+        middleware._last_sweep = time.monotonic()
+        middleware._sweep_once()
+        del middleware
