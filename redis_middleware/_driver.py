@@ -13,7 +13,7 @@ from redis import exceptions as rex
 
 from ._breaker import Breaker
 from ._flow import Batch, Call, Flow
-from .errors import RedisCommandError, RedisUnavailableError
+from .errors import RedisCommandError, RedisMiddlewareError, RedisUnavailableError
 
 T = TypeVar("T")
 
@@ -60,21 +60,34 @@ def _wrap(exc: BaseException, breaker: Breaker) -> BaseException:
 
 
 def run_sync(flow: Flow[T], client: Any, breaker: Breaker, counter: Counter) -> T:
-    """Drive ``flow`` on a sync client: one round trip per batch."""
+    """Drive ``flow`` on a sync client: one round trip per batch.
+
+    A failed batch is thrown into the flow, which may handle it and go on.
+    """
     try:
         batch = next(flow)
         while True:
-            batch = flow.send(execute_sync(batch, client, breaker, counter))
+            try:
+                results = execute_sync(batch, client, breaker, counter)
+            except RedisMiddlewareError as exc:
+                batch = flow.throw(exc)
+                continue
+            batch = flow.send(results)
     except StopIteration as stop:
         return stop.value  # type: ignore[no-any-return]
 
 
 async def run_async(flow: Flow[T], client: Any, breaker: Breaker, counter: Counter) -> T:
-    """Drive ``flow`` on an asyncio client: one round trip per batch."""
+    """Drive ``flow`` on an asyncio client: one round trip per batch (failures thrown in)."""
     try:
         batch = next(flow)
         while True:
-            batch = flow.send(await execute_async(batch, client, breaker, counter))
+            try:
+                results = await execute_async(batch, client, breaker, counter)
+            except RedisMiddlewareError as exc:
+                batch = flow.throw(exc)
+                continue
+            batch = flow.send(results)
     except StopIteration as stop:
         return stop.value  # type: ignore[no-any-return]
 

@@ -66,42 +66,56 @@ def run_pure(flow: Flow[T], results: Sequence[list[Any]]) -> T:
     raise RuntimeError("flow wanted more batches than results were given")
 
 
-def gather(*flows: Flow[Any]) -> Flow[list[Any]]:
+def gather(*flows: Flow[Any], return_exceptions: bool = False) -> Flow[list[Any]]:
     """Run ``flows`` side by side: each round trip carries every unfinished flow's batch.
 
-    Returns the flows' return values in order. A flow that yields an empty batch is
-    resumed at once without I/O.
+    Returns the flows' return values in order. A failed round trip is thrown into
+    every flow it carried; with ``return_exceptions`` a flow that does not handle it
+    returns the exception as its result (as :func:`asyncio.gather` does) instead
+    of failing the whole gather.
     """
     results: list[Any] = [None] * len(flows)
     pending: dict[int, Batch] = {}
     for i in range(len(flows)):
-        _advance(flows, i, None, pending, results)
+        _advance(flows, i, lambda f: next(f), pending, results, return_exceptions)
     while pending:
         order = list(pending.items())
         merged: Batch = tuple(op for _, batch in order for op in batch)
-        answers = yield merged
         pending.clear()
+        try:
+            answers = yield merged
+        except Exception as exc:  # handed to every flow that was waiting
+            for i, _ in order:
+                _advance(flows, i, lambda f, e=exc: f.throw(e), pending, results,
+                         return_exceptions)
+            continue
         offset = 0
         for i, batch in order:
             part = answers[offset:offset + len(batch)]
             offset += len(batch)
-            _advance(flows, i, part, pending, results)
+            _advance(flows, i, lambda f, a=part: f.send(a), pending, results, return_exceptions)
     return results
 
 
 def _advance(
     flows: Sequence[Flow[Any]],
     i: int,
-    answer: list[Any] | None,
+    step: Any,
     pending: dict[int, Batch],
     results: list[Any],
+    return_exceptions: bool,
 ) -> None:
     flow = flows[i]
     try:
-        batch = next(flow) if answer is None else flow.send(answer)
+        batch = step(flow)
         while not batch:
             batch = flow.send([])
     except StopIteration as stop:
         results[i] = stop.value
+        return
+    except Exception as exc:
+        if not return_exceptions:
+            raise
+        results[i] = exc
         return
     pending[i] = batch

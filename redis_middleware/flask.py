@@ -22,8 +22,9 @@ from flask.sessions import SessionInterface
 from .errors import SessionUnavailableError
 from .settings import Settings
 from .wsgi.sessions import ENVIRON_KEY, SessionMiddleware
+from .wsgi.stack import RedisMiddleware
 
-__all__ = ["RedisSessionInterface", "init_app"]
+__all__ = ["RedisSessionInterface", "init_app", "init_stack"]
 
 
 class RedisSessionInterface(SessionInterface):
@@ -45,6 +46,18 @@ class RedisSessionInterface(SessionInterface):
 def init_app(app: Flask, settings: Settings | None = None, **options: Any) -> SessionMiddleware:
     """Install sessions on a Flask app; returns the middleware (for its settings)."""
     middleware = SessionMiddleware(app.wsgi_app, settings, **options)
+    _install(app, middleware)
+    return middleware
+
+
+def init_stack(app: Flask, settings: Settings | None = None, **options: Any) -> RedisMiddleware:
+    """Install the whole stack (sessions, rate limiting, caching, presence) on a Flask app."""
+    middleware = RedisMiddleware(app.wsgi_app, settings, **options)
+    _install(app, middleware)
+    return middleware
+
+
+def _install(app: Flask, middleware: SessionMiddleware | RedisMiddleware) -> None:
     app.wsgi_app = middleware  # type: ignore[method-assign]
     app.session_interface = RedisSessionInterface()
     retry_after = str(max(1, round(middleware.settings.breaker_cooldown)))
@@ -55,4 +68,3 @@ def init_app(app: Flask, settings: Settings | None = None, **options: Any) -> Se
             "Retry-After": retry_after}
 
     app.register_error_handler(SessionUnavailableError, unavailable)
-    return middleware

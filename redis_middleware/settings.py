@@ -116,6 +116,23 @@ class Settings:
         "Session key holding the logged-in user's id (identity for rate limiting, "
         "presence and the per-user session index).",
     )
+    # -- the one-line stack (RedisMiddleware) ------------------------------
+    session_enabled: bool = _setting(
+        True, "REDIS_MIDDLEWARE_SESSION_ENABLED", p.parse_bool,
+        "RedisMiddleware: run sessions.",
+    )
+    ratelimit_enabled: bool = _setting(
+        True, "REDIS_MIDDLEWARE_RATELIMIT_ENABLED", p.parse_bool,
+        "RedisMiddleware: run rate limiting (it limits only when a limit or rules are set).",
+    )
+    cache_enabled: bool = _setting(
+        True, "REDIS_MIDDLEWARE_CACHE_ENABLED", p.parse_bool,
+        "RedisMiddleware: run response caching (it caches only the configured routes).",
+    )
+    presence_enabled: bool = _setting(
+        True, "REDIS_MIDDLEWARE_PRESENCE_ENABLED", p.parse_bool,
+        "RedisMiddleware: record presence.",
+    )
     # -- sessions -----------------------------------------------------------
     session_cookie_name: str = _setting(
         "session", "REDIS_MIDDLEWARE_SESSION_COOKIE_NAME", p.parse_str,
@@ -214,6 +231,11 @@ class Settings:
     ratelimit_dry_run: bool = _setting(
         False, "REDIS_MIDDLEWARE_RATELIMIT_DRY_RUN", p.parse_bool,
         "Log what would be limited, limit nothing.",
+    )
+    ratelimit_count_cache_hits: bool = _setting(
+        True, "REDIS_MIDDLEWARE_RATELIMIT_COUNT_CACHE_HITS", p.parse_bool,
+        "RedisMiddleware: a response served from the cache still counts against the "
+        "limit (`false`: only requests that reach the app count).",
     )
     # -- response caching -----------------------------------------------------
     cache_routes: tuple[tuple[str, CacheRouteSpec], ...] = _setting(

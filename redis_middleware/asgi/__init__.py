@@ -6,6 +6,7 @@ from .cache import Cache, CacheMiddleware
 from .presence import Presence, PresenceMiddleware
 from .ratelimit import RateLimiter, RateLimitMiddleware
 from .sessions import SessionMiddleware, SessionStore
+from .stack import RedisMiddleware
 
 __all__ = [
     "Cache",
@@ -14,6 +15,7 @@ __all__ = [
     "PresenceMiddleware",
     "RateLimitMiddleware",
     "RateLimiter",
+    "RedisMiddleware",
     "SessionMiddleware",
     "SessionStore",
 ]

@@ -6,6 +6,7 @@ from .cache import Cache, CacheMiddleware
 from .presence import Presence, PresenceMiddleware
 from .ratelimit import RateLimiter, RateLimitMiddleware
 from .sessions import ENVIRON_KEY, SessionMiddleware, SessionStore
+from .stack import RedisMiddleware
 
 __all__ = [
     "ENVIRON_KEY",
@@ -15,6 +16,7 @@ __all__ = [
     "PresenceMiddleware",
     "RateLimitMiddleware",
     "RateLimiter",
+    "RedisMiddleware",
     "SessionMiddleware",
     "SessionStore",
 ]

@@ -1,0 +1,162 @@
+"""The one-line stack, decided without I/O: sessions, rate limiting, caching and presence
+in the right order, sharing round trips.
+
+Before the app, at most two round trips: the first carries everything that does not
+depend on who the user is (session load, cache lookup, an IP rate limit, the
+presence sweep); the second, only when a session was loaded, carries what does (a
+per-user rate limit, the presence heartbeat). After the app, at most one: the
+session's changes, or the cache entry.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ._cookies import IncomingCookie
+from ._flow import Flow, gather
+from ._options import resolve_settings
+from ._patterns import PathPattern
+from ._request import RequestInfo
+from ._session_data import Session
+from .cache import CacheCore, CachePlan, Lookup
+from .errors import RedisMiddlewareError
+from .presence import PresenceCore
+from .ratelimit import Check, Decision, RateLimitCore
+from .sessions import SessionCore
+from .settings import Settings
+
+__all__ = ["Before", "StackCore", "resolve_stack_settings"]
+
+_COMPONENTS = ("session", "ratelimit", "cache", "presence")
+
+
+def resolve_stack_settings(settings: Settings | None, options: dict[str, Any]) -> Settings:
+    """Flat options: each goes to the first component whose setting it names."""
+    from dataclasses import fields
+
+    names = {f.name for f in fields(Settings)}
+    mapped: dict[str, Any] = {}
+    for name, value in options.items():
+        full = next((f"{c}_{name}" for c in _COMPONENTS if f"{c}_{name}" in names), name)
+        mapped[full] = value
+    return resolve_settings(settings, "stack", mapped)
+
+
+@dataclass
+class Before:
+    """What the stack decided before the app runs."""
+
+    session: Session | None = None
+    incoming: IncomingCookie | None = None
+    check: Check | None = None  # a rate-limit check still to run (non-fixed strategies)
+    decision: Decision | None = None  # the rate-limit verdict (None: not limited)
+    plan: CachePlan | None = None
+    lookup: Lookup | None = None  # None: the cache is bypassed
+    user: str | None = None
+
+
+class StackCore:
+    """The enabled components' cores, and the flows that combine them."""
+
+    def __init__(self, settings: Settings) -> None:
+        s = self.settings = settings
+        self.sessions = SessionCore(s) if s.session_enabled else None
+        self.ratelimit = RateLimitCore(s) if s.ratelimit_enabled and (
+            s.ratelimit_limit or s.ratelimit_rules) else None
+        self.cache = CacheCore(s) if s.cache_enabled and s.cache_routes else None
+        self.presence = PresenceCore(s) if s.presence_enabled else None
+        self.exempt = [PathPattern.compile(p) for p in s.ratelimit_exempt]
+        self.fixed_window = s.ratelimit_strategy == "fixed-window"
+        self._last_sweep = 0.0
+
+    def is_exempt(self, path: str) -> bool:
+        return any(p.matches(path) for p in self.exempt)
+
+    def _sweep_due(self) -> bool:
+        now = time.monotonic()
+        if self.presence is None or now - self._last_sweep < self.settings.presence_sweep_interval:
+            return False
+        self._last_sweep = now
+        return True
+
+    def before_flow(self, request: RequestInfo, cookies: Mapping[str, str],
+                    outer_user: str | None, http: bool) -> Flow[Before]:
+        """Load, count, look up and heartbeat, in at most two round trips."""
+        out = Before()
+        if self.sessions is not None:
+            out.incoming = self.sessions.read_cookie(cookies)
+            out.session = self.sessions.session_for(out.incoming)
+        loading = out.incoming is not None and out.incoming.session_id is not None
+        out.plan = self.cache.plan(request) if self.cache is not None and http else None
+        lookup = out.plan is not None and out.plan.lookup
+        count_hits = self.settings.ratelimit_count_cache_hits or not lookup
+
+        # Round trip 1: nothing here depends on who the user is.
+        first: dict[str, Flow[Any]] = {}
+        if loading and out.session is not None and out.incoming is not None:
+            first["session"] = self.sessions.load_flow(out.incoming.session_id)  # type: ignore[union-attr, arg-type]
+        early = self.ratelimit is not None and (
+            not loading or self.ratelimit.key_kind in ("ip", "custom"))
+        if early and count_hits:
+            self._add_check(first, out, request, lambda: outer_user)
+        if lookup and out.plan is not None and self.cache is not None:
+            first["cache"] = self.cache.lookup_flow(out.plan)
+        if self._sweep_due() and self.presence is not None:
+            first["sweep"] = self.presence.sweep_flow(secrets.token_hex(8))
+        results = yield from self._gather(first)
+        if "session" in results and out.session is not None:
+            loaded = results["session"]
+            if isinstance(loaded, RedisMiddlewareError):
+                out.session.fail(loaded)
+            else:
+                out.session.set_loaded(loaded)
+        self._take(results, out)
+        if "cache" in results and not isinstance(results["cache"], RedisMiddlewareError):
+            out.lookup = results["cache"]
+        hit = out.lookup is not None and out.plan is not None and self.cache is not None and \
+            self.cache.servable(out.plan, out.lookup.entry, time.time()) is not None
+
+        # Round trip 2: what needs the user (only when a session was loaded).
+        out.user = (out.session.identity() if out.session is not None else None) or outer_user
+        second: dict[str, Flow[Any]] = {}
+        if self.ratelimit is not None and "ratelimit" not in results and out.check is None and (
+                not early or not count_hits) and not (hit and not count_hits):
+            self._add_check(second, out, request, lambda: out.user)
+        if out.user is not None and self.presence is not None and self.presence.due(out.user):
+            second["presence"] = self.presence.heartbeat_flow(out.user)
+        results = yield from self._gather(second)
+        self._take(results, out)
+        return out
+
+    def _add_check(self, flows: dict[str, Flow[Any]], out: Before, request: RequestInfo,
+                   user: Callable[[], str | None]) -> None:
+        assert self.ratelimit is not None
+        check = self.ratelimit.prepare(request, user)
+        if check is None:
+            return
+        if self.fixed_window:
+            flows["ratelimit"] = self.ratelimit.fixed_window_flow(check)
+            out.check = check
+        else:
+            out.check = check  # the adapter runs the limits strategy
+
+    def _take(self, results: dict[str, Any], out: Before) -> None:
+        if "ratelimit" in results and self.ratelimit is not None and out.check is not None:
+            verdict = results["ratelimit"]
+            out.decision = (self.ratelimit.unavailable(out.check)
+                            if isinstance(verdict, RedisMiddlewareError) else verdict)
+            out.check = None
+
+    @staticmethod
+    def _gather(flows: dict[str, Flow[Any]]) -> Flow[dict[str, Any]]:
+        if not flows:
+            return {}
+        values = yield from gather(*flows.values(), return_exceptions=True)
+        for value in values:
+            if isinstance(value, Exception) and not isinstance(value, RedisMiddlewareError):
+                raise value
+        return dict(zip(flows, values, strict=True))

@@ -1,0 +1,142 @@
+"""RedisMiddleware: the components in order, and the round-trip budget, counted exactly."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from redis_middleware import Settings
+from redis_middleware.connections import connections_for
+
+from . import apps
+from .conftest import Clients
+
+pytestmark = pytest.mark.usefixtures("audit")
+
+OPTIONS: dict[str, Any] = {"limit": "100/minute", "routes": {"/c/*": 60},
+                           "exempt": ["/text"], "key": "user_or_ip"}
+
+
+@pytest.fixture(autouse=True)
+def _reset_calls() -> None:
+    apps.calls.clear()
+
+
+class Counter:
+    def __init__(self, settings: Settings) -> None:
+        self.conns = connections_for(settings)
+        self.mark()
+
+    def mark(self) -> None:
+        self.start = self.conns.round_trips
+
+    def trips(self) -> int:
+        n = self.conns.round_trips - self.start
+        self.mark()
+        return n
+
+
+def stack(make_client: Clients, **options: Any) -> Any:
+    return make_client("RedisMiddleware", **{**OPTIONS, **options})
+
+
+def warm(client: Any) -> None:
+    """Load every script once (a first use costs one more round trip)."""
+    client.get("/c/warm")
+    client.post("/login?user=warm")
+    client.get("/get")
+    client.post("/set", json={"w": 1})
+    client.cookies.clear()
+
+
+def test_round_trip_budget(make_client: Clients, settings: Settings) -> None:
+    client = stack(make_client)
+    warm(client)
+    count = Counter(settings)
+    client.get("/c/item")  # anonymous miss: lookup + count (1) then the store (1)
+    assert count.trips() == 2
+    hit = client.get("/c/item")  # anonymous hit: 1 in total, app not called
+    assert hit.headers["x-cache"] == "HIT" and hit.headers["x-ratelimit-remaining"]
+    assert count.trips() == 1
+    assert apps.calls["/c/item"] == 1
+    client.get("/noop")  # anonymous, uncached route: the rate limit only
+    assert count.trips() == 1
+    client.get("/text")  # exempt: nothing at all
+    assert count.trips() == 0
+    client.post("/login?user=ann")  # anonymous write: count, then save
+    assert count.trips() == 2
+    client.get("/get")  # a session read: load (1), per-user count + heartbeat (1), no save
+    assert count.trips() == 2
+    client.post("/set", json={"a": 1})  # read and write: 2 before, 1 after
+    assert count.trips() == 3
+    client.get("/get")  # heartbeat throttled: still at most 2
+    assert count.trips() <= 2
+
+
+def test_order_user_limits_and_cache(make_client: Clients, settings: Settings) -> None:
+    client = stack(make_client, limit="3/minute")
+    client.post("/login?user=bea")  # counted for the IP
+    other = stack(make_client, limit="3/minute")
+    assert [client.get("/get").status_code for _ in range(4)] == [200, 200, 200, 429]
+    assert other.get("/noop").status_code == 200  # same IP, but bea is counted as a user
+    from redis_middleware.wsgi import Presence
+
+    assert Presence(settings).is_online("bea")
+
+
+def test_cache_hits_are_counted_unless_configured(make_client: Clients) -> None:
+    counted = stack(make_client, limit="2/minute")
+    assert [counted.get("/c/x").status_code for _ in range(3)] == [200, 200, 429]
+    free = stack(make_client, limit="2/minute", count_cache_hits=False, peer="9.9.9.9")
+    statuses = [free.get("/c/y").status_code for _ in range(5)]
+    assert statuses == [200] * 5
+    assert free.get("/noop").status_code == 200  # the 2nd counted request
+    assert free.get("/noop").status_code == 429
+
+
+def test_components_can_be_switched_off(make_client: Clients, settings: Settings) -> None:
+    client = stack(make_client, session_enabled=False, ratelimit_enabled=False)
+    response = client.get("/c/item")
+    assert "x-ratelimit-limit" not in response.headers and response.headers["x-cache"] == "MISS"
+
+
+def test_session_writes_and_cache_in_one_stack(make_client: Clients) -> None:
+    client = stack(make_client)
+    client.post("/login?user=cal")
+    touched = client.get("/c/item?touch=1")
+    assert touched.headers["cache-status"] == 'rmw; fwd=uri-miss; detail="session"'
+    assert "Cookie" in touched.headers["vary"]
+    client.post("/set", json={"k": [1, 2]})
+    assert client.get("/get").json() == {"user_id": "cal", "k": [1, 2]}
+    client.post("/c/item")  # unsafe: invalidates
+    assert client.get("/c/item").headers["x-cache"] == "MISS"
+
+
+def test_options_are_validated(settings: Settings) -> None:
+    from redis_middleware import ConfigError
+    from redis_middleware.asgi import RedisMiddleware
+
+    with pytest.raises(ConfigError, match="nonsense"):
+        RedisMiddleware(apps.asgi_app(), settings, nonsense=1)
+    with pytest.raises(ConfigError, match="RATELIMIT_LIMIT"):
+        RedisMiddleware(apps.asgi_app(), settings, limit="often")
+
+
+def test_flask_stack(settings: Settings) -> None:
+    from flask import Flask, session
+
+    from redis_middleware.flask import init_stack
+
+    app = Flask(__name__)
+    init_stack(app, settings, limit="2/minute")
+
+    @app.get("/me")
+    def me() -> Any:
+        session["n"] = session.get("n", 0) + 1
+        return {"n": session["n"]}
+
+    client = app.test_client()
+    assert client.get("/me").json == {"n": 1}
+    assert client.get("/me").json == {"n": 2}
+    assert client.get("/me").status_code == 429
