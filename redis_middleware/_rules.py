@@ -37,9 +37,12 @@ class RuleSpec:
     cost: int = 1
     methods: tuple[str, ...] | None = None
     fail: str | None = None  # None: the global ratelimit_fail
+    key: str | None = None  # None: the global ratelimit_key
 
     def __post_init__(self) -> None:
         parse_limits(self.limit)
+        if self.key is not None and self.key not in ("ip", "user", "user_or_ip"):
+            raise ValueError(f"key must be 'ip', 'user' or 'user_or_ip', got {self.key!r}")
         if isinstance(self.cost, bool) or not isinstance(self.cost, int) or self.cost < 1:
             raise ValueError(f"cost must be a positive whole number, got {self.cost!r}")
         if self.fail is not None and self.fail not in _FAIL:
@@ -52,7 +55,7 @@ def _spec(value: Any) -> RuleSpec:
     if isinstance(value, str):
         return RuleSpec(value)
     if isinstance(value, Mapping):
-        unknown = set(value) - {"limit", "cost", "methods", "fail"}
+        unknown = set(value) - {"limit", "cost", "methods", "fail", "key"}
         if unknown:
             raise ValueError(f"unknown rule option(s): {', '.join(sorted(unknown))}")
         methods = value.get("methods")
@@ -61,6 +64,7 @@ def _spec(value: Any) -> RuleSpec:
             cost=value.get("cost", 1),
             methods=tuple(m.upper() for m in methods) if methods else None,
             fail=value.get("fail"),
+            key=value.get("key"),
         )
     raise ValueError(f"a rule must be a rate string or a mapping, got {type(value).__name__}")
 

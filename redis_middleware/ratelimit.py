@@ -67,6 +67,7 @@ class Rule:
     cost: int
     methods: frozenset[str] | None
     fail_closed: bool
+    key: str | None = None  # the rule's own identity kind (None: the default)
 
     def applies_to(self, method: str) -> bool:
         return self.methods is None or method in self.methods
@@ -145,6 +146,7 @@ class RateLimitCore:
             cost=spec.cost,
             methods=frozenset(spec.methods) if spec.methods else None,
             fail_closed=fail_closed if spec.fail is None else spec.fail == "closed",
+            key=spec.key,
         )
 
     # -- what applies -----------------------------------------------------------
@@ -156,16 +158,27 @@ class RateLimitCore:
                 return rule
         return self.default
 
-    def identity(self, request: RequestInfo, user: Callable[[], str | None]) -> str | None:
+    def kind_for(self, rule: Rule | None) -> str:
+        """The identity kind a rule counts by: ``ip``, ``user``, ``user_or_ip``, ``custom``."""
+        return rule.key if rule is not None and rule.key else self.key_kind
+
+    def needs_user(self, request: RequestInfo) -> bool:
+        """Whether this request's bucket depends on who the user is."""
+        rule = self.rule_for(request.method, request.path)
+        return rule is not None and self.kind_for(rule) in ("user", "user_or_ip")
+
+    def identity(self, request: RequestInfo, user: Callable[[], str | None],
+                 kind: str | None = None) -> str | None:
         """Whose bucket: ``ip:...``, ``user:...`` or ``custom:...`` (None: not limited)."""
-        if self.key_func is not None:
+        kind = kind or self.key_kind
+        if kind == "custom" and self.key_func is not None:
             value = self.key_func(request)
             return None if value is None else "custom:" + str(value)
-        if self.key_kind != "ip":
+        if kind != "ip":
             uid = user()
             if uid is not None:
                 return "user:" + uid
-            if self.key_kind == "user":
+            if kind == "user":
                 return None  # anonymous requests are not counted by a per-user limit
         return "ip:" + self.trust.client(
             request.peer, request.header_list("x-forwarded-for"), request.header_list("forwarded")
@@ -176,7 +189,7 @@ class RateLimitCore:
         rule = self.rule_for(request.method, request.path)
         if rule is None:
             return None
-        identity = self.identity(request, user)
+        identity = self.identity(request, user, self.kind_for(rule))
         if identity is None:
             return None
         return Check(rule, identity, self.counter_keys(rule, identity))

@@ -100,7 +100,7 @@ class StackCore:
         if loading and out.session is not None and out.incoming is not None:
             first["session"] = self.sessions.load_flow(out.incoming.session_id)  # type: ignore[union-attr, arg-type]
         early = self.ratelimit is not None and (
-            not loading or self.ratelimit.key_kind in ("ip", "custom"))
+            not loading or not self.ratelimit.needs_user(request))
         if early and count_hits:
             self._add_check(first, out, request, lambda: outer_user)
         if lookup and out.plan is not None and self.cache is not None:

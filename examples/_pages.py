@@ -1,0 +1,79 @@
+"""Server-rendered HTML shared by the FastAPI and Flask examples (no build step)."""
+
+from __future__ import annotations
+
+from html import escape
+
+STYLE = """
+body{font-family:system-ui,sans-serif;max-width:46rem;margin:2rem auto;padding:0 1rem;color:#222}
+nav a{margin-right:1rem} .box{border:1px solid #ddd;border-radius:6px;padding:1rem;margin:1rem 0}
+code{background:#f4f4f4;padding:0 .2rem} li{margin:.2rem 0} .muted{color:#777}
+"""
+
+PRODUCTS = {"1": "Teapot", "2": "Kettle", "3": "Mug"}
+
+
+def page(title: str, body: str, user: str | None = None) -> str:
+    who = f"signed in as <b>{escape(user)}</b>" if user else "not signed in"
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>{escape(title)}</title>
+<style>{STYLE}</style></head><body>
+<nav><a href="/">Home</a><a href="/profile">Profile</a><a href="/products">Products</a>
+<a href="/online">Who is online</a><a href="/api/ping">API</a></nav>
+<p class="muted">{who}</p><h1>{escape(title)}</h1>{body}</body></html>"""
+
+
+def home(user: str | None) -> str:
+    if user:
+        form = """<form method="post" action="/logout"><button>Log out</button></form>
+<form method="post" action="/logout-everywhere"><button>Log out everywhere</button></form>"""
+    else:
+        form = """<form method="post" action="/login"><input name="username" placeholder="name"
+ required> <button>Log in</button></form>
+<p class="muted">Login is limited to 5 attempts a minute (fail-closed: 503 if Redis is
+down). Try it six times.</p>"""
+    return page("redis-middleware demo", f"""<div class="box">{form}</div>
+<p>Every request passes through <code>RedisMiddleware</code>: a session in a Redis hash,
+rate limits (see the <code>X-RateLimit-*</code> headers), a cached product list
+(<code>X-Cache: HIT</code>), and presence.</p>""", user)
+
+
+def profile(user: str | None, visits: int, sessions: list[tuple[str, float, float]]) -> str:
+    rows = "".join(
+        f"<li><code>{escape(ref[:10])}…</code> created {created:.0f}, seen {seen:.0f}</li>"
+        for ref, created, seen in sessions) or "<li>none</li>"
+    return page("Profile", f"""<p>Visits to this page in this session: <b>{visits}</b></p>
+<div class="box"><b>Your live sessions</b><ul>{rows}</ul></div>""", user)
+
+
+def products(items: dict[str, str], rendered_at: float) -> str:
+    rows = "".join(
+        f"""<li>{escape(name)} <form style="display:inline" method="post" action="/products">
+<input type="hidden" name="id" value="{pid}"><input name="name" value="{escape(name)}">
+<button>Rename</button></form></li>""" for pid, name in items.items())
+    return page("Products", f"""<p class="muted">Rendered at {rendered_at:.3f}: reload, and
+the time stays the same while the page is served from the cache (look for
+<code>X-Cache: HIT</code>). Renaming a product invalidates it.</p><ul>{rows}</ul>""")
+
+
+def online(users: list[str], count: int, user: str | None, live: bool = True) -> str:
+    items = "".join(f"<li>{escape(u)}</li>" for u in users) or "<li>nobody</li>"
+    listing = f"""<p><b id="count">{count}</b> online</p><ul id="users">{items}</ul>"""
+    if not live:  # WSGI: no WebSocket; the page refreshes itself
+        return page("Who is online", '<meta http-equiv="refresh" content="5">' + listing, user)
+    return page("Who is online", listing + """<div class="box"><b>Live events</b>
+<ul id="events"></ul></div>
+<script>
+const ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host
+                         + "/ws/presence");
+ws.onmessage = (m) => {
+  const e = JSON.parse(m.data);
+  const li = document.createElement("li");
+  li.textContent = `#${e.seq} ${e.user} is ${e.status} (${e.reason})`;
+  document.getElementById("events").prepend(li);
+  fetch("/api/online").then(r => r.json()).then(d => {
+    document.getElementById("count").textContent = d.count;
+    document.getElementById("users").innerHTML = d.users.map(u => "<li></li>").join("");
+    [...document.getElementById("users").children].forEach((li, i) => li.textContent = d.users[i]);
+  });
+};
+</script>""", user)

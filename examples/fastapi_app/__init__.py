@@ -1,0 +1,1 @@
+"""The FastAPI example: every redis-middleware component on a small shop."""

@@ -1,0 +1,1 @@
+"""The Flask example: the same shop as the FastAPI one, on WSGI (no WebSocket)."""
