@@ -93,9 +93,11 @@ async def list_products() -> str:
 
 
 @app.post("/products")
-async def rename_product(id: str = Form(...), name: str = Form(...)) -> RedirectResponse:
-    if id in catalogue:
-        catalogue[id] = name.strip()[:40] or catalogue[id]
+async def rename_product(
+    product_id: str = Form(..., alias="id"), name: str = Form(...)
+) -> RedirectResponse:
+    if product_id in catalogue:
+        catalogue[product_id] = name.strip()[:40] or catalogue[product_id]
     # This POST already invalidated GET /products (RFC 9111 4.4); purging the tag also
     # drops any other page that lists products.
     await cache.purge_tag("products")
