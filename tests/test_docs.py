@@ -12,7 +12,7 @@ from redis_middleware import Settings
 from redis_middleware._reference import settings_table
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGES = sorted((ROOT / "docs").glob("*.md")) + [ROOT / "README.md"]
+PAGES = [*sorted((ROOT / "docs").glob("*.md")), ROOT / "README.md"]
 BLOCK = re.compile(r"```python\n(.*?)```", re.DOTALL)
 
 
