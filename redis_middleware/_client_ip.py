@@ -8,6 +8,7 @@ appended), skipping trusted hops: the first untrusted address is the client.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import re
@@ -23,6 +24,7 @@ _MAX_HOPS = 64
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
+@functools.lru_cache(maxsize=4096)  # peers repeat; parsing showed in the profile
 def parse_address(text: str) -> IPAddress | None:
     """An address from a header or peer value: strips ports, brackets and zone ids."""
     text = text.strip().strip('"')

@@ -110,8 +110,43 @@ def _pipelines(batch: Batch, client: Any, counter: Counter) -> Generator[Any, li
     return results
 
 
+def _single_sync(op: Call, client: Any, counter: Counter) -> list[Any]:
+    counter.round_trips += 1
+    counter.commands += 1
+    try:
+        return [client.execute_command(*op.args)]
+    except rex.NoScriptError:
+        if op.script is None:
+            raise
+        counter.round_trips += 1
+        return [client.execute_command(*_as_eval(op))]
+    except rex.ResponseError as exc:
+        return [exc]
+
+
+async def _single_async(op: Call, client: Any, counter: Counter) -> list[Any]:
+    counter.round_trips += 1
+    counter.commands += 1
+    try:
+        return [await client.execute_command(*op.args)]
+    except rex.NoScriptError:
+        if op.script is None:
+            raise
+        counter.round_trips += 1
+        return [await client.execute_command(*_as_eval(op))]
+    except rex.ResponseError as exc:
+        return [exc]
+
+
 def execute_sync(batch: Batch, client: Any, breaker: Breaker, counter: Counter) -> list[Any]:
     breaker.check()
+    if len(batch) == 1:  # no pipeline object: measurably cheaper for the common case
+        try:
+            single = _single_sync(batch[0], client, counter)
+        except (rex.RedisError, OSError, TimeoutError) as exc:
+            raise _wrap(exc, breaker) from exc
+        breaker.success()
+        return _check(single)
     steps = _pipelines(batch, client, counter)
     try:
         pipe = next(steps)
@@ -129,6 +164,13 @@ async def execute_async(
     batch: Batch, client: Any, breaker: Breaker, counter: Counter
 ) -> list[Any]:
     breaker.check()
+    if len(batch) == 1:
+        try:
+            single = await _single_async(batch[0], client, counter)
+        except (rex.RedisError, OSError, TimeoutError) as exc:
+            raise _wrap(exc, breaker) from exc
+        breaker.success()
+        return _check(single)
     steps = _pipelines(batch, client, counter)
     try:
         pipe = next(steps)

@@ -74,6 +74,13 @@ def gather(*flows: Flow[Any], return_exceptions: bool = False) -> Flow[list[Any]
     returns the exception as its result (as :func:`asyncio.gather` does) instead
     of failing the whole gather.
     """
+    if len(flows) == 1:  # nothing to merge: run it directly (the common case)
+        try:
+            return [(yield from flows[0])]
+        except Exception as exc:
+            if not return_exceptions:
+                raise
+            return [exc]
     results: list[Any] = [None] * len(flows)
     pending: dict[int, Batch] = {}
     for i in range(len(flows)):

@@ -86,6 +86,7 @@ class Session(MutableMapping[str, Any]):
         self.accessed = False
         self.cleared = False
         self.regenerated = False
+        self._dirty: set[str] = set()  # keys assigned or deleted since load
         self.loaded_user = self.user_id
 
     # -- loading ------------------------------------------------------------
@@ -156,9 +157,11 @@ class Session(MutableMapping[str, Any]):
         if key not in data:
             self._limits.check_totals(len(data) + 1, 0)
         data[key] = value
+        self._dirty.add(key)
 
     def __delitem__(self, key: str) -> None:
         del self._touch()[key]
+        self._dirty.add(key)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._touch())
@@ -196,16 +199,25 @@ class Session(MutableMapping[str, Any]):
 
     # -- changes ------------------------------------------------------------
     def changes(self) -> tuple[dict[str, str], list[str]]:
-        """(fields to write with their encodings, fields to delete) since load."""
-        if not self.loaded:
+        """(fields to write with their encodings, fields to delete) since load.
+
+        Assigned keys are re-encoded and compared; so are lists and dicts, which can
+        change in place. Other values cannot change without an assignment, so an
+        untouched or read-only session costs no encoding at all.
+        """
+        if not self.loaded or not (self.accessed or self._dirty):
             return {}, []
         written: dict[str, str] = {}
-        total = 0
         for key, value in self._data.items():
-            encoded = encode(value)
-            total += self._limits.check_value(key, encoded)
-            if self._stored.get(key) != encoded:
-                written[key] = encoded
-        self._limits.check_totals(len(self._data), total)
+            if key in self._dirty or isinstance(value, (list, dict)):
+                encoded = encode(value)
+                self._limits.check_value(key, encoded)
+                if self._stored.get(key) != encoded:
+                    written[key] = encoded
+        if written:  # sizes can only have grown where something was written
+            total = sum(len(k.encode("utf-8", "surrogatepass")) + len(
+                (written.get(k) or self._stored.get(k) or "").encode("utf-8", "surrogatepass"))
+                for k in self._data)
+            self._limits.check_totals(len(self._data), total)
         deleted = [key for key in self._stored if key not in self._data]
         return written, deleted

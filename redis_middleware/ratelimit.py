@@ -137,6 +137,7 @@ class RateLimitCore:
         self.legacy = s.ratelimit_headers in ("legacy", "both")
         self.draft = s.ratelimit_headers in ("draft", "both")
         self.dry_run = s.ratelimit_dry_run
+        self._key_cache: dict[tuple[str, str], tuple[str, ...]] = {}
 
     @staticmethod
     def _compile(pattern: str, spec: RuleSpec, fail_closed: bool) -> Rule:
@@ -195,10 +196,15 @@ class RateLimitCore:
         return Check(rule, identity, self.counter_keys(rule, identity))
 
     def counter_keys(self, rule: Rule, identity: str) -> tuple[str, ...]:
-        return tuple(
-            self.keys.ratelimit(identity, rule.name, f"{item.amount}-{_window(item)}")
-            for item in rule.items
-        )
+        cached = self._key_cache.get((rule.name, identity))
+        if cached is None:
+            if len(self._key_cache) >= 10_000:  # bounded: forget the oldest
+                self._key_cache.pop(next(iter(self._key_cache)))
+            cached = self._key_cache[(rule.name, identity)] = tuple(
+                self.keys.ratelimit(identity, rule.name, f"{item.amount}-{_window(item)}")
+                for item in rule.items
+            )
+        return cached
 
     # -- counting (fixed window) ----------------------------------------------------
     def fixed_window_flow(self, check: Check) -> Flow[Decision]:

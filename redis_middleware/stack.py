@@ -155,6 +155,12 @@ class StackCore:
     def _gather(flows: dict[str, Flow[Any]]) -> Flow[dict[str, Any]]:
         if not flows:
             return {}
+        if len(flows) == 1:  # the common case: no merging needed
+            ((name, flow),) = flows.items()
+            try:
+                return {name: (yield from flow)}
+            except RedisMiddlewareError as exc:
+                return {name: exc}
         values = yield from gather(*flows.values(), return_exceptions=True)
         for value in values:
             if isinstance(value, Exception) and not isinstance(value, RedisMiddlewareError):

@@ -1,0 +1,322 @@
+"""Benchmark redis-middleware against the peer packages and against no middleware.
+
+    python bench/run.py [--side asgi|wsgi|both] [--duration 4] [--runs 3]
+
+Starts its own redis-server on a free loopback port and one server per stack (uvicorn
+for ASGI, gunicorn for WSGI, the same settings on each side), drives them with wrk
+(runs alternate between stacks, so noise hits all alike), counts Redis commands and
+round trips per request from ``INFO stats`` deltas over a fixed number of requests,
+measures memory per session and keys without a TTL, prints the tables and writes
+``bench/results/latest.json``. Everything it started is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis
+
+HERE = Path(__file__).resolve().parent
+STACKS = ["bare", "floor", "peers", "ours", "stack"]
+LABELS = {"bare": "no middleware", "floor": "floor (1 round trip)", "peers": "peer stack",
+          "ours": "ours (4 middlewares)", "stack": "ours (RedisMiddleware)"}
+PEERS = {"asgi": "starsessions + slowapi + fastapi-cache2",
+         "wsgi": "Flask-Session + Flask-Limiter + Flask-Caching"}
+WORKLOADS = {  # name -> (method, path, needs a session cookie)
+    "hello": ("GET", "/hello", False),
+    "session-read": ("GET", "/me", True),
+    "cached-item": ("GET", "/item/1", False),
+    "login": ("POST", "/login", False),
+}
+COUNTED_REQUESTS = 200
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    side: str
+    stack: str
+    port: int
+    db: int
+    proc: subprocess.Popen[bytes]
+    cookie: str = ""
+    results: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def start_redis(stack: ExitStack) -> tuple[int, redis.Redis]:
+    port = free_port()
+    workdir = tempfile.mkdtemp(prefix="bench-redis-")
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", workdir, "--databases", "16"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    stack.callback(lambda: (proc.terminate(), proc.wait(10), shutil.rmtree(workdir, True)))
+    client = redis.Redis(port=port)
+    for _ in range(100):
+        try:
+            client.ping()
+            return port, client
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    raise SystemExit("redis-server did not start")
+
+
+def start_server(side: str, stack_name: str, redis_port: int, db: int,
+                 stack: ExitStack) -> Server:
+    port = free_port()
+    env = {**os.environ, "BENCH_STACK": stack_name,
+           "BENCH_REDIS_URL": f"redis://127.0.0.1:{redis_port}/{db}", "PYTHONPATH": str(
+               HERE.parent)}
+    if side == "asgi":
+        cmd = [sys.executable, "-m", "uvicorn", "asgi_app:app", "--app-dir", str(HERE / "stacks"),
+               "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+               "--log-level", "warning", "--no-access-log"]
+    else:
+        cmd = [sys.executable, "-m", "gunicorn", "--chdir", str(HERE / "stacks"), "-w", "1",
+               "-k", "gthread", "--threads", "8", "-b", f"127.0.0.1:{port}",
+               "--log-level", "warning", "wsgi_app:app"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def stop() -> None:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    stack.callback(stop)
+    server = Server(side, stack_name, port, db, proc)
+    for _ in range(200):
+        try:
+            if httpx.get(server.url + "/hello", timeout=1).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            err = proc.stderr.read().decode() if proc.stderr else ""
+            raise SystemExit(f"{side}/{stack_name} did not start:\n{err}")
+        time.sleep(0.1)
+    raise SystemExit(f"{side}/{stack_name} did not answer")
+
+
+def prepare(server: Server) -> None:
+    """Log in once (the session read workload's cookie) and warm the cache and scripts."""
+    with httpx.Client(base_url=server.url) as client:
+        response = client.post("/login")
+        response.raise_for_status()
+        server.cookie = "; ".join(f"{k}={v}" for k, v in client.cookies.items())
+        for _ in range(3):
+            client.get("/me").raise_for_status()
+            client.get("/item/1").raise_for_status()
+            client.get("/hello").raise_for_status()
+
+
+def wrk_script(method: str, cookie: str) -> str:
+    lines = [f'wrk.method = "{method}"']
+    if cookie:
+        lines.append(f'wrk.headers["Cookie"] = "{cookie}"')
+    path = Path(tempfile.mkstemp(suffix=".lua")[1])
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def _ms(text: str) -> float:
+    value, unit = float(re.match(r"[\d.]+", text).group()), re.sub(r"[\d.]", "", text)  # type: ignore[union-attr]
+    return value * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def run_wrk(server: Server, workload: str, duration: float, connections: int) -> dict[str, float]:
+    method, path, needs_cookie = WORKLOADS[workload]
+    script = wrk_script(method, server.cookie if needs_cookie else "")
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency", "-s", script,
+         server.url + path], capture_output=True, text=True, check=True).stdout
+    os.unlink(script)
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"^\s+50%\s+(\S+)\s*$", out, re.M).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"^\s+99%\s+(\S+)\s*$", out, re.M).group(1))  # type: ignore[union-attr]
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    return {"rps": rps, "p50_ms": p50, "p99_ms": p99,
+            "errors": int(non2xx.group(1)) if non2xx else 0}
+
+
+def count_redis(server: Server, workload: str, admin: redis.Redis) -> dict[str, float]:
+    """Exact Redis commands (scripts' inner commands included) and round trips per request."""
+    method, path, needs_cookie = WORKLOADS[workload]
+    headers = {"cookie": server.cookie} if needs_cookie else {}
+    with httpx.Client(base_url=server.url) as client:
+        client.request(method, path, headers=headers)
+        time.sleep(0.2)
+        before = admin.info("stats")
+        for _ in range(COUNTED_REQUESTS):
+            client.cookies.clear()  # like wrk: only the workload's own cookie is sent
+            client.request(method, path, headers=headers).raise_for_status()
+        after = admin.info("stats")
+    commands = after["total_commands_processed"] - before["total_commands_processed"] - 1
+    reads = after["total_reads_processed"] - before["total_reads_processed"] - 1
+    return {"commands": commands / COUNTED_REQUESTS, "round_trips": reads / COUNTED_REQUESTS}
+
+
+def session_memory(server: Server, admin_port: int) -> dict[str, Any]:
+    """Bytes of Redis memory for one login's session (3 short fields), keys included."""
+    db = redis.Redis(port=admin_port, db=server.db)
+    before = set(db.scan_iter(count=1000))
+    with httpx.Client(base_url=server.url) as client:
+        client.post("/login").raise_for_status()
+    time.sleep(0.1)
+    new = [k for k in db.scan_iter(count=1000) if k not in before]
+    sizes = {k.decode(errors="replace"): int(db.memory_usage(k, samples=0) or 0) for k in new
+             if db.type(k) in (b"hash", b"string") and not k.startswith((b"LIMITS", b"rmw:rate"))}
+    return {"bytes": sum(sizes.values()), "keys": sizes}
+
+
+def keys_without_ttl(server: Server, admin_port: int) -> int:
+    db = redis.Redis(port=admin_port, db=server.db)
+    return sum(1 for k in db.scan_iter(count=1000) if db.ttl(k) == -1 and k != b"bench:floor")
+
+
+def machine() -> dict[str, str]:
+    cpu = "unknown"
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in
+                   Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    versions = {}
+    for dist in ("redis-middleware", "redis", "starlette", "fastapi", "uvicorn", "flask",
+                 "gunicorn", "starsessions", "slowapi", "fastapi-cache2", "Flask-Session",
+                 "Flask-Limiter", "Flask-Caching", "limits"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = "-"
+    redis_version = subprocess.run(["redis-server", "--version"], capture_output=True,
+                                   text=True).stdout.split()[2]
+    wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True)
+    return {"cpu": cpu, "cores": str(os.cpu_count()), "python": platform.python_version(),
+            "os": platform.platform(), "redis-server": redis_version,
+            "wrk": (wrk_version.stdout or wrk_version.stderr).split("[")[0].strip(),
+            **{f"pkg:{k}": v for k, v in versions.items()}}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--side", choices=["asgi", "wsgi", "both"], default="both")
+    parser.add_argument("--duration", type=int, default=4, help="seconds per wrk run")
+    parser.add_argument("--runs", type=int, default=3, help="alternating runs per workload")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--out", default=str(HERE / "results" / "latest.json"))
+    args = parser.parse_args()
+    if shutil.which("wrk") is None or shutil.which("redis-server") is None:
+        raise SystemExit("needs wrk and redis-server: run bench/run.sh, which installs them")
+    sides = ["asgi", "wsgi"] if args.side == "both" else [args.side]
+    report: dict[str, Any] = {"machine": machine(), "settings": vars(args), "sides": {}}
+    with ExitStack() as stack:
+        redis_port, admin = start_redis(stack)
+        for side in sides:
+            servers = [start_server(side, name, redis_port, i + (0 if side == "asgi" else 8),
+                                    stack) for i, name in enumerate(STACKS)]
+            for server in servers:
+                prepare(server)
+            timings: dict[tuple[str, str], list[dict[str, float]]] = {}
+            for run in range(args.runs):
+                order = servers if run % 2 == 0 else list(reversed(servers))
+                for workload in WORKLOADS:
+                    for server in order:
+                        timings.setdefault((server.stack, workload), []).append(
+                            run_wrk(server, workload, args.duration, args.connections))
+                print(f"{side}: run {run + 1}/{args.runs} done", flush=True)
+            side_report: dict[str, Any] = {"peers": PEERS[side], "stacks": {}}
+            for server in servers:
+                entry: dict[str, Any] = {"workloads": {}}
+                for workload in WORKLOADS:
+                    runs = timings[(server.stack, workload)]
+                    entry["workloads"][workload] = {
+                        "rps": statistics.median(r["rps"] for r in runs),
+                        "rps_runs": [r["rps"] for r in runs],
+                        "p50_ms": statistics.median(r["p50_ms"] for r in runs),
+                        "p99_ms": statistics.median(r["p99_ms"] for r in runs),
+                        "errors": sum(r["errors"] for r in runs),
+                        **count_redis(server, workload, admin),
+                    }
+                entry["session_memory"] = session_memory(server, redis_port)
+                entry["keys_without_ttl"] = keys_without_ttl(server, redis_port)
+                side_report["stacks"][server.stack] = entry
+            report["sides"][side] = side_report
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2))
+    print(render(report))
+    return 0
+
+
+def render(report: dict[str, Any]) -> str:
+    """Markdown tables: throughput and ratios, latency, Redis cost, memory, TTLs."""
+    out: list[str] = []
+    for side, data in report["sides"].items():
+        stacks = data["stacks"]
+        out.append(f"### {side.upper()} — peer stack: {data['peers']}\n")
+        out.append("| Workload | " + " | ".join(LABELS[s] for s in stacks) +
+                   " | stack / peers | stack / none | stack / floor |")
+        out.append("| --- " * (len(stacks) + 4) + "|")
+        for workload in WORKLOADS:
+            rps = {s: stacks[s]["workloads"][workload]["rps"] for s in stacks}
+            cells = [f"{rps[s]:,.0f}" for s in stacks]
+            ratio = [f"{rps['stack'] / rps[o]:.2f}x" for o in ("peers", "bare", "floor")]
+            out.append(f"| {workload} (req/s) | " + " | ".join(cells + ratio) + " |")
+        out.append("")
+        out.append("| Workload: p50 / p99 ms | " + " | ".join(LABELS[s] for s in stacks) + " |")
+        out.append("| --- " * (len(stacks) + 1) + "|")
+        for workload in WORKLOADS:
+            cells = [f"{stacks[s]['workloads'][workload]['p50_ms']:.2f} / "
+                     f"{stacks[s]['workloads'][workload]['p99_ms']:.2f}" for s in stacks]
+            out.append(f"| {workload} | " + " | ".join(cells) + " |")
+        out.append("")
+        out.append("| Workload: Redis commands / round trips per request | " +
+                   " | ".join(LABELS[s] for s in stacks) + " |")
+        out.append("| --- " * (len(stacks) + 1) + "|")
+        for workload in WORKLOADS:
+            cells = [f"{stacks[s]['workloads'][workload]['commands']:.2f} / "
+                     f"{stacks[s]['workloads'][workload]['round_trips']:.2f}" for s in stacks]
+            out.append(f"| {workload} | " + " | ".join(cells) + " |")
+        out.append("")
+        out.append("| | " + " | ".join(LABELS[s] for s in stacks) + " |")
+        out.append("| --- " * (len(stacks) + 1) + "|")
+        out.append("| Redis bytes per session (3 fields) | " + " | ".join(
+            str(stacks[s]["session_memory"]["bytes"]) for s in stacks) + " |")
+        out.append("| Keys without a TTL | " + " | ".join(
+            str(stacks[s]["keys_without_ttl"]) for s in stacks) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,99 @@
+"""The WSGI stacks under test: one Flask app, wrapped per ``BENCH_STACK`` (same endpoints
+as the ASGI app)."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from flask import Flask, session
+
+STACK = os.environ.get("BENCH_STACK", "bare")
+URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+LIMIT = "1000000/minute"
+SECRET = "bench-secret-" + "x" * 40
+
+
+def build() -> Any:
+    app = Flask(__name__)
+    app.secret_key = SECRET
+    cached: Any = lambda f: f  # noqa: E731
+
+    if STACK == "peers":
+        import redis
+        from flask_caching import Cache
+        from flask_limiter import Limiter
+        from flask_limiter.util import get_remote_address
+        from flask_session import Session
+
+        app.config.update(SESSION_TYPE="redis", SESSION_REDIS=redis.from_url(URL),
+                          SESSION_PERMANENT=True)
+        Session(app)
+        Limiter(get_remote_address, app=app, default_limits=[LIMIT], storage_uri=URL,
+                headers_enabled=True)
+        cache = Cache(app, config={"CACHE_TYPE": "RedisCache", "CACHE_REDIS_URL": URL})
+        cached = cache.cached(timeout=60)
+
+    @app.get("/hello")
+    def hello() -> dict[str, str]:
+        return {"hello": "world"}
+
+    @app.post("/login")
+    def login() -> dict[str, bool]:
+        if hasattr(session, "regenerate"):
+            session.regenerate()
+        session.update({"user_id": "u42", "name": "Ada", "role": "admin"})
+        return {"ok": True}
+
+    @app.get("/me")
+    def me() -> dict[str, Any]:
+        return {"user": session.get("user_id"), "name": session.get("name")}
+
+    @app.get("/item/<int:item_id>")
+    @cached
+    def item(item_id: int) -> dict[str, Any]:
+        time.sleep(0.002)  # the database
+        return {"id": item_id, "name": f"item {item_id}", "price": 9.5}
+
+    if STACK in ("ours", "stack"):
+        from redis_middleware import Settings
+        from redis_middleware.flask import RedisSessionInterface
+        from redis_middleware.wsgi import (
+            CacheMiddleware,
+            PresenceMiddleware,
+            RateLimitMiddleware,
+            RedisMiddleware,
+            SessionMiddleware,
+        )
+
+        settings = Settings(redis_url=URL, secret_key=SECRET, key_prefix="rmw")
+        routes = {"/item/{id}": 60}
+        app.session_interface = RedisSessionInterface()
+        if STACK == "stack":
+            app.wsgi_app = RedisMiddleware(  # type: ignore[method-assign]
+                app.wsgi_app, settings, limit=LIMIT, key="ip", routes=routes)
+            return app
+        wrapped: Any = CacheMiddleware(app.wsgi_app, settings, routes=routes)
+        wrapped = RateLimitMiddleware(wrapped, settings, limit=LIMIT, key="ip")
+        wrapped = PresenceMiddleware(wrapped, settings)
+        app.wsgi_app = SessionMiddleware(wrapped, settings)  # type: ignore[method-assign]
+        return app
+    if STACK == "floor":
+        import redis
+
+        client = redis.from_url(URL)
+        inner = app.wsgi_app
+
+        def floor(environ: Any, start_response: Any) -> Any:
+            client.get("bench:floor")  # exactly one round trip
+            return inner(environ, start_response)
+
+        app.wsgi_app = floor  # type: ignore[method-assign]
+        return app
+    if STACK in ("bare", "peers"):
+        return app
+    raise SystemExit(f"unknown BENCH_STACK {STACK!r}")
+
+
+app = build()
