@@ -158,8 +158,8 @@ def run_wrk(server: Server, workload: str, duration: float, connections: int) ->
     method, path, needs_cookie = WORKLOADS[workload]
     script = wrk_script(method, server.cookie if needs_cookie else "")
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency", "-s", script,
-         server.url + path], capture_output=True, text=True, check=True).stdout
+        ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency",
+         "-s", script, server.url + path], capture_output=True, text=True, check=True).stdout
     os.unlink(script)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p50 = _ms(re.search(r"^\s+50%\s+(\S+)\s*$", out, re.M).group(1))  # type: ignore[union-attr]

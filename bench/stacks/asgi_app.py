@@ -53,7 +53,7 @@ def build() -> Any:
 
     def session_of(request: Request) -> Any:
         # The stacks without sessions (bare, floor) write to a throwaway dict.
-        return request.scope["session"] if "session" in request.scope else {}
+        return request.scope.get("session", {})
 
     @app.post("/login")
     async def login(request: Request) -> dict[str, bool]:
