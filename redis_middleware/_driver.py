@@ -23,6 +23,7 @@ _UNAVAILABLE = (rex.ConnectionError, rex.TimeoutError, OSError, TimeoutError)
 class Counter(Protocol):
     round_trips: int
     commands: int
+    script_loads: int  # round trips spent sending a script's source (first use per server)
 
 
 def _queue(pipe: Any, batch: Batch) -> None:
@@ -105,6 +106,7 @@ def _pipelines(batch: Batch, client: Any, counter: Counter) -> Generator[Any, li
         for i in retry:
             pipe.execute_command(*_as_eval(batch[i]))
         counter.round_trips += 1
+        counter.script_loads += 1
         for i, res in zip(retry, (yield pipe), strict=True):
             results[i] = res
     return results
@@ -119,6 +121,7 @@ def _single_sync(op: Call, client: Any, counter: Counter) -> list[Any]:
         if op.script is None:
             raise
         counter.round_trips += 1
+        counter.script_loads += 1
         return [client.execute_command(*_as_eval(op))]
     except rex.ResponseError as exc:
         return [exc]
@@ -133,6 +136,7 @@ async def _single_async(op: Call, client: Any, counter: Counter) -> list[Any]:
         if op.script is None:
             raise
         counter.round_trips += 1
+        counter.script_loads += 1
         return [await client.execute_command(*_as_eval(op))]
     except rex.ResponseError as exc:
         return [exc]

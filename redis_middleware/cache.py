@@ -391,6 +391,16 @@ class CacheCore:
             return "stale"
         return None
 
+    def next_step(self, plan: CachePlan, lookup: Lookup, now: float) -> str:
+        """``serve`` the entry, ``wait`` for another request computing it, or ``compute``."""
+        state = self.servable(plan, lookup.entry, now)
+        if state == "fresh" or (state == "stale" and not lookup.locked):
+            return "serve"
+        fresh_elsewhere = lookup.entry is not None and now <= lookup.entry.fresh_until
+        if lookup.locked or self.lock_ms == 0 or not plan.lookup or fresh_elsewhere:
+            return "compute"  # ours to compute (or this request may not use the entry)
+        return "wait"  # missing or expired, and another request holds the guard
+
     def usable_if_error(self, entry: Entry | None, now: float) -> bool:
         return entry is not None and now <= entry.fresh_until + entry.sie
 

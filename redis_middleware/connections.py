@@ -62,7 +62,9 @@ class RedisConnections:
         self.breaker = Breaker(settings.breaker_cooldown, self.name)
         self.round_trips = 0
         self.commands = 0
+        self.script_loads = 0
         self._sync: Any = None
+        self._extra: list[Any] = []  # clients a client depends on (Sentinel's sentinels)
         self._lock = threading.Lock()
         self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
             weakref.WeakKeyDictionary()
@@ -131,10 +133,12 @@ class RedisConnections:
             sentinel_kwargs={**common, **auth, **tls},
             **common,
         )
-        return sentinel.master_for(
+        client = sentinel.master_for(
             t.service_name, db=t.db, retry=retry, max_connections=self.settings.max_connections,
             **auth, **tls,
         )
+        client._rmw_sentinels = sentinel.sentinels  # closed with the client
+        return client
 
     # -- running flows ------------------------------------------------------
     def run(self, flow: Flow[T]) -> T:
@@ -148,6 +152,8 @@ class RedisConnections:
     def close(self) -> None:
         """Close the sync client's pool (asyncio clients close with their loops)."""
         if self._sync is not None:
+            for sentinel in getattr(self._sync, "_rmw_sentinels", ()):
+                sentinel.close()
             self._sync.close()
             self._sync = None
 
@@ -158,6 +164,8 @@ class RedisConnections:
             await closer()
         client = self._async.pop(loop, None)
         if client is not None:
+            for sentinel in getattr(client, "_rmw_sentinels", ()):
+                await sentinel.aclose()
             await client.aclose()
 
 

@@ -2,7 +2,8 @@
 
 Data layout (``docs/sessions.md``): one HASH per session at
 ``<prefix>:session:{<tag>}:<sha256(id)>``, one field per session key holding its
-JSON encoding, plus the metadata field ``\\x00t`` = ``"<created>:<last seen>"`` (epoch ms)
+JSON encoding, plus the metadata field ``\\x00t`` = ``"<created>:<last seen>"`` (epoch
+ms in base 36: it keeps a 3-field session in the same allocation bin as the leanest peer)
 (user keys that start with ``\\x00`` or ``\\x01`` are stored behind a ``\\x01``,
 so no user key can take a metadata name). A user's sessions are indexed in the
 ZSET ``<prefix>:session:user:{<sha256(user id)>}`` (member: session ref, score:
@@ -31,37 +32,41 @@ logger = logging.getLogger("redis_middleware.sessions")
 
 META = "\x00t"
 
+# ARGV: now ms, idle ms, absolute ms, meta field, now in base 36.
 _LOAD = Script("""
 local meta = redis.call('HGET', KEYS[1], ARGV[4])
 if not meta then return false end
-local created = tonumber(string.match(meta, '^(%d+)'))
+local created36 = string.match(meta, '^(%w+)')
+local created = tonumber(created36, 36)
 local now = tonumber(ARGV[1])
 local ttl = math.min(tonumber(ARGV[2]), created + tonumber(ARGV[3]) - now)
 if ttl <= 0 then redis.call('DEL', KEYS[1]) return false end
 -- pcall: under maxmemory/noeviction the read still succeeds; sliding is best effort
-redis.pcall('HSET', KEYS[1], ARGV[4], created .. ':' .. now)
+redis.pcall('HSET', KEYS[1], ARGV[4], created36 .. ':' .. ARGV[5])
 redis.pcall('PEXPIRE', KEYS[1], ttl)
 return redis.call('HGETALL', KEYS[1])
 """)
 
 # Times are epoch milliseconds, durations milliseconds.
-# ARGV: mode, now, idle, absolute, meta field, n_set, (field, value)*, n_del, field*
+# ARGV: mode, now, idle, absolute, meta field, now in base 36, n_set, (field, value)*,
+# n_del, field*
 # mode 'create' writes a fresh hash; 'update' refuses a hash deleted meanwhile (a
 # logout racing a slow request must not resurrect it); 'move' renames the old hash
 # (KEYS[2], same slot) to the new id first, keeping concurrent changes to it.
 _SAVE = Script("""
 local key, old, mode = KEYS[1], KEYS[2], ARGV[1]
 local now, idle, absolute, metaf = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
-local created = now
+local created, created36 = now, ARGV[6]
 if mode == 'update' then
   local meta = redis.call('HGET', key, metaf)
   if not meta then return 0 end
-  created = tonumber(string.match(meta, '^(%d+)'))
+  created36 = string.match(meta, '^(%w+)')
+  created = tonumber(created36, 36)
 elseif mode == 'move' then
   if redis.call('EXISTS', old) == 0 then return 0 end
   redis.call('RENAME', old, key)
 end
-local i = 6
+local i = 7
 local nset = tonumber(ARGV[i])
 if nset > 0 then redis.call('HSET', key, unpack(ARGV, i + 1, i + 2 * nset)) end
 i = i + 2 * nset + 1
@@ -69,7 +74,7 @@ local ndel = tonumber(ARGV[i])
 if ndel > 0 then redis.call('HDEL', key, unpack(ARGV, i + 1, i + ndel)) end
 local ttl = math.min(idle, created + absolute - now)
 if ttl <= 0 then redis.call('DEL', key) return 0 end
-redis.call('HSET', key, metaf, created .. ':' .. now)
+redis.call('HSET', key, metaf, created36 .. ':' .. ARGV[6])
 redis.call('PEXPIRE', key, ttl)
 return 1
 """)
@@ -77,6 +82,18 @@ return 1
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+_DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def _b36(n: int) -> str:
+    out = ""
+    while True:
+        n, r = divmod(n, 36)
+        out = _DIGITS[r] + out
+        if not n:
+            return out
 
 
 def field_name(key: str) -> str:
@@ -132,8 +149,9 @@ class SessionCore:
         """One round trip: read the hash and slide its idle expiry (bounded by lifetime)."""
         s = self.settings
         key = self._key(self.ref(session_id))
-        (raw,) = yield (_LOAD([key], [_now_ms(), s.session_idle_timeout * 1000,
-                                      s.session_absolute_lifetime * 1000, META]),)
+        now = _now_ms()
+        (raw,) = yield (_LOAD([key], [now, s.session_idle_timeout * 1000,
+                                      s.session_absolute_lifetime * 1000, META, _b36(now)]),)
         if not raw:
             return None
         data: dict[str, Any] = {}
@@ -201,7 +219,7 @@ class SessionCore:
         key = self._key(self.ref(new_id))
         old_key = self._key(self.ref(old_id)) if old_id else key
         args: list[Any] = [mode, now, s.session_idle_timeout * 1000,
-                           s.session_absolute_lifetime * 1000, META, len(written)]
+                           s.session_absolute_lifetime * 1000, META, _b36(now), len(written)]
         for k, v in written.items():
             args += [field_name(k), v]
         args.append(len(deleted))
@@ -258,7 +276,8 @@ class SessionCore:
                 dead.append(ref)
                 continue
             created, _, seen = meta.decode().partition(":")
-            live.append(SessionInfo(ref, int(created) / 1000, int(seen) / 1000, int(ttl)))
+            live.append(SessionInfo(ref, int(created, 36) / 1000, int(seen, 36) / 1000,
+                                    int(ttl)))
         if dead:
             yield (Call.of("ZREM", index, *dead),)
         return live

@@ -31,6 +31,22 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_cluster_port() -> int:
+    """A free port P whose cluster bus port P + 10000 is free too (and below 65536)."""
+    import random
+
+    for _ in range(200):
+        port = random.randint(20000, 45000)
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 10000))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no free port pair for a cluster node")
+
+
 @dataclass
 class RedisServer:
     """A redis-server process this test session started (and will stop by its handle)."""
@@ -110,10 +126,19 @@ def settings(backend_url: str) -> Settings:
 
 def raw_client(settings: Settings) -> Any:
     """A plain sync client on the same data, for assertions."""
-    if settings.target.kind == "memory":
+    target = settings.target
+    if target.kind == "memory":
         import fakeredis
 
         return fakeredis.FakeRedis(server=memory_server())
+    if target.kind == "cluster":
+        from redis.cluster import ClusterNode, RedisCluster
+
+        return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in target.hosts])
+    if target.kind == "sentinel":
+        from redis.sentinel import Sentinel
+
+        return Sentinel(list(target.hosts)).master_for(target.service_name)
     return redis.Redis.from_url(settings.redis_url)
 
 
@@ -121,7 +146,7 @@ def audit_keyspace(settings: Settings) -> list[str]:
     """Every key of this test's prefix has a TTL and a known component; return the keys."""
     client = raw_client(settings)
     try:
-        keys = sorted(k.decode() for k in client.scan_iter(match=f"{settings.key_prefix}:*"))
+        keys = sorted({k.decode() for k in client.scan_iter(match=f"{settings.key_prefix}:*")})
         for key in keys:
             component = key.split(":")[1]
             assert component in KEY_RE_COMPONENTS, f"key {key!r} outside the component namespaces"
@@ -136,6 +161,13 @@ def audit(settings: Settings) -> Iterator[None]:
     """Run the keyspace audit after the test."""
     yield
     audit_keyspace(settings)
+
+
+@pytest.fixture(autouse=True)
+def _reset_app_calls() -> None:
+    from . import apps
+
+    apps.calls.clear()
 
 
 @pytest.fixture(autouse=True)
@@ -208,3 +240,47 @@ def make_client(request: pytest.FixtureRequest, settings: Settings) -> Iterator[
     clients = Clients(request.param, settings)
     yield clients
     clients.close()
+
+
+@dataclass
+class RedisCluster:
+    """Three masters on loopback ports, made into a cluster with redis-cli."""
+
+    servers: list[RedisServer]
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{s.port}" for s in self.servers)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    if shutil.which("redis-cli") is None:
+        pytest.fail("redis-cli is missing (it comes with redis-server)")
+    base = tmp_path_factory.mktemp("cluster")
+    servers: list[RedisServer] = []
+    try:
+        for i in range(3):
+            servers.append(start_redis_server(
+                base / str(i), "--cluster-enabled", "yes",
+                "--cluster-config-file", str(base / f"nodes-{i}.conf"),
+                "--cluster-node-timeout", "2000", port=free_cluster_port()))
+        subprocess.run(
+            ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{s.port}" for s in servers),
+             "--cluster-replicas", "0", "--cluster-yes"],
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+        deadline = time.monotonic() + 20
+        while True:
+            states = []
+            for s in servers:
+                with s.client() as c:
+                    states.append(c.execute_command("CLUSTER", "INFO").decode())
+            if all("cluster_state:ok" in st for st in states):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError("the cluster did not become ready")
+            time.sleep(0.2)
+        yield RedisCluster(servers)
+    finally:
+        for s in servers:
+            stop_redis_server(s)

@@ -18,11 +18,6 @@ pytestmark = pytest.mark.usefixtures("audit")
 ROUTES = {"/c/*": 60}
 
 
-@pytest.fixture(autouse=True)
-def _reset_calls() -> None:
-    apps.calls.clear()
-
-
 def cached(make_client: Clients, **options: Any) -> Any:
     options.setdefault("routes", ROUTES)
     return make_client("CacheMiddleware", **options)

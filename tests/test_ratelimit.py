@@ -18,11 +18,6 @@ from .conftest import Clients, audit_keyspace, make_settings
 pytestmark = pytest.mark.usefixtures("audit")
 
 
-@pytest.fixture(autouse=True)
-def _reset_calls() -> None:
-    apps.calls.clear()
-
-
 def ratelimit_keys(settings: Settings) -> list[str]:
     return [k for k in audit_keyspace(settings) if ":ratelimit:" in k]
 

@@ -89,17 +89,15 @@ class CacheMiddleware:
             lookup = None
         head = scope.get("method") == "HEAD"
         if lookup is not None:
-            state = self.core.servable(plan, lookup.entry, time.time())
-            if lookup.entry is not None and (
-                    state == "fresh" or (state == "stale" and not lookup.locked)):
-                await self._serve(send, plan, lookup.entry, head)
-                return
-            if not lookup.locked and self.core.lock_ms > 0 and plan.lookup:
+            step = self.core.next_step(plan, lookup, time.time())
+            entry = lookup.entry if step == "serve" else None
+            if step == "wait":
                 entry = await self._wait(plan, lookup)
-                if entry is not None:
-                    await self._serve(send, plan, entry, head)
-                    return
-                lookup = None  # the guard's holder is slow: compute, uncached
+                if entry is None:
+                    lookup = None  # the guard's holder is slow: compute, uncached
+            if entry is not None:
+                await self._serve(send, plan, entry, head)
+                return
         await self._compute(scope, receive, send, plan, lookup)
 
     async def _serve(self, send: ASGISendCallable, plan: CachePlan, entry: Entry,

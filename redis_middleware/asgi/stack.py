@@ -108,15 +108,14 @@ class RedisMiddleware:
         cache, plan, lookup = self.core.cache, before.plan, before.lookup
         if cache is None or plan is None or lookup is None or plan.invalidate:
             return False
-        state = cache.servable(plan, lookup.entry, time.time())
-        entry = lookup.entry
-        if entry is None or not (state == "fresh" or (state == "stale" and not lookup.locked)):
-            if lookup.locked or cache.lock_ms == 0 or not plan.lookup or self._cache is None:
-                return False
+        step = cache.next_step(plan, lookup, time.time())
+        entry = lookup.entry if step == "serve" else None
+        if step == "wait" and self._cache is not None:
             entry = await self._cache._wait(plan, lookup)
             if entry is None:
                 before.lookup = None  # the guard's holder is slow: compute, uncached
-                return False
+        if entry is None:
+            return False
         status, headers, body = cache.hit(plan, entry, head)
         await send({"type": "http.response.start", "status": status,
                     "headers": [*_encode(headers), *extra], "trailers": False})

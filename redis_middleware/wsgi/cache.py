@@ -65,15 +65,14 @@ class CacheMiddleware:
             lookup = None
         head = environ.get("REQUEST_METHOD") == "HEAD"
         if lookup is not None:
-            state = self.core.servable(plan, lookup.entry, time.time())
-            if lookup.entry is not None and (
-                    state == "fresh" or (state == "stale" and not lookup.locked)):
-                return self._serve(start_response, plan, lookup.entry, head)
-            if not lookup.locked and self.core.lock_ms > 0 and plan.lookup:
+            step = self.core.next_step(plan, lookup, time.time())
+            entry = lookup.entry if step == "serve" else None
+            if step == "wait":
                 entry = self._wait(plan, lookup)
-                if entry is not None:
-                    return self._serve(start_response, plan, entry, head)
-                lookup = None  # the guard's holder is slow: compute, uncached
+                if entry is None:
+                    lookup = None  # the guard's holder is slow: compute, uncached
+            if entry is not None:
+                return self._serve(start_response, plan, entry, head)
         return self._compute(environ, start_response, plan, lookup, head)
 
     def _serve(self, start_response: Any, plan: CachePlan, entry: Entry,

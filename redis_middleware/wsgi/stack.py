@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from .._breaker import log_incident
@@ -87,15 +87,14 @@ class RedisMiddleware:
         cache, plan, lookup = self.core.cache, before.plan, before.lookup
         if cache is None or plan is None or lookup is None or plan.invalidate:
             return None
-        state = cache.servable(plan, lookup.entry, time.time())
-        entry = lookup.entry
-        if entry is None or not (state == "fresh" or (state == "stale" and not lookup.locked)):
-            if lookup.locked or cache.lock_ms == 0 or not plan.lookup or self._cache is None:
-                return None
+        step = cache.next_step(plan, lookup, time.time())
+        entry = lookup.entry if step == "serve" else None
+        if step == "wait" and self._cache is not None:
             entry = self._cache._wait(plan, lookup)
             if entry is None:
                 before.lookup = None
-                return None
+        if entry is None:
+            return None
         status, headers, body = cache.hit(plan, entry, head)
         start_response(status_line(status), [*headers, *extra])
         return [body]
@@ -109,10 +108,20 @@ class RedisMiddleware:
             entry = before.lookup.entry if before.lookup else None
             stale = entry if cache.usable_if_error(entry, time.time()) else None
             capture = Capture(cache, plan, before.lookup, stale)
-        state = {"failed": False}
+        state = {"failed": False, "stale": False}
+
+        def serve_stale() -> list[bytes]:
+            assert cache is not None and plan is not None and capture is not None
+            assert capture.stale is not None
+            status, headers, body = cache.hit(plan, capture.stale, head)
+            start_response(status_line(status), [*headers, *extra])
+            return [body]
 
         def stack_start_response(status: str, headers: list[Any], exc_info: Any = None) -> Any:
             code = int(status.split(" ", 1)[0])
+            if capture is not None and capture.stale is not None and code >= 500:
+                state["stale"] = True  # stale-if-error: the stored copy answers instead
+                return lambda data: None
             if session is not None and session.unavailable_raised and code == 500:
                 state["failed"] = True
                 return self._unavailable(start_response, exc_info)
@@ -146,7 +155,13 @@ class RedisMiddleware:
         except SessionUnavailableError:
             self._unavailable(start_response)
             return [_body_of_503()]
-        return _Body(self, app_iter, capture, state)
+        except Exception:
+            if capture is None or capture.stale is None:
+                raise
+            if capture.lookup is not None:
+                self._quietly(capture.finish_flow())
+            return serve_stale()
+        return _Body(self, app_iter, capture, state, serve_stale)
 
     def _unavailable(self, start_response: Any, exc_info: Any = None) -> Any:
         retry_after = str(max(1, round(self.settings.breaker_cooldown)))
@@ -165,22 +180,26 @@ class _Body:
     """The app's body: copied for the cache, replaced by the 503 body, always closed."""
 
     def __init__(self, middleware: RedisMiddleware, app_iter: Iterable[bytes],
-                 capture: Capture | None, state: dict[str, bool]) -> None:
+                 capture: Capture | None, state: dict[str, bool],
+                 serve_stale: Callable[[], list[bytes]]) -> None:
         self._middleware = middleware
         self._app_iter = app_iter
         self._capture = capture
         self._state = state
+        self._serve_stale = serve_stale
         self._closed = False
 
     def __iter__(self) -> Iterator[bytes]:
         for chunk in self._app_iter:
-            if self._state["failed"]:
+            if self._state["failed"] or self._state["stale"]:
                 break
             if self._capture is not None:
                 self._capture.body(chunk, True)
             yield chunk
         if self._state["failed"]:
             yield _body_of_503()
+        elif self._state["stale"]:
+            yield from self._serve_stale()
         elif self._capture is not None:
             self._capture.body(b"", False)
 

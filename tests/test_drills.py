@@ -1,0 +1,143 @@
+"""Failure drills on a real redis-server: paused, dropped connections, and TLS."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .conftest import Clients, make_settings, start_redis_server, stop_redis_server
+
+pytestmark = pytest.mark.real_redis
+OPTIONS: dict[str, Any] = {"limit": "1000/minute", "routes": {"/c/*": 60}}
+
+
+@pytest.fixture
+def own_server(tmp_path: Path) -> Any:
+    server = start_redis_server(tmp_path)
+    yield server
+    if server.proc.poll() is None:
+        stop_redis_server(server)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("interface", ["asgi", "wsgi"])
+def test_client_pause_is_bounded_by_timeouts_and_recovers(interface: str,
+                                                          own_server: Any) -> None:
+    settings = make_settings(own_server.url, socket_timeout=0.3, breaker_cooldown=0.5)
+    clients = Clients(interface, settings)
+    try:
+        client = clients("RedisMiddleware", **OPTIONS)
+        client.post("/login?user=pat")
+        assert client.get("/get").status_code == 200
+        with own_server.client() as admin:
+            admin.execute_command("CLIENT", "PAUSE", 2000, "ALL")
+        worst = 0.0
+        statuses = []
+        for path in ("/noop", "/get", "/noop", "/c/x", "/get"):
+            started = time.monotonic()
+            statuses.append(client.get(path).status_code)
+            worst = max(worst, time.monotonic() - started)
+        assert worst < 1.5  # a timeout at most, then the breaker answers at once
+        assert statuses[0] == 200 and 503 in statuses and 500 not in statuses
+        time.sleep(2.1)  # the pause ends
+        deadline = time.monotonic() + 2
+        while client.get("/get").status_code != 200:
+            assert time.monotonic() < deadline, "no recovery within 2 s"
+            time.sleep(0.05)
+    finally:
+        clients.close()
+
+
+@pytest.mark.parametrize("interface", ["asgi", "wsgi"])
+def test_connections_killed_mid_request_leave_no_half_write(interface: str,
+                                                            own_server: Any) -> None:
+    settings = make_settings(own_server.url)
+    clients = Clients(interface, settings)
+    try:
+        client = clients("SessionMiddleware")
+        client.post("/set", json={"a": 1, "b": 1})
+        cookie = {"cookie": f"session={client.cookies['session']}"}
+        result: list[int] = []
+
+        def slow_write() -> None:  # loads, sleeps, then writes two fields in one script
+            result.append(clients().post("/set?sleep=0.4", json={"a": 2, "b": 2},
+                                         headers=cookie).status_code)
+
+        thread = threading.Thread(target=slow_write)
+        thread.start()
+        time.sleep(0.2)
+        with own_server.client() as admin:
+            admin.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+        thread.join()
+        assert result[0] in (200, 503)
+        data = client.get("/get").json()
+        assert data in ({"a": 1, "b": 1}, {"a": 2, "b": 2})  # all of the write or none
+    finally:
+        clients.close()
+
+
+def _certificates(directory: Path) -> tuple[Path, Path, Path]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "redis-middleware test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+          .not_valid_before(now - datetime.timedelta(minutes=5))
+          .not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+            .issuer_name(ca_name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([
+                x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    paths = directory / "ca.pem", directory / "server.pem", directory / "server.key"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return paths
+
+
+@pytest.mark.parametrize("interface", ["asgi", "wsgi"])
+def test_tls_rediss(interface: str, tmp_path: Path) -> None:
+    from .conftest import free_port
+
+    ca, cert, key = _certificates(tmp_path)
+    tls_port = free_port()
+    server = start_redis_server(
+        tmp_path / "data", "--tls-port", str(tls_port), "--tls-cert-file", str(cert),
+        "--tls-key-file", str(key), "--tls-ca-cert-file", str(ca), "--tls-auth-clients", "no")
+    try:
+        url = f"rediss://127.0.0.1:{tls_port}/0?ssl_cert_reqs=required&ssl_ca_certs={ca}"
+        settings = make_settings(url)
+        clients = Clients(interface, settings)
+        try:
+            client = clients("RedisMiddleware", **OPTIONS)
+            client.post("/login?user=tls")
+            assert client.get("/get").json() == {"user_id": "tls"}
+            assert client.get("/c/t").headers["x-cache"] == "MISS"
+            assert client.get("/c/t").headers["x-cache"] == "HIT"
+            assert client.get("/noop").headers["x-ratelimit-remaining"]
+        finally:
+            clients.close()
+    finally:
+        stop_redis_server(server)

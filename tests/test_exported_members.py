@@ -1,0 +1,42 @@
+"""The public API: the names SPEC fixes exist, in both interfaces, and nothing leaks."""
+
+from __future__ import annotations
+
+import inspect
+
+import redis_middleware
+import redis_middleware.asgi as asgi
+import redis_middleware.wsgi as wsgi
+
+SPEC_NAMES = {"SessionMiddleware", "RateLimitMiddleware", "CacheMiddleware",
+              "PresenceMiddleware", "RedisMiddleware", "Presence"}
+
+
+def test_top_level_exports() -> None:
+    assert {"Settings", "ConfigError"} <= set(redis_middleware.__all__)
+    for name in redis_middleware.__all__:
+        assert hasattr(redis_middleware, name)
+    assert issubclass(redis_middleware.ConfigError, ValueError)
+
+
+def test_asgi_and_wsgi_export_the_same_names() -> None:
+    assert set(asgi.__all__) >= SPEC_NAMES
+    assert set(asgi.__all__) == set(wsgi.__all__) - {"ENVIRON_KEY"}
+    for name in asgi.__all__:
+        assert getattr(asgi, name).__name__ == getattr(wsgi, name).__name__ == name
+
+
+def test_middleware_signature() -> None:
+    for module in (asgi, wsgi):
+        for name in SPEC_NAMES - {"Presence"}:
+            params = list(inspect.signature(getattr(module, name)).parameters.values())
+            assert [p.name for p in params[:2]] == ["app", "settings"]
+            assert params[1].default is None
+            assert params[-1].kind is inspect.Parameter.VAR_KEYWORD
+
+
+def test_presence_methods_are_async_in_asgi_and_sync_in_wsgi() -> None:
+    for method in ("heartbeat", "is_online", "online_users", "online_count", "last_seen",
+                   "remove"):
+        assert inspect.iscoroutinefunction(getattr(asgi.Presence, method))
+        assert not inspect.iscoroutinefunction(getattr(wsgi.Presence, method))

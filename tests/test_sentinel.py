@@ -1,0 +1,118 @@
+"""Core scenarios through Redis Sentinel (``redis+sentinel://``), and a forced failover."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from .conftest import (
+    Clients,
+    RedisServer,
+    free_port,
+    make_settings,
+    start_redis_server,
+    stop_redis_server,
+)
+from .test_ratelimit import test_sixth_request_of_five_per_minute  # noqa: F401
+from .test_sessions import (  # noqa: F401
+    test_json_values_round_trip_exactly,
+    test_regenerate_moves_data_and_kills_the_old_cookie,
+)
+from .test_stack import test_session_writes_and_cache_in_one_stack  # noqa: F401
+
+pytestmark = pytest.mark.real_redis
+SERVICE = "rmwtest"
+
+
+class SentinelSetup:
+    def __init__(self, master: RedisServer, replica: RedisServer, sentinel_port: int,
+                 proc: subprocess.Popen[bytes]) -> None:
+        self.master, self.replica = master, replica
+        self.sentinel_port, self.proc = sentinel_port, proc
+
+    @property
+    def url(self) -> str:
+        return f"redis+sentinel://127.0.0.1:{self.sentinel_port}/{SERVICE}/0"
+
+    def sentinel(self) -> redis.Redis:
+        return redis.Redis(port=self.sentinel_port, socket_timeout=5)
+
+
+@pytest.fixture(scope="module")
+def sentinel_setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelSetup]:
+    base: Path = tmp_path_factory.mktemp("sentinel")
+    master = start_redis_server(base / "master")
+    replica = start_redis_server(base / "replica", "--replicaof", "127.0.0.1",
+                                 str(master.port))
+    port = free_port()
+    conf = base / "sentinel.conf"
+    conf.write_text(
+        f"port {port}\nbind 127.0.0.1\ndir {base}\n"
+        f"sentinel monitor {SERVICE} 127.0.0.1 {master.port} 1\n"
+        f"sentinel down-after-milliseconds {SERVICE} 1000\n"
+        f"sentinel failover-timeout {SERVICE} 5000\n")
+    proc = subprocess.Popen(["redis-server", str(conf), "--sentinel"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    setup = SentinelSetup(master, replica, port, proc)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with setup.sentinel() as s:
+                    info = s.execute_command("SENTINEL", "REPLICAS", SERVICE)
+                    if info and master.client().info("replication")["connected_slaves"] >= 1:
+                        break
+            except redis.RedisError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("sentinel did not see the replica")
+            time.sleep(0.2)
+        yield setup
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        stop_redis_server(replica)
+        stop_redis_server(master)
+
+
+@pytest.fixture
+def backend_url(sentinel_setup: SentinelSetup) -> str:
+    return sentinel_setup.url
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("interface", ["asgi", "wsgi"])
+def test_app_keeps_serving_after_a_failover(interface: str,
+                                            sentinel_setup: SentinelSetup) -> None:
+    settings = make_settings(sentinel_setup.url, breaker_cooldown=0.2)
+    clients = Clients(interface, settings)
+    try:
+        client = clients("RedisMiddleware", limit="1000/minute")
+        client.post("/set", json={"before": 1})
+        with sentinel_setup.sentinel() as s:
+            old = s.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", SERVICE)
+            deadline = time.monotonic() + 30
+            while True:  # after an earlier failover, the demoted master must resync first
+                try:
+                    s.execute_command("SENTINEL", "FAILOVER", SERVICE)
+                    break
+                except redis.ResponseError as exc:
+                    if "NOGOODSLAVE" not in str(exc) or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.5)
+            deadline = time.monotonic() + 20
+            while s.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", SERVICE) == old:
+                assert time.monotonic() < deadline, "no failover"
+                time.sleep(0.1)
+        deadline = time.monotonic() + 15
+        while client.post("/set", json={"after": 2}).status_code != 200:
+            assert time.monotonic() < deadline, "the app did not follow the new master"
+            time.sleep(0.2)
+        assert client.get("/get").json()["after"] == 2
+    finally:
+        clients.close()

@@ -1,0 +1,123 @@
+"""Several real worker processes (uvicorn and gunicorn, 4 workers) against one Redis."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from .conftest import SECRET, free_port, make_settings, raw_client
+
+pytestmark = [pytest.mark.real_redis, pytest.mark.slow]
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(params=["uvicorn", "gunicorn"])
+def workers(request: pytest.FixtureRequest, redis_server: Any, tmp_path: Path) -> Any:
+    settings = make_settings(redis_server.url)
+    port = free_port()
+    env = {**os.environ, "REDIS_URL": redis_server.url, "REDIS_MIDDLEWARE_SECRET_KEY": SECRET,
+           "REDIS_MIDDLEWARE_KEY_PREFIX": settings.key_prefix, "PYTHONPATH": str(ROOT)}
+    if request.param == "uvicorn":
+        cmd = [sys.executable, "-m", "uvicorn", "tests.worker_app:asgi", "--workers", "4",
+               "--port", str(port), "--log-level", "warning"]
+    else:
+        cmd = [sys.executable, "-m", "gunicorn", "-w", "4", "-k", "gthread", "--threads", "4",
+               "-b", f"127.0.0.1:{port}", "--log-level", "warning", "tests.worker_app:wsgi"]
+    log = tmp_path / "server.log"
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=sink, stderr=sink)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        pids: set[int] = set()
+        while len(pids) < 4 and time.monotonic() < deadline:  # wait for the workers
+            assert proc.poll() is None, log.read_text()
+            try:
+                pids.add(fresh_get(url + "/get").json()["pid"])
+            except (httpx.HTTPError, ValueError, KeyError):
+                time.sleep(0.1)
+        assert len(pids) >= 2, "the workers did not start"
+        yield url, settings
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def fresh_get(url: str, **kwargs: Any) -> httpx.Response:
+    with httpx.Client() as client:  # a new connection per request: spread over workers
+        return client.get(url, **kwargs)
+
+
+def test_rate_limit_is_exact_across_workers(workers: Any) -> None:
+    url, _ = workers
+    with ThreadPoolExecutor(16) as pool:
+        responses = list(pool.map(lambda _: fresh_get(url + "/hit"), range(60)))
+    statuses = [r.status_code for r in responses]
+    assert statuses.count(200) == 20 and statuses.count(429) == 40
+    assert len({r.json()["pid"] for r in responses if r.status_code == 200}) >= 2
+
+
+def test_session_written_by_one_worker_is_read_by_another(workers: Any) -> None:
+    url, _ = workers
+    with httpx.Client() as client:
+        client.get(url + "/login")
+        cookie = client.cookies["session"]
+    seen = set()
+    for _ in range(20):
+        body = fresh_get(url + "/get", headers={"cookie": f"session={cookie}"}).json()
+        assert body["session"] == {"user_id": "worker-user"}
+        seen.add(body["pid"])
+    assert len(seen) >= 2
+
+
+def test_stampede_guard_holds_across_workers(workers: Any) -> None:
+    url, _ = workers
+    with ThreadPoolExecutor(12) as pool:
+        responses = list(pool.map(lambda _: fresh_get(url + "/slow"), range(12)))
+    assert all(r.status_code == 200 for r in responses)
+    assert {r.json()["calls"] for r in responses} == {1}
+
+
+def test_presence_online_once_across_workers(workers: Any) -> None:
+    url, settings = workers
+    client = raw_client(settings)
+    pubsub = client.pubsub()
+    pubsub.subscribe(f"{settings.key_prefix}:presence:events")
+    pubsub.get_message(timeout=1)
+    with httpx.Client() as http:
+        http.get(url + "/login")
+        cookie = http.cookies["session"]
+
+    def browse(_: int) -> None:
+        for _ in range(5):
+            fresh_get(url + "/get", headers={"cookie": f"session={cookie}"})
+            time.sleep(0.05)
+
+    threads = [threading.Thread(target=browse, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    events = []
+    deadline = time.monotonic() + 1
+    while time.monotonic() < deadline:
+        message = pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
+        if message:
+            events.append(json.loads(message["data"]))
+    pubsub.close()
+    client.close()
+    assert [(e["user"], e["status"]) for e in events] == [("worker-user", "online")]

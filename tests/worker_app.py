@@ -1,0 +1,79 @@
+"""Apps served by real worker processes in tests/test_workers.py (settings from env)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import redis
+
+from redis_middleware import Settings
+
+OPTIONS: dict[str, Any] = {
+    "rules": {"/hit": "20/minute"},
+    "key": "ip",
+    "routes": {"/slow": 60},
+    "presence_heartbeat_interval": 0.2,
+}
+settings = Settings.from_env()
+calls_key = f"{settings.key_prefix}:cache:{{calls}}:slow"
+_redis = redis.Redis.from_url(os.environ["REDIS_URL"])
+
+
+def _count_call() -> int:
+    n = int(_redis.incr(calls_key))
+    _redis.expire(calls_key, 60)
+    return n
+
+
+def _handle(path: str, session: Any) -> tuple[int, Any]:
+    if path == "/hit":
+        return 200, {"pid": os.getpid()}
+    if path == "/login":
+        session.regenerate()
+        session["user_id"] = "worker-user"
+        return 200, {"pid": os.getpid()}
+    if path == "/get":
+        return 200, {"pid": os.getpid(), "session": dict(session)}
+    if path == "/slow":
+        time.sleep(0.5)
+        return 200, {"calls": _count_call()}
+    return 404, {}
+
+
+def wsgi_app(environ: dict[str, Any], start_response: Any) -> Any:
+    status, payload = _handle(environ["PATH_INFO"], environ.get("redis_middleware.session"))
+    body = json.dumps(payload).encode()
+    start_response(f"{status} X", [("Content-Type", "application/json")])
+    return [body]
+
+
+async def _asgi(scope: Any, receive: Any, send: Any) -> None:
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            await send({"type": message["type"] + ".complete"})
+            if message["type"] == "lifespan.shutdown":
+                return
+    if scope["path"] == "/slow":  # the sync sleep would block; run it in a thread
+        import anyio
+
+        status, payload = await anyio.to_thread.run_sync(_handle, "/slow", None)
+    else:
+        status, payload = _handle(scope["path"], scope.get("session"))
+    body = json.dumps(payload).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _build() -> tuple[Any, Any]:
+    from redis_middleware.asgi import RedisMiddleware as AsgiStack
+    from redis_middleware.wsgi import RedisMiddleware as WsgiStack
+
+    return AsgiStack(_asgi, settings, **OPTIONS), WsgiStack(wsgi_app, settings, **OPTIONS)
+
+
+asgi, wsgi = _build()
