@@ -36,8 +36,11 @@ import redis
 
 HERE = Path(__file__).resolve().parent
 STACKS = ["bare", "floor", "peers", "ours", "stack"]
+COMPONENT_STACKS = ["peer-ratelimit", "our-ratelimit", "peer-cache", "our-cache"]
 LABELS = {"bare": "no middleware", "floor": "floor (1 round trip)", "peers": "peer stack",
-          "ours": "ours (4 middlewares)", "stack": "ours (RedisMiddleware)"}
+          "ours": "ours (4 middlewares)", "stack": "ours (RedisMiddleware)",
+          "peer-ratelimit": "peer rate limiter alone", "our-ratelimit": "our rate limiter alone",
+          "peer-cache": "peer cache alone", "our-cache": "our cache alone"}
 PEERS = {"asgi": "starsessions + slowapi + fastapi-cache2",
          "wsgi": "Flask-Session + Flask-Limiter + Flask-Caching"}
 WORKLOADS = {  # name -> (method, path, needs a session cookie)
@@ -235,22 +238,26 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3, help="alternating runs per workload")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--out", default=str(HERE / "results" / "latest.json"))
+    parser.add_argument("--components", action="store_true",
+                        help="compare single components instead (rate limiter, cache)")
     args = parser.parse_args()
     if shutil.which("wrk") is None or shutil.which("redis-server") is None:
         raise SystemExit("needs wrk and redis-server: run bench/run.sh, which installs them")
     sides = ["asgi", "wsgi"] if args.side == "both" else [args.side]
+    stacks = COMPONENT_STACKS if args.components else STACKS
+    workloads = ["hello", "cached-item"] if args.components else list(WORKLOADS)
     report: dict[str, Any] = {"machine": machine(), "settings": vars(args), "sides": {}}
     with ExitStack() as stack:
         redis_port, admin = start_redis(stack)
         for side in sides:
             servers = [start_server(side, name, redis_port, i + (0 if side == "asgi" else 8),
-                                    stack) for i, name in enumerate(STACKS)]
+                                    stack) for i, name in enumerate(stacks)]
             for server in servers:
                 prepare(server)
             timings: dict[tuple[str, str], list[dict[str, float]]] = {}
             for run in range(args.runs):
                 order = servers if run % 2 == 0 else list(reversed(servers))
-                for workload in WORKLOADS:
+                for workload in workloads:
                     for server in order:
                         timings.setdefault((server.stack, workload), []).append(
                             run_wrk(server, workload, args.duration, args.connections))
@@ -258,7 +265,7 @@ def main() -> int:
             side_report: dict[str, Any] = {"peers": PEERS[side], "stacks": {}}
             for server in servers:
                 entry: dict[str, Any] = {"workloads": {}}
-                for workload in WORKLOADS:
+                for workload in workloads:
                     runs = timings[(server.stack, workload)]
                     entry["workloads"][workload] = {
                         "rps": statistics.median(r["rps"] for r in runs),
@@ -274,8 +281,25 @@ def main() -> int:
             report["sides"][side] = side_report
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))
-    print(render(report))
+    print(render_components(report) if args.components else render(report))
     return 0
+
+
+def render_components(report: dict[str, Any]) -> str:
+    """Single components side by side: requests/s, ratio, Redis cost."""
+    out = ["| Side | Workload | Peer | Ours | Ours / peer | Redis commands / round trips "
+           "(peer vs ours) |", "| --- | --- | --- | --- | --- | --- |"]
+    for side, data in report["sides"].items():
+        stacks = data["stacks"]
+        for kind, workload in (("ratelimit", "hello"), ("cache", "cached-item")):
+            peer = stacks[f"peer-{kind}"]["workloads"][workload]
+            ours = stacks[f"our-{kind}"]["workloads"][workload]
+            out.append(
+                f"| {side.upper()} | {kind}: {workload} | {peer['rps']:,.0f} | "
+                f"{ours['rps']:,.0f} | {ours['rps'] / peer['rps']:.2f}x | "
+                f"{peer['commands']:.2f} / {peer['round_trips']:.2f} vs "
+                f"{ours['commands']:.2f} / {ours['round_trips']:.2f} |")
+    return "\n".join(out)
 
 
 def render(report: dict[str, Any]) -> str:

@@ -141,3 +141,21 @@ def test_tls_rediss(interface: str, tmp_path: Path) -> None:
             clients.close()
     finally:
         stop_redis_server(server)
+
+
+@pytest.mark.parametrize("interface", ["asgi", "wsgi"])
+def test_unix_socket(interface: str, tmp_path: Path) -> None:
+    socket_path = tmp_path / "redis.sock"
+    server = start_redis_server(tmp_path / "data", "--unixsocket", str(socket_path),
+                                "--unixsocketperm", "700")
+    try:
+        settings = make_settings(f"unix://{socket_path}?db=0")
+        clients = Clients(interface, settings)
+        try:
+            client = clients("RedisMiddleware", **OPTIONS)
+            client.post("/login?user=unix")
+            assert client.get("/get").json() == {"user_id": "unix"}
+        finally:
+            clients.close()
+    finally:
+        stop_redis_server(server)

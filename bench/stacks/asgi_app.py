@@ -23,6 +23,26 @@ def build() -> Any:
     app = FastAPI()
     cached: Any = lambda f: f  # noqa: E731 - replaced by the peers' decorator
 
+    if STACK == "peer-ratelimit":  # slowapi alone
+        from slowapi import Limiter
+        from slowapi.middleware import SlowAPIMiddleware
+        from slowapi.util import get_remote_address
+
+        app.state.limiter = Limiter(key_func=get_remote_address, default_limits=[LIMIT],
+                                    storage_uri=URL, headers_enabled=True)
+        app.add_middleware(SlowAPIMiddleware)
+    if STACK == "peer-cache":  # fastapi-cache2 alone
+        from fastapi_cache import FastAPICache
+        from fastapi_cache.backends.redis import RedisBackend
+        from fastapi_cache.decorator import cache as cache_decorator
+        from redis import asyncio as aioredis
+
+        cached = cache_decorator(expire=60)
+
+        @app.on_event("startup")
+        async def _cache_only_backend() -> None:
+            FastAPICache.init(RedisBackend(aioredis.from_url(URL)), prefix="fastapi-cache")
+
     if STACK == "peers":
         from fastapi_cache import FastAPICache
         from fastapi_cache.backends.redis import RedisBackend
@@ -92,9 +112,17 @@ def build() -> Any:
         wrapped = RateLimitMiddleware(wrapped, settings, limit=LIMIT, key="ip")
         wrapped = PresenceMiddleware(wrapped, settings)
         return SessionMiddleware(wrapped, settings)
+    if STACK in ("our-ratelimit", "our-cache"):
+        from redis_middleware import Settings
+        from redis_middleware.asgi import CacheMiddleware, RateLimitMiddleware
+
+        settings = Settings(redis_url=URL, secret_key=SECRET, key_prefix="rmw")
+        if STACK == "our-ratelimit":
+            return RateLimitMiddleware(app, settings, limit=LIMIT, key="ip")
+        return CacheMiddleware(app, settings, routes={"/item/{id}": 60})
     if STACK == "floor":
         return Floor(app)
-    if STACK == "bare" or STACK == "peers":
+    if STACK in ("bare", "peers", "peer-ratelimit", "peer-cache"):
         return app
     raise SystemExit(f"unknown BENCH_STACK {STACK!r}")
 

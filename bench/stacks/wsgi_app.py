@@ -20,6 +20,17 @@ def build() -> Any:
     app.secret_key = SECRET
     cached: Any = lambda f: f  # noqa: E731
 
+    if STACK == "peer-ratelimit":  # Flask-Limiter alone
+        from flask_limiter import Limiter
+        from flask_limiter.util import get_remote_address
+
+        Limiter(get_remote_address, app=app, default_limits=[LIMIT], storage_uri=URL,
+                headers_enabled=True)
+    if STACK == "peer-cache":  # Flask-Caching alone
+        from flask_caching import Cache
+
+        cached = Cache(app, config={"CACHE_TYPE": "RedisCache",
+                                    "CACHE_REDIS_URL": URL}).cached(timeout=60)
     if STACK == "peers":
         import redis
         from flask_caching import Cache
@@ -79,6 +90,18 @@ def build() -> Any:
         wrapped = PresenceMiddleware(wrapped, settings)
         app.wsgi_app = SessionMiddleware(wrapped, settings)  # type: ignore[method-assign]
         return app
+    if STACK in ("our-ratelimit", "our-cache"):
+        from redis_middleware import Settings
+        from redis_middleware.wsgi import CacheMiddleware, RateLimitMiddleware
+
+        settings = Settings(redis_url=URL, secret_key=SECRET, key_prefix="rmw")
+        if STACK == "our-ratelimit":
+            app.wsgi_app = RateLimitMiddleware(  # type: ignore[method-assign]
+                app.wsgi_app, settings, limit=LIMIT, key="ip")
+        else:
+            app.wsgi_app = CacheMiddleware(  # type: ignore[method-assign]
+                app.wsgi_app, settings, routes={"/item/{id}": 60})
+        return app
     if STACK == "floor":
         import redis
 
@@ -91,7 +114,7 @@ def build() -> Any:
 
         app.wsgi_app = floor  # type: ignore[method-assign]
         return app
-    if STACK in ("bare", "peers"):
+    if STACK in ("bare", "peers", "peer-ratelimit", "peer-cache"):
         return app
     raise SystemExit(f"unknown BENCH_STACK {STACK!r}")
 
