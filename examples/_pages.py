@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from html import escape
+from typing import Any
 
 STYLE = """
 body{font-family:system-ui,sans-serif;max-width:46rem;margin:2rem auto;padding:0 1rem;color:#222}
@@ -11,6 +12,20 @@ code{background:#f4f4f4;padding:0 .2rem} li{margin:.2rem 0} .muted{color:#777}
 """
 
 PRODUCTS = {"1": "Teapot", "2": "Kettle", "3": "Mug"}
+
+# The middleware options both examples use: a site-wide limit per user (or address), a
+# strict fail-closed login limit per address, an API limit, and a cached product list.
+OPTIONS: dict[str, Any] = {
+    "limit": "300/minute",
+    "key": "user_or_ip",
+    "rules": {
+        "/login": {"limit": "5/minute", "methods": ["POST"], "fail": "closed", "key": "ip"},
+        "/api/*": "30/minute",
+    },
+    "exempt": ["/health"],
+    "routes": {"/products": {"ttl": 30, "tags": ["products"]}},
+}
+
 
 
 def page(title: str, body: str, user: str | None = None) -> str:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from limits import RateLimitItem, parse_many
 
@@ -14,6 +14,7 @@ from ._patterns import PathPattern
 __all__ = ["RuleSpec", "normalise_rules", "parse_limits", "parse_rules_env"]
 
 _FAIL = ("open", "closed")
+T = TypeVar("T")
 
 
 def parse_limits(text: str) -> tuple[RateLimitItem, ...]:
@@ -69,27 +70,35 @@ def _spec(value: Any) -> RuleSpec:
     raise ValueError(f"a rule must be a rate string or a mapping, got {type(value).__name__}")
 
 
-def normalise_rules(rules: Any) -> tuple[tuple[str, RuleSpec], ...]:
-    """Accept a mapping (or pairs) of pattern -> rate string / options; validate all."""
-    items = rules.items() if isinstance(rules, Mapping) else rules
+def _routes(routes: Any, spec: Callable[[Any], T]) -> tuple[tuple[str, T], ...]:
+    items = routes.items() if isinstance(routes, Mapping) else routes
     out = []
     for pattern, value in items:
         PathPattern.compile(pattern)
-        out.append((pattern, _spec(value)))
+        out.append((pattern, spec(value)))
     return tuple(out)
 
 
-def parse_rules_env(raw: str) -> tuple[tuple[str, RuleSpec], ...]:
-    """The environment form: a JSON object ``{"/login": "5/minute", ...}``."""
+def _json_routes(raw: str, what: str, spec: Callable[[Any], T]) -> tuple[tuple[str, T], ...]:
     if not raw.strip():
         return ()
     try:
         data = json.loads(raw)
     except ValueError:
-        raise ValueError("expected a JSON object of path pattern -> rate limit") from None
+        data = None
     if not isinstance(data, dict):
-        raise ValueError("expected a JSON object of path pattern -> rate limit")
-    return normalise_rules(data)
+        raise ValueError(f"expected a JSON object of path pattern -> {what}")
+    return _routes(data, spec)
+
+
+def normalise_rules(rules: Any) -> tuple[tuple[str, RuleSpec], ...]:
+    """Accept a mapping (or pairs) of pattern -> rate string / options; validate all."""
+    return _routes(rules, _spec)
+
+
+def parse_rules_env(raw: str) -> tuple[tuple[str, RuleSpec], ...]:
+    """The environment form: a JSON object ``{"/login": "5/minute", ...}``."""
+    return _json_routes(raw, "rate limit", _spec)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,22 +133,9 @@ def _cache_spec(value: Any) -> CacheRouteSpec:
 
 def normalise_cache_routes(routes: Any) -> tuple[tuple[str, CacheRouteSpec], ...]:
     """Accept a mapping (or pairs) of pattern -> TTL seconds / options; validate all."""
-    items = routes.items() if isinstance(routes, Mapping) else routes
-    out = []
-    for pattern, value in items:
-        PathPattern.compile(pattern)
-        out.append((pattern, _cache_spec(value)))
-    return tuple(out)
+    return _routes(routes, _cache_spec)
 
 
 def parse_cache_routes_env(raw: str) -> tuple[tuple[str, CacheRouteSpec], ...]:
     """The environment form: a JSON object ``{"/items/{id}": 60, ...}``."""
-    if not raw.strip():
-        return ()
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        raise ValueError("expected a JSON object of path pattern -> TTL seconds") from None
-    if not isinstance(data, dict):
-        raise ValueError("expected a JSON object of path pattern -> TTL seconds")
-    return normalise_cache_routes(data)
+    return _json_routes(raw, "TTL seconds", _cache_spec)

@@ -14,19 +14,9 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from redis_middleware import Settings
 from redis_middleware.asgi import Cache, Presence, RedisMiddleware, SessionStore
 
-from .._pages import PRODUCTS, home, online, products, profile
+from .._pages import OPTIONS, PRODUCTS, home, online, products, profile
 
 settings = Settings.from_env()
-OPTIONS: dict[str, Any] = {
-    "limit": "300/minute",
-    "key": "user_or_ip",
-    "rules": {
-        "/login": {"limit": "5/minute", "methods": ["POST"], "fail": "closed", "key": "ip"},
-        "/api/*": "30/minute",
-    },
-    "exempt": ["/health"],
-    "routes": {"/products": {"ttl": 30, "tags": ["products"]}},
-}
 
 app = FastAPI(title="redis-middleware demo")
 app.add_middleware(RedisMiddleware, settings=settings, **OPTIONS)

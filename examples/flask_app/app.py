@@ -14,19 +14,9 @@ from redis_middleware import Settings
 from redis_middleware.flask import init_stack
 from redis_middleware.wsgi import Cache, Presence, SessionStore
 
-from .._pages import PRODUCTS, home, online, products, profile
+from .._pages import OPTIONS, PRODUCTS, home, online, products, profile
 
 settings = Settings.from_env()
-OPTIONS: dict[str, Any] = {
-    "limit": "300/minute",
-    "key": "user_or_ip",
-    "rules": {
-        "/login": {"limit": "5/minute", "methods": ["POST"], "fail": "closed", "key": "ip"},
-        "/api/*": "30/minute",
-    },
-    "exempt": ["/health"],
-    "routes": {"/products": {"ttl": 30, "tags": ["products"]}},
-}
 
 app = Flask(__name__)
 init_stack(app, settings, **OPTIONS)
