@@ -56,13 +56,14 @@ end
 return {names, entry or false, locked}
 """)
 
-# KEYS: vary names, variants set, entry, lock. ARGV: vary names, entry, px, lock token.
-# The keys of one URL share a slot (the {U} hash tag).
+# KEYS: vary names, variants (a ZSET scored by expiry), entry, lock. ARGV: vary names,
+# entry, px, lock token, now ms. The keys of one URL share a slot (the {U} hash tag).
 _STORE = Script("""
-local px = tonumber(ARGV[3])
+local px, now = tonumber(ARGV[3]), tonumber(ARGV[5])
 redis.call('SET', KEYS[3], ARGV[2], 'PX', px)
 redis.call('SET', KEYS[1], ARGV[1])
-redis.call('SADD', KEYS[2], KEYS[3])
+redis.call('ZADD', KEYS[2], now + px, KEYS[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 for i = 1, 2 do
   if redis.call('PTTL', KEYS[i]) < px then redis.call('PEXPIRE', KEYS[i], px) end
 end
@@ -78,7 +79,7 @@ return 0
 # KEYS[1] = variants set, KEYS[2] = vary key: delete every stored variant of a URL.
 _INVALIDATE = Script("""
 local n = 0
-for _, key in ipairs(redis.call('SMEMBERS', KEYS[1])) do n = n + redis.call('DEL', key) end
+for _, key in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do n = n + redis.call('DEL', key) end
 redis.call('DEL', KEYS[1], KEYS[2])
 return n
 """)
@@ -289,17 +290,19 @@ class CacheCore:
         names = "\n".join(verdict.vary)
         variant = self.variant(plan, verdict.vary)
         self._remember(plan.url, names)
+        # The URL registry and tag sets are ZSETs scored by expiry, pruned as they are
+        # written, so they stay bounded by the live entries however long traffic lasts.
+        expires = int((now + verdict.ttl + max(verdict.swr, verdict.sie)) * 1000)
         ops = [
             _STORE([self.keys.cache_vary(plan.url), self._variants(plan.url),
                     self.keys.cache_entry(plan.url, variant),
                     self.keys.cache_lock(plan.url, lookup.variant)],
-                   [names, entry.encode(), px, lookup.token]),
-            Call.of("SADD", self._registry(), plan.url),
-            Call.of("EXPIRE", self._registry(), self._max_life()),
+                   [names, entry.encode(), px, lookup.token, int(now * 1000)]),
         ]
-        for tag in plan.route.tags:
-            ops += [Call.of("SADD", self.keys.cache_tag(tag), plan.url),
-                    Call.of("EXPIRE", self.keys.cache_tag(tag), self._max_life())]
+        for index in (self._registry(), *(self.keys.cache_tag(t) for t in plan.route.tags)):
+            ops += [Call.of("ZADD", index, "GT", expires, plan.url),
+                    Call.of("ZREMRANGEBYSCORE", index, "-inf", int(now * 1000)),
+                    Call.of("EXPIRE", index, self._max_life())]
         yield tuple(ops)
 
     def variant(self, plan: CachePlan, names: tuple[str, ...]) -> str:
@@ -317,11 +320,11 @@ class CacheCore:
         return (yield from self.invalidate_flow(self.url_digest(path, query)))
 
     def _purge_set_flow(self, set_key: str) -> Flow[int]:
-        (members,) = yield (Call.of("SMEMBERS", set_key),)
+        (members,) = yield (Call.of("ZRANGE", set_key, 0, -1),)
         urls = sorted(m.decode() for m in members)
         # One script per URL: each URL's keys live in their own Cluster slot.
         ops = tuple(_INVALIDATE([self._variants(u), self.keys.cache_vary(u)], []) for u in urls)
-        answers = yield (*ops, Call.of("SREM", set_key, *urls) if urls else Call.of(
+        answers = yield (*ops, Call.of("ZREM", set_key, *urls) if urls else Call.of(
             "EXISTS", set_key))
         return sum(int(a) for a in answers[:-1])
 

@@ -303,3 +303,16 @@ def test_redis_down_bypasses_the_cache(interface: str, tmp_path: Any) -> None:
     finally:
         clients.close()
         stop_redis_server(server)
+
+
+def test_purge_indexes_hold_only_live_urls(make_client: Clients, settings: Settings) -> None:
+    from .conftest import raw_client
+
+    client = cached(make_client, routes={"/c/*": {"ttl": 60, "tags": ["t"]}})
+    client.get("/c/old?cc=max-age%3D1")
+    time.sleep(1.1)
+    client.get("/c/new")
+    redis = raw_client(settings)
+    registry = f"{settings.key_prefix}:cache:{{urls}}"
+    tag = f"{settings.key_prefix}:cache:tag:{{t}}"
+    assert redis.zcard(registry) == 1 and redis.zcard(tag) == 1  # the expired URL is gone
