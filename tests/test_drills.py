@@ -159,3 +159,53 @@ def test_unix_socket(interface: str, tmp_path: Path) -> None:
             clients.close()
     finally:
         stop_redis_server(server)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("interface", ["asgi", "wsgi"])
+def test_redis_stopped_mid_load(interface: str, tmp_path: Path,
+                                caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+    from concurrent.futures import ThreadPoolExecutor
+
+    server = start_redis_server(tmp_path / "a")
+    settings = make_settings(server.url, socket_timeout=0.3, breaker_cooldown=0.3)
+    clients = Clients(interface, settings)
+    results: list[tuple[float, str, int, float]] = []
+    stop_at = time.monotonic() + 0.5
+    try:
+        options = {**OPTIONS, "limit": "1000000/minute"}  # counted, never reached
+        anonymous = clients("RedisMiddleware", **options)
+        user = clients("RedisMiddleware", **options)
+        user.post("/login?user=load")
+
+        def hammer(worker: int) -> None:
+            client = user if worker % 2 else anonymous
+            path = "/get" if worker % 2 else ("/noop", "/c/load")[worker % 4 // 2]
+            while time.monotonic() < stop_at + 3.5:
+                started = time.monotonic()
+                status = client.get(path).status_code
+                results.append((started, path, status, time.monotonic() - started))
+
+        with caplog.at_level(logging.WARNING, logger="redis_middleware"), \
+                ThreadPoolExecutor(6) as pool:
+            futures = [pool.submit(hammer, i) for i in range(6)]
+            time.sleep(max(0.0, stop_at - time.monotonic()))
+            stop_redis_server(server)  # mid-load
+            time.sleep(1.0)
+            restarted = time.monotonic()
+            server = start_redis_server(tmp_path / "b", port=server.port)
+            for future in futures:
+                future.result()
+        assert all(status != 500 for _, _, status, _ in results)
+        assert max(took for *_, took in results) < 1.5  # bounded by timeouts and the breaker
+        down = [r for r in results if stop_at + 0.1 < r[0] < restarted - 0.1]
+        assert {s for _, p, s, _ in down if p == "/get"} <= {503, 200}
+        assert {s for _, p, s, _ in down if p != "/get"} == {200}  # fail open, cache bypassed
+        recovered = [r for r in results if r[0] > restarted + 2.0 and r[1] == "/noop"]
+        assert recovered and all(s == 200 for _, _, s, _ in recovered)
+        outage_lines = [r for r in caplog.records if "is unavailable (" in r.message]
+        assert len(outage_lines) == 1  # one log line for the incident
+    finally:
+        clients.close()
+        stop_redis_server(server)
