@@ -18,11 +18,17 @@ class Breaker:
     and the recovery are logged once each.
     """
 
+    # A failure this soon after recovering (a command that was in flight when Redis came
+    # back, say) belongs to the same incident: it is not logged again.
+    SAME_INCIDENT = 5.0
+
     def __init__(self, cooldown: float, name: str) -> None:
         self.cooldown = cooldown
         self.name = name
         self.failing = False
         self._open_until = 0.0
+        self._recovered_at = float("-inf")
+        self._reported = False
 
     def check(self) -> None:
         """Raise RedisUnavailableError while open; otherwise let the call (or probe) go."""
@@ -34,19 +40,25 @@ class Breaker:
         self._open_until = now + self.cooldown  # this caller is the probe
 
     def failure(self, exc: BaseException) -> None:
+        now = time.monotonic()
         if not self.failing:
             self.failing = True
-            logger.warning(
-                "Redis at %s is unavailable (%s: %s); failing fast for %.1fs between probes",
-                self.name, type(exc).__name__, exc, self.cooldown,
-            )
-        self._open_until = time.monotonic() + self.cooldown
+            if now - self._recovered_at > self.SAME_INCIDENT:
+                self._reported = True
+                logger.warning(
+                    "Redis at %s is unavailable (%s: %s); failing fast for %.1fs between probes",
+                    self.name, type(exc).__name__, exc, self.cooldown,
+                )
+        self._open_until = now + self.cooldown
 
     def success(self) -> None:
         if self.failing:
             self.failing = False
             self._open_until = 0.0
-            logger.warning("Redis at %s is available again", self.name)
+            self._recovered_at = time.monotonic()
+            if self._reported:
+                self._reported = False
+                logger.warning("Redis at %s is available again", self.name)
 
 
 _last_logged: dict[str, float] = {}

@@ -18,6 +18,9 @@ from .errors import RedisCommandError, RedisMiddlewareError, RedisUnavailableErr
 T = TypeVar("T")
 
 _UNAVAILABLE = (rex.ConnectionError, rex.TimeoutError, OSError, TimeoutError)
+# Anything else a client call raises (a redis-py bug under a race, say) also means
+# "Redis is not usable now": never a 500. Only the client call sits in these blocks.
+_CLIENT_FAILURES = (rex.RedisError, OSError, TimeoutError, AttributeError, RuntimeError)
 
 
 class Counter(Protocol):
@@ -54,7 +57,7 @@ def _check(results: list[Any]) -> list[Any]:
 
 
 def _wrap(exc: BaseException, breaker: Breaker) -> BaseException:
-    if isinstance(exc, _UNAVAILABLE):
+    if isinstance(exc, _UNAVAILABLE) or not isinstance(exc, rex.RedisError):
         breaker.failure(exc)
         return RedisUnavailableError(f"Redis at {breaker.name} is unavailable: {exc}")
     return RedisCommandError(str(exc))
@@ -147,7 +150,7 @@ def execute_sync(batch: Batch, client: Any, breaker: Breaker, counter: Counter) 
     if len(batch) == 1:  # no pipeline object: measurably cheaper for the common case
         try:
             single = _single_sync(batch[0], client, counter)
-        except (rex.RedisError, OSError, TimeoutError) as exc:
+        except _CLIENT_FAILURES as exc:
             raise _wrap(exc, breaker) from exc
         breaker.success()
         return _check(single)
@@ -158,7 +161,7 @@ def execute_sync(batch: Batch, client: Any, breaker: Breaker, counter: Counter) 
             pipe = steps.send(pipe.execute(raise_on_error=False))
     except StopIteration as stop:
         results: list[Any] = stop.value
-    except (rex.RedisError, OSError, TimeoutError) as exc:
+    except _CLIENT_FAILURES as exc:
         raise _wrap(exc, breaker) from exc
     breaker.success()
     return _check(results)
@@ -171,7 +174,7 @@ async def execute_async(
     if len(batch) == 1:
         try:
             single = await _single_async(batch[0], client, counter)
-        except (rex.RedisError, OSError, TimeoutError) as exc:
+        except _CLIENT_FAILURES as exc:
             raise _wrap(exc, breaker) from exc
         breaker.success()
         return _check(single)
@@ -182,7 +185,7 @@ async def execute_async(
             pipe = steps.send(await pipe.execute(raise_on_error=False))
     except StopIteration as stop:
         results: list[Any] = stop.value
-    except (rex.RedisError, OSError, TimeoutError) as exc:
+    except _CLIENT_FAILURES as exc:
         raise _wrap(exc, breaker) from exc
     breaker.success()
     return _check(results)

@@ -24,6 +24,7 @@ from ._breaker import Breaker
 from ._driver import run_async, run_sync
 from ._flow import Flow
 from ._urls import RedisTarget
+from .errors import RedisUnavailableError
 from .settings import Settings, _mask_url
 
 __all__ = ["RedisConnections", "connections_for"]
@@ -67,6 +68,9 @@ class RedisConnections:
         self._extra: list[Any] = []  # clients a client depends on (Sentinel's sentinels)
         self._lock = threading.Lock()
         self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._init_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
             weakref.WeakKeyDictionary()
         )
         self._closers: weakref.WeakKeyDictionary[
@@ -147,7 +151,26 @@ class RedisConnections:
 
     async def arun(self, flow: Flow[T]) -> T:
         """Run ``flow`` on this event loop's asyncio client (ASGI)."""
-        return await run_async(flow, self.async_client(), self.breaker, self)
+        client = self.async_client()
+        if self.target.kind == "cluster" and not getattr(client, "_rmw_ready", False):
+            await self._initialize(client)
+        return await run_async(flow, client, self.breaker, self)
+
+    async def _initialize(self, client: Any) -> None:
+        # redis-py's asyncio cluster client initializes lazily on first use; when many
+        # coroutines race into that, nodes get replaced under connections in use (seen
+        # as AttributeError in CI). Initialize once per loop, under a lock.
+        lock = self._init_locks.setdefault(asyncio.get_running_loop(), asyncio.Lock())
+        async with lock:
+            if getattr(client, "_rmw_ready", False):
+                return
+            self.breaker.check()
+            try:
+                await client.initialize()
+            except Exception as exc:
+                self.breaker.failure(exc)
+                raise RedisUnavailableError(f"Redis at {self.name} is unavailable: {exc}") from exc
+            client._rmw_ready = True
 
     def close(self) -> None:
         """Close the sync client's pool (asyncio clients close with their loops)."""
