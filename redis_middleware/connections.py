@@ -144,6 +144,20 @@ class RedisConnections:
         client._rmw_sentinels = sentinel.sentinels  # closed with the client
         return client
 
+    def pubsub(self, *, asyncio_client: bool) -> Any:
+        """A Pub/Sub object. On a cluster, a plain connection to one node: a classic
+        PUBLISH reaches every node (redis-py's cluster Pub/Sub fails on some slots)."""
+        if self.target.kind != "cluster":
+            client = self.async_client() if asyncio_client else self.sync_client()
+            return client.pubsub()
+        mod: Any = redis.asyncio if asyncio_client else redis
+        host, port = self.target.hosts[0]
+        tls = {"ssl": True, **self.target.tls_options} if self.target.tls else {}
+        node = mod.Redis(host=host, port=port, username=self.target.username,
+                         password=self.target.password, socket_connect_timeout=(
+                             self.settings.connect_timeout), **tls)
+        return node.pubsub()
+
     # -- running flows ------------------------------------------------------
     def run(self, flow: Flow[T]) -> T:
         """Run ``flow`` on the sync client (WSGI, CLI)."""

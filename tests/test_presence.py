@@ -25,7 +25,7 @@ class Events:
 
     def __init__(self, settings: Settings) -> None:
         self.client = raw_client(settings)
-        self.pubsub = self.client.pubsub()
+        self.pubsub = connections_for(settings).pubsub(asyncio_client=False)
         self.pubsub.subscribe(f"{settings.key_prefix}:presence:events")
         self.pubsub.get_message(timeout=1)  # the subscribe confirmation
 
@@ -41,6 +41,9 @@ class Events:
     def close(self) -> None:
         self.pubsub.close()
         self.client.close()
+        connection_pool = getattr(self.pubsub, "connection_pool", None)
+        if connection_pool is not None:
+            connection_pool.disconnect()
 
 
 @pytest.fixture

@@ -75,7 +75,7 @@ class Presence:
     async def events(self) -> AsyncIterator[PresenceEvent]:
         """Online/offline events as they are published; reconnects after Redis failures."""
         while True:
-            pubsub = self.redis.async_client().pubsub()
+            pubsub = self.redis.pubsub(asyncio_client=True)
             try:
                 await pubsub.subscribe(self.core.channel)
                 while True:

@@ -58,7 +58,7 @@ class Presence:
 
     def events(self, timeout: float | None = None) -> Iterator[PresenceEvent]:
         """Online/offline events as they are published (stops after ``timeout`` idle s)."""
-        pubsub = self.redis.sync_client().pubsub()
+        pubsub = self.redis.pubsub(asyncio_client=False)
         try:
             pubsub.subscribe(self.core.channel)
             idle_since = time.monotonic()
