@@ -19,12 +19,13 @@ however many workers heartbeat or sweep at the same time.
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._flow import Call, Flow, Script
+from ._flow import Call, Flow, Script, gather
 from .keys import KeySpace, escape
 from .settings import Settings
 
@@ -148,6 +149,7 @@ class PresenceCore:
         self.retention_ms = s.presence_retention * 1000
         self.grace_ms = int(s.presence_grace * 1000)
         self._throttle: dict[tuple[str, str], float] = {}
+        self._last_sweep = float("-inf")
 
     def _keys(self, room: str, user: str | None = None) -> list[str]:
         conns = self.keys.presence("conns:" + escape(user), room) if user is not None else "-"
@@ -170,6 +172,30 @@ class PresenceCore:
 
     def forget(self, user: str, room: str = "") -> None:
         self._throttle.pop((room, user), None)
+
+    def sweep_due(self, now: float | None = None) -> bool:
+        """True when this process should run the sweep now (and records it)."""
+        now = time.monotonic() if now is None else now
+        if now - self._last_sweep < self.settings.presence_sweep_interval:
+            return False
+        self._last_sweep = now
+        return True
+
+    def request_flow(self, user: str | None) -> Flow[None] | None:
+        """What one request owes presence: a due sweep and a due heartbeat, sharing one
+        round trip (None: nothing to do). Failures are the caller's to log."""
+        flows: list[Flow[Any]] = []
+        if self.sweep_due():
+            flows.append(self.sweep_flow(secrets.token_hex(8)))
+        if user is not None and self.due(user):
+            flows.append(self.heartbeat_flow(user))
+        if not flows:
+            return None
+        return self._run_all(flows)
+
+    @staticmethod
+    def _run_all(flows: list[Flow[Any]]) -> Flow[None]:
+        yield from gather(*flows)
 
     # -- writes -----------------------------------------------------------------------
     def heartbeat_flow(self, user: str, conn: str = "http", room: str = "",

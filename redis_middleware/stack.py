@@ -71,17 +71,9 @@ class StackCore:
         self.presence = PresenceCore(s) if s.presence_enabled else None
         self.exempt = [PathPattern.compile(p) for p in s.ratelimit_exempt]
         self.fixed_window = s.ratelimit_strategy == "fixed-window"
-        self._last_sweep = 0.0
 
     def is_exempt(self, path: str) -> bool:
         return any(p.matches(path) for p in self.exempt)
-
-    def _sweep_due(self) -> bool:
-        now = time.monotonic()
-        if self.presence is None or now - self._last_sweep < self.settings.presence_sweep_interval:
-            return False
-        self._last_sweep = now
-        return True
 
     def before_flow(self, request: RequestInfo, cookies: Mapping[str, str],
                     outer_user: str | None, http: bool) -> Flow[Before]:
@@ -105,7 +97,7 @@ class StackCore:
             self._add_check(first, out, request, lambda: outer_user)
         if lookup and out.plan is not None and self.cache is not None:
             first["cache"] = self.cache.lookup_flow(out.plan)
-        if self._sweep_due() and self.presence is not None:
+        if self.presence is not None and self.presence.sweep_due():
             first["sweep"] = self.presence.sweep_flow(secrets.token_hex(8))
         results = yield from self._gather(first)
         if "session" in results and out.session is not None:

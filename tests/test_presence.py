@@ -259,3 +259,18 @@ def test_redis_down_skips_heartbeats(interface: str, tmp_path: Any) -> None:
             assert client.get("/noop").status_code == 200
     finally:
         clients.close()
+
+
+def test_due_sweep_and_heartbeat_share_one_round_trip(make_client: Clients,
+                                                       backend_url: str) -> None:
+    settings = make_settings(backend_url, presence_sweep_interval=0.2,
+                             presence_heartbeat_interval=0.2)
+    client = presence_client(make_client, settings)
+    client.post("/login?user=rt")
+    client.get("/noop")  # the first heartbeat and sweep (scripts loaded)
+    conns = connections_for(settings)
+    time.sleep(0.25)  # both the sweep and the heartbeat are due again
+    before = conns.round_trips - conns.script_loads
+    client.get("/noop")
+    # One to load the session (to know the user), one for presence: never three.
+    assert conns.round_trips - conns.script_loads - before == 2

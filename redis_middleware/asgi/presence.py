@@ -118,7 +118,6 @@ class PresenceMiddleware:
         self.settings = self.presence.settings
         self.core = self.presence.core
         self._sweeper: asyncio.Task[None] | None = None
-        self._last_sweep = 0.0
 
     async def __call__(
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
@@ -129,13 +128,12 @@ class PresenceMiddleware:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        await self._maybe_sweep()
         user = scope_user(scope, self.settings.user_field)
-        if user is None:
-            await self.app(scope, receive, send)
-        elif scope["type"] == "http":
-            if self.core.due(user):
-                await self._safely(self.presence.heartbeat(user))
+        # A due sweep and (for HTTP) a due heartbeat share one round trip.
+        flow = self.core.request_flow(user if scope["type"] == "http" else None)
+        if flow is not None:
+            await self._safely(self.presence.redis.arun(flow))
+        if user is None or scope["type"] == "http":
             await self.app(scope, receive, send)
         else:
             await self._websocket(scope, receive, send, user)
@@ -146,14 +144,6 @@ class PresenceMiddleware:
         except RedisMiddlewareError as exc:
             log_incident("presence", "presence skipped: %s", exc)
             return None
-
-    async def _maybe_sweep(self) -> None:
-        # Any request may run the sweep when this process has not for an interval;
-        # the Redis lock makes it one sweep per interval across every worker.
-        now = time.monotonic()
-        if now - self._last_sweep >= self.settings.presence_sweep_interval:
-            self._last_sweep = now
-            await self._safely(self.presence.sweep())
 
     async def _websocket(self, scope: Scope, receive: ASGIReceiveCallable,
                          send: ASGISendCallable, user: str) -> None:
@@ -204,5 +194,5 @@ class PresenceMiddleware:
     async def _sweep_forever(self) -> None:
         while True:
             await asyncio.sleep(self.settings.presence_sweep_interval)
-            self._last_sweep = time.monotonic()
+            self.core._last_sweep = time.monotonic()
             await self._safely(self.presence.sweep())

@@ -85,35 +85,29 @@ class PresenceMiddleware:
         self.presence = Presence(settings, **options)
         self.settings = self.presence.settings
         self.core = self.presence.core
-        self._last_sweep = 0.0
         self._sweeper: threading.Thread | None = None
         self._lock = threading.Lock()
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-        self._maybe_sweep()
-        user = environ_user(environ, self.settings.user_field)
-        if user is not None and self.core.due(user):
+        if self._sweeper is None:
+            self._start_sweeper()
+        # A due sweep and a due heartbeat share one round trip.
+        flow = self.core.request_flow(environ_user(environ, self.settings.user_field))
+        if flow is not None:
             try:
-                self.presence.heartbeat(user)
+                self.presence.redis.run(flow)
             except RedisMiddlewareError as exc:
                 log_incident("presence", "presence skipped: %s", exc)
         result: Iterable[bytes] = self.app(environ, start_response)
         return result
 
-    def _maybe_sweep(self) -> None:
-        now = time.monotonic()
-        if now - self._last_sweep < self.settings.presence_sweep_interval:
-            return
+    def _start_sweeper(self) -> None:
         with self._lock:
-            if now - self._last_sweep < self.settings.presence_sweep_interval:
-                return
-            self._last_sweep = now
             if self._sweeper is None:  # sweeps even while no request comes in
                 self._sweeper = threading.Thread(
                     target=_sweep_forever, args=(weakref.ref(self),), daemon=True,
                     name="redis-middleware-presence-sweeper")
                 self._sweeper.start()
-        self._sweep_once()
 
     def _sweep_once(self) -> None:
         try:
@@ -132,6 +126,6 @@ def _sweep_forever(ref: weakref.ref[PresenceMiddleware]) -> None:
         middleware = ref()
         if middleware is None:
             return
-        middleware._last_sweep = time.monotonic()
+        middleware.core._last_sweep = time.monotonic()
         middleware._sweep_once()
         del middleware
