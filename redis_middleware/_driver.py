@@ -1,18 +1,20 @@
-"""The two drivers: run a flow's batches on the sync or the asyncio redis-py client.
+"""The two drivers: run a flow's batches on a sync or an asyncio client.
 
-redis-py's sync and asyncio pipelines queue commands the same (synchronous) way;
-only ``execute`` differs, so everything but that one call is shared here.
+A client is an *execute* function: commands in, replies out (error replies as
+exceptions, in place), one round trip per call. The built-in client (``_wire``)
+is one; :func:`redispy_execute` makes one of a redis-py client (Cluster, Sentinel,
+``memory://``). Everything but that call is shared by the two drivers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from redis import exceptions as rex
 
 from ._breaker import Breaker
-from ._flow import Batch, Call, Flow
+from ._flow import Batch, Flow
 from .errors import RedisCommandError, RedisMiddlewareError, RedisUnavailableError
 
 T = TypeVar("T")
@@ -29,12 +31,53 @@ class Counter(Protocol):
     script_loads: int  # round trips spent sending a script's source (first use per server)
 
 
-def _queue(pipe: Any, batch: Batch) -> None:
-    for op in batch:
-        pipe.execute_command(*op.args)
+Command = tuple[Any, ...]
+Execute = Callable[[list[Command]], list[Any]]
+AsyncExecute = Callable[[list[Command]], Awaitable[list[Any]]]
 
 
-def _retry_ops(batch: Batch, results: Sequence[Any]) -> list[int]:
+def redispy_execute(client: Any) -> Execute:
+    """Run commands on a redis-py sync client: one call, or one pipeline for several.
+
+    Error replies come back as exceptions, in place, as with the built-in client.
+    """
+    def execute(commands: list[Command]) -> list[Any]:
+        if len(commands) == 1:  # no pipeline object: measurably cheaper
+            try:
+                return [client.execute_command(*commands[0])]
+            except rex.ResponseError as exc:
+                return [exc]
+        pipe = client.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        return pipe.execute(raise_on_error=False)  # type: ignore[no-any-return]
+
+    return execute
+
+
+def redispy_aexecute(client: Any) -> AsyncExecute:
+    """The asyncio twin of :func:`redispy_execute`."""
+    async def execute(commands: list[Command]) -> list[Any]:
+        if len(commands) == 1:
+            try:
+                return [await client.execute_command(*commands[0])]
+            except rex.ResponseError as exc:
+                return [exc]
+        pipe = client.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        return await pipe.execute(raise_on_error=False)  # type: ignore[no-any-return]
+
+    return execute
+
+
+def _commands(batch: Batch, counter: Counter) -> list[Command]:
+    counter.round_trips += 1
+    counter.commands += len(batch)
+    return [op.args for op in batch]
+
+
+def _not_loaded(batch: Batch, results: Sequence[Any]) -> list[int]:
     """Indexes of EVALSHA calls that failed only because the script was not loaded."""
     return [
         i for i, (op, res) in enumerate(zip(batch, results, strict=True))
@@ -42,9 +85,16 @@ def _retry_ops(batch: Batch, results: Sequence[Any]) -> list[int]:
     ]
 
 
-def _as_eval(op: Call) -> tuple[Any, ...]:
-    assert op.script is not None  # only called for script ops
-    return ("EVAL", op.script.source, *op.args[2:])
+def _with_source(batch: Batch, retry: list[int], counter: Counter) -> list[Command]:
+    """First use of scripts on this server: send their source once (EVAL)."""
+    counter.round_trips += 1
+    counter.script_loads += 1
+    out: list[Command] = []
+    for i in retry:
+        script = batch[i].script
+        assert script is not None  # only script ops are retried
+        out.append(("EVAL", script.source, *batch[i].args[2:]))
+    return out
 
 
 def _check(results: list[Any]) -> list[Any]:
@@ -63,7 +113,7 @@ def _wrap(exc: BaseException, breaker: Breaker) -> BaseException:
     return RedisCommandError(str(exc))
 
 
-def run_sync(flow: Flow[T], client: Any, breaker: Breaker, counter: Counter) -> T:
+def run_sync(flow: Flow[T], execute: Execute, breaker: Breaker, counter: Counter) -> T:
     """Drive ``flow`` on a sync client: one round trip per batch.
 
     A failed batch is thrown into the flow, which may handle it and go on.
@@ -72,7 +122,7 @@ def run_sync(flow: Flow[T], client: Any, breaker: Breaker, counter: Counter) -> 
         batch = next(flow)
         while True:
             try:
-                results = execute_sync(batch, client, breaker, counter)
+                results = execute_sync(batch, execute, breaker, counter)
             except RedisMiddlewareError as exc:
                 batch = flow.throw(exc)
                 continue
@@ -81,13 +131,14 @@ def run_sync(flow: Flow[T], client: Any, breaker: Breaker, counter: Counter) -> 
         return stop.value  # type: ignore[no-any-return]
 
 
-async def run_async(flow: Flow[T], client: Any, breaker: Breaker, counter: Counter) -> T:
+async def run_async(flow: Flow[T], execute: AsyncExecute, breaker: Breaker, counter: Counter
+                    ) -> T:
     """Drive ``flow`` on an asyncio client: one round trip per batch (failures thrown in)."""
     try:
         batch = next(flow)
         while True:
             try:
-                results = await execute_async(batch, client, breaker, counter)
+                results = await execute_async(batch, execute, breaker, counter)
             except RedisMiddlewareError as exc:
                 batch = flow.throw(exc)
                 continue
@@ -96,71 +147,15 @@ async def run_async(flow: Flow[T], client: Any, breaker: Breaker, counter: Count
         return stop.value  # type: ignore[no-any-return]
 
 
-def _pipelines(batch: Batch, client: Any, counter: Counter) -> Generator[Any, list[Any], list[Any]]:
-    """Yield the pipelines that answer ``batch`` (a second only to load new scripts)."""
-    pipe = client.pipeline(transaction=False)
-    _queue(pipe, batch)
-    counter.round_trips += 1
-    counter.commands += len(batch)
-    results = yield pipe
-    retry = _retry_ops(batch, results)
-    if retry:  # first use of a script on this server: send its source once
-        pipe = client.pipeline(transaction=False)
-        for i in retry:
-            pipe.execute_command(*_as_eval(batch[i]))
-        counter.round_trips += 1
-        counter.script_loads += 1
-        for i, res in zip(retry, (yield pipe), strict=True):
-            results[i] = res
-    return results
-
-
-def _single_sync(op: Call, client: Any, counter: Counter) -> list[Any]:
-    counter.round_trips += 1
-    counter.commands += 1
-    try:
-        return [client.execute_command(*op.args)]
-    except rex.NoScriptError:
-        if op.script is None:
-            raise
-        counter.round_trips += 1
-        counter.script_loads += 1
-        return [client.execute_command(*_as_eval(op))]
-    except rex.ResponseError as exc:
-        return [exc]
-
-
-async def _single_async(op: Call, client: Any, counter: Counter) -> list[Any]:
-    counter.round_trips += 1
-    counter.commands += 1
-    try:
-        return [await client.execute_command(*op.args)]
-    except rex.NoScriptError:
-        if op.script is None:
-            raise
-        counter.round_trips += 1
-        counter.script_loads += 1
-        return [await client.execute_command(*_as_eval(op))]
-    except rex.ResponseError as exc:
-        return [exc]
-
-
-def execute_sync(batch: Batch, client: Any, breaker: Breaker, counter: Counter) -> list[Any]:
+def execute_sync(batch: Batch, execute: Execute, breaker: Breaker, counter: Counter
+                 ) -> list[Any]:
     breaker.check()
-    if len(batch) == 1:  # no pipeline object: measurably cheaper for the common case
-        try:
-            single = _single_sync(batch[0], client, counter)
-        except _CLIENT_FAILURES as exc:
-            raise _wrap(exc, breaker) from exc
-        breaker.success()
-        return _check(single)
-    steps = _pipelines(batch, client, counter)
     try:
-        pipe = next(steps)
-        while True:
-            pipe = steps.send(pipe.execute(raise_on_error=False))
-    except StopIteration as stop:
-        results: list[Any] = stop.value
+        results = execute(_commands(batch, counter))
+        retry = _not_loaded(batch, results)
+        if retry:
+            for i, res in zip(retry, execute(_with_source(batch, retry, counter)), strict=True):
+                results[i] = res
     except _CLIENT_FAILURES as exc:
         raise _wrap(exc, breaker) from exc
     breaker.success()
@@ -168,23 +163,16 @@ def execute_sync(batch: Batch, client: Any, breaker: Breaker, counter: Counter) 
 
 
 async def execute_async(
-    batch: Batch, client: Any, breaker: Breaker, counter: Counter
+    batch: Batch, execute: AsyncExecute, breaker: Breaker, counter: Counter
 ) -> list[Any]:
     breaker.check()
-    if len(batch) == 1:
-        try:
-            single = await _single_async(batch[0], client, counter)
-        except _CLIENT_FAILURES as exc:
-            raise _wrap(exc, breaker) from exc
-        breaker.success()
-        return _check(single)
-    steps = _pipelines(batch, client, counter)
     try:
-        pipe = next(steps)
-        while True:
-            pipe = steps.send(await pipe.execute(raise_on_error=False))
-    except StopIteration as stop:
-        results: list[Any] = stop.value
+        results = await execute(_commands(batch, counter))
+        retry = _not_loaded(batch, results)
+        if retry:
+            again = await execute(_with_source(batch, retry, counter))
+            for i, res in zip(retry, again, strict=True):
+                results[i] = res
     except _CLIENT_FAILURES as exc:
         raise _wrap(exc, breaker) from exc
     breaker.success()

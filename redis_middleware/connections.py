@@ -21,9 +21,17 @@ import redis.asyncio
 from redis.backoff import NoBackoff
 
 from ._breaker import Breaker
-from ._driver import run_async, run_sync
+from ._driver import (
+    AsyncExecute,
+    Execute,
+    redispy_aexecute,
+    redispy_execute,
+    run_async,
+    run_sync,
+)
 from ._flow import Flow
 from ._urls import RedisTarget
+from ._wire import AsyncWire, Endpoint, SyncWire, endpoint_for
 from .errors import RedisUnavailableError
 from .settings import Settings, _mask_url
 
@@ -65,8 +73,19 @@ class RedisConnections:
         self.commands = 0
         self.script_loads = 0
         self._sync: Any = None
+        # A standalone server is reached through the built-in pipelined client
+        # (``_wire``); Cluster, Sentinel, memory:// and Pub/Sub through redis-py.
+        self.endpoint: Endpoint | None = None
+        if self.target.kind == "standalone":
+            self.endpoint = endpoint_for(
+                self.target.url, settings.connect_timeout, settings.socket_timeout)
+        self._sync_execute: Execute | None = None
+        self._sync_wire: SyncWire | None = None
+        self._async_execute: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, tuple[AsyncExecute, AsyncWire | None]
+        ] = weakref.WeakKeyDictionary()
         self._extra: list[Any] = []  # clients a client depends on (Sentinel's sentinels)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
             weakref.WeakKeyDictionary()
         )
@@ -159,16 +178,40 @@ class RedisConnections:
         return node.pubsub()
 
     # -- running flows ------------------------------------------------------
+    def _sync_executor(self) -> Execute:
+        if self._sync_execute is None:
+            with self._lock:
+                if self._sync_execute is None:
+                    if self.endpoint is not None:
+                        self._sync_wire = SyncWire(self.endpoint, self.settings.max_connections)
+                        self._sync_execute = self._sync_wire.execute
+                    else:
+                        self._sync_execute = redispy_execute(self.sync_client())
+        return self._sync_execute
+
+    def _async_executor(self) -> tuple[AsyncExecute, AsyncWire | None]:
+        loop = asyncio.get_running_loop()
+        found = self._async_execute.get(loop)
+        if found is None:
+            if self.endpoint is not None:
+                wire = AsyncWire(self.endpoint)
+                found = (wire.execute, wire)
+            else:
+                found = (redispy_aexecute(self.async_client()), None)
+            self._async_execute[loop] = found
+        return found
+
     def run(self, flow: Flow[T]) -> T:
         """Run ``flow`` on the sync client (WSGI, CLI)."""
-        return run_sync(flow, self.sync_client(), self.breaker, self)
+        return run_sync(flow, self._sync_executor(), self.breaker, self)
 
     async def arun(self, flow: Flow[T]) -> T:
         """Run ``flow`` on this event loop's asyncio client (ASGI)."""
-        client = self.async_client()
-        if self.target.kind == "cluster" and not getattr(client, "_rmw_ready", False):
-            await self._initialize(client)
-        return await run_async(flow, client, self.breaker, self)
+        if self.target.kind == "cluster":
+            client = self.async_client()
+            if not getattr(client, "_rmw_ready", False):
+                await self._initialize(client)
+        return await run_async(flow, self._async_executor()[0], self.breaker, self)
 
     async def _initialize(self, client: Any) -> None:
         # redis-py's asyncio cluster client initializes lazily on first use; when many
@@ -187,18 +230,24 @@ class RedisConnections:
             client._rmw_ready = True
 
     def close(self) -> None:
-        """Close the sync client's pool (asyncio clients close with their loops)."""
+        """Close the sync clients' connections (asyncio clients close with their loops)."""
+        if self._sync_wire is not None:
+            self._sync_wire.close()
         if self._sync is not None:
             for sentinel in getattr(self._sync, "_rmw_sentinels", ()):
                 sentinel.close()
             self._sync.close()
             self._sync = None
+        self._sync_execute = self._sync_wire = None
 
     async def aclose(self) -> None:
         """Close the running loop's asyncio client (and resources registered with it)."""
         loop = asyncio.get_running_loop()
         for closer in self._closers.pop(loop, []):
             await closer()
+        _, wire = self._async_execute.pop(loop, (None, None))
+        if wire is not None:
+            await wire.aclose()
         client = self._async.pop(loop, None)
         if client is not None:
             for sentinel in getattr(client, "_rmw_sentinels", ()):
