@@ -8,7 +8,9 @@ import secrets
 from dataclasses import dataclass
 
 from itsdangerous import BadSignature, Signer
+from starlette.requests import cookie_parser
 
+from ._memo import Memo
 from .settings import Settings
 
 # An id is a 4-hex-digit slot tag + 256 random bits. The tag is no secret: it only
@@ -17,6 +19,18 @@ _ID_RE = re.compile(r"^[0-9a-f]{4}[A-Za-z0-9_-]{43}$")
 ID_LENGTH = 47
 _SALT = b"redis_middleware.session"
 _EXPIRED = "Thu, 01 Jan 1970 00:00:00 GMT"
+
+
+_parsed: Memo[str, dict[str, str]] = Memo(1024)
+
+
+def parse_cookies(header: str) -> dict[str, str]:
+    """Starlette's cookie parsing, remembered per Cookie header (a client sends the same
+    one request after request). The result is shared: read it, never change it."""
+    found = _parsed.get(header)
+    if found is None:
+        found = _parsed.put(header, cookie_parser(header))
+    return found
 
 
 def new_session_id(slot_tag: str | None = None) -> str:
@@ -68,11 +82,17 @@ class CookieSigner:
         self._name = s.session_cookie_name
         self._max_age = s.session_absolute_lifetime if s.session_cookie_persistent else None
         self._secure = s.session_cookie_secure
+        # Cookies this process verified: the value includes its signature, so a value
+        # seen before verifies the same way again (HMAC once per cookie, not per request).
+        self._verified: Memo[str, IncomingCookie] = Memo(4096)
 
     def verify(self, value: str | None) -> IncomingCookie:
         """Check a cookie value; anything but a well-formed, validly signed id is no session."""
         if not value:
             return IncomingCookie(None)
+        known = self._verified.get(value)
+        if known is not None:
+            return known
         if len(value) != self._max_length or not value.isascii():
             return IncomingCookie(None, present=True)
         raw = value.encode("ascii")
@@ -91,7 +111,7 @@ class CookieSigner:
                 return IncomingCookie(None, present=True)
         if not _ID_RE.match(session_id):
             return IncomingCookie(None, present=True)
-        return IncomingCookie(session_id, resign=resign, present=True)
+        return self._verified.put(value, IncomingCookie(session_id, resign=resign, present=True))
 
     def _secure_attr(self, https: bool) -> str:
         secure = https if self._secure is None else self._secure

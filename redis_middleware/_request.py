@@ -54,7 +54,8 @@ def scope_user(scope: Mapping[str, Any], user_field: str) -> str | None:
     return user
 
 
-def from_scope(scope: Mapping[str, Any], user_field: str) -> RequestInfo:
+def from_scope(scope: Mapping[str, Any], user_field: str | None) -> RequestInfo:
+    """The request of an ASGI scope; its user is looked up unless ``user_field`` is None."""
     client = scope.get("client")
     return RequestInfo(
         method=scope.get("method", "GET") if scope["type"] == "http" else "WEBSOCKET",
@@ -64,7 +65,7 @@ def from_scope(scope: Mapping[str, Any], user_field: str) -> RequestInfo:
                       for k, v in scope.get("headers", ())),
         peer=client[0] if client else None,
         scheme=scope.get("scheme", "http"),
-        user=scope_user(scope, user_field),
+        user=scope_user(scope, user_field) if user_field is not None else None,
     )
 
 

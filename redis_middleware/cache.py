@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import json
 import secrets
 import time
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from email.utils import formatdate
 
 from ._flow import Call, Flow, Script
+from ._memo import Memo
 from ._patterns import RouteTable
 from ._request import RequestInfo
 from ._rules import CacheRouteSpec
@@ -39,6 +42,8 @@ NOT_STORED = HOP_BY_HOP | {"set-cookie", "date", "age", "x-cache", "cache-status
 # RFC 9110 15.4.5: what a 304 carries from the stored response.
 NOT_MODIFIED_KEEP = ("cache-control", "content-location", "etag", "expires", "vary")
 UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_CACHEABLE = UNSAFE | {"GET", "HEAD"}
+_MEMO_MAX_ENTRY = 32 * 1024  # larger entries are decoded per hit (the memo stays small)
 NAME = "rmw"
 
 # KEYS: vary names, entry, lock. ARGV: the vary names the entry key was computed
@@ -130,6 +135,7 @@ class CachePlan:
     invalidate: bool  # an unsafe method: a success purges the URL
     authorization: bool
     headers: tuple[tuple[str, str], ...]  # what the stored Vary names may select from
+    # (the request's headers as they came, plus "cookie:<name>" for the route's cookies)
     if_none_match: str | None
 
 
@@ -146,6 +152,17 @@ class Entry:
     swr: int
     sie: int
     public: bool
+    # The headers as an ASGI server wants them, encoded once per entry (not per hit).
+    raw_headers: tuple[tuple[bytes, bytes], ...] = field(default=(), compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.raw_headers:
+            object.__setattr__(self, "raw_headers", tuple(
+                (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in self.headers))
+
+    @property
+    def has_etag(self) -> bool:
+        return any(k == b"etag" for k, _ in self.raw_headers)
 
     def encode(self) -> bytes:
         meta = json.dumps({"s": self.status, "h": self.headers, "t": self.stored_at,
@@ -163,6 +180,18 @@ class Entry:
                        bool(m["p"]))
         except (ValueError, KeyError, TypeError):
             return None  # an unreadable entry is a miss
+
+
+_last_date: tuple[int, str] = (0, "")
+
+
+def http_date(now: float) -> str:
+    """The Date header value, formatted once per second (not once per hit)."""
+    global _last_date
+    second = int(now)
+    if _last_date[0] != second:
+        _last_date = (second, formatdate(second, usegmt=True))
+    return _last_date[1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,41 +227,73 @@ class CacheCore:
         self.lock_ms = int(settings.cache_lock_timeout * 1000)
         self.allowed_hosts = frozenset(settings.cache_allowed_hosts)
         self.session_cookie = settings.session_cookie_name
-        self._names: dict[str, str] = {}  # url digest -> vary names, as last seen
+        # Per-process memos of pure computations, bounded (their keys come from requests).
+        self._names: Memo[str, str] = Memo(10_000)  # url digest -> vary names, as last seen
+        self._routes: Memo[str, CacheRouteSpec | None] = Memo(4096)  # path -> route
+        self._urls: Memo[tuple[str, bytes], str] = Memo(4096)  # path, query -> url digest
+        self._hosts: Memo[str, str] = Memo(256)  # host -> variant, for a URL without Vary
+        self._lookup_keys: Memo[tuple[str, str], tuple[str, str, str]] = Memo(4096)
+        # Decoding a stored entry (JSON metadata, headers) happens once per entry and
+        # process, not per hit: small entries are remembered by their exact bytes.
+        self._decoded: Memo[bytes, Entry | None] = Memo(128)
+        self._tokens = itertools.count()
+        self._token_prefix = secrets.token_hex(6) + "-"
 
     # -- planning -------------------------------------------------------------
     def url_digest(self, path: str, query: str) -> str:
         return digest(_lp(path, canonical_query(query)))
 
+    def route(self, path: str) -> CacheRouteSpec | None:
+        try:
+            return self._routes[path]
+        except KeyError:
+            found = self.routes.match(path)
+            return self._routes.put(path, found[1] if found is not None else None)
+
     def plan(self, request: RequestInfo) -> CachePlan | None:
         """None when the cache has nothing to do with this request."""
         method = request.method
-        if method not in ("GET", "HEAD") and method not in UNSAFE:
+        if method not in _CACHEABLE:
             return None
-        found = self.routes.match(request.path)
-        if found is None:
+        route = self.route(request.path)
+        if route is None:
             return None
-        route = found[1]
-        host = (request.header("host") or "").lower()
+        host = cache_control = pragma = authorization = if_none_match = None
+        for k, v in request.headers:  # one pass; the first of a repeated header counts
+            if k == "host":
+                host = host if host is not None else v.lower()
+            elif k == "cache-control":
+                cache_control = cache_control if cache_control is not None else v
+            elif k == "pragma":
+                pragma = pragma if pragma is not None else v
+            elif k == "authorization":
+                authorization = authorization if authorization is not None else v
+            elif k == "if-none-match":
+                if_none_match = if_none_match if if_none_match is not None else v
+        host = host or ""
         if self.allowed_hosts and host not in self.allowed_hosts:
             return None  # unknown Host: bypass (no poisoning through odd Host values)
-        url = self.url_digest(request.path, request.query_string.decode("latin-1"))
-        req_cc = parse_cache_control(request.header("cache-control"))
+        url_key = (request.path, request.query_string)
+        url = self._urls.get(url_key)
+        if url is None:
+            url = self._urls.put(url_key, self.url_digest(
+                request.path, request.query_string.decode("latin-1")))
+        req_cc = parse_cache_control(cache_control) if cache_control else {}
         safe = method in ("GET", "HEAD")
-        headers = [(k, v) for k, v in request.headers if k not in ("cookie", "host")]
+        headers = request.headers
         if route.vary_cookies:
             from starlette.requests import cookie_parser
 
             jar = cookie_parser("; ".join(request.header_list("cookie")))
-            headers += [(f"cookie:{name}", jar.get(name, "")) for name in route.vary_cookies]
+            headers += tuple((f"cookie:{name}", jar.get(name, "")) for name in route.vary_cookies)
         return CachePlan(
             route=route, url=url, host=host,
-            lookup=safe and "no-cache" not in req_cc and request.header("pragma") != "no-cache",
+            lookup=safe and "no-cache" not in req_cc and pragma != "no-cache",
             store=method == "GET" and "no-store" not in req_cc,
             invalidate=not safe,
-            authorization=request.header("authorization") is not None,
-            headers=_joined(headers),
-            if_none_match=request.header("if-none-match"),
+            authorization=authorization is not None,
+            headers=headers,
+            if_none_match=if_none_match,
         )
 
     # -- flows ------------------------------------------------------------------
@@ -242,30 +303,38 @@ class CacheCore:
         One round trip when this process knows the URL's vary names; two when it
         learns them (first request per URL, or after the app changed its Vary).
         """
-        token = secrets.token_hex(8)
+        token = self._token_prefix + str(next(self._tokens))  # unique: owns the guard
         now_ms = int((time.time() if now is None else now) * 1000)
         names = self._names.get(plan.url, "")
         for _ in range(3):
             variant = self.variant(plan, tuple(n for n in names.split("\n") if n))
-            keys = [self.keys.cache_vary(plan.url), self.keys.cache_entry(plan.url, variant),
-                    self.keys.cache_lock(plan.url, variant)]
+            keys = self._lookup_keys.get((plan.url, variant))
+            if keys is None:
+                keys = self._lookup_keys.put((plan.url, variant), (
+                    self.keys.cache_vary(plan.url), self.keys.cache_entry(plan.url, variant),
+                    self.keys.cache_lock(plan.url, variant)))
             (reply,) = yield (_LOOKUP(keys, [names, now_ms, self.lock_ms, token]),)
             stored = reply[0].decode("latin-1") if isinstance(reply[0], bytes) else str(reply[0])
             if stored == names:
-                entry = Entry.decode(reply[1]) if reply[1] else None
-                return Lookup(variant, entry, bool(reply[2]), token)
+                return Lookup(variant, self.decode(reply[1]) if reply[1] else None,
+                              bool(reply[2]), token)
             names = self._remember(plan.url, stored)
         return Lookup(variant, None, False, token)  # names keep changing: treat as a miss
 
+    def decode(self, raw: bytes) -> Entry | None:
+        """A stored entry, decoded once per process while it stays small and recent."""
+        try:
+            return self._decoded[raw]
+        except KeyError:
+            entry = Entry.decode(raw)
+            return self._decoded.put(raw, entry) if len(raw) <= _MEMO_MAX_ENTRY else entry
+
     def _remember(self, url: str, names: str) -> str:
-        if len(self._names) >= 10_000:  # bounded: forget the oldest
-            self._names.pop(next(iter(self._names)))
-        self._names[url] = names
-        return names
+        return self._names.put(url, names)
 
     def poll_flow(self, plan: CachePlan, lookup: Lookup) -> Flow[Entry | None]:
         (raw,) = yield (Call.of("GET", self.keys.cache_entry(plan.url, lookup.variant)),)
-        return Entry.decode(raw) if raw else None
+        return self.decode(raw) if raw else None
 
     def release_flow(self, plan: CachePlan, lookup: Lookup) -> Flow[None]:
         if lookup.locked:
@@ -293,11 +362,14 @@ class CacheCore:
         # The URL registry and tag sets are ZSETs scored by expiry, pruned as they are
         # written, so they stay bounded by the live entries however long traffic lasts.
         expires = int((now + verdict.ttl + max(verdict.swr, verdict.sie)) * 1000)
+        encoded = entry.encode()
+        if len(encoded) <= _MEMO_MAX_ENTRY:
+            self._decoded.put(encoded, entry)  # this process's next hit skips decoding
         ops = [
             _STORE([self.keys.cache_vary(plan.url), self._variants(plan.url),
                     self.keys.cache_entry(plan.url, variant),
                     self.keys.cache_lock(plan.url, lookup.variant)],
-                   [names, entry.encode(), px, lookup.token, int(now * 1000)]),
+                   [names, encoded, px, lookup.token, int(now * 1000)]),
         ]
         for index in (self._registry(), *(self.keys.cache_tag(t) for t in plan.route.tags)):
             ops += [Call.of("ZADD", index, "GT", expires, plan.url),
@@ -307,7 +379,12 @@ class CacheCore:
 
     def variant(self, plan: CachePlan, names: tuple[str, ...]) -> str:
         """The entry of this request among the URL's variants, for the given vary names."""
-        values = dict(plan.headers)
+        if not names:  # the common case: a URL whose responses vary on nothing
+            found = self._hosts.get(plan.host)
+            if found is None:
+                found = self._hosts.put(plan.host, hashlib.sha1(_lpb(plan.host)).hexdigest())
+            return found
+        values = dict(_joined([(k, v) for k, v in plan.headers if k not in ("cookie", "host")]))
         material = _lpb(plan.host) + b"".join(_lpb(n) + _lpb(values.get(n, "")) for n in names)
         return hashlib.sha1(material).hexdigest()
 
@@ -411,17 +488,31 @@ class CacheCore:
         self, plan: CachePlan, entry: Entry, head: bool, now: float | None = None
     ) -> tuple[int, list[tuple[str, str]], bytes]:
         """The stored response as served: status, headers and body (or a 304)."""
+        status, kept, extra, body = self._served(plan, entry, head, now)
+        return status, [*(entry.headers if kept is None else kept), *extra], body
+
+    def hit_raw(
+        self, plan: CachePlan, entry: Entry, head: bool, now: float | None = None
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """:meth:`hit` with ASGI headers: the stored ones were encoded once, with the entry."""
+        status, kept, extra, body = self._served(plan, entry, head, now)
+        stored = entry.raw_headers if kept is None else encode_headers(kept)
+        return status, [*stored, *encode_headers(extra)], body
+
+    def _served(
+        self, plan: CachePlan, entry: Entry, head: bool, now: float | None
+    ) -> tuple[int, list[tuple[str, str]] | None, list[tuple[str, str]], bytes]:
         now = time.time() if now is None else now
         age = max(0, int(now - entry.stored_at))
         ttl = int(entry.fresh_until - now)
-        extra = [("Age", str(age)), ("X-Cache", "HIT"), ("Cache-Status", f"{NAME}; hit; ttl={ttl}")]
-        if not any(k.lower() == "etag" for k, _ in entry.headers):
+        extra = [("Date", http_date(now)), ("Age", str(age)), ("X-Cache", "HIT"),
+                 ("Cache-Status", f"{NAME}; hit; ttl={ttl}")]
+        if not entry.has_etag:
             extra.append(("ETag", entry.etag))
         if plan.if_none_match and _etag_matches(plan.if_none_match, entry.etag):
             kept = [(k, v) for k, v in entry.headers if k.lower() in NOT_MODIFIED_KEEP]
-            return 304, [*kept, ("Date", formatdate(now, usegmt=True)), *extra], b""
-        headers = [*entry.headers, ("Date", formatdate(now, usegmt=True)), *extra]
-        return entry.status, headers, b"" if head else entry.body
+            return 304, kept, extra, b""
+        return entry.status, None, extra, b"" if head else entry.body
 
     @staticmethod
     def miss_headers(verdict: Verdict | None, fwd: str = "uri-miss") -> list[tuple[str, str]]:
@@ -431,6 +522,11 @@ class CacheCore:
         return [("X-Cache", "MISS"), ("Cache-Status", status)]
 
 
+def encode_headers(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    """ASGI header pairs: lower-cased names, latin-1 bytes."""
+    return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+
+
 def _etag_matches(header: str, etag: str) -> bool:
     if header.strip() == "*":
         return True
@@ -438,7 +534,7 @@ def _etag_matches(header: str, etag: str) -> bool:
     return any(tag.strip().removeprefix("W/") == bare for tag in header.split(","))
 
 
-def _joined(headers: list[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+def _joined(headers: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
     """Repeated request headers joined with ', ' (RFC 9110 5.3), in first-seen order."""
     out: dict[str, str] = {}
     for k, v in headers:

@@ -21,6 +21,7 @@ from typing import Any
 
 from ._cookies import CookieSigner, IncomingCookie, new_session_id
 from ._flow import Batch, Call, Flow, Script
+from ._memo import Memo
 from ._session_data import Limits, Session, encode
 from .errors import SessionLimitError
 from .keys import KeySpace, digest
@@ -132,11 +133,15 @@ class SessionCore:
         self.limits = Limits(settings)
         self.cookie_name = settings.session_cookie_name
         self.readonly_on_error = settings.session_on_redis_error == "readonly"
+        self._refs: Memo[str, str] = Memo(4096)  # session id -> ref (a SHA-256 per id)
 
     # -- keys -----------------------------------------------------------------
     def ref(self, session_id: str) -> str:
         """The public handle of a session: its slot tag + a one-way digest of its id."""
-        return session_id[:4] + digest(session_id)
+        ref = self._refs.get(session_id)
+        if ref is None:
+            ref = self._refs.put(session_id, session_id[:4] + digest(session_id))
+        return ref
 
     def _key(self, ref: str) -> str:
         return self.keys.session(ref[:4], ref[4:])

@@ -7,13 +7,17 @@ from collections.abc import Iterable
 from typing import Any
 
 from asgiref.typing import ASGISendCallable
-from starlette.datastructures import Headers
-from starlette.requests import cookie_parser
+
+from .._cookies import parse_cookies
 
 
-def request_cookies(headers: Headers) -> dict[str, str]:
-    # Several Cookie header lines (HTTP/2) are joined, as RFC 9113 8.2.3 says.
-    return cookie_parser("; ".join(headers.getlist("cookie")))
+def request_cookies(scope: Any) -> dict[str, str]:
+    """The request's cookies (shared: read only). Several Cookie lines (HTTP/2) are
+    joined, as RFC 9113 8.2.3 says."""
+    lines = [v for k, v in scope.get("headers", ()) if k == b"cookie"]
+    if not lines:
+        return {}
+    return parse_cookies(b"; ".join(lines).decode("latin-1"))
 
 
 def raw_header(name: str, value: str) -> tuple[bytes, bytes]:

@@ -11,7 +11,7 @@ from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 from .._breaker import log_incident
 from .._options import resolve_settings
 from .._request import from_scope
-from ..cache import CacheCore, CachePlan, Capture, Entry, Lookup
+from ..cache import CacheCore, CachePlan, Capture, Entry, Lookup, encode_headers
 from ..connections import connections_for
 from ..errors import RedisMiddlewareError
 from ..settings import Settings
@@ -21,10 +21,6 @@ __all__ = ["Cache", "CacheMiddleware"]
 
 def _decode(headers: Any) -> list[tuple[str, str]]:
     return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers]
-
-
-def _encode(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
-    return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]
 
 
 def session_touched(scope: Any) -> bool:
@@ -75,7 +71,7 @@ class CacheMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        plan = self.core.plan(from_scope(scope, self.settings.user_field))
+        plan = self.core.plan(from_scope(scope, None))  # the cache needs no user
         if plan is None:
             await self.app(scope, receive, send)
             return
@@ -102,9 +98,9 @@ class CacheMiddleware:
 
     async def _serve(self, send: ASGISendCallable, plan: CachePlan, entry: Entry,
                      head: bool) -> None:
-        status, headers, body = self.core.hit(plan, entry, head)
+        status, headers, body = self.core.hit_raw(plan, entry, head)
         await send({"type": "http.response.start", "status": status,
-                    "headers": _encode(headers), "trailers": False})
+                    "headers": headers, "trailers": False})
         await send({"type": "http.response.body", "body": body, "more_body": False})
 
     async def _wait(self, plan: CachePlan, lookup: Lookup) -> Entry | None:
@@ -135,7 +131,8 @@ class CacheMiddleware:
                     use_stale = True
                     return
                 started = True
-                message = {**message, "headers": [*message.get("headers", ()), *_encode(extra)]}
+                headers = [*message.get("headers", ()), *encode_headers(extra)]
+                message = {**message, "headers": headers}
             elif message["type"] == "http.response.body":
                 if use_stale:
                     return

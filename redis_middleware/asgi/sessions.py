@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, ASGISendEvent, Scope
-from starlette.datastructures import Headers, MutableHeaders
+from starlette.datastructures import MutableHeaders
 
 from .._breaker import log_incident
 from .._cookies import IncomingCookie
@@ -45,7 +45,7 @@ class SessionMiddleware:
         self.redis = connections_for(self.settings)
 
     async def load(self, scope: Scope) -> tuple[Session, IncomingCookie]:
-        incoming = self.core.read_cookie(request_cookies(Headers(scope=scope)))  # type: ignore[arg-type]
+        incoming = self.core.read_cookie(request_cookies(scope))
         session = self.core.session_for(incoming)
         if incoming.session_id is not None:
             try:

@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, Scope
-from starlette.datastructures import Headers, MutableHeaders
+from starlette.datastructures import MutableHeaders
 
 from .._breaker import log_incident
 from .._flow import Flow, gather
@@ -18,7 +18,7 @@ from ..errors import RedisMiddlewareError, SessionUnavailableError
 from ..settings import Settings
 from ..stack import Before, StackCore, resolve_stack_settings
 from ._http import raw_header, request_cookies, send_json, with_headers
-from .cache import CacheMiddleware, _decode, _encode
+from .cache import CacheMiddleware, _decode
 from .presence import PresenceMiddleware
 from .ratelimit import RateLimitMiddleware, _raw
 from .sessions import SessionMiddleware
@@ -71,7 +71,7 @@ class RedisMiddleware:
             return
         http = scope["type"] == "http"
         before: Before = await self.redis.arun(self.core.before_flow(
-            request, request_cookies(Headers(scope=scope)),  # type: ignore[arg-type]
+            request, request_cookies(scope),
             request.user, http))
         if before.session is not None:
             scope["session"] = before.session  # type: ignore[typeddict-unknown-key]
@@ -116,9 +116,9 @@ class RedisMiddleware:
                 before.lookup = None  # the guard's holder is slow: compute, uncached
         if entry is None:
             return False
-        status, headers, body = cache.hit(plan, entry, head)
+        status, headers, body = cache.hit_raw(plan, entry, head)
         await send({"type": "http.response.start", "status": status,
-                    "headers": [*_encode(headers), *extra], "trailers": False})
+                    "headers": [*headers, *extra], "trailers": False})
         await send({"type": "http.response.body", "body": body, "more_body": False})
         return True
 
@@ -194,9 +194,10 @@ class RedisMiddleware:
             if capture is not None and capture.lookup is not None:
                 await self._quietly(capture.finish_flow())
         if use_stale and capture is not None and capture.stale is not None and cache and plan:
-            status, headers, body = cache.hit(plan, capture.stale, scope.get("method") == "HEAD")
+            status, headers, body = cache.hit_raw(plan, capture.stale,
+                                                  scope.get("method") == "HEAD")
             await send({"type": "http.response.start", "status": status,
-                        "headers": _encode(headers), "trailers": False})
+                        "headers": headers, "trailers": False})
             await send({"type": "http.response.body", "body": body, "more_body": False})
 
     async def _unavailable(self, send: ASGISendCallable) -> None:

@@ -7,11 +7,13 @@ from collections.abc import Iterable, Iterator
 from http import HTTPStatus
 from typing import Any
 
-from starlette.requests import cookie_parser
+from .._cookies import parse_cookies
 
 
 def request_cookies(environ: dict[str, Any]) -> dict[str, str]:
-    return cookie_parser(environ.get("HTTP_COOKIE", ""))
+    """The request's cookies (shared: read only)."""
+    header = environ.get("HTTP_COOKIE", "")
+    return parse_cookies(header) if header else {}
 
 
 def status_line(status: int) -> str:
