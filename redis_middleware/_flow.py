@@ -82,39 +82,45 @@ def gather(*flows: Flow[Any], return_exceptions: bool = False) -> Flow[list[Any]
                 raise
             return [exc]
     results: list[Any] = [None] * len(flows)
-    pending: dict[int, Batch] = {}
-    for i in range(len(flows)):
-        _advance(flows, i, lambda f: next(f), pending, results, return_exceptions)
+    pending: list[tuple[int, Batch]] = []
+    for i, flow in enumerate(flows):
+        _advance(flow, i, None, None, pending, results, return_exceptions)
     while pending:
-        order = list(pending.items())
-        merged: Batch = tuple(op for _, batch in order for op in batch)
-        pending.clear()
+        order, pending = pending, []
+        merged: Batch = order[0][1] if len(order) == 1 else tuple(
+            op for _, batch in order for op in batch)
         try:
             answers = yield merged
         except Exception as exc:  # handed to every flow that was waiting
             for i, _ in order:
-                _advance(flows, i, lambda f, e=exc: f.throw(e), pending, results,
-                         return_exceptions)
+                _advance(flows[i], i, None, exc, pending, results, return_exceptions)
             continue
         offset = 0
         for i, batch in order:
-            part = answers[offset:offset + len(batch)]
-            offset += len(batch)
-            _advance(flows, i, lambda f, a=part: f.send(a), pending, results, return_exceptions)
+            end = offset + len(batch)
+            _advance(flows[i], i, answers[offset:end], None, pending, results,
+                     return_exceptions)
+            offset = end
     return results
 
 
 def _advance(
-    flows: Sequence[Flow[Any]],
+    flow: Flow[Any],
     i: int,
-    step: Any,
-    pending: dict[int, Batch],
+    answers: list[Any] | None,
+    error: Exception | None,
+    pending: list[tuple[int, Batch]],
     results: list[Any],
     return_exceptions: bool,
 ) -> None:
-    flow = flows[i]
+    """Step flow ``i`` (start it, send it its answers, or throw ``error`` into it)."""
     try:
-        batch = step(flow)
+        if error is not None:
+            batch = flow.throw(error)
+        elif answers is None:
+            batch = next(flow)
+        else:
+            batch = flow.send(answers)
         while not batch:
             batch = flow.send([])
     except StopIteration as stop:
@@ -125,4 +131,4 @@ def _advance(
             raise
         results[i] = exc
         return
-    pending[i] = batch
+    pending.append((i, batch))

@@ -14,7 +14,7 @@ import json
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from limits import RateLimitItem
@@ -68,6 +68,26 @@ class Rule:
     methods: frozenset[str] | None
     fail_closed: bool
     key: str | None = None  # the rule's own identity kind (None: the default)
+    # Decided once per rule, not per request: window seconds, the fixed-window script's
+    # arguments, and the draft headers' names and policy.
+    windows: tuple[int, ...] = field(init=False, compare=False, repr=False)
+    script_args: tuple[int, ...] = field(init=False, compare=False, repr=False)
+    draft_names: tuple[str, ...] = field(init=False, compare=False, repr=False)
+    draft_policy: str = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        windows = tuple(_window(item) for item in self.items)
+        names = tuple(f'"{item.amount}-per-{w}s"' for item, w in zip(self.items, windows,
+                                                                       strict=True))
+        args: list[int] = [self.cost]
+        for item, w in zip(self.items, windows, strict=True):
+            args += [item.amount, w * 1000]
+        object.__setattr__(self, "windows", windows)
+        object.__setattr__(self, "script_args", tuple(args))
+        object.__setattr__(self, "draft_names", names)
+        object.__setattr__(self, "draft_policy", ", ".join(
+            f"{n};q={item.amount};w={w}" for n, item, w in zip(names, self.items, windows,
+                                                                 strict=True)))
 
     def applies_to(self, method: str) -> bool:
         return self.methods is None or method in self.methods
@@ -209,10 +229,7 @@ class RateLimitCore:
     # -- counting (fixed window) ----------------------------------------------------
     def fixed_window_flow(self, check: Check) -> Flow[Decision]:
         """One round trip: check and count every limit of the rule, all or nothing."""
-        args: list[Any] = [check.rule.cost]
-        for item in check.rule.items:
-            args += [item.amount, _window(item) * 1000]
-        (reply,) = yield (_FIXED_WINDOW(check.keys, args),)
+        (reply,) = yield (_FIXED_WINDOW(check.keys, check.rule.script_args),)
         n = len(check.rule.items)
         breached = int(reply[0])
         counts = [int(c) for c in reply[1:1 + n]]
@@ -242,6 +259,9 @@ class RateLimitCore:
                                check.rule.name, detail)
                 return Decision(True, headers[:-1])
             return Decision(False, headers, retry, detail)
+        if len(items) == 1:  # the common case
+            return Decision(True, self._headers(check, 0, remaining[0], reset_s[0],
+                                                remaining, reset_s))
         worst = min(range(len(items)), key=lambda i: (remaining[i], -reset_s[i]))
         return Decision(True, self._headers(check, worst, remaining[worst], reset_s[worst],
                                             remaining, reset_s))
@@ -257,11 +277,9 @@ class RateLimitCore:
                     ("X-RateLimit-Remaining", str(left)),
                     ("X-RateLimit-Reset", str(reset))]
         if self.draft:  # draft-ietf-httpapi-ratelimit-headers: structured fields
-            names = [f'"{item.amount}-per-{_window(item)}s"' for item in items]
-            policy = ", ".join(f"{n};q={item.amount};w={_window(item)}"
-                               for n, item in zip(names, items, strict=True))
-            out += [("RateLimit-Policy", policy),
-                    ("RateLimit", f"{names[worst]};r={left};t={reset}")]
+            rule = check.rule
+            out += [("RateLimit-Policy", rule.draft_policy),
+                    ("RateLimit", f"{rule.draft_names[worst]};r={left};t={reset}")]
         return tuple(out)
 
     def blocked_body(self, decision: Decision) -> bytes:

@@ -20,6 +20,22 @@ def request_cookies(scope: Any) -> dict[str, str]:
     return parse_cookies(b"; ".join(lines).decode("latin-1"))
 
 
+def response_headers(message: Any) -> list[tuple[bytes, bytes]]:
+    """The ``http.response.start`` message's header list, ready to be added to in place."""
+    headers = message["headers"] = list(message.get("headers", ()))
+    return headers
+
+
+def add_vary_cookie(headers: list[tuple[bytes, bytes]]) -> None:
+    """Add ``Cookie`` to the response's Vary (once; never to ``Vary: *``)."""
+    for i, (name, value) in enumerate(headers):
+        if name.lower() == b"vary":
+            if b"cookie" not in value.lower() and value.strip() != b"*":
+                headers[i] = (name, value + b", Cookie")
+            return
+    headers.append((b"vary", b"Cookie"))
+
+
 def raw_header(name: str, value: str) -> tuple[bytes, bytes]:
     return name.lower().encode("latin-1"), value.encode("latin-1")
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, ASGISendEvent, Scope
-from starlette.datastructures import MutableHeaders
 
 from .._breaker import log_incident
 from .._cookies import IncomingCookie
@@ -15,7 +14,7 @@ from ..connections import connections_for
 from ..errors import RedisCommandError, RedisMiddlewareError, SessionUnavailableError
 from ..sessions import SessionCore, SessionInfo
 from ..settings import Settings
-from ._http import raw_header, request_cookies, send_json
+from ._http import add_vary_cookie, raw_header, request_cookies, response_headers, send_json
 
 __all__ = ["SessionMiddleware", "SessionStore"]
 
@@ -83,9 +82,9 @@ class SessionMiddleware:
                     failed = True
                     await self._unavailable(send, None)
                     return
-                headers = MutableHeaders(scope=message)  # type: ignore[arg-type]
+                headers = response_headers(message)
                 if session.accessed:
-                    headers.add_vary_header("Cookie")
+                    add_vary_cookie(headers)
                 try:
                     cookie = await self.save(session, incoming, https)
                 except RedisMiddlewareError as exc:
@@ -93,7 +92,7 @@ class SessionMiddleware:
                     await self._unavailable(send, exc)
                     return
                 if cookie:
-                    headers.append("set-cookie", cookie)
+                    headers.append(raw_header("set-cookie", cookie))
             elif failed:
                 return  # the app's body is replaced by the 503 already sent
             await send(message)

@@ -6,18 +6,24 @@ import time
 from typing import Any
 
 from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, Scope
-from starlette.datastructures import MutableHeaders
 
 from .._breaker import log_incident
 from .._flow import Flow, gather
 from .._request import from_scope
 from .._strategies import LimitsStrategy
-from ..cache import Capture
+from ..cache import Capture, encode_headers
 from ..connections import connections_for
 from ..errors import RedisMiddlewareError, SessionUnavailableError
 from ..settings import Settings
 from ..stack import Before, StackCore, resolve_stack_settings
-from ._http import raw_header, request_cookies, send_json, with_headers
+from ._http import (
+    add_vary_cookie,
+    raw_header,
+    request_cookies,
+    response_headers,
+    send_json,
+    with_headers,
+)
 from .cache import CacheMiddleware, _decode
 from .presence import PresenceMiddleware
 from .ratelimit import RateLimitMiddleware, _raw
@@ -145,13 +151,12 @@ class RedisMiddleware:
                     failed = True
                     await self._unavailable(send)
                     return
-                headers = MutableHeaders(scope=message)
+                headers = response_headers(message)
                 flows: list[Flow[Any]] = []
                 if capture is not None:
-                    added = capture.start(message["status"], _decode(message["headers"]),
+                    added = capture.start(message["status"], _decode(headers),
                                           session is not None and session.accessed)
-                    for k, v in added or ():
-                        headers.append(k, v)
+                    headers += encode_headers(added or [])
                     if not capture.storing:  # decided now: free the guard with the rest
                         flows.append(capture.finish_flow())
                         capture.lookup = None
@@ -160,7 +165,7 @@ class RedisMiddleware:
                     flows.append(cache.invalidate_flow(plan.url))
                 if session is not None:
                     if session.accessed:
-                        headers.add_vary_header("Cookie")
+                        add_vary_cookie(headers)
                     assert self.core.sessions is not None and before.incoming is not None
                     flows.insert(0, self.core.sessions.save_flow(session, before.incoming, https))
                 if flows:
@@ -172,7 +177,7 @@ class RedisMiddleware:
                             await self._unavailable(send)
                             return
                         if saved.set_cookie:
-                            headers.append("set-cookie", saved.set_cookie)
+                            headers.append(raw_header("set-cookie", saved.set_cookie))
             elif failed or use_stale:
                 return
             elif message["type"] == "http.response.body" and capture is not None:
