@@ -96,7 +96,7 @@ class RedisMiddleware:
         if not http:
             await self._websocket(scope, receive, send, before)
         elif not await self._from_cache(send, before, extra, scope.get("method") == "HEAD"):
-            await self._compute(scope, receive, with_headers(send, extra), before)
+            await self._compute(scope, receive, send, before, extra)
 
     async def _release(self, before: Before) -> None:
         if before.lookup is not None and before.plan is not None and self.core.cache:
@@ -128,8 +128,11 @@ class RedisMiddleware:
         await send({"type": "http.response.body", "body": body, "more_body": False})
         return True
 
-    async def _compute(self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable,
-                       before: Before) -> None:
+    async def _compute(self, scope: Scope, receive: ASGIReceiveCallable, app_send: ASGISendCallable,
+                       before: Before, extra: list[tuple[bytes, bytes]]) -> None:
+        # The app's response gets ``extra`` (rate-limit headers) in send_wrapper; what
+        # the stack answers itself (a 503, a stale entry) gets them through ``send``.
+        send = with_headers(app_send, extra)
         cache, plan, session = self.core.cache, before.plan, before.session
         https = scope.get("scheme") == "https"
         capture = None
@@ -178,11 +181,12 @@ class RedisMiddleware:
                             return
                         if saved.set_cookie:
                             headers.append(raw_header("set-cookie", saved.set_cookie))
+                headers += extra  # after the cache saw the response: never stored
             elif failed or use_stale:
                 return
             elif message["type"] == "http.response.body" and capture is not None:
                 capture.body(message.get("body", b""), message.get("more_body", False))
-            await send(message)
+            await app_send(message)
 
         try:
             await self.app(scope, receive, send_wrapper)

@@ -125,7 +125,7 @@ class RedisMiddleware:
             if session is not None and session.unavailable_raised and code == 500:
                 state["failed"] = True
                 return self._unavailable(start_response, exc_info)
-            headers = [*headers, *extra]
+            headers = list(headers)
             flows: list[Flow[Any]] = []
             if capture is not None:
                 headers += capture.start(code, list(headers), bool(
@@ -148,6 +148,7 @@ class RedisMiddleware:
                         return self._unavailable(start_response, exc_info)
                     if results[0].set_cookie:
                         headers.append(("Set-Cookie", results[0].set_cookie))
+            headers += extra  # after the cache saw the response: never stored
             return start_response(status, headers, exc_info)
 
         try:
