@@ -22,7 +22,10 @@ import asyncio
 import os
 import socket
 import ssl
+import struct
+import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -54,6 +57,7 @@ _TLS_ARGS = {
     "ca_certs": "ssl_ca_certs", "ca_path": "ssl_ca_path", "check_hostname": "ssl_check_hostname",
     "min_version": "ssl_min_version", "ciphers": "ssl_ciphers", "password": "ssl_password",
 }
+_KERNEL_TIMEOUTS = sys.platform.startswith("linux")  # SO_RCVTIMEO takes a struct timeval
 _MORE = object()  # hiredis: "not enough data yet" (False is a valid RESP3 reply)
 
 
@@ -347,7 +351,16 @@ class _SyncConnection:
                     sock = context.wrap_socket(sock, server_hostname=ep.host)
         except OSError as exc:  # ssl.SSLError and socket.timeout are OSErrors
             raise rex.ConnectionError(f"Error connecting to {ep.where}: {exc!r}") from exc
-        sock.settimeout(ep.timeout)
+        if _KERNEL_TIMEOUTS and not isinstance(sock, ssl.SSLSocket):
+            # The kernel enforces the timeout: Python's own (settimeout) polls before
+            # every send and recv, two more system calls per round trip.
+            sock.settimeout(None)
+            whole = int(ep.timeout)
+            tv = struct.pack("ll", whole, int((ep.timeout - whole) * 1_000_000))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
+        else:
+            sock.settimeout(ep.timeout)
         self.sock = sock
         setup = ep.setup()
         try:
@@ -369,7 +382,7 @@ class _SyncConnection:
                     reader.feed(data)
                 else:
                     replies.append(reply)
-        except TimeoutError as exc:
+        except (TimeoutError, BlockingIOError) as exc:  # EAGAIN: the kernel's timeout
             raise rex.TimeoutError("Timeout reading from Redis") from exc
         except OSError as exc:
             raise rex.ConnectionError(f"Error talking to Redis: {exc!r}") from exc
@@ -387,7 +400,7 @@ class _SyncConnection:
 class SyncWire:
     """The sync client of a process: a LIFO of idle connections, one per busy thread,
     at most ``max_connections`` (a caller waits up to ``wait`` seconds, by default the
-    socket timeout, for one)."""
+    socket timeout, for one). Taking and returning an idle connection takes no lock."""
 
     def __init__(self, endpoint: Endpoint, max_connections: int, wait: float | None = None
                  ) -> None:
@@ -399,25 +412,59 @@ class SyncWire:
     def _reset(self) -> None:
         self._pid = os.getpid()
         self._idle: list[_SyncConnection] = []
-        self._slots = threading.BoundedSemaphore(self.max_connections)
+        self._open = 0  # connections made and not closed (idle or in use)
+        self._cond = threading.Condition()
 
     def execute(self, commands: Sequence[Command]) -> Replies:
         """Send ``commands`` in order; error replies come back as exceptions, in place."""
         if self._pid != os.getpid():  # a forked child: never share the parent's sockets
             self._reset()
-        if not self._slots.acquire(timeout=self.wait):
-            raise rex.ConnectionError(f"all {self.max_connections} connections are busy")
-        try:
-            replies = self._round_trip(_pack(commands), len(commands))
-        finally:
-            self._slots.release()
+        replies = self._round_trip(_pack(commands), len(commands))
         return _finish(commands, replies, self.endpoint.protocol)
 
-    def _round_trip(self, packed: bytes, count: int) -> Replies:
+    def _take(self) -> _SyncConnection | None:
+        """An idle connection, or None: the caller may open one (it was counted)."""
         try:
-            conn: _SyncConnection | None = self._idle.pop()
+            return self._idle.pop()  # atomic: the common case takes no lock
         except IndexError:
-            conn = None
+            pass
+        deadline = time.monotonic() + self.wait
+        with self._cond:
+            while True:
+                if self._idle:
+                    return self._idle.pop()
+                if self._open < self.max_connections:
+                    self._open += 1
+                    return None
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise rex.ConnectionError(
+                        f"all {self.max_connections} connections are busy")
+                self._cond.wait(left)
+
+    def _give(self, conn: _SyncConnection) -> None:
+        self._idle.append(conn)
+        if self._open >= self.max_connections:  # someone may be waiting for it
+            with self._cond:
+                self._cond.notify()
+
+    def _closed(self, conn: _SyncConnection) -> None:
+        conn.close()
+        with self._cond:
+            self._open -= 1
+            self._cond.notify()
+
+    def _new(self) -> _SyncConnection:
+        try:
+            return _SyncConnection(self.endpoint)
+        except BaseException:
+            with self._cond:
+                self._open -= 1
+                self._cond.notify()
+            raise
+
+    def _round_trip(self, packed: bytes, count: int) -> Replies:
+        conn = self._take()
         if conn is not None:
             try:
                 replies = conn.round_trip(packed, count)
@@ -427,19 +474,23 @@ class SyncWire:
                 conn.close()
                 conn = None
             except BaseException:
-                conn.close()
+                self._closed(conn)
                 raise
-        if conn is None:
-            conn = _SyncConnection(self.endpoint)
-            try:
-                replies = conn.round_trip(packed, count)
-            except BaseException:
-                conn.close()
-                raise
-        self._idle.append(conn)
+            else:
+                self._give(conn)
+                return replies
+        conn = self._new()  # counted already (by _take, or kept from the dropped one)
+        try:
+            replies = conn.round_trip(packed, count)
+        except BaseException:
+            self._closed(conn)
+            raise
+        self._give(conn)
         return replies
 
     def close(self) -> None:
-        idle, self._idle = self._idle, []
+        with self._cond:
+            idle, self._idle = self._idle, []
+            self._open -= len(idle)
         for conn in idle:
             conn.close()
