@@ -104,7 +104,9 @@ class Settings:
     )
     max_connections: int = _setting(
         64, "REDIS_MIDDLEWARE_MAX_CONNECTIONS", p.parse_int,
-        "Size of the connection pool of each process (and of each event loop).",
+        "Most connections a process opens to Redis for sync requests (WSGI, CLI), and "
+        "the pool size of redis-py's clients (Cluster, Sentinel). Asyncio requests to a "
+        "single Redis share one pipelined connection per event loop.",
     )
     breaker_cooldown: float = _setting(
         1.0, "REDIS_MIDDLEWARE_BREAKER_COOLDOWN", p.parse_float,
