@@ -322,3 +322,19 @@ def test_tls_and_unix_socket_urls_use_the_built_in_client(tmp_path: Path) -> Non
         assert tls.tls is not None and tls.ssl_context() is not None
     finally:
         stop_redis_server(server)
+
+
+def test_resp2_on_request_matches_a_resp2_redis_py_client(redis_server: RedisServer) -> None:
+    url = redis_server.url + "?protocol=2"
+    ep = endpoint(url)
+    assert ep.protocol == 2
+    wire = SyncWire(ep, 2)
+    with redis.Redis(port=redis_server.port, protocol=2) as admin:
+        try:
+            _parity_keys(admin)
+            theirs = [admin.execute_command(*command) for command in PARITY]
+            _parity_keys(admin)
+            assert [wire.execute([command])[0] for command in PARITY] == theirs
+            assert theirs[5] == 1.5  # ZSCORE: a bulk string in RESP2, made a float by redis-py
+        finally:
+            wire.close()
