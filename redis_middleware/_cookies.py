@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import secrets
@@ -21,16 +22,11 @@ _SALT = b"redis_middleware.session"
 _EXPIRED = "Thu, 01 Jan 1970 00:00:00 GMT"
 
 
-_parsed: Memo[str, dict[str, str]] = Memo(1024)
-
-
+@functools.lru_cache(maxsize=1024)
 def parse_cookies(header: str) -> dict[str, str]:
     """Starlette's cookie parsing, remembered per Cookie header (a client sends the same
     one request after request). The result is shared: read it, never change it."""
-    found = _parsed.get(header)
-    if found is None:
-        found = _parsed.put(header, cookie_parser(header))
-    return found
+    return cookie_parser(header)
 
 
 def new_session_id(slot_tag: str | None = None) -> str:

@@ -106,6 +106,30 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     stop_redis_server(server)
 
 
+@pytest.fixture
+def own_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test alone (it may stop, pause or kill it)."""
+    server = start_redis_server(tmp_path)
+    yield server
+    if server.proc.poll() is None:
+        stop_redis_server(server)
+
+
+def stale_if_error_is_served(client: Any, monkeypatch: pytest.MonkeyPatch, failure: str) -> str:
+    """Store a response that allows stale-if-error, let it expire, make the app fail:
+    the stored copy must answer. Returns the URL used."""
+    from . import apps
+
+    url = "/c/item?cc=max-age%3D1%2C%20stale-if-error%3D30"
+    original = client.get(url)
+    time.sleep(1.2)
+    monkeypatch.setattr(apps, "failing", failure)
+    served = client.get(url)
+    assert (served.status_code, served.content) == (200, original.content)
+    assert served.headers["x-cache"] == "HIT"
+    return url
+
+
 def make_settings(url: str, **overrides: Any) -> Settings:
     prefix = "t-" + uuid.uuid4().hex[:12]
     return Settings(redis_url=url, key_prefix=prefix, secret_key=(SECRET,), **overrides)

@@ -17,14 +17,6 @@ pytestmark = pytest.mark.real_redis
 OPTIONS: dict[str, Any] = {"limit": "1000/minute", "routes": {"/c/*": 60}}
 
 
-@pytest.fixture
-def own_server(tmp_path: Path) -> Any:
-    server = start_redis_server(tmp_path)
-    yield server
-    if server.proc.poll() is None:
-        stop_redis_server(server)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("interface", ["asgi", "wsgi"])
 def test_client_pause_is_bounded_by_timeouts_and_recovers(interface: str,

@@ -34,14 +34,6 @@ PARITY = [
 ]
 
 
-@pytest.fixture
-def own_server(tmp_path: Path) -> Any:
-    server = start_redis_server(tmp_path)
-    yield server
-    if server.proc.poll() is None:
-        stop_redis_server(server)
-
-
 def endpoint(url: str, timeout: float = 2.0) -> Any:
     found = endpoint_for(url, 1.0, timeout)
     assert found is not None
