@@ -1,9 +1,10 @@
 """Benchmark redis-middleware against the peer packages and against no middleware.
 
-    python bench/run.py [--side asgi|wsgi|both] [--duration 4] [--runs 3]
+    python bench/run.py [--side asgi|wsgi|wsgi-granian|both|all] [--duration 4] [--runs 3]
 
 Starts its own redis-server on a free loopback port and one server per stack (uvicorn
-for ASGI, gunicorn for WSGI, the same settings on each side), drives them with wrk
+for ASGI; gunicorn for WSGI, or granian for the ``wsgi-granian`` side; the same settings
+for every stack of a side), drives them with wrk
 (runs alternate between stacks, so noise hits all alike), counts Redis commands and
 round trips per request from ``INFO stats`` deltas over a fixed number of requests,
 measures memory per session and keys without a TTL, prints the tables and writes
@@ -36,13 +37,19 @@ import redis
 
 HERE = Path(__file__).resolve().parent
 STACKS = ["bare", "floor", "peers", "ours", "stack"]
-COMPONENT_STACKS = ["peer-ratelimit", "our-ratelimit", "peer-cache", "our-cache"]
+COMPONENT_STACKS = ["bare", "peer-ratelimit", "our-ratelimit", "peer-cache", "our-cache"]
 LABELS = {"bare": "no middleware", "floor": "floor (1 round trip)", "peers": "peer stack",
           "ours": "ours (4 middlewares)", "stack": "ours (RedisMiddleware)",
           "peer-ratelimit": "peer rate limiter alone", "our-ratelimit": "our rate limiter alone",
           "peer-cache": "peer cache alone", "our-cache": "our cache alone"}
 PEERS = {"asgi": "starsessions + slowapi + fastapi-cache2",
          "wsgi": "Flask-Session + Flask-Limiter + Flask-Caching"}
+# side -> (interface, server). gunicorn's gthread worker is what most Flask deployments
+# run; granian (Rust) is a second WSGI server whose own cost per request is far lower,
+# so the middleware's share of the time shows (see docs/benchmarks.md).
+SIDES = {"asgi": ("asgi", "uvicorn"), "wsgi": ("wsgi", "gunicorn"),
+         "wsgi-granian": ("wsgi", "granian")}
+SIDE_CHOICES = {"both": ["asgi", "wsgi"], "all": list(SIDES)}
 WORKLOADS = {  # name -> (method, path, needs a session cookie)
     "hello": ("GET", "/hello", False),
     "session-read": ("GET", "/me", True),
@@ -91,21 +98,28 @@ def start_redis(stack: ExitStack) -> tuple[int, redis.Redis]:
     raise SystemExit("redis-server did not start")
 
 
+def server_command(server: str, port: int) -> list[str]:
+    """One worker process on every server; WSGI servers run the app on 8 threads."""
+    if server == "uvicorn":
+        return [sys.executable, "-m", "uvicorn", "asgi_app:app", "--host", "127.0.0.1",
+                "--port", str(port), "--workers", "1", "--log-level", "warning",
+                "--no-access-log"]
+    if server == "gunicorn":
+        return [sys.executable, "-m", "gunicorn", "-w", "1", "-k", "gthread", "--threads", "8",
+                "-b", f"127.0.0.1:{port}", "--log-level", "warning", "wsgi_app:app"]
+    return [sys.executable, "-m", "granian", "--interface", "wsgi", "--host", "127.0.0.1",
+            "--port", str(port), "--workers", "1", "--blocking-threads", "8",
+            "--log-level", "error", "wsgi_app:app"]
+
+
 def start_server(side: str, stack_name: str, redis_port: int, db: int,
                  stack: ExitStack) -> Server:
     port = free_port()
     env = {**os.environ, "BENCH_STACK": stack_name,
-           "BENCH_REDIS_URL": f"redis://127.0.0.1:{redis_port}/{db}", "PYTHONPATH": str(
-               HERE.parent)}
-    if side == "asgi":
-        cmd = [sys.executable, "-m", "uvicorn", "asgi_app:app", "--app-dir", str(HERE / "stacks"),
-               "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-               "--log-level", "warning", "--no-access-log"]
-    else:
-        cmd = [sys.executable, "-m", "gunicorn", "--chdir", str(HERE / "stacks"), "-w", "1",
-               "-k", "gthread", "--threads", "8", "-b", f"127.0.0.1:{port}",
-               "--log-level", "warning", "wsgi_app:app"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+           "BENCH_REDIS_URL": f"redis://127.0.0.1:{redis_port}/{db}",
+           "PYTHONPATH": os.pathsep.join([str(HERE / "stacks"), str(HERE.parent)])}
+    proc = subprocess.Popen(server_command(SIDES[side][1], port), cwd=HERE / "stacks", env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
     def stop() -> None:
         if proc.poll() is None:
@@ -216,8 +230,8 @@ def machine() -> dict[str, str]:
         pass
     versions = {}
     for dist in ("redis-middleware", "redis", "starlette", "fastapi", "uvicorn", "flask",
-                 "gunicorn", "starsessions", "slowapi", "fastapi-cache2", "Flask-Session",
-                 "Flask-Limiter", "Flask-Caching", "limits"):
+                 "gunicorn", "granian", "starsessions", "slowapi", "fastapi-cache2",
+                 "Flask-Session", "Flask-Limiter", "Flask-Caching", "limits"):
         try:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -233,7 +247,8 @@ def machine() -> dict[str, str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--side", choices=["asgi", "wsgi", "both"], default="both")
+    parser.add_argument("--side", choices=[*SIDES, *SIDE_CHOICES], default="both",
+                        help="both = asgi + wsgi (gunicorn); all adds wsgi-granian")
     parser.add_argument("--duration", type=int, default=4, help="seconds per wrk run")
     parser.add_argument("--runs", type=int, default=3, help="alternating runs per workload")
     parser.add_argument("--connections", type=int, default=16)
@@ -243,15 +258,16 @@ def main() -> int:
     args = parser.parse_args()
     if shutil.which("wrk") is None or shutil.which("redis-server") is None:
         raise SystemExit("needs wrk and redis-server: run bench/run.sh, which installs them")
-    sides = ["asgi", "wsgi"] if args.side == "both" else [args.side]
+    sides = SIDE_CHOICES.get(args.side, [args.side])
     stacks = COMPONENT_STACKS if args.components else STACKS
     workloads = ["hello", "cached-item"] if args.components else list(WORKLOADS)
     report: dict[str, Any] = {"machine": machine(), "settings": vars(args), "sides": {}}
     with ExitStack() as stack:
         redis_port, admin = start_redis(stack)
         for side in sides:
-            servers = [start_server(side, name, redis_port, i + (0 if side == "asgi" else 8),
-                                    stack) for i, name in enumerate(stacks)]
+            first_db = len(STACKS) * list(SIDES).index(side)  # 16 databases, 5 per side
+            servers = [start_server(side, name, redis_port, first_db + i, stack)
+                       for i, name in enumerate(stacks)]
             for server in servers:
                 prepare(server)
             timings: dict[tuple[str, str], list[dict[str, float]]] = {}
@@ -262,7 +278,8 @@ def main() -> int:
                         timings.setdefault((server.stack, workload), []).append(
                             run_wrk(server, workload, args.duration, args.connections))
                 print(f"{side}: run {run + 1}/{args.runs} done", flush=True)
-            side_report: dict[str, Any] = {"peers": PEERS[side], "stacks": {}}
+            side_report: dict[str, Any] = {"peers": PEERS[SIDES[side][0]],
+                                           "server": SIDES[side][1], "stacks": {}}
             for server in servers:
                 entry: dict[str, Any] = {"workloads": {}}
                 for workload in workloads:
@@ -286,17 +303,21 @@ def main() -> int:
 
 
 def render_components(report: dict[str, Any]) -> str:
-    """Single components side by side: requests/s, ratio, Redis cost."""
-    out = ["| Side | Workload | Peer | Ours | Ours / peer | Redis commands / round trips "
-           "(peer vs ours) |", "| --- | --- | --- | --- | --- | --- |"]
+    """Single components side by side: requests/s, ratio, Redis cost, and the server's
+    ceiling (the app without middleware, on /hello)."""
+    out = ["| Side (server) | Workload | Peer | Ours | Ours / peer | No middleware, /hello | "
+           "Redis commands / round trips (peer vs ours) |",
+           "| --- | --- | --- | --- | --- | --- | --- |"]
     for side, data in report["sides"].items():
         stacks = data["stacks"]
+        ceiling = stacks["bare"]["workloads"]["hello"]["rps"]
         for kind, workload in (("ratelimit", "hello"), ("cache", "cached-item")):
             peer = stacks[f"peer-{kind}"]["workloads"][workload]
             ours = stacks[f"our-{kind}"]["workloads"][workload]
             out.append(
-                f"| {side.upper()} | {kind}: {workload} | {peer['rps']:,.0f} | "
-                f"{ours['rps']:,.0f} | {ours['rps'] / peer['rps']:.2f}x | "
+                f"| {side.upper()} ({data.get('server', '?')}) | {kind}: {workload} | "
+                f"{peer['rps']:,.0f} | {ours['rps']:,.0f} | {ours['rps'] / peer['rps']:.2f}x | "
+                f"{ceiling:,.0f} | "
                 f"{peer['commands']:.2f} / {peer['round_trips']:.2f} vs "
                 f"{ours['commands']:.2f} / {ours['round_trips']:.2f} |")
     return "\n".join(out)
@@ -307,7 +328,8 @@ def render(report: dict[str, Any]) -> str:
     out: list[str] = []
     for side, data in report["sides"].items():
         stacks = data["stacks"]
-        out.append(f"### {side.upper()} — peer stack: {data['peers']}\n")
+        out.append(f"### {side.upper()} ({data.get('server', '?')}) — peer stack: "
+                   f"{data['peers']}\n")
         out.append("| Workload | " + " | ".join(LABELS[s] for s in stacks) +
                    " | stack / peers | stack / none | stack / floor |")
         out.append("| --- " * (len(stacks) + 4) + "|")
