@@ -98,11 +98,14 @@ def _with_source(batch: Batch, retry: list[int], counter: Counter) -> list[Comma
 
 
 def _check(results: list[Any]) -> list[Any]:
+    failed = None
     for res in results:
         if isinstance(res, BaseException):
             if isinstance(res, _UNAVAILABLE):
                 raise RedisUnavailableError(str(res)) from res
-            raise RedisCommandError(str(res)) from res
+            failed = failed or res
+    if failed is not None:  # the replies go along: gather() gives each flow its own
+        raise RedisCommandError(str(failed), results) from failed
     return results
 
 

@@ -14,6 +14,8 @@ from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from .errors import RedisCommandError
+
 __all__ = ["Batch", "Call", "Flow", "Op", "Script", "gather", "run_pure"]
 
 T = TypeVar("T")
@@ -70,9 +72,10 @@ def gather(*flows: Flow[Any], return_exceptions: bool = False) -> Flow[list[Any]
     """Run ``flows`` side by side: each round trip carries every unfinished flow's batch.
 
     Returns the flows' return values in order. A failed round trip is thrown into
-    every flow it carried; with ``return_exceptions`` a flow that does not handle it
-    returns the exception as its result (as :func:`asyncio.gather` does) instead
-    of failing the whole gather.
+    every flow it carried, except that when Redis answered with error replies only the
+    flows whose own commands failed get the error; the others go on with their replies.
+    With ``return_exceptions`` a flow that does not handle its error returns it as its
+    result (as :func:`asyncio.gather` does) instead of failing the whole gather.
     """
     if len(flows) == 1:  # nothing to merge: run it directly (the common case)
         try:
@@ -90,15 +93,24 @@ def gather(*flows: Flow[Any], return_exceptions: bool = False) -> Flow[list[Any]
         merged: Batch = order[0][1] if len(order) == 1 else tuple(
             op for _, batch in order for op in batch)
         try:
-            answers = yield merged
-        except Exception as exc:  # handed to every flow that was waiting
-            for i, _ in order:
-                _advance(flows[i], i, None, exc, pending, results, return_exceptions)
-            continue
+            answers: list[Any] = yield merged
+        except Exception as exc:
+            replies = exc.replies if isinstance(exc, RedisCommandError) else None
+            if replies is None or len(replies) != len(merged):
+                for i, _ in order:  # handed to every flow that was waiting
+                    _advance(flows[i], i, None, exc, pending, results, return_exceptions)
+                continue
+            answers = replies  # error replies in place: each flow gets its own below
         offset = 0
         for i, batch in order:
             end = offset + len(batch)
-            _advance(flows[i], i, answers[offset:end], None, pending, results,
+            own = answers[offset:end]
+            failed = next((a for a in own if isinstance(a, BaseException)), None)
+            error = None
+            if failed is not None:
+                error = RedisCommandError(str(failed), own)
+                error.__cause__ = failed
+            _advance(flows[i], i, None if error else own, error, pending, results,
                      return_exceptions)
             offset = end
     return results

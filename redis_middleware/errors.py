@@ -33,7 +33,16 @@ class RedisUnavailableError(RedisMiddlewareError):
 
 
 class RedisCommandError(RedisMiddlewareError):
-    """Redis answered a command with an error (e.g. ``OOM`` under ``noeviction``)."""
+    """Redis answered a command with an error (e.g. ``OOM`` under ``noeviction``).
+
+    ``replies`` holds the whole round trip's replies, each failed one an exception in
+    its place, when the error came from one: the components that shared the round trip
+    and got no error go on with their own replies.
+    """
+
+    def __init__(self, message: str, replies: list[object] | None = None) -> None:
+        super().__init__(message)
+        self.replies = replies
 
 
 class SessionError(RedisMiddlewareError):

@@ -95,6 +95,40 @@ def test_command_errors_are_wrapped_with_the_cause(settings: Settings, run: Any)
     assert not conns.breaker.failing  # a command error is not an outage
 
 
+@pytest.mark.usefixtures("audit")
+def test_a_command_error_fails_only_the_flow_it_belongs_to(settings: Settings, run: Any
+                                                          ) -> None:
+    """Flows sharing a round trip: the one whose command Redis refused gets the error
+    (its cause attached); the others get their replies and go on to their next batch."""
+    conns = connections_for(settings)
+    good = f"{settings.key_prefix}:ratelimit:{{x}}:c"
+    bad = f"{settings.key_prefix}:session:{{x}}:h"
+
+    def failing() -> Flow[str]:
+        yield (Call.of("HSET", bad, "f", "v"), Call.of("EXPIRE", bad, 60))
+        try:
+            yield (Call.of("INCR", bad), Call.of("HGET", bad, "f"))
+        except RedisCommandError as exc:
+            assert exc.replies is not None and exc.replies[1] == b"v"  # its own replies
+            assert "WRONGTYPE" in str(exc.__cause__)
+            return "handled"
+        return "not reached"
+
+    before = conns.round_trips
+    out = run(conns, gather(two_step_flow(good), failing(), counter_flow(good, 5),
+                            return_exceptions=True))
+    assert out == [(1, 7), "handled", 6]  # 1, then +5 in the same trip, then +1
+    assert conns.round_trips - before <= 3  # EVAL once (first use) at most
+    unhandled = run(conns, gather(counter_flow(good, 1), failing_once(bad),
+                                  return_exceptions=True))
+    assert unhandled[0] == 8 and isinstance(unhandled[1], RedisCommandError)
+
+
+def failing_once(key: str) -> Flow[Any]:
+    result = yield (Call.of("INCR", key),)
+    return result
+
+
 def test_unreachable_redis_fails_fast_and_logs_once(
     run: Any, caplog: pytest.LogCaptureFixture
 ) -> None:

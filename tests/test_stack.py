@@ -10,7 +10,7 @@ from redis_middleware import Settings
 from redis_middleware.connections import connections_for
 
 from . import apps
-from .conftest import Clients, stale_if_error_is_served
+from .conftest import Clients, audit_keyspace, make_settings, stale_if_error_is_served
 
 pytestmark = pytest.mark.usefixtures("audit")
 
@@ -146,3 +146,27 @@ def test_flask_stack(settings: Settings) -> None:
 def test_stale_if_error_in_the_stack(make_client: Clients, monkeypatch: pytest.MonkeyPatch,
                                      failure: str) -> None:
     stale_if_error_is_served(stack(make_client), monkeypatch, failure)
+
+
+@pytest.mark.parametrize("interface", ["asgi", "wsgi"])
+def test_a_component_redis_refuses_does_not_fail_the_others(interface: str,
+                                                            own_server: Any) -> None:
+    """Redis refuses the cache's commands (an ACL that forgot its keys) but not the rate
+    limiter's, which share its round trip: requests are still counted, with headers, and
+    served uncached — never a 500."""
+    settings = make_settings(f"redis://app:apppw@127.0.0.1:{own_server.port}/0")
+    with own_server.client() as admin:
+        admin.execute_command("ACL", "SETUSER", "app", "on", ">apppw", "+@all", "&*",
+                              *(f"~{settings.key_prefix}:{part}:*"
+                                for part in ("ratelimit", "session", "presence")))
+    clients = Clients(interface, settings)
+    try:
+        client = stack(clients)
+        responses = [client.get("/c/item") for _ in range(3)]
+    finally:
+        clients.close()
+    assert [r.status_code for r in responses] == [200, 200, 200]
+    assert [r.headers["x-ratelimit-remaining"] for r in responses] == ["99", "98", "97"]
+    assert all(r.headers["x-cache"] == "MISS" for r in responses)
+    assert apps.calls["/c/item"] == 3
+    audit_keyspace(settings)
