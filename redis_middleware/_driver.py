@@ -19,10 +19,15 @@ from .errors import RedisCommandError, RedisMiddlewareError, RedisUnavailableErr
 
 T = TypeVar("T")
 
-_UNAVAILABLE = (rex.ConnectionError, rex.TimeoutError, OSError, TimeoutError)
+# A Cluster with a master missing answers CLUSTERDOWN (ClusterError), or redis-py finds a
+# slot no node serves (RedisClusterException): an outage of part of Redis, like a refused
+# connection, not a refused command.
+_UNAVAILABLE = (rex.ConnectionError, rex.TimeoutError, rex.ClusterError,
+                rex.RedisClusterException, OSError, TimeoutError)
 # Anything else a client call raises (a redis-py bug under a race, say) also means
 # "Redis is not usable now": never a 500. Only the client call sits in these blocks.
-_CLIENT_FAILURES = (rex.RedisError, OSError, TimeoutError, AttributeError, RuntimeError)
+_CLIENT_FAILURES = (rex.RedisError, rex.RedisClusterException, OSError, TimeoutError,
+                    AttributeError, RuntimeError)
 
 
 class Counter(Protocol):
@@ -51,6 +56,30 @@ def redispy_execute(client: Any) -> Execute:
         for command in commands:
             pipe.execute_command(*command)
         return pipe.execute(raise_on_error=False)  # type: ignore[no-any-return]
+
+    return execute
+
+
+def redispy_cluster_execute(client: Any) -> Execute:
+    """:func:`redispy_execute` on a sync RedisCluster, with one repair.
+
+    In a pipeline, redis-py asks its *default node* for the keys of EVALSHA (``COMMAND
+    GETKEYS``). After a failover that node may be gone, and redis-py keeps it on that
+    path: every pipeline carrying a script then fails, for good (seen in the Cluster
+    failover drill). So on a connection failure a new default node is chosen among the
+    primaries redis-py knows by then.
+    """
+    inner = redispy_execute(client)
+
+    def execute(commands: list[Command]) -> list[Any]:
+        try:
+            results = inner(commands)
+        except _UNAVAILABLE:
+            client.replace_default_node()
+            raise
+        if any(isinstance(res, _UNAVAILABLE) for res in results):
+            client.replace_default_node()
+        return results
 
     return execute
 

@@ -25,6 +25,7 @@ from ._driver import (
     AsyncExecute,
     Execute,
     redispy_aexecute,
+    redispy_cluster_execute,
     redispy_execute,
     run_async,
     run_sync,
@@ -185,6 +186,8 @@ class RedisConnections:
                     if self.endpoint is not None:
                         self._sync_wire = SyncWire(self.endpoint, self.settings.max_connections)
                         self._sync_execute = self._sync_wire.execute
+                    elif self.target.kind == "cluster":
+                        self._sync_execute = redispy_cluster_execute(self.sync_client())
                     else:
                         self._sync_execute = redispy_execute(self.sync_client())
         return self._sync_execute

@@ -268,7 +268,8 @@ def make_client(request: pytest.FixtureRequest, settings: Settings) -> Iterator[
 
 @dataclass
 class RedisCluster:
-    """Three masters on loopback ports, made into a cluster with redis-cli."""
+    """Masters (and replicas, if asked) on loopback ports, made into a cluster with
+    redis-cli."""
 
     servers: list[RedisServer]
 
@@ -276,35 +277,53 @@ class RedisCluster:
     def url(self) -> str:
         return "redis+cluster://" + ",".join(f"127.0.0.1:{s.port}" for s in self.servers)
 
+    def stop(self) -> None:
+        for s in self.servers:
+            if s.proc.poll() is None:
+                stop_redis_server(s)
 
-@pytest.fixture(scope="session")
-def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+
+def start_redis_cluster(base: Path, replicas: int = 0,
+                        node_timeout_ms: int = 2000) -> RedisCluster:
+    """Three masters, each with ``replicas`` replicas, ready (``cluster_state:ok``)."""
     if shutil.which("redis-cli") is None:
         pytest.fail("redis-cli is missing (it comes with redis-server)")
-    base = tmp_path_factory.mktemp("cluster")
-    servers: list[RedisServer] = []
+    cluster = RedisCluster([])
     try:
-        for i in range(3):
-            servers.append(start_redis_server(
+        for i in range(3 * (1 + replicas)):
+            cluster.servers.append(start_redis_server(
                 base / str(i), "--cluster-enabled", "yes",
                 "--cluster-config-file", str(base / f"nodes-{i}.conf"),
-                "--cluster-node-timeout", "2000", port=free_cluster_port()))
+                "--cluster-node-timeout", str(node_timeout_ms), port=free_cluster_port()))
         subprocess.run(
-            ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{s.port}" for s in servers),
-             "--cluster-replicas", "0", "--cluster-yes"],
+            ["redis-cli", "--cluster", "create",
+             *(f"127.0.0.1:{s.port}" for s in cluster.servers),
+             "--cluster-replicas", str(replicas), "--cluster-yes"],
             check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
         deadline = time.monotonic() + 20
         while True:
             states = []
-            for s in servers:
+            for s in cluster.servers:
                 with s.client() as c:
                     states.append(c.execute_command("CLUSTER", "INFO").decode())
+                    if replicas:  # a replica counts once it has synced with its master
+                        info = c.info("replication")
+                        if info["role"] == "slave" and info["master_link_status"] != "up":
+                            states[-1] = "syncing"
             if all("cluster_state:ok" in st for st in states):
-                break
+                return cluster
             if time.monotonic() > deadline:
                 raise RuntimeError("the cluster did not become ready")
             time.sleep(0.2)
-        yield RedisCluster(servers)
+    except BaseException:
+        cluster.stop()
+        raise
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    cluster = start_redis_cluster(tmp_path_factory.mktemp("cluster"))
+    try:
+        yield cluster
     finally:
-        for s in servers:
-            stop_redis_server(s)
+        cluster.stop()
