@@ -118,17 +118,23 @@ def start_server(side: str, stack_name: str, redis_port: int, db: int,
     env = {**os.environ, "BENCH_STACK": stack_name,
            "BENCH_REDIS_URL": f"redis://127.0.0.1:{redis_port}/{db}",
            "PYTHONPATH": os.pathsep.join([str(HERE / "stacks"), str(HERE.parent)])}
+    # Its own process group: stopping it stops its worker processes too, even when the
+    # server's main process has to be killed.
     proc = subprocess.Popen(server_command(SIDES[side][1], port), cwd=HERE / "stacks", env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
 
     def stop() -> None:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                break
             try:
                 proc.wait(10)
             except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+                continue
+            time.sleep(0.5)  # workers leave after the main process; then make sure
 
     stack.callback(stop)
     server = Server(side, stack_name, port, db, proc)
@@ -245,6 +251,44 @@ def machine() -> dict[str, str]:
             **{f"pkg:{k}": v for k, v in versions.items()}}
 
 
+def run_side(side: str, stacks: list[str], workloads: list[str], args: argparse.Namespace,
+             redis_port: int, admin: redis.Redis) -> dict[str, Any]:
+    """One side's servers, started, measured, and stopped before the next side starts
+    (idle servers of an earlier side must not add load or Redis traffic)."""
+    with ExitStack() as stack:
+        first_db = len(STACKS) * list(SIDES).index(side)  # 16 databases, 5 per side
+        servers = [start_server(side, name, redis_port, first_db + i, stack)
+                   for i, name in enumerate(stacks)]
+        for server in servers:
+            prepare(server)
+        timings: dict[tuple[str, str], list[dict[str, float]]] = {}
+        for run in range(args.runs):
+            order = servers if run % 2 == 0 else list(reversed(servers))
+            for workload in workloads:
+                for server in order:
+                    timings.setdefault((server.stack, workload), []).append(
+                        run_wrk(server, workload, args.duration, args.connections))
+            print(f"{side}: run {run + 1}/{args.runs} done", flush=True)
+        side_report: dict[str, Any] = {"peers": PEERS[SIDES[side][0]],
+                                       "server": SIDES[side][1], "stacks": {}}
+        for server in servers:
+            entry: dict[str, Any] = {"workloads": {}}
+            for workload in workloads:
+                runs = timings[(server.stack, workload)]
+                entry["workloads"][workload] = {
+                    "rps": statistics.median(r["rps"] for r in runs),
+                    "rps_runs": [r["rps"] for r in runs],
+                    "p50_ms": statistics.median(r["p50_ms"] for r in runs),
+                    "p99_ms": statistics.median(r["p99_ms"] for r in runs),
+                    "errors": sum(r["errors"] for r in runs),
+                    **count_redis(server, workload, admin),
+                }
+            entry["session_memory"] = session_memory(server, redis_port)
+            entry["keys_without_ttl"] = keys_without_ttl(server, redis_port)
+            side_report["stacks"][server.stack] = entry
+        return side_report
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--side", choices=[*SIDES, *SIDE_CHOICES], default="both",
@@ -265,37 +309,7 @@ def main() -> int:
     with ExitStack() as stack:
         redis_port, admin = start_redis(stack)
         for side in sides:
-            first_db = len(STACKS) * list(SIDES).index(side)  # 16 databases, 5 per side
-            servers = [start_server(side, name, redis_port, first_db + i, stack)
-                       for i, name in enumerate(stacks)]
-            for server in servers:
-                prepare(server)
-            timings: dict[tuple[str, str], list[dict[str, float]]] = {}
-            for run in range(args.runs):
-                order = servers if run % 2 == 0 else list(reversed(servers))
-                for workload in workloads:
-                    for server in order:
-                        timings.setdefault((server.stack, workload), []).append(
-                            run_wrk(server, workload, args.duration, args.connections))
-                print(f"{side}: run {run + 1}/{args.runs} done", flush=True)
-            side_report: dict[str, Any] = {"peers": PEERS[SIDES[side][0]],
-                                           "server": SIDES[side][1], "stacks": {}}
-            for server in servers:
-                entry: dict[str, Any] = {"workloads": {}}
-                for workload in workloads:
-                    runs = timings[(server.stack, workload)]
-                    entry["workloads"][workload] = {
-                        "rps": statistics.median(r["rps"] for r in runs),
-                        "rps_runs": [r["rps"] for r in runs],
-                        "p50_ms": statistics.median(r["p50_ms"] for r in runs),
-                        "p99_ms": statistics.median(r["p99_ms"] for r in runs),
-                        "errors": sum(r["errors"] for r in runs),
-                        **count_redis(server, workload, admin),
-                    }
-                entry["session_memory"] = session_memory(server, redis_port)
-                entry["keys_without_ttl"] = keys_without_ttl(server, redis_port)
-                side_report["stacks"][server.stack] = entry
-            report["sides"][side] = side_report
+            report["sides"][side] = run_side(side, stacks, workloads, args, redis_port, admin)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))
     print(render_components(report) if args.components else render(report))
