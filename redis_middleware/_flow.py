@@ -92,6 +92,7 @@ def gather(*flows: Flow[Any], return_exceptions: bool = False) -> Flow[list[Any]
         order, pending = pending, []
         merged: Batch = order[0][1] if len(order) == 1 else tuple(
             op for _, batch in order for op in batch)
+        split = False
         try:
             answers: list[Any] = yield merged
         except Exception as exc:
@@ -100,20 +101,26 @@ def gather(*flows: Flow[Any], return_exceptions: bool = False) -> Flow[list[Any]
                 for i, _ in order:  # handed to every flow that was waiting
                     _advance(flows[i], i, None, exc, pending, results, return_exceptions)
                 continue
-            answers = replies  # error replies in place: each flow gets its own below
+            answers, split = replies, True  # error replies in place: each flow its own
         offset = 0
         for i, batch in order:
             end = offset + len(batch)
             own = answers[offset:end]
-            failed = next((a for a in own if isinstance(a, BaseException)), None)
-            error = None
-            if failed is not None:
-                error = RedisCommandError(str(failed), own)
-                error.__cause__ = failed
+            error = _own_error(own) if split else None
             _advance(flows[i], i, None if error else own, error, pending, results,
                      return_exceptions)
             offset = end
     return results
+
+
+def _own_error(replies: list[Any]) -> RedisCommandError | None:
+    """The error of a flow's own replies, if Redis refused any of its commands."""
+    for reply in replies:
+        if isinstance(reply, BaseException):
+            error = RedisCommandError(str(reply), replies)
+            error.__cause__ = reply
+            return error
+    return None
 
 
 def _advance(
