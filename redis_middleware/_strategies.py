@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
+from collections.abc import Generator
 from typing import Any
 
 from limits import RateLimitItem
@@ -87,9 +88,26 @@ class LimitsStrategy:
     def breaker(self) -> Breaker:
         return self.conns.breaker
 
-    def _decide(self, check: Check, ok: list[bool], stats: list[Any]) -> Decision:
-        now = time.time()
+    def _steps(self, check: Check) -> Generator[tuple[str, tuple[Any, ...]], Any, Decision]:
+        """The check as limiter calls: yields ``(method, args)``, receives each result.
+
+        Test every limit, count them all only if all pass, then read their windows. The
+        sync and asyncio limiters have the same methods, so one sequence serves both.
+        """
         items: tuple[RateLimitItem, ...] = check.rule.items
+        ids = [limits_key(check, i) for i in range(len(items))]
+        cost = {"cost": check.rule.cost}
+        ok = []
+        for item, key in zip(items, ids, strict=True):
+            ok.append((yield "test", (item, *key, cost)))
+        if all(ok):
+            ok = []
+            for item, key in zip(items, ids, strict=True):
+                ok.append((yield "hit", (item, *key, cost)))
+        stats = []
+        for item, key in zip(items, ids, strict=True):
+            stats.append((yield "get_window_stats", (item, *key, {})))
+        now = time.time()
         counts = [item.amount - st.remaining for item, st in zip(items, stats, strict=True)]
         resets = [st.reset_time - now for st in stats]
         breached = next((i for i, good in enumerate(ok) if not good), -1)
@@ -97,44 +115,38 @@ class LimitsStrategy:
 
     def check(self, check: Check) -> Decision:
         self.breaker.check()
+        steps = self._steps(check)
         try:
             if self._sync is None:
                 self._sync = self._limiter(False)
-            limiter = self._sync
-            ids = [limits_key(check, i) for i in range(len(check.rule.items))]
-            cost = check.rule.cost
-            ok = [limiter.test(item, *ids[i], cost=cost)
-                  for i, item in enumerate(check.rule.items)]
-            if all(ok):
-                ok = [limiter.hit(item, *ids[i], cost=cost)
-                      for i, item in enumerate(check.rule.items)]
-            stats = [limiter.get_window_stats(item, *ids[i])
-                     for i, item in enumerate(check.rule.items)]
+            method, args = next(steps)
+            while True:
+                *positional, keywords = args
+                method, args = steps.send(getattr(self._sync, method)(*positional, **keywords))
+        except StopIteration as done:
+            self.breaker.success()
+            return done.value  # type: ignore[no-any-return]
         except _FAILURES as exc:
             self.breaker.failure(exc)
             raise RedisUnavailableError(str(exc)) from exc
-        self.breaker.success()
-        return self._decide(check, ok, stats)
 
     async def acheck(self, check: Check) -> Decision:
         self.breaker.check()
+        steps = self._steps(check)
         try:
             loop = asyncio.get_running_loop()
             limiter = self._async.get(loop)
             if limiter is None:
                 limiter = self._async[loop] = self._limiter(True)
                 self.conns.on_aclose(lambda: _close_storage(limiter.storage))
-            ids = [limits_key(check, i) for i in range(len(check.rule.items))]
-            cost = check.rule.cost
-            ok = [await limiter.test(item, *ids[i], cost=cost)
-                  for i, item in enumerate(check.rule.items)]
-            if all(ok):
-                ok = [await limiter.hit(item, *ids[i], cost=cost)
-                      for i, item in enumerate(check.rule.items)]
-            stats = [await limiter.get_window_stats(item, *ids[i])
-                     for i, item in enumerate(check.rule.items)]
+            method, args = next(steps)
+            while True:
+                *positional, keywords = args
+                result = await getattr(limiter, method)(*positional, **keywords)
+                method, args = steps.send(result)
+        except StopIteration as done:
+            self.breaker.success()
+            return done.value  # type: ignore[no-any-return]
         except _FAILURES as exc:
             self.breaker.failure(exc)
             raise RedisUnavailableError(str(exc)) from exc
-        self.breaker.success()
-        return self._decide(check, ok, stats)

@@ -240,15 +240,16 @@ def test_websocket_connect_is_limited(settings: Settings) -> None:
 
 
 @pytest.mark.real_redis
+@pytest.mark.parametrize("strategy", ["fixed-window", "moving-window"])
 @pytest.mark.parametrize("interface", ["asgi", "wsgi"])
-def test_fail_open_and_fail_closed(interface: str, tmp_path: Any) -> None:
+def test_fail_open_and_fail_closed(interface: str, strategy: str, tmp_path: Any) -> None:
     from .conftest import start_redis_server, stop_redis_server
 
     server = start_redis_server(tmp_path)
     settings = make_settings(server.url, breaker_cooldown=0.2)
     clients = Clients(interface, settings)
     try:
-        client = clients("RateLimitMiddleware", limit="100/minute",
+        client = clients("RateLimitMiddleware", limit="100/minute", strategy=strategy,
                          rules={"/auth": {"limit": "5/minute", "fail": "closed"}})
         assert client.get("/noop").headers["x-ratelimit-remaining"] == "99"
         stop_redis_server(server)
