@@ -20,7 +20,7 @@ import itertools
 import json
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Generator, Iterable
 from dataclasses import dataclass, field
 from email.utils import formatdate
 
@@ -29,6 +29,7 @@ from ._memo import Memo
 from ._patterns import RouteTable
 from ._request import RequestInfo
 from ._rules import CacheRouteSpec
+from .errors import RedisMiddlewareError
 from .keys import KeySpace, digest
 from .settings import Settings
 
@@ -213,6 +214,11 @@ class Verdict:
     sie: int = 0
     public: bool = False
     vary: tuple[str, ...] = ()
+
+
+# CacheCore.resolve: yields seconds to sleep or a flow to run; returns what to do.
+Resolution = Generator[
+    "float | Flow[Entry | None]", "Entry | None", "tuple[Entry | None, Lookup | None]"]
 
 
 class CacheCore:
@@ -480,6 +486,28 @@ class CacheCore:
         if lookup.locked or self.lock_ms == 0 or not plan.lookup or fresh_elsewhere:
             return "compute"  # ours to compute (or this request may not use the entry)
         return "wait"  # missing or expired, and another request holds the guard
+
+    def resolve(self, plan: CachePlan, lookup: Lookup) -> Resolution:
+        """After a lookup: ``(entry to serve, lookup to compute with)``; the entry is None
+        when this request computes the response, and the lookup is None when it computes
+        it uncached (the guard's holder took longer than ``cache_lock_wait``).
+
+        Waiting is expressed, not done: the adapter sleeps for each float yielded, runs
+        each flow yielded and sends back its result (or throws in its error).
+        """
+        step = self.next_step(plan, lookup, time.time())
+        if step != "wait":
+            return (lookup.entry if step == "serve" else None), lookup
+        deadline = time.monotonic() + self.settings.cache_lock_wait
+        while time.monotonic() < deadline:
+            yield 0.02
+            try:
+                entry = yield self.poll_flow(plan, lookup)
+            except RedisMiddlewareError:
+                break
+            if self.servable(plan, entry, time.time()) == "fresh":
+                return entry, lookup
+        return None, None
 
     def usable_if_error(self, entry: Entry | None, now: float) -> bool:
         return entry is not None and now <= entry.fresh_until + entry.sie

@@ -166,6 +166,22 @@ def test_concurrent_cold_misses_run_the_app_once(make_client: Clients) -> None:
     assert {r.json()["n"] for r in responses} == {1}
 
 
+def test_a_slow_guard_holder_is_waited_for_only_so_long(make_client: Clients) -> None:
+    """The request that holds the stampede guard takes 1 s; one that finds the guard taken
+    waits ``lock_wait`` (0.2 s), then computes the response itself, without storing it."""
+    client = cached(make_client, lock_wait=0.2)
+    with ThreadPoolExecutor(2) as pool:
+        holder = pool.submit(client.get, "/c/item?sleep=1")
+        time.sleep(0.3)  # the holder has the guard
+        waiter = client.get("/c/item?sleep=1")
+        first = holder.result()
+    assert waiter.status_code == 200 and first.status_code == 200
+    assert apps.calls["/c/item"] == 2  # the waiter computed: it did not wait for the holder
+    assert first.json()["n"] == 1 and waiter.json()["n"] == 2
+    assert waiter.headers["x-cache"] == "MISS"
+    assert client.get("/c/item?sleep=1").json()["n"] == 1  # the holder's response is stored
+
+
 def test_stale_while_revalidate(make_client: Clients) -> None:
     client = cached(make_client)
     query = "/c/item?cc=max-age%3D1%2C%20stale-while-revalidate%3D30"

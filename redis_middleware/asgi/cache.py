@@ -83,16 +83,10 @@ class CacheMiddleware:
         except RedisMiddlewareError as exc:
             log_incident("cache", "cache bypassed: %s", exc)
             lookup = None
-        head = scope.get("method") == "HEAD"
         if lookup is not None:
-            step = self.core.next_step(plan, lookup, time.time())
-            entry = lookup.entry if step == "serve" else None
-            if step == "wait":
-                entry = await self._wait(plan, lookup)
-                if entry is None:
-                    lookup = None  # the guard's holder is slow: compute, uncached
+            entry, lookup = await self.resolve(plan, lookup)
             if entry is not None:
-                await self._serve(send, plan, entry, head)
+                await self._serve(send, plan, entry, scope.get("method") == "HEAD")
                 return
         await self._compute(scope, receive, send, plan, lookup)
 
@@ -103,17 +97,24 @@ class CacheMiddleware:
                     "headers": headers, "trailers": False})
         await send({"type": "http.response.body", "body": body, "more_body": False})
 
-    async def _wait(self, plan: CachePlan, lookup: Lookup) -> Entry | None:
-        deadline = time.monotonic() + self.settings.cache_lock_wait
-        while time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
-            try:
-                entry = await self.redis.arun(self.core.poll_flow(plan, lookup))
-            except RedisMiddlewareError:
-                return None
-            if self.core.servable(plan, entry, time.time()) == "fresh":
-                return entry
-        return None
+    async def resolve(self, plan: CachePlan, lookup: Lookup) -> tuple[Entry | None, Lookup | None]:
+        """Runs :meth:`CacheCore.resolve`: serve, wait for the guard's holder, or compute."""
+        steps = self.core.resolve(plan, lookup)
+        try:
+            step = next(steps)
+            while True:
+                if isinstance(step, float):
+                    await asyncio.sleep(step)
+                    step = steps.send(None)
+                    continue
+                try:
+                    entry = await self.redis.arun(step)
+                except RedisMiddlewareError as exc:
+                    step = steps.throw(exc)
+                    continue
+                step = steps.send(entry)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
 
     async def _compute(self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable,
                        plan: CachePlan, lookup: Lookup | None) -> None:

@@ -112,14 +112,10 @@ class RedisMiddleware:
     async def _from_cache(self, send: ASGISendCallable, before: Before,
                           extra: list[tuple[bytes, bytes]], head: bool) -> bool:
         cache, plan, lookup = self.core.cache, before.plan, before.lookup
-        if cache is None or plan is None or lookup is None or plan.invalidate:
+        if cache is None or self._cache is None or plan is None or lookup is None or \
+                plan.invalidate:
             return False
-        step = cache.next_step(plan, lookup, time.time())
-        entry = lookup.entry if step == "serve" else None
-        if step == "wait" and self._cache is not None:
-            entry = await self._cache._wait(plan, lookup)
-            if entry is None:
-                before.lookup = None  # the guard's holder is slow: compute, uncached
+        entry, before.lookup = await self._cache.resolve(plan, lookup)
         if entry is None:
             return False
         status, headers, body = cache.hit_raw(plan, entry, head)

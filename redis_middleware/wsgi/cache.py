@@ -65,12 +65,7 @@ class CacheMiddleware:
             lookup = None
         head = environ.get("REQUEST_METHOD") == "HEAD"
         if lookup is not None:
-            step = self.core.next_step(plan, lookup, time.time())
-            entry = lookup.entry if step == "serve" else None
-            if step == "wait":
-                entry = self._wait(plan, lookup)
-                if entry is None:
-                    lookup = None  # the guard's holder is slow: compute, uncached
+            entry, lookup = self.resolve(plan, lookup)
             if entry is not None:
                 return self._serve(start_response, plan, entry, head)
         return self._compute(environ, start_response, plan, lookup, head)
@@ -81,17 +76,24 @@ class CacheMiddleware:
         start_response(status_line(status), headers)
         return [body]
 
-    def _wait(self, plan: CachePlan, lookup: Lookup) -> Entry | None:
-        deadline = time.monotonic() + self.settings.cache_lock_wait
-        while time.monotonic() < deadline:
-            time.sleep(0.02)
-            try:
-                entry = self.redis.run(self.core.poll_flow(plan, lookup))
-            except RedisMiddlewareError:
-                return None
-            if self.core.servable(plan, entry, time.time()) == "fresh":
-                return entry
-        return None
+    def resolve(self, plan: CachePlan, lookup: Lookup) -> tuple[Entry | None, Lookup | None]:
+        """Runs :meth:`CacheCore.resolve`: serve, wait for the guard's holder, or compute."""
+        steps = self.core.resolve(plan, lookup)
+        try:
+            step = next(steps)
+            while True:
+                if isinstance(step, float):
+                    time.sleep(step)
+                    step = steps.send(None)
+                    continue
+                try:
+                    entry = self.redis.run(step)
+                except RedisMiddlewareError as exc:
+                    step = steps.throw(exc)
+                    continue
+                step = steps.send(entry)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
 
     def _compute(self, environ: dict[str, Any], start_response: Any, plan: CachePlan,
                  lookup: Lookup | None, head: bool) -> Iterable[bytes]:

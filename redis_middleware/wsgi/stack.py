@@ -85,14 +85,10 @@ class RedisMiddleware:
     def _from_cache(self, start_response: Any, before: Before, extra: list[tuple[str, str]],
                     head: bool) -> list[bytes] | None:
         cache, plan, lookup = self.core.cache, before.plan, before.lookup
-        if cache is None or plan is None or lookup is None or plan.invalidate:
+        if cache is None or self._cache is None or plan is None or lookup is None or \
+                plan.invalidate:
             return None
-        step = cache.next_step(plan, lookup, time.time())
-        entry = lookup.entry if step == "serve" else None
-        if step == "wait" and self._cache is not None:
-            entry = self._cache._wait(plan, lookup)
-            if entry is None:
-                before.lookup = None
+        entry, before.lookup = self._cache.resolve(plan, lookup)
         if entry is None:
             return None
         status, headers, body = cache.hit(plan, entry, head)
