@@ -8,13 +8,15 @@ is one; :func:`redispy_execute` makes one of a redis-py client (Cluster, Sentine
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from redis import exceptions as rex
 
 from ._breaker import Breaker
-from ._flow import Batch, Flow
+from ._flow import Batch, Pause, PausingFlow
 from .errors import RedisCommandError, RedisMiddlewareError, RedisUnavailableError
 
 T = TypeVar("T")
@@ -145,14 +147,19 @@ def _wrap(exc: BaseException, breaker: Breaker) -> BaseException:
     return RedisCommandError(str(exc))
 
 
-def run_sync(flow: Flow[T], execute: Execute, breaker: Breaker, counter: Counter) -> T:
-    """Drive ``flow`` on a sync client: one round trip per batch.
+def run_sync(flow: PausingFlow[T], execute: Execute, breaker: Breaker, counter: Counter
+             ) -> T:
+    """Drive ``flow`` on a sync client: one round trip per batch; a :class:`Pause` sleeps.
 
     A failed batch is thrown into the flow, which may handle it and go on.
     """
     try:
         batch = next(flow)
         while True:
+            if isinstance(batch, Pause):
+                time.sleep(batch.seconds)
+                batch = flow.send(None)
+                continue
             try:
                 results = execute_sync(batch, execute, breaker, counter)
             except RedisMiddlewareError as exc:
@@ -163,12 +170,16 @@ def run_sync(flow: Flow[T], execute: Execute, breaker: Breaker, counter: Counter
         return stop.value  # type: ignore[no-any-return]
 
 
-async def run_async(flow: Flow[T], execute: AsyncExecute, breaker: Breaker, counter: Counter
-                    ) -> T:
-    """Drive ``flow`` on an asyncio client: one round trip per batch (failures thrown in)."""
+async def run_async(flow: PausingFlow[T], execute: AsyncExecute, breaker: Breaker,
+                    counter: Counter) -> T:
+    """The asyncio twin of :func:`run_sync`."""
     try:
         batch = next(flow)
         while True:
+            if isinstance(batch, Pause):
+                await asyncio.sleep(batch.seconds)
+                batch = flow.send(None)
+                continue
             try:
                 results = await execute_async(batch, execute, breaker, counter)
             except RedisMiddlewareError as exc:

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from .errors import RedisCommandError
 
-__all__ = ["Batch", "Call", "Flow", "Op", "Script", "gather", "run_pure"]
+__all__ = ["Batch", "Call", "Flow", "Op", "Pause", "PausingFlow", "Script", "gather", "run_pure"]
 
 T = TypeVar("T")
 
@@ -49,9 +49,20 @@ class Call:
         return cls(args)
 
 
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """Yielded instead of a batch: the driver waits ``seconds``, then sends None.
+
+    Only for a flow run on its own (:func:`gather` merges batches, not pauses).
+    """
+
+    seconds: float
+
+
 Op = Call
 Batch = tuple[Call, ...]
 Flow = Generator[Batch, list[Any], T]
+PausingFlow = Generator[Batch | Pause, Any, T]  # a Flow that may also wait
 
 
 

@@ -20,11 +20,11 @@ import itertools
 import json
 import secrets
 import time
-from collections.abc import Generator, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from email.utils import formatdate
 
-from ._flow import Call, Flow, Script
+from ._flow import Call, Flow, Pause, PausingFlow, Script
 from ._memo import Memo
 from ._patterns import RouteTable
 from ._request import RequestInfo
@@ -214,11 +214,6 @@ class Verdict:
     sie: int = 0
     public: bool = False
     vary: tuple[str, ...] = ()
-
-
-# CacheCore.resolve: yields seconds to sleep or a flow to run; returns what to do.
-Resolution = Generator[
-    "float | Flow[Entry | None]", "Entry | None", "tuple[Entry | None, Lookup | None]"]
 
 
 class CacheCore:
@@ -487,22 +482,20 @@ class CacheCore:
             return "compute"  # ours to compute (or this request may not use the entry)
         return "wait"  # missing or expired, and another request holds the guard
 
-    def resolve(self, plan: CachePlan, lookup: Lookup) -> Resolution:
-        """After a lookup: ``(entry to serve, lookup to compute with)``; the entry is None
-        when this request computes the response, and the lookup is None when it computes
-        it uncached (the guard's holder took longer than ``cache_lock_wait``).
-
-        Waiting is expressed, not done: the adapter sleeps for each float yielded, runs
-        each flow yielded and sends back its result (or throws in its error).
-        """
+    def resolve_flow(self, plan: CachePlan, lookup: Lookup
+                     ) -> PausingFlow[tuple[Entry | None, Lookup | None]]:
+        """After a lookup: ``(entry to serve, lookup to compute with)``. The entry is None
+        when this request computes the response; the lookup is None when it computes it
+        uncached (another request holds the guard for longer than ``cache_lock_wait``).
+        Costs nothing unless it must wait: then it polls every 20 ms."""
         step = self.next_step(plan, lookup, time.time())
         if step != "wait":
             return (lookup.entry if step == "serve" else None), lookup
         deadline = time.monotonic() + self.settings.cache_lock_wait
         while time.monotonic() < deadline:
-            yield 0.02
+            yield Pause(0.02)
             try:
-                entry = yield self.poll_flow(plan, lookup)
+                entry = yield from self.poll_flow(plan, lookup)
             except RedisMiddlewareError:
                 break
             if self.servable(plan, entry, time.time()) == "fresh":

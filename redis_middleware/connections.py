@@ -30,7 +30,7 @@ from ._driver import (
     run_async,
     run_sync,
 )
-from ._flow import Flow
+from ._flow import PausingFlow
 from ._urls import RedisTarget
 from ._wire import AsyncWire, Endpoint, SyncWire, endpoint_for
 from .errors import RedisUnavailableError
@@ -204,11 +204,11 @@ class RedisConnections:
             self._async_execute[loop] = found
         return found
 
-    def run(self, flow: Flow[T]) -> T:
+    def run(self, flow: PausingFlow[T]) -> T:
         """Run ``flow`` on the sync client (WSGI, CLI)."""
         return run_sync(flow, self._sync_executor(), self.breaker, self)
 
-    async def arun(self, flow: Flow[T]) -> T:
+    async def arun(self, flow: PausingFlow[T]) -> T:
         """Run ``flow`` on this event loop's asyncio client (ASGI)."""
         if self.target.kind == "cluster":
             client = self.async_client()

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from redis_middleware import RedisCommandError, RedisUnavailableError, Settings
-from redis_middleware._flow import Call, Flow, Script, gather, run_pure
+from redis_middleware._flow import Call, Flow, Pause, PausingFlow, Script, gather, run_pure
 from redis_middleware.connections import RedisConnections, connections_for
 
 from .conftest import SECRET, free_port
@@ -128,6 +128,24 @@ def test_a_command_error_fails_only_the_flow_it_belongs_to(settings: Settings, r
 def failing_once(key: str) -> Flow[Any]:
     result = yield (Call.of("INCR", key),)
     return result
+
+
+@pytest.mark.usefixtures("audit")
+def test_a_flow_can_pause_between_round_trips(settings: Settings, run: Any) -> None:
+    """A Pause makes the driver wait (time.sleep or asyncio.sleep) and costs no round trip."""
+    conns = connections_for(settings)
+    key = f"{settings.key_prefix}:ratelimit:{{p}}:c"
+
+    def paused() -> PausingFlow[tuple[Any, Any]]:
+        first = yield from two_step_flow(key)
+        nothing = yield Pause(0.1)
+        return first, nothing
+
+    run(conns, counter_flow(key, 0))  # load the script, start the clients
+    before, started = conns.round_trips, time.monotonic()
+    assert run(conns, paused()) == ((1, 2), None)
+    assert time.monotonic() - started >= 0.1
+    assert conns.round_trips - before == 2
 
 
 def test_unreachable_redis_fails_fast_and_logs_once(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
@@ -98,23 +97,8 @@ class CacheMiddleware:
         await send({"type": "http.response.body", "body": body, "more_body": False})
 
     async def resolve(self, plan: CachePlan, lookup: Lookup) -> tuple[Entry | None, Lookup | None]:
-        """Runs :meth:`CacheCore.resolve`: serve, wait for the guard's holder, or compute."""
-        steps = self.core.resolve(plan, lookup)
-        try:
-            step = next(steps)
-            while True:
-                if isinstance(step, float):
-                    await asyncio.sleep(step)
-                    step = steps.send(None)
-                    continue
-                try:
-                    entry = await self.redis.arun(step)
-                except RedisMiddlewareError as exc:
-                    step = steps.throw(exc)
-                    continue
-                step = steps.send(entry)
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
+        """Serve, wait for the guard's holder, or compute (:meth:`CacheCore.resolve_flow`)."""
+        return await self.redis.arun(self.core.resolve_flow(plan, lookup))
 
     async def _compute(self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable,
                        plan: CachePlan, lookup: Lookup | None) -> None:

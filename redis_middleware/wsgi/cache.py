@@ -77,23 +77,8 @@ class CacheMiddleware:
         return [body]
 
     def resolve(self, plan: CachePlan, lookup: Lookup) -> tuple[Entry | None, Lookup | None]:
-        """Runs :meth:`CacheCore.resolve`: serve, wait for the guard's holder, or compute."""
-        steps = self.core.resolve(plan, lookup)
-        try:
-            step = next(steps)
-            while True:
-                if isinstance(step, float):
-                    time.sleep(step)
-                    step = steps.send(None)
-                    continue
-                try:
-                    entry = self.redis.run(step)
-                except RedisMiddlewareError as exc:
-                    step = steps.throw(exc)
-                    continue
-                step = steps.send(entry)
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
+        """Serve, wait for the guard's holder, or compute (:meth:`CacheCore.resolve_flow`)."""
+        return self.redis.run(self.core.resolve_flow(plan, lookup))
 
     def _compute(self, environ: dict[str, Any], start_response: Any, plan: CachePlan,
                  lookup: Lookup | None, head: bool) -> Iterable[bytes]:
