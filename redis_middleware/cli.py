@@ -21,8 +21,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from ._flow import Call, Flow
 from .errors import ConfigError, RedisMiddlewareError
+from .sansio.flow import Call, Flow
 from .settings import Settings, _mask_url
 
 __all__ = ["main"]
@@ -59,7 +59,7 @@ def _info_flow() -> Flow[tuple[Any, Any]]:
 
 
 def _check(settings: Settings) -> tuple[dict[str, Any], int]:
-    from .connections import connections_for
+    from ._redis.connections import connections_for
 
     report: dict[str, Any] = {"redis_url": _mask_url(settings.redis_url),
                               "key_prefix": settings.key_prefix, "warnings": []}

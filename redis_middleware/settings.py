@@ -18,8 +18,10 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from . import _parse as p
-from ._patterns import PathPattern
-from ._rules import (
+from ._urls import RedisTarget, parse_redis_url
+from .errors import ConfigError
+from .sansio.patterns import PathPattern
+from .sansio.rules import (
     CacheRouteSpec,
     RuleSpec,
     normalise_cache_routes,
@@ -28,8 +30,6 @@ from ._rules import (
     parse_limits,
     parse_rules_env,
 )
-from ._urls import RedisTarget, parse_redis_url
-from .errors import ConfigError
 
 __all__ = ["Settings"]
 

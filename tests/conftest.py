@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from redis_middleware import Settings
-from redis_middleware.connections import connections_for, memory_server
+from redis_middleware._redis.connections import connections_for, memory_server
 
 from .wsgi_transport import WSGITransport
 
@@ -198,7 +198,7 @@ def _reset_app_calls() -> None:
 def _close_sync_clients() -> Iterator[None]:
     yield
     # Clients of finished tests: close so no socket outlives its test (ResourceWarning).
-    from redis_middleware import connections
+    from redis_middleware._redis import connections
 
     for conns in list(connections._registry.values()):
         conns.close()

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from redis_middleware import Settings
-from redis_middleware.connections import connections_for
+from redis_middleware._redis.connections import connections_for
 
 from . import apps
 from .conftest import Clients, audit_keyspace, stale_if_error_is_served

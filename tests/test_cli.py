@@ -52,9 +52,9 @@ def test_check_fails_cleanly(monkeypatch: pytest.MonkeyPatch,
 
 
 def test_sessions_online_cache_and_ratelimit(env: Any, capsys: pytest.CaptureFixture[str]) -> None:
-    from redis_middleware._cookies import IncomingCookie
-    from redis_middleware.connections import connections_for
-    from redis_middleware.sessions import SessionCore
+    from redis_middleware._redis.connections import connections_for
+    from redis_middleware.sansio.cookies import IncomingCookie
+    from redis_middleware.sansio.sessions import SessionCore
 
     core = SessionCore(env)
     session = core.session_for(IncomingCookie(None))
@@ -69,7 +69,7 @@ def test_sessions_online_cache_and_ratelimit(env: Any, capsys: pytest.CaptureFix
     assert run(capsys, "online")[1] == {"count": 1, "users": ["ops"]}
 
     limiter = RateLimiter(env)
-    from redis_middleware._request import RequestInfo
+    from redis_middleware.sansio.request import RequestInfo
 
     check = limiter.core.prepare(RequestInfo("GET", "/", b"", (), "1.2.3.4", "http"),
                                  lambda: None)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from redis_middleware.connections import connections_for
+from redis_middleware._redis.connections import connections_for
 
 from .conftest import Clients, RedisServer, make_settings, raw_client, start_redis_cluster
 from .test_cache import (  # noqa: F401 - collected again here, on the cluster

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from redis_middleware.connections import connections_for
+from redis_middleware._redis.connections import connections_for
 
 _peers = itertools.count(1)
 

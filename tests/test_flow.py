@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from redis_middleware import RedisCommandError, RedisUnavailableError, Settings
-from redis_middleware._flow import Call, Flow, Pause, PausingFlow, Script, gather, run_pure
-from redis_middleware.connections import RedisConnections, connections_for
+from redis_middleware._redis.connections import RedisConnections, connections_for
+from redis_middleware.sansio.flow import Call, Flow, Pause, PausingFlow, Script, gather, run_pure
 
 from .conftest import SECRET, free_port
 

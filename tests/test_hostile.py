@@ -113,7 +113,7 @@ environ_keys = st.from_regex(r"\A[A-Z][A-Z0-9_]{0,30}\Z")
 def test_environ_headers_match_their_cgi_names(items: list[tuple[str, str]]) -> None:
     """WSGI headers come from ``HTTP_*`` keys (empty values kept) and non-empty
     ``CONTENT_TYPE``/``CONTENT_LENGTH``, in environ order, whatever names a client sends."""
-    from redis_middleware._request import from_environ
+    from redis_middleware.sansio.request import from_environ
 
     environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/", **dict(items)}
     expected = [(k[5:].replace("_", "-").lower(), v) for k, v in environ.items()
@@ -123,7 +123,7 @@ def test_environ_headers_match_their_cgi_names(items: list[tuple[str, str]]) -> 
 
 
 def test_many_distinct_header_names_stay_bounded() -> None:
-    from redis_middleware._request import _HEADER_NAMES, from_environ
+    from redis_middleware.sansio.request import _HEADER_NAMES, from_environ
 
     for i in range(3 * _HEADER_NAMES.limit):
         info = from_environ({"PATH_INFO": "/", f"HTTP_X_H{i}": "v", "CONTENT_TYPE": ""}, "u")

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from redis_middleware import Settings
-from redis_middleware._flow import gather
-from redis_middleware.connections import connections_for
+from redis_middleware._redis.connections import connections_for
+from redis_middleware.sansio.flow import gather
 from redis_middleware.wsgi import Presence
 
 from .conftest import Clients, audit_keyspace, make_settings, raw_client

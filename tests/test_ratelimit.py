@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from redis_middleware import Settings
-from redis_middleware.connections import connections_for
+from redis_middleware._redis.connections import connections_for
 
 from . import apps
 from .conftest import Clients, audit_keyspace, make_settings
@@ -188,7 +188,7 @@ def test_high_concurrency_admits_exactly_n(make_client: Clients) -> None:
 
 def _hammer(args: tuple[str, str, int]) -> int:
     url, prefix, n = args
-    from redis_middleware._request import RequestInfo
+    from redis_middleware.sansio.request import RequestInfo
     from redis_middleware.wsgi import RateLimiter
 
     from .conftest import SECRET

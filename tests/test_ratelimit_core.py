@@ -7,11 +7,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from redis_middleware import ConfigError, Settings
-from redis_middleware._client_ip import UNKNOWN, ProxyTrust
-from redis_middleware._flow import run_pure
-from redis_middleware._patterns import PathPattern, RouteTable
-from redis_middleware._request import RequestInfo
-from redis_middleware.ratelimit import RateLimitCore
+from redis_middleware.sansio.client_ip import UNKNOWN, ProxyTrust
+from redis_middleware.sansio.flow import run_pure
+from redis_middleware.sansio.patterns import PathPattern, RouteTable
+from redis_middleware.sansio.ratelimit import RateLimitCore
+from redis_middleware.sansio.request import RequestInfo
 
 
 @pytest.mark.parametrize(

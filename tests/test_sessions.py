@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from redis_middleware import Settings
-from redis_middleware.connections import connections_for
+from redis_middleware._redis.connections import connections_for
 
 from .conftest import Clients, audit_keyspace, make_settings, raw_client
 

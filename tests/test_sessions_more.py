@@ -13,8 +13,8 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from redis_middleware import SessionLimitError, Settings
-from redis_middleware._session_data import Limits, Session
-from redis_middleware.sessions import SessionCore
+from redis_middleware.sansio.session import Limits, Session
+from redis_middleware.sansio.sessions import SessionCore
 
 from .conftest import (
     Clients,
@@ -183,8 +183,8 @@ def test_websocket_scope_gets_the_session(settings: Settings) -> None:
     from starlette.testclient import TestClient
     from starlette.websockets import WebSocket
 
+    from redis_middleware._redis.connections import connections_for
     from redis_middleware.asgi import SessionMiddleware
-    from redis_middleware.connections import connections_for
 
     from . import apps
 
@@ -256,7 +256,7 @@ def test_bad_values_raise_from_the_mutation(value: Any, message: str) -> None:
 
 
 def test_reserved_looking_keys_round_trip() -> None:
-    from redis_middleware.sessions import field_name, key_name
+    from redis_middleware.sansio.sessions import field_name, key_name
 
     for key in ["\x00t", "\x01x", "plain", ""]:
         assert key_name(field_name(key)) == key

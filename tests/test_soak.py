@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
+from redis_middleware._redis.connections import connections_for
 from redis_middleware.asgi import RedisMiddleware
-from redis_middleware.connections import connections_for
 
 from . import apps
 from .conftest import make_settings, raw_client

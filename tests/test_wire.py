@@ -13,10 +13,12 @@ import pytest
 import redis
 from redis import exceptions as rex
 
-from redis_middleware._flow import Call, Script
-from redis_middleware._wire import CLIENT_NAME, AsyncWire, SyncWire, endpoint_for
-from redis_middleware.connections import connections_for
+from redis_middleware._redis.connections import connections_for
+from redis_middleware._redis.endpoint import CLIENT_NAME, endpoint_for
+from redis_middleware._redis.wire_async import AsyncWire
+from redis_middleware._redis.wire_sync import SyncWire
 from redis_middleware.errors import RedisCommandError, RedisUnavailableError
+from redis_middleware.sansio.flow import Call, Script
 
 from .conftest import RedisServer, make_settings, start_redis_server, stop_redis_server
 

@@ -133,7 +133,7 @@ class Floor:
 
     def __init__(self, app: Any) -> None:
         from redis_middleware import Settings
-        from redis_middleware.connections import connections_for
+        from redis_middleware._redis.connections import connections_for
 
         self.app = app
         self.redis = connections_for(Settings(redis_url=URL, secret_key=SECRET,
@@ -146,7 +146,7 @@ class Floor:
 
 
 def _one_get() -> Any:
-    from redis_middleware._flow import Call
+    from redis_middleware.sansio.flow import Call
 
     return (yield (Call.of("GET", "bench:floor"),))
 

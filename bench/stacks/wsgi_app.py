@@ -104,8 +104,8 @@ def build() -> Any:
         return app
     if STACK == "floor":
         from redis_middleware import Settings
-        from redis_middleware._flow import Call
-        from redis_middleware.connections import connections_for
+        from redis_middleware._redis.connections import connections_for
+        from redis_middleware.sansio.flow import Call
 
         # Exactly one round trip per request through the client our middleware uses.
         conns = connections_for(Settings(redis_url=URL, secret_key=SECRET, key_prefix="rmw"))

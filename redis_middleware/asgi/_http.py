@@ -8,7 +8,7 @@ from typing import Any
 
 from asgiref.typing import ASGISendCallable
 
-from .._cookies import parse_cookies
+from ..sansio.cookies import parse_cookies
 
 
 def request_cookies(scope: Any) -> dict[str, str]:

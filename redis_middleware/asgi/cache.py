@@ -7,12 +7,12 @@ from typing import Any
 
 from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 
-from .._breaker import log_incident
 from .._options import resolve_settings
-from .._request import from_scope
-from ..cache import CacheCore, CachePlan, Capture, Entry, Lookup, encode_headers
-from ..connections import connections_for
+from .._redis.breaker import log_incident
+from .._redis.connections import connections_for
 from ..errors import RedisMiddlewareError
+from ..sansio.cache import CacheCore, CachePlan, Capture, Entry, Lookup, encode_headers
+from ..sansio.request import from_scope
 from ..settings import Settings
 
 __all__ = ["Cache", "CacheMiddleware"]

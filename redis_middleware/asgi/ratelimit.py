@@ -7,11 +7,11 @@ from typing import Any
 from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 
 from .._options import resolve_settings
-from .._request import from_scope
-from .._strategies import LimitsStrategy
-from ..connections import connections_for
+from .._redis.connections import connections_for
+from .._redis.strategies import LimitsStrategy
 from ..errors import RedisMiddlewareError
-from ..ratelimit import Check, Decision, RateLimitCore, Usage
+from ..sansio.ratelimit import Check, Decision, RateLimitCore, Usage
+from ..sansio.request import from_scope
 from ..settings import Settings
 from ._http import with_headers
 

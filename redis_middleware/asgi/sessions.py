@@ -6,13 +6,13 @@ from typing import Any
 
 from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, ASGISendEvent, Scope
 
-from .._breaker import log_incident
-from .._cookies import IncomingCookie
 from .._options import resolve_settings
-from .._session_data import Session
-from ..connections import connections_for
+from .._redis.breaker import log_incident
+from .._redis.connections import connections_for
 from ..errors import RedisCommandError, RedisMiddlewareError, SessionUnavailableError
-from ..sessions import SessionCore, SessionInfo
+from ..sansio.cookies import IncomingCookie
+from ..sansio.session import Session
+from ..sansio.sessions import SessionCore, SessionInfo
 from ..settings import Settings
 from ._http import add_vary_cookie, raw_header, request_cookies, response_headers, send_json
 

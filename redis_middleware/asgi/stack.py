@@ -7,15 +7,15 @@ from typing import Any
 
 from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 
-from .._breaker import log_incident
-from .._flow import Flow, gather
-from .._request import from_scope
-from .._strategies import LimitsStrategy
-from ..cache import Capture, encode_headers
-from ..connections import connections_for
+from .._redis.breaker import log_incident
+from .._redis.connections import connections_for
+from .._redis.strategies import LimitsStrategy
 from ..errors import RedisMiddlewareError, SessionUnavailableError
+from ..sansio.cache import Capture, encode_headers
+from ..sansio.flow import Flow, gather
+from ..sansio.request import from_scope
+from ..sansio.stack import Before, StackCore, resolve_stack_settings
 from ..settings import Settings
-from ..stack import Before, StackCore, resolve_stack_settings
 from ._http import (
     add_vary_cookie,
     raw_header,

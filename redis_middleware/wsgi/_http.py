@@ -7,7 +7,7 @@ from collections.abc import Iterable, Iterator
 from http import HTTPStatus
 from typing import Any
 
-from .._cookies import parse_cookies
+from ..sansio.cookies import parse_cookies
 
 
 def request_cookies(environ: dict[str, Any]) -> dict[str, str]:

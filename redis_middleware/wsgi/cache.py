@@ -6,12 +6,12 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from .._breaker import log_incident
 from .._options import resolve_settings
-from .._request import from_environ
-from ..cache import CacheCore, CachePlan, Capture, Entry, Lookup
-from ..connections import connections_for
+from .._redis.breaker import log_incident
+from .._redis.connections import connections_for
 from ..errors import RedisMiddlewareError
+from ..sansio.cache import CacheCore, CachePlan, Capture, Entry, Lookup
+from ..sansio.request import from_environ
 from ..settings import Settings
 from ._http import close_iter, status_line
 

@@ -9,12 +9,12 @@ import weakref
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from .._breaker import log_incident
 from .._options import resolve_settings
-from .._request import environ_user
-from ..connections import connections_for
+from .._redis.breaker import log_incident
+from .._redis.connections import connections_for
 from ..errors import RedisMiddlewareError
-from ..presence import PresenceCore, PresenceEvent
+from ..sansio.presence import PresenceCore, PresenceEvent
+from ..sansio.request import environ_user
 from ..settings import Settings
 
 __all__ = ["Presence", "PresenceMiddleware"]

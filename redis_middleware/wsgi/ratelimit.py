@@ -6,11 +6,11 @@ from collections.abc import Iterable
 from typing import Any
 
 from .._options import resolve_settings
-from .._request import environ_user, from_environ
-from .._strategies import LimitsStrategy
-from ..connections import connections_for
+from .._redis.connections import connections_for
+from .._redis.strategies import LimitsStrategy
 from ..errors import RedisMiddlewareError
-from ..ratelimit import Check, Decision, RateLimitCore, Usage
+from ..sansio.ratelimit import Check, Decision, RateLimitCore, Usage
+from ..sansio.request import environ_user, from_environ
 from ..settings import Settings
 from ._http import status_line
 

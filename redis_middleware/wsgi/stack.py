@@ -6,15 +6,15 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from .._breaker import log_incident
-from .._flow import Flow, gather
-from .._request import from_environ
-from .._strategies import LimitsStrategy
-from ..cache import Capture
-from ..connections import connections_for
+from .._redis.breaker import log_incident
+from .._redis.connections import connections_for
+from .._redis.strategies import LimitsStrategy
 from ..errors import RedisMiddlewareError, SessionUnavailableError
+from ..sansio.cache import Capture
+from ..sansio.flow import Flow, gather
+from ..sansio.request import from_environ
+from ..sansio.stack import Before, StackCore, resolve_stack_settings
 from ..settings import Settings
-from ..stack import Before, StackCore, resolve_stack_settings
 from ._http import close_iter, json_response, request_cookies, status_line
 from .cache import CacheMiddleware
 from .sessions import ENVIRON_KEY, _add_vary_cookie

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ._memo import Memo
+from .memo import Memo
 
 __all__ = ["RequestInfo", "from_environ", "from_scope"]
 

@@ -19,13 +19,13 @@ from typing import Any
 
 from limits import RateLimitItem
 
-from ._client_ip import ProxyTrust
-from ._flow import Call, Flow, Script
-from ._patterns import PathPattern, RouteTable
-from ._request import RequestInfo
-from ._rules import RuleSpec, parse_limits
-from .keys import KeySpace, escape
-from .settings import Settings
+from ..keys import KeySpace, escape
+from ..settings import Settings
+from .client_ip import ProxyTrust
+from .flow import Call, Flow, Script
+from .patterns import PathPattern, RouteTable
+from .request import RequestInfo
+from .rules import RuleSpec, parse_limits
 
 __all__ = ["Check", "Decision", "RateLimitCore", "Rule", "Usage"]
 

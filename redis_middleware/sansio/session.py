@@ -7,8 +7,8 @@ from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from types import MappingProxyType
 from typing import Any
 
-from .errors import RedisMiddlewareError, SessionLimitError, SessionUnavailableError
-from .settings import Settings
+from ..errors import RedisMiddlewareError, SessionLimitError, SessionUnavailableError
+from ..settings import Settings
 
 
 def encode(value: Any) -> str:

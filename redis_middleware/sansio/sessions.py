@@ -19,13 +19,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ._cookies import CookieSigner, IncomingCookie, new_session_id
-from ._flow import Batch, Call, Flow, Script
-from ._memo import Memo
-from ._session_data import Limits, Session, encode
-from .errors import SessionLimitError
-from .keys import KeySpace, digest
-from .settings import Settings
+from ..errors import SessionLimitError
+from ..keys import KeySpace, digest
+from ..settings import Settings
+from .cookies import CookieSigner, IncomingCookie, new_session_id
+from .flow import Batch, Call, Flow, Script
+from .memo import Memo
+from .session import Limits, Session, encode
 
 __all__ = ["SaveResult", "SessionCore", "SessionInfo"]
 

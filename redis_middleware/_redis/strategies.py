@@ -21,10 +21,10 @@ from limits.aio import strategies as async_strategies
 from limits.storage import storage_from_string
 from redis import exceptions as rex
 
-from ._breaker import Breaker
+from ..errors import RedisUnavailableError
+from ..sansio.ratelimit import Check, Decision, RateLimitCore, limits_key
+from .breaker import Breaker
 from .connections import RedisConnections
-from .errors import RedisUnavailableError
-from .ratelimit import Check, Decision, RateLimitCore, limits_key
 
 _STRATEGIES = {
     "moving-window": "MovingWindowRateLimiter",

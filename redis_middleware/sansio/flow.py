@@ -14,7 +14,7 @@ from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from .errors import RedisCommandError
+from ..errors import RedisCommandError
 
 __all__ = ["Batch", "Call", "Flow", "Op", "Pause", "PausingFlow", "Script", "gather", "run_pure"]
 

@@ -15,9 +15,9 @@ from typing import Any, Protocol, TypeVar
 
 from redis import exceptions as rex
 
-from ._breaker import Breaker
-from ._flow import Batch, Pause, PausingFlow
-from .errors import RedisCommandError, RedisMiddlewareError, RedisUnavailableError
+from ..errors import RedisCommandError, RedisMiddlewareError, RedisUnavailableError
+from ..sansio.flow import Batch, Pause, PausingFlow
+from .breaker import Breaker
 
 T = TypeVar("T")
 

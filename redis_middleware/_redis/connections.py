@@ -20,8 +20,12 @@ import redis
 import redis.asyncio
 from redis.backoff import NoBackoff
 
-from ._breaker import Breaker
-from ._driver import (
+from .._urls import RedisTarget
+from ..errors import RedisUnavailableError
+from ..sansio.flow import PausingFlow
+from ..settings import Settings, _mask_url
+from .breaker import Breaker
+from .driver import (
     AsyncExecute,
     Execute,
     redispy_aexecute,
@@ -30,11 +34,9 @@ from ._driver import (
     run_async,
     run_sync,
 )
-from ._flow import PausingFlow
-from ._urls import RedisTarget
-from ._wire import AsyncWire, Endpoint, SyncWire, endpoint_for
-from .errors import RedisUnavailableError
-from .settings import Settings, _mask_url
+from .endpoint import Endpoint, endpoint_for
+from .wire_async import AsyncWire
+from .wire_sync import SyncWire
 
 __all__ = ["RedisConnections", "connections_for"]
 

@@ -16,18 +16,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ._cookies import IncomingCookie
-from ._flow import Flow, gather
-from ._options import resolve_settings
-from ._patterns import PathPattern
-from ._request import RequestInfo
-from ._session_data import Session
+from .._options import resolve_settings
+from ..errors import RedisMiddlewareError
+from ..settings import Settings
 from .cache import CacheCore, CachePlan, Lookup
-from .errors import RedisMiddlewareError
+from .cookies import IncomingCookie
+from .flow import Flow, gather
+from .patterns import PathPattern
 from .presence import PresenceCore
 from .ratelimit import Check, Decision, RateLimitCore
+from .request import RequestInfo
+from .session import Session
 from .sessions import SessionCore
-from .settings import Settings
 
 __all__ = ["Before", "StackCore", "resolve_stack_settings"]
 

@@ -24,14 +24,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from email.utils import formatdate
 
-from ._flow import Call, Flow, Pause, PausingFlow, Script
-from ._memo import Memo
-from ._patterns import RouteTable
-from ._request import RequestInfo
-from ._rules import CacheRouteSpec
-from .errors import RedisMiddlewareError
-from .keys import KeySpace, digest
-from .settings import Settings
+from ..errors import RedisMiddlewareError
+from ..keys import KeySpace, digest
+from ..settings import Settings
+from .flow import Call, Flow, Pause, PausingFlow, Script
+from .memo import Memo
+from .patterns import RouteTable
+from .request import RequestInfo
+from .rules import CacheRouteSpec
 
 __all__ = ["CacheCore", "CachePlan", "Capture", "Entry", "Lookup", "Verdict"]
 

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 from limits import RateLimitItem, parse_many
 
-from ._patterns import PathPattern
+from .patterns import PathPattern
 
 __all__ = ["RuleSpec", "normalise_rules", "parse_limits", "parse_rules_env"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
-from .errors import RedisUnavailableError
+from ..errors import RedisUnavailableError
 
 logger = logging.getLogger("redis_middleware")
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from itsdangerous import BadSignature, Signer
 from starlette.requests import cookie_parser
 
-from ._memo import Memo
-from .settings import Settings
+from ..settings import Settings
+from .memo import Memo
 
 # An id is a 4-hex-digit slot tag + 256 random bits. The tag is no secret: it only
 # puts an id and the id that regenerate() replaces it with in one Redis Cluster slot.

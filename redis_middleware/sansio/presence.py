@@ -25,9 +25,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._flow import Call, Flow, Script, gather
-from .keys import KeySpace, escape
-from .settings import Settings
+from ..keys import KeySpace, escape
+from ..settings import Settings
+from .flow import Call, Flow, Script, gather
 
 __all__ = ["PresenceCore", "PresenceEvent"]
 

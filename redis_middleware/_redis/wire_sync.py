@@ -1,0 +1,183 @@
+"""The built-in sync client: one connection per thread, one write and one read per
+round trip (why it exists: ``endpoint``)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+import struct
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import hiredis
+from redis import exceptions as rex
+
+from .endpoint import _KERNEL_TIMEOUTS, _MORE, Command, Endpoint, Replies, _finish, _pack, _reader
+
+__all__ = ["SyncWire"]
+
+
+class _SyncConnection:
+    def __init__(self, endpoint: Endpoint) -> None:
+        ep = endpoint
+        self.reader = _reader()
+        try:
+            if ep.path is not None:
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.settimeout(ep.connect_timeout)
+                sock.connect(ep.path)
+            else:
+                sock = socket.create_connection((ep.host, ep.port), ep.connect_timeout)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                context = ep.ssl_context()
+                if context is not None:
+                    sock = context.wrap_socket(sock, server_hostname=ep.host)
+        except OSError as exc:  # ssl.SSLError and socket.timeout are OSErrors
+            raise rex.ConnectionError(f"Error connecting to {ep.where}: {exc!r}") from exc
+        if _KERNEL_TIMEOUTS and not isinstance(sock, ssl.SSLSocket):
+            # The kernel enforces the timeout: Python's own (settimeout) polls before
+            # every send and recv, two more system calls per round trip.
+            sock.settimeout(None)
+            whole = int(ep.timeout)
+            tv = struct.pack("ll", whole, int((ep.timeout - whole) * 1_000_000))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
+        else:
+            sock.settimeout(ep.timeout)
+        self.sock = sock
+        setup = ep.setup()
+        try:
+            ep.check_setup(self.round_trip(_pack(setup), len(setup)))
+        except BaseException:
+            self.close()
+            raise
+
+    def round_trip(self, packed: bytes, count: int) -> Replies:
+        reader: Any = self.reader
+        replies: Replies = []
+        try:
+            self.sock.sendall(packed)
+            while len(replies) < count:
+                reply = reader.gets()
+                if reply is _MORE:
+                    data = self.sock.recv(65536)
+                    if not data:
+                        raise rex.ConnectionError("Connection closed by server.")
+                    reader.feed(data)
+                else:
+                    replies.append(reply)
+        except (TimeoutError, BlockingIOError) as exc:  # EAGAIN: the kernel's timeout
+            raise rex.TimeoutError("Timeout reading from Redis") from exc
+        except OSError as exc:
+            raise rex.ConnectionError(f"Error talking to Redis: {exc!r}") from exc
+        except hiredis.ProtocolError as exc:
+            raise rex.ConnectionError(f"unreadable reply from Redis: {exc}") from exc
+        return replies
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class SyncWire:
+    """The sync client of a process: a LIFO of idle connections, one per busy thread,
+    at most ``max_connections`` (a caller waits up to ``wait`` seconds, by default the
+    socket timeout, for one). Taking and returning an idle connection takes no lock."""
+
+    def __init__(self, endpoint: Endpoint, max_connections: int, wait: float | None = None
+                 ) -> None:
+        self.endpoint = endpoint
+        self.max_connections = max_connections
+        self.wait = endpoint.timeout if wait is None else wait
+        self._reset()
+
+    def _reset(self) -> None:
+        self._pid = os.getpid()
+        self._idle: list[_SyncConnection] = []
+        self._open = 0  # connections made and not closed (idle or in use)
+        self._cond = threading.Condition()
+
+    def execute(self, commands: Sequence[Command]) -> Replies:
+        """Send ``commands`` in order; error replies come back as exceptions, in place."""
+        if self._pid != os.getpid():  # a forked child: never share the parent's sockets
+            self._reset()
+        replies = self._round_trip(_pack(commands), len(commands))
+        return _finish(commands, replies, self.endpoint.protocol)
+
+    def _take(self) -> _SyncConnection | None:
+        """An idle connection, or None: the caller may open one (it was counted)."""
+        try:
+            return self._idle.pop()  # atomic: the common case takes no lock
+        except IndexError:
+            pass
+        deadline = time.monotonic() + self.wait
+        with self._cond:
+            while True:
+                if self._idle:
+                    return self._idle.pop()
+                if self._open < self.max_connections:
+                    self._open += 1
+                    return None
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise rex.ConnectionError(
+                        f"all {self.max_connections} connections are busy")
+                self._cond.wait(left)
+
+    def _give(self, conn: _SyncConnection) -> None:
+        self._idle.append(conn)
+        if self._open >= self.max_connections:  # someone may be waiting for it
+            with self._cond:
+                self._cond.notify()
+
+    def _closed(self, conn: _SyncConnection) -> None:
+        conn.close()
+        with self._cond:
+            self._open -= 1
+            self._cond.notify()
+
+    def _new(self) -> _SyncConnection:
+        try:
+            return _SyncConnection(self.endpoint)
+        except BaseException:
+            with self._cond:
+                self._open -= 1
+                self._cond.notify()
+            raise
+
+    def _round_trip(self, packed: bytes, count: int) -> Replies:
+        conn = self._take()
+        if conn is not None:
+            try:
+                replies = conn.round_trip(packed, count)
+            except rex.ConnectionError:
+                # An idle connection the server dropped (a restart, CLIENT KILL, its
+                # idle timeout): nothing was run; one retry on a new connection.
+                conn.close()
+                conn = None
+            except BaseException:
+                self._closed(conn)
+                raise
+            else:
+                self._give(conn)
+                return replies
+        conn = self._new()  # counted already (by _take, or kept from the dropped one)
+        try:
+            replies = conn.round_trip(packed, count)
+        except BaseException:
+            self._closed(conn)
+            raise
+        self._give(conn)
+        return replies
+
+    def close(self) -> None:
+        with self._cond:
+            idle, self._idle = self._idle, []
+            self._open -= len(idle)
+        for conn in idle:
+            conn.close()
