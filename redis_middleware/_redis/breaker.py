@@ -59,15 +59,3 @@ class Breaker:
             if self._reported:
                 self._reported = False
                 logger.warning("Redis at %s is available again", self.name)
-
-
-_last_logged: dict[str, float] = {}
-
-
-def log_incident(kind: str, message: str, *args: object, every: float = 60.0) -> None:
-    """Log a WARNING for ``kind`` at most once per ``every`` seconds (one line per incident)."""
-    now = time.monotonic()
-    last = _last_logged.get(kind)
-    if last is None or now - last >= every:
-        _last_logged[kind] = now
-        logger.warning(message, *args)

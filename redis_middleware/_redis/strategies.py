@@ -21,7 +21,7 @@ from limits.aio import strategies as async_strategies
 from limits.storage import storage_from_string
 from redis import exceptions as rex
 
-from ..errors import RedisUnavailableError
+from ..errors import RedisMiddlewareError, RedisUnavailableError
 from ..sansio.ratelimit import Check, Decision, RateLimitCore, limits_key
 from .breaker import Breaker
 from .connections import RedisConnections
@@ -112,6 +112,20 @@ class LimitsStrategy:
         resets = [st.reset_time - now for st in stats]
         breached = next((i for i, good in enumerate(ok) if not good), -1)
         return self.core.decide(check, breached, counts, resets)
+
+    def verdict(self, check: Check) -> Decision | None:
+        """:meth:`check`, or the rule's answer when Redis failed (None: fail open)."""
+        try:
+            return self.check(check)
+        except RedisMiddlewareError:
+            return self.core.unavailable(check)
+
+    async def averdict(self, check: Check) -> Decision | None:
+        """The asyncio twin of :meth:`verdict`."""
+        try:
+            return await self.acheck(check)
+        except RedisMiddlewareError:
+            return self.core.unavailable(check)
 
     def check(self, check: Check) -> Decision:
         self.breaker.check()

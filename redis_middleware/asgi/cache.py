@@ -8,18 +8,16 @@ from typing import Any
 from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 
 from .._options import resolve_settings
-from .._redis.breaker import log_incident
 from .._redis.connections import connections_for
 from ..errors import RedisMiddlewareError
-from ..sansio.cache import CacheCore, CachePlan, Capture, Entry, Lookup, encode_headers
+from ..sansio.cache import CacheCore, CachePlan, Entry, Lookup
+from ..sansio.exchange import CachePart, Exchange
+from ..sansio.incidents import log_incident
 from ..sansio.request import from_scope
 from ..settings import Settings
+from ._respond import respond
 
 __all__ = ["Cache", "CacheMiddleware"]
-
-
-def _decode(headers: Any) -> list[tuple[str, str]]:
-    return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers]
 
 
 def session_touched(scope: Any) -> bool:
@@ -74,20 +72,21 @@ class CacheMiddleware:
         if plan is None:
             await self.app(scope, receive, send)
             return
-        if plan.invalidate:
-            await self._unsafe(scope, receive, send, plan)
-            return
-        try:
-            lookup: Lookup | None = await self.redis.arun(self.core.lookup_flow(plan))
-        except RedisMiddlewareError as exc:
-            log_incident("cache", "cache bypassed: %s", exc)
-            lookup = None
-        if lookup is not None:
-            entry, lookup = await self.resolve(plan, lookup)
-            if entry is not None:
-                await self._serve(send, plan, entry, scope.get("method") == "HEAD")
-                return
-        await self._compute(scope, receive, send, plan, lookup)
+        head = scope.get("method") == "HEAD"
+        now = time.time()
+        lookup: Lookup | None = None
+        if not plan.invalidate:
+            try:
+                lookup = await self.redis.arun(self.core.lookup_flow(plan))
+            except RedisMiddlewareError as exc:
+                log_incident("cache", "cache bypassed: %s", exc)
+            if lookup is not None:
+                entry, lookup = await self.resolve(plan, lookup)
+                if entry is not None:
+                    await self._serve(send, plan, entry, head)
+                    return
+        part = CachePart(self.core, plan, lookup, head, now, lambda: session_touched(scope))
+        await respond(self.app, scope, receive, send, Exchange((part,)), self.redis)
 
     async def _serve(self, send: ASGISendCallable, plan: CachePlan, entry: Entry,
                      head: bool) -> None:
@@ -99,58 +98,3 @@ class CacheMiddleware:
     async def resolve(self, plan: CachePlan, lookup: Lookup) -> tuple[Entry | None, Lookup | None]:
         """Serve, wait for the guard's holder, or compute (:meth:`CacheCore.resolve_flow`)."""
         return await self.redis.arun(self.core.resolve_flow(plan, lookup))
-
-    async def _compute(self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable,
-                       plan: CachePlan, lookup: Lookup | None) -> None:
-        entry = lookup.entry if lookup else None
-        stale = entry if self.core.usable_if_error(entry, time.time()) else None
-        capture = Capture(self.core, plan, lookup, stale)
-        use_stale = started = False
-
-        async def send_wrapper(message: Any) -> None:
-            nonlocal use_stale, started
-            if message["type"] == "http.response.start":
-                extra = capture.start(message["status"], _decode(message.get("headers", ())),
-                                      session_touched(scope))
-                if extra is None:
-                    use_stale = True
-                    return
-                started = True
-                headers = [*message.get("headers", ()), *encode_headers(extra)]
-                message = {**message, "headers": headers}
-            elif message["type"] == "http.response.body":
-                if use_stale:
-                    return
-                capture.body(message.get("body", b""), message.get("more_body", False))
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_wrapper)
-        except Exception:
-            if stale is None or started:
-                await self._finish(capture)
-                raise
-            use_stale = True
-        if use_stale and stale is not None:
-            await self._serve(send, plan, stale, scope.get("method") == "HEAD")
-        await self._finish(capture)
-
-    async def _finish(self, capture: Capture) -> None:
-        try:
-            await self.redis.arun(capture.finish_flow())
-        except RedisMiddlewareError as exc:
-            log_incident("cache", "response not stored: %s", exc)
-
-    async def _unsafe(self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable,
-                      plan: CachePlan) -> None:
-        async def send_wrapper(message: Any) -> None:
-            # RFC 9111 4.4: a successful unsafe request invalidates the URL; done
-            # before the response leaves, so the client's next GET sees fresh data.
-            if message["type"] == "http.response.start" and 200 <= message["status"] < 400:
-                try:
-                    await self.redis.arun(self.core.invalidate_flow(plan.url))
-                except RedisMiddlewareError as exc:
-                    log_incident("cache", "cache entry not invalidated: %s", exc)
-            await send(message)
-
-        await self.app(scope, receive, send_wrapper)

@@ -13,9 +13,9 @@ from typing import Any
 from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 
 from .._options import resolve_settings
-from .._redis.breaker import log_incident
 from .._redis.connections import connections_for
 from ..errors import RedisMiddlewareError
+from ..sansio.incidents import log_incident
 from ..sansio.presence import PresenceCore, PresenceEvent
 from ..sansio.request import scope_user
 from ..settings import Settings
@@ -123,7 +123,7 @@ class PresenceMiddleware:
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
     ) -> None:
         if scope["type"] == "lifespan":
-            await self.app(scope, self._watch_lifespan(receive), send)
+            await self.app(scope, self.watch_lifespan(receive), send)
             return
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
@@ -136,7 +136,7 @@ class PresenceMiddleware:
         if user is None or scope["type"] == "http":
             await self.app(scope, receive, send)
         else:
-            await self._websocket(scope, receive, send, user)
+            await self.websocket(scope, receive, send, user)
 
     async def _safely(self, awaitable: Any) -> Any:
         try:
@@ -145,8 +145,9 @@ class PresenceMiddleware:
             log_incident("presence", "presence skipped: %s", exc)
             return None
 
-    async def _websocket(self, scope: Scope, receive: ASGIReceiveCallable,
+    async def websocket(self, scope: Scope, receive: ASGIReceiveCallable,
                          send: ASGISendCallable, user: str) -> None:
+        """Run a WebSocket connection of ``user``: a lease while it lasts, renewed."""
         conn = "ws:" + secrets.token_hex(8)
         interval = self.settings.presence_heartbeat_interval
         last = 0.0
@@ -177,7 +178,8 @@ class PresenceMiddleware:
                 await task
             await self._safely(self.presence.redis.arun(self.core.release_flow(user, conn)))
 
-    def _watch_lifespan(self, receive: ASGIReceiveCallable) -> ASGIReceiveCallable:
+    def watch_lifespan(self, receive: ASGIReceiveCallable) -> ASGIReceiveCallable:
+        """A ``receive`` that starts the sweeper at startup and stops it at shutdown."""
         async def watching() -> Any:
             message = await receive()
             if message["type"] == "lifespan.startup" and self._sweeper is None:
@@ -194,5 +196,5 @@ class PresenceMiddleware:
     async def _sweep_forever(self) -> None:
         while True:
             await asyncio.sleep(self.settings.presence_sweep_interval)
-            self.core._last_sweep = time.monotonic()
+            self.core.mark_swept()
             await self._safely(self.presence.sweep())

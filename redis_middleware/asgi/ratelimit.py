@@ -12,8 +12,10 @@ from .._redis.strategies import LimitsStrategy
 from ..errors import RedisMiddlewareError
 from ..sansio.ratelimit import Check, Decision, RateLimitCore, Usage
 from ..sansio.request import from_scope
+from ..sansio.responses import rate_limited
 from ..settings import Settings
 from ._http import with_headers
+from ._respond import send_response
 
 __all__ = ["RateLimitMiddleware", "RateLimiter"]
 
@@ -93,12 +95,5 @@ class RateLimitMiddleware:
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008, "reason": decision.detail})
             return
-        body = self.core.blocked_body(decision)
-        await send({
-            "type": "http.response.start",
-            "status": decision.status,
-            "headers": [(b"content-type", b"application/json"),
-                        (b"content-length", str(len(body)).encode()), *_raw(decision.headers)],
-            "trailers": False,
-        })
-        await send({"type": "http.response.body", "body": body, "more_body": False})
+        await send_response(send, rate_limited(decision.status, decision.detail,
+                                                decision.headers))

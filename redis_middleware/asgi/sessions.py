@@ -4,17 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, ASGISendEvent, Scope
+from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 
 from .._options import resolve_settings
-from .._redis.breaker import log_incident
-from .._redis.connections import connections_for
-from ..errors import RedisCommandError, RedisMiddlewareError, SessionUnavailableError
+from .._redis.connections import RedisConnections, connections_for
+from ..errors import RedisMiddlewareError
 from ..sansio.cookies import IncomingCookie
+from ..sansio.exchange import Exchange, SessionPart
+from ..sansio.incidents import log_incident
+from ..sansio.responses import store_unavailable
 from ..sansio.session import Session
 from ..sansio.sessions import SessionCore, SessionInfo
 from ..settings import Settings
-from ._http import add_vary_cookie, raw_header, request_cookies, response_headers, send_json
+from ._http import request_cookies
+from ._respond import respond
 
 __all__ = ["SessionMiddleware", "SessionStore"]
 
@@ -42,6 +45,7 @@ class SessionMiddleware:
         self.settings = resolve_settings(settings, "session", options)
         self.core = SessionCore(self.settings)
         self.redis = connections_for(self.settings)
+        self.unavailable = store_unavailable(self.settings.breaker_cooldown)
 
     async def load(self, scope: Scope) -> tuple[Session, IncomingCookie]:
         incoming = self.core.read_cookie(request_cookies(scope))
@@ -53,10 +57,8 @@ class SessionMiddleware:
                 session.fail(exc)
         return session, incoming
 
-    async def save(self, session: Session, incoming: IncomingCookie, https: bool) -> str | None:
-        """Write changes; return the Set-Cookie value. Raises RedisMiddlewareError."""
-        result = await self.redis.arun(self.core.save_flow(session, incoming, https))
-        return result.set_cookie
+    def exchange(self, session: Session, incoming: IncomingCookie, https: bool) -> Exchange:
+        return Exchange((SessionPart(self.core, session, incoming, https, self.unavailable),))
 
     async def __call__(
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
@@ -66,66 +68,23 @@ class SessionMiddleware:
             return
         session, incoming = await self.load(scope)
         scope["session"] = session  # type: ignore[typeddict-unknown-key]
-        https = scope.get("scheme") in ("https", "wss")
         if scope["type"] == "websocket":
-            await self._websocket(scope, receive, send, session, incoming)
+            await self.app(scope, receive, send)
+            await save_after_websocket(self.redis, self.core, session, incoming)
             return
-        started = failed = False
+        https = scope.get("scheme") == "https"
+        await respond(self.app, scope, receive, send, self.exchange(session, incoming, https),
+                      self.redis)
 
-        async def send_wrapper(message: ASGISendEvent) -> None:
-            nonlocal started, failed
-            if message["type"] == "http.response.start":
-                started = True
-                if session.unavailable_raised and message["status"] == 500:
-                    # The app (or its framework's error handler) turned our
-                    # SessionUnavailableError into a 500: answer what it means.
-                    failed = True
-                    await self._unavailable(send, None)
-                    return
-                headers = response_headers(message)
-                if session.accessed:
-                    add_vary_cookie(headers)
-                try:
-                    cookie = await self.save(session, incoming, https)
-                except RedisMiddlewareError as exc:
-                    failed = True
-                    await self._unavailable(send, exc)
-                    return
-                if cookie:
-                    headers.append(raw_header("set-cookie", cookie))
-            elif failed:
-                return  # the app's body is replaced by the 503 already sent
-            await send(message)
 
+async def save_after_websocket(redis: RedisConnections, core: SessionCore, session: Session,
+                               incoming: IncomingCookie) -> None:
+    """No cookie can be set on a socket: only a live session's changes are written."""
+    if session.exists:
         try:
-            await self.app(scope, receive, send_wrapper)
-        except SessionUnavailableError:
-            if not started:
-                await self._unavailable(send, None)
-            elif not failed:
-                raise
-
-    async def _websocket(
-        self,
-        scope: Scope,
-        receive: ASGIReceiveCallable,
-        send: ASGISendCallable,
-        session: Session,
-        incoming: IncomingCookie,
-    ) -> None:
-        await self.app(scope, receive, send)
-        if session.exists:  # no cookie can be set on a socket: only update live sessions
-            try:
-                await self.save(session, incoming, False)
-            except RedisMiddlewareError as exc:
-                log_incident("session-save", "session changes of a websocket were lost: %s", exc)
-
-    async def _unavailable(self, send: ASGISendCallable, exc: BaseException | None) -> None:
-        if isinstance(exc, RedisCommandError):
-            log_incident("session-command", "session store refused a command: %s", exc)
-        retry_after = str(max(1, round(self.settings.breaker_cooldown)))
-        await send_json(send, 503, {"detail": "Session store unavailable, retry shortly."},
-                        [raw_header("retry-after", retry_after)])
+            await redis.arun(core.save_flow(session, incoming, False))
+        except RedisMiddlewareError as exc:
+            log_incident("session-save", "session changes of a websocket were lost: %s", exc)
 
 
 class SessionStore:

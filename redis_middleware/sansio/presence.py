@@ -181,6 +181,10 @@ class PresenceCore:
         self._last_sweep = now
         return True
 
+    def mark_swept(self, now: float | None = None) -> None:
+        """A background sweeper ran the sweep: requests need not run it too for a while."""
+        self._last_sweep = time.monotonic() if now is None else now
+
     def request_flow(self, user: str | None) -> Flow[None] | None:
         """What one request owes presence: a due sweep and a due heartbeat, sharing one
         round trip (None: nothing to do). Failures are the caller's to log."""

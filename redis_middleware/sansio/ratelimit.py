@@ -10,7 +10,6 @@ counters of one identity share a Cluster hash slot.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Callable
@@ -281,9 +280,6 @@ class RateLimitCore:
             out += [("RateLimit-Policy", rule.draft_policy),
                     ("RateLimit", f"{rule.draft_names[worst]};r={left};t={reset}")]
         return tuple(out)
-
-    def blocked_body(self, decision: Decision) -> bytes:
-        return json.dumps({"detail": decision.detail}, separators=(",", ":")).encode()
 
     def unavailable(self, check: Check) -> Decision | None:
         """Redis failed: None lets the request through (fail open), else a 503 decision."""

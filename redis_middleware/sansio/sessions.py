@@ -25,7 +25,7 @@ from ..settings import Settings
 from .cookies import CookieSigner, IncomingCookie, new_session_id
 from .flow import Batch, Call, Flow, Script
 from .memo import Memo
-from .session import Limits, Session, encode
+from .session import Limits, Loader, Session, encode
 
 __all__ = ["SaveResult", "SessionCore", "SessionInfo"]
 
@@ -175,9 +175,10 @@ class SessionCore:
             stored[key_name(name)] = text
         return data, stored
 
-    def session_for(self, incoming: IncomingCookie) -> Session:
-        """A session with nothing loaded yet (for lazy loading)."""
-        return Session(self.limits, incoming.session_id, readonly_on_error=self.readonly_on_error,
+    def session_for(self, incoming: IncomingCookie, loader: Loader | None = None) -> Session:
+        """A session with nothing loaded yet; ``loader`` loads it on first access."""
+        return Session(self.limits, incoming.session_id, loader=loader,
+                       readonly_on_error=self.readonly_on_error,
                        user_field=self.settings.user_field)
 
     # -- saving -----------------------------------------------------------------

@@ -19,13 +19,16 @@ from typing import Any
 from .._options import resolve_settings
 from ..errors import RedisMiddlewareError
 from ..settings import Settings
-from .cache import CacheCore, CachePlan, Lookup
+from .cache import CacheCore, CachePlan, Entry, Lookup
 from .cookies import IncomingCookie
-from .flow import Flow, gather
+from .exchange import CachePart, Exchange, Part, SessionPart
+from .flow import Flow, PausingFlow, gather
+from .incidents import log_incident
 from .patterns import PathPattern
 from .presence import PresenceCore
 from .ratelimit import Check, Decision, RateLimitCore
 from .request import RequestInfo
+from .responses import Headers, Response, rate_limited, store_unavailable
 from .session import Session
 from .sessions import SessionCore
 
@@ -71,6 +74,41 @@ class StackCore:
         self.presence = PresenceCore(s) if s.presence_enabled else None
         self.exempt = [PathPattern.compile(p) for p in s.ratelimit_exempt]
         self.fixed_window = s.ratelimit_strategy == "fixed-window"
+        self.unavailable = store_unavailable(s.breaker_cooldown)
+
+    def exchange(self, before: Before, https: bool, head: bool, now: float,
+                 extra: Headers) -> Exchange:
+        """The response half of a request the app answers (``extra``: rate-limit headers)."""
+        parts: list[Part] = []
+        session = before.session
+        if self.cache is not None and before.plan is not None:
+            parts.append(CachePart(self.cache, before.plan, before.lookup, head, now,
+                                   lambda: session is not None and session.accessed))
+        if self.sessions is not None and session is not None and before.incoming is not None:
+            parts.append(SessionPart(self.sessions, session, before.incoming, https,
+                                     self.unavailable))
+        return Exchange(parts, extra)
+
+    def hit_flow(self, before: Before) -> PausingFlow[Entry | None]:
+        """The stored entry to answer with, after waiting for the guard's holder if needed
+        (None: the app computes the response)."""
+        cache, plan, lookup = self.cache, before.plan, before.lookup
+        if cache is None or plan is None or lookup is None or plan.invalidate:
+            return None
+        entry, before.lookup = yield from cache.resolve_flow(plan, lookup)
+        return entry
+
+    def rejection(self, before: Before, decision: Decision) -> tuple[Response, Flow[None]]:
+        """The 429 (or fail-closed 503) and the flow that frees what the request held."""
+        response = rate_limited(decision.status, decision.detail, decision.headers)
+        return response, self._release_flow(before)
+
+    def _release_flow(self, before: Before) -> Flow[None]:
+        if self.cache is not None and before.plan is not None and before.lookup is not None:
+            try:
+                yield from self.cache.release_flow(before.plan, before.lookup)
+            except RedisMiddlewareError as exc:
+                log_incident("cache", "stampede guard not released: %s", exc)
 
     def is_exempt(self, path: str) -> bool:
         return any(p.matches(path) for p in self.exempt)

@@ -10,9 +10,9 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from .._options import resolve_settings
-from .._redis.breaker import log_incident
 from .._redis.connections import connections_for
 from ..errors import RedisMiddlewareError
+from ..sansio.incidents import log_incident
 from ..sansio.presence import PresenceCore, PresenceEvent
 from ..sansio.request import environ_user
 from ..settings import Settings
@@ -126,6 +126,6 @@ def _sweep_forever(ref: weakref.ref[PresenceMiddleware]) -> None:
         middleware = ref()
         if middleware is None:
             return
-        middleware.core._last_sweep = time.monotonic()
+        middleware.core.mark_swept()
         middleware._sweep_once()
         del middleware

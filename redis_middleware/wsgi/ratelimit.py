@@ -11,8 +11,9 @@ from .._redis.strategies import LimitsStrategy
 from ..errors import RedisMiddlewareError
 from ..sansio.ratelimit import Check, Decision, RateLimitCore, Usage
 from ..sansio.request import environ_user, from_environ
+from ..sansio.responses import rate_limited
 from ..settings import Settings
-from ._http import status_line
+from ._respond import start
 
 __all__ = ["RateLimitMiddleware", "RateLimiter"]
 
@@ -67,11 +68,8 @@ class RateLimitMiddleware:
             result: Iterable[bytes] = self.app(environ, start_response)
             return result
         if not decision.allowed:
-            body = self.core.blocked_body(decision)
-            start_response(status_line(decision.status), [
-                ("Content-Type", "application/json"), ("Content-Length", str(len(body))),
-                *decision.headers])
-            return [body]
+            return start(start_response, rate_limited(decision.status, decision.detail,
+                                                      decision.headers))
         extra = list(decision.headers)
 
         def limited_start_response(status: str, headers: list[Any], exc_info: Any = None) -> Any:

@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
 from .._options import resolve_settings
-from .._redis.breaker import log_incident
 from .._redis.connections import connections_for
-from ..errors import RedisCommandError, RedisMiddlewareError, SessionUnavailableError
 from ..sansio.cookies import IncomingCookie
+from ..sansio.exchange import Exchange, SessionPart
+from ..sansio.responses import store_unavailable
 from ..sansio.session import Session
 from ..sansio.sessions import SessionCore, SessionInfo
 from ..settings import Settings
-from ._http import close_iter, json_response, request_cookies
+from ._http import request_cookies
+from ._respond import respond
 
 __all__ = ["ENVIRON_KEY", "SessionMiddleware", "SessionStore"]
 
 ENVIRON_KEY = "redis_middleware.session"
-_UNAVAILABLE = {"detail": "Session store unavailable, retry shortly."}
-_UNAVAILABLE_BODY = json.dumps(_UNAVAILABLE, separators=(",", ":")).encode()
 WSGIApp = Any
 
 
@@ -43,85 +41,23 @@ class SessionMiddleware:
         self.settings = resolve_settings(settings, "session", options)
         self.core = SessionCore(self.settings)
         self.redis = connections_for(self.settings)
+        self.unavailable = store_unavailable(self.settings.breaker_cooldown)
 
     def open(self, environ: dict[str, Any]) -> tuple[Session, IncomingCookie]:
         incoming = self.core.read_cookie(request_cookies(environ))
-        session = self.core.session_for(incoming)
-        if incoming.session_id is not None:
-            session_id = incoming.session_id
-            session._loader = lambda: self.redis.run(self.core.load_flow(session_id))
-        return session, incoming
+        session_id = incoming.session_id
+        if session_id is None:
+            return self.core.session_for(incoming), incoming
+        return self.core.session_for(
+            incoming, lambda: self.redis.run(self.core.load_flow(session_id))), incoming
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         session, incoming = self.open(environ)
         environ[ENVIRON_KEY] = session
         https = environ.get("wsgi.url_scheme") == "https"
-        failed: list[BaseException] = []
-
-        def session_start_response(
-            status: str, headers: list[tuple[str, str]], exc_info: Any = None
-        ) -> Any:
-            if session.unavailable_raised and status.startswith("500"):
-                # The framework turned our SessionUnavailableError into a 500.
-                failed.append(SessionUnavailableError("session store unavailable"))
-                return self._unavailable(start_response, None, exc_info)
-            headers = list(headers)
-            if session.accessed:
-                _add_vary_cookie(headers)
-            try:
-                result = self.redis.run(self.core.save_flow(session, incoming, https))
-            except RedisMiddlewareError as exc:
-                failed.append(exc)
-                return self._unavailable(start_response, exc, exc_info)
-            if result.set_cookie:
-                headers.append(("Set-Cookie", result.set_cookie))
-            return start_response(status, headers, exc_info)
-
-        try:
-            app_iter = self.app(environ, session_start_response)
-        except SessionUnavailableError:
-            body: Iterable[bytes] = self._unavailable(start_response, None)
-            return body
-        return _Body(app_iter, failed)
-
-    def _unavailable(
-        self, start_response: Any, exc: BaseException | None, exc_info: Any = None
-    ) -> Any:
-        if isinstance(exc, RedisCommandError):
-            log_incident("session-command", "session store refused a command: %s", exc)
-        retry_after = str(max(1, round(self.settings.breaker_cooldown)))
-        return json_response(
-            lambda status, headers: start_response(status, headers, exc_info), 503,
-            _UNAVAILABLE, [("Retry-After", retry_after)],
-        )
-
-
-class _Body:
-    """The app's body, or the 503 body when saving the session failed; always closed."""
-
-    def __init__(self, app_iter: Iterable[bytes], failed: list[BaseException]) -> None:
-        self._app_iter = app_iter
-        self._failed = failed
-
-    def __iter__(self) -> Iterator[bytes]:
-        for chunk in self._app_iter:
-            if self._failed:
-                break
-            yield chunk
-        if self._failed:  # start_response answered 503: send its body, not the app's
-            yield _UNAVAILABLE_BODY
-
-    def close(self) -> None:
-        close_iter(self._app_iter)
-
-
-def _add_vary_cookie(headers: list[tuple[str, str]]) -> None:
-    for i, (name, value) in enumerate(headers):
-        if name.lower() == "vary":
-            if "cookie" not in value.lower() and value.strip() != "*":
-                headers[i] = (name, f"{value}, Cookie")
-            return
-    headers.append(("Vary", "Cookie"))
+        exchange = Exchange((SessionPart(self.core, session, incoming, https,
+                                         self.unavailable),))
+        return respond(self.app, environ, start_response, exchange, self.redis)
 
 
 class SessionStore:

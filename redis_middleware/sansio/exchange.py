@@ -1,0 +1,266 @@
+"""The response half of a request, decided once for both adapters.
+
+An :class:`Exchange` follows one request after the middleware has let the app run. The
+adapter hands it the app's response start (status and headers) and each body chunk,
+and gets back what to send: a :class:`Reply` (headers to add and to drop, or a whole
+:class:`~.responses.Response` to send instead). What must be written to Redis at that
+moment (the session's changes, an invalidation, an early release of the stampede
+guard) is part of the start flow, so several components share one round trip; what is
+written after the body (a cache entry) is :meth:`Exchange.finish_flow`.
+
+An exchange is made of *parts*, one per component (:class:`SessionPart`,
+:class:`CachePart`); the one-line stack simply combines more parts in one exchange.
+Redis failures never leave a part: each one answers them itself (a 503, a skipped
+write) and logs once per incident.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..errors import RedisCommandError, RedisMiddlewareError, SessionUnavailableError
+from .cache import CacheCore, CachePlan, Capture, Lookup
+from .cookies import IncomingCookie
+from .flow import Flow, gather
+from .incidents import log_incident
+from .responses import Headers, Response
+from .session import Session
+from .sessions import SessionCore
+
+__all__ = ["CachePart", "Exchange", "Part", "Reply", "SessionPart", "vary_with"]
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """What to do with the app's response start."""
+
+    add: Headers = ()
+    drop: frozenset[str] = frozenset()  # lower-case names removed from the app's headers
+    replace: Response | None = None  # send this instead of the app's whole response
+
+    def apply(self, headers: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+        """The app's (WSGI) headers with this reply's changes."""
+        kept = [h for h in headers if h[0].lower() not in self.drop] if self.drop else list(
+            headers)
+        return [*kept, *self.add]
+
+    def apply_raw(self, headers: Sequence[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        """The app's (ASGI) headers with this reply's changes."""
+        if self.drop:
+            drop = {name.encode("latin-1") for name in self.drop}
+            kept = [h for h in headers if h[0].lower() not in drop]
+        else:
+            kept = list(headers)
+        return [*kept, *((k.lower().encode("latin-1"), v.encode("latin-1"))
+                         for k, v in self.add)]
+
+
+_NOTHING = Reply()
+
+
+def vary_with(headers: Sequence[tuple[str, str]], token: str) -> Reply:
+    """Add ``token`` to the response's Vary, merged by tokens across every Vary line.
+
+    Nothing changes when a line already names it (any case) or says ``*``; otherwise the
+    Vary lines are replaced by one that lists their tokens once each, then ``token``.
+    """
+    tokens: list[str] = []
+    for name, value in headers:
+        if name.lower() == "vary":
+            tokens += [t.strip() for t in value.split(",") if t.strip()]
+    lowered = {t.lower() for t in tokens}
+    if token.lower() in lowered or "*" in lowered:
+        return _NOTHING
+    if not tokens:
+        return Reply((("Vary", token),))
+    unique = list(dict.fromkeys(tokens))
+    return Reply((("Vary", ", ".join([*unique, token])),), frozenset({"vary"}))
+
+
+class Part(Protocol):
+    """One component's share of the response half."""
+
+    def replace(self, status: int) -> Response | None:
+        """Before any I/O: a response to send instead of the app's (or None)."""
+
+    def start_flow(self, status: int, headers: list[tuple[str, str]]) -> Flow[Reply]:
+        """At the response start: what to send; never raises a Redis error."""
+
+    def body(self, chunk: bytes, more: bool) -> None: ...
+
+    def on_app_error(self, exc: Exception, passed: bool) -> Response | None:
+        """The app raised (``passed``: after its response start went out): a response to
+        answer with, or None to let the error propagate."""
+
+    def finish_flow(self) -> Flow[None]:
+        """After the body: writes that wait for the whole response; never raises."""
+
+
+class Exchange:
+    """The response half of one request: its parts in order, plus headers for all.
+
+    ``extra`` (the rate-limit headers) goes on every response this request sends, after
+    the parts have seen the app's headers, so a cache never stores it.
+    """
+
+    __slots__ = ("extra", "parts")
+
+    def __init__(self, parts: Sequence[Part], extra: Headers = ()) -> None:
+        self.parts = tuple(parts)
+        self.extra = extra
+
+    def start_flow(self, status: int, headers: list[tuple[str, str]]) -> Flow[Reply]:
+        for part in self.parts:
+            replacement = part.replace(status)
+            if replacement is not None:
+                return Reply(replace=replacement.with_headers(self.extra))
+        if len(self.parts) == 1:
+            replies = [(yield from self.parts[0].start_flow(status, headers))]
+        else:
+            replies = yield from gather(*(p.start_flow(status, headers) for p in self.parts))
+        add: list[tuple[str, str]] = []
+        drop: frozenset[str] = frozenset()
+        for reply in replies:
+            if reply.replace is not None:
+                return Reply(replace=reply.replace.with_headers(self.extra))
+            add += reply.add
+            drop |= reply.drop
+        return Reply((*add, *self.extra), drop)
+
+    def body(self, chunk: bytes, more: bool) -> None:
+        for part in self.parts:
+            part.body(chunk, more)
+
+    def on_app_error(self, exc: Exception, passed: bool) -> Response | None:
+        for part in self.parts:
+            response = part.on_app_error(exc, passed)
+            if response is not None:
+                return response.with_headers(self.extra)
+        return None
+
+    def finish_flow(self) -> Flow[None]:
+        flows = [p.finish_flow() for p in self.parts]
+        if len(flows) == 1:
+            yield from flows[0]
+        else:
+            yield from gather(*flows)
+
+
+class SessionPart:
+    """Saves the session's changes at the response start and sets or expires the cookie.
+
+    A session the app could not load (Redis down) turns the app's 500 into a 503; a save
+    Redis refuses is a 503 too, logged once per incident.
+    """
+
+    __slots__ = ("core", "https", "incoming", "session", "unavailable")
+
+    def __init__(self, core: SessionCore, session: Session, incoming: IncomingCookie,
+                 https: bool, unavailable: Response) -> None:
+        self.core = core
+        self.session = session
+        self.incoming = incoming
+        self.https = https
+        self.unavailable = unavailable
+
+    def replace(self, status: int) -> Response | None:
+        if self.session.unavailable_raised and status == 500:
+            # The app (or its framework's error handler) turned our
+            # SessionUnavailableError into a 500: answer what it means.
+            return self.unavailable
+        return None
+
+    def start_flow(self, status: int, headers: list[tuple[str, str]]) -> Flow[Reply]:
+        vary = vary_with(headers, "Cookie") if self.session.accessed else _NOTHING
+        try:
+            result = yield from self.core.save_flow(self.session, self.incoming, self.https)
+        except RedisMiddlewareError as exc:
+            kind = "session-command" if isinstance(exc, RedisCommandError) else "session-save"
+            log_incident(kind, "session changes not saved, answered 503: %s", exc)
+            return Reply(replace=self.unavailable)
+        if result.set_cookie:
+            return Reply((*vary.add, ("Set-Cookie", result.set_cookie)), vary.drop)
+        return vary
+
+    def body(self, chunk: bytes, more: bool) -> None:
+        pass
+
+    def on_app_error(self, exc: Exception, passed: bool) -> Response | None:
+        if isinstance(exc, SessionUnavailableError) and not passed:
+            return self.unavailable
+        return None
+
+    def finish_flow(self) -> Flow[None]:
+        return
+        yield  # a flow with nothing to write
+
+
+class CachePart:
+    """Decides whether the computed response is stored, copies its body, stores it.
+
+    Serves the stored (stale) entry instead of a 5xx or an app error while
+    ``stale-if-error`` allows; invalidates the URL after a successful unsafe request.
+    """
+
+    __slots__ = ("capture", "core", "head", "plan", "session_touched", "stale")
+
+    def __init__(self, core: CacheCore, plan: CachePlan, lookup: Lookup | None, head: bool,
+                 now: float, session_touched: Callable[[], bool]) -> None:
+        self.core = core
+        self.plan = plan
+        self.head = head
+        self.session_touched = session_touched
+        entry = lookup.entry if lookup is not None else None
+        stale = entry if not plan.invalidate and core.usable_if_error(entry, now) else None
+        self.stale = stale
+        self.capture = None if plan.invalidate else Capture(core, plan, lookup, stale)
+
+    def _stale(self) -> Response | None:
+        if self.stale is None:
+            return None
+        status, headers, body = self.core.hit(self.plan, self.stale, self.head)
+        return Response(status, tuple(headers), body)
+
+    def replace(self, status: int) -> Response | None:
+        return self._stale() if status >= 500 else None
+
+    def start_flow(self, status: int, headers: list[tuple[str, str]]) -> Flow[Reply]:
+        capture = self.capture
+        if capture is None:  # an unsafe method
+            # RFC 9111 4.4: a successful unsafe request invalidates the URL; done before
+            # the response leaves, so the client's next GET sees fresh data.
+            if 200 <= status < 400:
+                try:
+                    yield from self.core.invalidate_flow(self.plan.url)
+                except RedisMiddlewareError as exc:
+                    log_incident("cache", "cache entry not invalidated: %s", exc)
+            return _NOTHING
+        added = capture.start(status, headers, self.session_touched()) or []
+        if not capture.storing and capture.lookup is not None:
+            yield from self._finish(capture)  # decided now: free the guard with the rest
+            capture.lookup = None
+        return Reply(tuple(added))
+
+    def body(self, chunk: bytes, more: bool) -> None:
+        if self.capture is not None:
+            self.capture.body(chunk, more)
+
+    def on_app_error(self, exc: Exception, passed: bool) -> Response | None:
+        if passed or isinstance(exc, SessionUnavailableError):
+            return None
+        return self._stale()
+
+    def finish_flow(self) -> Flow[None]:
+        capture = self.capture
+        if capture is not None and capture.lookup is not None:
+            yield from self._finish(capture)
+            capture.lookup = None
+
+    @staticmethod
+    def _finish(capture: Capture) -> Flow[None]:
+        try:
+            yield from capture.finish_flow()
+        except RedisMiddlewareError as exc:
+            log_incident("cache", "response not stored: %s", exc)

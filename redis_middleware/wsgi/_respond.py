@@ -1,0 +1,106 @@
+"""Runs an app under an :class:`~redis_middleware.sansio.exchange.Exchange` (WSGI side).
+
+Only translation: ``start_response`` calls and body chunks in, the exchange's
+decisions out. The app's iterable is always closed (PEP 3333).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from .._redis.connections import RedisConnections
+from ..sansio.exchange import Exchange
+from ..sansio.responses import Response, status_line
+
+__all__ = ["respond", "start"]
+
+
+def start(start_response: Any, response: Response, exc_info: Any = None) -> list[bytes]:
+    """Start a whole response; returns its body, as a WSGI app would."""
+    start_response(status_line(response.status), list(response.headers), exc_info)
+    return [response.body]
+
+
+def _discard(data: bytes) -> None:
+    """The ``write`` of a replaced response: the app's bytes go nowhere."""
+
+
+class _Flight:
+    """One request's response under an exchange; the app's body passes through it."""
+
+    def __init__(self, exchange: Exchange, redis: RedisConnections, start_response: Any) -> None:
+        self.exchange = exchange
+        self.redis = redis
+        self.start_response = start_response
+        self.passed = False
+        self.replaced: Response | None = None
+        self.app_iter: Iterable[bytes] = ()
+        self._finished = False
+
+    def wrapped_start_response(self, status: str, headers: list[tuple[str, str]],
+                               exc_info: Any = None) -> Any:
+        code = int(status.split(" ", 1)[0])
+        reply = self.redis.run(self.exchange.start_flow(code, list(headers)))
+        if reply.replace is not None:
+            self.replaced = reply.replace
+            start(self.start_response, reply.replace, exc_info)
+            return _discard
+        self.passed = True
+        write = self.start_response(status, reply.apply(headers), exc_info)
+        exchange = self.exchange
+
+        def write_through(data: bytes) -> None:
+            exchange.body(data, True)
+            write(data)
+
+        return write_through
+
+    def failed(self, exc: Exception) -> list[bytes]:
+        """The app raised: the response the exchange answers with (or the error again)."""
+        response = self.exchange.on_app_error(exc, self.passed)
+        if response is None:
+            raise exc
+        if self.replaced is None:
+            return start(self.start_response, response)
+        return [self.replaced.body]
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            for chunk in self.app_iter:
+                if self.replaced is not None:
+                    break
+                self.exchange.body(chunk, True)
+                yield chunk
+        except Exception as exc:
+            yield from self.failed(exc)
+            return
+        if self.replaced is not None:
+            yield self.replaced.body
+        else:
+            self.exchange.body(b"", False)
+
+    def close(self) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        try:
+            close = getattr(self.app_iter, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self.redis.run(self.exchange.finish_flow())
+
+
+def respond(app: Any, environ: dict[str, Any], start_response: Any, exchange: Exchange,
+            redis: RedisConnections) -> Iterable[bytes]:
+    """Call ``app``; its response goes out as ``exchange`` decides."""
+    flight = _Flight(exchange, redis, start_response)
+    try:
+        flight.app_iter = app(environ, flight.wrapped_start_response)
+    except Exception as exc:
+        try:
+            return flight.failed(exc)
+        finally:
+            flight.close()
+    return flight
