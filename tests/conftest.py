@@ -135,10 +135,24 @@ def make_settings(url: str, **overrides: Any) -> Settings:
     return Settings(redis_url=url, key_prefix=prefix, secret_key=(SECRET,), **overrides)
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.real_redis)])
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test that uses a backend runs on memory:// and a real server; a test of a
+    scenario module (``pytestmark = pytest.mark.scenarios``) also on a Redis Cluster."""
+    if "backend_url" not in metafunc.fixturenames:
+        return
+    params: list[Any] = ["memory", pytest.param("redis", marks=pytest.mark.real_redis)]
+    if metafunc.definition.get_closest_marker("scenarios") is not None:
+        params.append(pytest.param("cluster", marks=pytest.mark.real_redis))
+    metafunc.parametrize("backend_url", params, indirect=True)
+
+
+@pytest.fixture
 def backend_url(request: pytest.FixtureRequest) -> str:
     if request.param == "memory":
         return "memory://"
+    if request.param == "cluster":
+        cluster: RedisCluster = request.getfixturevalue("redis_cluster")
+        return cluster.url
     server: RedisServer = request.getfixturevalue("redis_server")
     return server.url
 

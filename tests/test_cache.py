@@ -14,7 +14,7 @@ from redis_middleware._redis.connections import connections_for
 from . import apps
 from .conftest import Clients, audit_keyspace, stale_if_error_is_served
 
-pytestmark = pytest.mark.usefixtures("audit")
+pytestmark = [pytest.mark.usefixtures("audit"), pytest.mark.scenarios]
 ROUTES = {"/c/*": 60}
 
 

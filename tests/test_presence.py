@@ -17,7 +17,7 @@ from redis_middleware.wsgi import Presence
 
 from .conftest import Clients, audit_keyspace, make_settings, raw_client
 
-pytestmark = pytest.mark.usefixtures("audit")
+pytestmark = [pytest.mark.usefixtures("audit"), pytest.mark.scenarios]
 
 
 class Events:

@@ -15,7 +15,7 @@ from redis_middleware._redis.connections import connections_for
 from . import apps
 from .conftest import Clients, audit_keyspace, make_settings
 
-pytestmark = pytest.mark.usefixtures("audit")
+pytestmark = [pytest.mark.usefixtures("audit"), pytest.mark.scenarios]
 
 
 def ratelimit_keys(settings: Settings) -> list[str]:

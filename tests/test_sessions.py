@@ -14,7 +14,7 @@ from redis_middleware._redis.connections import connections_for
 
 from .conftest import Clients, audit_keyspace, make_settings, raw_client
 
-pytestmark = pytest.mark.usefixtures("audit")
+pytestmark = [pytest.mark.usefixtures("audit"), pytest.mark.scenarios]
 
 VALUES = {
     "s": "text é ✓", "i": 42, "f": 1.5, "t": True, "n": None,

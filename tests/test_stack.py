@@ -12,7 +12,7 @@ from redis_middleware._redis.connections import connections_for
 from . import apps
 from .conftest import Clients, audit_keyspace, make_settings, stale_if_error_is_served
 
-pytestmark = pytest.mark.usefixtures("audit")
+pytestmark = [pytest.mark.usefixtures("audit"), pytest.mark.scenarios]
 
 OPTIONS: dict[str, Any] = {"limit": "100/minute", "routes": {"/c/*": 60},
                            "exempt": ["/text"], "key": "user_or_ip"}

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from asgiref.typing import ASGISendCallable
 
-from ..sansio.cookies import parse_cookies
+from ..sansio.request import cookies_of
 
 
-def request_cookies(scope: Any) -> dict[str, str]:
-    """The request's cookies (shared: read only). Several Cookie lines (HTTP/2) are
-    joined, as RFC 9113 8.2.3 says."""
-    lines = [v for k, v in scope.get("headers", ()) if k == b"cookie"]
-    if not lines:
-        return {}
-    return parse_cookies(b"; ".join(lines).decode("latin-1"))
+def request_cookies(scope: Any) -> Mapping[str, str]:
+    """The request's cookies (shared: read only)."""
+    return cookies_of([v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"cookie"])
 
 
 def with_headers(send: ASGISendCallable, headers: list[tuple[bytes, bytes]]) -> ASGISendCallable:

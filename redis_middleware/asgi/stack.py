@@ -14,7 +14,6 @@ from ..sansio.request import from_scope
 from ..sansio.responses import Response
 from ..sansio.stack import Before, StackCore, resolve_stack_settings
 from ..settings import Settings
-from ._http import request_cookies
 from ._respond import respond, send_response
 from .presence import PresenceMiddleware
 from .sessions import save_after_websocket
@@ -64,7 +63,7 @@ class RedisMiddleware:
             return
         http = scope["type"] == "http"
         before: Before = await self.redis.arun(self.core.before_flow(
-            request, request_cookies(scope), request.user, http))
+            request, request.user, http))
         if before.session is not None:
             scope["session"] = before.session  # type: ignore[typeddict-unknown-key]
         decision = before.decision

@@ -283,9 +283,7 @@ class CacheCore:
         safe = method in ("GET", "HEAD")
         headers = request.headers
         if route.vary_cookies:
-            from starlette.requests import cookie_parser
-
-            jar = cookie_parser("; ".join(request.header_list("cookie")))
+            jar = request.cookies
             headers += tuple((f"cookie:{name}", jar.get(name, "")) for name in route.vary_cookies)
         return CachePlan(
             route=route, url=url, host=host,

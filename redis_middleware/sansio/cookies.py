@@ -9,7 +9,6 @@ import secrets
 from dataclasses import dataclass
 
 from itsdangerous import BadSignature, Signer
-from starlette.requests import cookie_parser
 
 from ..settings import Settings
 from .memo import Memo
@@ -22,11 +21,34 @@ _SALT = b"redis_middleware.session"
 _EXPIRED = "Thu, 01 Jan 1970 00:00:00 GMT"
 
 
+# Octal escapes and backslash-escaped characters inside a quoted cookie value.
+_ESCAPE = re.compile(r"\\(?:([0-3][0-7][0-7])|(.))")
+
+
+def _unquote(value: str) -> str:
+    if len(value) < 2 or value[0] != '"' or value[-1] != '"':
+        return value
+    return _ESCAPE.sub(lambda m: chr(int(m[1], 8)) if m[1] else m[2], value[1:-1])
+
+
 @functools.lru_cache(maxsize=1024)
 def parse_cookies(header: str) -> dict[str, str]:
-    """Starlette's cookie parsing, remembered per Cookie header (a client sends the same
-    one request after request). The result is shared: read it, never change it."""
-    return cookie_parser(header)
+    """A Cookie header as browsers send it (RFC 6265 5.4, leniently): ``name=value`` pairs
+    split on ``;``, blanks trimmed, a quoted value unquoted; a pair without ``=`` is a
+    value with an empty name (as browsers store it); the last of a repeated name wins.
+
+    Remembered per header (a client sends the same one request after request); the
+    result is shared: read it, never change it.
+    """
+    out: dict[str, str] = {}
+    for chunk in header.split(";"):
+        name, eq, value = chunk.partition("=")
+        if not eq:
+            name, value = "", name
+        name, value = name.strip(), value.strip()
+        if name or value:
+            out[name] = _unquote(value)
+    return out
 
 
 def new_session_id(slot_tag: str | None = None) -> str:

@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
+from .cookies import parse_cookies
 from .memo import Memo
 
 __all__ = ["RequestInfo", "from_environ", "from_scope"]
+
+NO_COOKIES: Mapping[str, str] = MappingProxyType({})
+
+
+def cookies_of(lines: list[str]) -> Mapping[str, str]:
+    """The cookies of a request's Cookie lines; several lines (HTTP/2) are joined, as
+    RFC 9113 8.2.3 says."""
+    if not lines:
+        return NO_COOKIES
+    return parse_cookies(lines[0] if len(lines) == 1 else "; ".join(lines))
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +34,8 @@ class RequestInfo:
     peer: str | None
     scheme: str
     user: str | None = None
+    # parsed once per distinct Cookie header
+    cookies: Mapping[str, str] = field(default_factory=lambda: NO_COOKIES)
 
     def header(self, name: str) -> str | None:
         for key, value in self.headers:
@@ -59,12 +73,14 @@ def scope_user(scope: Mapping[str, Any], user_field: str) -> str | None:
 def from_scope(scope: Mapping[str, Any], user_field: str | None) -> RequestInfo:
     """The request of an ASGI scope; its user is looked up unless ``user_field`` is None."""
     client = scope.get("client")
+    headers = tuple((k.decode("latin-1").lower(), v.decode("latin-1"))
+                    for k, v in scope.get("headers", ()))
     return RequestInfo(
         method=scope.get("method", "GET") if scope["type"] == "http" else "WEBSOCKET",
         path=scope.get("path", "/"),
         query_string=scope.get("query_string", b""),
-        headers=tuple((k.decode("latin-1").lower(), v.decode("latin-1"))
-                      for k, v in scope.get("headers", ())),
+        headers=headers,
+        cookies=cookies_of([v for k, v in headers if k == "cookie"]),
         peer=client[0] if client else None,
         scheme=scope.get("scheme", "http"),
         user=scope_user(scope, user_field) if user_field is not None else None,
@@ -106,6 +122,7 @@ def from_environ(environ: Mapping[str, Any], user_field: str) -> RequestInfo:
         path=(environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")) or "/",
         query_string=environ.get("QUERY_STRING", "").encode("latin-1"),
         headers=tuple(headers),
+        cookies=cookies_of([cookie]) if (cookie := environ.get("HTTP_COOKIE")) else NO_COOKIES,
         peer=environ.get("REMOTE_ADDR") or None,
         scheme=environ.get("wsgi.url_scheme", "http"),
         user=None,  # resolved lazily: reading it may load the session

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,12 +113,11 @@ class StackCore:
     def is_exempt(self, path: str) -> bool:
         return any(p.matches(path) for p in self.exempt)
 
-    def before_flow(self, request: RequestInfo, cookies: Mapping[str, str],
-                    outer_user: str | None, http: bool) -> Flow[Before]:
+    def before_flow(self, request: RequestInfo, outer_user: str | None, http: bool) -> Flow[Before]:
         """Load, count, look up and heartbeat, in at most two round trips."""
         out = Before()
         if self.sessions is not None:
-            out.incoming = self.sessions.read_cookie(cookies)
+            out.incoming = self.sessions.read_cookie(request.cookies)
             out.session = self.sessions.session_for(out.incoming)
         loading = out.incoming is not None and out.incoming.session_id is not None
         out.plan = self.cache.plan(request) if self.cache is not None and http else None

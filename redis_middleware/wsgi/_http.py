@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from ..sansio.cookies import parse_cookies
+from ..sansio.request import NO_COOKIES, cookies_of
 
 
-def request_cookies(environ: dict[str, Any]) -> dict[str, str]:
+def request_cookies(environ: dict[str, Any]) -> Mapping[str, str]:
     """The request's cookies (shared: read only)."""
     header = environ.get("HTTP_COOKIE", "")
-    return parse_cookies(header) if header else {}
+    return cookies_of([header]) if header else NO_COOKIES

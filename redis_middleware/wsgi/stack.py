@@ -12,7 +12,6 @@ from ..sansio.request import from_environ
 from ..sansio.responses import status_line
 from ..sansio.stack import Before, StackCore, resolve_stack_settings
 from ..settings import Settings
-from ._http import request_cookies
 from ._respond import respond, start
 from .sessions import ENVIRON_KEY
 
@@ -44,7 +43,7 @@ class RedisMiddleware:
             result: Iterable[bytes] = self.app(environ, start_response)
             return result
         before: Before = self.redis.run(self.core.before_flow(
-            request, request_cookies(environ), environ.get("REMOTE_USER") or None, True))
+            request, environ.get("REMOTE_USER") or None, True))
         if before.session is not None:
             environ[ENVIRON_KEY] = before.session
         decision = before.decision

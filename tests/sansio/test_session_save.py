@@ -1,0 +1,130 @@
+"""What saving a session writes, decided with no Redis: exact commands per case."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from redis_middleware.sansio.cookies import IncomingCookie, new_session_id
+from redis_middleware.sansio.session import Session
+from redis_middleware.sansio.sessions import META, SaveResult, SessionCore
+
+from .helpers import batches, commands, settings
+
+SID = new_session_id()
+
+
+def core() -> SessionCore:
+    return SessionCore(settings())
+
+
+def loaded(c: SessionCore, data: dict[str, Any] | None) -> Session:
+    """A session as loaded from Redis (None: no hash behind the cookie)."""
+    session = c.session_for(IncomingCookie(SID, present=True))
+    if data is None:
+        session.set_loaded(None)
+    else:
+        session.set_loaded((dict(data), {k: c_encode(v) for k, v in data.items()}))
+    return session
+
+
+def c_encode(value: Any) -> str:
+    from redis_middleware.sansio.session import encode
+
+    return encode(value)
+
+
+def script_mode(batch: Any) -> str:
+    """The save script's mode argument (create / update / move)."""
+    return str(batch[0].args[3 + 2])
+
+
+def case_create(s: Session) -> None:
+    s["cart"] = [1]
+
+
+def case_update(s: Session) -> None:
+    s["theme"] = "dark"
+
+
+def case_login(s: Session) -> None:
+    s["user_id"] = "7"
+    s.regenerate()
+
+
+def case_delete_key(s: Session) -> None:
+    del s["theme"]
+
+
+def case_logout(s: Session) -> None:
+    s.clear()
+
+
+def case_read_only(s: Session) -> None:
+    _ = s.get("theme")
+
+
+@pytest.mark.parametrize(
+    ("before", "change", "expected", "mode", "cookie"),
+    [
+        pytest.param(None, case_create, ["EVALSHA"], "create", "set", id="new-session-creates"),
+        pytest.param({"theme": "light"}, case_update, ["EVALSHA"], "update", None,
+                     id="a-change-updates-in-place-no-cookie"),
+        pytest.param({"theme": "light", "a": 1}, case_delete_key, ["EVALSHA"], "update", None,
+                     id="a-deleted-key-is-an-HDEL-in-the-script"),
+        pytest.param({"theme": "light"}, case_delete_key, ["DEL"], None, "expire",
+                     id="deleting-the-last-key-ends-the-session"),
+        pytest.param({"theme": "light"}, case_login,
+                     ["EVALSHA", "ZADD", "ZREMRANGEBYSCORE", "EXPIRE"], "move", "set",
+                     id="login-moves-to-a-new-id-and-indexes-the-user"),
+        pytest.param({"theme": "light", "user_id": "7"}, case_logout,
+                     ["DEL", "ZREM"], None, "expire", id="logout-deletes-and-expires"),
+        pytest.param({"theme": "light"}, case_read_only, [], None, None,
+                     id="a-read-costs-no-write"),
+        pytest.param(None, case_read_only, [], None, None,
+                     id="an-empty-new-session-writes-nothing"),
+    ],
+)
+def test_save_table(before: dict[str, Any] | None, change: Any, expected: list[str],
+                    mode: str | None, cookie: str | None) -> None:
+    c = core()
+    session = loaded(c, before)
+    change(session)
+    incoming = IncomingCookie(SID, present=True)
+    answers = [[1] * len(expected)] if expected else []
+    seen, result = batches(c.save_flow(session, incoming, https=False), answers)
+    assert isinstance(result, SaveResult)
+    if expected:
+        assert commands(seen[0]) == expected
+    else:
+        assert seen == [] or seen == [()]
+    if mode is not None:
+        assert script_mode(seen[0]) == mode
+    if cookie is None:
+        assert result.set_cookie is None
+    elif cookie == "set":
+        assert result.set_cookie is not None and "Max-Age=0" not in result.set_cookie
+    else:
+        assert result.set_cookie is not None and "Max-Age=0" in result.set_cookie
+
+
+def test_only_the_changed_field_is_sent() -> None:
+    c = core()
+    session = loaded(c, {"a": 1, "b": [1, 2], "c": "x"})
+    session["a"] = 2
+    seen, _ = batches(c.save_flow(session, IncomingCookie(SID, present=True), False), [[1]])
+    args = list(seen[0][0].args)
+    # EVALSHA sha 2 key old | mode now idle absolute meta now36 | n_set (field value)* ...
+    assert args[11] == 1 and args[12:14] == ["a", "2"] and args[14] == 0
+    assert META not in args[11:]
+
+
+def test_a_refused_update_expires_the_cookie_and_reports_not_stored() -> None:
+    """A logout elsewhere deleted the hash: the slow request must not resurrect it."""
+    c = core()
+    session = loaded(c, {"a": 1})
+    session["a"] = 2
+    _, result = batches(c.save_flow(session, IncomingCookie(SID, present=True), False), [[0]])
+    assert result == SaveResult(result.set_cookie, False)
+    assert result.set_cookie is not None and "Max-Age=0" in result.set_cookie

@@ -1,0 +1,75 @@
+"""``flask.session`` through the Flask adapter."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+
+from redis_middleware import Settings
+from redis_middleware.sansio.sessions import SessionCore
+
+from .conftest import audit_keyspace
+
+
+def test_flask_session_through_the_adapter(settings: Settings) -> None:
+    from flask import Flask, session
+
+    from redis_middleware.flask import init_app
+
+    app = Flask(__name__)
+    init_app(app, settings)
+
+    @app.post("/login/<user>")
+    def login(user: str) -> Any:
+        session.regenerate()  # type: ignore[attr-defined]
+        session["user_id"] = user
+        return {"ok": True}
+
+    @app.get("/me")
+    def me() -> Any:
+        return {"user": session.get("user_id"), "new": session.new}
+
+    client = app.test_client()
+    first = client.post("/login/ann")
+    assert len(first.headers.getlist("Set-Cookie")) == 1  # one cookie: ours
+    assert client.get("/me").json == {"user": "ann", "new": False}
+    assert "Cookie" in client.get("/me").headers["Vary"]
+    audit_keyspace(settings)
+
+
+def test_flask_answers_503_without_a_traceback_when_redis_is_down(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from flask import Flask, session
+
+    from redis_middleware.flask import init_app
+
+    from .conftest import SECRET, free_port
+
+    settings = Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0", secret_key=SECRET)
+    app = Flask(__name__)
+    init_app(app, settings)
+    app.get("/me")(lambda: {"user": session.get("user_id")})
+    cookie = SessionCore(settings).cookies.set_cookie("abcd" + "x" * 43, False)
+    client = app.test_client()
+    client.set_cookie("session", cookie.split(";")[0].split("=", 1)[1])
+    with caplog.at_level(logging.ERROR):
+        response = client.get("/me")
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "1"
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_flask_without_the_middleware_explains() -> None:
+    from flask import Flask, session
+
+    from redis_middleware.flask import RedisSessionInterface
+
+    app = Flask(__name__)
+    app.session_interface = RedisSessionInterface()
+    app.get("/")(lambda: str(session.get("x")))
+    app.testing = True
+    with pytest.raises(RuntimeError, match="SessionMiddleware is not installed"):
+        app.test_client().get("/")

@@ -1,0 +1,103 @@
+"""Sessions while Redis is down or refuses writes: 503 or read-only, never a 500; recovery."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .conftest import Clients, make_settings, start_redis_server, stop_redis_server
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Any:
+    """A redis-server of this test alone, which the test may stop and restart."""
+    servers: list[Any] = []
+
+    def start(port: int | None = None) -> Any:
+        server = start_redis_server(tmp_path / str(len(servers)), port=port)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        if server.proc.poll() is None:
+            stop_redis_server(server)
+
+
+@pytest.mark.real_redis
+@pytest.mark.parametrize("interface", ["asgi", "wsgi"])
+def test_redis_down_gives_503_then_recovers(
+    interface: str, own_redis: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = own_redis()
+    settings = make_settings(server.url, breaker_cooldown=0.2)
+    clients = Clients(interface, settings)
+    try:
+        client = clients()
+        client.post("/set", json={"a": 1})
+        stop_redis_server(server)
+        with caplog.at_level(logging.WARNING, logger="redis_middleware"):
+            for _ in range(5):
+                response = client.get("/get")
+                assert response.status_code == 503
+                assert response.headers["retry-after"] == "1"
+                assert "set-cookie" not in response.headers
+            assert client.get("/noop").status_code == 200  # never touches the session
+            assert make_client_free(clients).get("/get").status_code == 200  # no cookie
+        assert sum("unavailable" in r.message for r in caplog.records) == 1
+        own_redis(server.port)  # back, empty (no persistence): the old session is gone
+        deadline = time.monotonic() + 2
+        while client.get("/noop").status_code != 200 or client.get("/get").status_code != 200:
+            assert time.monotonic() < deadline, "no recovery within 2 s"
+            time.sleep(0.05)
+        assert client.post("/set", json={"b": 2}).status_code == 200
+        assert client.get("/get").json() == {"b": 2}
+    finally:
+        clients.close()
+
+
+def make_client_free(clients: Clients) -> Any:
+    return clients()
+
+
+@pytest.mark.real_redis
+@pytest.mark.parametrize("interface", ["asgi", "wsgi"])
+def test_readonly_mode_carries_on_with_an_empty_session(
+    interface: str, own_redis: Any
+) -> None:
+    server = own_redis()
+    settings = make_settings(server.url, session_on_redis_error="readonly")
+    clients = Clients(interface, settings)
+    try:
+        client = clients()
+        client.post("/set", json={"a": 1})
+        stop_redis_server(server)
+        response = client.get("/get")
+        assert (response.status_code, response.json()) == (200, {})
+        assert client.post("/set", json={"b": 1}).status_code == 200  # dropped, logged
+    finally:
+        clients.close()
+
+
+@pytest.mark.real_redis
+@pytest.mark.parametrize("interface", ["asgi", "wsgi"])
+def test_command_errors_give_503_and_no_corruption(interface: str, own_redis: Any) -> None:
+    server = own_redis()
+    settings = make_settings(server.url)
+    clients = Clients(interface, settings)
+    try:
+        client = clients()
+        client.post("/set", json={"a": 1})
+        with server.client() as admin:
+            admin.config_set("maxmemory-policy", "noeviction")
+            admin.config_set("maxmemory", "1")  # every write is now refused with OOM
+            response = client.post("/set", json={"a": 2, "b": "x"})
+            assert response.status_code == 503
+            admin.config_set("maxmemory", "0")
+        assert client.get("/get").json() == {"a": 1}
+    finally:
+        clients.close()
