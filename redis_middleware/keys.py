@@ -83,6 +83,14 @@ class KeySpace:
     def cache_lock(self, url_digest: str, variant_digest: str) -> str:
         return self._key("cache", "{" + url_digest + "}", "lock", variant_digest)
 
+    def cache_variants(self, url_digest: str) -> str:
+        """The ZSET of a URL's stored variants (for invalidating the URL)."""
+        return self._key("cache", "{" + url_digest + "}", "variants")
+
+    def cache_registry(self) -> str:
+        """The ZSET of every URL with a stored response (for purging everything)."""
+        return self._key("cache", "{urls}")
+
     def cache_tag(self, tag: str) -> str:
         return self._key("cache", "tag", "{" + escape(tag) + "}")
 
@@ -96,3 +104,7 @@ class KeySpace:
 
     def presence_channel(self) -> str:
         return self._key("presence", "events")
+
+    def limits_prefix(self) -> str:
+        """The prefix the ``limits`` library's storages put before our escaped identifiers."""
+        return self._key("ratelimit")

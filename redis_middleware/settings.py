@@ -22,10 +22,14 @@ from ._urls import RedisTarget, parse_redis_url
 from .errors import ConfigError
 from .sansio.patterns import PathPattern
 from .sansio.rules import (
+    FAIL_MODES,
+    IDENTITY_KINDS,
+    STRATEGIES,
     CacheRouteSpec,
     RuleSpec,
     normalise_cache_routes,
     normalise_rules,
+    one_of,
     parse_cache_routes_env,
     parse_limits,
     parse_rules_env,
@@ -383,12 +387,12 @@ class Settings:
             except ValueError as exc:
                 self._fail("ratelimit_exempt", str(exc))
         key = self.ratelimit_key
-        if not callable(key) and key not in ("ip", "user", "user_or_ip"):
-            self._fail("ratelimit_key", "must be 'ip', 'user', 'user_or_ip' or a callable")
+        if not callable(key) and key not in IDENTITY_KINDS:
+            self._fail("ratelimit_key", f"must be {one_of((*IDENTITY_KINDS, 'a callable'))}")
         choices = {
-            "ratelimit_strategy": ("fixed-window", "moving-window", "sliding-window-counter"),
+            "ratelimit_strategy": STRATEGIES,
             "ratelimit_headers": ("legacy", "draft", "both", "none"),
-            "ratelimit_fail": ("open", "closed"),
+            "ratelimit_fail": FAIL_MODES,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

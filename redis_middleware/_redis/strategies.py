@@ -22,6 +22,7 @@ from limits.storage import storage_from_string
 from redis import exceptions as rex
 
 from ..errors import RedisMiddlewareError, RedisUnavailableError
+from ..keys import KeySpace
 from ..sansio.ratelimit import Check, Decision, RateLimitCore, limits_key
 from .breaker import Breaker
 from .connections import RedisConnections
@@ -69,7 +70,7 @@ class LimitsStrategy:
         if self.conns.target.kind == "memory":
             return {}
         options: dict[str, Any] = {
-            "key_prefix": f"{s.key_prefix}:ratelimit",
+            "key_prefix": KeySpace(s.key_prefix).limits_prefix(),
             "socket_timeout": s.socket_timeout,
             "socket_connect_timeout": s.connect_timeout,
         }

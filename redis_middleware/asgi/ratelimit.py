@@ -34,8 +34,7 @@ class RateLimiter:
         self.settings = resolve_settings(settings, "ratelimit", options)
         self.core = RateLimitCore(self.settings)
         self.redis = connections_for(self.settings)
-        fixed = self.settings.ratelimit_strategy == "fixed-window"
-        self.strategy = None if fixed else LimitsStrategy(self.core, self.redis)
+        self.strategy = None if self.core.fixed_window else LimitsStrategy(self.core, self.redis)
 
     async def check(self, check: Check) -> Decision | None:
         """Count ``check``; None when Redis failed and the rule fails open."""

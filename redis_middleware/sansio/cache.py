@@ -23,12 +23,13 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from email.utils import formatdate
+from typing import Literal
 
 from ..errors import RedisMiddlewareError
 from ..keys import KeySpace, digest
 from ..settings import Settings
 from .flow import Call, Flow, Pause, PausingFlow, Script
-from .memo import Memo
+from .memo import Memo, Recent
 from .patterns import RouteTable
 from .request import RequestInfo
 from .rules import CacheRouteSpec
@@ -89,6 +90,9 @@ for _, key in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do n = n + redis.call
 redis.call('DEL', KEYS[1], KEYS[2])
 return n
 """)
+
+
+NextStep = Literal["serve", "wait", "compute"]  # what a request does after its lookup
 
 
 def _lp(*parts: str) -> str:
@@ -229,7 +233,7 @@ class CacheCore:
         self.allowed_hosts = frozenset(settings.cache_allowed_hosts)
         self.session_cookie = settings.session_cookie_name
         # Per-process memos of pure computations, bounded (their keys come from requests).
-        self._names: Memo[str, str] = Memo(10_000)  # url digest -> vary names, as last seen
+        self._names: Recent[str, str] = Recent(10_000)  # url digest -> vary names, as last seen
         self._routes: Memo[str, CacheRouteSpec | None] = Memo(4096)  # path -> route
         self._urls: Memo[tuple[str, bytes], str] = Memo(4096)  # path, query -> url digest
         self._hosts: Memo[str, str] = Memo(256)  # host -> variant, for a URL without Vary
@@ -365,12 +369,13 @@ class CacheCore:
         if len(encoded) <= _MEMO_MAX_ENTRY:
             self._decoded.put(encoded, entry)  # this process's next hit skips decoding
         ops = [
-            _STORE([self.keys.cache_vary(plan.url), self._variants(plan.url),
+            _STORE([self.keys.cache_vary(plan.url), self.keys.cache_variants(plan.url),
                     self.keys.cache_entry(plan.url, variant),
                     self.keys.cache_lock(plan.url, lookup.variant)],
                    [names, encoded, px, lookup.token, int(now * 1000)]),
         ]
-        for index in (self._registry(), *(self.keys.cache_tag(t) for t in plan.route.tags)):
+        tags = (self.keys.cache_tag(t) for t in plan.route.tags)
+        for index in (self.keys.cache_registry(), *tags):
             ops += [Call.of("ZADD", index, "GT", expires, plan.url),
                     Call.of("ZREMRANGEBYSCORE", index, "-inf", int(now * 1000)),
                     Call.of("EXPIRE", index, self._max_life())]
@@ -388,7 +393,7 @@ class CacheCore:
         return hashlib.sha1(material).hexdigest()
 
     def invalidate_flow(self, url: str) -> Flow[int]:
-        (n,) = yield (_INVALIDATE([self._variants(url), self.keys.cache_vary(url)], []),)
+        (n,) = yield (_INVALIDATE([self.keys.cache_variants(url), self.keys.cache_vary(url)], []),)
         return int(n)
 
     def purge_url_flow(self, path: str, query: str = "") -> Flow[int]:
@@ -399,7 +404,8 @@ class CacheCore:
         (members,) = yield (Call.of("ZRANGE", set_key, 0, -1),)
         urls = sorted(m.decode() for m in members)
         # One script per URL: each URL's keys live in their own Cluster slot.
-        ops = tuple(_INVALIDATE([self._variants(u), self.keys.cache_vary(u)], []) for u in urls)
+        ops = tuple(_INVALIDATE([self.keys.cache_variants(u), self.keys.cache_vary(u)], [])
+                    for u in urls)
         answers = yield (*ops, Call.of("ZREM", set_key, *urls) if urls else Call.of(
             "EXISTS", set_key))
         return sum(int(a) for a in answers[:-1])
@@ -410,13 +416,7 @@ class CacheCore:
 
     def purge_all_flow(self) -> Flow[int]:
         """Drop every stored response (proportional to what is stored; no SCAN)."""
-        return (yield from self._purge_set_flow(self._registry()))
-
-    def _variants(self, url: str) -> str:
-        return self.keys.cache_vary(url)[: -len("vary")] + "variants"
-
-    def _registry(self) -> str:
-        return self.keys.cache_tag("")[: -len("tag:{}")] + "{urls}"
+        return (yield from self._purge_set_flow(self.keys.cache_registry()))
 
     def _max_life(self) -> int:
         longest = max((spec.ttl for _, spec in self.settings.cache_routes), default=60)
@@ -470,7 +470,7 @@ class CacheCore:
             return "stale"
         return None
 
-    def next_step(self, plan: CachePlan, lookup: Lookup, now: float) -> str:
+    def next_step(self, plan: CachePlan, lookup: Lookup, now: float) -> NextStep:
         """``serve`` the entry, ``wait`` for another request computing it, or ``compute``."""
         state = self.servable(plan, lookup.entry, now)
         if state == "fresh" or (state == "stale" and not lookup.locked):

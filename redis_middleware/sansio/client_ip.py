@@ -8,15 +8,17 @@ appended), skipping trusted hops: the first untrusted address is the client.
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 import logging
 import re
 from collections.abc import Iterable
 
+from .memo import memoized
+
 __all__ = ["UNKNOWN", "ProxyTrust"]
 
 logger = logging.getLogger("redis_middleware")
+
 UNKNOWN = "unknown"
 _FOR = re.compile(r'(?:^|[;,\s])for\s*=\s*("(?:[^"\\]|\\.)*"|[^;,\s]*)', re.IGNORECASE)
 _MAX_HOPS = 64
@@ -24,7 +26,7 @@ _MAX_HOPS = 64
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-@functools.lru_cache(maxsize=4096)  # peers repeat; parsing showed in the profile
+@memoized(4096)  # peers repeat; parsing showed in the profile
 def parse_address(text: str) -> IPAddress | None:
     """An address from a header or peer value: strips ports, brackets and zone ids."""
     text = text.strip().strip('"')

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import re
 import secrets
@@ -11,7 +10,7 @@ from dataclasses import dataclass
 from itsdangerous import BadSignature, Signer
 
 from ..settings import Settings
-from .memo import Memo
+from .memo import Memo, memoized
 
 # An id is a 4-hex-digit slot tag + 256 random bits. The tag is no secret: it only
 # puts an id and the id that regenerate() replaces it with in one Redis Cluster slot.
@@ -31,7 +30,7 @@ def _unquote(value: str) -> str:
     return _ESCAPE.sub(lambda m: chr(int(m[1], 8)) if m[1] else m[2], value[1:-1])
 
 
-@functools.lru_cache(maxsize=1024)
+@memoized(1024)
 def parse_cookies(header: str) -> dict[str, str]:
     """A Cookie header as browsers send it (RFC 6265 5.4, leniently): ``name=value`` pairs
     split on ``;``, blanks trimmed, a quoted value unquoted; a pair without ``=`` is a

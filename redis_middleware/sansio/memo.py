@@ -1,29 +1,72 @@
-"""A bounded dict for per-process memos of pure computations on the request path."""
+"""Bounded per-process dicts on the request path: memos of pure results, and state.
+
+Keys come from requests (paths, cookies, hosts, user ids), so every such dict is
+bounded: that is what keeps hostile traffic from growing it. The two kinds are named
+apart because forgetting means different things: a :class:`Memo` entry forgotten only
+costs recomputing it; a :class:`Recent` entry is something learned from traffic (a
+URL's Vary names, when a user's heartbeat was last written) that is learned again.
+"""
 
 from __future__ import annotations
 
-from typing import TypeVar
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 K = TypeVar("K")
 V = TypeVar("V")
 
+__all__ = ["Memo", "Recent", "memoized"]
 
-class Memo(dict[K, V]):
-    """Remembers at most ``limit`` results; when full, forgets the oldest.
 
-    Keys come from requests (paths, cookies, hosts), so the bound is what keeps
-    hostile traffic from growing it.
-    """
-
+class _Bounded(dict[K, V]):
     def __init__(self, limit: int) -> None:
         super().__init__()
         self.limit = limit
 
-    def put(self, key: K, value: V) -> V:
+    def _make_room(self) -> None:
         if len(self) >= self.limit:
             try:
                 del self[next(iter(self))]
             except (KeyError, StopIteration, RuntimeError):  # another thread got there first
                 pass
+
+
+class Memo(_Bounded[K, V]):
+    """Results of a pure computation; at most ``limit``, the oldest forgotten first."""
+
+    def put(self, key: K, value: V) -> V:
+        self._make_room()
         self[key] = value
         return value
+
+
+class Recent(_Bounded[K, V]):
+    """State learned from traffic; at most ``limit`` keys, the least recently written
+    forgotten first."""
+
+    def put(self, key: K, value: V) -> V:
+        self.pop(key, None)  # rewritten: now the newest
+        self._make_room()
+        self[key] = value
+        return value
+
+
+class _Memoized(Generic[K, V]):
+    __slots__ = ("function", "memo")
+
+    def __init__(self, function: Callable[[K], V], limit: int) -> None:
+        self.function = function
+        self.memo: Memo[K, V] = Memo(limit)
+
+    def __call__(self, key: K) -> V:
+        try:
+            return self.memo[key]
+        except KeyError:
+            return self.memo.put(key, self.function(key))
+
+
+def memoized(limit: int) -> Callable[[Callable[[K], V]], Callable[[K], V]]:
+    """A one-argument pure function, remembered in a :class:`Memo` of ``limit`` entries."""
+    def wrap(function: Callable[[K], V]) -> Callable[[K], V]:
+        return _Memoized(function, limit)
+    return wrap

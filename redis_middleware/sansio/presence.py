@@ -28,6 +28,7 @@ from typing import Any
 from ..keys import KeySpace, escape
 from ..settings import Settings
 from .flow import Call, Flow, Script, gather
+from .memo import Recent
 
 __all__ = ["PresenceCore", "PresenceEvent"]
 
@@ -148,7 +149,8 @@ class PresenceCore:
         self.structure_ms = int((s.presence_ttl * 2 + s.presence_sweep_interval + 60) * 1000)
         self.retention_ms = s.presence_retention * 1000
         self.grace_ms = int(s.presence_grace * 1000)
-        self._throttle: dict[tuple[str, str], float] = {}
+        # (room, user) -> when this process last wrote their heartbeat
+        self._throttle: Recent[tuple[str, str], float] = Recent(100_000)
         self._last_sweep = float("-inf")
 
     def _keys(self, room: str, user: str | None = None) -> list[str]:
@@ -164,10 +166,7 @@ class PresenceCore:
         last = self._throttle.get(key)
         if last is not None and now - last < self.settings.presence_heartbeat_interval:
             return False
-        if len(self._throttle) >= 100_000:  # bounded: forget the oldest
-            self._throttle.pop(next(iter(self._throttle)))
-        self._throttle.pop(key, None)
-        self._throttle[key] = now
+        self._throttle.put(key, now)
         return True
 
     def forget(self, user: str, room: str = "") -> None:

@@ -24,7 +24,7 @@ from .client_ip import ProxyTrust
 from .flow import Call, Flow, Script
 from .patterns import PathPattern, RouteTable
 from .request import RequestInfo
-from .rules import RuleSpec, parse_limits
+from .rules import IdentityKind, RuleSpec, parse_limits
 
 __all__ = ["Check", "Decision", "RateLimitCore", "Rule", "Usage"]
 
@@ -132,6 +132,9 @@ def describe(item: RateLimitItem) -> str:
     return f"{item.amount} per {multiples}{item.GRANULARITY.name}"
 
 
+USER_KINDS: frozenset[IdentityKind] = frozenset({"user", "user_or_ip"})  # need the session
+
+
 class RateLimitCore:
     """Every rate-limit decision; the ASGI and WSGI adapters only run its flows."""
 
@@ -156,6 +159,9 @@ class RateLimitCore:
         self.legacy = s.ratelimit_headers in ("legacy", "both")
         self.draft = s.ratelimit_headers in ("draft", "both")
         self.dry_run = s.ratelimit_dry_run
+        # Fixed windows are counted by our own script, in the shared round trips; the
+        # other strategies by the limits library (``_redis.strategies``).
+        self.fixed_window = s.ratelimit_strategy == "fixed-window"
         self._key_cache: dict[tuple[str, str], tuple[str, ...]] = {}
 
     @staticmethod
@@ -185,7 +191,7 @@ class RateLimitCore:
     def needs_user(self, request: RequestInfo) -> bool:
         """Whether this request's bucket depends on who the user is."""
         rule = self.rule_for(request.method, request.path)
-        return rule is not None and self.kind_for(rule) in ("user", "user_or_ip")
+        return rule is not None and self.kind_for(rule) in USER_KINDS
 
     def identity(self, request: RequestInfo, user: Callable[[], str | None],
                  kind: str | None = None) -> str | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 from limits import RateLimitItem, parse_many
 
@@ -13,7 +13,6 @@ from .patterns import PathPattern
 
 __all__ = ["RuleSpec", "normalise_rules", "parse_limits", "parse_rules_env"]
 
-_FAIL = ("open", "closed")
 T = TypeVar("T")
 
 
@@ -30,6 +29,21 @@ def parse_limits(text: str) -> tuple[RateLimitItem, ...]:
     return items
 
 
+# The names users write, defined once (settings validate against these tuples).
+IdentityKind = Literal["ip", "user", "user_or_ip"]
+IDENTITY_KINDS: tuple[IdentityKind, ...] = get_args(IdentityKind)
+Strategy = Literal["fixed-window", "moving-window", "sliding-window-counter"]
+STRATEGIES: tuple[Strategy, ...] = get_args(Strategy)
+FailMode = Literal["open", "closed"]
+FAIL_MODES: tuple[FailMode, ...] = get_args(FailMode)
+
+
+def one_of(allowed: tuple[str, ...]) -> str:
+    """``'a', 'b' or 'c'``, for error messages."""
+    quoted = [repr(a) for a in allowed]
+    return ", ".join(quoted[:-1]) + " or " + quoted[-1]
+
+
 @dataclass(frozen=True, slots=True)
 class RuleSpec:
     """One rule: its rate string, cost per request, methods (None: all) and failure mode."""
@@ -42,12 +56,12 @@ class RuleSpec:
 
     def __post_init__(self) -> None:
         parse_limits(self.limit)
-        if self.key is not None and self.key not in ("ip", "user", "user_or_ip"):
-            raise ValueError(f"key must be 'ip', 'user' or 'user_or_ip', got {self.key!r}")
+        if self.key is not None and self.key not in IDENTITY_KINDS:
+            raise ValueError(f"key must be {one_of(IDENTITY_KINDS)}, got {self.key!r}")
         if isinstance(self.cost, bool) or not isinstance(self.cost, int) or self.cost < 1:
             raise ValueError(f"cost must be a positive whole number, got {self.cost!r}")
-        if self.fail is not None and self.fail not in _FAIL:
-            raise ValueError(f"fail must be 'open' or 'closed', got {self.fail!r}")
+        if self.fail is not None and self.fail not in FAIL_MODES:
+            raise ValueError(f"fail must be {one_of(FAIL_MODES)}, got {self.fail!r}")
 
 
 def _spec(value: Any) -> RuleSpec:

@@ -73,7 +73,7 @@ class StackCore:
         self.cache = CacheCore(s) if s.cache_enabled and s.cache_routes else None
         self.presence = PresenceCore(s) if s.presence_enabled else None
         self.exempt = [PathPattern.compile(p) for p in s.ratelimit_exempt]
-        self.fixed_window = s.ratelimit_strategy == "fixed-window"
+        self.fixed_window = self.ratelimit is None or self.ratelimit.fixed_window
         self.unavailable = store_unavailable(s.breaker_cooldown)
 
     def exchange(self, before: Before, https: bool, head: bool, now: float,
