@@ -88,6 +88,10 @@ class RedisConnections:
             asyncio.AbstractEventLoop, tuple[AsyncExecute, AsyncWire | None]
         ] = weakref.WeakKeyDictionary()
         self._extra: list[Any] = []  # clients a client depends on (Sentinel's sentinels)
+        # The executor of the loop that ran the last flow: a weak-dict lookup per flow
+        # showed in the driver micro-benchmark (bench/flow_overhead.py).
+        self._last_async: tuple[weakref.ref[asyncio.AbstractEventLoop], AsyncExecute] | None = (
+            None)
         self._lock = threading.RLock()
         self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
             weakref.WeakKeyDictionary()
@@ -212,11 +216,18 @@ class RedisConnections:
 
     async def arun(self, flow: PausingFlow[T]) -> T:
         """Run ``flow`` on this event loop's asyncio client (ASGI)."""
+        loop = asyncio.get_running_loop()
+        last = self._last_async
+        if last is not None and last[0]() is loop:  # the usual case: one loop per process
+            return await run_async(flow, last[1], self.breaker, self)
         if self.target.kind == "cluster":
             client = self.async_client()
             if not getattr(client, "_rmw_ready", False):
                 await self._initialize(client)
-        return await run_async(flow, self._async_executor()[0], self.breaker, self)
+        execute = self._async_executor()[0]
+        if self.target.kind != "cluster" or getattr(self.async_client(), "_rmw_ready", False):
+            self._last_async = (weakref.ref(loop), execute)
+        return await run_async(flow, execute, self.breaker, self)
 
     async def _initialize(self, client: Any) -> None:
         # redis-py's asyncio cluster client initializes lazily on first use; when many
@@ -250,6 +261,8 @@ class RedisConnections:
         loop = asyncio.get_running_loop()
         for closer in self._closers.pop(loop, []):
             await closer()
+        if self._last_async is not None and self._last_async[0]() is loop:
+            self._last_async = None
         _, wire = self._async_execute.pop(loop, (None, None))
         if wire is not None:
             await wire.aclose()

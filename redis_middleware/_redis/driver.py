@@ -102,10 +102,12 @@ def redispy_aexecute(client: Any) -> AsyncExecute:
     return execute
 
 
-def _commands(batch: Batch, counter: Counter) -> list[Command]:
-    counter.round_trips += 1
-    counter.commands += len(batch)
-    return [op.args for op in batch]
+def _any_error(results: list[Any]) -> bool:
+    """Whether any reply is an error (the rare case: everything below is skipped without)."""
+    for res in results:  # noqa: SIM110 - a loop: any() of a generator costs more here
+        if isinstance(res, BaseException):
+            return True
+    return False
 
 
 def _not_loaded(batch: Batch, results: Sequence[Any]) -> list[int]:
@@ -193,30 +195,37 @@ async def run_async(flow: PausingFlow[T], execute: AsyncExecute, breaker: Breake
 def execute_sync(batch: Batch, execute: Execute, breaker: Breaker, counter: Counter
                  ) -> list[Any]:
     breaker.check()
+    counter.round_trips += 1
+    counter.commands += len(batch)
     try:
-        results = execute(_commands(batch, counter))
-        retry = _not_loaded(batch, results)
-        if retry:
-            for i, res in zip(retry, execute(_with_source(batch, retry, counter)), strict=True):
-                results[i] = res
+        results = execute([op.args for op in batch])
+        if _any_error(results):
+            retry = _not_loaded(batch, results)
+            if retry:
+                for i, res in zip(retry, execute(_with_source(batch, retry, counter)),
+                                  strict=True):
+                    results[i] = res
     except _CLIENT_FAILURES as exc:
         raise _wrap(exc, breaker) from exc
     breaker.success()
-    return _check(results)
+    return _check(results) if _any_error(results) else results
 
 
 async def execute_async(
     batch: Batch, execute: AsyncExecute, breaker: Breaker, counter: Counter
 ) -> list[Any]:
     breaker.check()
+    counter.round_trips += 1
+    counter.commands += len(batch)
     try:
-        results = await execute(_commands(batch, counter))
-        retry = _not_loaded(batch, results)
-        if retry:
-            again = await execute(_with_source(batch, retry, counter))
-            for i, res in zip(retry, again, strict=True):
-                results[i] = res
+        results = await execute([op.args for op in batch])
+        if _any_error(results):
+            retry = _not_loaded(batch, results)
+            if retry:
+                again = await execute(_with_source(batch, retry, counter))
+                for i, res in zip(retry, again, strict=True):
+                    results[i] = res
     except _CLIENT_FAILURES as exc:
         raise _wrap(exc, breaker) from exc
     breaker.success()
-    return _check(results)
+    return _check(results) if _any_error(results) else results

@@ -101,9 +101,9 @@ def gather(*flows: Flow[Any], return_exceptions: bool = False) -> Flow[list[Any]
         _advance(flow, i, None, None, pending, results, return_exceptions)
     while pending:
         order, pending = pending, []
-        merged: Batch = order[0][1] if len(order) == 1 else tuple(
-            op for _, batch in order for op in batch)
-        split = False
+        merged: Batch = ()
+        for _, batch in order:
+            merged += batch
         try:
             answers: list[Any] = yield merged
         except Exception as exc:
@@ -112,14 +112,28 @@ def gather(*flows: Flow[Any], return_exceptions: bool = False) -> Flow[list[Any]
                 for i, _ in order:  # handed to every flow that was waiting
                     _advance(flows[i], i, None, exc, pending, results, return_exceptions)
                 continue
-            answers, split = replies, True  # error replies in place: each flow its own
+            offset = 0  # error replies in place: each flow gets its own, or its error
+            for i, batch in order:
+                own = replies[offset:offset + len(batch)]
+                error = _own_error(own)
+                _advance(flows[i], i, None if error else own, error, pending, results,
+                         return_exceptions)
+                offset += len(batch)
+            continue
         offset = 0
-        for i, batch in order:
+        for i, batch in order:  # the common path, inlined: it runs for every round trip
             end = offset + len(batch)
-            own = answers[offset:end]
-            error = _own_error(own) if split else None
-            _advance(flows[i], i, None if error else own, error, pending, results,
-                     return_exceptions)
+            try:
+                step = flows[i].send(answers[offset:end])
+                while not step:
+                    step = flows[i].send([])
+                pending.append((i, step))
+            except StopIteration as stop:
+                results[i] = stop.value
+            except Exception as exc:
+                if not return_exceptions:
+                    raise
+                results[i] = exc
             offset = end
     return results
 
