@@ -1,6 +1,7 @@
 """Benchmark redis-middleware against the peer packages and against no middleware.
 
     python bench/run.py [--side asgi|wsgi|wsgi-granian|both|all] [--duration 4] [--runs 3]
+    python bench/run.py --baseline REV     # this checkout's stacks beside those of REV
 
 Starts its own redis-server on a free loopback port and one server per stack (uvicorn
 for ASGI; gunicorn for WSGI, or granian for the ``wsgi-granian`` side; the same settings
@@ -40,6 +41,7 @@ STACKS = ["bare", "floor", "peers", "ours", "stack"]
 COMPONENT_STACKS = ["bare", "peer-ratelimit", "our-ratelimit", "peer-cache", "our-cache"]
 LABELS = {"bare": "no middleware", "floor": "floor (1 round trip)", "peers": "peer stack",
           "ours": "ours (4 middlewares)", "stack": "ours (RedisMiddleware)",
+          "ours@base": "ours (4 middlewares), baseline", "stack@base": "ours (stack), baseline",
           "peer-ratelimit": "peer rate limiter alone", "our-ratelimit": "our rate limiter alone",
           "peer-cache": "peer cache alone", "our-cache": "our cache alone"}
 PEERS = {"asgi": "starsessions + slowapi + fastapi-cache2",
@@ -112,12 +114,18 @@ def server_command(server: str, port: int) -> list[str]:
             "--log-level", "error", "wsgi_app:app"]
 
 
+BASELINE_STACKS = ["peers", "ours", "ours@base", "stack", "stack@base"]
+_baseline_root: Path | None = None  # a worktree of the --baseline revision
+
+
 def start_server(side: str, stack_name: str, redis_port: int, db: int,
                  stack: ExitStack) -> Server:
     port = free_port()
-    env = {**os.environ, "BENCH_STACK": stack_name,
+    name, _, base = stack_name.partition("@")
+    root = _baseline_root if base and _baseline_root is not None else HERE.parent
+    env = {**os.environ, "BENCH_STACK": name,
            "BENCH_REDIS_URL": f"redis://127.0.0.1:{redis_port}/{db}",
-           "PYTHONPATH": os.pathsep.join([str(HERE / "stacks"), str(HERE.parent)])}
+           "PYTHONPATH": os.pathsep.join([str(HERE / "stacks"), str(root)])}
     # Its own process group: stopping it stops its worker processes too, even when the
     # server's main process has to be killed.
     proc = subprocess.Popen(server_command(SIDES[side][1], port), cwd=HERE / "stacks", env=env,
@@ -299,20 +307,35 @@ def main() -> int:
     parser.add_argument("--out", default=str(HERE / "results" / "latest.json"))
     parser.add_argument("--components", action="store_true",
                         help="compare single components instead (rate limiter, cache)")
+    parser.add_argument("--baseline", metavar="REV",
+                        help="also run the middleware stacks of git revision REV, side by side")
     args = parser.parse_args()
     if shutil.which("wrk") is None or shutil.which("redis-server") is None:
         raise SystemExit("needs wrk and redis-server: run bench/run.sh, which installs them")
     sides = SIDE_CHOICES.get(args.side, [args.side])
     stacks = COMPONENT_STACKS if args.components else STACKS
+    global _baseline_root
+    if args.baseline:
+        stacks = BASELINE_STACKS
     workloads = ["hello", "cached-item"] if args.components else list(WORKLOADS)
     report: dict[str, Any] = {"machine": machine(), "settings": vars(args), "sides": {}}
     with ExitStack() as stack:
+        if args.baseline:
+            _baseline_root = Path(tempfile.mkdtemp(prefix="bench-base-")) / "tree"
+            subprocess.run(["git", "worktree", "add", "--detach", "-q", str(_baseline_root),
+                            args.baseline], cwd=HERE.parent, check=True)
+            stack.callback(lambda: subprocess.run(
+                ["git", "worktree", "remove", "--force", str(_baseline_root)],
+                cwd=HERE.parent, check=False))
         redis_port, admin = start_redis(stack)
         for side in sides:
             report["sides"][side] = run_side(side, stacks, workloads, args, redis_port, admin)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))
-    print(render_components(report) if args.components else render(report))
+    if args.baseline:
+        print(render_baseline(report, args.baseline))
+    else:
+        print(render_components(report) if args.components else render(report))
     return 0
 
 
@@ -334,6 +357,25 @@ def render_components(report: dict[str, Any]) -> str:
                 f"{ceiling:,.0f} | "
                 f"{peer['commands']:.2f} / {peer['round_trips']:.2f} vs "
                 f"{ours['commands']:.2f} / {ours['round_trips']:.2f} |")
+    return "\n".join(out)
+
+
+def render_baseline(report: dict[str, Any], rev: str) -> str:
+    """This checkout against ``rev``: both against the same peer stack, in the same run."""
+    out = [f"| Side | Workload | peers | ours@{rev} | ours | stack@{rev} | stack | "
+           "ours / peers (base, now) | stack / peers (base, now) | stack now / base |",
+           "| --- " * 10 + "|"]
+    for side, data in report["sides"].items():
+        stacks = data["stacks"]
+        for workload in WORKLOADS:
+            rps = {s: stacks[s]["workloads"][workload]["rps"] for s in stacks}
+            out.append(
+                f"| {side} | {workload} | " + " | ".join(
+                    f"{rps[s]:,.0f}" for s in ("peers", "ours@base", "ours", "stack@base",
+                                                 "stack")) +
+                f" | {rps['ours@base'] / rps['peers']:.2f}x, {rps['ours'] / rps['peers']:.2f}x"
+                f" | {rps['stack@base'] / rps['peers']:.2f}x, "
+                f"{rps['stack'] / rps['peers']:.2f}x | {rps['stack'] / rps['stack@base']:.2f}x |")
     return "\n".join(out)
 
 
