@@ -1,4 +1,4 @@
-"""``flask.session`` backed by redis-middleware sessions (one cookie, set by the middleware).
+"""``flask.session`` on redis-middleware sessions, with Flask's own session contract.
 
 Example::
 
@@ -6,65 +6,229 @@ Example::
     from redis_middleware.flask import init_app
 
     app = Flask(__name__)
-    init_app(app, settings)      # wraps app.wsgi_app and installs the session interface
+    app.config["SECRET_KEY"] = "a long random secret of 32+ characters"
+    init_app(app)                # flask.session is now a Redis-backed session
 
-Flask's test client ``session_transaction()`` is not supported: drive the session
-through requests instead.
+``flask.session`` behaves as Flask's own wherever Flask opens a session: requests,
+``app.test_request_context()``, ``test_client()`` and its ``session_transaction()``.
+Values round-trip as Flask's tagged serializer makes them (tuples, bytes, ``Markup``,
+``UUID``, ``datetime``), one hash field per key. The cookie, the signing keys and the
+lifetime come from Flask's configuration; what ``Settings`` or the options set
+explicitly wins (``docs/flask.md`` has the table).
+
+:func:`init_stack` installs the whole stack (rate limiting, caching, presence) as WSGI
+middleware; the session it opens before the app is the one ``flask.session`` shows.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+import os
+from datetime import timedelta
+from typing import Any, cast
 
 from flask import Flask
-from flask.sessions import SessionInterface
+from flask import request as flask_request
+from flask.json.tag import TaggedJSONSerializer
+from flask.sessions import SessionInterface, SessionMixin
 
-from .errors import SessionUnavailableError
+from ._options import resolve_settings
+from ._redis.connections import RedisConnections, connections_for
+from .errors import RedisMiddlewareError, SessionUnavailableError
+from .sansio.cookies import IncomingCookie
+from .sansio.incidents import log_incident
+from .sansio.responses import store_unavailable
+from .sansio.session import Codec, Session
+from .sansio.sessions import CookieRules, SessionCore
 from .settings import Settings
-from .wsgi.sessions import ENVIRON_KEY, SessionMiddleware
+from .wsgi.sessions import ENVIRON_KEY
 from .wsgi.stack import RedisMiddleware
 
-__all__ = ["RedisSessionInterface", "init_app", "init_stack"]
+__all__ = ["RedisSessionInterface", "flask_settings", "init_app", "init_stack"]
+
+_INCOMING = "redis_middleware.flask.incoming"  # environ: the cookie an own session came from
+
+
+class _TaggedCodec:
+    """Flask's tagged JSON, one value at a time (a value per hash field)."""
+
+    def __init__(self) -> None:
+        self._serializer = TaggedJSONSerializer()
+
+    def dumps(self, value: Any) -> str:
+        return self._serializer.dumps(value)
+
+    def loads(self, text: str) -> Any:
+        return self._serializer.loads(text)
+
+
+FLASK_CODEC: Codec = _TaggedCodec()
+
+
+def _seconds(value: Any) -> int:
+    return int(value.total_seconds()) if isinstance(value, timedelta) else int(value)
+
+
+def _from_config(config: Any) -> dict[str, Any]:
+    """The settings Flask's configuration states: keys that differ from Flask's defaults
+    (a default says nothing the user chose), plus ``SECRET_KEY`` and its fallbacks."""
+    defaults = Flask.default_config
+    out: dict[str, Any] = {}
+
+    def chosen(key: str) -> bool:
+        return key in config and config[key] != defaults.get(key)
+
+    if config.get("SECRET_KEY"):
+        secret = config["SECRET_KEY"]
+        keys = [secret, *(config.get("SECRET_KEY_FALLBACKS") or ())]
+        out["secret_key"] = tuple(k.decode() if isinstance(k, bytes) else str(k) for k in keys)
+    if chosen("SESSION_COOKIE_NAME"):
+        out["session_cookie_name"] = config["SESSION_COOKIE_NAME"]
+    if config.get("SESSION_COOKIE_DOMAIN"):
+        out["session_cookie_domain"] = str(config["SESSION_COOKIE_DOMAIN"]).lstrip(".")
+    path = config.get("SESSION_COOKIE_PATH") or config.get("APPLICATION_ROOT")
+    if path and path != "/":
+        out["session_cookie_path"] = path
+    if chosen("SESSION_COOKIE_SECURE"):
+        out["session_cookie_secure"] = bool(config["SESSION_COOKIE_SECURE"])
+    if chosen("SESSION_COOKIE_HTTPONLY"):
+        out["session_cookie_httponly"] = bool(config["SESSION_COOKIE_HTTPONLY"])
+    if chosen("SESSION_COOKIE_SAMESITE"):
+        out["session_cookie_samesite"] = str(config["SESSION_COOKIE_SAMESITE"]).lower()
+    if chosen("SESSION_COOKIE_PARTITIONED"):
+        out["session_cookie_partitioned"] = bool(config["SESSION_COOKIE_PARTITIONED"])
+    if chosen("PERMANENT_SESSION_LIFETIME"):
+        out["session_absolute_lifetime"] = _seconds(config["PERMANENT_SESSION_LIFETIME"])
+    return out
+
+
+def flask_settings(app: Flask, settings: Settings | None = None, **options: Any) -> Settings:
+    """The session settings for ``app``: precedence, highest first:
+
+    1. ``options`` (``init_app(app, cookie_name=...)``);
+    2. with ``settings``: its fields that differ from ``Settings``' defaults, and its
+       secret unless it was generated for ``memory://``; without: the environment's
+       ``REDIS_MIDDLEWARE_*`` variables that are set;
+    3. Flask's configuration (``SECRET_KEY``, ``SECRET_KEY_FALLBACKS``,
+       ``SESSION_COOKIE_*``, ``APPLICATION_ROOT``, ``PERMANENT_SESSION_LIFETIME``);
+    4. the defaults.
+    """
+    from_flask = _from_config(app.config)
+    if settings is None:
+        explicit = {f.name for f in dataclasses.fields(Settings)
+                    if Settings.env_name(f.name) in os.environ}
+        base = Settings.from_env(defaults={k: v for k, v in from_flask.items()
+                                           if k not in explicit})
+    else:
+        defaults = {f.name: f.default for f in dataclasses.fields(Settings)}
+        kept = {k: v for k, v in from_flask.items() if getattr(settings, k) == defaults[k]
+                or (k == "secret_key" and settings.secret_generated)}
+        base = settings.replace(**kept) if kept else settings
+    return resolve_settings(base, "session", options)
+
+
+def cookie_rules(app: Flask) -> CookieRules:
+    """Flask's rules for sending the cookie: persistent only for ``session.permanent``,
+    re-sent when the session changed, and on every request of a permanent session while
+    ``SESSION_REFRESH_EACH_REQUEST``."""
+    return CookieRules(follow_permanent=True, resend_on_change=True,
+                       refresh_each_request=bool(app.config["SESSION_REFRESH_EACH_REQUEST"]))
 
 
 class RedisSessionInterface(SessionInterface):
-    """Hands Flask the session the WSGI middleware opened; saving is the middleware's job."""
+    """Flask's session interface on Redis.
 
-    def open_session(self, app: Flask, request: Any) -> Any:
-        session = request.environ.get(ENVIRON_KEY)
-        if session is None:
-            raise RuntimeError(
-                "redis_middleware.wsgi.SessionMiddleware is not installed: call "
-                "redis_middleware.flask.init_app(app) or wrap app.wsgi_app"
-            )
-        return session
+    When the WSGI middleware (:func:`init_stack`) opened the request's session, that one
+    is ``flask.session`` and the middleware saves it; everywhere else (a request path the
+    stack exempts, ``test_request_context()``, ``session_transaction()``, an app with no
+    middleware) this interface opens and saves it itself.
+    """
+
+    def __init__(self, settings: Settings | None = None, **options: Any) -> None:
+        self._settings = settings
+        self._options = options
+        self._bound: dict[int, tuple[SessionCore, RedisConnections]] = {}
+
+    def core_for(self, app: Flask) -> tuple[SessionCore, RedisConnections]:
+        """The session core (Flask's codec and cookie rules) and connections of ``app``."""
+        found = self._bound.get(id(app))
+        if found is None:
+            settings = flask_settings(app, self._settings, **self._options)
+            found = (SessionCore(settings, FLASK_CODEC, cookie_rules(app)),
+                     connections_for(settings))
+            self._bound[id(app)] = found
+        return found
+
+    def open_session(self, app: Flask, request: Any) -> SessionMixin:
+        opened = request.environ.get(ENVIRON_KEY)
+        if isinstance(opened, Session):
+            return cast(SessionMixin, opened)  # it has SessionMixin's attributes
+        core, redis = self.core_for(app)
+        incoming = core.read_cookie(request.cookies)
+        request.environ[_INCOMING] = incoming
+        session_id = incoming.session_id
+        if session_id is None:
+            return cast(SessionMixin, core.session_for(incoming))
+        return cast(SessionMixin, core.session_for(
+            incoming, lambda: redis.run(core.load_flow(session_id))))
 
     def save_session(self, app: Flask, session: Any, response: Any) -> None:
-        """Nothing to do: the middleware writes changes and sets the only cookie."""
+        environ = flask_request.environ
+        if environ.get(ENVIRON_KEY) is session:
+            return  # the middleware writes it and sets the cookie
+        incoming: IncomingCookie = environ.get(_INCOMING) or IncomingCookie(None)
+        core, redis = self.core_for(app)
+        if session.accessed:
+            response.vary.add("Cookie")
+        try:
+            result = redis.run(core.save_flow(session, incoming, flask_request.is_secure))
+        except RedisMiddlewareError as exc:
+            log_incident("session-save", "session changes not saved, answered 503: %s", exc)
+            _replace_with(response, store_unavailable(core.settings.breaker_cooldown))
+            return
+        if result.set_cookie:
+            response.headers.add("Set-Cookie", result.set_cookie)
 
 
-def init_app(app: Flask, settings: Settings | None = None, **options: Any) -> SessionMiddleware:
-    """Install sessions on a Flask app; returns the middleware (for its settings)."""
-    middleware = SessionMiddleware(app.wsgi_app, settings, **options)
-    _install(app, middleware)
-    return middleware
+def _replace_with(response: Any, replacement: Any) -> None:
+    response.status_code = replacement.status
+    response.set_data(replacement.body)
+    for name, value in replacement.headers:
+        response.headers[name] = value
+
+
+def init_app(app: Flask, settings: Settings | None = None, **options: Any
+             ) -> RedisSessionInterface:
+    """Make ``flask.session`` a Redis session; returns the installed interface."""
+    interface = RedisSessionInterface(settings, **options)
+    _install(app, interface, interface.core_for(app)[0].settings)
+    return interface
 
 
 def init_stack(app: Flask, settings: Settings | None = None, **options: Any) -> RedisMiddleware:
-    """Install the whole stack (sessions, rate limiting, caching, presence) on a Flask app."""
+    """Install the whole stack (sessions, rate limiting, caching, presence) on a Flask app.
+
+    ``options`` are the stack's (``limit``, ``routes``, ``cookie_name``, ...); Flask's
+    configuration fills the session cookie and secret as for :func:`init_app`.
+    """
     middleware = RedisMiddleware(app.wsgi_app, settings, **options)
-    _install(app, middleware)
+    interface = RedisSessionInterface(middleware.settings)
+    core, _ = interface.core_for(app)
+    if middleware.core.sessions is not None:
+        # The stack's sessions take Flask's settings, codec and cookie rules, so that
+        # the session it opens before the app is exactly Flask's.
+        middleware.core.sessions = core
+    app.wsgi_app = middleware  # type: ignore[method-assign]
+    _install(app, interface, core.settings)
     return middleware
 
 
-def _install(app: Flask, middleware: SessionMiddleware | RedisMiddleware) -> None:
-    app.wsgi_app = middleware  # type: ignore[method-assign]
-    app.session_interface = RedisSessionInterface()
-    retry_after = str(max(1, round(middleware.settings.breaker_cooldown)))
+def _install(app: Flask, interface: RedisSessionInterface, settings: Settings) -> None:
+    app.session_interface = interface
+    unavailable = store_unavailable(settings.breaker_cooldown)
 
-    def unavailable(exc: SessionUnavailableError) -> Any:
+    def answer_unavailable(exc: SessionUnavailableError) -> Any:
         # Answer 503 here so Flask does not log a traceback for a Redis outage.
-        return {"detail": "Session store unavailable, retry shortly."}, 503, {
-            "Retry-After": retry_after}
+        return unavailable.body, unavailable.status, list(unavailable.headers)
 
-    app.register_error_handler(SessionUnavailableError, unavailable)
+    app.register_error_handler(SessionUnavailableError, answer_unavailable)

@@ -157,7 +157,17 @@ class Settings:
     )
     session_cookie_samesite: str = _setting(
         "lax", "REDIS_MIDDLEWARE_SESSION_COOKIE_SAMESITE", p.parse_str,
-        "SameSite attribute: `lax`, `strict` or `none` (needs Secure).",
+        "SameSite attribute: `lax`, `strict` or `none` (always sent with Secure, which "
+        "browsers require for it).",
+    )
+    session_cookie_httponly: bool = _setting(
+        True, "REDIS_MIDDLEWARE_SESSION_COOKIE_HTTPONLY", p.parse_bool,
+        "HttpOnly attribute of the cookie (scripts in the page cannot read it).",
+    )
+    session_cookie_partitioned: bool = _setting(
+        False, "REDIS_MIDDLEWARE_SESSION_COOKIE_PARTITIONED", p.parse_bool,
+        "Partitioned attribute (CHIPS: a cookie per top-level site, for embedded apps); "
+        "implies Secure.",
     )
     session_cookie_persistent: bool = _setting(
         True, "REDIS_MIDDLEWARE_SESSION_COOKIE_PERSISTENT", p.parse_bool,
@@ -173,17 +183,18 @@ class Settings:
         "Seconds after creation after which a session expires, however active.",
     )
     session_max_fields: int = _setting(
-        128, "REDIS_MIDDLEWARE_SESSION_MAX_FIELDS", p.parse_int,
-        "Most keys one session may hold (Redis's compact hash encoding holds 128).",
+        1000, "REDIS_MIDDLEWARE_SESSION_MAX_FIELDS", p.parse_int,
+        "Most keys one session may hold. Up to 128 keep Redis's compact hash encoding "
+        "(hash-max-listpack-entries); more are stored, at a higher memory cost.",
     )
     session_max_value_bytes: int = _setting(
-        64, "REDIS_MIDDLEWARE_SESSION_MAX_VALUE_BYTES", p.parse_int,
-        "Largest JSON-encoded value of one session key, in bytes. The default fits "
-        "Redis's compact hash encoding (hash-max-listpack-value 64); raise it for "
-        "larger values at some cost in memory.",
+        64 * 1024, "REDIS_MIDDLEWARE_SESSION_MAX_VALUE_BYTES", p.parse_int,
+        "Largest encoded value of one session key, in bytes. Values up to 64 bytes keep "
+        "Redis's compact hash encoding (hash-max-listpack-value); a session with a larger "
+        "one is stored at a higher memory cost (logged once per process).",
     )
     session_max_bytes: int = _setting(
-        8192, "REDIS_MIDDLEWARE_SESSION_MAX_BYTES", p.parse_int,
+        1024 * 1024, "REDIS_MIDDLEWARE_SESSION_MAX_BYTES", p.parse_int,
         "Largest total of encoded keys and values of one session, in bytes.",
     )
     session_on_redis_error: str = _setting(
@@ -312,6 +323,7 @@ class Settings:
                     "required when REDIS_URL is not memory:// (32+ random characters)",
                 )
             object.__setattr__(self, "secret_key", (secrets.token_urlsafe(48),))
+            object.__setattr__(self, "_secret_generated", True)
             if not _warned_generated_secret:
                 _warned_generated_secret = True
                 logger.warning(
@@ -434,6 +446,8 @@ class Settings:
         object.__setattr__(self, "session_cookie_samesite", samesite)
         if samesite == "none" and self.session_cookie_secure is False:
             self._fail("session_cookie_secure", "SameSite=None requires Secure")
+        if self.session_cookie_partitioned and self.session_cookie_secure is False:
+            self._fail("session_cookie_secure", "a Partitioned cookie requires Secure")
         if name.startswith(("__Host-", "__Secure-")) and self.session_cookie_secure is not True:
             self._fail("session_cookie_secure", f"a cookie named {name!r} requires secure=true")
         if name.startswith("__Host-"):
@@ -443,11 +457,19 @@ class Settings:
                 self._fail("session_cookie_domain", "a __Host- cookie must not set Domain")
 
     # -- construction -------------------------------------------------------
+    @property
+    def secret_generated(self) -> bool:
+        """The secret was generated for this process (``memory://`` with none set)."""
+        return bool(getattr(self, "_secret_generated", False))
+
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Build settings from ``environ`` (default ``os.environ``); unset means default."""
+    def from_env(cls, environ: Mapping[str, str] | None = None, *,
+                 defaults: Mapping[str, Any] | None = None) -> Settings:
+        """Build settings from ``environ`` (default ``os.environ``); a variable that is not
+        set means ``defaults[field]`` if given (a framework's own configuration, say), else
+        the field's default."""
         env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
+        values: dict[str, Any] = dict(defaults or {})
         for f in fields(cls):
             name = f.metadata["env"]
             if name in env:

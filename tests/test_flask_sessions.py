@@ -62,14 +62,18 @@ def test_flask_answers_503_without_a_traceback_when_redis_is_down(
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
-def test_flask_without_the_middleware_explains() -> None:
+def test_the_interface_alone_is_a_whole_session_backend(settings: Settings) -> None:
+    """No middleware at all: Flask opens and saves the session through the interface."""
     from flask import Flask, session
 
     from redis_middleware.flask import RedisSessionInterface
 
     app = Flask(__name__)
-    app.session_interface = RedisSessionInterface()
-    app.get("/")(lambda: str(session.get("x")))
-    app.testing = True
-    with pytest.raises(RuntimeError, match="SessionMiddleware is not installed"):
-        app.test_client().get("/")
+    app.session_interface = RedisSessionInterface(settings)
+    app.add_url_rule("/set/<value>", "set", lambda value: session.update(x=value) or "ok",
+                     methods=["POST"])
+    app.add_url_rule("/", "get", lambda: str(session.get("x")))
+    client = app.test_client()
+    assert client.post("/set/1").status_code == 200
+    assert client.get("/").text == "1"
+    audit_keyspace(settings)

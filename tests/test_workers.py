@@ -124,3 +124,33 @@ def test_presence_online_once_across_workers(workers: Any) -> None:
     pubsub.close()
     client.close()
     assert [(e["user"], e["status"]) for e in events] == [("worker-user", "online")]
+
+
+def test_a_login_overlapping_a_slow_request_logs_nobody_out(workers: Any) -> None:
+    """An SPA's slow API call, sent with the old cookie, overlaps the login: its write
+    lands in the logged-in session, and its response sets no cookie that undoes the login
+    (several workers, so the two requests run in different processes)."""
+    url, _ = workers
+    with httpx.Client(base_url=url) as browser:
+        browser.get("/put?a=1")
+        old = browser.cookies["session"]
+        slow: dict[str, Any] = {}
+
+        def slow_call() -> None:
+            with httpx.Client(base_url=url) as other:
+                slow["response"] = other.get("/slowput?b=2",
+                                             headers={"cookie": f"session={old}"})
+
+        thread = threading.Thread(target=slow_call)
+        thread.start()
+        time.sleep(0.25)  # the slow request has loaded the old id by now
+        login = fresh_get(url + "/login", headers={"cookie": f"session={old}"})
+        new = login.cookies["session"]
+        thread.join()
+        response = slow["response"]
+        assert response.status_code == 200
+        assert "set-cookie" not in response.headers  # nothing that undoes the login
+        body = fresh_get(url + "/get", headers={"cookie": f"session={new}"}).json()
+        assert body["session"] == {"a": "1", "b": "2", "user_id": "worker-user"}
+        replay = fresh_get(url + "/get", headers={"cookie": f"session={old}"}).json()
+        assert replay["session"] == {}  # the old id never loads again (fixation)

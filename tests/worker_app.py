@@ -28,7 +28,14 @@ def _count_call() -> int:
     return n
 
 
-def _handle(path: str, session: Any) -> tuple[int, Any]:
+def _handle(path: str, session: Any, query: str = "") -> tuple[int, Any]:
+    if path in ("/put", "/slowput"):  # sets ?k=v; /slowput reads first, then takes 0.6 s
+        key, _, value = query.partition("=")
+        session.get(key)
+        if path == "/slowput":
+            time.sleep(0.6)
+        session[key] = value
+        return 200, {"pid": os.getpid()}
     if path == "/hit":
         return 200, {"pid": os.getpid()}
     if path == "/login":
@@ -44,7 +51,8 @@ def _handle(path: str, session: Any) -> tuple[int, Any]:
 
 
 def wsgi_app(environ: dict[str, Any], start_response: Any) -> Any:
-    status, payload = _handle(environ["PATH_INFO"], environ.get("redis_middleware.session"))
+    status, payload = _handle(environ["PATH_INFO"], environ.get("redis_middleware.session"),
+                              environ.get("QUERY_STRING", ""))
     body = json.dumps(payload).encode()
     start_response(f"{status} X", [("Content-Type", "application/json")])
     return [body]
@@ -57,12 +65,14 @@ async def _asgi(scope: Any, receive: Any, send: Any) -> None:
             await send({"type": message["type"] + ".complete"})
             if message["type"] == "lifespan.shutdown":
                 return
-    if scope["path"] == "/slow":  # the sync sleep would block; run it in a thread
+    query = scope.get("query_string", b"").decode()
+    if scope["path"] in ("/slow", "/slowput"):  # the sync sleep would block: in a thread
         import anyio
 
-        status, payload = await anyio.to_thread.run_sync(_handle, "/slow", None)
+        status, payload = await anyio.to_thread.run_sync(
+            _handle, scope["path"], scope.get("session"), query)
     else:
-        status, payload = _handle(scope["path"], scope.get("session"))
+        status, payload = _handle(scope["path"], scope.get("session"), query)
     body = json.dumps(payload).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json")]})

@@ -5,12 +5,14 @@ Only translation: ASGI messages in, the exchange's decisions out.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 
 from .._redis.connections import RedisConnections
 from ..sansio.exchange import Exchange
+from ..sansio.flow import step
 from ..sansio.responses import Response
 
 __all__ = ["respond", "send_response"]
@@ -26,8 +28,29 @@ async def send_response(send: ASGISendCallable, response: Response,
     await send({"type": "http.response.body", "body": response.body, "more_body": False})
 
 
-def _decode(headers: Any) -> list[tuple[str, str]]:
-    return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers]
+class _Decoded(Sequence[tuple[str, str]]):
+    """The app's ASGI headers as text, decoded only if a part reads them (most responses
+    of a request whose session was not read, on an uncached route, are never decoded)."""
+
+    __slots__ = ("_raw", "_text")
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+        self._text: list[tuple[str, str]] | None = None
+
+    def _decoded(self) -> list[tuple[str, str]]:
+        if self._text is None:
+            self._text = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in self._raw]
+        return self._text
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._decoded()[index]
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(self._decoded())
 
 
 async def respond(app: Any, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable,
@@ -40,7 +63,9 @@ async def respond(app: Any, scope: Scope, receive: ASGIReceiveCallable, send: AS
         kind = message["type"]
         if kind == "http.response.start":
             headers = message.get("headers", ())
-            reply = await redis.arun(exchange.start_flow(message["status"], _decode(headers)))
+            done, reply = step(exchange.start_flow(message["status"], _Decoded(headers)))
+            if not done:
+                reply = await redis.arun(reply)
             if reply.replace is not None:
                 state = _REPLACED
                 await send_response(send, reply.replace)
@@ -62,4 +87,6 @@ async def respond(app: Any, scope: Scope, receive: ASGIReceiveCallable, send: AS
         if state == _NOTHING_SENT:
             await send_response(send, response)
     finally:
-        await redis.arun(exchange.finish_flow())
+        done, rest = step(exchange.finish_flow())
+        if not done:
+            await redis.arun(rest)

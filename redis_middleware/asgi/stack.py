@@ -10,6 +10,7 @@ from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 from .._redis.connections import connections_for
 from .._redis.strategies import LimitsStrategy
 from ..sansio.cache import encode_headers
+from ..sansio.flow import step
 from ..sansio.request import from_scope
 from ..sansio.responses import Response
 from ..sansio.stack import Before, StackCore, resolve_stack_settings
@@ -71,7 +72,9 @@ class RedisMiddleware:
             decision = await self._strategy.averdict(before.check)
         if decision is not None and not decision.allowed:
             response, release = self.core.rejection(before, decision)
-            await self.redis.arun(release)
+            done, rest = step(release)
+            if not done:
+                await self.redis.arun(rest)
             if http:
                 await send_response(send, response)
             else:
@@ -82,7 +85,9 @@ class RedisMiddleware:
             await self._websocket(scope, receive, send, before)
             return
         head = scope.get("method") == "HEAD"
-        entry = await self.redis.arun(self.core.hit_flow(before))
+        done, entry = step(self.core.hit_flow(before))
+        if not done:
+            entry = await self.redis.arun(entry)
         if entry is not None and self.core.cache is not None and before.plan is not None:
             status, headers, body = self.core.cache.hit_raw(before.plan, entry, head)
             await send_response(send, Response(status, extra, body),

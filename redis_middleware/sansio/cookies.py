@@ -94,11 +94,19 @@ class CookieSigner:
         attrs = [f"Path={s.session_cookie_path}"]
         if s.session_cookie_domain:
             attrs.append(f"Domain={s.session_cookie_domain}")
-        attrs += ["HttpOnly", f"SameSite={s.session_cookie_samesite.capitalize()}"]
+        if s.session_cookie_httponly:
+            attrs.append("HttpOnly")
+        attrs.append(f"SameSite={s.session_cookie_samesite.capitalize()}")
+        if s.session_cookie_partitioned:
+            attrs.append("Partitioned")
         self._attrs = "; ".join(attrs)
         self._name = s.session_cookie_name
-        self._max_age = s.session_absolute_lifetime if s.session_cookie_persistent else None
-        self._secure = s.session_cookie_secure
+        self._lifetime = s.session_absolute_lifetime
+        self._persistent = s.session_cookie_persistent
+        # Browsers drop a SameSite=None or Partitioned cookie without Secure, so those are
+        # always Secure (Settings refuses them with secure=false).
+        forced = s.session_cookie_samesite == "none" or s.session_cookie_partitioned
+        self._secure = True if forced else s.session_cookie_secure
         # Cookies this process verified: the value includes its signature, so a value
         # seen before verifies the same way again (HMAC once per cookie, not per request).
         self._verified: Memo[str, IncomingCookie] = Memo(4096)
@@ -137,9 +145,11 @@ class CookieSigner:
     # Set-Cookie is built by hand: the value is URL-safe base64 and the name and
     # attributes were validated at startup, so no quoting is needed, and this runs on
     # every login (http.cookies.SimpleCookie costs several times more).
-    def set_cookie(self, session_id: str, https: bool) -> str:
+    def set_cookie(self, session_id: str, https: bool, persistent: bool | None = None) -> str:
+        """The cookie for ``session_id``; ``persistent`` None: as the settings say."""
         value = self._primary.sign(session_id.encode("ascii")).decode("ascii")
-        age = f"; Max-Age={self._max_age}" if self._max_age is not None else ""
+        keep = self._persistent if persistent is None else persistent
+        age = f"; Max-Age={self._lifetime}" if keep else ""
         return f"{self._name}={value}{age}; {self._attrs}{self._secure_attr(https)}"
 
     def expire_cookie(self, https: bool) -> str:

@@ -85,7 +85,7 @@ class Part(Protocol):
     def replace(self, status: int) -> Response | None:
         """Before any I/O: a response to send instead of the app's (or None)."""
 
-    def start_flow(self, status: int, headers: list[tuple[str, str]]) -> Flow[Reply]:
+    def start_flow(self, status: int, headers: Sequence[tuple[str, str]]) -> Flow[Reply]:
         """At the response start: what to send; never raises a Redis error."""
 
     def body(self, chunk: bytes, more: bool) -> None: ...
@@ -111,7 +111,7 @@ class Exchange:
         self.parts = tuple(parts)
         self.extra = extra
 
-    def start_flow(self, status: int, headers: list[tuple[str, str]]) -> Flow[Reply]:
+    def start_flow(self, status: int, headers: Sequence[tuple[str, str]]) -> Flow[Reply]:
         for part in self.parts:
             replacement = part.replace(status)
             if replacement is not None:
@@ -172,7 +172,7 @@ class SessionPart:
             return self.unavailable
         return None
 
-    def start_flow(self, status: int, headers: list[tuple[str, str]]) -> Flow[Reply]:
+    def start_flow(self, status: int, headers: Sequence[tuple[str, str]]) -> Flow[Reply]:
         vary = vary_with(headers, "Cookie") if self.session.accessed else _NOTHING
         try:
             result = yield from self.core.save_flow(self.session, self.incoming, self.https)
@@ -226,7 +226,7 @@ class CachePart:
     def replace(self, status: int) -> Response | None:
         return self._stale() if status >= 500 else None
 
-    def start_flow(self, status: int, headers: list[tuple[str, str]]) -> Flow[Reply]:
+    def start_flow(self, status: int, headers: Sequence[tuple[str, str]]) -> Flow[Reply]:
         capture = self.capture
         if capture is None:  # an unsafe method
             # RFC 9111 4.4: a successful unsafe request invalidates the URL; done before
@@ -237,7 +237,7 @@ class CachePart:
                 except RedisMiddlewareError as exc:
                     log_incident("cache", "cache entry not invalidated: %s", exc)
             return _NOTHING
-        added = capture.start(status, headers, self.session_touched()) or []
+        added = capture.start(status, list(headers), self.session_touched()) or []
         if not capture.storing and capture.lookup is not None:
             yield from self._finish(capture)  # decided now: free the guard with the rest
             capture.lookup = None

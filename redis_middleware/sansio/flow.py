@@ -16,7 +16,8 @@ from typing import Any, TypeVar
 
 from ..errors import RedisCommandError
 
-__all__ = ["Batch", "Call", "Flow", "Op", "Pause", "PausingFlow", "Script", "gather", "run_pure"]
+__all__ = ["Batch", "Call", "Flow", "Op", "Pause", "PausingFlow", "Script", "gather", "run_pure",
+           "step"]
 
 T = TypeVar("T")
 
@@ -64,6 +65,37 @@ Batch = tuple[Call, ...]
 Flow = Generator[Batch, list[Any], T]
 PausingFlow = Generator[Batch | Pause, Any, T]  # a Flow that may also wait
 
+
+
+def step(flow: PausingFlow[T]) -> tuple[bool, Any]:
+    """Start ``flow``: ``(True, its result)`` when it needs no I/O at all, else
+    ``(False, a flow that goes on from its first batch)`` for a driver to run.
+
+    Many flows on the request path decide without Redis (nothing to save, nothing to
+    store); stepping them here spares the asyncio driver's coroutine for them.
+    """
+    try:
+        first = next(flow)
+    except StopIteration as stop:
+        return True, stop.value
+    return False, _resume(first, flow)
+
+
+def _resume(first: Batch | Pause, flow: PausingFlow[T]) -> PausingFlow[T]:
+    batch = first
+    while True:
+        try:
+            answer = yield batch
+        except Exception as exc:
+            try:
+                batch = flow.throw(exc)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+            continue
+        try:
+            batch = flow.send(answer)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
 
 
 def run_pure(flow: Flow[T], results: Sequence[list[Any]]) -> T:

@@ -12,7 +12,6 @@ last write) for "log out everywhere".
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Mapping
@@ -25,7 +24,7 @@ from ..settings import Settings
 from .cookies import CookieSigner, IncomingCookie, new_session_id
 from .flow import Batch, Call, Flow, Script
 from .memo import Memo
-from .session import Limits, Loader, Session, encode
+from .session import JSON, Codec, Limits, Loader, Session, encode
 
 __all__ = ["SaveResult", "SessionCore", "SessionInfo"]
 
@@ -49,25 +48,38 @@ return redis.call('HGETALL', KEYS[1])
 """)
 
 # Times are epoch milliseconds, durations milliseconds.
-# ARGV: mode, now, idle, absolute, meta field, now in base 36, n_set, (field, value)*,
-# n_del, field*
+# ARGV: mode, now, idle, absolute, meta field, now in base 36, moved field, grace,
+# n_set, (field, value)*, n_del, field*
 # mode 'create' writes a fresh hash; 'update' refuses a hash deleted meanwhile (a
-# logout racing a slow request must not resurrect it); 'move' renames the old hash
-# (KEYS[2], same slot) to the new id first, keeping concurrent changes to it.
+# logout racing a slow request must not resurrect it), but follows a hash that
+# regenerate() moved: the old key then holds only the moved field, naming the new key
+# (same slot: the new id keeps the old id's slot tag), for ``grace`` ms, and the
+# changes land there (returns 2). No load ever follows it: an old cookie is no session.
+# 'move' renames the old hash (KEYS[2]) to the new id first, keeping concurrent changes
+# to it, and leaves that forwarding field behind.
 _SAVE = Script("""
 local key, old, mode = KEYS[1], KEYS[2], ARGV[1]
 local now, idle, absolute, metaf = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
-local created, created36 = now, ARGV[6]
+local movedf, grace = ARGV[7], tonumber(ARGV[8])
+local created, created36, result = now, ARGV[6], 1
 if mode == 'update' then
   local meta = redis.call('HGET', key, metaf)
-  if not meta then return 0 end
+  if not meta then
+    local moved = redis.call('HGET', key, movedf)
+    if not moved then return 0 end
+    key, result = moved, 2
+    meta = redis.call('HGET', key, metaf)
+    if not meta then return 0 end
+  end
   created36 = string.match(meta, '^(%w+)')
   created = tonumber(created36, 36)
 elseif mode == 'move' then
   if redis.call('EXISTS', old) == 0 then return 0 end
   redis.call('RENAME', old, key)
+  redis.call('HSET', old, movedf, key)
+  redis.call('PEXPIRE', old, grace)
 end
-local i = 7
+local i = 9
 local nset = tonumber(ARGV[i])
 if nset > 0 then redis.call('HSET', key, unpack(ARGV, i + 1, i + 2 * nset)) end
 i = i + 2 * nset + 1
@@ -77,8 +89,32 @@ local ttl = math.min(idle, created + absolute - now)
 if ttl <= 0 then redis.call('DEL', key) return 0 end
 redis.call('HSET', key, metaf, created36 .. ':' .. ARGV[6])
 redis.call('PEXPIRE', key, ttl)
-return 1
+return result
 """)
+
+# How long a regenerated session's old key forwards the writes of requests that loaded
+# it before the login (an SPA's API calls overlapping it) to the new session.
+MOVE_GRACE_MS = 120_000
+MOVED = "\x00m"
+# Redis keeps a hash in its compact encoding while every value is at most
+# hash-max-listpack-value bytes and it has at most hash-max-listpack-entries fields
+# (64 and 128 by default): about 168 B for a 3-field session, several times more past.
+COMPACT_VALUE, COMPACT_FIELDS = 64, 128
+_compact_warned = False
+
+
+def _note_encoding(written: dict[str, str], fields: int) -> None:
+    """Say once per process that sessions outgrow Redis's compact hash encoding."""
+    global _compact_warned
+    if _compact_warned:
+        return
+    if fields > COMPACT_FIELDS or any(len(v) > COMPACT_VALUE for v in written.values()):
+        _compact_warned = True
+        logger.warning(
+            "a session holds a value over %d bytes or over %d fields: Redis stores such "
+            "hashes in its larger encoding (several times the memory per session); raise "
+            "hash-max-listpack-value / hash-max-listpack-entries if that is common",
+            COMPACT_VALUE, COMPACT_FIELDS)
 
 
 def _now_ms() -> int:
@@ -106,6 +142,22 @@ def key_name(field: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class CookieRules:
+    """When the cookie is sent, beyond a new id or a re-signature (Flask's rules).
+
+    ``follow_permanent``: the cookie is persistent only while ``session.permanent``
+    (Flask); otherwise ``Settings.session_cookie_persistent`` decides for every session.
+    ``resend_on_change``: sent again whenever the session changed.
+    ``refresh_each_request``: sent again on every request of a persistent session (Flask's
+    ``SESSION_REFRESH_EACH_REQUEST``), so its expiry slides in the browser too.
+    """
+
+    follow_permanent: bool = False
+    resend_on_change: bool = False
+    refresh_each_request: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class SaveResult:
     """What saving decided: the Set-Cookie header value (if any) and whether Redis took it."""
 
@@ -126,8 +178,11 @@ class SessionInfo:
 class SessionCore:
     """Every session decision; the ASGI and WSGI adapters only run its flows."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, codec: Codec = JSON,
+                 rules: CookieRules | None = None) -> None:
         self.settings = settings
+        self.codec = codec
+        self.rules = rules or CookieRules()
         self.keys = KeySpace(settings.key_prefix)
         self.cookies = CookieSigner(settings)
         self.limits = Limits(settings)
@@ -161,6 +216,7 @@ class SessionCore:
             return None
         data: dict[str, Any] = {}
         stored: dict[str, str] = {}
+        loads = self.codec.loads
         it = iter(raw)
         for f, v in zip(it, it, strict=True):
             name = f.decode("utf-8", "surrogatepass")
@@ -168,7 +224,7 @@ class SessionCore:
                 continue
             text = v.decode("utf-8", "surrogatepass")
             try:
-                data[key_name(name)] = json.loads(text)
+                data[key_name(name)] = loads(text)
             except ValueError:
                 logger.warning("dropping an undecodable session field")
                 continue
@@ -179,7 +235,7 @@ class SessionCore:
         """A session with nothing loaded yet; ``loader`` loads it on first access."""
         return Session(self.limits, incoming.session_id, loader=loader,
                        readonly_on_error=self.readonly_on_error,
-                       user_field=self.settings.user_field)
+                       user_field=self.settings.user_field, codec=self.codec)
 
     # -- saving -----------------------------------------------------------------
     def save_flow(
@@ -200,7 +256,7 @@ class SessionCore:
                 logger.warning("session changes dropped: the session store is unavailable")
             return SaveResult(None, False)
 
-        if not session.peek():  # empty: nothing to keep
+        if session.is_empty():  # nothing to keep
             if old_id is None:
                 return SaveResult(None, False)
             ops: list[Call] = [Call.of("DEL", self._key(self.ref(old_id)))]
@@ -209,23 +265,30 @@ class SessionCore:
             return SaveResult(self.cookies.expire_cookie(https), True)
 
         s = self.settings
+        rules = self.rules
+        persistent = session.permanent if rules.follow_permanent else None
         now = _now_ms()
         if old_id is None or session.cleared:
             mode, new_id = "create", new_session_id()
-            written = {k: self._encoded(session, k) for k in session.peek()}
+            written = {k: encode(v, self.codec) for k, v in session.peek().items()}
             deleted = []
         elif session.regenerated:
             mode, new_id = "move", new_session_id(old_id[:4])
         elif written or deleted:
             mode, new_id = "update", old_id
-        else:  # unchanged: only a cookie signed by an older secret is re-signed
-            cookie = self.cookies.set_cookie(old_id, https) if incoming.resign else None
+        else:  # unchanged: a cookie signed by an older secret is re-signed
+            refresh = rules.refresh_each_request and (
+                persistent if persistent is not None else s.session_cookie_persistent)
+            cookie = self.cookies.set_cookie(old_id, https, persistent) if (
+                incoming.resign or refresh) else None
             return SaveResult(cookie, True)
 
+        _note_encoding(written, session.size())
         key = self._key(self.ref(new_id))
         old_key = self._key(self.ref(old_id)) if old_id else key
         args: list[Any] = [mode, now, s.session_idle_timeout * 1000,
-                           s.session_absolute_lifetime * 1000, META, _b36(now), len(written)]
+                           s.session_absolute_lifetime * 1000, META, _b36(now), MOVED,
+                           MOVE_GRACE_MS, len(written)]
         for k, v in written.items():
             args += [field_name(k), v]
         args.append(len(deleted))
@@ -240,12 +303,12 @@ class SessionCore:
         if not results[0]:
             logger.info("session changes refused: the session was deleted meanwhile")
             return SaveResult(self.cookies.expire_cookie(https), False)
-        if new_id != old_id or incoming.resign:
-            return SaveResult(self.cookies.set_cookie(new_id, https), True)
+        if results[0] == 2:  # a login moved it meanwhile: merged there, the cookie is the
+            return SaveResult(None, True)  # login's business
+        if new_id != old_id or incoming.resign or rules.resend_on_change or (
+                rules.refresh_each_request and persistent):
+            return SaveResult(self.cookies.set_cookie(new_id, https, persistent), True)
         return SaveResult(None, True)
-
-    def _encoded(self, session: Session, key: str) -> str:
-        return encode(session.peek()[key])
 
     def _index_ops(self, user: str | None, session_id: str | None, now: int | None) -> list[Call]:
         if user is None or session_id is None:

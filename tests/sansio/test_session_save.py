@@ -115,9 +115,10 @@ def test_only_the_changed_field_is_sent() -> None:
     session["a"] = 2
     seen, _ = batches(c.save_flow(session, IncomingCookie(SID, present=True), False), [[1]])
     args = list(seen[0][0].args)
-    # EVALSHA sha 2 key old | mode now idle absolute meta now36 | n_set (field value)* ...
-    assert args[11] == 1 and args[12:14] == ["a", "2"] and args[14] == 0
-    assert META not in args[11:]
+    # EVALSHA sha 2 key old | mode now idle absolute meta now36 moved grace | n_set
+    # (field value)* n_del field*
+    assert args[13] == 1 and args[14:16] == ["a", "2"] and args[16] == 0
+    assert META not in args[13:]
 
 
 def test_a_refused_update_expires_the_cookie_and_reports_not_stored() -> None:

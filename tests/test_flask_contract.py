@@ -1,0 +1,288 @@
+"""Flask's session contract, kept by the Flask adapter: what Flask's own session and
+flash tests rely on, for a server-side store (our tests, through the public API)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from flask import Flask, flash, get_flashed_messages, session
+from markupsafe import Markup
+
+from redis_middleware import ConfigError, Settings
+from redis_middleware.flask import RedisSessionInterface, flask_settings, init_app, init_stack
+
+from .conftest import SECRET, audit_keyspace
+
+pytestmark = pytest.mark.usefixtures("audit")
+
+FLASK_SECRET = "f" * 40
+
+
+class App(Flask):
+    """A Flask app whose routes are named by their rule (so lambdas can be views)."""
+
+    def __init__(self) -> None:
+        super().__init__(__name__)
+
+    def add_url_rule(self, rule: str, endpoint: str | None = None, *args: Any,
+                     **options: Any) -> None:
+        methods = ",".join(sorted(options.get("methods") or ["GET"]))
+        super().add_url_rule(rule, endpoint or f"{methods} {rule}", *args, **options)
+
+
+@pytest.fixture(params=["init_app", "init_stack"])
+def make_app(request: pytest.FixtureRequest, settings: Settings) -> Callable[..., Flask]:
+    """A Flask app on our sessions, installed alone or with the whole stack."""
+    def make(**config: Any) -> Flask:
+        app = App()
+        app.config.update(TESTING=True, **config)
+        if request.param == "init_app":
+            init_app(app, settings)
+        else:
+            init_stack(app, settings, limit="1000/minute", exempt=["/health"])
+        return app
+    return make
+
+
+def cookie_header(response: Any, name: str = "session") -> str | None:
+    return next((h for h in response.headers.getlist("Set-Cookie")
+                 if h.startswith(name + "=")), None)
+
+
+def test_values_round_trip_as_flasks_serializer_makes_them(make_app: Any) -> None:
+    app = make_app()
+    stamp = dt.datetime(2026, 12, 1, 20, 30, tzinfo=dt.timezone.utc)
+    ident = uuid.uuid4()
+
+    @app.post("/set")
+    def set_values() -> str:
+        session.update(t=(1, "a"), b=b"\\x00raw", m=Markup("<b>x</b>"), u=ident, d=stamp,
+                       nested={"k": [1, (2, 3)]}, plain="text")
+        return "ok"
+
+    @app.get("/get")
+    def get_values() -> str:
+        assert session["t"] == (1, "a") and isinstance(session["t"], tuple)
+        assert session["b"] == b"\\x00raw"
+        assert session["m"] == Markup("<b>x</b>") and isinstance(session["m"], Markup)
+        assert session["u"] == ident and session["d"] == stamp
+        assert session["nested"] == {"k": [1, (2, 3)]} and session["plain"] == "text"
+        return "same"
+
+    client = app.test_client()
+    client.post("/set")
+    assert client.get("/get").text == "same"
+
+
+def test_flash_messages_with_categories(make_app: Any) -> None:
+    app = make_app()
+
+    @app.post("/flash")
+    def add() -> str:
+        flash("Saved your changes, all of them, with a message longer than sixty bytes")
+        flash("Careful", "warning")
+        flash("<b>bold</b>", "error")
+        return "ok"
+
+    @app.get("/show")
+    def show() -> Any:
+        return {"all": get_flashed_messages(with_categories=True)}
+
+    @app.get("/errors")
+    def errors() -> Any:
+        return {"errors": get_flashed_messages(category_filter=["error"])}
+
+    client = app.test_client()
+    client.post("/flash")
+    assert client.get("/show").json == {"all": [
+        ["message", "Saved your changes, all of them, with a message longer than sixty bytes"],
+        ["warning", "Careful"], ["error", "<b>bold</b>"]]}
+    assert client.get("/show").json == {"all": []}  # consumed
+    client.post("/flash")
+    assert client.get("/errors").json == {"errors": ["<b>bold</b>"]}
+
+
+def test_test_request_context_and_app_context_have_a_session(make_app: Any) -> None:
+    app = make_app()
+    with app.test_request_context("/"):
+        session["x"] = 1
+        assert session["x"] == 1 and session.new
+    with app.app_context(), app.test_request_context():
+        assert "x" not in session  # no cookie: a new session
+
+
+def test_session_transaction(make_app: Any) -> None:
+    app = make_app()
+    app.get("/who")(lambda: {"user": session.get("user"), "n": session.get("n")})
+    client = app.test_client()
+    with client.session_transaction() as sess:
+        sess["user"] = "ann"
+    assert client.get("/who").json == {"user": "ann", "n": None}
+    with client.session_transaction() as sess:
+        assert sess["user"] == "ann"
+        sess["n"] = 2
+    assert client.get("/who").json == {"user": "ann", "n": 2}
+
+
+def test_modified_accessed_new_mean_what_flask_says(make_app: Any) -> None:
+    app = make_app()
+    seen: dict[str, Any] = {}
+
+    @app.post("/cart")
+    def cart() -> str:
+        seen["new"] = session.new
+        session.setdefault("cart", []).append(1)
+        session.modified = True  # Flask's idiom after an in-place change
+        seen["modified"] = session.modified
+        return "ok"
+
+    @app.get("/peek")
+    def peek() -> str:
+        seen["accessed_before"] = session.accessed
+        value = str(session.get("cart"))
+        seen["accessed_after"] = session.accessed
+        seen["modified_read"] = session.modified
+        return value
+
+    client = app.test_client()
+    client.post("/cart")
+    assert seen == {"new": True, "modified": True}
+    client.post("/cart")
+    assert seen["new"] is False
+    response = client.get("/peek")
+    assert response.text == "[1, 1]"
+    assert seen["accessed_after"] and not seen["modified_read"]
+    assert "Cookie" in response.headers["Vary"]
+    assert "Vary" not in app.test_client().get("/health").headers  # untouched session
+
+
+def test_permanent_sessions_follow_flask(make_app: Any) -> None:
+    app = make_app(PERMANENT_SESSION_LIFETIME=dt.timedelta(hours=2),
+                   SESSION_REFRESH_EACH_REQUEST=True)
+
+    @app.post("/login")
+    def login() -> str:
+        session["user_id"] = "7"
+        session.permanent = True
+        return "ok"
+
+    app.post("/visit")(lambda: session.update(v=1) or "ok")
+    app.get("/read")(lambda: str(session.get("user_id")))
+    client = app.test_client()
+    browser_only = cookie_header(client.post("/visit"))
+    assert browser_only is not None and "Max-Age" not in browser_only  # not permanent
+    logged_in = cookie_header(client.post("/login"))
+    assert logged_in is not None and "Max-Age=7200" in logged_in
+    refreshed = cookie_header(client.get("/read"))  # SESSION_REFRESH_EACH_REQUEST
+    assert refreshed is not None and "Max-Age=7200" in refreshed
+
+
+def test_no_refresh_each_request(make_app: Any) -> None:
+    app = make_app(SESSION_REFRESH_EACH_REQUEST=False)
+
+    @app.post("/login")
+    def login() -> str:
+        session["user_id"] = "7"
+        session.permanent = True
+        return "ok"
+
+    app.get("/read")(lambda: str(session.get("user_id")))
+    client = app.test_client()
+    client.post("/login")
+    assert cookie_header(client.get("/read")) is None
+
+
+def test_clear_expires_the_cookie(make_app: Any) -> None:
+    app = make_app()
+    app.post("/in")(lambda: session.update(a=1) or "ok")
+    app.post("/out")(lambda: session.clear() or "ok")
+    app.get("/a")(lambda: str(session.get("a")))
+    client = app.test_client()
+    client.post("/in")
+    header = cookie_header(client.post("/out"))
+    assert header is not None and "Max-Age=0" in header
+    assert client.get("/a").text == "None"
+
+
+def test_exempt_paths_of_the_stack_still_have_a_session(settings: Settings) -> None:
+    app = App()
+    init_stack(app, settings, limit="1000/minute", exempt=["/health"])
+    app.get("/health")(lambda: {"ok": True, "user": session.get("user")})
+    app.post("/login")(lambda: session.update(user="u") or "ok")
+    client = app.test_client()
+    client.post("/login")
+    assert client.get("/health").json == {"ok": True, "user": "u"}
+
+
+def test_cookie_attributes_come_from_flask_config(settings: Settings) -> None:
+    bare = Settings(redis_url=settings.redis_url, key_prefix=settings.key_prefix,
+                    secret_key=(SECRET,))
+    app = App()
+    app.config.update(SESSION_COOKIE_NAME="sid", SESSION_COOKIE_DOMAIN="example.test",
+                      SESSION_COOKIE_PATH="/app", SESSION_COOKIE_SECURE=True,
+                      SESSION_COOKIE_HTTPONLY=False, SESSION_COOKIE_SAMESITE="Strict",
+                      SESSION_COOKIE_PARTITIONED=True)
+    init_app(app, bare)
+    app.post("/app/set")(lambda: session.update(a=1) or "ok")
+    response = app.test_client().post("/app/set", base_url="https://example.test")
+    header = cookie_header(response, "sid")
+    assert header is not None
+    parts = {p.strip().split("=")[0] for p in header.split(";")}
+    assert {"Domain", "Path", "Secure", "SameSite", "Partitioned"} <= parts
+    assert "HttpOnly" not in parts and "Path=/app" in header and "SameSite=Strict" in header
+
+
+def test_explicit_settings_win_over_flask_config(settings: Settings) -> None:
+    app = App()
+    app.config.update(SESSION_COOKIE_NAME="from_flask", SESSION_COOKIE_SAMESITE="Strict")
+    mine = flask_settings(app, settings.replace(session_cookie_name="from_settings"))
+    assert mine.session_cookie_name == "from_settings"
+    assert mine.session_cookie_samesite == "strict"  # Settings left the default: Flask's
+    assert flask_settings(app, settings, cookie_name="opt").session_cookie_name == "opt"
+
+
+def test_flask_secret_key_and_fallbacks_sign_and_verify(
+    monkeypatch: pytest.MonkeyPatch, settings: Settings
+) -> None:
+    monkeypatch.setenv("REDIS_URL", settings.redis_url)
+    monkeypatch.setenv("REDIS_MIDDLEWARE_KEY_PREFIX", settings.key_prefix)
+    monkeypatch.delenv("REDIS_MIDDLEWARE_SECRET_KEY", raising=False)
+    old = App()
+    old.config["SECRET_KEY"] = "o" * 40
+    init_app(old)
+    old.post("/set")(lambda: session.update(a=1) or "ok")
+    cookie = cookie_header(old.test_client().post("/set"))
+    assert cookie is not None
+
+    new = App()
+    new.config.update(SECRET_KEY=FLASK_SECRET, SECRET_KEY_FALLBACKS=["o" * 40])
+    interface = init_app(new)
+    assert interface.core_for(new)[0].settings.secret_key == (FLASK_SECRET, "o" * 40)
+    new.get("/a")(lambda: str(session.get("a")))
+    client = new.test_client()
+    client.set_cookie("session", cookie.split(";")[0].split("=", 1)[1])
+    response = client.get("/a")
+    assert response.text == "1"  # verified by the fallback
+    resigned = cookie_header(response)
+    assert resigned is not None and resigned != cookie  # and re-signed by the new key
+
+
+def test_a_short_flask_secret_is_refused_at_startup(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_URL", "memory://")
+    monkeypatch.delenv("REDIS_MIDDLEWARE_SECRET_KEY", raising=False)
+    app = App()
+    app.config["SECRET_KEY"] = "dev"
+    with pytest.raises(ConfigError, match="SECRET_KEY"):
+        init_app(app)
+
+
+def test_application_root_is_the_default_cookie_path(settings: Settings) -> None:
+    app = App()
+    app.config["APPLICATION_ROOT"] = "/shop"
+    interface = RedisSessionInterface(settings.replace(secret_key=(SECRET,)))
+    assert interface.core_for(app)[0].settings.session_cookie_path == "/shop"
+    audit_keyspace(settings)
