@@ -182,6 +182,12 @@ class Settings:
         30 * 86400, "REDIS_MIDDLEWARE_SESSION_ABSOLUTE_LIFETIME", p.parse_int,
         "Seconds after creation after which a session expires, however active.",
     )
+    session_regenerate_grace: float = _setting(
+        60.0, "REDIS_MIDDLEWARE_SESSION_REGENERATE_GRACE", p.parse_float,
+        "Seconds a regenerated session's old id forwards the writes of requests that "
+        "loaded it before the login (they land in the new session); `0` refuses them. "
+        "Never loads: an old cookie is no session.",
+    )
     session_max_fields: int = _setting(
         1000, "REDIS_MIDDLEWARE_SESSION_MAX_FIELDS", p.parse_int,
         "Most keys one session may hold. Up to 128 keep Redis's compact hash encoding "
@@ -360,6 +366,7 @@ class Settings:
         if not _FIELD_RE.match(self.user_field):
             self._fail("user_field", "must be an identifier of at most 64 characters")
         self._validate_cookie()
+        self._validate_session()
         self._validate_ratelimit()
         self._validate_cache()
         if not 0 < self.presence_heartbeat_interval < self.presence_ttl:
@@ -430,6 +437,10 @@ class Settings:
             self._fail("cache_lock_timeout", "must be seconds in [0, 600]")
         if not 0 <= self.cache_lock_wait <= 600:
             self._fail("cache_lock_wait", "must be seconds in [0, 600]")
+
+    def _validate_session(self) -> None:
+        if not 0 <= self.session_regenerate_grace <= 3600:
+            self._fail("session_regenerate_grace", "must be seconds in [0, 3600]")
 
     def _validate_cookie(self) -> None:
         name = self.session_cookie_name

@@ -11,7 +11,16 @@ import pytest
 
 from redis_middleware import RedisCommandError, RedisUnavailableError, Settings
 from redis_middleware._redis.connections import RedisConnections, connections_for
-from redis_middleware.sansio.flow import Call, Flow, Pause, PausingFlow, Script, gather, run_pure
+from redis_middleware.sansio.flow import (
+    Call,
+    Delegate,
+    Flow,
+    Pause,
+    PausingFlow,
+    Script,
+    gather,
+    run_pure,
+)
 
 from .conftest import SECRET, free_port
 
@@ -146,6 +155,31 @@ def test_a_flow_can_pause_between_round_trips(settings: Settings, run: Any) -> N
     assert run(conns, paused()) == ((1, 2), None)
     assert time.monotonic() - started >= 0.1
     assert conns.round_trips - before == 2
+
+
+def test_a_flow_can_delegate_to_a_client_library(settings: Settings, run: Any) -> None:
+    """A Delegate is called (sync) or awaited (asyncio) by the driver, its result sent
+    back into the flow, between the flow's own round trips."""
+    conns = connections_for(settings)
+    key = f"{settings.key_prefix}:ratelimit:{{d}}:c"
+    calls: list[str] = []
+
+    async def acall() -> str:
+        calls.append("async")
+        return "from-async"
+
+    def call() -> str:
+        calls.append("sync")
+        return "from-sync"
+
+    def delegating() -> PausingFlow[tuple[Any, Any]]:
+        first = yield from two_step_flow(key)
+        answer = yield Delegate(call, acall)
+        return first, answer
+
+    first, answer = run(conns, delegating())
+    assert first == (1, 2) and answer in ("from-sync", "from-async")
+    assert calls == [answer.removeprefix("from-")]
 
 
 def test_unreachable_redis_fails_fast_and_logs_once(

@@ -16,7 +16,7 @@ from typing import Any, Protocol, TypeVar
 from redis import exceptions as rex
 
 from ..errors import RedisCommandError, RedisMiddlewareError, RedisUnavailableError
-from ..sansio.flow import Batch, Pause, PausingFlow
+from ..sansio.flow import Batch, Delegate, Pause, PausingFlow
 from .breaker import Breaker
 
 T = TypeVar("T")
@@ -162,6 +162,9 @@ def run_sync(flow: PausingFlow[T], execute: Execute, breaker: Breaker, counter: 
                 time.sleep(batch.seconds)
                 batch = flow.send(None)
                 continue
+            if isinstance(batch, Delegate):
+                batch = flow.send(batch.call())
+                continue
             try:
                 results = execute_sync(batch, execute, breaker, counter)
             except RedisMiddlewareError as exc:
@@ -181,6 +184,9 @@ async def run_async(flow: PausingFlow[T], execute: AsyncExecute, breaker: Breake
             if isinstance(batch, Pause):
                 await asyncio.sleep(batch.seconds)
                 batch = flow.send(None)
+                continue
+            if isinstance(batch, Delegate):
+                batch = flow.send(await batch.acall())
                 continue
             try:
                 results = await execute_async(batch, execute, breaker, counter)

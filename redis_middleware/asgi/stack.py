@@ -46,8 +46,8 @@ class RedisMiddleware:
         s = self.settings
         # Presence serves the rarer paths (websocket leases, the lifespan sweeper).
         self._presence = PresenceMiddleware(app, s) if self.core.presence else None
-        self._strategy = (LimitsStrategy(self.core.ratelimit, self.redis)
-                          if self.core.ratelimit and not self.core.fixed_window else None)
+        if self.core.ratelimit is not None and not self.core.fixed_window:
+            self.core.limiter = LimitsStrategy(self.core.ratelimit, self.redis)
 
     async def __call__(
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
@@ -68,8 +68,6 @@ class RedisMiddleware:
         if before.session is not None:
             scope["session"] = before.session  # type: ignore[typeddict-unknown-key]
         decision = before.decision
-        if before.check is not None and self._strategy is not None:
-            decision = await self._strategy.averdict(before.check)
         if decision is not None and not decision.allowed:
             response, release = self.core.rejection(before, decision)
             done, rest = step(release)

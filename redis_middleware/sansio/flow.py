@@ -10,14 +10,14 @@ features of one request share round trips.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Generator, Sequence
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from ..errors import RedisCommandError
 
-__all__ = ["Batch", "Call", "Flow", "Op", "Pause", "PausingFlow", "Script", "gather", "run_pure",
-           "step"]
+__all__ = ["Batch", "Call", "Delegate", "Flow", "Op", "Pause", "PausingFlow", "Script",
+           "gather", "run_pure", "step"]
 
 T = TypeVar("T")
 
@@ -60,10 +60,21 @@ class Pause:
     seconds: float
 
 
+@dataclass(frozen=True, slots=True)
+class Delegate:
+    """Yielded instead of a batch: work a client library does on its own connection (the
+    ``limits`` strategies). The sync driver sends back ``call()``, the asyncio driver
+    ``await acall()``. Only for a flow run on its own, like :class:`Pause`."""
+
+    call: Callable[[], Any]
+    acall: Callable[[], Awaitable[Any]]
+
+
 Op = Call
 Batch = tuple[Call, ...]
 Flow = Generator[Batch, list[Any], T]
-PausingFlow = Generator[Batch | Pause, Any, T]  # a Flow that may also wait
+PausingFlow = Generator[Batch | Pause | Delegate, Any, T]  # a Flow that may also wait
+# or delegate
 
 
 
@@ -81,7 +92,7 @@ def step(flow: PausingFlow[T]) -> tuple[bool, Any]:
     return False, _resume(first, flow)
 
 
-def _resume(first: Batch | Pause, flow: PausingFlow[T]) -> PausingFlow[T]:
+def _resume(first: Batch | Pause | Delegate, flow: PausingFlow[T]) -> PausingFlow[T]:
     batch = first
     while True:
         try:

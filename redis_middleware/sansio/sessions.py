@@ -76,8 +76,10 @@ if mode == 'update' then
 elseif mode == 'move' then
   if redis.call('EXISTS', old) == 0 then return 0 end
   redis.call('RENAME', old, key)
-  redis.call('HSET', old, movedf, key)
-  redis.call('PEXPIRE', old, grace)
+  if grace > 0 then
+    redis.call('HSET', old, movedf, key)
+    redis.call('PEXPIRE', old, grace)
+  end
 end
 local i = 9
 local nset = tonumber(ARGV[i])
@@ -92,9 +94,6 @@ redis.call('PEXPIRE', key, ttl)
 return result
 """)
 
-# How long a regenerated session's old key forwards the writes of requests that loaded
-# it before the login (an SPA's API calls overlapping it) to the new session.
-MOVE_GRACE_MS = 120_000
 MOVED = "\x00m"
 # Redis keeps a hash in its compact encoding while every value is at most
 # hash-max-listpack-value bytes and it has at most hash-max-listpack-entries fields
@@ -288,7 +287,7 @@ class SessionCore:
         old_key = self._key(self.ref(old_id)) if old_id else key
         args: list[Any] = [mode, now, s.session_idle_timeout * 1000,
                            s.session_absolute_lifetime * 1000, META, _b36(now), MOVED,
-                           MOVE_GRACE_MS, len(written)]
+                           int(s.session_regenerate_grace * 1000), len(written)]
         for k, v in written.items():
             args += [field_name(k), v]
         args.append(len(deleted))

@@ -14,7 +14,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from .._options import resolve_settings
 from ..errors import RedisMiddlewareError
@@ -22,7 +22,7 @@ from ..settings import Settings
 from .cache import CacheCore, CachePlan, Entry, Lookup
 from .cookies import IncomingCookie
 from .exchange import CachePart, Exchange, Part, SessionPart
-from .flow import Flow, PausingFlow, gather
+from .flow import Delegate, Flow, PausingFlow, gather
 from .incidents import log_incident
 from .patterns import PathPattern
 from .presence import PresenceCore
@@ -55,11 +55,19 @@ class Before:
 
     session: Session | None = None
     incoming: IncomingCookie | None = None
-    check: Check | None = None  # a rate-limit check still to run (non-fixed strategies)
+    check: Check | None = None  # a rate-limit check not counted yet
     decision: Decision | None = None  # the rate-limit verdict (None: not limited)
     plan: CachePlan | None = None
     lookup: Lookup | None = None  # None: the cache is bypassed
     user: str | None = None
+
+
+class Limiter(Protocol):
+    """Counts a check with a ``limits`` strategy (``_redis.strategies.LimitsStrategy``)."""
+
+    def verdict(self, check: Check) -> Decision | None: ...
+
+    async def averdict(self, check: Check) -> Decision | None: ...
 
 
 class StackCore:
@@ -75,6 +83,9 @@ class StackCore:
         self.exempt = [PathPattern.compile(p) for p in s.ratelimit_exempt]
         self.fixed_window = self.ratelimit is None or self.ratelimit.fixed_window
         self.unavailable = store_unavailable(s.breaker_cooldown)
+        # Set by the adapter for strategies other than the fixed window (they need a
+        # client of the limits library, which lives on the Redis floor).
+        self.limiter: Limiter | None = None
 
     def exchange(self, before: Before, https: bool, head: bool, now: float,
                  extra: Headers) -> Exchange:
@@ -113,7 +124,8 @@ class StackCore:
     def is_exempt(self, path: str) -> bool:
         return any(p.matches(path) for p in self.exempt)
 
-    def before_flow(self, request: RequestInfo, outer_user: str | None, http: bool) -> Flow[Before]:
+    def before_flow(self, request: RequestInfo, outer_user: str | None, http: bool
+                    ) -> PausingFlow[Before]:
         """Load, count, look up and heartbeat, in at most two round trips."""
         out = Before()
         if self.sessions is not None:
@@ -159,6 +171,12 @@ class StackCore:
             second["presence"] = self.presence.heartbeat_flow(out.user)
         results = yield from self._gather(second)
         self._take(results, out)
+        if out.check is not None and self.limiter is not None:  # moving / sliding windows
+            check, limiter = out.check, self.limiter
+            decision: Decision | None = yield Delegate(lambda: limiter.verdict(check),
+                                                       lambda: limiter.averdict(check))
+            out.decision = decision
+            out.check = None
         return out
 
     def _add_check(self, flows: dict[str, Flow[Any]], out: Before, request: RequestInfo,
@@ -171,7 +189,7 @@ class StackCore:
             flows["ratelimit"] = self.ratelimit.fixed_window_flow(check)
             out.check = check
         else:
-            out.check = check  # the adapter runs the limits strategy
+            out.check = check  # counted by the limits strategy, at the end of before_flow
 
     def _take(self, results: dict[str, Any], out: Before) -> None:
         if "ratelimit" in results and self.ratelimit is not None and out.check is not None:

@@ -34,8 +34,8 @@ class RedisMiddleware:
         self.settings = resolve_stack_settings(settings, options)
         self.core = StackCore(self.settings)
         self.redis = connections_for(self.settings)
-        self._strategy = (LimitsStrategy(self.core.ratelimit, self.redis)
-                          if self.core.ratelimit and not self.core.fixed_window else None)
+        if self.core.ratelimit is not None and not self.core.fixed_window:
+            self.core.limiter = LimitsStrategy(self.core.ratelimit, self.redis)
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         request = from_environ(environ, self.settings.user_field)
@@ -47,8 +47,6 @@ class RedisMiddleware:
         if before.session is not None:
             environ[ENVIRON_KEY] = before.session
         decision = before.decision
-        if before.check is not None and self._strategy is not None:
-            decision = self._strategy.verdict(before.check)
         if decision is not None and not decision.allowed:
             response, release = self.core.rejection(before, decision)
             self.redis.run(release)
