@@ -274,3 +274,4 @@ def test_due_sweep_and_heartbeat_share_one_round_trip(make_client: Clients,
     client.get("/noop")
     # One to load the session (to know the user), one for presence: never three.
     assert conns.round_trips - conns.script_loads - before == 2
+

@@ -16,7 +16,7 @@ from .._options import resolve_settings
 from .._redis.connections import connections_for
 from ..errors import RedisMiddlewareError
 from ..sansio.incidents import log_incident
-from ..sansio.presence import PresenceCore, PresenceEvent
+from ..sansio.presence import EventFeed, PresenceCore, PresenceEvent
 from ..sansio.request import scope_user
 from ..settings import Settings
 
@@ -72,28 +72,23 @@ class Presence:
         """Publish 'offline' for users whose leases ran out (-1: another worker just did)."""
         return await self.redis.arun(self.core.sweep_flow(secrets.token_hex(8), room))
 
-    async def events(self) -> AsyncIterator[PresenceEvent]:
-        """Online/offline events as they are published; reconnects after Redis failures."""
-        while True:
+    async def events(self, timeout: float | None = None) -> AsyncIterator[PresenceEvent]:
+        """Online/offline events as they are published; resubscribes after Redis failures;
+        stops after ``timeout`` seconds without an event (None: never)."""
+        feed = EventFeed(self.core.channel, timeout)
+        while not feed.done():
             pubsub = self.redis.pubsub(asyncio_client=True)
             try:
-                await pubsub.subscribe(self.core.channel)
-                while True:
-                    message = await pubsub.get_message(ignore_subscribe_messages=True,
-                                                       timeout=1.0)
-                    if message and message.get("type") == "message":
-                        event = PresenceEvent.parse(message["data"])
-                        if event is not None:
-                            yield event
-            except (OSError, ConnectionError, RedisMiddlewareError) as exc:
-                log_incident("presence-events", "presence events interrupted: %s", exc)
-                await asyncio.sleep(1)
-            except Exception as exc:  # redis-py errors: retry, never kill the consumer
-                if type(exc).__module__.startswith("redis"):
-                    log_incident("presence-events", "presence events interrupted: %s", exc)
-                    await asyncio.sleep(1)
-                else:
+                await pubsub.subscribe(feed.channel)
+                while not feed.done():
+                    event = feed.event(await pubsub.get_message(
+                        ignore_subscribe_messages=True, timeout=feed.wait()))
+                    if event is not None:
+                        yield event
+            except Exception as exc:
+                if not feed.recoverable(exc):
                     raise
+                await asyncio.sleep(feed.retry)
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()

@@ -25,9 +25,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import RedisMiddlewareError
 from ..keys import KeySpace, escape
 from ..settings import Settings
 from .flow import Call, Flow, Script, gather
+from .incidents import log_incident
 from .memo import Recent
 
 __all__ = ["PresenceCore", "PresenceEvent"]
@@ -131,6 +133,45 @@ class PresenceEvent:
                        float(m["ts"]), str(m.get("room", "")))
         except (ValueError, KeyError, TypeError):
             return None
+
+
+class EventFeed:
+    """What a ``Presence.events()`` loop decides, the same on both sides: which Pub/Sub
+    messages are events, when an idle feed stops (``timeout`` seconds without an event;
+    None: never), and that a broken subscription is logged once per incident and
+    subscribed again after ``retry`` seconds."""
+
+    retry = 1.0
+
+    def __init__(self, channel: str, timeout: float | None) -> None:
+        self.channel = channel
+        self.timeout = timeout
+        self._idle_since = time.monotonic()
+
+    def event(self, message: Any) -> PresenceEvent | None:
+        if not message or message.get("type") != "message":
+            return None
+        event = PresenceEvent.parse(message["data"])
+        if event is not None:
+            self._idle_since = time.monotonic()
+        return event
+
+    def done(self) -> bool:
+        return self.timeout is not None and time.monotonic() - self._idle_since >= self.timeout
+
+    def wait(self) -> float:
+        """Seconds to wait for the next message: short enough to notice the timeout."""
+        if self.timeout is None:
+            return 1.0
+        return max(0.01, min(1.0, self.timeout - (time.monotonic() - self._idle_since)))
+
+    def recoverable(self, exc: BaseException) -> bool:
+        """A broken subscription (retried) rather than a bug (raised); logs the incident."""
+        if isinstance(exc, (OSError, ConnectionError, RedisMiddlewareError)) or \
+                type(exc).__module__.startswith("redis"):
+            log_incident("presence-events", "presence events interrupted: %s", exc)
+            return True
+        return False
 
 
 def _now_ms() -> int:

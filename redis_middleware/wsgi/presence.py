@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import threading
 import time
@@ -13,7 +14,7 @@ from .._options import resolve_settings
 from .._redis.connections import connections_for
 from ..errors import RedisMiddlewareError
 from ..sansio.incidents import log_incident
-from ..sansio.presence import PresenceCore, PresenceEvent
+from ..sansio.presence import EventFeed, PresenceCore, PresenceEvent
 from ..sansio.request import environ_user
 from ..settings import Settings
 
@@ -57,20 +58,25 @@ class Presence:
         return self.redis.run(self.core.sweep_flow(secrets.token_hex(8), room))
 
     def events(self, timeout: float | None = None) -> Iterator[PresenceEvent]:
-        """Online/offline events as they are published (stops after ``timeout`` idle s)."""
-        pubsub = self.redis.pubsub(asyncio_client=False)
-        try:
-            pubsub.subscribe(self.core.channel)
-            idle_since = time.monotonic()
-            while timeout is None or time.monotonic() - idle_since < timeout:
-                message = pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)
-                if message and message.get("type") == "message":
-                    event = PresenceEvent.parse(message["data"])
+        """Online/offline events as they are published; resubscribes after Redis failures;
+        stops after ``timeout`` seconds without an event (None: never)."""
+        feed = EventFeed(self.core.channel, timeout)
+        while not feed.done():
+            pubsub = self.redis.pubsub(asyncio_client=False)
+            try:
+                pubsub.subscribe(feed.channel)
+                while not feed.done():
+                    event = feed.event(pubsub.get_message(
+                        ignore_subscribe_messages=True, timeout=feed.wait()))
                     if event is not None:
-                        idle_since = time.monotonic()
                         yield event
-        finally:
-            pubsub.close()
+            except Exception as exc:
+                if not feed.recoverable(exc):
+                    raise
+                time.sleep(feed.retry)
+            finally:
+                with contextlib.suppress(Exception):
+                    pubsub.close()
 
 
 class PresenceMiddleware:
