@@ -43,6 +43,11 @@ class _Decoded(Sequence[tuple[str, str]]):
             self._text = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in self._raw]
         return self._text
 
+    def values_of(self, name: str) -> list[str]:
+        """The values of one header, decoding only those."""
+        raw = name.encode("latin-1")
+        return [v.decode("latin-1") for k, v in self._raw if k.lower() == raw]
+
     def __getitem__(self, index: Any) -> Any:
         return self._decoded()[index]
 

@@ -29,7 +29,8 @@ from .responses import Headers, Response
 from .session import Session
 from .sessions import SessionCore
 
-__all__ = ["CachePart", "Exchange", "Part", "Reply", "SessionPart", "vary_with"]
+__all__ = ["CachePart", "Exchange", "Part", "Reply", "SessionPart", "header_values",
+           "vary_with"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,21 +61,31 @@ class Reply:
 _NOTHING = Reply()
 
 
+def header_values(headers: Sequence[tuple[str, str]], name: str) -> list[str]:
+    """The values of header ``name`` (lower case); a view that can find them without
+    decoding every header (the ASGI side's) does."""
+    find = getattr(headers, "values_of", None)
+    if find is not None:
+        found: list[str] = find(name)
+        return found
+    return [v for k, v in headers if k.lower() == name]
+
+
 def vary_with(headers: Sequence[tuple[str, str]], token: str) -> Reply:
     """Add ``token`` to the response's Vary, merged by tokens across every Vary line.
 
     Nothing changes when a line already names it (any case) or says ``*``; otherwise the
     Vary lines are replaced by one that lists their tokens once each, then ``token``.
     """
-    tokens: list[str] = []
-    for name, value in headers:
-        if name.lower() == "vary":
-            tokens += [t.strip() for t in value.split(",") if t.strip()]
+    lines = header_values(headers, "vary")
+    if not lines:
+        return Reply((("Vary", token),))
+    tokens = [t.strip() for value in lines for t in value.split(",") if t.strip()]
     lowered = {t.lower() for t in tokens}
     if token.lower() in lowered or "*" in lowered:
         return _NOTHING
     if not tokens:
-        return Reply((("Vary", token),))
+        return Reply((("Vary", token),), frozenset({"vary"}))
     unique = list(dict.fromkeys(tokens))
     return Reply((("Vary", ", ".join([*unique, token])),), frozenset({"vary"}))
 

@@ -73,14 +73,19 @@ def scope_user(scope: Mapping[str, Any], user_field: str) -> str | None:
 def from_scope(scope: Mapping[str, Any], user_field: str | None) -> RequestInfo:
     """The request of an ASGI scope; its user is looked up unless ``user_field`` is None."""
     client = scope.get("client")
-    headers = tuple((k.decode("latin-1").lower(), v.decode("latin-1"))
-                    for k, v in scope.get("headers", ()))
+    headers = []
+    cookie_lines = []
+    for k, v in scope.get("headers", ()):
+        name, value = k.decode("latin-1").lower(), v.decode("latin-1")
+        headers.append((name, value))
+        if name == "cookie":
+            cookie_lines.append(value)
     return RequestInfo(
         method=scope.get("method", "GET") if scope["type"] == "http" else "WEBSOCKET",
         path=scope.get("path", "/"),
         query_string=scope.get("query_string", b""),
-        headers=headers,
-        cookies=cookies_of([v for k, v in headers if k == "cookie"]),
+        headers=tuple(headers),
+        cookies=cookies_of(cookie_lines),
         peer=client[0] if client else None,
         scheme=scope.get("scheme", "http"),
         user=scope_user(scope, user_field) if user_field is not None else None,
