@@ -495,7 +495,10 @@ class Settings:
         for name in changes:
             if name not in known:
                 raise ConfigError(name, "unknown setting")
-        return dataclasses.replace(self, **changes)
+        replaced = dataclasses.replace(self, **changes)
+        if self.secret_generated and "secret_key" not in changes:
+            object.__setattr__(replaced, "_secret_generated", True)  # still not chosen
+        return replaced
 
     @classmethod
     def env_name(cls, name: str) -> str:

@@ -286,3 +286,15 @@ def test_application_root_is_the_default_cookie_path(settings: Settings) -> None
     interface = RedisSessionInterface(settings.replace(secret_key=(SECRET,)))
     assert interface.core_for(app)[0].settings.session_cookie_path == "/shop"
     audit_keyspace(settings)
+
+
+def test_init_stack_on_memory_uses_flasks_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A secret generated for memory:// is no choice: Flask's SECRET_KEY signs instead,
+    also after the stack's options were applied."""
+    monkeypatch.setenv("REDIS_URL", "memory://")
+    monkeypatch.delenv("REDIS_MIDDLEWARE_SECRET_KEY", raising=False)
+    app = App()
+    app.config["SECRET_KEY"] = FLASK_SECRET
+    middleware = init_stack(app, limit="100/minute")
+    assert middleware.core.sessions is not None
+    assert middleware.core.sessions.settings.secret_key == (FLASK_SECRET,)
