@@ -169,8 +169,7 @@ def test_authlib_starlette_oauth_state_round_trip(settings: Settings, provider: 
     with TestClient(app) as client:
         try:
             redirect = client.get("/login", follow_redirects=False)
-            assert redirect.status_code == 302
-            state = _state_of(redirect.headers["location"])
+            assert redirect.status_code == 302  # a state is in the session now
             forged = client.get("/auth", params={"code": "good-code", "state": "forged"})
             assert forged.status_code == 400 and forged.json()["error"] == "mismatching_state"
             redirect = client.get("/login", follow_redirects=False)
@@ -206,7 +205,7 @@ def test_authlib_flask_oauth_state_round_trip(install: Any, provider: str) -> No
         return {"token": token["access_token"], "code": request.args["code"]}
 
     client = app.test_client()
-    state = _state_of(client.get("/login").headers["Location"])
+    assert client.get("/login").status_code == 302  # a state is in the session now
     forged = client.get("/auth", query_string={"code": "good-code", "state": "forged"})
     assert forged.status_code == 400 and forged.json["error"] == "mismatching_state"
     state = _state_of(client.get("/login").headers["Location"])

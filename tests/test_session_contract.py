@@ -274,7 +274,7 @@ def test_a_large_value_is_logged_once_as_not_compact(
     assert len(lines) == 1
 
 
-def test_settings_unchanged_compact_by_default() -> None:
+def test_default_caps_fit_real_extensions() -> None:
     settings = make_settings("memory://")
     assert settings.session_max_value_bytes == 64 * 1024
     assert settings.session_max_bytes == 1024 * 1024
