@@ -23,6 +23,7 @@ from .errors import ConfigError
 from .sansio.patterns import PathPattern
 from .sansio.rules import (
     FAIL_MODES,
+    FRESHNESS_MODES,
     IDENTITY_KINDS,
     STRATEGIES,
     CacheRouteSpec,
@@ -266,9 +267,44 @@ class Settings:
         'Cached routes as JSON: `{"/items/{id}": 60, "/products": {"ttl": 30, "tags": '
         '["products"], "vary_cookies": []}}` (TTL in seconds).',
     )
+    cache_freshness: str = _setting(
+        "default", "REDIS_MIDDLEWARE_CACHE_FRESHNESS", p.parse_str,
+        "`default`: a route's TTL is the freshness of responses that state none; the "
+        "response's own `s-maxage`, `max-age` or `Expires` decide otherwise. `origin`: "
+        "store only what the response makes cacheable (a route's own `freshness` wins).",
+    )
+    cache_max_ttl: int = _setting(
+        0, "REDIS_MIDDLEWARE_CACHE_MAX_TTL", p.parse_int,
+        "Cap on any stored response's freshness, in seconds (0: no cap; a route's own "
+        "`max_ttl` wins).",
+    )
     cache_statuses: tuple[int, ...] = _setting(
         (200,), "REDIS_MIDDLEWARE_CACHE_STATUSES", p.parse_int_csv,
-        "Comma-separated response statuses that may be stored.",
+        "Comma-separated statuses that get a route's default freshness; a response that "
+        "states its own freshness is stored whatever its final status (but 206 and 304).",
+    )
+    cache_keep_stale: int = _setting(
+        600, "REDIS_MIDDLEWARE_CACHE_KEEP_STALE", p.parse_int,
+        "Seconds a stored response with a validator (`ETag`, `Last-Modified`) is kept "
+        "after it goes stale, to be revalidated with the app instead of recomputed.",
+    )
+    cache_stale_if_error: int = _setting(
+        0, "REDIS_MIDDLEWARE_CACHE_STALE_IF_ERROR", p.parse_int,
+        "Seconds a stale entry may answer instead of the app's 5xx or exception when the "
+        "response did not say `stale-if-error` itself (0: only when it did). Never for "
+        "`must-revalidate`, `proxy-revalidate`, `s-maxage` or `no-cache` responses.",
+    )
+    cache_targets: tuple[str, ...] = _setting(
+        ("RedisMiddleware-Cache-Control", "CDN-Cache-Control"),
+        "REDIS_MIDDLEWARE_CACHE_TARGETS", p.parse_csv,
+        "Targeted cache-control fields this cache obeys before `Cache-Control` and "
+        "`Expires` (RFC 9213), first found wins. `RedisMiddleware-Cache-Control` aims at "
+        "this cache only and is removed from responses; the others are passed on.",
+    )
+    cache_refresh_workers: int = _setting(
+        4, "REDIS_MIDDLEWARE_CACHE_REFRESH_WORKERS", p.parse_int,
+        "WSGI: threads that refresh stale entries in the background "
+        "(`stale-while-revalidate`); ASGI refreshes on the event loop.",
     )
     cache_max_body: int = _setting(
         1024 * 1024, "REDIS_MIDDLEWARE_CACHE_MAX_BODY", p.parse_int,
@@ -437,6 +473,17 @@ class Settings:
             self._fail("cache_lock_timeout", "must be seconds in [0, 600]")
         if not 0 <= self.cache_lock_wait <= 600:
             self._fail("cache_lock_wait", "must be seconds in [0, 600]")
+        if self.cache_freshness not in FRESHNESS_MODES:
+            self._fail("cache_freshness", f"must be {one_of(FRESHNESS_MODES)}")
+        for name in ("cache_max_ttl", "cache_keep_stale", "cache_stale_if_error"):
+            if getattr(self, name) < 0:
+                self._fail(name, "must be seconds >= 0")
+        if not 1 <= self.cache_refresh_workers <= 64:
+            self._fail("cache_refresh_workers", "must be between 1 and 64")
+        targets: Any = self.cache_targets
+        object.__setattr__(self, "cache_targets", tuple(
+            t.strip().lower() for t in (p.parse_csv(targets) if isinstance(targets, str)
+                                        else targets) if t.strip()))
 
     def _validate_session(self) -> None:
         if not 0 <= self.session_regenerate_grace <= 3600:

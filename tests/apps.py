@@ -95,11 +95,28 @@ async def _text(request: Request) -> Response:
     return PlainTextResponse("hello")
 
 
-def cache_handle(path: str, query: dict[str, str], session: Any
+ignore_conditionals = False  # True: an app that always answers 200
+
+
+def cache_handle(path: str, query: dict[str, str], session: Any,
+                 if_none_match: str | None = None
                  ) -> tuple[int, list[tuple[str, str]], list[bytes]]:
-    """Endpoints under /c/ for caching scenarios; behaviour chosen by the query."""
+    """Endpoints under /c/ for caching scenarios; behaviour chosen by the query.
+
+    ``etag=`` sends that ETag and answers a matching If-None-Match with a 304 carrying
+    ``cc304=`` as its Cache-Control and ``x304=`` as an X-Updated field.
+    """
     calls[path] = calls.get(path, 0) + 1
     n = calls[path]
+    if "etag" in query and if_none_match is not None and not ignore_conditionals and query[
+            "etag"] in (
+            t.strip() for t in if_none_match.split(",")):
+        calls["304"] = calls.get("304", 0) + 1
+        updated = [("ETag", query["etag"])]
+        for name, key in (("Cache-Control", "cc304"), ("X-Updated", "x304")):
+            if key in query:
+                updated.append((name, query[key]))
+        return 304, updated, []
     if "sleep" in query:
         time.sleep(float(query["sleep"]))
     if "fail" in query or failing:
@@ -109,7 +126,10 @@ def cache_handle(path: str, query: dict[str, str], session: Any
     if "touch" in query and session is not None:
         session.get("x")
     headers = [("Content-Type", "application/json"), ("X-Dup", "1"), ("X-Dup", "2")]
-    for name, key in (("Cache-Control", "cc"), ("Vary", "vary"), ("ETag", "etag")):
+    for name, key in (("Cache-Control", "cc"), ("Vary", "vary"), ("ETag", "etag"),
+                      ("Expires", "expires"), ("Age", "age"), ("Date", "date"),
+                      ("Location", "location"), ("CDN-Cache-Control", "cdn"),
+                      ("RedisMiddleware-Cache-Control", "own")):
         if key in query:
             headers.append((name, query[key]))
     if "cookie" in query:
@@ -129,11 +149,14 @@ async def _cache_endpoint(request: Request) -> Response:
     session = request.session if "session" in request.scope else None
     if request.method != "GET" and request.method != "HEAD":
         calls["unsafe"] = calls.get("unsafe", 0) + 1
-        return JSONResponse({"ok": True}, status_code=int(query.get("status", 200)))
+        moved = {"Location": query["location"]} if "location" in query else None
+        return JSONResponse({"ok": True}, status_code=int(query.get("status", 200)),
+                            headers=moved)
     sleep = query.pop("sleep", None)
     if sleep:
         await anyio.sleep(float(sleep))
-    status, headers, chunks = cache_handle(request.url.path, query, session)
+    status, headers, chunks = cache_handle(request.url.path, query, session,
+                                           request.headers.get("if-none-match"))
 
     async def body() -> Any:
         for chunk in chunks:
@@ -148,7 +171,7 @@ def asgi_app() -> Starlette:
     routes = [Route(p, _asgi_endpoint, methods=["GET", "POST"]) for p in PATHS]
     routes += [Route("/stream", _stream), Route("/text", _text),
                Route("/c/{rest:path}", _cache_endpoint,
-                     methods=["GET", "HEAD", "POST", "PUT", "DELETE"])]
+                     methods=["GET", "HEAD", "POST", "PUT", "DELETE", "M-SEARCH"])]
     return Starlette(routes=routes)
 
 
@@ -164,9 +187,12 @@ def wsgi_app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
     if path.startswith("/c/"):
         if environ["REQUEST_METHOD"] not in ("GET", "HEAD"):
             calls["unsafe"] = calls.get("unsafe", 0) + 1
-            start_response(f"{query.get('status', 200)} X", [("Content-Type", "application/json")])
+            moved = [("Location", query["location"])] if "location" in query else []
+            start_response(f"{query.get('status', 200)} X",
+                           [("Content-Type", "application/json"), *moved])
             return [b'{"ok":true}']
-        status, headers, chunks = cache_handle(path, query, environ.get(ENVIRON_KEY))
+        status, headers, chunks = cache_handle(path, query, environ.get(ENVIRON_KEY),
+                                               environ.get("HTTP_IF_NONE_MATCH"))
         start_response(f"{status} X", headers)
         return iter(chunks) if path == "/c/stream" else chunks
     length = int(environ.get("CONTENT_LENGTH") or 0)

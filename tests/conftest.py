@@ -126,7 +126,8 @@ def stale_if_error_is_served(client: Any, monkeypatch: pytest.MonkeyPatch, failu
     monkeypatch.setattr(apps, "failing", failure)
     served = client.get(url)
     assert (served.status_code, served.content) == (200, original.content)
-    assert served.headers["x-cache"] == "HIT"
+    assert served.headers["x-cache"] == "STALE"
+    assert served.headers["cache-status"].endswith('detail="stale-if-error"')
     return url
 
 

@@ -135,18 +135,28 @@ def test_age_grows(make_client: Clients) -> None:
 
 
 def test_if_none_match_gets_304(make_client: Clients) -> None:
+    """RFC 9111 4.3.2: the cache answers a client's conditional request itself."""
     client = cached(make_client)
-    first = client.get("/c/item?cc=max-age%3D60")
-    hit = client.get("/c/item?cc=max-age%3D60")
-    etag = hit.headers["etag"]
-    assert etag.startswith('"') and "etag" not in first.headers
-    not_modified = client.get("/c/item?cc=max-age%3D60", headers={"if-none-match": etag})
+    url = "/c/item?cc=max-age%3D60&etag=%22v1%22"
+    client.get(url)
+    hit = client.get(url)
+    assert hit.headers["etag"] == '"v1"'
+    not_modified = client.get(url, headers={"if-none-match": 'W/"v1", "other"'})
     assert not_modified.status_code == 304 and not_modified.content == b""
-    assert not_modified.headers["etag"] == etag
+    assert not_modified.headers["etag"] == '"v1"'
     assert not_modified.headers["cache-control"] == "max-age=60"
     assert "content-type" not in not_modified.headers
-    other = client.get("/c/item?cc=max-age%3D60", headers={"if-none-match": '"nope"'})
+    other = client.get(url, headers={"if-none-match": '"nope"'})
     assert other.status_code == 200
+    assert apps.calls["/c/item"] == 1
+
+
+def test_no_etag_is_invented(make_client: Clients) -> None:
+    """A hit carries only the validators the app sent: an ETag of our own could never be
+    checked by the app."""
+    client = cached(make_client)
+    client.get("/c/item")
+    assert "etag" not in client.get("/c/item").headers
 
 
 def test_ttl_is_shortened_by_max_age(make_client: Clients) -> None:
@@ -183,13 +193,26 @@ def test_a_slow_guard_holder_is_waited_for_only_so_long(make_client: Clients) ->
 
 
 def test_stale_while_revalidate(make_client: Clients) -> None:
+    """RFC 5861 3: the first request after expiry gets the stale entry at once; the
+    entry is refreshed in the background, once."""
     client = cached(make_client)
     query = "/c/item?cc=max-age%3D1%2C%20stale-while-revalidate%3D30"
     client.get(query)
     time.sleep(1.2)
-    refreshing = client.get(query)  # takes the guard and refreshes
-    assert refreshing.headers["x-cache"] == "MISS" and refreshing.json()["n"] == 2
-    assert client.get(query).json()["n"] == 2
+    stale = client.get(query)
+    assert stale.headers["x-cache"] == "STALE" and stale.json()["n"] == 1
+    assert stale.headers["cache-status"].startswith("rmw; hit; ttl=-")
+    deadline = time.monotonic() + 5
+    while apps.calls.get("/c/item", 0) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    fresh = client.get(query)
+    for _ in range(100):  # the refresh's store lands just after the app answers
+        if fresh.json()["n"] == 2:
+            break
+        time.sleep(0.02)
+        fresh = client.get(query)
+    assert fresh.json()["n"] == 2 and fresh.headers["x-cache"] == "HIT"
+    assert apps.calls["/c/item"] == 2  # refreshed once
 
 
 @pytest.mark.parametrize("failure", ["500", "raise"])

@@ -5,17 +5,22 @@ Only translation: ASGI messages in, the exchange's decisions out.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 
 from .._redis.connections import RedisConnections
+from ..sansio.cache import CONDITIONAL
 from ..sansio.exchange import Exchange
 from ..sansio.flow import step
-from ..sansio.responses import Response
+from ..sansio.incidents import log_incident
+from ..sansio.responses import Headers, Response
 
-__all__ = ["respond", "send_response"]
+__all__ = ["refresh", "respond", "send_response", "with_conditional"]
+
+_REFRESHING: set[asyncio.Task[None]] = set()  # held so a running refresh is not collected
 
 _NOTHING_SENT, _PASSED, _REPLACED = 0, 1, 2
 
@@ -95,3 +100,49 @@ async def respond(app: Any, scope: Scope, receive: ASGIReceiveCallable, send: AS
         done, rest = step(exchange.finish_flow())
         if not done:
             await redis.arun(rest)
+
+
+def with_conditional(scope: Any, fields: Headers) -> Any:
+    """The scope the app sees when the cache revalidates: the client's conditional
+    fields replaced by ``fields`` (the scope itself when there are none)."""
+    if not fields:
+        return scope
+    kept = [(k, v) for k, v in scope.get("headers", ()) if k.lower().decode(
+        "latin-1") not in CONDITIONAL]
+    added = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in fields]
+    return {**scope, "headers": [*kept, *added]}
+
+
+def _no_body() -> Any:
+    """The ``receive`` of a background refresh: an empty request body, then nothing
+    (the app may listen for a disconnect; none comes while it answers)."""
+    sent = False
+
+    async def receive() -> Any:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await asyncio.Event().wait()  # until the app stops listening (cancelled)
+
+    return receive
+
+
+async def _discard(message: Any) -> None:
+    """The ``send`` of a background refresh: the client has its answer already."""
+
+
+def refresh(app: Any, scope: Scope, exchange: Exchange, redis: RedisConnections) -> None:
+    """Run ``app`` again in the background for a GET of this URL, under ``exchange``
+    (stale-while-revalidate: the client was served the stale entry)."""
+    background = with_conditional({**scope, "method": "GET"}, exchange.conditional)
+
+    async def run() -> None:
+        try:
+            await respond(app, background, _no_body(), _discard, exchange, redis)
+        except Exception as exc:  # the app's own error: nobody is waiting for this answer
+            log_incident("cache-refresh", "background refresh failed: %r", exc)
+
+    task = asyncio.get_running_loop().create_task(run())
+    _REFRESHING.add(task)
+    task.add_done_callback(_REFRESHING.discard)

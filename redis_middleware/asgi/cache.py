@@ -10,12 +10,12 @@ from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 from .._options import resolve_settings
 from .._redis.connections import connections_for
 from ..errors import RedisMiddlewareError
-from ..sansio.cache import CacheCore, CachePlan, Entry, Lookup
+from ..sansio.cache import CacheCore, CachePlan, Entry, Lookup, Resolved
 from ..sansio.exchange import CachePart, Exchange
 from ..sansio.incidents import log_incident
 from ..sansio.request import from_scope
 from ..settings import Settings
-from ._respond import respond
+from ._respond import refresh, respond, with_conditional
 
 __all__ = ["Cache", "CacheMiddleware"]
 
@@ -81,12 +81,18 @@ class CacheMiddleware:
             except RedisMiddlewareError as exc:
                 log_incident("cache", "cache bypassed: %s", exc)
             if lookup is not None:
-                entry, lookup = await self.resolve(plan, lookup)
-                if entry is not None:
-                    await self._serve(send, plan, entry, head)
+                resolved = await self.resolve(plan, lookup)
+                lookup = resolved.lookup
+                if resolved.serve is not None:
+                    await self._serve(send, plan, resolved.serve, head)
+                    if resolved.refresh:
+                        refresh(self.app, scope, Exchange((CachePart(
+                            self.core, plan, lookup, False, time.time(), lambda: False),)),
+                            self.redis)
                     return
         part = CachePart(self.core, plan, lookup, head, now, lambda: session_touched(scope))
-        await respond(self.app, scope, receive, send, Exchange((part,)), self.redis)
+        await respond(self.app, with_conditional(scope, part.conditional), receive, send,
+                      Exchange((part,)), self.redis)
 
     async def _serve(self, send: ASGISendCallable, plan: CachePlan, entry: Entry,
                      head: bool) -> None:
@@ -95,6 +101,7 @@ class CacheMiddleware:
                     "headers": headers, "trailers": False})
         await send({"type": "http.response.body", "body": body, "more_body": False})
 
-    async def resolve(self, plan: CachePlan, lookup: Lookup) -> tuple[Entry | None, Lookup | None]:
-        """Serve, wait for the guard's holder, or compute (:meth:`CacheCore.resolve_flow`)."""
+    async def resolve(self, plan: CachePlan, lookup: Lookup) -> Resolved:
+        """Serve, refresh, wait for the guard's holder, or compute
+        (:meth:`CacheCore.resolve_flow`)."""
         return await self.redis.arun(self.core.resolve_flow(plan, lookup))

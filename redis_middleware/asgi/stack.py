@@ -15,7 +15,7 @@ from ..sansio.request import from_scope
 from ..sansio.responses import Response
 from ..sansio.stack import Before, StackCore, resolve_stack_settings
 from ..settings import Settings
-from ._respond import respond, send_response
+from ._respond import refresh, respond, send_response, with_conditional
 from .presence import PresenceMiddleware
 from .sessions import save_after_websocket
 
@@ -83,17 +83,22 @@ class RedisMiddleware:
             await self._websocket(scope, receive, send, before)
             return
         head = scope.get("method") == "HEAD"
-        done, entry = step(self.core.hit_flow(before))
+        done, resolved = step(self.core.hit_flow(before))
         if not done:
-            entry = await self.redis.arun(entry)
-        if entry is not None and self.core.cache is not None and before.plan is not None:
-            status, headers, body = self.core.cache.hit_raw(before.plan, entry, head)
+            resolved = await self.redis.arun(resolved)
+        if resolved is not None and resolved.serve is not None and \
+                self.core.cache is not None and before.plan is not None:
+            status, headers, body = self.core.cache.hit_raw(before.plan, resolved.serve, head)
             await send_response(send, Response(status, extra, body),
                                 [*headers, *encode_headers(list(extra))])
+            if resolved.refresh:
+                refresh(self.app, scope, self.core.refresh_exchange(before, time.time()),
+                        self.redis)
             return
         exchange = self.core.exchange(before, scope.get("scheme") == "https", head,
                                       time.time(), extra)
-        await respond(self.app, scope, receive, send, exchange, self.redis)
+        await respond(self.app, with_conditional(scope, exchange.conditional), receive, send,
+                      exchange, self.redis)
 
     async def _websocket(self, scope: Scope, receive: ASGIReceiveCallable,
                          send: ASGISendCallable, before: Before) -> None:

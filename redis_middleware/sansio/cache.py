@@ -14,37 +14,38 @@ proportional to what they purge.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import itertools
 import json
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from email.utils import formatdate
 from typing import Literal
+from urllib.parse import urlsplit
 
 from ..errors import RedisMiddlewareError
 from ..keys import KeySpace, digest
 from ..settings import Settings
+from .cache_control import Directives, delta_seconds, parse_cache_control, split_tokens
 from .flow import Call, Flow, Pause, PausingFlow, Script
+from .freshness import Freshness, current_age, freshness, stored_fields, updated_fields
+from .http_dates import parse_http_date
 from .memo import Memo, Recent
 from .patterns import RouteTable
 from .request import RequestInfo
 from .rules import CacheRouteSpec
 
-__all__ = ["CacheCore", "CachePlan", "Capture", "Entry", "Lookup", "Verdict"]
+__all__ = ["CacheCore", "CachePlan", "Capture", "Entry", "Lookup", "Resolved", "Verdict"]
 
-HOP_BY_HOP = frozenset({
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
-    "trailer", "transfer-encoding", "upgrade", "proxy-connection",
-})
-NOT_STORED = HOP_BY_HOP | {"set-cookie", "date", "age", "x-cache", "cache-status"}
 # RFC 9110 15.4.5: what a 304 carries from the stored response.
-NOT_MODIFIED_KEEP = ("cache-control", "content-location", "etag", "expires", "vary")
-UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-_CACHEABLE = UNSAFE | {"GET", "HEAD"}
+NOT_MODIFIED_KEEP = ("cache-control", "content-location", "date", "etag", "expires", "vary")
+# RFC 9110 9.2.1: safe methods never invalidate; any other method, known or not, does
+# when it succeeds (RFC 9111 4.4).
+SAFE = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+OWN_TARGET = "redismiddleware-cache-control"  # the targeted field aimed at this cache only
+CONDITIONAL = frozenset({"if-none-match", "if-modified-since", "if-match",
+                         "if-unmodified-since", "if-range"})
 _MEMO_MAX_ENTRY = 32 * 1024  # larger entries are decoded per hit (the memo stays small)
 NAME = "rmw"
 
@@ -92,7 +93,9 @@ return n
 """)
 
 
-NextStep = Literal["serve", "wait", "compute"]  # what a request does after its lookup
+NextStep = Literal["serve", "refresh", "wait", "compute"]  # what a request does next
+Servable = Literal["fresh", "stale"]
+Outcome = Literal["hit", "revalidated", "stale-if-error"]  # how a stored entry is served
 
 
 def _lp(*parts: str) -> str:
@@ -112,22 +115,6 @@ def canonical_query(query: str) -> str:
     return "&".join(k + s + v for k, s, v in sorted(pairs, key=lambda kvs: (kvs[0], kvs[2])))
 
 
-def parse_cache_control(value: str | None) -> dict[str, str | None]:
-    out: dict[str, str | None] = {}
-    for part in (value or "").split(","):
-        name, eq, arg = part.strip().partition("=")
-        if name:
-            out[name.lower()] = arg.strip('"') if eq else None
-    return out
-
-
-def _seconds(value: str | None) -> int | None:
-    try:
-        return max(0, int(value)) if value is not None else None
-    except ValueError:
-        return 0
-
-
 @dataclass(frozen=True, slots=True)
 class CachePlan:
     """What this request may do with the cache."""
@@ -137,26 +124,31 @@ class CachePlan:
     host: str
     lookup: bool  # may be answered from the cache
     store: bool  # its response may be stored
-    invalidate: bool  # an unsafe method: a success purges the URL
+    invalidate: bool  # not a safe method: a success purges the URL (RFC 9111 4.4)
     authorization: bool
     headers: tuple[tuple[str, str], ...]  # what the stored Vary names may select from
     # (the request's headers as they came, plus "cookie:<name>" for the route's cookies)
     if_none_match: str | None
+    if_modified_since: str | None = None
+    directives: Directives = field(default_factory=dict)  # the request's Cache-Control
+    path: str = ""
+    range: str | None = None  # a Range without If-Range (served from a complete entry)
 
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """A stored response."""
+    """A stored response, with what its age and freshness are computed from."""
 
     status: int
-    headers: tuple[tuple[str, str], ...]
+    headers: tuple[tuple[str, str], ...]  # as the app sent them, but for what is not stored
     body: bytes
-    stored_at: float
+    stored_at: float  # the response time (RFC 9111 4.2.3)
     fresh_until: float
-    etag: str
-    swr: int
-    sie: int
-    public: bool
+    initial_age: float = 0.0  # corrected initial age when it arrived
+    swr: int = 0
+    sie: int = 0
+    public: bool = False
+    revalidate: bool = False  # stale: must be revalidated before any use (5.2.2.2)
     # The headers as an ASGI server wants them, encoded once per entry (not per hit).
     raw_headers: tuple[tuple[bytes, bytes], ...] = field(default=(), compare=False, repr=False)
 
@@ -165,14 +157,29 @@ class Entry:
             object.__setattr__(self, "raw_headers", tuple(
                 (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in self.headers))
 
+    def _field(self, name: str) -> str:
+        return next((v for k, v in self.headers if k.lower() == name), "")
+
     @property
-    def has_etag(self) -> bool:
-        return any(k == b"etag" for k, _ in self.raw_headers)
+    def etag(self) -> str:
+        return self._field("etag")
+
+    @property
+    def last_modified(self) -> str:
+        return self._field("last-modified")
+
+    @property
+    def validated(self) -> bool:
+        """It carries a validator, so the app can confirm it with a 304."""
+        return bool(self.etag or self.last_modified)
+
+    def age(self, now: float) -> float:
+        return current_age(self.initial_age, self.stored_at, now)
 
     def encode(self) -> bytes:
         meta = json.dumps({"s": self.status, "h": self.headers, "t": self.stored_at,
-                           "e": self.etag, "w": self.swr, "i": self.sie, "p": self.public},
-                          separators=(",", ":"))
+                           "a": self.initial_age, "w": self.swr, "i": self.sie,
+                           "p": self.public, "r": self.revalidate}, separators=(",", ":"))
         return f"{int(self.fresh_until * 1000)}\n{meta}\n".encode() + self.body
 
     @classmethod
@@ -181,22 +188,10 @@ class Entry:
             fresh, meta, body = raw.split(b"\n", 2)
             m = json.loads(meta)
             return cls(int(m["s"]), tuple((str(k), str(v)) for k, v in m["h"]), body,
-                       float(m["t"]), int(fresh) / 1000, str(m["e"]), int(m["w"]), int(m["i"]),
-                       bool(m["p"]))
+                       float(m["t"]), int(fresh) / 1000, float(m.get("a", 0)), int(m["w"]),
+                       int(m["i"]), bool(m["p"]), bool(m.get("r", False)))
         except (ValueError, KeyError, TypeError):
             return None  # an unreadable entry is a miss
-
-
-_last_date: tuple[int, str] = (0, "")
-
-
-def http_date(now: float) -> str:
-    """The Date header value, formatted once per second (not once per hit)."""
-    global _last_date
-    second = int(now)
-    if _last_date[0] != second:
-        _last_date = (second, formatdate(second, usegmt=True))
-    return _last_date[1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,19 +200,32 @@ class Lookup:
     entry: Entry | None
     locked: bool
     token: str
+    at: float = 0.0  # the clock the lookup script judged freshness by (0: now)
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """After a lookup: what the request does."""
+
+    serve: Entry | None  # answer with this stored entry
+    lookup: Lookup | None  # compute under it (None: compute uncached)
+    refresh: bool = False  # also refresh the entry in the background (RFC 5861)
 
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """Whether a response may be stored, and how long (or why not)."""
+    """Whether a response may be stored, and how (or why not)."""
 
     store: bool
     reason: str = ""
-    ttl: int = 0
-    swr: int = 0
-    sie: int = 0
-    public: bool = False
+    fresh: Freshness | None = None
     vary: tuple[str, ...] = ()
+
+    @property
+    def ttl(self) -> int:
+        """Whole seconds it stays fresh from its arrival (0 if stored stale)."""
+        f = self.fresh
+        return max(0, int(f.lifetime - f.initial_age)) if f is not None else 0
 
 
 class CacheCore:
@@ -231,7 +239,9 @@ class CacheCore:
         self.max_body = settings.cache_max_body
         self.lock_ms = int(settings.cache_lock_timeout * 1000)
         self.allowed_hosts = frozenset(settings.cache_allowed_hosts)
-        self.session_cookie = settings.session_cookie_name
+        self.targets = settings.cache_targets
+        self.own_targets = frozenset({OWN_TARGET} & set(self.targets))
+        self.keep_stale = settings.cache_keep_stale
         # Per-process memos of pure computations, bounded (their keys come from requests).
         self._names: Recent[str, str] = Recent(10_000)  # url digest -> vary names, as last seen
         self._routes: Memo[str, CacheRouteSpec | None] = Memo(4096)  # path -> route
@@ -258,23 +268,30 @@ class CacheCore:
     def plan(self, request: RequestInfo) -> CachePlan | None:
         """None when the cache has nothing to do with this request."""
         method = request.method
-        if method not in _CACHEABLE:
-            return None
+        if method in ("OPTIONS", "TRACE"):
+            return None  # safe, never stored
         route = self.route(request.path)
         if route is None:
             return None
-        host = cache_control = pragma = authorization = if_none_match = None
+        host = cache_control = pragma = authorization = inm = ims = ranges = None
+        if_range = False
         for k, v in request.headers:  # one pass; the first of a repeated header counts
             if k == "host":
                 host = host if host is not None else v.lower()
             elif k == "cache-control":
-                cache_control = cache_control if cache_control is not None else v
+                cache_control = v if cache_control is None else f"{cache_control}, {v}"
             elif k == "pragma":
                 pragma = pragma if pragma is not None else v
             elif k == "authorization":
                 authorization = authorization if authorization is not None else v
             elif k == "if-none-match":
-                if_none_match = if_none_match if if_none_match is not None else v
+                inm = v if inm is None else f"{inm}, {v}"
+            elif k == "if-modified-since":
+                ims = ims if ims is not None else v
+            elif k == "range":
+                ranges = ranges if ranges is not None else v
+            elif k == "if-range":
+                if_range = True
         host = host or ""
         if self.allowed_hosts and host not in self.allowed_hosts:
             return None  # unknown Host: bypass (no poisoning through odd Host values)
@@ -291,12 +308,18 @@ class CacheCore:
             headers += tuple((f"cookie:{name}", jar.get(name, "")) for name in route.vary_cookies)
         return CachePlan(
             route=route, url=url, host=host,
-            lookup=safe and "no-cache" not in req_cc and pragma != "no-cache",
+            # 5.2.1.4 and RFC 9111 5.4 (Pragma, when the request has no Cache-Control)
+            lookup=safe and "no-cache" not in req_cc and (
+                cache_control is not None or pragma != "no-cache"),
             store=method == "GET" and "no-store" not in req_cc,
             invalidate=not safe,
             authorization=authorization is not None,
             headers=headers,
-            if_none_match=if_none_match,
+            if_none_match=inm,
+            if_modified_since=ims,
+            directives=req_cc,
+            path=request.path,
+            range=None if if_range else ranges,  # If-Range: the whole entry (allowed)
         )
 
     # -- flows ------------------------------------------------------------------
@@ -320,7 +343,7 @@ class CacheCore:
             stored = reply[0].decode("latin-1") if isinstance(reply[0], bytes) else str(reply[0])
             if stored == names:
                 return Lookup(variant, self.decode(reply[1]) if reply[1] else None,
-                              bool(reply[2]), token)
+                              bool(reply[2]), token, now_ms / 1000)
             names = self._remember(plan.url, stored)
         return Lookup(variant, None, False, token)  # names keep changing: treat as a miss
 
@@ -343,20 +366,27 @@ class CacheCore:
         if lookup.locked:
             yield (_RELEASE([self.keys.cache_lock(plan.url, lookup.variant)], [lookup.token]),)
 
-    def store_flow(
-        self, plan: CachePlan, lookup: Lookup, verdict: Verdict, status: int,
-        headers: list[tuple[str, str]], body: bytes, now: float | None = None,
-    ) -> Flow[None]:
-        """One round trip: the entry, the URL's vary names and indexes; releases the guard."""
+    def entry_of(self, verdict: Verdict, status: int, headers: Sequence[tuple[str, str]],
+                 body: bytes, response_time: float) -> Entry:
+        """The entry a storable response becomes."""
+        f = verdict.fresh
+        assert f is not None
+        return Entry(status, stored_fields(headers, self.own_targets), body, response_time,
+                     response_time - f.initial_age + f.lifetime, f.initial_age, f.swr, f.sie,
+                     f.public, f.revalidate)
+
+    def store_flow(self, plan: CachePlan, lookup: Lookup, verdict: Verdict, entry: Entry,
+                   now: float | None = None) -> Flow[None]:
+        """One round trip: the entry, the URL's vary names and indexes; releases the guard.
+
+        The entry stays in Redis while fresh, then while it may be served stale
+        (stale-while-revalidate, stale-if-error) or, with a validator, revalidated
+        (``cache_keep_stale``).
+        """
         now = time.time() if now is None else now
-        kept = tuple((k, v) for k, v in headers if k.lower() not in NOT_STORED)
-        etag = next((v for k, v in kept if k.lower() == "etag"), "")
-        if not etag:
-            etag = '"' + base64.urlsafe_b64encode(hashlib.sha256(body).digest()[:16]).decode()
-            etag = etag.rstrip("=") + '"'
-        entry = Entry(status, kept, body, now, now + verdict.ttl, etag, verdict.swr,
-                      verdict.sie, verdict.public)
-        px = (verdict.ttl + max(verdict.swr, verdict.sie)) * 1000
+        keep = max(entry.swr, entry.sie, self.keep_stale if entry.validated else 0)
+        life = max(entry.fresh_until - now, 0.0) + keep
+        px = max(1000, int(life * 1000))
         # The lookup's variant came from the vary names stored before; this response
         # may vary on other headers, so the variant is computed for its own names.
         names = "\n".join(verdict.vary)
@@ -364,7 +394,7 @@ class CacheCore:
         self._remember(plan.url, names)
         # The URL registry and tag sets are ZSETs scored by expiry, pruned as they are
         # written, so they stay bounded by the live entries however long traffic lasts.
-        expires = int((now + verdict.ttl + max(verdict.swr, verdict.sie)) * 1000)
+        expires = int(now * 1000) + px
         encoded = entry.encode()
         if len(encoded) <= _MEMO_MAX_ENTRY:
             self._decoded.put(encoded, entry)  # this process's next hit skips decoding
@@ -378,7 +408,7 @@ class CacheCore:
         for index in (self.keys.cache_registry(), *tags):
             ops += [Call.of("ZADD", index, "GT", expires, plan.url),
                     Call.of("ZREMRANGEBYSCORE", index, "-inf", int(now * 1000)),
-                    Call.of("EXPIRE", index, self._max_life())]
+                    Call.of("EXPIRE", index, max(self._max_life(), px // 1000 + 60))]
         yield tuple(ops)
 
     def variant(self, plan: CachePlan, names: tuple[str, ...]) -> str:
@@ -392,9 +422,30 @@ class CacheCore:
         material = _lpb(plan.host) + b"".join(_lpb(n) + _lpb(values.get(n, "")) for n in names)
         return hashlib.sha1(material).hexdigest()
 
-    def invalidate_flow(self, url: str) -> Flow[int]:
-        (n,) = yield (_INVALIDATE([self.keys.cache_variants(url), self.keys.cache_vary(url)], []),)
-        return int(n)
+    def invalidate_flow(self, url: str, *more: str) -> Flow[int]:
+        """Drop every stored variant of the URLs (digests)."""
+        answers = yield tuple(
+            _INVALIDATE([self.keys.cache_variants(u), self.keys.cache_vary(u)], [])
+            for u in (url, *more))
+        return sum(int(n) for n in answers)
+
+    def invalidated_urls(self, plan: CachePlan, headers: Sequence[tuple[str, str]]
+                         ) -> list[str]:
+        """4.4: the URL itself, and the same-origin URLs in Location and Content-Location
+        that a route caches."""
+        urls = [plan.url]
+        for name in ("location", "content-location"):
+            for value in (v for k, v in headers if k.lower() == name):
+                parts = urlsplit(value.strip())
+                if parts.netloc and parts.netloc.lower() != plan.host:
+                    continue  # another origin: never ours to invalidate (4.4)
+                path = parts.path if parts.path.startswith("/") else None
+                if path is None or self.route(path) is None:
+                    continue
+                url = self.url_digest(path, parts.query)
+                if url not in urls:
+                    urls.append(url)
+        return urls
 
     def purge_url_flow(self, path: str, query: str = "") -> Flow[int]:
         """Drop every stored variant of one URL."""
@@ -420,30 +471,28 @@ class CacheCore:
 
     def _max_life(self) -> int:
         longest = max((spec.ttl for _, spec in self.settings.cache_routes), default=60)
-        return longest * 2 + 60
+        return longest * 2 + 60 + self.keep_stale
 
     # -- decisions ----------------------------------------------------------------
+    def _route_freshness(self, route: CacheRouteSpec) -> tuple[int, int]:
+        """The route's default TTL (0 in origin mode) and cap (0: none)."""
+        mode = route.freshness or self.settings.cache_freshness
+        cap = route.max_ttl if route.max_ttl is not None else self.settings.cache_max_ttl
+        return (route.ttl if mode == "default" else 0), cap
+
     def verdict(
-        self, plan: CachePlan, status: int, headers: list[tuple[str, str]],
-        session_touched: bool = False,
+        self, plan: CachePlan, status: int, headers: Sequence[tuple[str, str]],
+        session_touched: bool = False, request_time: float | None = None,
+        response_time: float | None = None,
     ) -> Verdict:
         """May this response be stored (RFC 9111 for a shared cache), and for how long?"""
         if not plan.store:
             return Verdict(False, "request")
-        if status not in self.statuses:
-            return Verdict(False, "status")
         names = {k.lower() for k, _ in headers}
         if "set-cookie" in names:
             return Verdict(False, "set-cookie")
-        cc = parse_cache_control(", ".join(v for k, v in headers if k.lower() == "cache-control"))
-        for directive in ("no-store", "private", "no-cache"):
-            if directive in cc:
-                return Verdict(False, directive)
-        public = "public" in cc or "s-maxage" in cc
-        if plan.authorization and not public:
-            return Verdict(False, "authorization")
-        vary = sorted({v.strip().lower() for k, val in headers if k.lower() == "vary"
-                       for v in val.split(",") if v.strip()})
+        vary = sorted({t.lower() for t in split_tokens(
+            [v for k, v in headers if k.lower() == "vary"])})
         if "*" in vary:
             return Verdict(False, "vary-star")
         if "cookie" in vary or session_touched:
@@ -451,44 +500,68 @@ class CacheCore:
                 return Verdict(False, "session")
             vary = [v for v in vary if v != "cookie"]
             vary += [f"cookie:{c}" for c in plan.route.vary_cookies]
-        ttl = plan.route.ttl
-        limit = _seconds(cc.get("s-maxage")) if "s-maxage" in cc else _seconds(cc.get("max-age"))
-        if limit is not None:
-            ttl = min(ttl, limit)
-        if ttl <= 0:
-            return Verdict(False, "max-age")
-        return Verdict(True, "", ttl, _seconds(cc.get("stale-while-revalidate")) or 0,
-                       _seconds(cc.get("stale-if-error")) or 0, public, tuple(sorted(vary)))
+        now = time.time()
+        default_ttl, cap = self._route_freshness(plan.route)
+        f = freshness(
+            status, headers, request_time=request_time if request_time is not None else now,
+            response_time=response_time if response_time is not None else now,
+            default_ttl=default_ttl, default_statuses=self.statuses, max_ttl=cap,
+            authorization=plan.authorization, targets=self.targets,
+            default_sie=self.settings.cache_stale_if_error)
+        if not f.store:
+            return Verdict(False, f.reason)
+        return Verdict(True, "", f, tuple(sorted(vary)))
 
-    def servable(self, plan: CachePlan, entry: Entry | None, now: float) -> str | None:
-        """``fresh``, ``stale`` (within stale-while-revalidate) or None."""
+    def servable(self, plan: CachePlan, entry: Entry | None, now: float) -> Servable | None:
+        """``fresh``, ``stale`` (may be served stale) or None, for this request (4.2,
+        5.2.1: a request's max-age, min-fresh and max-stale narrow or widen it)."""
         if entry is None or not plan.lookup or (plan.authorization and not entry.public):
             return None
-        if now <= entry.fresh_until:
+        cc = plan.directives
+        if cc:
+            limit = delta_seconds(cc.get("max-age")) if "max-age" in cc else None
+            if limit is not None and entry.age(now) > limit:
+                return None
+            min_fresh = delta_seconds(cc.get("min-fresh")) or 0
+            if now + min_fresh <= entry.fresh_until:
+                return "fresh"
+            if "max-stale" in cc and not entry.revalidate:
+                allowed = delta_seconds(cc["max-stale"]) if cc["max-stale"] else None
+                if allowed is None or now <= entry.fresh_until + allowed:
+                    return "stale"
+            if min_fresh and now <= entry.fresh_until:
+                return None  # fresh, but not for as long as the request asks
+        elif now <= entry.fresh_until:
             return "fresh"
-        if now <= entry.fresh_until + entry.swr:
+        if not entry.revalidate and now <= entry.fresh_until + entry.swr:
             return "stale"
         return None
 
     def next_step(self, plan: CachePlan, lookup: Lookup, now: float) -> NextStep:
-        """``serve`` the entry, ``wait`` for another request computing it, or ``compute``."""
+        """``serve`` the entry, serve it and ``refresh`` it in the background, ``wait``
+        for another request computing it, or ``compute``."""
         state = self.servable(plan, lookup.entry, now)
-        if state == "fresh" or (state == "stale" and not lookup.locked):
+        if state == "fresh":
             return "serve"
+        if state == "stale":  # stale-while-revalidate: the guard's holder refreshes
+            return "refresh" if lookup.locked and plan.store else "serve"
         fresh_elsewhere = lookup.entry is not None and now <= lookup.entry.fresh_until
         if lookup.locked or self.lock_ms == 0 or not plan.lookup or fresh_elsewhere:
             return "compute"  # ours to compute (or this request may not use the entry)
         return "wait"  # missing or expired, and another request holds the guard
 
-    def resolve_flow(self, plan: CachePlan, lookup: Lookup
-                     ) -> PausingFlow[tuple[Entry | None, Lookup | None]]:
-        """After a lookup: ``(entry to serve, lookup to compute with)``. The entry is None
-        when this request computes the response; the lookup is None when it computes it
-        uncached (another request holds the guard for longer than ``cache_lock_wait``).
-        Costs nothing unless it must wait: then it polls every 20 ms."""
-        step = self.next_step(plan, lookup, time.time())
-        if step != "wait":
-            return (lookup.entry if step == "serve" else None), lookup
+    def resolve_flow(self, plan: CachePlan, lookup: Lookup) -> PausingFlow[Resolved]:
+        """After a lookup: serve, refresh, wait for the guard's holder, or compute.
+
+        Costs nothing unless it must wait: then it polls every 20 ms; after
+        ``cache_lock_wait`` it computes uncached (``Resolved.lookup`` is None).
+        """
+        # Judged by the clock the script used, so both agree on whether it was fresh.
+        step = self.next_step(plan, lookup, lookup.at or time.time())
+        if step in ("serve", "refresh"):
+            return Resolved(lookup.entry, lookup, step == "refresh")
+        if step == "compute":
+            return Resolved(None, lookup)
         deadline = time.monotonic() + self.settings.cache_lock_wait
         while time.monotonic() < deadline:
             yield Pause(0.02)
@@ -497,40 +570,83 @@ class CacheCore:
             except RedisMiddlewareError:
                 break
             if self.servable(plan, entry, time.time()) == "fresh":
-                return entry, lookup
-        return None, None
+                return Resolved(entry, lookup)
+        return Resolved(None, None)
+
+    def conditional(self, entry: Entry | None) -> tuple[tuple[str, str], ...]:
+        """4.3.1: the validators to send the app with a request that revalidates
+        ``entry`` (they replace the client's own conditional fields)."""
+        if entry is None:
+            return ()
+        out: list[tuple[str, str]] = []
+        if entry.etag:
+            out.append(("if-none-match", entry.etag))
+        if entry.last_modified:
+            out.append(("if-modified-since", entry.last_modified))
+        return tuple(out)
 
     def usable_if_error(self, entry: Entry | None, now: float) -> bool:
-        return entry is not None and now <= entry.fresh_until + entry.sie
+        """RFC 5861 4: stale-if-error still allows serving ``entry``."""
+        return entry is not None and not entry.revalidate and (
+            now <= entry.fresh_until + entry.sie)
+
+    def freshened(self, plan: CachePlan, entry: Entry, headers: Sequence[tuple[str, str]],
+                  request_time: float, response_time: float) -> tuple[Entry, Verdict] | None:
+        """4.3.4: ``entry`` updated by the app's 304, and its verdict (None: the 304 is
+        for another representation, or the updated response may not be stored)."""
+        etag = next((v for k, v in headers if k.lower() == "etag"), "")
+        if etag and entry.etag and not _weak_equal(etag, entry.etag):
+            return None
+        merged = updated_fields(entry.headers, headers, self.own_targets)
+        ages = tuple((k, v) for k, v in headers if k.lower() == "age")
+        verdict = self.verdict(plan, entry.status, (*merged, *ages), False, request_time,
+                               response_time)
+        if not verdict.store:
+            return None
+        return self.entry_of(verdict, entry.status, merged, entry.body, response_time), verdict
 
     def hit(
-        self, plan: CachePlan, entry: Entry, head: bool, now: float | None = None
+        self, plan: CachePlan, entry: Entry, head: bool, now: float | None = None,
+        outcome: Outcome = "hit",
     ) -> tuple[int, list[tuple[str, str]], bytes]:
         """The stored response as served: status, headers and body (or a 304)."""
-        status, kept, extra, body = self._served(plan, entry, head, now)
-        return status, [*(entry.headers if kept is None else kept), *extra], body
+        code, kept, extra, body = self._served(plan, entry, head, now, outcome)
+        return code, [*(entry.headers if kept is None else kept), *extra], body
 
     def hit_raw(
         self, plan: CachePlan, entry: Entry, head: bool, now: float | None = None
     ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         """:meth:`hit` with ASGI headers: the stored ones were encoded once, with the entry."""
-        status, kept, extra, body = self._served(plan, entry, head, now)
+        code, kept, extra, body = self._served(plan, entry, head, now, "hit")
         stored = entry.raw_headers if kept is None else encode_headers(kept)
-        return status, [*stored, *encode_headers(extra)], body
+        return code, [*stored, *encode_headers(extra)], body
 
     def _served(
-        self, plan: CachePlan, entry: Entry, head: bool, now: float | None
+        self, plan: CachePlan, entry: Entry, head: bool, now: float | None, outcome: Outcome,
     ) -> tuple[int, list[tuple[str, str]] | None, list[tuple[str, str]], bytes]:
         now = time.time() if now is None else now
-        age = max(0, int(now - entry.stored_at))
-        ttl = int(entry.fresh_until - now)
-        extra = [("Date", http_date(now)), ("Age", str(age)), ("X-Cache", "HIT"),
-                 ("Cache-Status", f"{NAME}; hit; ttl={ttl}")]
-        if not entry.has_etag:
-            extra.append(("ETag", entry.etag))
-        if plan.if_none_match and _etag_matches(plan.if_none_match, entry.etag):
+        left = entry.fresh_until - now
+        ttl = int(left) if left >= 0 else -int(-left + 0.999)  # RFC 9211 2.3: negative: stale
+        if outcome == "revalidated":
+            x_cache, detail = "REVALIDATED", f"{NAME}; fwd=stale; fwd-status=304; stored"
+        else:
+            x_cache = "HIT" if ttl >= 0 else "STALE"
+            detail = f"{NAME}; hit; ttl={ttl}"
+            if outcome == "stale-if-error":
+                detail += '; detail="stale-if-error"'
+        extra = [("Age", str(int(entry.age(now)))), ("X-Cache", x_cache),
+                 ("Cache-Status", detail)]
+        if _not_modified(plan, entry):
             kept = [(k, v) for k, v in entry.headers if k.lower() in NOT_MODIFIED_KEEP]
             return 304, kept, extra, b""
+        span = byte_range(plan.range, len(entry.body)) if plan.range and (
+            entry.status == 200) else None
+        if span is not None:  # RFC 9110 14.2: a part of the complete stored response
+            first, last = span
+            kept = [(k, v) for k, v in entry.headers if k.lower() != "content-length"]
+            kept += [("Content-Range", f"bytes {first}-{last}/{len(entry.body)}"),
+                     ("Content-Length", str(last - first + 1))]
+            return 206, kept, extra, b"" if head else entry.body[first:last + 1]
         return entry.status, None, extra, b"" if head else entry.body
 
     @staticmethod
@@ -541,16 +657,76 @@ class CacheCore:
         return [("X-Cache", "MISS"), ("Cache-Status", status)]
 
 
-def encode_headers(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+def encode_headers(headers: Sequence[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
     """ASGI header pairs: lower-cased names, latin-1 bytes."""
     return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]
 
 
-def _etag_matches(header: str, etag: str) -> bool:
-    if header.strip() == "*":
-        return True
-    bare = etag.removeprefix("W/")
-    return any(tag.strip().removeprefix("W/") == bare for tag in header.split(","))
+def byte_range(header: str, size: int) -> tuple[int, int] | None:
+    """One satisfiable range of ``bytes=first-last``, ``first-`` or ``-suffix`` (RFC 9110
+    14.1.2), as inclusive offsets; None for anything else (several ranges, another
+    unit, unsatisfiable): the whole response is served, as a server may (14.2)."""
+    unit, _, spec = header.partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec or size == 0:
+        return None
+    first_text, dash, last_text = spec.strip().partition("-")
+    if not dash or not (first_text or last_text):
+        return None
+    if not (first_text.isdigit() or not first_text) or not (
+            last_text.isdigit() or not last_text):
+        return None
+    if not first_text:  # the last N bytes
+        suffix = int(last_text)
+        return (max(0, size - suffix), size - 1) if suffix else None
+    first = int(first_text)
+    last = min(int(last_text), size - 1) if last_text else size - 1
+    if first > last or first >= size:
+        return None
+    return first, last
+
+
+def _entity_tags(header: str) -> list[str]:
+    """The entity-tags of an If-None-Match value (a tag may contain commas)."""
+    tags: list[str] = []
+    i, n = 0, len(header)
+    while i < n:
+        while i < n and header[i] in " \t,":
+            i += 1
+        start = i
+        if header.startswith("W/", i):
+            i += 2
+        if i < n and header[i] == '"':
+            end = header.find('"', i + 1)
+            i = n if end < 0 else end + 1
+        else:
+            while i < n and header[i] != ",":
+                i += 1
+        if header[start:i].strip():
+            tags.append(header[start:i].strip())
+    return tags
+
+
+def _weak_equal(a: str, b: str) -> bool:
+    return a.removeprefix("W/") == b.removeprefix("W/")
+
+
+def _not_modified(plan: CachePlan, entry: Entry) -> bool:
+    """RFC 9110 13.1.2 and 13.1.3 for a stored response: If-None-Match (weak
+    comparison) wins over If-Modified-Since."""
+    if entry.status != 200:
+        return False
+    if plan.if_none_match is not None:
+        if plan.if_none_match.strip() == "*":
+            return True
+        etag = entry.etag
+        return bool(etag) and any(_weak_equal(t, etag) for t in _entity_tags(plan.if_none_match))
+    if plan.if_modified_since is not None:
+        since = parse_http_date(plan.if_modified_since)
+        modified = entry.last_modified or next(
+            (v for k, v in entry.headers if k.lower() == "date"), "")
+        when = parse_http_date(modified) if modified else None
+        return since is not None and when is not None and when <= since
+    return False
 
 
 def _joined(headers: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
@@ -568,11 +744,13 @@ class Capture:
     """
 
     def __init__(self, core: CacheCore, plan: CachePlan, lookup: Lookup | None,
-                 stale: Entry | None) -> None:
+                 stale: Entry | None, request_time: float | None = None) -> None:
         self.core = core
         self.plan = plan
         self.lookup = lookup
         self.stale = stale  # served instead of a 5xx (stale-if-error)
+        self.request_time = time.time() if request_time is None else request_time
+        self.response_time = self.request_time
         self.verdict: Verdict | None = None
         self.status = 0
         self.headers: list[tuple[str, str]] = []
@@ -580,16 +758,25 @@ class Capture:
         self._size = 0
         self.complete = False
 
+    @property
+    def revalidating(self) -> Entry | None:
+        """The stored entry this request asks the app to confirm (validators sent)."""
+        entry = self.lookup.entry if self.lookup is not None else None
+        return entry if entry is not None and entry.validated and self.plan.store else None
+
     def start(self, status: int, headers: list[tuple[str, str]], session_touched: bool
               ) -> list[tuple[str, str]] | None:
         """Headers to add to the response, or None: serve the stale entry instead."""
         if self.stale is not None and status >= 500:
             return None
+        self.response_time = time.time()
         self.status, self.headers = status, headers
         if self.lookup is None:
             return self.core.miss_headers(None, "bypass")
-        self.verdict = self.core.verdict(self.plan, status, headers, session_touched)
-        return self.core.miss_headers(self.verdict)
+        self.verdict = self.core.verdict(self.plan, status, headers, session_touched,
+                                         self.request_time, self.response_time)
+        fwd = "stale" if self.lookup.entry is not None else "uri-miss"
+        return self.core.miss_headers(self.verdict, fwd)
 
     @property
     def storing(self) -> bool:
@@ -611,8 +798,25 @@ class Capture:
         """Store a complete, storable response; otherwise release the stampede guard."""
         if self.lookup is None:
             return
-        if self.complete and self.verdict is not None and self.verdict.store:
-            yield from self.core.store_flow(self.plan, self.lookup, self.verdict, self.status,
-                                            self.headers, b"".join(self._parts))
+        verdict = self.verdict
+        if self.complete and verdict is not None and verdict.store:
+            entry = self.core.entry_of(verdict, self.status, self.headers,
+                                       b"".join(self._parts), self.response_time)
+            yield from self.core.store_flow(self.plan, self.lookup, verdict, entry)
         else:
             yield from self.core.release_flow(self.plan, self.lookup)
+
+    def revalidated(self, headers: list[tuple[str, str]]) -> tuple[Entry, Flow[None]]:
+        """The app confirmed the stored entry (304): the entry to serve, and the flow that
+        stores its updated fields (or releases the guard)."""
+        entry = self.revalidating
+        assert entry is not None and self.lookup is not None
+        self.response_time = time.time()
+        found = self.core.freshened(self.plan, entry, headers, self.request_time,
+                                    self.response_time)
+        lookup = self.lookup
+        self.lookup = None  # decided now
+        if found is None:
+            return entry, self.core.release_flow(self.plan, lookup)
+        fresh, verdict = found
+        return fresh, self.core.store_flow(self.plan, lookup, verdict, fresh)

@@ -93,6 +93,8 @@ def vary_with(headers: Sequence[tuple[str, str]], token: str) -> Reply:
 class Part(Protocol):
     """One component's share of the response half."""
 
+    conditional: Headers  # request fields the app must see instead of the client's
+
     def replace(self, status: int) -> Response | None:
         """Before any I/O: a response to send instead of the app's (or None)."""
 
@@ -121,6 +123,14 @@ class Exchange:
     def __init__(self, parts: Sequence[Part], extra: Headers = ()) -> None:
         self.parts = tuple(parts)
         self.extra = extra
+
+    @property
+    def conditional(self) -> Headers:
+        """Conditional request fields that replace the client's (a revalidation), or ()."""
+        for part in self.parts:
+            if part.conditional:
+                return part.conditional
+        return ()
 
     def start_flow(self, status: int, headers: Sequence[tuple[str, str]]) -> Flow[Reply]:
         for part in self.parts:
@@ -167,6 +177,7 @@ class SessionPart:
     """
 
     __slots__ = ("core", "https", "incoming", "session", "unavailable")
+    conditional: Headers = ()
 
     def __init__(self, core: SessionCore, session: Session, incoming: IncomingCookie,
                  https: bool, unavailable: Response) -> None:
@@ -211,11 +222,15 @@ class SessionPart:
 class CachePart:
     """Decides whether the computed response is stored, copies its body, stores it.
 
-    Serves the stored (stale) entry instead of a 5xx or an app error while
-    ``stale-if-error`` allows; invalidates the URL after a successful unsafe request.
+    When a stored entry with a validator is stale, the app's request carries
+    :attr:`conditional` (the entry's validators); the app's 304 then updates the entry,
+    and the client gets the stored response (RFC 9111 4.3). Serves the stored (stale)
+    entry instead of a 5xx or an app error while ``stale-if-error`` allows; invalidates
+    the URL after a successful request of an unsafe method.
     """
 
-    __slots__ = ("capture", "core", "head", "plan", "session_touched", "stale")
+    __slots__ = ("capture", "conditional", "core", "head", "plan", "session_touched",
+                 "stale")
 
     def __init__(self, core: CacheCore, plan: CachePlan, lookup: Lookup | None, head: bool,
                  now: float, session_touched: Callable[[], bool]) -> None:
@@ -226,12 +241,16 @@ class CachePart:
         entry = lookup.entry if lookup is not None else None
         stale = entry if not plan.invalidate and core.usable_if_error(entry, now) else None
         self.stale = stale
-        self.capture = None if plan.invalidate else Capture(core, plan, lookup, stale)
+        self.capture = None if plan.invalidate else Capture(core, plan, lookup, stale, now)
+        revalidating = self.capture.revalidating if self.capture is not None else None
+        # The request fields that replace the client's conditional ones (none: as sent).
+        self.conditional = core.conditional(revalidating)
 
     def _stale(self) -> Response | None:
         if self.stale is None:
             return None
-        status, headers, body = self.core.hit(self.plan, self.stale, self.head)
+        status, headers, body = self.core.hit(self.plan, self.stale, self.head,
+                                              outcome="stale-if-error")
         return Response(status, tuple(headers), body)
 
     def replace(self, status: int) -> Response | None:
@@ -239,20 +258,28 @@ class CachePart:
 
     def start_flow(self, status: int, headers: Sequence[tuple[str, str]]) -> Flow[Reply]:
         capture = self.capture
-        if capture is None:  # an unsafe method
-            # RFC 9111 4.4: a successful unsafe request invalidates the URL; done before
-            # the response leaves, so the client's next GET sees fresh data.
+        if capture is None:  # not a safe method
+            # RFC 9111 4.4: a successful unsafe request invalidates the URL (and the
+            # same-origin URLs in Location and Content-Location); done before the
+            # response leaves, so the client's next GET sees fresh data.
             if 200 <= status < 400:
                 try:
-                    yield from self.core.invalidate_flow(self.plan.url)
+                    yield from self.core.invalidate_flow(
+                        *self.core.invalidated_urls(self.plan, headers))
                 except RedisMiddlewareError as exc:
                     log_incident("cache", "cache entry not invalidated: %s", exc)
             return _NOTHING
+        if status == 304 and self.conditional:
+            entry, store = capture.revalidated(list(headers))
+            yield from self._finish_flow(store)
+            code, served, body = self.core.hit(self.plan, entry, self.head,
+                                               outcome="revalidated")
+            return Reply(replace=Response(code, tuple(served), body))
         added = capture.start(status, list(headers), self.session_touched()) or []
         if not capture.storing and capture.lookup is not None:
             yield from self._finish(capture)  # decided now: free the guard with the rest
             capture.lookup = None
-        return Reply(tuple(added))
+        return Reply(tuple(added), self.core.own_targets)
 
     def body(self, chunk: bytes, more: bool) -> None:
         if self.capture is not None:
@@ -271,7 +298,11 @@ class CachePart:
 
     @staticmethod
     def _finish(capture: Capture) -> Flow[None]:
+        yield from CachePart._finish_flow(capture.finish_flow())
+
+    @staticmethod
+    def _finish_flow(flow: Flow[None]) -> Flow[None]:
         try:
-            yield from capture.finish_flow()
+            yield from flow
         except RedisMiddlewareError as exc:
             log_incident("cache", "response not stored: %s", exc)

@@ -115,17 +115,40 @@ def parse_rules_env(raw: str) -> tuple[tuple[str, RuleSpec], ...]:
     return _json_routes(raw, "rate limit", _spec)
 
 
+Freshness = Literal["default", "origin"]
+FRESHNESS_MODES: tuple[Freshness, ...] = ("default", "origin")
+
+
+def _whole_seconds(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        kind = "positive" if minimum else "non-negative"
+        raise ValueError(f"{name} must be a {kind} whole number of seconds, got {value!r}")
+
+
 @dataclass(frozen=True, slots=True)
 class CacheRouteSpec:
-    """A cached route: TTL seconds, purge tags, and cookies whose values split entries."""
+    """A cached route: its default freshness, purge tags, cookies whose values split
+    entries, and how the origin's own freshness is used.
+
+    ``ttl`` is the freshness of a response that states none (``freshness="default"``);
+    with ``freshness="origin"`` only what the response makes cacheable is stored and
+    ``ttl`` may be 0. ``max_ttl`` caps any lifetime (0: no cap). ``None`` takes the
+    global setting (``cache_freshness``, ``cache_max_ttl``).
+    """
 
     ttl: int
     tags: tuple[str, ...] = ()
     vary_cookies: tuple[str, ...] = ()
+    freshness: Freshness | None = None
+    max_ttl: int | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.ttl, bool) or not isinstance(self.ttl, int) or self.ttl <= 0:
-            raise ValueError(f"ttl must be a positive whole number of seconds, got {self.ttl!r}")
+        if self.freshness is not None and self.freshness not in FRESHNESS_MODES:
+            raise ValueError(f"freshness must be {one_of(FRESHNESS_MODES)}, "
+                             f"got {self.freshness!r}")
+        _whole_seconds("ttl", self.ttl, 0 if self.freshness == "origin" else 1)
+        if self.max_ttl is not None:
+            _whole_seconds("max_ttl", self.max_ttl, 0)
 
 
 def _cache_spec(value: Any) -> CacheRouteSpec:
@@ -134,13 +157,15 @@ def _cache_spec(value: Any) -> CacheRouteSpec:
     if isinstance(value, int) and not isinstance(value, bool):
         return CacheRouteSpec(value)
     if isinstance(value, Mapping):
-        unknown = set(value) - {"ttl", "tags", "vary_cookies"}
+        unknown = set(value) - {"ttl", "tags", "vary_cookies", "freshness", "max_ttl"}
         if unknown:
             raise ValueError(f"unknown route option(s): {', '.join(sorted(unknown))}")
         return CacheRouteSpec(
             ttl=value.get("ttl", 0),
             tags=tuple(str(t) for t in value.get("tags", ())),
             vary_cookies=tuple(str(c) for c in value.get("vary_cookies", ())),
+            freshness=value.get("freshness"),
+            max_ttl=value.get("max_ttl"),
         )
     raise ValueError(f"a route must be a TTL or a mapping, got {type(value).__name__}")
 

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from .._options import resolve_settings
 from ..errors import RedisMiddlewareError
 from ..settings import Settings
-from .cache import CacheCore, CachePlan, Entry, Lookup
+from .cache import CacheCore, CachePlan, Lookup, Resolved
 from .cookies import IncomingCookie
 from .exchange import CachePart, Exchange, Part, SessionPart
 from .flow import Delegate, Flow, PausingFlow, gather
@@ -100,14 +100,22 @@ class StackCore:
                                      self.unavailable))
         return Exchange(parts, extra)
 
-    def hit_flow(self, before: Before) -> PausingFlow[Entry | None]:
-        """The stored entry to answer with, after waiting for the guard's holder if needed
-        (None: the app computes the response)."""
+    def hit_flow(self, before: Before) -> PausingFlow[Resolved | None]:
+        """What the cache does with this request, after waiting for the guard's holder
+        if needed (None, or nothing to serve: the app computes the response)."""
         cache, plan, lookup = self.cache, before.plan, before.lookup
         if cache is None or plan is None or lookup is None or plan.invalidate:
             return None
-        entry, before.lookup = yield from cache.resolve_flow(plan, lookup)
-        return entry
+        resolved = yield from cache.resolve_flow(plan, lookup)
+        before.lookup = resolved.lookup
+        return resolved
+
+    def refresh_exchange(self, before: Before, now: float) -> Exchange:
+        """The response half of a background refresh (stale-while-revalidate): the cache
+        alone; what the app does to the session there is not saved."""
+        assert self.cache is not None and before.plan is not None
+        return Exchange((CachePart(self.cache, before.plan, before.lookup, False, now,
+                                   lambda: False),))
 
     def rejection(self, before: Before, decision: Decision) -> tuple[Response, Flow[None]]:
         """The 429 (or fail-closed 503) and the flow that frees what the request held."""

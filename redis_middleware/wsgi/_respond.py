@@ -6,14 +6,18 @@ decisions out. The app's iterable is always closed (PEP 3333).
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .._redis.connections import RedisConnections
+from ..sansio.cache import CONDITIONAL
 from ..sansio.exchange import Exchange
-from ..sansio.responses import Response, status_line
+from ..sansio.incidents import log_incident
+from ..sansio.responses import Headers, Response, status_line
 
-__all__ = ["respond", "start"]
+__all__ = ["refresh", "respond", "start", "with_conditional"]
 
 
 def start(start_response: Any, response: Response, exc_info: Any = None) -> list[bytes]:
@@ -104,3 +108,45 @@ def respond(app: Any, environ: dict[str, Any], start_response: Any, exchange: Ex
         finally:
             flight.close()
     return flight
+
+
+def with_conditional(environ: dict[str, Any], fields: Headers) -> dict[str, Any]:
+    """The environ the app sees when the cache revalidates: the client's conditional
+    fields replaced by ``fields`` (the environ itself when there are none)."""
+    if not fields:
+        return environ
+    out = {k: v for k, v in environ.items()
+           if not (k.startswith("HTTP_") and k[5:].replace("_", "-").lower() in CONDITIONAL)}
+    for name, value in fields:
+        out["HTTP_" + name.upper().replace("-", "_")] = value
+    return out
+
+
+def _ignore_start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+    return _discard
+
+
+def refresh(app: Any, environ: dict[str, Any], exchange: Exchange, redis: RedisConnections,
+            workers: ThreadPoolExecutor) -> None:
+    """Run ``app`` again on a worker thread for a GET of this URL, under ``exchange``
+    (stale-while-revalidate: the client was served the stale entry, and its request
+    is not held up by the refresh)."""
+    background = with_conditional(environ, exchange.conditional)
+    background = {k: v for k, v in background.items() if not k.startswith("werkzeug.")}
+    background.update({"REQUEST_METHOD": "GET", "CONTENT_LENGTH": "0",
+                       "wsgi.input": io.BytesIO(b"")})
+
+    def run() -> None:
+        try:
+            body = respond(app, background, _ignore_start, exchange, redis)
+            try:
+                for _ in body:
+                    pass
+            finally:
+                close = getattr(body, "close", None)
+                if close is not None:
+                    close()
+        except Exception as exc:  # the app's own error: nobody is waiting for this answer
+            log_incident("cache-refresh", "background refresh failed: %r", exc)
+
+    workers.submit(run)

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .._options import resolve_settings
 from .._redis.connections import connections_for
 from ..errors import RedisMiddlewareError
-from ..sansio.cache import CacheCore, CachePlan, Entry, Lookup
+from ..sansio.cache import CacheCore, CachePlan, Lookup, Resolved
 from ..sansio.exchange import CachePart, Exchange
 from ..sansio.incidents import log_incident
 from ..sansio.request import from_environ
 from ..sansio.responses import status_line
 from ..settings import Settings
-from ._respond import respond
+from ._respond import refresh, respond, with_conditional
 from .sessions import ENVIRON_KEY
 
 __all__ = ["Cache", "CacheMiddleware"]
@@ -55,6 +56,7 @@ class CacheMiddleware:
         self.settings = self.cache.settings
         self.core = self.cache.core
         self.redis = self.cache.redis
+        self.refreshers = refresh_workers(self.settings)
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         plan = self.core.plan(from_environ(environ, self.settings.user_field))
@@ -70,15 +72,28 @@ class CacheMiddleware:
             except RedisMiddlewareError as exc:
                 log_incident("cache", "cache bypassed: %s", exc)
             if lookup is not None:
-                entry, lookup = self.resolve(plan, lookup)
-                if entry is not None:
-                    status, headers, body = self.core.hit(plan, entry, head)
+                resolved = self.resolve(plan, lookup)
+                lookup = resolved.lookup
+                if resolved.serve is not None:
+                    status, headers, body = self.core.hit(plan, resolved.serve, head)
                     start_response(status_line(status), headers)
+                    if resolved.refresh:
+                        refresh(self.app, environ, Exchange((CachePart(
+                            self.core, plan, lookup, False, time.time(), lambda: False),)),
+                            self.redis, self.refreshers)
                     return [body]
         part = CachePart(self.core, plan, lookup, head, now, lambda: bool(
             getattr(environ.get(ENVIRON_KEY), "accessed", False)))
-        return respond(self.app, environ, start_response, Exchange((part,)), self.redis)
+        return respond(self.app, with_conditional(environ, part.conditional), start_response,
+                       Exchange((part,)), self.redis)
 
-    def resolve(self, plan: CachePlan, lookup: Lookup) -> tuple[Entry | None, Lookup | None]:
-        """Serve, wait for the guard's holder, or compute (:meth:`CacheCore.resolve_flow`)."""
+    def resolve(self, plan: CachePlan, lookup: Lookup) -> Resolved:
+        """Serve, refresh, wait for the guard's holder, or compute
+        (:meth:`CacheCore.resolve_flow`)."""
         return self.redis.run(self.core.resolve_flow(plan, lookup))
+
+
+def refresh_workers(settings: Settings) -> ThreadPoolExecutor:
+    """The threads that run background refreshes (created lazily by the executor)."""
+    return ThreadPoolExecutor(settings.cache_refresh_workers,
+                              thread_name_prefix="redis-middleware-refresh")

@@ -12,7 +12,8 @@ from ..sansio.request import from_environ
 from ..sansio.responses import status_line
 from ..sansio.stack import Before, StackCore, resolve_stack_settings
 from ..settings import Settings
-from ._respond import respond, start
+from ._respond import refresh, respond, start, with_conditional
+from .cache import refresh_workers
 from .sessions import ENVIRON_KEY
 
 __all__ = ["RedisMiddleware"]
@@ -36,6 +37,7 @@ class RedisMiddleware:
         self.redis = connections_for(self.settings)
         if self.core.ratelimit is not None and not self.core.fixed_window:
             self.core.limiter = LimitsStrategy(self.core.ratelimit, self.redis)
+        self.refreshers = refresh_workers(self.settings)
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         request = from_environ(environ, self.settings.user_field)
@@ -53,11 +55,16 @@ class RedisMiddleware:
             return start(start_response, response)
         extra = decision.headers if decision is not None else ()
         head = environ.get("REQUEST_METHOD") == "HEAD"
-        entry = self.redis.run(self.core.hit_flow(before))
-        if entry is not None and self.core.cache is not None and before.plan is not None:
-            status, headers, body = self.core.cache.hit(before.plan, entry, head)
+        resolved = self.redis.run(self.core.hit_flow(before))
+        if resolved is not None and resolved.serve is not None and \
+                self.core.cache is not None and before.plan is not None:
+            status, headers, body = self.core.cache.hit(before.plan, resolved.serve, head)
             start_response(status_line(status), [*headers, *extra])
+            if resolved.refresh:
+                refresh(self.app, environ, self.core.refresh_exchange(before, time.time()),
+                        self.redis, self.refreshers)
             return [body]
         exchange = self.core.exchange(before, environ.get("wsgi.url_scheme") == "https", head,
                                       time.time(), extra)
-        return respond(self.app, environ, start_response, exchange, self.redis)
+        return respond(self.app, with_conditional(environ, exchange.conditional),
+                       start_response, exchange, self.redis)

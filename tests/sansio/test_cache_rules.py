@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from redis_middleware.sansio.cache import CacheCore, CachePlan, Entry, Lookup
+from redis_middleware.sansio.cache import CacheCore, CachePlan, Entry, Lookup, byte_range
 from redis_middleware.sansio.flow import run_pure
 
 from .helpers import request, settings
@@ -29,36 +29,137 @@ def plan(c: CacheCore, method: str = "GET", path: str = "/x",
     return found
 
 
+DATE = "Mon, 12 Jan 1970 13:46:40 GMT"  # NOW as an HTTP date
+
+
 @pytest.mark.parametrize(
     ("status", "headers", "touched", "stored", "reason", "ttl"),
     [
-        pytest.param(200, [], False, True, "", 60, id="3-route-default-ttl"),
+        pytest.param(200, [], False, True, "", 60, id="route-ttl-is-the-default-freshness"),
         pytest.param(200, [("Cache-Control", "max-age=10")], False, True, "", 10,
                      id="5.2.2.1-max-age-shortens"),
+        pytest.param(200, [("Cache-Control", "max-age=600")], False, True, "", 600,
+                     id="5.2.2.1-max-age-lengthens-the-route-default"),
         pytest.param(200, [("Cache-Control", "s-maxage=5, max-age=30")], False, True, "", 5,
                      id="5.2.2.10-s-maxage-wins-in-a-shared-cache"),
+        pytest.param(200, [("Cache-Control", "max-age=30"), ("Cache-Control", "s-maxage=5")],
+                     False, True, "", 5, id="5.2.2.10-s-maxage-on-another-line"),
         pytest.param(200, [("Cache-Control", "max-age=0")], False, False, "max-age", 0,
                      id="5.2.2.1-max-age-zero"),
+        pytest.param(200, [("Cache-Control", "max-age=-5")], False, False, "max-age", 0,
+                     id="4.2.1-invalid-max-age-is-stale"),
+        pytest.param(200, [("Cache-Control", "max-age='60'")], False, False, "max-age", 0,
+                     id="1.2.2-single-quotes-are-not-delta-seconds"),
+        pytest.param(200, [("Cache-Control", "max-age=0060")], False, True, "", 60,
+                     id="1.2.2-leading-zeros"),
+        pytest.param(200, [("Cache-Control", 'ext="max-age=5", max-age=30')], False, True, "",
+                     30, id="5.2-quoted-text-is-no-directive"),
+        pytest.param(200, [("Cache-Control", "max-age=30, max-age=5")], False, True, "", 30,
+                     id="4.2.1-first-of-a-repeated-directive"),
         pytest.param(200, [("Cache-Control", "no-store")], False, False, "no-store", 0,
                      id="5.2.2.5-no-store"),
+        pytest.param(200, [("Cache-Control", "No-Store")], False, False, "no-store", 0,
+                     id="5.2-directive-names-ignore-case"),
         pytest.param(200, [("Cache-Control", "private")], False, False, "private", 0,
                      id="5.2.2.7-private-in-a-shared-cache"),
+        pytest.param(200, [("Cache-Control", 'private="Set-Cookie, X-Foo", max-age=60')],
+                     False, False, "private", 0, id="5.2.2.7-qualified-private"),
         pytest.param(200, [("Cache-Control", "no-cache")], False, False, "no-cache", 0,
-                     id="5.2.2.4-no-cache"),
+                     id="5.2.2.4-no-cache-without-a-validator-is-useless"),
+        pytest.param(200, [("Cache-Control", "no-cache"), ("ETag", '"e"')], False, True, "",
+                     0, id="5.2.2.4-no-cache-with-a-validator-is-stored-stale"),
         pytest.param(200, [("Set-Cookie", "a=1")], False, False, "set-cookie", 0,
-                     id="7.3-never-a-response-that-sets-a-cookie"),
+                     id="never-a-response-that-sets-a-cookie"),
         pytest.param(200, [("Vary", "*")], False, False, "vary-star", 0,
                      id="4.1-vary-star-never-matches"),
+        pytest.param(200, [("Vary", "accept"), ("Vary", "*")], False, False, "vary-star", 0,
+                     id="4.1-vary-star-on-another-line"),
         pytest.param(200, [], True, False, "session", 0,
                      id="a-response-that-read-the-session-is-per-user"),
-        pytest.param(404, [], False, False, "status", 0, id="3-only-configured-statuses"),
+        pytest.param(404, [], False, False, "status", 0,
+                     id="default-freshness-only-for-configured-statuses"),
+        pytest.param(404, [("Cache-Control", "max-age=30")], False, True, "", 30,
+                     id="3-explicit-freshness-any-final-status"),
+        pytest.param(299, [("Cache-Control", "max-age=30")], False, True, "", 30,
+                     id="3-explicit-freshness-an-unknown-status"),
+        pytest.param(206, [("Cache-Control", "max-age=30")], False, False, "status", 0,
+                     id="3-partial-content-is-not-stored"),
+        pytest.param(599, [("Cache-Control", "max-age=30, must-understand, no-store")], False,
+                     False, "must-understand", 0, id="5.2.2.3-must-understand-unknown"),
+        pytest.param(200, [("Cache-Control", "max-age=30, must-understand, no-store")], False,
+                     True, "", 30, id="5.2.2.3-must-understand-overrides-no-store"),
+        pytest.param(200, [("Expires", "Mon, 12 Jan 1970 13:47:40 GMT"), ("Date", DATE)],
+                     False, True, "", 60, id="5.3-expires-minus-date"),
+        pytest.param(200, [("Expires", "0"), ("Cache-Control", "max-age=30")], False, True,
+                     "", 30, id="5.3-max-age-beats-expires"),
+        pytest.param(200, [("Cache-Control", "max-age=3600"), ("Age", "3000")], False, True,
+                     "", 600, id="4.2.3-the-origins-age-counts"),
+        pytest.param(200, [("Cache-Control", "max-age=3600"), ("Age", "7200")], False, False,
+                     "max-age", 0, id="4.2.3-stale-on-arrival"),
+        pytest.param(200, [("Cache-Control", "max-age=3600"), ("Age", "7200, 0")], False,
+                     False, "max-age", 0, id="5.1-first-age-value"),
+        pytest.param(200, [("Cache-Control", "max-age=3600"), ("Age", "-7200")], False, True,
+                     "", 3600, id="5.1-invalid-age-is-ignored"),
+        pytest.param(200, [("Cache-Control", "max-age=3600"), ("Age", "2147483648")], False,
+                     False, "max-age", 0, id="1.2.2-large-age-is-stale"),
+        pytest.param(200, [("Cache-Control", "max-age=100"), ("Date", "Mon, 12 Jan 1970 "
+                                                                     "13:45:40 GMT")],
+                     False, True, "", 40, id="4.2.3-apparent-age-from-date"),
+        pytest.param(200, [("CDN-Cache-Control", "max-age=30"), ("Cache-Control", "no-store")],
+                     False, True, "", 30, id="rfc9213-targeted-field-wins"),
+        pytest.param(200, [("CDN-Cache-Control", "no-store"), ("Cache-Control", "max-age=30")],
+                     False, False, "no-store", 0, id="rfc9213-targeted-no-store"),
+        pytest.param(200, [("CDN-Cache-Control", 'max-age="30"'), ("Cache-Control",
+                                                                   "no-store")],
+                     False, False, "no-store", 0, id="rfc9213-invalid-falls-back"),
+        pytest.param(200, [("RedisMiddleware-Cache-Control", "max-age=5"),
+                           ("CDN-Cache-Control", "max-age=30")], False, True, "", 5,
+                     id="rfc9213-our-own-field-first"),
+        pytest.param(200, [("CDN-Cache-Control", "max-age=30"), ("Expires", "0")], False,
+                     True, "", 30, id="rfc9213-expires-ignored-with-a-targeted-field"),
     ],
 )
 def test_storability(status: int, headers: list[tuple[str, str]], touched: bool, stored: bool,
                      reason: str, ttl: int) -> None:
     c = core()
-    verdict = c.verdict(plan(c), status, headers, touched)
+    verdict = c.verdict(plan(c), status, headers, touched, NOW, NOW)
     assert (verdict.store, verdict.reason, verdict.ttl) == (stored, reason, ttl)
+
+
+@pytest.mark.parametrize(
+    ("route", "headers", "stored", "reason", "ttl"),
+    [
+        pytest.param({"ttl": 0, "freshness": "origin"}, [], False, "no-freshness", 0,
+                     id="origin-mode-nothing-stated-nothing-stored"),
+        pytest.param({"ttl": 0, "freshness": "origin"}, [("Cache-Control", "max-age=9")],
+                     True, "", 9, id="origin-mode-max-age"),
+        pytest.param({"ttl": 0, "freshness": "origin"},
+                     [("Last-Modified", "Mon, 12 Jan 1970 11:00:00 GMT"), ("Date", DATE)],
+                     True, "", 1000, id="4.2.2-heuristic-10-percent-of-last-modified"),
+        pytest.param({"ttl": 60, "max_ttl": 30}, [("Cache-Control", "max-age=3600")], True,
+                     "", 30, id="max-ttl-caps-the-origin"),
+        pytest.param({"ttl": 60, "max_ttl": 30}, [], True, "", 30,
+                     id="max-ttl-caps-the-default"),
+    ],
+)
+def test_route_freshness(route: dict[str, Any], headers: list[tuple[str, str]], stored: bool,
+                         reason: str, ttl: int) -> None:
+    c = core(routes={"/x": route})
+    verdict = c.verdict(plan(c), 200, headers, False, NOW, NOW)
+    assert (verdict.store, verdict.reason, verdict.ttl) == (stored, reason, ttl)
+
+
+def test_global_origin_mode() -> None:
+    c = core(cache_freshness="origin")
+    assert c.verdict(plan(c), 200, [], False, NOW, NOW).reason == "no-freshness"
+
+
+def test_the_response_delay_counts_in_its_age() -> None:
+    """4.2.3: response_delay is added to the Age the response carried."""
+    c = core()
+    verdict = c.verdict(plan(c), 200, [("Cache-Control", "max-age=60"), ("Age", "10")],
+                        False, NOW - 5, NOW)
+    assert verdict.fresh is not None and verdict.fresh.initial_age == 15
 
 
 def test_authorization_needs_explicit_permission() -> None:
@@ -66,6 +167,7 @@ def test_authorization_needs_explicit_permission() -> None:
     c = core()
     authed = plan(c, headers=(("host", "a.test"), ("authorization", "Bearer t")))
     assert c.verdict(authed, 200, []).reason == "authorization"
+    assert c.verdict(authed, 200, [("Cache-Control", "max-age=9, must-revalidate")]).store
     assert c.verdict(authed, 200, [("Cache-Control", "public")]).store
     assert c.verdict(authed, 200, [("Cache-Control", "s-maxage=9")]).store
 
@@ -88,6 +190,7 @@ def test_request_no_store_and_no_cache() -> None:
         pytest.param("HEAD", False, True, id="head-answered-from-get"),
         pytest.param("POST", True, False, id="4.4-post-invalidates"),
         pytest.param("DELETE", True, False, id="4.4-delete-invalidates"),
+        pytest.param("M-SEARCH", True, False, id="4.4-an-unknown-method-invalidates"),
     ],
 )
 def test_methods(method: str, invalidate: bool, lookup: bool) -> None:
@@ -106,9 +209,11 @@ def test_cookie_variants_come_from_the_parsed_cookie_header() -> None:
     assert c.variant(dark, names) == c.variant(other_sid, names)
 
 
-def _entry(fresh_for: float, swr: int = 0, sie: int = 0, public: bool = False) -> Entry:
-    return Entry(200, (("Content-Type", "text/plain"),), b"hi", NOW - 5, NOW + fresh_for,
-                 '"e"', swr, sie, public)
+def _entry(fresh_for: float, swr: int = 0, sie: int = 0, public: bool = False,
+           revalidate: bool = False, headers: tuple[tuple[str, str], ...] = (
+               ("Content-Type", "text/plain"), ("ETag", '"e"'))) -> Entry:
+    return Entry(200, headers, b"hello", NOW - 5, NOW + fresh_for, 0.0, swr, sie, public,
+                 revalidate)
 
 
 @pytest.mark.parametrize(
@@ -119,14 +224,88 @@ def _entry(fresh_for: float, swr: int = 0, sie: int = 0, public: bool = False) -
         pytest.param(_entry(10), False, "serve", id="fresh-serves"),
         pytest.param(_entry(-1, swr=30), False, "serve",
                      id="rfc5861-stale-while-revalidate-serves-while-another-refreshes"),
-        pytest.param(_entry(-1, swr=30), True, "compute",
-                     id="rfc5861-stale-while-revalidate-the-guard-holder-refreshes"),
+        pytest.param(_entry(-1, swr=30), True, "refresh",
+                     id="rfc5861-stale-while-revalidate-the-guard-holder-refreshes-behind"),
+        pytest.param(_entry(-1, swr=30, revalidate=True), True, "compute",
+                     id="5.2.2.2-must-revalidate-beats-stale-while-revalidate"),
         pytest.param(_entry(-60, swr=30), False, "wait", id="past-swr-waits-for-the-holder"),
+        pytest.param(_entry(-60), True, "compute", id="4.3-stale-the-holder-revalidates"),
     ],
 )
 def test_next_step_after_a_lookup(entry: Entry | None, locked: bool, step: str) -> None:
     c = core()
     assert c.next_step(plan(c), Lookup("v", entry, locked, "tok"), NOW) == step
+
+
+@pytest.mark.parametrize(
+    ("cache_control", "entry", "servable"),
+    [
+        pytest.param("max-age=2", _entry(10), None, id="5.2.1.1-max-age-older-than-asked"),
+        pytest.param("max-age=9", _entry(10), "fresh", id="5.2.1.1-max-age-young-enough"),
+        pytest.param("min-fresh=20", _entry(10), None, id="5.2.1.3-min-fresh"),
+        pytest.param("max-stale=20", _entry(-10), "stale", id="5.2.1.2-max-stale"),
+        pytest.param("max-stale", _entry(-1000), "stale", id="5.2.1.2-max-stale-any"),
+        pytest.param("max-stale=5", _entry(-10), None, id="5.2.1.2-max-stale-too-old"),
+        pytest.param("max-stale", _entry(-10, revalidate=True), None,
+                     id="5.2.2.2-must-revalidate-beats-max-stale"),
+    ],
+)
+def test_request_directives(cache_control: str, entry: Entry, servable: str | None) -> None:
+    c = core()
+    p = plan(c, headers=(("host", "a.test"), ("cache-control", cache_control)))
+    assert c.servable(p, entry, NOW) == servable
+
+
+def test_revalidation_sends_the_stored_validators() -> None:
+    """4.3.1: ETag as If-None-Match, Last-Modified as If-Modified-Since."""
+    c = core()
+    lm = "Mon, 12 Jan 1970 11:00:00 GMT"
+    entry = _entry(-1, headers=(("ETag", '"e"'), ("Last-Modified", lm)))
+    assert c.conditional(entry) == (("if-none-match", '"e"'), ("if-modified-since", lm))
+    assert c.conditional(_entry(-1, headers=())) == ()
+
+
+def test_a_304_updates_the_stored_fields() -> None:
+    """3.2 and 4.3.4: the 304's fields replace the stored ones, except Content-Length;
+    its freshness is recomputed; a 304 for another ETag updates nothing."""
+    c = core()
+    entry = _entry(-1, headers=(("ETag", '"e"'), ("Content-Length", "5"), ("X-A", "1"),
+                                ("Cache-Control", "max-age=1")))
+    found = c.freshened(plan(c), entry, [("ETag", '"e"'), ("Cache-Control", "max-age=99"),
+                                         ("Content-Length", "0"), ("X-A", "2")], NOW, NOW)
+    assert found is not None
+    fresh, verdict = found
+    assert dict(fresh.headers) == {"ETag": '"e"', "Content-Length": "5", "X-A": "2",
+                                   "Cache-Control": "max-age=99"}
+    assert verdict.ttl == 99 and fresh.body == b"hello"
+    assert c.freshened(plan(c), entry, [("ETag", '"other"')], NOW, NOW) is None
+
+
+def test_connection_listed_and_hop_by_hop_fields_are_not_stored() -> None:
+    """3.1 and RFC 9110 7.6.1."""
+    c = core()
+    headers = [("Connection", "x-a, close"), ("X-A", "1"), ("Keep-Alive", "5"),
+               ("X-B", "2"), ("Age", "3"), ("RedisMiddleware-Cache-Control", "max-age=9")]
+    verdict = c.verdict(plan(c), 200, headers, False, NOW, NOW)
+    entry = c.entry_of(verdict, 200, headers, b"", NOW)
+    assert entry.headers == (("X-B", "2"),)
+
+
+@pytest.mark.parametrize(
+    ("header", "span"),
+    [
+        pytest.param("bytes=0-1", (0, 1), id="9110-14.1.2-first-last"),
+        pytest.param("bytes=3-", (3, 4), id="9110-14.1.2-open-ended"),
+        pytest.param("bytes=-2", (3, 4), id="9110-14.1.2-suffix"),
+        pytest.param("bytes=2-99", (2, 4), id="9110-14.1.2-last-beyond-the-end"),
+        pytest.param("bytes=0-1,3-4", None, id="several-ranges-get-the-whole"),
+        pytest.param("bytes=9-", None, id="unsatisfiable-gets-the-whole"),
+        pytest.param("items=0-1", None, id="another-unit-gets-the-whole"),
+        pytest.param("bytes=-0", None, id="empty-suffix"),
+    ],
+)
+def test_ranges(header: str, span: tuple[int, int] | None) -> None:
+    assert byte_range(header, 5) == span
 
 
 def test_stale_if_error_window() -> None:
@@ -156,6 +335,36 @@ def test_conditional_hit(if_none_match: str, status: int) -> None:
     assert dict(headers)["X-Cache"] == "HIT" and dict(headers)["Age"] == "5"
 
 
+@pytest.mark.parametrize(
+    ("since", "status"),
+    [
+        pytest.param("Mon, 12 Jan 1970 11:00:00 GMT", 304, id="9110-13.1.3-not-modified"),
+        pytest.param("Mon, 12 Jan 1970 10:00:00 GMT", 200, id="9110-13.1.3-modified"),
+        pytest.param("yesterday", 200, id="9110-13.1.3-invalid-date-ignored"),
+    ],
+)
+def test_if_modified_since_hit(since: str, status: int) -> None:
+    c = core()
+    entry = _entry(10, headers=(("Last-Modified", "Mon, 12 Jan 1970 11:00:00 GMT"),))
+    p = plan(c, headers=(("host", "a.test"), ("if-modified-since", since)))
+    assert c.hit(p, entry, head=False, now=NOW)[0] == status
+
+
+def test_if_none_match_wins_over_if_modified_since() -> None:
+    c = core()
+    entry = _entry(10, headers=(("ETag", '"e"'), ("Last-Modified", DATE)))
+    p = plan(c, headers=(("host", "a.test"), ("if-none-match", '"x"'),
+                         ("if-modified-since", DATE)))
+    assert c.hit(p, entry, head=False, now=NOW)[0] == 200
+
+
+def test_an_etag_with_a_comma_matches() -> None:
+    c = core()
+    entry = _entry(10, headers=(("ETag", '"a,b"'),))
+    p = plan(c, headers=(("host", "a.test"), ("if-none-match", '"x", "a,b"')))
+    assert c.hit(p, entry, head=False, now=NOW)[0] == 304
+
+
 def test_head_is_answered_without_a_body() -> None:
     c = core()
     status, _, body = c.hit(plan(c, "HEAD"), _entry(10), head=True, now=NOW)
@@ -173,7 +382,7 @@ def test_a_lookup_is_one_script_call_and_a_hit_decodes() -> None:
         flow.send([[b"", stored, 0]])
     except StopIteration as stop:
         lookup = stop.value
-    assert lookup.entry is not None and lookup.entry.body == b"hi" and not lookup.locked
+    assert lookup.entry is not None and lookup.entry.body == b"hello" and not lookup.locked
 
 
 def test_invalidation_is_one_script_over_the_urls_keys() -> None:

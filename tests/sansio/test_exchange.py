@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -99,10 +100,12 @@ def cache_part(entry: Entry | None, method: str = "GET", locked: bool = True) ->
     plan = core.plan(request(method, "/x", headers=(("host", "a.test"),)))
     assert plan is not None
     lookup = None if method != "GET" else Lookup("v", entry, locked, "tok")
-    return CachePart(core, plan, lookup, False, 1000.0, lambda: False)
+    return CachePart(core, plan, lookup, False, time.time(), lambda: False)
 
 
-STALE = Entry(200, (("Content-Type", "text/plain"),), b"old", 900.0, 990.0, '"e"', 0, 60, False)
+# Stale for 10 s, stale-if-error for 60 s (relative to the real clock: the part reads it).
+STALE = Entry(200, (("Content-Type", "text/plain"),), b"old", time.time() - 100,
+              time.time() - 10, 0.0, 0, 60, False)
 
 
 @pytest.mark.parametrize(
