@@ -5,6 +5,10 @@ trailing ``/*`` matches the prefix itself and everything below it; anything else
 matches exactly. When several patterns match, the most specific wins: exact
 patterns, then patterns with fewer parameters and more literal segments, then
 wildcards with the longest prefix.
+
+Patterns and paths are both compared in their :func:`~.paths.route_path` spelling
+(repeated slashes merged, dot segments resolved, no trailing slash), so ``//limited``
+and ``/limited/`` are ``/limited`` to a rule, as they are to the frameworks' routers.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Generic, TypeVar
+
+from .paths import route_path
 
 __all__ = ["PathPattern", "RouteTable"]
 
@@ -34,6 +40,9 @@ class PathPattern:
             raise ValueError(f"path pattern {text!r} must start with '/'")
         wildcard = text.endswith("/*")
         body = text[:-2] if wildcard else text
+        body = "" if wildcard and body in ("", "/") else route_path(body)
+        if body == "/" and not wildcard:
+            body = ""
         parts = []
         params = literals = 0
         for segment in body.split("/")[1:] if body else []:
@@ -54,7 +63,7 @@ class PathPattern:
         return cls(text, regex, (kind, params, -(literals if not wildcard else len(body))))
 
     def matches(self, path: str) -> bool:
-        return self.regex.fullmatch(path) is not None
+        return self.regex.fullmatch(route_path(path)) is not None
 
 
 class RouteTable(Generic[V]):
@@ -71,8 +80,9 @@ class RouteTable(Generic[V]):
 
     def matches(self, path: str) -> Iterator[tuple[PathPattern, V]]:
         """Every matching route, most specific first."""
+        path = route_path(path)
         for pattern, value in self._routes:
-            if pattern.matches(path):
+            if pattern.regex.fullmatch(path) is not None:
                 yield pattern, value
 
     def values(self) -> list[V]:
