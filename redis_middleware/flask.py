@@ -122,7 +122,7 @@ def flask_settings(app: Flask, settings: Settings | None = None, **options: Any)
     else:
         defaults = {f.name: f.default for f in dataclasses.fields(Settings)}
         kept = {k: v for k, v in from_flask.items() if getattr(settings, k) == defaults[k]
-                or (k == "secret_key" and settings.secret_generated)}
+                or k in settings.derived or (k == "secret_key" and settings.secret_generated)}
         base = settings.replace(**kept) if kept else settings
     return resolve_settings(base, "session", options)
 

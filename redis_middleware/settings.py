@@ -64,6 +64,24 @@ def _setting(
     )
 
 
+# Defaults that depend on another setting: left unset, each is computed from the one it
+# depends on (and computed again by ``replace`` when that one changes). The text is what
+# the configuration reference shows as the default.
+DERIVED: dict[str, tuple[Callable[[Any], Any], str]] = {
+    "session_idle_timeout": (lambda s: min(14 * 86400, s.session_absolute_lifetime),
+                             "min(1209600, session_absolute_lifetime)"),
+    "cache_lock_wait": (lambda s: min(5.0, s.cache_lock_timeout),
+                        "min(5, cache_lock_timeout)"),
+    "presence_heartbeat_interval": (lambda s: min(30.0, s.presence_ttl / 10),
+                                    "min(30, presence_ttl / 10)"),
+    "presence_sweep_interval": (lambda s: max(1.0, min(10.0, s.presence_ttl / 30)),
+                                "presence_ttl / 30, within [1, 10]"),
+    "presence_grace": (lambda s: min(5.0, s.presence_ttl / 4), "min(5, presence_ttl / 4)"),
+    "presence_retention": (lambda s: max(30 * 86400, s.presence_ttl),
+                           "max(2592000, presence_ttl)"),
+}
+
+
 def _secret_list(raw: str) -> tuple[str, ...]:
     return p.parse_csv(raw)
 
@@ -176,7 +194,7 @@ class Settings:
         "browser-session cookie, gone when the browser closes.",
     )
     session_idle_timeout: int = _setting(
-        14 * 86400, "REDIS_MIDDLEWARE_SESSION_IDLE_TIMEOUT", p.parse_int,
+        None, "REDIS_MIDDLEWARE_SESSION_IDLE_TIMEOUT", p.parse_int,
         "Seconds of inactivity after which a session expires (sliding, enforced by Redis TTL).",
     )
     session_absolute_lifetime: int = _setting(
@@ -321,7 +339,7 @@ class Settings:
         "entry (0 disables the guard).",
     )
     cache_lock_wait: float = _setting(
-        5.0, "REDIS_MIDDLEWARE_CACHE_LOCK_WAIT", p.parse_float,
+        None, "REDIS_MIDDLEWARE_CACHE_LOCK_WAIT", p.parse_float,
         "Seconds other requests wait for that entry before computing uncached.",
     )
     # -- presence -----------------------------------------------------------
@@ -330,21 +348,21 @@ class Settings:
         "Seconds a user stays online after their last heartbeat.",
     )
     presence_heartbeat_interval: float = _setting(
-        30.0, "REDIS_MIDDLEWARE_PRESENCE_HEARTBEAT_INTERVAL", p.parse_float,
+        None, "REDIS_MIDDLEWARE_PRESENCE_HEARTBEAT_INTERVAL", p.parse_float,
         "Each process writes a user's heartbeat at most once per this many seconds "
         "(must be shorter than the presence TTL).",
     )
     presence_sweep_interval: float = _setting(
-        10.0, "REDIS_MIDDLEWARE_PRESENCE_SWEEP_INTERVAL", p.parse_float,
+        None, "REDIS_MIDDLEWARE_PRESENCE_SWEEP_INTERVAL", p.parse_float,
         "How often (seconds) one worker looks for users whose leases ran out and "
         "publishes their going offline.",
     )
     presence_grace: float = _setting(
-        5.0, "REDIS_MIDDLEWARE_PRESENCE_GRACE", p.parse_float,
+        None, "REDIS_MIDDLEWARE_PRESENCE_GRACE", p.parse_float,
         "Seconds a closed WebSocket still counts, so a page reload does not flap.",
     )
     presence_retention: int = _setting(
-        30 * 86400, "REDIS_MIDDLEWARE_PRESENCE_RETENTION", p.parse_int,
+        None, "REDIS_MIDDLEWARE_PRESENCE_RETENTION", p.parse_int,
         "Seconds `last_seen` is kept after a user's last activity.",
     )
 
@@ -372,6 +390,11 @@ class Settings:
                     "REDIS_MIDDLEWARE_SECRET_KEY is not set: using a random secret for this "
                     "process (sessions will not survive a restart)"
                 )
+        derived = frozenset(name for name in DERIVED if getattr(self, name) is None)
+        object.__setattr__(self, "_derived", derived)
+        for name in DERIVED:  # in order: presence_ttl before what depends on it
+            if name in derived:
+                object.__setattr__(self, name, DERIVED[name][0](self))
         for key in self.secret_key:
             if len(key) < _MIN_SECRET:
                 raise ConfigError(
@@ -536,13 +559,21 @@ class Settings:
                 )
         return cls(**values)
 
+    @property
+    def derived(self) -> frozenset[str]:
+        """The settings left unset and derived from others (``DERIVED``)."""
+        found: frozenset[str] = getattr(self, "_derived", frozenset())
+        return found
+
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` applied (validated like the constructor)."""
         known = {f.name for f in fields(self)}
         for name in changes:
             if name not in known:
                 raise ConfigError(name, "unknown setting")
-        replaced = dataclasses.replace(self, **changes)
+        # A derived default is derived again from the new values, unless it is changed.
+        rederive = {n: None for n in self.derived if n not in changes}
+        replaced = dataclasses.replace(self, **rederive, **changes)
         if self.secret_generated and "secret_key" not in changes:
             object.__setattr__(replaced, "_secret_generated", True)  # still not chosen
         return replaced

@@ -161,3 +161,26 @@ def test_generated_secret_is_warned_about_once(caplog: pytest.LogCaptureFixture)
         Settings()
         Settings()
     assert sum("SECRET_KEY is not set" in r.message for r in caplog.records) == 1
+
+
+def test_defaults_that_depend_on_another_setting_are_derived_from_it() -> None:
+    """A short presence TTL gets a heartbeat, sweep and grace that fit it, instead of a
+    ConfigError for the 30 s default heartbeat; replace() derives them again."""
+    short = Settings(redis_url="memory://", presence_ttl=20)
+    assert (short.presence_heartbeat_interval, short.presence_sweep_interval,
+            short.presence_grace) == (2.0, 1.0, 5.0)
+    back = short.replace(presence_ttl=300)
+    assert (back.presence_heartbeat_interval, back.presence_sweep_interval) == (30.0, 10.0)
+    assert Settings(redis_url="memory://", session_absolute_lifetime=3600
+                    ).session_idle_timeout == 3600
+    assert Settings(redis_url="memory://", cache_lock_timeout=2).cache_lock_wait == 2
+    env = Settings.from_env({"REDIS_URL": "memory://", "REDIS_MIDDLEWARE_PRESENCE_TTL": "40"})
+    assert env.presence_heartbeat_interval == 4.0
+
+
+def test_a_value_set_by_hand_is_never_adjusted() -> None:
+    chosen = Settings(redis_url="memory://", presence_heartbeat_interval=15)
+    assert chosen.replace(presence_ttl=60).presence_heartbeat_interval == 15
+    with pytest.raises(ConfigError, match="PRESENCE_HEARTBEAT_INTERVAL"):
+        Settings(redis_url="memory://", presence_ttl=20, presence_heartbeat_interval=30)
+    assert "presence_heartbeat_interval" not in chosen.derived
