@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -146,6 +147,27 @@ def test_flask_stack(settings: Settings) -> None:
 def test_stale_if_error_in_the_stack(make_client: Clients, monkeypatch: pytest.MonkeyPatch,
                                      failure: str) -> None:
     stale_if_error_is_served(stack(make_client), monkeypatch, failure)
+
+
+def test_revalidation_and_background_refresh_in_the_stack(make_client: Clients) -> None:
+    """The stack revalidates a stale entry with the app (304) and refreshes a
+    stale-while-revalidate entry behind a stale answer, as the cache alone does."""
+    client = stack(make_client)
+    validated = "/c/item?cc=max-age%3D1&etag=%22v1%22"
+    swr = "/c/item?cc=max-age%3D1%2C%20stale-while-revalidate%3D30"
+    first = client.get(validated)
+    client.get(swr)
+    time.sleep(1.2)
+    again = client.get(validated)
+    assert again.headers["x-cache"] == "REVALIDATED" and again.content == first.content
+    assert "x-ratelimit-limit" in again.headers  # the stack's own headers still go on it
+    assert apps.calls["304"] == 1
+    stale = client.get(swr)
+    assert stale.headers["x-cache"] == "STALE"
+    deadline = time.monotonic() + 5
+    while apps.calls["/c/item"] < 4 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert apps.calls["/c/item"] == 4  # two first responses, one 304, one refresh
 
 
 @pytest.mark.parametrize("interface", ["asgi", "wsgi"])

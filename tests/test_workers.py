@@ -95,6 +95,27 @@ def test_stampede_guard_holds_across_workers(workers: Any) -> None:
     assert {r.json()["calls"] for r in responses} == {1}
 
 
+def test_stale_while_revalidate_refreshes_once_across_workers(workers: Any) -> None:
+    """RFC 5861 3 with several processes: every request after expiry is answered from the
+    stale entry without waiting, and exactly one background refresh runs."""
+    url, _ = workers
+    assert fresh_get(url + "/swr").json()["calls"] == 1
+    time.sleep(1.2)
+    with ThreadPoolExecutor(12) as pool:
+        stale = list(pool.map(lambda _: fresh_get(url + "/swr"), range(12)))
+    assert {(r.status_code, r.json()["calls"]) for r in stale} == {(200, 1)}
+    assert {r.headers["x-cache"] for r in stale} == {"STALE"}
+    deadline = time.monotonic() + 5
+    calls = 1
+    while calls < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+        calls = fresh_get(url + "/swr").json()["calls"]
+    assert calls == 2
+    with ThreadPoolExecutor(12) as pool:
+        after = list(pool.map(lambda _: fresh_get(url + "/swr"), range(12)))
+    assert {r.json()["calls"] for r in after} == {2}  # refreshed once, by one worker
+
+
 def test_presence_online_once_across_workers(workers: Any) -> None:
     url, settings = workers
     client = raw_client(settings)

@@ -14,17 +14,18 @@ from redis_middleware import Settings
 OPTIONS: dict[str, Any] = {
     "rules": {"/hit": "20/minute"},
     "key": "ip",
-    "routes": {"/slow": 60},
+    "routes": {"/slow": 60, "/swr": 60},
     "presence_heartbeat_interval": 0.2,
 }
 settings = Settings.from_env()
 calls_key = f"{settings.key_prefix}:cache:{{calls}}:slow"
+swr_key = f"{settings.key_prefix}:cache:{{calls}}:swr"
 _redis = redis.Redis.from_url(os.environ["REDIS_URL"])
 
 
-def _count_call() -> int:
-    n = int(_redis.incr(calls_key))
-    _redis.expire(calls_key, 60)
+def _count_call(key: str = calls_key) -> int:
+    n = int(_redis.incr(key))
+    _redis.expire(key, 60)
     return n
 
 
@@ -47,6 +48,9 @@ def _handle(path: str, session: Any, query: str = "") -> tuple[int, Any]:
     if path == "/slow":
         time.sleep(0.5)
         return 200, {"calls": _count_call()}
+    if path == "/swr":  # fresh for 1 s, then served stale while one worker refreshes
+        time.sleep(0.3)
+        return 200, {"calls": _count_call(swr_key)}
     return 404, {}
 
 
@@ -54,8 +58,13 @@ def wsgi_app(environ: dict[str, Any], start_response: Any) -> Any:
     status, payload = _handle(environ["PATH_INFO"], environ.get("redis_middleware.session"),
                               environ.get("QUERY_STRING", ""))
     body = json.dumps(payload).encode()
-    start_response(f"{status} X", [("Content-Type", "application/json")])
+    start_response(f"{status} X", [("Content-Type", "application/json"), *_cache(environ[
+        "PATH_INFO"])])
     return [body]
+
+
+def _cache(path: str) -> list[tuple[str, str]]:
+    return [("Cache-Control", "max-age=1, stale-while-revalidate=30")] if path == "/swr" else []
 
 
 async def _asgi(scope: Any, receive: Any, send: Any) -> None:
@@ -66,7 +75,7 @@ async def _asgi(scope: Any, receive: Any, send: Any) -> None:
             if message["type"] == "lifespan.shutdown":
                 return
     query = scope.get("query_string", b"").decode()
-    if scope["path"] in ("/slow", "/slowput"):  # the sync sleep would block: in a thread
+    if scope["path"] in ("/slow", "/slowput", "/swr"):  # the sync sleep would block: in a thread
         import anyio
 
         status, payload = await anyio.to_thread.run_sync(
@@ -74,8 +83,9 @@ async def _asgi(scope: Any, receive: Any, send: Any) -> None:
     else:
         status, payload = _handle(scope["path"], scope.get("session"), query)
     body = json.dumps(payload).encode()
+    extra = [(k.lower().encode(), v.encode()) for k, v in _cache(scope["path"])]
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json")]})
+                "headers": [(b"content-type", b"application/json"), *extra]})
     await send({"type": "http.response.body", "body": body})
 
 

@@ -75,6 +75,7 @@ class CacheMiddleware:
         head = scope.get("method") == "HEAD"
         now = time.time()
         lookup: Lookup | None = None
+        bypass = "redis-unavailable"
         if not plan.invalidate:
             try:
                 lookup = await self.redis.arun(self.core.lookup_flow(plan))
@@ -82,7 +83,7 @@ class CacheMiddleware:
                 log_incident("cache", "cache bypassed: %s", exc)
             if lookup is not None:
                 resolved = await self.resolve(plan, lookup)
-                lookup = resolved.lookup
+                lookup, bypass = resolved.lookup, resolved.bypass or bypass
                 if resolved.serve is not None:
                     await self._serve(send, plan, resolved.serve, head)
                     if resolved.refresh:
@@ -90,7 +91,8 @@ class CacheMiddleware:
                             self.core, plan, lookup, False, time.time(), lambda: False),)),
                             self.redis)
                     return
-        part = CachePart(self.core, plan, lookup, head, now, lambda: session_touched(scope))
+        part = CachePart(self.core, plan, lookup, head, now, lambda: session_touched(scope),
+                         bypass)
         await respond(self.app, with_conditional(scope, part.conditional), receive, send,
                       Exchange((part,)), self.redis)
 

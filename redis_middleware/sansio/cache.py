@@ -210,6 +210,7 @@ class Resolved:
     serve: Entry | None  # answer with this stored entry
     lookup: Lookup | None  # compute under it (None: compute uncached)
     refresh: bool = False  # also refresh the entry in the background (RFC 5861)
+    bypass: str = ""  # why it computes uncached
 
 
 @dataclass(frozen=True, slots=True)
@@ -568,10 +569,10 @@ class CacheCore:
             try:
                 entry = yield from self.poll_flow(plan, lookup)
             except RedisMiddlewareError:
-                break
+                return Resolved(None, None, bypass="redis-unavailable")
             if self.servable(plan, entry, time.time()) == "fresh":
                 return Resolved(entry, lookup)
-        return Resolved(None, None)
+        return Resolved(None, None, bypass="lock-timeout")
 
     def conditional(self, entry: Entry | None) -> tuple[tuple[str, str], ...]:
         """4.3.1: the validators to send the app with a request that revalidates
@@ -744,8 +745,10 @@ class Capture:
     """
 
     def __init__(self, core: CacheCore, plan: CachePlan, lookup: Lookup | None,
-                 stale: Entry | None, request_time: float | None = None) -> None:
+                 stale: Entry | None, request_time: float | None = None,
+                 bypass: str = "redis-unavailable") -> None:
         self.core = core
+        self.bypass = bypass  # why there is no lookup (when there is none)
         self.plan = plan
         self.lookup = lookup
         self.stale = stale  # served instead of a 5xx (stale-if-error)
@@ -772,7 +775,8 @@ class Capture:
         self.response_time = time.time()
         self.status, self.headers = status, headers
         if self.lookup is None:
-            return self.core.miss_headers(None, "bypass")
+            reason = self.bypass if self.plan.lookup else "request"
+            return [("X-Cache", "MISS"), ("Cache-Status", f'{NAME}; fwd=bypass; detail="{reason}"')]
         self.verdict = self.core.verdict(self.plan, status, headers, session_touched,
                                          self.request_time, self.response_time)
         fwd = "stale" if self.lookup.entry is not None else "uri-miss"

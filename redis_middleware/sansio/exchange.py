@@ -233,7 +233,8 @@ class CachePart:
                  "stale")
 
     def __init__(self, core: CacheCore, plan: CachePlan, lookup: Lookup | None, head: bool,
-                 now: float, session_touched: Callable[[], bool]) -> None:
+                 now: float, session_touched: Callable[[], bool],
+                 bypass: str = "redis-unavailable") -> None:
         self.core = core
         self.plan = plan
         self.head = head
@@ -241,7 +242,8 @@ class CachePart:
         entry = lookup.entry if lookup is not None else None
         stale = entry if not plan.invalidate and core.usable_if_error(entry, now) else None
         self.stale = stale
-        self.capture = None if plan.invalidate else Capture(core, plan, lookup, stale, now)
+        self.capture = None if plan.invalidate else Capture(core, plan, lookup, stale, now,
+                                                            bypass)
         revalidating = self.capture.revalidating if self.capture is not None else None
         # The request fields that replace the client's conditional ones (none: as sent).
         self.conditional = core.conditional(revalidating)

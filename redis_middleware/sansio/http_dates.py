@@ -34,7 +34,9 @@ _ASCTIME = re.compile(rf"(?:{_DAYS}) ({_MONTH}) ([ \d]\d) {_TIME} (\d{{4}})", re
 
 def _timestamp(year: int, month: int, day: int, hour: int, minute: int, second: int
                ) -> float | None:
-    if not (1 <= day <= 31 and hour <= 23 and minute <= 59 and second <= 60):
+    if not (1 <= year <= 9999 and hour <= 23 and minute <= 59 and second <= 60):
+        return None
+    if not 1 <= day <= calendar.monthrange(year, month)[1]:
         return None
     try:
         return float(calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0)))
@@ -67,7 +69,7 @@ def parse_http_date(value: str, now: float | None = None) -> float | None:
     return None
 
 
-_last: tuple[int, str] = (0, "")
+_last: tuple[int, str] = (-1, "")
 
 
 def format_http_date(now: float) -> str:

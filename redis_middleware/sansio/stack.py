@@ -59,6 +59,7 @@ class Before:
     decision: Decision | None = None  # the rate-limit verdict (None: not limited)
     plan: CachePlan | None = None
     lookup: Lookup | None = None  # None: the cache is bypassed
+    bypass: str = "redis-unavailable"  # why, when it is
     user: str | None = None
 
 
@@ -94,7 +95,8 @@ class StackCore:
         session = before.session
         if self.cache is not None and before.plan is not None:
             parts.append(CachePart(self.cache, before.plan, before.lookup, head, now,
-                                   lambda: session is not None and session.accessed))
+                                   lambda: session is not None and session.accessed,
+                                   before.bypass))
         if self.sessions is not None and session is not None and before.incoming is not None:
             parts.append(SessionPart(self.sessions, session, before.incoming, https,
                                      self.unavailable))
@@ -108,6 +110,7 @@ class StackCore:
             return None
         resolved = yield from cache.resolve_flow(plan, lookup)
         before.lookup = resolved.lookup
+        before.bypass = resolved.bypass or before.bypass
         return resolved
 
     def refresh_exchange(self, before: Before, now: float) -> Exchange:

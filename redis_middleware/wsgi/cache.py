@@ -66,6 +66,7 @@ class CacheMiddleware:
         head = environ.get("REQUEST_METHOD") == "HEAD"
         now = time.time()
         lookup: Lookup | None = None
+        bypass = "redis-unavailable"
         if not plan.invalidate:
             try:
                 lookup = self.redis.run(self.core.lookup_flow(plan))
@@ -73,7 +74,7 @@ class CacheMiddleware:
                 log_incident("cache", "cache bypassed: %s", exc)
             if lookup is not None:
                 resolved = self.resolve(plan, lookup)
-                lookup = resolved.lookup
+                lookup, bypass = resolved.lookup, resolved.bypass or bypass
                 if resolved.serve is not None:
                     status, headers, body = self.core.hit(plan, resolved.serve, head)
                     start_response(status_line(status), headers)
@@ -83,7 +84,7 @@ class CacheMiddleware:
                             self.redis, self.refreshers)
                     return [body]
         part = CachePart(self.core, plan, lookup, head, now, lambda: bool(
-            getattr(environ.get(ENVIRON_KEY), "accessed", False)))
+            getattr(environ.get(ENVIRON_KEY), "accessed", False)), bypass)
         return respond(self.app, with_conditional(environ, part.conditional), start_response,
                        Exchange((part,)), self.redis)
 
