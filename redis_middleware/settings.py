@@ -572,7 +572,7 @@ class Settings:
             if name not in known:
                 raise ConfigError(name, "unknown setting")
         # A derived default is derived again from the new values, unless it is changed.
-        rederive = {n: None for n in self.derived if n not in changes}
+        rederive: dict[str, Any] = {n: None for n in self.derived if n not in changes}
         replaced = dataclasses.replace(self, **rederive, **changes)
         if self.secret_generated and "secret_key" not in changes:
             object.__setattr__(replaced, "_secret_generated", True)  # still not chosen
