@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from redis_middleware.sansio import incidents
+
 from .conftest import Clients, make_settings, start_redis_server, stop_redis_server
 
 
@@ -84,20 +86,30 @@ def test_readonly_mode_carries_on_with_an_empty_session(
 
 
 @pytest.mark.real_redis
+@pytest.mark.parametrize("middleware", ["SessionMiddleware", "RedisMiddleware"])
 @pytest.mark.parametrize("interface", ["asgi", "wsgi"])
-def test_command_errors_give_503_and_no_corruption(interface: str, own_redis: Any) -> None:
+def test_command_errors_give_503_and_no_corruption(
+        interface: str, middleware: str, own_redis: Any, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Writes Redis refuses (OOM under noeviction) answer 503, change nothing, and are
+    logged once per incident, standalone and in the stack alike."""
     server = own_redis()
     settings = make_settings(server.url)
     clients = Clients(interface, settings)
+    monkeypatch.setattr(incidents, "_last_logged", {})  # a fresh incident
     try:
-        client = clients()
+        client = clients(middleware)
         client.post("/set", json={"a": 1})
         with server.client() as admin:
             admin.config_set("maxmemory-policy", "noeviction")
             admin.config_set("maxmemory", "1")  # every write is now refused with OOM
-            response = client.post("/set", json={"a": 2, "b": "x"})
-            assert response.status_code == 503
+            with caplog.at_level(logging.WARNING, logger="redis_middleware"):
+                for _ in range(3):
+                    response = client.post("/set", json={"a": 2, "b": "x"})
+                    assert response.status_code == 503
             admin.config_set("maxmemory", "0")
+        refused = [r for r in caplog.records if "session changes not saved" in r.getMessage()]
+        assert len(refused) == 1 and "maxmemory" in refused[0].getMessage()
         assert client.get("/get").json() == {"a": 1}
     finally:
         clients.close()
