@@ -312,6 +312,12 @@ class Settings:
         "response did not say `stale-if-error` itself (0: only when it did). Never for "
         "`must-revalidate`, `proxy-revalidate`, `s-maxage` or `no-cache` responses.",
     )
+    cache_request_directives: bool = _setting(
+        True, "REDIS_MIDDLEWARE_CACHE_REQUEST_DIRECTIVES", p.parse_bool,
+        "Obey the request's `Cache-Control` and `Pragma` (`no-cache`, `no-store`, "
+        "`max-age`, `min-fresh`, `max-stale`), as RFC 9111 says; `false`: ignore them, as "
+        "nginx and Varnish do by default, so no client can force a request to the app.",
+    )
     cache_targets: tuple[str, ...] = _setting(
         ("RedisMiddleware-Cache-Control", "CDN-Cache-Control"),
         "REDIS_MIDDLEWARE_CACHE_TARGETS", p.parse_csv,

@@ -301,6 +301,8 @@ class CacheCore:
         if url is None:
             url = self._urls.put(url_key, self.url_digest(
                 request.path, request.query_string.decode("latin-1")))
+        if not self.settings.cache_request_directives:
+            cache_control = pragma = None  # as nginx and Varnish: clients cannot force misses
         req_cc = parse_cache_control(cache_control) if cache_control else {}
         safe = method in ("GET", "HEAD")
         headers = request.headers
@@ -546,8 +548,14 @@ class CacheCore:
             return "serve"
         if state == "stale":  # stale-while-revalidate: the guard's holder refreshes
             return "refresh" if lookup.locked and plan.store else "serve"
-        fresh_elsewhere = lookup.entry is not None and now <= lookup.entry.fresh_until
-        if lookup.locked or self.lock_ms == 0 or not plan.lookup or fresh_elsewhere:
+        entry = lookup.entry
+        fresh_elsewhere = entry is not None and now <= entry.fresh_until
+        # An entry that is never fresh (no-cache) is revalidated by every request: waiting
+        # for another request's revalidation would never end in a fresh entry.
+        never_fresh = entry is not None and entry.revalidate and (
+            entry.fresh_until <= entry.stored_at)
+        if lookup.locked or self.lock_ms == 0 or not plan.lookup or fresh_elsewhere or (
+                never_fresh):
             return "compute"  # ours to compute (or this request may not use the entry)
         return "wait"  # missing or expired, and another request holds the guard
 

@@ -118,7 +118,9 @@ def freshness(
     if authorization and not (public or must):  # 3.5
         return Freshness(False, "authorization")
     date = _date(headers, response_time)
-    lifetime, source = _lifetime(status, headers, policy, date, default_ttl,
+    # RFC 9110 6.6.1: without a (valid) Date, the time it was received stands for it.
+    lifetime, source = _lifetime(status, headers, policy,
+                                 date if date is not None else response_time, default_ttl,
                                  default_statuses)
     if lifetime is None:
         outside = default_ttl > 0 and status not in default_statuses
@@ -141,7 +143,7 @@ def freshness(
 
 
 def _lifetime(status: int, headers: Sequence[tuple[str, str]], policy: Policy,
-              date: float | None, default_ttl: int, default_statuses: frozenset[int]
+              date: float, default_ttl: int, default_statuses: frozenset[int]
               ) -> tuple[float | None, str]:
     """4.2.1: s-maxage, then max-age, then Expires minus Date; then the route's default
     (or, with none, the Last-Modified heuristic of 4.2.2). None: not storable. The
@@ -157,14 +159,13 @@ def _lifetime(status: int, headers: Sequence[tuple[str, str]], policy: Policy,
             when = parse_http_date(expires[0], date) if len(expires) == 1 else None
             if when is None:
                 return 0.0, "expires"  # 5.3: an invalid Expires is a time in the past
-            base = date if date is not None else when  # no Date: compare with Expires' own
-            return max(0.0, when - base), "expires"
+            return max(0.0, when - date), "expires"
     if status in default_statuses and default_ttl > 0:
         return float(default_ttl), "default"
     if status in HEURISTIC_STATUSES or "public" in cc:
         modified = _values(headers, "last-modified")
         when = parse_http_date(modified[0]) if modified else None
-        if when is not None and date is not None and date > when:
+        if when is not None and date > when:
             return min(_HEURISTIC_MAX, (date - when) * _HEURISTIC_FRACTION), "heuristic"
     return None, "no-freshness"
 

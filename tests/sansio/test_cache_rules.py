@@ -92,6 +92,8 @@ DATE = "Mon, 12 Jan 1970 13:46:40 GMT"  # NOW as an HTTP date
                      False, True, "", 60, id="5.3-expires-minus-date"),
         pytest.param(200, [("Expires", "0"), ("Cache-Control", "max-age=30")], False, True,
                      "", 30, id="5.3-max-age-beats-expires"),
+        pytest.param(200, [("Expires", "Mon, 12 Jan 1970 13:47:40 GMT")], False, True, "", 60,
+                     id="9110-6.6.1-no-date-the-arrival-time-stands-for-it"),
         pytest.param(200, [("Cache-Control", "max-age=3600"), ("Age", "3000")], False, True,
                      "", 600, id="4.2.3-the-origins-age-counts"),
         pytest.param(200, [("Cache-Control", "max-age=3600"), ("Age", "7200")], False, False,
@@ -136,6 +138,9 @@ def test_storability(status: int, headers: list[tuple[str, str]], touched: bool,
         pytest.param({"ttl": 0, "freshness": "origin"},
                      [("Last-Modified", "Mon, 12 Jan 1970 11:00:00 GMT"), ("Date", DATE)],
                      True, "", 1000, id="4.2.2-heuristic-10-percent-of-last-modified"),
+        pytest.param({"ttl": 0, "freshness": "origin"},
+                     [("Last-Modified", "Mon, 12 Jan 1970 11:00:00 GMT")],
+                     True, "", 1000, id="4.2.2-heuristic-without-date"),
         pytest.param({"ttl": 60, "max_ttl": 30}, [("Cache-Control", "max-age=3600")], True,
                      "", 30, id="max-ttl-caps-the-origin"),
         pytest.param({"ttl": 60, "max_ttl": 30}, [], True, "", 30,
@@ -254,6 +259,22 @@ def test_request_directives(cache_control: str, entry: Entry, servable: str | No
     c = core()
     p = plan(c, headers=(("host", "a.test"), ("cache-control", cache_control)))
     assert c.servable(p, entry, NOW) == servable
+
+
+def test_request_directives_can_be_ignored() -> None:
+    """``cache_request_directives=False``: a client cannot force a miss."""
+    c = core(cache_request_directives=False)
+    p = plan(c, headers=(("host", "a.test"), ("cache-control", "no-cache, max-age=0"),
+                         ("pragma", "no-cache")))
+    assert p.lookup and c.servable(p, _entry(10), NOW) == "fresh"
+
+
+def test_an_entry_never_fresh_is_revalidated_without_waiting() -> None:
+    """A no-cache entry: a request that finds the guard taken revalidates too, instead of
+    waiting for a fresh entry that never comes."""
+    c = core()
+    never = Entry(200, (("ETag", '"e"'),), b"x", NOW - 5, NOW - 5, 0.0, 0, 0, False, True)
+    assert c.next_step(plan(c), Lookup("v", never, False, "tok"), NOW) == "compute"
 
 
 def test_revalidation_sends_the_stored_validators() -> None:
