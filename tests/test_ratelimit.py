@@ -179,6 +179,21 @@ def test_limits_library_strategies(make_client: Clients, strategy: str) -> None:
     assert int(blocked.headers["retry-after"]) >= 1
 
 
+@pytest.mark.parametrize("strategy", ["moving-window", "sliding-window-counter"])
+def test_memory_strategies_count_across_event_loops(strategy: str) -> None:
+    """On memory://, requests run on several event loops (a plain Starlette TestClient
+    starts one per request) share one counter store: 2/minute lets 2 through, not 4."""
+    from starlette.testclient import TestClient
+
+    from redis_middleware.asgi import RateLimitMiddleware
+
+    app = RateLimitMiddleware(apps.asgi_app(), make_settings("memory://"),
+                              limit="2/minute", strategy=strategy)
+    client = TestClient(app)  # no ``with``: a new event loop for every request
+    statuses = [client.get("/noop").status_code for _ in range(4)]
+    assert statuses == [200, 200, 429, 429]
+
+
 def test_high_concurrency_admits_exactly_n(make_client: Clients) -> None:
     client = make_client("RateLimitMiddleware", limit="25/minute")
     with ThreadPoolExecutor(16) as pool:
