@@ -266,6 +266,11 @@ class Settings:
         "Which headers: `legacy` (X-RateLimit-*), `draft` (IETF RateLimit-Policy/RateLimit), "
         "`both` or `none`.",
     )
+    ratelimit_reset: str = _setting(
+        "seconds", "REDIS_MIDDLEWARE_RATELIMIT_RESET", p.parse_str,
+        "`X-RateLimit-Reset` as `seconds` until the window resets (the IETF draft's "
+        "meaning) or as an `epoch` timestamp (what slowapi, Flask-Limiter and GitHub send).",
+    )
     ratelimit_fail: str = _setting(
         "open", "REDIS_MIDDLEWARE_RATELIMIT_FAIL", p.parse_str,
         "When Redis fails: `open` lets requests through; `closed` answers 503.",
@@ -476,6 +481,7 @@ class Settings:
         choices = {
             "ratelimit_strategy": STRATEGIES,
             "ratelimit_headers": ("legacy", "draft", "both", "none"),
+            "ratelimit_reset": ("seconds", "epoch"),
             "ratelimit_fail": FAIL_MODES,
         }
         for name, allowed in choices.items():

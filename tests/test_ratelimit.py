@@ -162,6 +162,17 @@ def test_dry_run_limits_nothing(make_client: Clients, caplog: pytest.LogCaptureF
     assert any("dry run" in r.message for r in caplog.records)
 
 
+def test_reset_as_an_epoch_timestamp(make_client: Clients) -> None:
+    """``ratelimit_reset="epoch"``: X-RateLimit-Reset is when the window resets, as
+    slowapi, Flask-Limiter and GitHub send it; Retry-After stays in seconds."""
+    client = make_client("RateLimitMiddleware", limit="1/minute", reset="epoch")
+    before = time.time()
+    first = client.get("/noop")
+    assert before + 1 <= int(first.headers["x-ratelimit-reset"]) <= time.time() + 61
+    blocked = client.get("/noop")
+    assert blocked.status_code == 429 and 1 <= int(blocked.headers["retry-after"]) <= 60
+
+
 def test_draft_headers(make_client: Clients) -> None:
     response = make_client("RateLimitMiddleware", limit="5/minute", headers="draft").get("/noop")
     assert response.headers["ratelimit"] == '"5-per-60s";r=4;t=60'

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -157,6 +158,7 @@ class RateLimitCore:
         )
         self.key_kind: str = "custom" if self.key_func else s.ratelimit_key
         self.legacy = s.ratelimit_headers in ("legacy", "both")
+        self.epoch_reset = s.ratelimit_reset == "epoch"
         self.draft = s.ratelimit_headers in ("draft", "both")
         self.dry_run = s.ratelimit_dry_run
         # Fixed windows are counted by our own script, in the shared round trips; the
@@ -278,9 +280,10 @@ class RateLimitCore:
         items = check.rule.items
         out: list[tuple[str, str]] = []
         if self.legacy:
+            at = math.ceil(time.time()) + reset if self.epoch_reset else reset
             out += [("X-RateLimit-Limit", str(items[worst].amount)),
                     ("X-RateLimit-Remaining", str(left)),
-                    ("X-RateLimit-Reset", str(reset))]
+                    ("X-RateLimit-Reset", str(at))]
         if self.draft:  # draft-ietf-httpapi-ratelimit-headers: structured fields
             rule = check.rule
             out += [("RateLimit-Policy", rule.draft_policy),
