@@ -266,6 +266,17 @@ class Settings:
         "Which headers: `legacy` (X-RateLimit-*), `draft` (IETF RateLimit-Policy/RateLimit), "
         "`both` or `none`.",
     )
+    ratelimit_default_stacks: bool = _setting(
+        False, "REDIS_MIDDLEWARE_RATELIMIT_DEFAULT_STACKS", p.parse_bool,
+        "`true`: the default limit also applies on paths that have their own rule (both "
+        "are counted, as Flask-Limiter's `override_defaults=False`); `false`: a route's "
+        "rule replaces the default there.",
+    )
+    ratelimit_per_method: bool = _setting(
+        False, "REDIS_MIDDLEWARE_RATELIMIT_PER_METHOD", p.parse_bool,
+        "`true`: separate counters per HTTP method (Flask-Limiter's `per_method`): a "
+        "GET and a POST to one rule do not share its budget.",
+    )
     ratelimit_reset: str = _setting(
         "seconds", "REDIS_MIDDLEWARE_RATELIMIT_RESET", p.parse_str,
         "`X-RateLimit-Reset` as `seconds` until the window resets (the IETF draft's "

@@ -173,6 +173,37 @@ def test_reset_as_an_epoch_timestamp(make_client: Clients) -> None:
     assert blocked.status_code == 429 and 1 <= int(blocked.headers["retry-after"]) <= 60
 
 
+@pytest.mark.parametrize("strategy", ["fixed-window", "moving-window"])
+def test_the_default_limit_can_stack_with_route_rules(make_client: Clients,
+                                                      strategy: str) -> None:
+    """``default_stacks=True`` (Flask-Limiter's ``override_defaults=False``): a path with
+    its own rule is counted by the default too, and shares the default's budget."""
+    client = make_client("RateLimitMiddleware", limit="3/minute", rules={"/get": "10/minute"},
+                         default_stacks=True, strategy=strategy)
+    assert [client.get("/get").status_code for _ in range(2)] == [200, 200]
+    assert client.get("/noop").status_code == 200  # the third of the default's 3
+    blocked = client.get("/get")
+    assert blocked.status_code == 429 and blocked.headers["x-ratelimit-limit"] == "3"
+    replaced = make_client("RateLimitMiddleware", limit="3/minute",
+                           rules={"/get": "10/minute"}, strategy=strategy)
+    assert [replaced.get("/get").status_code for _ in range(4)] == [200] * 4
+
+
+@pytest.mark.parametrize("strategy", ["fixed-window", "sliding-window-counter"])
+def test_counters_per_method(make_client: Clients, strategy: str) -> None:
+    """``per_method=True`` (Flask-Limiter's ``per_method``): GET and POST each have the
+    rule's budget."""
+    client = make_client("RateLimitMiddleware", rules={"/set": "2/minute"},
+                         per_method=True, strategy=strategy)
+    assert [client.get("/set").status_code for _ in range(3)] == [200, 200, 429]
+    assert [client.post("/set", json={"a": 1}).status_code for _ in range(3)] == [
+        200, 200, 429]
+    shared = make_client("RateLimitMiddleware", rules={"/set": "2/minute"}, strategy=strategy)
+    shared.get("/set")
+    shared.get("/set")
+    assert shared.post("/set", json={"a": 1}).status_code == 429
+
+
 def test_draft_headers(make_client: Clients) -> None:
     response = make_client("RateLimitMiddleware", limit="5/minute", headers="draft").get("/noop")
     assert response.headers["ratelimit"] == '"5-per-60s";r=4;t=60'

@@ -24,7 +24,7 @@ from redis_middleware.sansio.request import RequestInfo
         pytest.param("/api/*", "/api/a/b", True, id="wildcard-below"),
         pytest.param("/api/*", "/apix", False, id="wildcard-not-prefix-string"),
         pytest.param("/login", "/login", True, id="exact"),
-        pytest.param("/login", "/login/", False, id="exact-trailing-slash"),
+        pytest.param("/login", "/login/", True, id="exact-trailing-slash-routes-there-too"),
         pytest.param("/", "/", True, id="root"),
         pytest.param("/*", "/anything/at/all", True, id="root-wildcard"),
         pytest.param("/a.b", "/aXb", False, id="dots-are-literal"),
@@ -168,3 +168,21 @@ def test_rules_from_the_environment() -> None:
     assert s.ratelimit_exempt == ("/health", "/static/*")
     with pytest.raises(ConfigError, match="RATELIMIT_RULES"):
         Settings.from_env({"REDIS_MIDDLEWARE_RATELIMIT_RULES": "[1, 2]"})
+
+
+def test_per_method_usage_and_reset_cover_every_method() -> None:
+    """The CLI's show/reset see per-method counters: show lists the used ones, reset
+    deletes them all."""
+    from redis_middleware.sansio.flow import run_pure
+    from redis_middleware.sansio.ratelimit import RateLimitCore
+
+    from .sansio.helpers import settings
+
+    core = RateLimitCore(settings(ratelimit_rules={"/x": "2/minute"}, ratelimit_per_method=True))
+    n = len(core._all_rules()) * 7  # seven methods, one limit per rule
+    answers = []
+    for i in range(n):
+        answers += [b"1" if i == 0 else None, 30_000 if i == 0 else -2]
+    usage = run_pure(core.usage_flow("ip:1.2.3.4"), [answers])
+    assert list(usage) == ["/x GET"] and usage["/x GET"][0].used == 1
+    assert run_pure(core.reset_flow("ip:1.2.3.4"), [[1] + [0] * (n - 1)]) == 1

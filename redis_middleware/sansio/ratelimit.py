@@ -68,6 +68,9 @@ class Rule:
     methods: frozenset[str] | None
     fail_closed: bool
     key: str | None = None  # the rule's own identity kind (None: the default)
+    # Per limit, the rule whose counter it uses and its index there (default: this rule's
+    # own). A route rule with the default stacked on it counts the default's counters.
+    sources: tuple[tuple[str, int], ...] = ()
     # Decided once per rule, not per request: window seconds, the fixed-window script's
     # arguments, and the draft headers' names and policy.
     windows: tuple[int, ...] = field(init=False, compare=False, repr=False)
@@ -76,6 +79,9 @@ class Rule:
     draft_policy: str = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
+        if not self.sources:
+            object.__setattr__(self, "sources", tuple((self.name, i)
+                                                      for i in range(len(self.items))))
         windows = tuple(_window(item) for item in self.items)
         names = tuple(f'"{item.amount}-per-{w}s"' for item, w in zip(self.items, windows,
                                                                        strict=True))
@@ -100,6 +106,7 @@ class Check:
     rule: Rule
     identity: str
     keys: tuple[str, ...]
+    scope: str = ""  # the method, when counters are kept per method
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,10 +155,12 @@ class RateLimitCore:
         default_items = parse_limits(s.ratelimit_limit)
         if default_items:
             self.default = Rule("default", default_items, 1, None, fail_closed)
+        stack = self.default if s.ratelimit_default_stacks else None
         self.rules: RouteTable[Rule] = RouteTable(
-            (pattern, self._compile(pattern, spec, fail_closed))
+            (pattern, self._compile(pattern, spec, fail_closed, stack))
             for pattern, spec in s.ratelimit_rules
         )
+        self.per_method = s.ratelimit_per_method
         self.exempt = [PathPattern.compile(p) for p in s.ratelimit_exempt]
         self.key_func: Callable[[RequestInfo], Any] | None = (
             s.ratelimit_key if callable(s.ratelimit_key) else None
@@ -164,17 +173,25 @@ class RateLimitCore:
         # Fixed windows are counted by our own script, in the shared round trips; the
         # other strategies by the limits library (``_redis.strategies``).
         self.fixed_window = s.ratelimit_strategy == "fixed-window"
-        self._key_cache: dict[tuple[str, str], tuple[str, ...]] = {}
+        self._key_cache: dict[tuple[str, str, str], tuple[str, ...]] = {}
 
     @staticmethod
-    def _compile(pattern: str, spec: RuleSpec, fail_closed: bool) -> Rule:
+    def _compile(pattern: str, spec: RuleSpec, fail_closed: bool, stack: Rule | None
+                 ) -> Rule:
+        """A route rule; with ``stack``, the default's limits counted on top of its own
+        (Flask-Limiter's ``override_defaults=False``)."""
+        items = parse_limits(spec.limit)
+        sources = tuple((pattern, i) for i in range(len(items)))
+        if stack is not None:
+            items, sources = (*items, *stack.items), (*sources, *stack.sources)
         return Rule(
             name=pattern,
-            items=parse_limits(spec.limit),
+            items=tuple(items),
             cost=spec.cost,
             methods=frozenset(spec.methods) if spec.methods else None,
             fail_closed=fail_closed if spec.fail is None else spec.fail == "closed",
             key=spec.key,
+            sources=tuple(sources),
         )
 
     # -- what applies -----------------------------------------------------------
@@ -220,18 +237,25 @@ class RateLimitCore:
         identity = self.identity(request, user, self.kind_for(rule))
         if identity is None:
             return None
-        return Check(rule, identity, self.counter_keys(rule, identity))
+        scope = request.method if self.per_method else ""
+        return Check(rule, identity, self.counter_keys(rule, identity, scope), scope)
 
-    def counter_keys(self, rule: Rule, identity: str) -> tuple[str, ...]:
-        cached = self._key_cache.get((rule.name, identity))
+    def counter_keys(self, rule: Rule, identity: str, scope: str = "") -> tuple[str, ...]:
+        """The counters of ``rule`` for ``identity`` (``scope``: the method, per method)."""
+        cached = self._key_cache.get((rule.name, identity, scope))
         if cached is None:
             if len(self._key_cache) >= 10_000:  # bounded: forget the oldest
                 self._key_cache.pop(next(iter(self._key_cache)))
-            cached = self._key_cache[(rule.name, identity)] = tuple(
-                self.keys.ratelimit(identity, rule.name, f"{item.amount}-{_window(item)}")
-                for item in rule.items
+            cached = self._key_cache[(rule.name, identity, scope)] = tuple(
+                self.keys.ratelimit(identity, counter_name(source, scope),
+                                    f"{item.amount}-{_window(item)}")
+                for item, (source, _) in zip(rule.items, rule.sources, strict=True)
             )
         return cached
+
+    def _scopes(self) -> tuple[str, ...]:
+        """Every scope a counter may have (the methods, when counted per method)."""
+        return _METHODS if self.per_method else ("",)
 
     # -- counting (fixed window) ----------------------------------------------------
     def fixed_window_flow(self, check: Check) -> Flow[Decision]:
@@ -303,33 +327,45 @@ class RateLimitCore:
 
     def usage_flow(self, identity: str) -> Flow[dict[str, list[Usage]]]:
         """Every rule's counters for ``identity`` (fixed window)."""
-        rules = self._all_rules()
+        rules = [(rule, scope) for rule in self._all_rules() for scope in self._scopes()]
         ops = []
-        for rule in rules:
-            for key in self.counter_keys(rule, identity):
+        for rule, scope in rules:
+            for key in self.counter_keys(rule, identity, scope):
                 ops += [Call.of("GET", key), Call.of("PTTL", key)]
         answers = yield tuple(ops)
         out: dict[str, list[Usage]] = {}
         i = 0
-        for rule in rules:
+        for rule, scope in rules:
             for item in rule.items:
                 used = int(answers[i] or 0)
                 ttl = int(answers[i + 1])
                 i += 2
-                out.setdefault(rule.name, []).append(Usage(
+                if scope and not used:
+                    continue  # a method never used: nothing to show
+                out.setdefault(counter_name(rule.name, scope), []).append(Usage(
                     describe(item), item.amount, used, max(0, item.amount - used),
                     max(0, math.ceil(ttl / 1000)) if ttl > 0 else 0))
         return out
 
     def reset_flow(self, identity: str) -> Flow[int]:
         """Delete every counter of ``identity``; returns how many existed."""
-        keys = [k for rule in self._all_rules() for k in self.counter_keys(rule, identity)]
+        keys = list(dict.fromkeys(k for rule in self._all_rules() for scope in self._scopes()
+                                  for k in self.counter_keys(rule, identity, scope)))
         if not keys:
             return 0
         answers = yield tuple(Call.of("DEL", k) for k in keys)  # one per key: Cluster slots
         return sum(int(a) for a in answers)
 
 
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def counter_name(rule: str, scope: str) -> str:
+    """The name a rule's counters carry: the rule's, plus the method when per method."""
+    return f"{rule} {scope}" if scope else rule
+
+
 def limits_key(check: Check, item_index: int) -> tuple[str, ...]:
     """Identifiers for the ``limits`` strategies: escaped, so keys stay in our namespace."""
-    return escape(check.identity), escape(check.rule.name), str(item_index)
+    source, index = check.rule.sources[item_index]
+    return escape(check.identity), escape(counter_name(source, check.scope)), str(index)
