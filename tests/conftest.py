@@ -60,7 +60,8 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def client(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
+        # RESP2: the admin client must also reach servers that refuse HELLO.
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5, protocol=2)
 
 
 def start_redis_server(workdir: Path, *extra: str, port: int | None = None) -> RedisServer:

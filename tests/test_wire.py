@@ -332,3 +332,32 @@ def test_resp2_on_request_matches_a_resp2_redis_py_client(redis_server: RedisSer
             assert theirs[5] == 1.5  # ZSCORE: a bulk string in RESP2, made a float by redis-py
         finally:
             wire.close()
+
+
+@pytest.mark.real_redis
+@pytest.mark.parametrize("interface", ["asgi", "wsgi"])
+def test_a_server_that_refuses_hello_and_setname_still_works(
+        interface: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """RESP2-only proxies and managed services that rename HELLO or CLIENT away: the
+    built-in client falls back to RESP2 and an unnamed connection, logs each once, and
+    every component works (sessions, limits, cache)."""
+    from .conftest import Clients
+
+    server = start_redis_server(tmp_path, "--rename-command", "HELLO", "",
+                                "--rename-command", "CLIENT", "")
+    settings = make_settings(server.url)
+    clients = Clients(interface, settings)
+    try:
+        with caplog.at_level("WARNING", logger="redis_middleware"):
+            client = clients("RedisMiddleware", limit="5/minute", routes={"/c/*": 60})
+            assert client.post("/set", json={"a": 1}).status_code == 200
+            assert client.get("/get").json() == {"a": 1}
+            client.get("/c/item")
+            assert client.get("/c/item").headers["x-cache"] == "HIT"
+            assert client.get("/noop").headers["x-ratelimit-remaining"] == "0"
+        messages = [r.getMessage() for r in caplog.records]
+        assert sum("refuses HELLO" in m for m in messages) == 1
+        assert sum("refuses CLIENT SETNAME" in m for m in messages) == 1
+    finally:
+        clients.close()
+        stop_redis_server(server)

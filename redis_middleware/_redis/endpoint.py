@@ -23,7 +23,8 @@ from __future__ import annotations
 import ssl
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 from typing import Any
 
 import hiredis
@@ -37,6 +38,26 @@ __all__ = ["CLIENT_NAME", "Endpoint", "endpoint_for"]
 
 Command = tuple[Any, ...]
 CLIENT_NAME = "redis-middleware"  # as CLIENT LIST shows our connections
+logger = logging.getLogger("redis_middleware")
+
+
+class Negotiated:
+    """What one server turned out to accept, learned by the first connection: RESP2
+    when it refuses ``HELLO`` (RESP2-only proxies, renamed commands), no client name
+    when it refuses ``CLIENT SETNAME``. Shared by every connection to that endpoint."""
+
+    __slots__ = ("named", "protocol")
+
+    def __init__(self) -> None:
+        self.protocol: int | None = None
+        self.named = True
+
+
+def _refused(reply: Any) -> bool:
+    """An error reply that means the command does not exist here (not a bad password)."""
+    text = str(reply)
+    return isinstance(reply, Exception) and not isinstance(reply, rex.ConnectionError) and (
+        "unknown command" in text.lower() or text.startswith("NOPROTO"))
 Replies = list[Any]
 
 # The URL options implemented here. A URL carrying any other option is served by
@@ -108,15 +129,21 @@ class Endpoint:
     tls: RedisSSLContext | None
     connect_timeout: float
     timeout: float
+    negotiated: Negotiated = field(default_factory=Negotiated, compare=False, repr=False)
 
     @property
     def where(self) -> str:
         return self.path or f"{self.host}:{self.port}"
 
+    @property
+    def current_protocol(self) -> int:
+        """The protocol connections speak: the URL's, unless the server refused RESP3."""
+        return self.negotiated.protocol or self.protocol
+
     def setup(self) -> list[Command]:
         """The commands that open a session: protocol, credentials, name, database."""
         out: list[Command] = []
-        if self.protocol == 3:
+        if self.current_protocol == 3:
             hello: list[Any] = ["HELLO", 3]
             if self.password is not None:
                 hello += ["AUTH", self.username or "default", self.password]
@@ -124,17 +151,31 @@ class Endpoint:
         else:
             if self.password is not None:
                 out.append(("AUTH", *((self.username,) if self.username else ()), self.password))
-            out.append(("CLIENT", "SETNAME", CLIENT_NAME))
+            if self.negotiated.named:
+                out.append(("CLIENT", "SETNAME", CLIENT_NAME))
         if self.db:
             out.append(("SELECT", self.db))
         return out
 
-    def check_setup(self, replies: Replies) -> None:
-        for reply in replies:
+    def check_setup(self, replies: Replies) -> bool:
+        """Whether the session is ready; False: the server refused ``HELLO``, so the
+        caller sends :meth:`setup` again on the same connection, now in RESP2."""
+        first = replies[0] if replies else None
+        if self.current_protocol == 3 and _refused(first):
+            self.negotiated.protocol = 2
+            logger.warning("Redis at %s refuses HELLO (%s): speaking RESP2", self.where, first)
+            return False
+        for command, reply in zip(self.setup(), replies, strict=False):
+            if command[:2] == ("CLIENT", "SETNAME") and _refused(reply):
+                self.negotiated.named = False  # a name is a courtesy, not a need
+                logger.warning("Redis at %s refuses CLIENT SETNAME (%s): connections stay "
+                               "unnamed", self.where, reply)
+                continue
             if isinstance(reply, rex.ConnectionError):  # AuthenticationError is one
                 raise reply
             if isinstance(reply, Exception):
                 raise rex.ConnectionError(f"Redis at {self.where} refused the session: {reply}")
+        return True
 
     def ssl_context(self) -> ssl.SSLContext | None:
         if self.tls is None:

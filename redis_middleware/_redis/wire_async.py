@@ -125,7 +125,6 @@ class AsyncWire:
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
         self._conn: _AsyncConnection | None = None
-        self._protocol = endpoint.protocol
         self._lock: asyncio.Lock | None = None
 
     async def execute(self, commands: Sequence[Command]) -> Replies:
@@ -134,7 +133,7 @@ class AsyncWire:
         if conn is None or conn.closed:
             conn = await self._connected()
         replies = await conn.send(commands)
-        return _finish(commands, replies, self._protocol)
+        return _finish(commands, replies, self.endpoint.current_protocol)
 
     async def _connected(self) -> _AsyncConnection:
         if self._lock is None:
@@ -160,7 +159,9 @@ class AsyncWire:
         except (OSError, asyncio.TimeoutError, TimeoutError) as exc:
             raise rex.ConnectionError(f"Error connecting to {ep.where}: {exc!r}") from exc
         try:
-            ep.check_setup(await conn.send(ep.setup()))
+            for _ in range(2):  # twice only when the server refused HELLO (then RESP2)
+                if ep.check_setup(await conn.send(ep.setup())):
+                    break
         except BaseException:
             conn.fail(rex.ConnectionError("session setup failed"))
             raise

@@ -48,9 +48,11 @@ class _SyncConnection:
         else:
             sock.settimeout(ep.timeout)
         self.sock = sock
-        setup = ep.setup()
         try:
-            ep.check_setup(self.round_trip(_pack(setup), len(setup)))
+            for _ in range(2):  # twice only when the server refused HELLO (then RESP2)
+                setup = ep.setup()
+                if ep.check_setup(self.round_trip(_pack(setup), len(setup))):
+                    break
         except BaseException:
             self.close()
             raise
@@ -107,7 +109,7 @@ class SyncWire:
         if self._pid != os.getpid():  # a forked child: never share the parent's sockets
             self._reset()
         replies = self._round_trip(_pack(commands), len(commands))
-        return _finish(commands, replies, self.endpoint.protocol)
+        return _finish(commands, replies, self.endpoint.current_protocol)
 
     def _take(self) -> _SyncConnection | None:
         """An idle connection, or None: the caller may open one (it was counted)."""
