@@ -20,10 +20,10 @@ parses replies. Cluster, Sentinel, ``memory://`` and Pub/Sub stay on redis-py.
 
 from __future__ import annotations
 
+import logging
 import ssl
 import sys
 from collections.abc import Callable, Sequence
-import logging
 from dataclasses import dataclass, field
 from typing import Any
 
