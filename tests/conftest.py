@@ -87,8 +87,13 @@ def start_redis_server(workdir: Path, *extra: str, port: int | None = None) -> R
         except redis.exceptions.ConnectionError:
             if time.monotonic() > deadline or proc.poll() is not None:
                 proc.kill()
+                proc.wait()
                 raise RuntimeError("redis-server did not start") from None
             time.sleep(0.05)
+        except BaseException:
+            proc.kill()  # never leave a server behind
+            proc.wait()
+            raise
 
 
 def stop_redis_server(server: RedisServer) -> None:
