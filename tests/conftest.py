@@ -59,9 +59,10 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def client(self) -> redis.Redis:
-        # RESP2: the admin client must also reach servers that refuse HELLO.
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5, protocol=2)
+    def client(self, protocol: int = 2) -> redis.Redis:
+        # RESP2 by default: the admin client must also reach servers that refuse HELLO.
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5,
+                           protocol=protocol)
 
 
 def start_redis_server(workdir: Path, *extra: str, port: int | None = None) -> RedisServer:

@@ -53,7 +53,7 @@ def _parity_keys(admin: redis.Redis) -> None:
 def test_replies_match_redis_py_exactly(redis_server: RedisServer) -> None:
     """The same commands from the same state: redis-py's replies, then ours."""
     wire = SyncWire(endpoint(redis_server.url), 4)
-    with redis_server.client() as admin:
+    with redis_server.client(protocol=3) as admin:  # the protocol our client speaks
         try:
             _parity_keys(admin)
             theirs = [admin.execute_command(*command) for command in PARITY]
