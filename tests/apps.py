@@ -96,6 +96,7 @@ async def _text(request: Request) -> Response:
 
 
 ignore_conditionals = False  # True: an app that always answers 200
+write_session = False  # True: the /c/ endpoints write to the session
 
 
 def cache_handle(path: str, query: dict[str, str], session: Any,
@@ -108,6 +109,8 @@ def cache_handle(path: str, query: dict[str, str], session: Any,
     """
     calls[path] = calls.get(path, 0) + 1
     n = calls[path]
+    if write_session and session is not None:
+        session["w"] = "1"
     if "etag" in query and if_none_match is not None and not ignore_conditionals and query[
             "etag"] in (
             t.strip() for t in if_none_match.split(",")):

@@ -170,6 +170,26 @@ def test_revalidation_and_background_refresh_in_the_stack(make_client: Clients) 
     assert apps.calls["/c/item"] == 4  # two first responses, one 304, one refresh
 
 
+def test_a_revalidated_answer_keeps_the_sessions_cookie(
+        make_client: Clients, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The app writes the session while answering a revalidation with 304: the client
+    gets the stored body *and* the session's Set-Cookie, and the entry is not updated
+    from a response that touched the session."""
+    client = stack(make_client)
+    target = "/c/item?cc=max-age%3D1&etag=%22v1%22"
+    first = client.get(target)
+    time.sleep(1.2)
+    monkeypatch.setattr(apps, "write_session", True)
+    answer = client.get(target)
+    assert answer.headers["x-cache"] == "REVALIDATED" and answer.content == first.content
+    assert "set-cookie" in answer.headers and "x-ratelimit-limit" in answer.headers
+    assert client.get("/get").json() == {"w": "1"}
+    client.cookies.clear()
+    monkeypatch.setattr(apps, "write_session", False)
+    assert client.get(target).headers["x-cache"] == "REVALIDATED"  # still stale: not stored
+    assert apps.calls["304"] == 2
+
+
 @pytest.mark.parametrize("interface", ["asgi", "wsgi"])
 def test_a_component_redis_refuses_does_not_fail_the_others(interface: str,
                                                             own_server: Any) -> None:

@@ -600,7 +600,8 @@ class CacheCore:
             now <= entry.fresh_until + entry.sie)
 
     def freshened(self, plan: CachePlan, entry: Entry, headers: Sequence[tuple[str, str]],
-                  request_time: float, response_time: float) -> tuple[Entry, Verdict] | None:
+                  request_time: float, response_time: float, session_touched: bool = False
+                  ) -> tuple[Entry, Verdict] | None:
         """4.3.4: ``entry`` updated by the app's 304, and its verdict (None: the 304 is
         for another representation, or the updated response may not be stored)."""
         etag = next((v for k, v in headers if k.lower() == "etag"), "")
@@ -608,8 +609,8 @@ class CacheCore:
             return None
         merged = updated_fields(entry.headers, headers, self.own_targets)
         ages = tuple((k, v) for k, v in headers if k.lower() == "age")
-        verdict = self.verdict(plan, entry.status, (*merged, *ages), False, request_time,
-                               response_time)
+        verdict = self.verdict(plan, entry.status, (*merged, *ages), session_touched,
+                               request_time, response_time)
         if not verdict.store:
             return None
         return self.entry_of(verdict, entry.status, merged, entry.body, response_time), verdict
@@ -818,14 +819,16 @@ class Capture:
         else:
             yield from self.core.release_flow(self.plan, self.lookup)
 
-    def revalidated(self, headers: list[tuple[str, str]]) -> tuple[Entry, Flow[None]]:
+    def revalidated(self, headers: list[tuple[str, str]], session_touched: bool = False
+                    ) -> tuple[Entry, Flow[None]]:
         """The app confirmed the stored entry (304): the entry to serve, and the flow that
-        stores its updated fields (or releases the guard)."""
+        stores its updated fields (or releases the guard: a 304 for another ETag, or one
+        from a request that read the session, is served but not stored)."""
         entry = self.revalidating
         assert entry is not None and self.lookup is not None
         self.response_time = time.time()
         found = self.core.freshened(self.plan, entry, headers, self.request_time,
-                                    self.response_time)
+                                    self.response_time, session_touched)
         lookup = self.lookup
         self.lookup = None  # decided now
         if found is None:

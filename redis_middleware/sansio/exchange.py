@@ -40,6 +40,9 @@ class Reply:
     add: Headers = ()
     drop: frozenset[str] = frozenset()  # lower-case names removed from the app's headers
     replace: Response | None = None  # send this instead of the app's whole response
+    # The replacement still carries the other parts' headers (a revalidated entry gets
+    # the session's Set-Cookie); a 503 does not.
+    merge: bool = False
 
     def apply(self, headers: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
         """The app's (WSGI) headers with this reply's changes."""
@@ -143,11 +146,17 @@ class Exchange:
             replies = yield from gather(*(p.start_flow(status, headers) for p in self.parts))
         add: list[tuple[str, str]] = []
         drop: frozenset[str] = frozenset()
+        merged: Response | None = None  # a replacement that keeps the others' headers
         for reply in replies:
             if reply.replace is not None:
-                return Reply(replace=reply.replace.with_headers(self.extra))
+                if not reply.merge:
+                    return Reply(replace=reply.replace.with_headers(self.extra))
+                merged = merged or reply.replace
+                continue
             add += reply.add
             drop |= reply.drop
+        if merged is not None:
+            return Reply(replace=merged.with_headers((*add, *self.extra)))
         return Reply((*add, *self.extra), drop)
 
     def body(self, chunk: bytes, more: bool) -> None:
@@ -272,11 +281,11 @@ class CachePart:
                     log_incident("cache", "cache entry not invalidated: %s", exc)
             return _NOTHING
         if status == 304 and self.conditional:
-            entry, store = capture.revalidated(list(headers))
+            entry, store = capture.revalidated(list(headers), self.session_touched())
             yield from self._finish_flow(store)
             code, served, body = self.core.hit(self.plan, entry, self.head,
                                                outcome="revalidated")
-            return Reply(replace=Response(code, tuple(served), body))
+            return Reply(replace=Response(code, tuple(served), body), merge=True)
         added = capture.start(status, list(headers), self.session_touched()) or []
         if not capture.storing and capture.lookup is not None:
             yield from self._finish(capture)  # decided now: free the guard with the rest
