@@ -24,7 +24,7 @@ from .sansio.patterns import PathPattern
 from .sansio.rules import (
     FAIL_MODES,
     FRESHNESS_MODES,
-    IDENTITY_KINDS,
+    IDENTITY_CHOICES,
     STRATEGIES,
     CacheRouteSpec,
     RuleSpec,
@@ -34,6 +34,7 @@ from .sansio.rules import (
     parse_cache_routes_env,
     parse_limits,
     parse_rules_env,
+    valid_identity,
 )
 
 __all__ = ["Settings"]
@@ -245,7 +246,10 @@ class Settings:
     )
     ratelimit_key: Any = _setting(  # noqa: RUF009 (str or callable)
         "ip", "REDIS_MIDDLEWARE_RATELIMIT_KEY", p.parse_str,
-        "Whom a limit counts: `ip`, `user`, `user_or_ip` (or, in code, a callable).",
+        "Whom a limit counts: `ip`, `user`, `user_or_ip`, `bearer` (the token of "
+        "`Authorization: Bearer`, hashed), `header:<Name>` (that header's value, hashed: "
+        "an API key), or, in code, a callable. `bearer` and `header:` count a request "
+        "without one by IP.",
     )
     ratelimit_rules: tuple[tuple[str, RuleSpec], ...] = _setting(
         (), "REDIS_MIDDLEWARE_RATELIMIT_RULES", parse_rules_env,
@@ -487,8 +491,8 @@ class Settings:
             except ValueError as exc:
                 self._fail("ratelimit_exempt", str(exc))
         key = self.ratelimit_key
-        if not callable(key) and key not in IDENTITY_KINDS:
-            self._fail("ratelimit_key", f"must be {one_of((*IDENTITY_KINDS, 'a callable'))}")
+        if not callable(key) and not valid_identity(key):
+            self._fail("ratelimit_key", f"must be {one_of((*IDENTITY_CHOICES, 'a callable'))}")
         choices = {
             "ratelimit_strategy": STRATEGIES,
             "ratelimit_headers": ("legacy", "draft", "both", "none"),

@@ -325,3 +325,25 @@ def test_fail_open_and_fail_closed(interface: str, strategy: str, tmp_path: Any)
     finally:
         clients.close()
         stop_redis_server(server)
+
+
+@pytest.mark.parametrize("kind", ["bearer", "header:X-Api-Key"])
+def test_limits_per_credential_stay_hashed_in_the_namespace(
+        make_client: Clients, settings: Settings, kind: str) -> None:
+    """An API limited per token or API key: each credential has its own budget; hostile
+    values (long, odd bytes, key syntax) become hashed keys inside our namespace."""
+    client = make_client("RateLimitMiddleware", limit="2/minute", key=kind)
+
+    def send(value: str) -> int:
+        header = (b"authorization", f"Bearer {value}".encode("latin-1")) if (
+            kind == "bearer") else (b"x-api-key", value.encode("latin-1"))
+        return int(client.get("/noop", headers=[header]).status_code)
+
+    assert [send("alpha") for _ in range(3)] == [200, 200, 429]
+    assert send("beta") == 200
+    hostile = ["{tag}:x*", "a" * 3000, "\u00ff\u00fe; drop", "x:y:{z}"]
+    for value in hostile:
+        assert send(value) == 200
+    keys = audit_keyspace(settings)
+    assert keys and all(value not in key for key in keys for value in [
+        "alpha", "beta", *hostile])

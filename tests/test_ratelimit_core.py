@@ -186,3 +186,56 @@ def test_per_method_usage_and_reset_cover_every_method() -> None:
     usage = run_pure(core.usage_flow("ip:1.2.3.4"), [answers])
     assert list(usage) == ["/x GET"] and usage["/x GET"][0].used == 1
     assert run_pure(core.reset_flow("ip:1.2.3.4"), [[1] + [0] * (n - 1)]) == 1
+
+
+@pytest.mark.parametrize(
+    ("kind", "headers", "identity"),
+    [
+        pytest.param("bearer", (("authorization", "Bearer tok-1"),), "bearer:", id="bearer"),
+        pytest.param("bearer", (("authorization", "bearer   tok-1  "),), "bearer:",
+                     id="bearer-any-case-and-spaces"),
+        pytest.param("bearer", (("authorization", "Basic dTpw"),), "ip:1.2.3.4",
+                     id="another-scheme-counts-by-ip"),
+        pytest.param("bearer", (), "ip:1.2.3.4", id="no-token-counts-by-ip"),
+        pytest.param("header:X-Api-Key", (("x-api-key", "k-1"),), "header:x-api-key:",
+                     id="api-key-header"),
+        pytest.param("header:X-Api-Key", (("x-api-key", "k" * 5000),), "ip:1.2.3.4",
+                     id="an-oversized-value-is-no-credential"),
+    ],
+)
+def test_credential_identities(kind: str, headers: tuple[tuple[str, str], ...],
+                               identity: str) -> None:
+    """``bearer`` and ``header:<Name>``: the credential, hashed; none: the address."""
+    from redis_middleware.sansio.ratelimit import RateLimitCore
+
+    from .sansio.helpers import request, settings
+
+    core = RateLimitCore(settings(ratelimit_limit="5/minute", ratelimit_key=kind))
+    found = core.identity(request(headers=headers), lambda: None, kind)
+    assert found is not None and found.startswith(identity)
+    if not identity.startswith("ip:"):
+        assert len(found) == len(identity) + 32 and "tok-1" not in found and "k-1" not in found
+
+
+def test_the_same_credential_is_the_same_bucket() -> None:
+    from redis_middleware.sansio.ratelimit import RateLimitCore
+
+    from .sansio.helpers import request, settings
+
+    core = RateLimitCore(settings(ratelimit_limit="5/minute", ratelimit_key="bearer"))
+    one = core.identity(request(headers=(("authorization", "Bearer a"),)), lambda: None)
+    again = core.identity(request(headers=(("authorization", "Bearer a"),), peer="9.9.9.9"),
+                          lambda: None)
+    other = core.identity(request(headers=(("authorization", "Bearer b"),)), lambda: None)
+    assert one == again != other
+
+
+def test_identity_kinds_are_validated() -> None:
+    from redis_middleware import ConfigError, Settings
+
+    assert Settings(redis_url="memory://", ratelimit_key="header:X-Api-Key").ratelimit_key
+    with pytest.raises(ConfigError):
+        Settings(redis_url="memory://", ratelimit_key="header:bad name")
+    with pytest.raises(ConfigError):
+        Settings(redis_url="memory://", ratelimit_rules={"/x": {"limit": "1/minute",
+                                                                "key": "cookie:x"}})

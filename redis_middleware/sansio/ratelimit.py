@@ -10,6 +10,7 @@ counters of one identity share a Cluster hash slot.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
@@ -219,6 +220,11 @@ class RateLimitCore:
         if kind == "custom" and self.key_func is not None:
             value = self.key_func(request)
             return None if value is None else "custom:" + str(value)
+        if kind == "bearer" or kind.startswith("header:"):
+            credential = credential_of(request, kind)
+            if credential is not None:
+                return credential
+            kind = "ip"  # no credential: counted by address, like any anonymous client
         if kind != "ip":
             uid = user()
             if uid is not None:
@@ -358,6 +364,27 @@ class RateLimitCore:
 
 
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+_MAX_CREDENTIAL = 4096  # longer values are no credential (and cost no hashing)
+
+
+def credential_of(request: RequestInfo, kind: str) -> str | None:
+    """``bearer:<digest>`` or ``header:<name>:<digest>`` for a request that carries one.
+
+    The value is hashed (SHA-256, 128 bits kept) before it becomes part of a key: a
+    token is never stored in clear, and any byte it holds stays out of the key's
+    syntax."""
+    if kind == "bearer":
+        value = request.header("authorization") or ""
+        scheme, _, token = value.strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return None
+        value, label = token.strip(), "bearer"
+    else:
+        name = kind.partition(":")[2].lower()
+        value, label = (request.header(name) or "").strip(), f"header:{name}"
+    if not value or len(value) > _MAX_CREDENTIAL:
+        return None
+    return f"{label}:{hashlib.sha256(value.encode('utf-8', 'surrogateescape')).hexdigest()[:32]}"
 
 
 def counter_name(rule: str, scope: str) -> str:
