@@ -60,7 +60,13 @@ def _hosts(netloc: str, default_port: int) -> tuple[tuple[str, int], ...]:
 
 
 def _tls_options(query: str) -> dict[str, Any]:
-    params = parse_qs(query)
+    """The TLS options of a Sentinel or Cluster URL; any other option is refused (these
+    URLs are not passed to redis-py whole, so an unknown option would be silently lost)."""
+    params = parse_qs(query, keep_blank_values=True)
+    unknown = sorted(set(params) - set(_TLS_QUERY))
+    if unknown:
+        raise ValueError(f"unsupported URL option(s) {', '.join(unknown)}; a Sentinel or "
+                         f"Cluster URL takes only {', '.join(_TLS_QUERY)}")
     out: dict[str, Any] = {}
     for name in _TLS_QUERY:
         if name in params:
