@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from typing import Any
 
 import pytest
@@ -92,3 +93,58 @@ def test_flask_story() -> None:
     assert "Log in" in client.get("/").text
     statuses = [client.post("/login", data={"username": "x"}).status_code for _ in range(6)]
     assert statuses[-1] == 429
+
+
+def test_the_fastapi_demo_under_uvicorn_with_a_real_websocket(tmp_path: Any) -> None:
+    """The README's first command, as a user runs it: uvicorn serves the demo on
+    memory://, a real WebSocket gets the online event of a login, and the first SIGTERM
+    stops the server even with the socket open (the handler listens for the close)."""
+    import asyncio
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import httpx
+    import websockets
+
+    from .conftest import free_port
+
+    port = free_port()
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PORT": str(port), "REDIS_URL": "memory://", "PYTHONPATH": str(root)}
+    with (tmp_path / "demo.log").open("wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "examples.fastapi_app"], cwd=root,
+                                env=env, stdout=log, stderr=log)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            assert proc.poll() is None, (tmp_path / "demo.log").read_text()
+            try:
+                httpx.get(base + "/health")
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline, "the demo did not start"
+                time.sleep(0.1)
+
+        async def watch() -> dict[str, Any]:
+            async with websockets.connect(f"ws://127.0.0.1:{port}/ws/presence") as socket:
+                await asyncio.sleep(0.3)
+                async with httpx.AsyncClient(base_url=base, follow_redirects=True) as http:
+                    await http.post("/login", data={"username": "alice"})  # then /profile
+                event: dict[str, Any] = json.loads(await asyncio.wait_for(socket.recv(), 10))
+                proc.send_signal(signal.SIGTERM)  # with the socket still open
+                return event
+
+        event = asyncio.run(watch())
+        assert (event["user"], event["status"]) == ("alice", "online")
+        # A graceful stop: uvicorn finishes, then re-raises the signal it caught.
+        assert proc.wait(10) in (0, -signal.SIGTERM)
+        assert "Finished server process" in (tmp_path / "demo.log").read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

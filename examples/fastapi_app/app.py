@@ -5,6 +5,8 @@ Run it with ``python -m examples.fastapi_app`` (``memory://`` unless REDIS_URL i
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -113,11 +115,25 @@ async def api_ping(request: Request) -> JSONResponse:
 
 @app.websocket("/ws/presence")
 async def presence_feed(websocket: WebSocket) -> None:
-    """Pushes every online/offline event from Redis Pub/Sub to the browser."""
+    """Pushes every online/offline event from Redis Pub/Sub to the browser.
+
+    The handler also listens: a handler that only sends never hears the client leave
+    (or the server shut down), and would keep the server from stopping.
+    """
     await websocket.accept()
-    try:
+
+    async def forward() -> None:
         async for event in presence.events():
             await websocket.send_json({"user": event.user, "status": event.status,
                                        "reason": event.reason, "seq": event.seq})
+
+    sender = asyncio.create_task(forward())
+    try:
+        while (await websocket.receive())["type"] != "websocket.disconnect":
+            pass  # the page sends nothing; anything it sends is ignored
     except WebSocketDisconnect:
-        return
+        pass
+    finally:
+        sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError):
+            await sender
