@@ -37,6 +37,12 @@ def page(title: str, body: str, user: str | None = None) -> str:
 <p class="muted">{who}</p><h1>{escape(title)}</h1>{body}</body></html>"""
 
 
+def unavailable() -> str:
+    """The page a view answers when Redis cannot be reached (with a 503)."""
+    return page("Temporarily unavailable", "<p>The session and presence store cannot be "
+                "reached right now. Try again in a moment.</p>")
+
+
 def home(user: str | None) -> str:
     if user:
         form = """<form method="post" action="/logout"><button>Log out</button></form>

@@ -148,3 +148,44 @@ def test_the_fastapi_demo_under_uvicorn_with_a_real_websocket(tmp_path: Any) -> 
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_the_fastapi_demo_answers_503_pages_when_redis_is_down(tmp_path: Any) -> None:
+    """Redis unreachable: the presence pages answer a 503 page with Retry-After, not a
+    500 with a traceback."""
+    import os
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import httpx
+
+    from .conftest import SECRET, free_port
+
+    port, dead = free_port(), free_port()
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PORT": str(port), "REDIS_URL": f"redis://127.0.0.1:{dead}/0",
+           "REDIS_MIDDLEWARE_SECRET_KEY": SECRET, "PYTHONPATH": str(root)}
+    with (tmp_path / "demo.log").open("wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "examples.fastapi_app"], cwd=root,
+                                env=env, stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            assert proc.poll() is None, (tmp_path / "demo.log").read_text()
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/health")
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline, "the demo did not start"
+                time.sleep(0.1)
+        for path in ("/online", "/api/online"):
+            response = httpx.get(f"http://127.0.0.1:{port}{path}")
+            assert response.status_code == 503, path
+            assert response.headers["retry-after"] == "1"
+            assert "Traceback" not in response.text
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert "Traceback" not in (tmp_path / "demo.log").read_text()

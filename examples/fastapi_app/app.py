@@ -15,8 +15,13 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
 from redis_middleware import Settings
 from redis_middleware.asgi import Cache, Presence, RedisMiddleware, SessionStore
+from redis_middleware.errors import (
+    RedisCommandError,
+    RedisUnavailableError,
+    SessionUnavailableError,
+)
 
-from .._pages import OPTIONS, PRODUCTS, home, online, products, profile
+from .._pages import OPTIONS, PRODUCTS, home, online, products, profile, unavailable
 
 settings = Settings.from_env()
 
@@ -26,6 +31,14 @@ presence = Presence(settings)
 sessions = SessionStore(settings)
 cache = Cache(settings, routes=OPTIONS["routes"])
 catalogue = dict(PRODUCTS)
+
+
+@app.exception_handler(RedisUnavailableError)
+@app.exception_handler(RedisCommandError)
+@app.exception_handler(SessionUnavailableError)
+async def redis_unavailable(request: Request, exc: Exception) -> HTMLResponse:
+    """A view that reads presence or sessions while Redis is down: a 503 page, not a 500."""
+    return HTMLResponse(unavailable(), status_code=503, headers={"Retry-After": "1"})
 
 
 def current_user(request: Request) -> str | None:

@@ -11,10 +11,15 @@ from typing import Any
 from flask import Flask, redirect, request, session
 
 from redis_middleware import Settings
+from redis_middleware.errors import (
+    RedisCommandError,
+    RedisUnavailableError,
+    SessionUnavailableError,
+)
 from redis_middleware.flask import init_stack
 from redis_middleware.wsgi import Cache, Presence, SessionStore
 
-from .._pages import OPTIONS, PRODUCTS, home, online, products, profile
+from .._pages import OPTIONS, PRODUCTS, home, online, products, profile, unavailable
 
 settings = Settings.from_env()
 
@@ -24,6 +29,14 @@ presence = Presence(settings)
 sessions = SessionStore(settings)
 cache = Cache(settings, routes=OPTIONS["routes"])
 catalogue = dict(PRODUCTS)
+
+
+@app.errorhandler(RedisUnavailableError)
+@app.errorhandler(RedisCommandError)
+@app.errorhandler(SessionUnavailableError)
+def redis_unavailable(exc: Exception) -> tuple[str, int, dict[str, str]]:
+    """A view that reads presence or sessions while Redis is down: a 503 page, not a 500."""
+    return unavailable(), 503, {"Retry-After": "1"}
 
 
 def current_user() -> str | None:
