@@ -58,6 +58,22 @@ def parse_int_csv(raw: str) -> tuple[int, ...]:
     return tuple(parse_int(part) for part in parse_csv(raw))
 
 
+def parse_import(raw: str) -> Any:
+    """``package.module:attribute`` -> that object (as uvicorn and gunicorn name apps)."""
+    import importlib
+
+    module, sep, attribute = raw.strip().partition(":")
+    if not sep or not module or not attribute:
+        raise ValueError("expected module:attribute")
+    try:
+        found = importlib.import_module(module)
+        for part in attribute.split("."):
+            found = getattr(found, part)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"cannot import {raw.strip()!r}: {exc}") from None
+    return found
+
+
 def parse_env(
     name: str, raw: str, parser: Callable[[str], Any], *, secret: bool = False
 ) -> Any:

@@ -37,7 +37,8 @@ from ._redis.connections import RedisConnections, connections_for
 from .errors import RedisMiddlewareError, SessionUnavailableError
 from .sansio.cookies import IncomingCookie
 from .sansio.incidents import log_incident
-from .sansio.responses import store_unavailable
+from .sansio.request import from_environ
+from .sansio.responses import Refusals, Response
 from .sansio.session import Codec, Session
 from .sansio.sessions import CookieRules, SessionCore
 from .settings import Settings
@@ -184,10 +185,18 @@ class RedisSessionInterface(SessionInterface):
             result = redis.run(core.save_flow(session, incoming, flask_request.is_secure))
         except RedisMiddlewareError as exc:
             log_incident("session-save", "session changes not saved, answered 503: %s", exc)
-            _replace_with(response, store_unavailable(core.settings.breaker_cooldown))
+            _replace_with(response, _unavailable(core.settings))
             return
         if result.set_cookie:
             response.headers.add("Set-Cookie", result.set_cookie)
+
+
+def _unavailable(settings: Settings) -> Response:
+    """The session store's 503 for this request (the app's refusal handler, or the
+    default in the format the client prefers)."""
+    request = from_environ(flask_request.environ, settings.user_field)
+    return Refusals(settings.refusal_handler, settings.breaker_cooldown).session_unavailable(
+        request)
 
 
 def _replace_with(response: Any, replacement: Any) -> None:
@@ -225,10 +234,10 @@ def init_stack(app: Flask, settings: Settings | None = None, **options: Any) -> 
 
 def _install(app: Flask, interface: RedisSessionInterface, settings: Settings) -> None:
     app.session_interface = interface
-    unavailable = store_unavailable(settings.breaker_cooldown)
 
     def answer_unavailable(exc: SessionUnavailableError) -> Any:
         # Answer 503 here so Flask does not log a traceback for a Redis outage.
+        unavailable = _unavailable(settings)
         return unavailable.body, unavailable.status, list(unavailable.headers)
 
     app.register_error_handler(SessionUnavailableError, answer_unavailable)

@@ -251,6 +251,12 @@ class Settings:
         "an API key), or, in code, a callable. `bearer` and `header:` count a request "
         "without one by IP.",
     )
+    refusal_handler: Any = _setting(  # noqa: RUF009 (a callable)
+        None, "REDIS_MIDDLEWARE_REFUSAL_HANDLER", p.parse_import,
+        "Shapes the responses the middleware answers itself: `handler(request, refusal)` "
+        "returns a `Response` or None for the default (problem+json, or HTML for a "
+        "browser). In the environment: `module:attribute`.",
+    )
     ratelimit_rules: tuple[tuple[str, RuleSpec], ...] = _setting(
         (), "REDIS_MIDDLEWARE_RATELIMIT_RULES", parse_rules_env,
         'Per-path limits as JSON: `{"/login": "5/minute", "/api/*": {"limit": '
@@ -490,6 +496,8 @@ class Settings:
                 PathPattern.compile(pattern)
             except ValueError as exc:
                 self._fail("ratelimit_exempt", str(exc))
+        if self.refusal_handler is not None and not callable(self.refusal_handler):
+            self._fail("refusal_handler", "must be a callable (request, refusal) -> Response")
         key = self.ratelimit_key
         if not callable(key) and not valid_identity(key):
             self._fail("ratelimit_key", f"must be {one_of((*IDENTITY_CHOICES, 'a callable'))}")

@@ -12,7 +12,7 @@ from .._redis.strategies import LimitsStrategy
 from ..errors import RedisMiddlewareError
 from ..sansio.ratelimit import Check, Decision, RateLimitCore, Usage
 from ..sansio.request import from_scope
-from ..sansio.responses import rate_limited
+from ..sansio.responses import Refusals
 from ..settings import Settings
 from ._http import with_headers
 from ._respond import send_response
@@ -35,6 +35,7 @@ class RateLimiter:
         self.core = RateLimitCore(self.settings)
         self.redis = connections_for(self.settings)
         self.strategy = None if self.core.fixed_window else LimitsStrategy(self.core, self.redis)
+        self.refusals = Refusals(self.settings.refusal_handler, self.settings.breaker_cooldown)
 
     async def check(self, check: Check) -> Decision | None:
         """Count ``check``; None when Redis failed and the rule fails open."""
@@ -86,13 +87,14 @@ class RateLimitMiddleware:
         if decision is None:
             await self.app(scope, receive, send)
         elif not decision.allowed:
-            await self.reject(scope, send, decision)
+            await self.reject(scope, send, decision, request)
         else:
             await self.app(scope, receive, with_headers(send, _raw(decision.headers)))
 
-    async def reject(self, scope: Scope, send: ASGISendCallable, decision: Decision) -> None:
+    async def reject(self, scope: Scope, send: ASGISendCallable, decision: Decision,
+                     request: Any = None) -> None:
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008, "reason": decision.detail})
             return
-        await send_response(send, rate_limited(decision.status, decision.detail,
-                                                decision.headers))
+        await send_response(send, self.limiter.refusals.rate_limited(
+            request, decision.status, decision.detail, decision.headers))

@@ -12,7 +12,8 @@ from ..errors import RedisMiddlewareError
 from ..sansio.cookies import IncomingCookie
 from ..sansio.exchange import Exchange, SessionPart
 from ..sansio.incidents import log_incident
-from ..sansio.responses import store_unavailable
+from ..sansio.request import from_scope
+from ..sansio.responses import Refusals
 from ..sansio.session import Session
 from ..sansio.sessions import SessionCore, SessionInfo
 from ..settings import Settings
@@ -45,7 +46,7 @@ class SessionMiddleware:
         self.settings = resolve_settings(settings, "session", options)
         self.core = SessionCore(self.settings)
         self.redis = connections_for(self.settings)
-        self.unavailable = store_unavailable(self.settings.breaker_cooldown)
+        self.refusals = Refusals(self.settings.refusal_handler, self.settings.breaker_cooldown)
 
     async def load(self, scope: Scope) -> tuple[Session, IncomingCookie]:
         incoming = self.core.read_cookie(request_cookies(scope))
@@ -57,8 +58,11 @@ class SessionMiddleware:
                 session.fail(exc)
         return session, incoming
 
-    def exchange(self, session: Session, incoming: IncomingCookie, https: bool) -> Exchange:
-        return Exchange((SessionPart(self.core, session, incoming, https, self.unavailable),))
+    def exchange(self, session: Session, incoming: IncomingCookie, https: bool,
+                 scope: Any = None) -> Exchange:
+        refusals = self.refusals
+        return Exchange((SessionPart(self.core, session, incoming, https, lambda: (
+            refusals.session_unavailable(from_scope(scope, None) if scope else None))),))
 
     async def __call__(
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
@@ -73,8 +77,8 @@ class SessionMiddleware:
             await save_after_websocket(self.redis, self.core, session, incoming)
             return
         https = scope.get("scheme") == "https"
-        await respond(self.app, scope, receive, send, self.exchange(session, incoming, https),
-                      self.redis)
+        await respond(self.app, scope, receive, send,
+                      self.exchange(session, incoming, https, scope), self.redis)
 
 
 async def save_after_websocket(redis: RedisConnections, core: SessionCore, session: Session,

@@ -189,7 +189,7 @@ class SessionPart:
     conditional: Headers = ()
 
     def __init__(self, core: SessionCore, session: Session, incoming: IncomingCookie,
-                 https: bool, unavailable: Response) -> None:
+                 https: bool, unavailable: Callable[[], Response]) -> None:
         self.core = core
         self.session = session
         self.incoming = incoming
@@ -200,7 +200,7 @@ class SessionPart:
         if self.session.unavailable_raised and status == 500:
             # The app (or its framework's error handler) turned our
             # SessionUnavailableError into a 500: answer what it means.
-            return self.unavailable
+            return self.unavailable()
         return None
 
     def start_flow(self, status: int, headers: Sequence[tuple[str, str]]) -> Flow[Reply]:
@@ -210,7 +210,7 @@ class SessionPart:
         except RedisMiddlewareError as exc:
             kind = "session-command" if isinstance(exc, RedisCommandError) else "session-save"
             log_incident(kind, "session changes not saved, answered 503: %s", exc)
-            return Reply(replace=self.unavailable)
+            return Reply(replace=self.unavailable())
         if result.set_cookie:
             return Reply((*vary.add, ("Set-Cookie", result.set_cookie)), vary.drop)
         return vary
@@ -220,7 +220,7 @@ class SessionPart:
 
     def on_app_error(self, exc: Exception, passed: bool) -> Response | None:
         if isinstance(exc, SessionUnavailableError) and not passed:
-            return self.unavailable
+            return self.unavailable()
         return None
 
     def finish_flow(self) -> Flow[None]:

@@ -28,7 +28,7 @@ from .patterns import PathPattern
 from .presence import PresenceCore
 from .ratelimit import Check, Decision, RateLimitCore
 from .request import RequestInfo
-from .responses import Headers, Response, rate_limited, store_unavailable
+from .responses import Headers, Refusals, Response
 from .session import Session
 from .sessions import SessionCore
 
@@ -61,6 +61,7 @@ class Before:
     lookup: Lookup | None = None  # None: the cache is bypassed
     bypass: str = "redis-unavailable"  # why, when it is
     user: str | None = None
+    request: RequestInfo | None = None  # for the refusals (Accept, the app's handler)
 
 
 class Limiter(Protocol):
@@ -83,7 +84,7 @@ class StackCore:
         self.presence = PresenceCore(s) if s.presence_enabled else None
         self.exempt = [PathPattern.compile(p) for p in s.ratelimit_exempt]
         self.fixed_window = self.ratelimit is None or self.ratelimit.fixed_window
-        self.unavailable = store_unavailable(s.breaker_cooldown)
+        self.refusals = Refusals(s.refusal_handler, s.breaker_cooldown)
         # Set by the adapter for strategies other than the fixed window (they need a
         # client of the limits library, which lives on the Redis floor).
         self.limiter: Limiter | None = None
@@ -98,8 +99,9 @@ class StackCore:
                                    lambda: session is not None and session.accessed,
                                    before.bypass))
         if self.sessions is not None and session is not None and before.incoming is not None:
+            request, refusals = before.request, self.refusals
             parts.append(SessionPart(self.sessions, session, before.incoming, https,
-                                     self.unavailable))
+                                     lambda: refusals.session_unavailable(request)))
         return Exchange(parts, extra)
 
     def hit_flow(self, before: Before) -> PausingFlow[Resolved | None]:
@@ -122,7 +124,8 @@ class StackCore:
 
     def rejection(self, before: Before, decision: Decision) -> tuple[Response, Flow[None]]:
         """The 429 (or fail-closed 503) and the flow that frees what the request held."""
-        response = rate_limited(decision.status, decision.detail, decision.headers)
+        response = self.refusals.rate_limited(before.request, decision.status,
+                                              decision.detail, decision.headers)
         return response, self._release_flow(before)
 
     def _release_flow(self, before: Before) -> Flow[None]:
@@ -138,7 +141,7 @@ class StackCore:
     def before_flow(self, request: RequestInfo, outer_user: str | None, http: bool
                     ) -> PausingFlow[Before]:
         """Load, count, look up and heartbeat, in at most two round trips."""
-        out = Before()
+        out = Before(request=request)
         if self.sessions is not None:
             out.incoming = self.sessions.read_cookie(request.cookies)
             out.session = self.sessions.session_for(out.incoming)

@@ -11,7 +11,7 @@ from .._redis.strategies import LimitsStrategy
 from ..errors import RedisMiddlewareError
 from ..sansio.ratelimit import Check, Decision, RateLimitCore, Usage
 from ..sansio.request import environ_user, from_environ
-from ..sansio.responses import rate_limited
+from ..sansio.responses import Refusals
 from ..settings import Settings
 from ._respond import start
 
@@ -26,6 +26,7 @@ class RateLimiter:
         self.core = RateLimitCore(self.settings)
         self.redis = connections_for(self.settings)
         self.strategy = None if self.core.fixed_window else LimitsStrategy(self.core, self.redis)
+        self.refusals = Refusals(self.settings.refusal_handler, self.settings.breaker_cooldown)
 
     def check(self, check: Check) -> Decision | None:
         """Count ``check``; None when Redis failed and the rule fails open."""
@@ -67,8 +68,8 @@ class RateLimitMiddleware:
             result: Iterable[bytes] = self.app(environ, start_response)
             return result
         if not decision.allowed:
-            return start(start_response, rate_limited(decision.status, decision.detail,
-                                                      decision.headers))
+            return start(start_response, self.limiter.refusals.rate_limited(
+                request, decision.status, decision.detail, decision.headers))
         extra = list(decision.headers)
 
         def limited_start_response(status: str, headers: list[Any], exc_info: Any = None) -> Any:

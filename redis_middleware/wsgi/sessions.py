@@ -9,7 +9,8 @@ from .._options import resolve_settings
 from .._redis.connections import connections_for
 from ..sansio.cookies import IncomingCookie
 from ..sansio.exchange import Exchange, SessionPart
-from ..sansio.responses import store_unavailable
+from ..sansio.request import from_environ
+from ..sansio.responses import Refusals
 from ..sansio.session import Session
 from ..sansio.sessions import SessionCore, SessionInfo
 from ..settings import Settings
@@ -41,7 +42,7 @@ class SessionMiddleware:
         self.settings = resolve_settings(settings, "session", options)
         self.core = SessionCore(self.settings)
         self.redis = connections_for(self.settings)
-        self.unavailable = store_unavailable(self.settings.breaker_cooldown)
+        self.refusals = Refusals(self.settings.refusal_handler, self.settings.breaker_cooldown)
 
     def open(self, environ: dict[str, Any]) -> tuple[Session, IncomingCookie]:
         incoming = self.core.read_cookie(request_cookies(environ))
@@ -55,8 +56,9 @@ class SessionMiddleware:
         session, incoming = self.open(environ)
         environ[ENVIRON_KEY] = session
         https = environ.get("wsgi.url_scheme") == "https"
-        exchange = Exchange((SessionPart(self.core, session, incoming, https,
-                                         self.unavailable),))
+        refusals, field = self.refusals, self.settings.user_field
+        exchange = Exchange((SessionPart(self.core, session, incoming, https, lambda: (
+            refusals.session_unavailable(from_environ(environ, field)))),))
         return respond(self.app, environ, start_response, exchange, self.redis)
 
 

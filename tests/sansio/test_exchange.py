@@ -58,7 +58,8 @@ def session_part(data: dict[str, Any] | None = None, unavailable: bool = False) 
         session.fail(RedisUnavailableError("down"))
     else:
         session.set_loaded(None if data is None else (dict(data), {}))
-    return SessionPart(core, session, IncomingCookie(SID, present=True), False, UNAVAILABLE)
+    return SessionPart(core, session, IncomingCookie(SID, present=True), False,
+                       lambda: UNAVAILABLE)
 
 
 def test_a_session_change_is_saved_at_the_start_and_sets_the_cookie() -> None:
