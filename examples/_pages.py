@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from html import escape
 from typing import Any
 
@@ -28,8 +29,18 @@ OPTIONS: dict[str, Any] = {
 
 
 
-def page(title: str, body: str, user: str | None = None) -> str:
-    who = f"signed in as <b>{escape(user)}</b>" if user else "not signed in"
+def clock(epoch: float) -> str:
+    """A readable UTC time (the pages show times, never raw epoch seconds)."""
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(epoch))
+
+
+def page(title: str, body: str, user: str | None = None, shared: bool = False) -> str:
+    """``shared``: the page is cached and served to everyone, so it says nothing about
+    who is signed in (a cached "not signed in" would be wrong for a signed-in user)."""
+    if shared:
+        who = "this page is cached: the same for everyone"
+    else:
+        who = f"signed in as <b>{escape(user)}</b>" if user else "not signed in"
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>{escape(title)}</title>
 <style>{STYLE}</style></head><body>
 <nav><a href="/">Home</a><a href="/profile">Profile</a><a href="/products">Products</a>
@@ -60,7 +71,8 @@ rate limits (see the <code>X-RateLimit-*</code> headers), a cached product list
 
 def profile(user: str | None, visits: int, sessions: list[tuple[str, float, float]]) -> str:
     rows = "".join(
-        f"<li><code>{escape(ref[:10])}…</code> created {created:.0f}, seen {seen:.0f}</li>"
+        f"<li><code>{escape(ref[:10])}…</code> created {clock(created)}, last seen "
+        f"{clock(seen)}</li>"
         for ref, created, seen in sessions) or "<li>none</li>"
     return page("Profile", f"""<p>Visits to this page in this session: <b>{visits}</b></p>
 <div class="box"><b>Your live sessions</b><ul>{rows}</ul></div>""", user)
@@ -71,9 +83,10 @@ def products(items: dict[str, str], rendered_at: float) -> str:
         f"""<li>{escape(name)} <form style="display:inline" method="post" action="/products">
 <input type="hidden" name="id" value="{pid}"><input name="name" value="{escape(name)}">
 <button>Rename</button></form></li>""" for pid, name in items.items())
-    return page("Products", f"""<p class="muted">Rendered at {rendered_at:.3f}: reload, and
-the time stays the same while the page is served from the cache (look for
-<code>X-Cache: HIT</code>). Renaming a product invalidates it.</p><ul>{rows}</ul>""")
+    return page("Products", f"""<p class="muted">Rendered at {clock(rendered_at)}: reload,
+and the time stays the same while the page is served from the cache (look for
+<code>X-Cache: HIT</code>). Renaming a product invalidates it.</p><ul>{rows}</ul>""",
+                shared=True)
 
 
 def online(users: list[str], count: int, user: str | None, live: bool = True) -> str:
@@ -82,10 +95,13 @@ def online(users: list[str], count: int, user: str | None, live: bool = True) ->
     if not live:  # WSGI: no WebSocket; the page refreshes itself
         return page("Who is online", '<meta http-equiv="refresh" content="5">' + listing, user)
     return page("Who is online", listing + """<div class="box"><b>Live events</b>
-<ul id="events"></ul></div>
+<span id="feed" class="muted">connecting…</span><ul id="events"></ul></div>
 <script>
+const feed = document.getElementById("feed");
 const ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host
                          + "/ws/presence");
+ws.onopen = () => { feed.textContent = "live"; };
+ws.onclose = () => { feed.textContent = "disconnected: reload the page to reconnect"; };
 ws.onmessage = (m) => {
   const e = JSON.parse(m.data);
   const li = document.createElement("li");

@@ -40,6 +40,10 @@ def test_fastapi_story(fastapi_client: Any) -> None:
     assert "alice" in client.get("/api/online").json()["users"]
     first = client.get("/products")
     assert first.headers["x-cache"] == "MISS"
+    # The cached page is the same for everyone: it claims nobody signed out, and its
+    # time is readable.
+    assert "not signed in" not in first.text and " UTC" in first.text
+    assert " UTC" in page.text  # the profile's session times
     second = client.get("/products")
     assert second.headers["x-cache"] == "HIT" and second.text == first.text
     renamed = client.post("/products", data={"id": "1", "name": "Samovar"})  # then redirected
@@ -93,6 +97,8 @@ def test_flask_story() -> None:
     assert "Log in" in client.get("/").text
     statuses = [client.post("/login", data={"username": "x"}).status_code for _ in range(6)]
     assert statuses[-1] == 429
+    page = client.post("/login", data={"username": "x"}, headers={"Accept": "text/html"})
+    assert page.status_code == 429 and page.mimetype == "text/html"  # a page, for a form
 
 
 def test_the_fastapi_demo_under_uvicorn_with_a_real_websocket(tmp_path: Any) -> None:
