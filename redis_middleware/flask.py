@@ -64,6 +64,10 @@ class _TaggedCodec:
 
 
 FLASK_CODEC: Codec = _TaggedCodec()
+# Flask-Login keeps the logged-in user's id under "_user_id": when the session has no
+# ``user_field``, that id is the user for per-user limits, presence and the per-user
+# session index (so "log out everywhere" covers Flask-Login logins).
+FLASK_LOGIN_FIELD = ("_user_id",)
 
 
 def _seconds(value: Any) -> int:
@@ -155,7 +159,7 @@ class RedisSessionInterface(SessionInterface):
         found = self._bound.get(id(app))
         if found is None:
             settings = flask_settings(app, self._settings, **self._options)
-            found = (SessionCore(settings, FLASK_CODEC, cookie_rules(app)),
+            found = (SessionCore(settings, FLASK_CODEC, cookie_rules(app), FLASK_LOGIN_FIELD),
                      connections_for(settings))
             self._bound[id(app)] = found
         return found

@@ -74,6 +74,47 @@ def test_flask_login_login_required_and_logout(install: Any, settings: Settings)
     audit_keyspace(settings)
 
 
+def test_flask_login_user_is_the_user_for_limits_and_logout_everywhere(
+        settings: Settings) -> None:
+    """Flask-Login keeps its user id under ``_user_id``: the stack's per-user limit counts
+    that user (not the address), and "log out everywhere" ends the Flask-Login session."""
+    from flask_login import LoginManager, UserMixin, login_required, login_user
+
+    from redis_middleware.flask import init_stack
+    from redis_middleware.wsgi import SessionStore
+
+    class User(UserMixin):
+        def __init__(self, user_id: str) -> None:
+            self.id = user_id
+
+    app = Flask(__name__)
+    app.config["TESTING"] = True
+    init_stack(app, settings, rules={"/private": {"limit": "2/minute", "key": "user"}},
+               presence_enabled=False)
+    LoginManager(app).user_loader(lambda user_id: User(user_id))
+
+    @app.post("/login/<name>")
+    def login(name: str) -> Any:
+        session.regenerate()  # type: ignore[attr-defined]
+        login_user(User(name))
+        return {"ok": True}
+
+    @app.get("/private")
+    @login_required
+    def private() -> Any:
+        return {"ok": True}
+
+    ann, bob = app.test_client(), app.test_client()
+    ann.post("/login/ann")
+    bob.post("/login/bob")
+    assert [ann.get("/private").status_code for _ in range(3)] == [200, 200, 429]
+    assert bob.get("/private").status_code == 200  # same address, another user's budget
+    assert SessionStore(settings).revoke_all("ann") == 1
+    assert ann.get("/private").status_code == 401  # the Flask-Login session is gone
+    assert bob.get("/private").status_code == 200
+    audit_keyspace(settings)
+
+
 # -- Flask-WTF -------------------------------------------------------------------------
 def test_flask_wtf_csrf(install: Any) -> None:
     from flask_wtf import FlaskForm

@@ -234,10 +234,11 @@ def test_logout_still_refuses_a_late_write(make_client: Clients, settings: Setti
     browser.post("/set", json={"a": 1})
     old = {"cookie": f"session={browser.cookies['session']}"}
     slow: dict[str, Any] = {}
-    thread = threading.Thread(target=lambda: slow.update(response=make_client().post(
-        "/set?sleep=0.5", json={"late": True}, headers=old)))
+    client = make_client()  # built before the race: its setup is not part of the timing
+    thread = threading.Thread(target=lambda: slow.update(response=client.post(
+        "/set?sleep=1.0", json={"late": True}, headers=old)))
     thread.start()
-    time.sleep(0.15)
+    time.sleep(0.4)  # the slow request has loaded the session by now, even on a busy machine
     browser.post("/clear", headers=old)
     thread.join()
     assert "Max-Age=0" in slow["response"].headers["set-cookie"]

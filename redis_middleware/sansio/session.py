@@ -98,6 +98,7 @@ class Session(dict[str, Any]):
         readonly_on_error: bool = False,
         user_field: str = "user_id",
         codec: Codec = JSON,
+        also_user_fields: tuple[str, ...] = (),
     ) -> None:
         super().__init__(data or {})
         self._limits = limits
@@ -108,6 +109,7 @@ class Session(dict[str, Any]):
         self._unavailable = unavailable
         self._readonly_on_error = readonly_on_error
         self._user_field = user_field
+        self._also_user_fields = also_user_fields  # read when user_field is absent
         self.codec = codec
         self.degraded = False  # Redis failed and the session carries on empty, read-only
         self.unavailable_raised = False  # the app was told the store is unavailable
@@ -156,7 +158,11 @@ class Session(dict[str, Any]):
     def user_id(self) -> str | None:
         """The logged-in user's id (the ``user_field`` key), as a string, or None."""
         value = dict.get(self, self._user_field)
-        return None if value is None else str(value)
+        for other in self._also_user_fields:
+            if value is not None:
+                break
+            value = dict.get(self, other)
+        return None if value is None or isinstance(value, (dict, list)) else str(value)
 
     def identity(self) -> str | None:
         """The user id for rate limiting and presence: loads the session if needed, but

@@ -178,10 +178,13 @@ class SessionCore:
     """Every session decision; the ASGI and WSGI adapters only run its flows."""
 
     def __init__(self, settings: Settings, codec: Codec = JSON,
-                 rules: CookieRules | None = None) -> None:
+                 rules: CookieRules | None = None, also_user_fields: tuple[str, ...] = ()
+                 ) -> None:
         self.settings = settings
         self.codec = codec
         self.rules = rules or CookieRules()
+        # Other keys that name the user when ``user_field`` is absent (Flask-Login's).
+        self.also_user_fields = also_user_fields
         self.keys = KeySpace(settings.key_prefix)
         self.cookies = CookieSigner(settings)
         self.limits = Limits(settings)
@@ -234,7 +237,8 @@ class SessionCore:
         """A session with nothing loaded yet; ``loader`` loads it on first access."""
         return Session(self.limits, incoming.session_id, loader=loader,
                        readonly_on_error=self.readonly_on_error,
-                       user_field=self.settings.user_field, codec=self.codec)
+                       user_field=self.settings.user_field, codec=self.codec,
+                       also_user_fields=self.also_user_fields)
 
     # -- saving -----------------------------------------------------------------
     def save_flow(
