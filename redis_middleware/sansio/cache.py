@@ -57,7 +57,7 @@ local names = redis.call('GET', KEYS[1]) or ''
 if names ~= ARGV[1] then return {names, false, 0} end
 local entry = redis.call('GET', KEYS[2])
 local locked = 0
-local fresh = entry and tonumber(string.match(entry, '^(%d+)')) >= tonumber(ARGV[2])
+local fresh = entry and tonumber(string.match(entry, '^(%d+)')) > tonumber(ARGV[2])
 if not fresh and tonumber(ARGV[3]) > 0 then
   if redis.call('SET', KEYS[3], ARGV[4], 'NX', 'PX', ARGV[3]) then locked = 1 end
 end
@@ -526,17 +526,17 @@ class CacheCore:
             if limit is not None and entry.age(now) > limit:
                 return None
             min_fresh = delta_seconds(cc.get("min-fresh")) or 0
-            if now + min_fresh <= entry.fresh_until:
+            if now + min_fresh < entry.fresh_until:
                 return "fresh"
             if "max-stale" in cc and not entry.revalidate:
                 allowed = delta_seconds(cc["max-stale"]) if cc["max-stale"] else None
                 if allowed is None or now <= entry.fresh_until + allowed:
                     return "stale"
-            if min_fresh and now <= entry.fresh_until:
+            if min_fresh and now < entry.fresh_until:
                 return None  # fresh, but not for as long as the request asks
-        elif now <= entry.fresh_until:
+        elif now < entry.fresh_until:  # 4.2: fresh while its lifetime exceeds its age
             return "fresh"
-        if not entry.revalidate and now <= entry.fresh_until + entry.swr:
+        if entry.swr and not entry.revalidate and now <= entry.fresh_until + entry.swr:
             return "stale"
         return None
 
@@ -549,7 +549,7 @@ class CacheCore:
         if state == "stale":  # stale-while-revalidate: the guard's holder refreshes
             return "refresh" if lookup.locked and plan.store else "serve"
         entry = lookup.entry
-        fresh_elsewhere = entry is not None and now <= entry.fresh_until
+        fresh_elsewhere = entry is not None and now < entry.fresh_until
         # An entry that is never fresh (no-cache) is revalidated by every request: waiting
         # for another request's revalidation would never end in a fresh entry.
         never_fresh = entry is not None and entry.revalidate and (

@@ -409,3 +409,11 @@ def test_a_lookup_is_one_script_call_and_a_hit_decodes() -> None:
 def test_invalidation_is_one_script_over_the_urls_keys() -> None:
     c = core()
     assert run_pure(c.invalidate_flow(plan(c).url), [[3]]) == 3
+
+
+def test_an_entry_is_fresh_only_while_its_lifetime_exceeds_its_age() -> None:
+    """4.2: at the very moment its lifetime is used up (a no-cache entry at once, even
+    within the millisecond it was stored), an entry is stale."""
+    c = core()
+    assert c.servable(plan(c), _entry(0), NOW) is None
+    assert c.servable(plan(c), _entry(0.001), NOW) == "fresh"
