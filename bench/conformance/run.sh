@@ -10,7 +10,11 @@ here=$(cd "$(dirname "$0")" && pwd); out=$(mktemp -d)
 (cd "$clone" && npm install --silent --no-audit --no-fund >/dev/null)
 redis-server --port 6390 --bind 127.0.0.1 --save '' --appendonly no --daemonize no >/dev/null &
 redis_pid=$!
-(cd "$clone" && exec node test-engine/server/server.mjs >/dev/null 2>&1) &
+# The origin reads its port and protocol from npm's package config; set them directly so
+# the PID below is the server's own (npm would start it as a child).
+(cd "$clone" && npm_package_config_port=8000 npm_package_config_protocol=http \
+    npm_package_config_pidfile="$out/origin.pid" \
+    exec node test-engine/server/server.mjs >/dev/null 2>&1) &
 origin_pid=$!
 trap 'kill $redis_pid $origin_pid 2>/dev/null || true' EXIT
 sleep 1
