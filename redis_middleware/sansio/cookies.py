@@ -50,6 +50,11 @@ def parse_cookies(header: str) -> dict[str, str]:
     return out
 
 
+def valid_session_id(value: str) -> bool:
+    """Whether ``value`` has the form of an id :func:`new_session_id` makes."""
+    return len(value) == ID_LENGTH and _ID_RE.match(value) is not None
+
+
 def new_session_id(slot_tag: str | None = None) -> str:
     """A fresh id; ``slot_tag`` keeps the Cluster slot of the id it replaces."""
     return (slot_tag or secrets.token_hex(2)) + secrets.token_urlsafe(32)

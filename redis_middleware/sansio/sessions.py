@@ -214,8 +214,22 @@ class SessionCore:
         now = _now_ms()
         (raw,) = yield (_LOAD([key], [now, s.session_idle_timeout * 1000,
                                       s.session_absolute_lifetime * 1000, META, _b36(now)]),)
+        return self._decode(raw) if raw else None
+
+    def read_flow(self, session_id: str) -> Flow[tuple[dict[str, Any], dict[str, str]] | None]:
+        """One round trip, read only: the hash as stored, its expiry untouched (Django's
+        rule: a session expires a fixed time after it was last saved, not last read)."""
+        (raw,) = yield (Call.of("HGETALL", self._key(self.ref(session_id))),)
         if not raw:
             return None
+        pairs = raw.items() if isinstance(raw, dict) else zip(raw[::2], raw[1::2], strict=True)
+        flat = [x for pair in pairs for x in pair]
+        if META.encode() not in flat[::2]:
+            return None  # only a forwarding field: an id that a login replaced
+        return self._decode(flat)
+
+    def _decode(self, raw: Any) -> tuple[dict[str, Any], dict[str, str]]:
+        """The data and the stored encodings of an HGETALL reply (metadata skipped)."""
         data: dict[str, Any] = {}
         stored: dict[str, str] = {}
         loads = self.codec.loads
@@ -232,6 +246,18 @@ class SessionCore:
                 continue
             stored[key_name(name)] = text
         return data, stored
+
+    def exists_flow(self, session_id: str) -> Flow[bool]:
+        """Whether a live session stands behind ``session_id`` (one round trip)."""
+        (found,) = yield (Call.of("HEXISTS", self._key(self.ref(session_id)), META),)
+        return bool(found)
+
+    def delete_flow(self, session_id: str, user: str | None) -> Flow[bool]:
+        """End one session now (and drop it from ``user``'s index); True when it was live."""
+        ops = [Call.of("DEL", self._key(self.ref(session_id))),
+               *self._index_ops(user, session_id, None)]
+        answers = yield tuple(ops)
+        return bool(answers[0])
 
     def session_for(self, incoming: IncomingCookie, loader: Loader | None = None) -> Session:
         """A session with nothing loaded yet; ``loader`` loads it on first access."""
@@ -287,31 +313,53 @@ class SessionCore:
             return SaveResult(cookie, True)
 
         _note_encoding(written, session.size())
-        key = self._key(self.ref(new_id))
-        old_key = self._key(self.ref(old_id)) if old_id else key
-        args: list[Any] = [mode, now, s.session_idle_timeout * 1000,
-                           s.session_absolute_lifetime * 1000, META, _b36(now), MOVED,
-                           int(s.session_regenerate_grace * 1000), len(written)]
-        for k, v in written.items():
-            args += [field_name(k), v]
-        args.append(len(deleted))
-        args += [field_name(k) for k in deleted]
-        ops = [_SAVE([key, old_key], args)]
-        if session.cleared and old_id:
-            ops.append(Call.of("DEL", old_key))
-        if mode != "update" or user != session.loaded_user:
-            ops += self._index_ops(session.loaded_user, old_id, None)
-        ops += self._index_ops(user, new_id, now)
-        results = yield tuple(ops)
-        if not results[0]:
+        stored = yield from self.store_flow(
+            mode, new_id, old_id, written, deleted, user=user,
+            loaded_user=session.loaded_user, clear_old=session.cleared, now=now)
+        if not stored:
             logger.info("session changes refused: the session was deleted meanwhile")
             return SaveResult(self.cookies.expire_cookie(https), False)
-        if results[0] == 2:  # a login moved it meanwhile: merged there, the cookie is the
+        if stored == 2:  # a login moved it meanwhile: merged there, the cookie is the
             return SaveResult(None, True)  # login's business
         if new_id != old_id or incoming.resign or rules.resend_on_change or (
                 rules.refresh_each_request and persistent):
             return SaveResult(self.cookies.set_cookie(new_id, https, persistent), True)
         return SaveResult(None, True)
+
+    def store_flow(
+        self, mode: str, new_id: str, old_id: str | None, written: Mapping[str, str],
+        deleted: list[str], *, user: str | None, loaded_user: str | None,
+        clear_old: bool = False, now: int | None = None, lifetime: int | None = None,
+    ) -> Flow[int]:
+        """Write one session in one round trip and keep its user's index in step.
+
+        ``mode``: ``"create"`` a hash for ``new_id``; ``"update"`` the live hash (0 when
+        it was deleted meanwhile: nothing is resurrected); ``"move"`` the hash of
+        ``old_id`` to ``new_id`` first (a login). ``written`` maps keys to their stored
+        encodings. ``lifetime``: this save's idle expiry in seconds (default
+        ``session_idle_timeout``), never past the absolute lifetime. Returns 1 when
+        stored, 2 when the changes followed a concurrent move, 0 when refused.
+        """
+        s = self.settings
+        now = _now_ms() if now is None else now
+        idle = s.session_idle_timeout if lifetime is None else lifetime
+        key = self._key(self.ref(new_id))
+        old_key = self._key(self.ref(old_id)) if old_id else key
+        args: list[Any] = [mode, now, idle * 1000, s.session_absolute_lifetime * 1000, META,
+                           _b36(now), MOVED, int(s.session_regenerate_grace * 1000),
+                           len(written)]
+        for k, v in written.items():
+            args += [field_name(k), v]
+        args.append(len(deleted))
+        args += [field_name(k) for k in deleted]
+        ops: list[Call] = [_SAVE([key, old_key], args)]
+        if clear_old and old_id and old_id != new_id:
+            ops.append(Call.of("DEL", old_key))
+        if mode != "update" or user != loaded_user:
+            ops += self._index_ops(loaded_user, old_id, None)
+        ops += self._index_ops(user, new_id, now)
+        results = yield tuple(ops)
+        return int(results[0] or 0)
 
     def _index_ops(self, user: str | None, session_id: str | None, now: int | None) -> list[Call]:
         if user is None or session_id is None:

@@ -39,14 +39,17 @@ _COMPONENTS = ("session", "ratelimit", "cache", "presence")
 
 def resolve_stack_settings(settings: Settings | None, options: dict[str, Any]) -> Settings:
     """Flat options: each goes to the first component whose setting it names."""
+    mapped = {stack_field(name): value for name, value in options.items()}
+    return resolve_settings(settings, "stack", mapped)
+
+
+def stack_field(name: str) -> str:
+    """The Settings field a flat stack option names (``limit`` -> ``ratelimit_limit``):
+    the first component's field of that name, else ``name`` itself."""
     from dataclasses import fields
 
     names = {f.name for f in fields(Settings)}
-    mapped: dict[str, Any] = {}
-    for name, value in options.items():
-        full = next((f"{c}_{name}" for c in _COMPONENTS if f"{c}_{name}" in names), name)
-        mapped[full] = value
-    return resolve_settings(settings, "stack", mapped)
+    return next((f"{c}_{name}" for c in _COMPONENTS if f"{c}_{name}" in names), name)
 
 
 @dataclass

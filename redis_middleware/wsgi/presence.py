@@ -95,8 +95,7 @@ class PresenceMiddleware:
         self._lock = threading.Lock()
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-        if self._sweeper is None:
-            self._start_sweeper()
+        self.start_sweeper()
         # A due sweep and a due heartbeat share one round trip.
         flow = self.core.request_flow(environ_user(environ, self.settings.user_field))
         if flow is not None:
@@ -107,7 +106,10 @@ class PresenceMiddleware:
         result: Iterable[bytes] = self.app(environ, start_response)
         return result
 
-    def _start_sweeper(self) -> None:
+    def start_sweeper(self) -> None:
+        """Start the sweeper thread once (the first request does)."""
+        if self._sweeper is not None:
+            return
         with self._lock:
             if self._sweeper is None:  # sweeps even while no request comes in
                 self._sweeper = threading.Thread(

@@ -40,10 +40,12 @@ def test_the_core_imports_no_io_and_no_framework(path: Path) -> None:
 @pytest.mark.parametrize("path", _files("_redis"), ids=lambda p: p.name)
 def test_the_redis_floor_never_imports_an_adapter(path: Path) -> None:
     for module, _, level in _imports(path):
-        assert not (level == 2 and module.split(".")[0] in {"asgi", "wsgi", "flask"}), path.name
+        assert not (level == 2 and module.split(".")[0] in {"asgi", "wsgi", "flask", "django"}), (
+            path.name)
 
 
-@pytest.mark.parametrize("path", [*_files("asgi"), *_files("wsgi"), PACKAGE / "flask.py"],
+@pytest.mark.parametrize("path", [*_files("asgi"), *_files("wsgi"), *_files("django"),
+                                  PACKAGE / "flask.py"],
                          ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_adapters_import_no_private_name(path: Path) -> None:
     for module, names, _ in _imports(path):

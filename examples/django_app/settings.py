@@ -1,0 +1,65 @@
+"""Django settings of the demo: Django's own session, auth, messages and admin, with
+``request.session`` on Redis and the rate limits, cache and presence of the other demos."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from .._pages import OPTIONS
+
+# A demo's secret (32+ characters, so redis-middleware takes it too); set
+# DJANGO_SECRET_KEY in any real deployment.
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY",
+                            "demo-only-secret-change-me-0123456789abcdefghijklmnopqrstuvwxyz")
+DEBUG = False
+ALLOWED_HOSTS = ["127.0.0.1", "localhost", "testserver"]
+ROOT_URLCONF = "examples.django_app.urls"
+WSGI_APPLICATION = "examples.django_app.wsgi.application"
+USE_TZ = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+STATIC_URL = "static/"
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+]
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    # Django's SessionMiddleware, answering 503 instead of 500 when Redis is down.
+    "redis_middleware.django.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # After authentication: per-user limits and presence see request.user.
+    "redis_middleware.django.middleware.RateLimitMiddleware",
+    "redis_middleware.django.middleware.PresenceMiddleware",
+    "redis_middleware.django.middleware.CacheMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+SESSION_ENGINE = "redis_middleware.django.sessions"
+MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
+# The options of the other demos: a site-wide limit per user (or address), a strict login
+# limit per address, an API limit and the cached product list.
+REDIS_MIDDLEWARE = dict(OPTIONS)
+
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": os.environ.get(
+            "DJANGO_DB", str(Path(tempfile.gettempdir()) / "redis-middleware-demo.sqlite3")),
+    }
+}
+TEMPLATES = [{
+    "BACKEND": "django.template.backends.django.DjangoTemplates",
+    "APP_DIRS": True,
+    "OPTIONS": {"context_processors": [
+        "django.template.context_processors.request",
+        "django.contrib.auth.context_processors.auth",
+        "django.contrib.messages.context_processors.messages",
+    ]},
+}]

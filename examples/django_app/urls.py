@@ -1,0 +1,165 @@
+"""The demo's views: Django's auth logs users in (``login()`` rotates the session key),
+``messages`` flashes through the Redis session, presence and the cache as in the other
+demos."""
+
+from __future__ import annotations
+
+import functools
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+from django.contrib import admin, messages
+from django.contrib.auth import get_user_model, login, logout
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.middleware.csrf import get_token
+from django.shortcuts import redirect
+from django.urls import path
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_POST
+
+from redis_middleware.django import django_settings
+from redis_middleware.errors import RedisMiddlewareError
+from redis_middleware.wsgi import Cache, Presence, SessionStore
+
+from .._pages import PRODUCTS, home, online, products, profile, unavailable
+
+settings = django_settings()
+presence = Presence(settings)
+sessions = SessionStore(settings)
+cache = Cache(settings)
+catalogue = dict(PRODUCTS)
+
+
+def redis_or_503(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """A view that reads presence or sessions while Redis is down: a 503 page, not a 500."""
+
+    @functools.wraps(view)
+    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        try:
+            return view(request, *args, **kwargs)
+        except RedisMiddlewareError:
+            return HttpResponse(unavailable(), status=503, headers={"Retry-After": "1"})
+
+    return wrapped
+
+
+def username(request: HttpRequest) -> str | None:
+    user = request.user
+    return str(user.get_username()) if user.is_authenticated else None
+
+
+def with_csrf(request: HttpRequest, html: str) -> str:
+    """Django's CSRF token in each form of a page rendered for this user."""
+    token = f'<input type="hidden" name="csrfmiddlewaretoken" value="{get_token(request)}">'
+    return re.sub(r'(<form method="post" action="/log[^"]*">)', lambda m: m[1] + token, html)
+
+
+def with_messages(request: HttpRequest, html: str) -> str:
+    flashed = "".join(f'<p class="box">{m}</p>' for m in messages.get_messages(request))
+    return html.replace("</h1>", "</h1>" + flashed, 1)
+
+
+@require_GET
+def index(request: HttpRequest) -> HttpResponse:
+    return HttpResponse(with_csrf(request, with_messages(request, home(username(request)))))
+
+
+@require_GET
+def health(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"status": "ok"})
+
+
+@require_POST
+def log_in(request: HttpRequest) -> HttpResponse:
+    name = str(request.POST.get("username", "")).strip()[:40] or "anonymous"
+    user, _ = get_user_model().objects.get_or_create(username=name)
+    login(request, user)  # a new session key (cycle_key), the user in the session
+    messages.success(request, f"Signed in as {name}.")
+    return redirect("/profile", permanent=False)
+
+
+@require_POST
+@redis_or_503
+def log_out(request: HttpRequest) -> HttpResponse:
+    if request.user.is_authenticated:
+        presence.remove(str(request.user.pk))
+    logout(request)  # flushes the session: its Redis hash is deleted
+    return redirect("/")
+
+
+@require_POST
+@redis_or_503
+def log_out_everywhere(request: HttpRequest) -> HttpResponse:
+    if request.user.is_authenticated:
+        user_id = str(request.user.pk)
+        sessions.revoke_all(user_id)  # every session of this user, on every device
+        presence.remove(user_id)
+    logout(request)
+    return redirect("/")
+
+
+@require_GET
+@redis_or_503
+def show_profile(request: HttpRequest) -> HttpResponse:
+    name = username(request)
+    if name is None:
+        return redirect("/")
+    request.session["visits"] = request.session.get("visits", 0) + 1
+    live = [(s.ref, s.created, s.last_seen) for s in sessions.list(str(request.user.pk))]
+    return HttpResponse(with_messages(request, profile(name, request.session["visits"], live)))
+
+
+# The product page is cached and the same for everyone, so its rename forms carry no
+# per-user CSRF token; a real shop renders such forms outside the cached page.
+@csrf_exempt
+def product_list(request: HttpRequest) -> HttpResponse:
+    if request.method == "POST":
+        pid, name = request.POST.get("id", ""), request.POST.get("name", "")
+        if pid in catalogue:
+            catalogue[pid] = str(name).strip()[:40] or catalogue[pid]
+        cache.purge_tag("products")
+        return redirect("/products")
+    return HttpResponse(products(catalogue, time.time()))  # cached for 30 s
+
+
+def _names(ids: list[str]) -> list[str]:
+    """Presence knows users by id; the pages show their names."""
+    users = get_user_model().objects.filter(pk__in=[i for i in ids if i.isdigit()])
+    by_id = {str(u.pk): u.get_username() for u in users}
+    return [by_id.get(i, i) for i in ids]
+
+
+@require_GET
+@redis_or_503
+def who_is_online(request: HttpRequest) -> HttpResponse:
+    users = _names(presence.online_users(limit=100))
+    return HttpResponse(online(users, presence.online_count(), username(request), live=False))
+
+
+@require_GET
+@redis_or_503
+def api_online(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"count": presence.online_count(),
+                         "users": _names(presence.online_users(limit=100))})
+
+
+@require_GET
+def api_ping(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"pong": True, "user": username(request)})
+
+
+urlpatterns = [
+    path("", index),
+    path("health", health),
+    path("login", log_in),
+    path("logout", log_out),
+    path("logout-everywhere", log_out_everywhere),
+    path("profile", show_profile),
+    path("products", product_list),
+    path("online", who_is_online),
+    path("api/online", api_online),
+    path("api/ping", api_ping),
+    path("admin/", admin.site.urls),
+]

@@ -1,0 +1,530 @@
+"""Django: the session engine behaves as Django's engines do (the behaviours Django's own
+backend tests check, written here as our tests), contrib.auth / messages / admin work on
+it, and the middleware count, cache and see ``request.user``; on memory:// and a real
+redis-server, through Django's test client and real servers (gunicorn, uvicorn)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from redis_middleware.settings import Settings
+
+from .conftest import SECRET, raw_client
+
+_DB = Path(os.environ.get("TMPDIR", "/tmp")) / f"redis-middleware-tests-{os.getpid()}.sqlite3"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def django_project() -> Iterator[None]:
+    """Django configured with the example project's settings, its database migrated."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "examples.django_app.settings")
+    os.environ["DJANGO_DB"] = str(_DB)
+    import django
+    from django.core.management import call_command
+
+    django.setup()
+    call_command("migrate", verbosity=0, interactive=False)
+    yield
+    _DB.unlink(missing_ok=True)
+
+
+@pytest.fixture
+def configured(settings: Settings) -> Iterator[Settings]:
+    """This test's Redis and key prefix as the project's ``REDIS_MIDDLEWARE``."""
+    from django.test import override_settings
+
+    from examples._pages import OPTIONS
+
+    with override_settings(REDIS_MIDDLEWARE={**OPTIONS, "redis_url": settings.redis_url,
+                                             "key_prefix": settings.key_prefix,
+                                             "secret_key": (SECRET,)}):
+        yield settings
+
+
+def store(key: str | None = None) -> Any:
+    from redis_middleware.django.sessions import SessionStore
+
+    return SessionStore(key)
+
+
+def redis_keys(settings: Settings, component: str = "session") -> list[bytes]:
+    client = raw_client(settings)
+    try:
+        return sorted(client.scan_iter(match=f"{settings.key_prefix}:{component}:*"))
+    finally:
+        client.close()
+
+
+# -- the engine: what Django's backend tests check ---------------------------------------
+def test_a_new_session_is_neither_accessed_nor_modified(configured: Settings) -> None:
+    s = store()
+    assert (s.modified, s.accessed) == (False, False)
+    assert s.get("cat") is None
+    assert s.accessed and not s.modified
+
+
+def test_setting_popping_and_defaults_mark_the_session(configured: Settings) -> None:
+    s = store()
+    s["cat"] = "dog"
+    assert s.modified
+    assert s.pop("cat") == "dog"
+    fresh = store()
+    assert fresh.pop("absent", "default") == "default"
+    assert fresh.accessed and not fresh.modified
+    with pytest.raises(KeyError):
+        fresh.pop("absent")
+    assert fresh.setdefault("foo", "bar") == "bar"
+    assert fresh.setdefault("foo", "baz") == "bar"
+    fresh.update({"n": 1})
+    assert fresh.modified and fresh["n"] == 1
+
+
+def test_reading_after_a_reset_marks_accessed_not_modified(configured: Settings) -> None:
+    s = store()
+    s["x"] = 1
+    s.modified = s.accessed = False
+    assert list(s.keys()) == ["x"] and list(s.values()) == [1] and list(s.items()) == [("x", 1)]
+    assert "x" in s
+    assert s.accessed and not s.modified
+    s.clear()
+    assert list(s.items()) == [] and s.modified
+
+
+def test_save_exists_delete(configured: Settings) -> None:
+    s = store()
+    s["a"] = "b"
+    s.save()
+    assert s.exists(s.session_key)
+    assert s["a"] == "b"  # saving keeps the data
+    s.delete(s.session_key)
+    assert not s.exists(s.session_key)
+    assert redis_keys(configured) == []
+
+
+def test_flush_deletes_and_forgets_the_key(configured: Settings) -> None:
+    s = store()
+    s["foo"] = "bar"
+    s.save()
+    old = s.session_key
+    s.flush()
+    assert not s.exists(old)
+    assert s.session_key is None
+    assert s.modified and s.accessed
+
+
+def test_cycle_key_keeps_the_data_and_kills_the_old_key(configured: Settings) -> None:
+    s = store()
+    s["a"], s["b"] = "c", "d"
+    s.save()
+    old, data = s.session_key, list(s.items())
+    s.cycle_key()
+    assert s.session_key != old
+    assert not s.exists(old)
+    assert s.exists(s.session_key)
+    assert list(s.items()) == data
+    reloaded = store(s.session_key)
+    assert dict(reloaded.items()) == dict(data)
+    assert dict(store(old).items()) == {}  # the old cookie is no session
+
+
+def test_cycle_key_of_a_session_not_loaded_yet(configured: Settings) -> None:
+    s = store()
+    s["a"], s["b"] = "c", "d"
+    s.save()
+    again = store(s.session_key)
+    again.cycle_key()
+    assert sorted(again.items()) == [("a", "c"), ("b", "d")]
+    assert again.session_key != s.session_key
+
+
+def test_cycle_key_of_an_unsaved_session_creates_it_at_save(configured: Settings) -> None:
+    s = store()
+    s["x"] = 1
+    s.cycle_key()
+    assert s.session_key is not None and s.modified
+    s.save()
+    assert dict(store(s.session_key).items()) == {"x": 1}
+
+
+def test_keys_this_engine_did_not_issue_are_no_session(configured: Settings) -> None:
+    from redis_middleware.sansio.cookies import new_session_id
+
+    for bad in ("1", "", "12345678", "x" * 47, "../../etc/passwd" + "a" * 31, "a}b{" * 12):
+        s = store(bad)
+        assert s.session_key is None, bad
+    unknown = new_session_id()
+    s = store(unknown)
+    assert s.load() == {}
+    assert s.session_key is None  # an unknown key is never reused
+    assert not s.exists(unknown)
+    s["cat"] = "x"
+    s.save()
+    assert s.session_key not in (None, unknown)
+    assert redis_keys(configured) and all(unknown.encode() not in k for k in redis_keys(configured))
+
+
+def test_the_session_key_is_read_only(configured: Settings) -> None:
+    s = store()
+    with pytest.raises(AttributeError):
+        s.session_key = "x" * 47
+
+
+def test_expiry_helpers_follow_django(configured: Settings) -> None:
+    from django.conf import settings as django_conf
+    from django.test import override_settings
+    from django.utils import timezone
+
+    s = store()
+    assert s.get_expiry_age() == django_conf.SESSION_COOKIE_AGE
+    s.set_expiry(0)
+    assert s.get_expiry_age() == django_conf.SESSION_COOKIE_AGE
+    assert s.get_expire_at_browser_close()
+    now = timezone.now()
+    s.set_expiry(10)
+    assert s.get_expiry_age(modification=now) == 10
+    assert s.get_expiry_date(modification=now) == now + timedelta(seconds=10)
+    s.set_expiry(now + timedelta(seconds=10))
+    assert s.get_expiry_age(modification=now) == 10
+    s.set_expiry(None)
+    assert s.get_expiry_age() == django_conf.SESSION_COOKIE_AGE
+    with override_settings(SESSION_EXPIRE_AT_BROWSER_CLOSE=True):
+        assert store().get_expire_at_browser_close()
+
+
+def test_redis_expires_the_session_when_django_says(configured: Settings) -> None:
+    s = store()
+    s["a"] = 1
+    s.set_expiry(30)
+    s.save()
+    client = raw_client(configured)
+    try:
+        (key,) = redis_keys(configured, "session:{*")
+        assert 25 <= client.ttl(key) <= 30
+        s.set_expiry(None)
+        s.save()
+        assert client.ttl(key) > 86400  # SESSION_COOKIE_AGE (two weeks) again
+    finally:
+        client.close()
+    past = store()
+    past["foo"] = "bar"
+    past.set_expiry(-timedelta(seconds=10))
+    past.save()  # an expiry in the past: gone at once, no error
+    assert "foo" not in store(past.session_key)
+
+
+def test_a_save_never_resurrects_a_session_deleted_elsewhere(configured: Settings) -> None:
+    from django.contrib.sessions.backends.base import UpdateError
+
+    s1 = store()
+    s1["data"] = "one"
+    s1.save(must_create=True)
+    store(s1.session_key).delete()  # a logout in another request
+    s1["data"] = "two"
+    with pytest.raises(UpdateError):
+        s1.save()
+    assert s1.load() == {}
+    assert redis_keys(configured, "session:{*") == []
+
+
+def test_two_requests_changing_different_keys_both_keep_their_change(
+        configured: Settings) -> None:
+    s = store()
+    s["a"], s["b"] = 0, 0
+    s.save()
+    first, second = store(s.session_key), store(s.session_key)
+    first["a"], second["b"] = 1, 2
+    assert first["b"] == 0 and second["a"] == 0  # both loaded before either saved
+    first.save()
+    second.save()
+    assert dict(store(s.session_key).items()) == {"a": 1, "b": 2}
+
+
+def test_only_changed_fields_are_written(configured: Settings) -> None:
+    s = store()
+    s["cart"], s["theme"] = ["teapot"], "dark"
+    s.save()
+    client = raw_client(configured)
+    try:
+        (key,) = redis_keys(configured, "session:{*")
+        client.hset(key, "theme", '"light"')  # another request changed it meanwhile
+        again = store(s.session_key)
+        again["cart"] = [*again["cart"], "mug"]
+        again.save()
+        assert client.hget(key, "theme") == b'"light"'  # not overwritten with "dark"
+        assert client.hget(key, "cart") == b'["teapot","mug"]'
+    finally:
+        client.close()
+
+
+def test_the_layout_is_the_middleware_s(configured: Settings) -> None:
+    """One hash per session under <prefix>:session:, one field per key holding its JSON,
+    the session key itself nowhere in Redis, every key with a TTL."""
+    from .conftest import audit_keyspace
+
+    s = store()
+    s.update({"user_id": "42", "cart": [1, 2], "theme": "dark"})
+    s.save()
+    (key,) = redis_keys(configured, "session:{*")
+    client = raw_client(configured)
+    try:
+        fields = {k: v for k, v in client.hgetall(key).items() if not k.startswith(b"\x00")}
+        assert fields == {b"user_id": b'"42"', b"cart": b"[1,2]", b"theme": b'"dark"'}
+    finally:
+        client.close()
+    assert s.session_key.encode() not in key
+    assert all(s.session_key.encode() not in k for k in redis_keys(configured, "*"))
+    audit_keyspace(configured)
+
+
+@pytest.mark.real_redis
+def test_a_three_field_session_takes_what_the_middleware_s_takes(redis_server: Any) -> None:
+    """Same memory as the ASGI/WSGI middleware's session with the same content."""
+    from django.test import override_settings
+    from werkzeug.test import Client
+
+    from redis_middleware.wsgi import SessionMiddleware
+    from redis_middleware.wsgi.sessions import ENVIRON_KEY
+
+    from .conftest import make_settings
+
+    settings = make_settings(redis_server.url)
+    with override_settings(REDIS_MIDDLEWARE={"redis_url": settings.redis_url,
+                                             "key_prefix": settings.key_prefix,
+                                             "secret_key": (SECRET,)}):
+        s = store()
+        s.update({"user_id": "42", "cart": [1, 2], "theme": "dark"})
+        s.save()
+        (django_key,) = redis_keys(settings, "session:{*")
+        client = raw_client(settings)
+        try:
+            django_bytes = client.memory_usage(django_key, samples=0)
+            def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+                environ[ENVIRON_KEY].update({"user_id": "43", "cart": [3, 4], "theme": "mild"})
+                start_response("200 OK", [])
+                return [b""]
+
+            Client(SessionMiddleware(app, settings)).get("/")
+            (middleware_key,) = [k for k in redis_keys(settings, "session:{*")
+                                 if k != django_key]
+            assert django_bytes == client.memory_usage(middleware_key, samples=0)
+            assert django_bytes <= 200
+        finally:
+            client.close()
+
+
+def test_round_trips(configured: Settings) -> None:
+    """Loading is one round trip; a save one more; a key rotation one."""
+    from redis_middleware._redis.connections import connections_for
+
+    conns = connections_for(configured)
+    s = store()
+    s["x"] = 1
+    before = conns.round_trips
+    s.save()
+    assert conns.round_trips - before == 1
+    again = store(s.session_key)
+    before = conns.round_trips
+    assert again["x"] == 1
+    assert conns.round_trips - before == 1
+    before = conns.round_trips
+    again.cycle_key()
+    assert conns.round_trips - before == 1
+    again["y"] = 2
+    before = conns.round_trips
+    again.save()
+    assert conns.round_trips - before == 1
+
+
+def test_a_subclass_changes_the_cookie_age(configured: Settings) -> None:
+    from redis_middleware.django.sessions import SessionStore
+
+    class ShortSessions(SessionStore):
+        def get_session_cookie_age(self) -> int:
+            return 60
+
+    s = ShortSessions()
+    s["a"] = 1
+    s.save()
+    client = raw_client(configured)
+    try:
+        (key,) = redis_keys(configured, "session:{*")
+        assert 55 <= client.ttl(key) <= 60
+    finally:
+        client.close()
+    ShortSessions.clear_expired()  # Redis expires sessions: nothing to do, no error
+
+
+def test_a_custom_serializer_round_trips_values(configured: Settings) -> None:
+    from django.test import override_settings
+
+    with override_settings(SESSION_SERIALIZER="tests.test_django.ReprSerializer"):
+        s = store()
+        s["when"] = (2026, 12, 2)
+        s.save()
+        assert store(s.session_key)["when"] == (2026, 12, 2)
+
+
+class ReprSerializer:
+    """A serializer that keeps tuples (JSON would make them lists)."""
+
+    def dumps(self, value: Any) -> bytes:
+        return repr(value).encode()
+
+    def loads(self, data: bytes) -> Any:
+        import ast
+
+        return ast.literal_eval(data.decode())
+
+
+async def test_the_async_methods(configured: Settings) -> None:
+    from redis_middleware._redis.connections import connections_for
+
+    try:
+        from django.contrib.sessions.backends.base import UpdateError
+
+        s = store()
+        assert await s.aget("cat") is None
+        await s.aset("a", "c")
+        await s.aset("b", "d")
+        await s.asave()
+        assert await s.aexists(s.session_key)
+        old = s.session_key
+        await s.acycle_key()
+        assert not await s.aexists(old) and await s.aexists(s.session_key)
+        assert sorted(await s.aitems()) == [("a", "c"), ("b", "d")]
+        other = store(s.session_key)
+        assert await other.aget("a") == "c"
+        await other.adelete()
+        await s.aset("a", "z")
+        with pytest.raises(UpdateError):
+            await s.asave()
+        assert await s.aload() == {}
+        fresh = store()
+        await fresh.aset("k", 1)
+        await fresh.aflush()
+        assert fresh.session_key is None
+        await store().aclear_expired()
+    finally:
+        await connections_for(configured).aclose()
+
+
+def test_log_out_everywhere_covers_django_logins(configured: Settings) -> None:
+    from redis_middleware.wsgi import SessionStore as Sessions
+
+    phone, laptop = store(), store()
+    for s in (phone, laptop):
+        s["_auth_user_id"] = "7"
+        s.save()
+    sessions = Sessions(configured)
+    assert len(sessions.list("7")) == 2
+    assert sessions.revoke_all("7") == 2
+    assert store(phone.session_key).get("_auth_user_id") is None
+    assert store(laptop.session_key).get("_auth_user_id") is None
+
+
+# -- Django's own features on it ---------------------------------------------------------
+def client() -> Any:
+    from django.test import Client
+
+    return Client(REMOTE_ADDR="10.1.2.3")
+
+
+def test_auth_login_rotates_the_key_and_logout_deletes_the_session(
+        configured: Settings) -> None:
+    c = client()
+    c.get("/")
+    c.post("/login", {"username": "carol"})
+    first = c.cookies["sessionid"].value
+    page = c.get("/profile").content.decode()
+    assert "carol" in page and "Signed in as carol." in page  # contrib.messages, in Redis
+    assert "Signed in as" not in c.get("/profile").content.decode()  # shown once
+    c.post("/login", {"username": "dave"})  # another user: the session is flushed
+    assert c.cookies["sessionid"].value != first
+    assert "dave" in c.get("/profile").content.decode()
+    assert not store(first).exists(first)
+    c.post("/logout")
+    assert redis_keys(configured, "session:{*") == []
+    assert "Log in" in c.get("/").content.decode()
+
+
+def test_the_admin_logs_in_on_redis_sessions(configured: Settings) -> None:
+    from django.contrib.auth import get_user_model
+
+    User = get_user_model()
+    if not User.objects.filter(username="admin").exists():
+        User.objects.create_superuser("admin", "admin@example.com", "a-long-password-42")
+    c = client()
+    login_page = c.get("/admin/login/")
+    assert login_page.status_code == 200
+    response = c.post("/admin/login/?next=/admin/", {
+        "username": "admin", "password": "a-long-password-42", "next": "/admin/"})
+    assert response.status_code == 302 and response.headers["Location"] == "/admin/"
+    assert c.get("/admin/").status_code == 200
+    session = store(c.cookies["sessionid"].value)
+    assert session["_auth_user_id"] == str(User.objects.get(username="admin").pk)
+
+
+def test_the_middleware_counts_request_user(configured: Settings) -> None:
+    from django.test import override_settings
+
+    from redis_middleware.wsgi import Presence
+
+    with override_settings(REDIS_MIDDLEWARE={
+            "redis_url": configured.redis_url, "key_prefix": configured.key_prefix,
+            "secret_key": (SECRET,), "limit": "3/minute", "key": "user"}):
+        alice, bob = client(), client()  # same address, two users
+        alice.post("/login", {"username": "alice"})
+        bob.post("/login", {"username": "bob"})
+        statuses = [alice.get("/api/ping").status_code for _ in range(4)]
+        assert statuses == [200, 200, 200, 429]  # the anonymous login was not counted
+        assert bob.get("/api/ping").status_code == 200  # a different user, a fresh budget
+        from django.contrib.auth import get_user_model
+
+        pk = str(get_user_model().objects.get(username="alice").pk)
+        assert Presence(configured).is_online(pk)
+        counters = redis_keys(configured, "ratelimit")
+        assert f"{{user%3A{pk}}}".encode() in b" ".join(counters)
+
+
+def test_the_cache_serves_hits_and_keeps_the_view_s_response(configured: Settings) -> None:
+    c = client()
+    first = c.get("/products")
+    assert first.headers["X-Cache"] == "MISS"
+    second = c.get("/products")
+    assert second.headers["X-Cache"] == "HIT" and second.content == first.content
+    assert second.status_code == 200 and "Age" in second.headers
+    c.post("/products", {"id": "1", "name": "Samovar"})
+    third = c.get("/products")
+    assert third.headers["X-Cache"] == "MISS" and b"Samovar" in third.content
+    conditional = c.get("/products", HTTP_IF_NONE_MATCH=third.headers.get("ETag", '"x"'))
+    assert conditional.status_code in (200, 304)
+
+
+def test_redis_down_answers_503_with_one_log_line(caplog: pytest.LogCaptureFixture) -> None:
+    from django.test import override_settings
+
+    from .conftest import free_port
+
+    with override_settings(REDIS_MIDDLEWARE={
+            "redis_url": f"redis://127.0.0.1:{free_port()}/0", "secret_key": (SECRET,),
+            "connect_timeout": 0.2, "socket_timeout": 0.2,
+            "session_on_redis_error": "fail"}):
+        from redis_middleware.sansio.cookies import new_session_id
+
+        c = client()
+        c.cookies["sessionid"] = new_session_id()
+        with caplog.at_level(logging.WARNING):
+            responses = [c.get("/profile", HTTP_ACCEPT="text/html") for _ in range(3)]
+        assert {r.status_code for r in responses} == {503}
+        assert all(r.headers.get("Retry-After") for r in responses)
+        assert "text/html" in responses[0].headers["Content-Type"]
+        assert "sessionid" not in responses[0].cookies  # the cookie is left alone
+        assert not [r for r in caplog.records if r.exc_info]  # no traceback
+        assert len([r for r in caplog.records if "session store" in r.getMessage()]) <= 1
