@@ -195,3 +195,153 @@ def test_the_fastapi_demo_answers_503_pages_when_redis_is_down(tmp_path: Any) ->
         proc.terminate()
         proc.wait(10)
     assert "Traceback" not in (tmp_path / "demo.log").read_text()
+
+
+class Served:
+    """An example under a real server process, stopped (by its handle) afterwards."""
+
+    def __init__(self, command: list[str], env: dict[str, str], log: Any) -> None:
+        import os
+        import subprocess
+        import sys
+        from pathlib import Path
+
+        from .conftest import free_port
+
+        self.port = free_port()
+        self.log = log
+        root = Path(__file__).resolve().parent.parent
+        full_env = {**os.environ, "PYTHONPATH": str(root), "PORT": str(self.port), **env}
+        argv = [sys.executable, "-m", *[a.replace("{port}", str(self.port)) for a in command]]
+        with log.open("wb") as out:
+            self.proc = subprocess.Popen(argv, cwd=root, env=full_env, stdout=out, stderr=out)
+        self.base = f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> Served:
+        import time
+
+        import httpx
+
+        deadline = time.monotonic() + 30
+        while True:
+            assert self.proc.poll() is None, self.log.read_text()
+            try:
+                httpx.get(self.base + "/health")
+                return self
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline, "the example did not start"
+                time.sleep(0.1)
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except Exception:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _csrf(html: str) -> str:
+    import re
+
+    found = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', html)
+    assert found, "no CSRF token in the page"
+    return found[1]
+
+
+def _drive_the_django_shop(base: str) -> None:
+    """Log in through a real form (CSRF included), see the profile and the flashed
+    message, the cached product page, who is online, and the login limit."""
+    import httpx
+
+    with httpx.Client(base_url=base, follow_redirects=True) as http:
+        token = _csrf(http.get("/").text)
+        page = http.post("/login", data={"username": "erin", "csrfmiddlewaretoken": token})
+        assert page.status_code == 200 and "erin" in page.text
+        assert "Signed in as erin." in page.text  # contrib.messages, in the Redis session
+        assert "<b>1</b>" in page.text
+        assert "<b>2</b>" in http.get("/profile").text  # the session keeps its count
+        assert http.get("/products").headers["x-cache"] == "MISS"
+        assert http.get("/products").headers["x-cache"] == "HIT"
+        assert "erin" in http.get("/online").text
+        assert http.get("/api/ping").json() == {"pong": True, "user": "erin"}
+        token = _csrf(http.get("/").text)
+        http.post("/logout", data={"csrfmiddlewaretoken": token})
+        assert "Log in" in http.get("/").text
+    with httpx.Client(base_url=base) as http:
+        statuses = []
+        for i in range(6):  # login() rotates the CSRF token: a fresh form each time
+            token = _csrf(http.get("/").text)
+            statuses.append(http.post("/login", headers={"Accept": "text/html"}, data={
+                "username": f"x{i}", "csrfmiddlewaretoken": token}).status_code)
+        # 5 logins a minute per address, erin's included, on whichever worker
+        assert statuses == [302] * 4 + [429] * 2
+        token = _csrf(http.get("/").text)
+        refused = http.post("/login", data={"username": "y", "csrfmiddlewaretoken": token},
+                            headers={"Accept": "text/html"})
+        assert refused.status_code == 429 and refused.headers["retry-after"]
+        assert refused.headers["content-type"].startswith("text/html")  # a page, for a form
+
+
+def _migrated(tmp_path: Any) -> dict[str, str]:
+    """The environment of a Django example with its database created."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {"DJANGO_SETTINGS_MODULE": "examples.django_app.settings",
+           "DJANGO_DB": str(tmp_path / "demo.sqlite3")}
+    root = Path(__file__).resolve().parent.parent
+    subprocess.run([sys.executable, "-m", "django", "migrate", "-v", "0"], cwd=root, check=True,
+                   env={**os.environ, "PYTHONPATH": str(root), **env})
+    return env
+
+
+@pytest.mark.real_redis
+def test_the_django_demo_under_gunicorn_with_two_workers(tmp_path: Any, redis_server: Any
+                                                         ) -> None:
+    """WSGI Django, two worker processes on one redis-server: the session, the limit and
+    the cache are shared by both workers."""
+    from .conftest import SECRET, make_settings
+
+    settings = make_settings(redis_server.url)
+    env = {**_migrated(tmp_path), "REDIS_URL": settings.redis_url,
+           "REDIS_MIDDLEWARE_KEY_PREFIX": settings.key_prefix,
+           "REDIS_MIDDLEWARE_SECRET_KEY": SECRET}
+    with Served(["gunicorn", "-w", "2", "-b", "127.0.0.1:{port}",
+                 "examples.django_app.wsgi:application"], env, tmp_path / "gunicorn.log") as srv:
+        _drive_the_django_shop(srv.base)
+    assert "Traceback" not in (tmp_path / "gunicorn.log").read_text()
+
+
+def test_the_django_demo_under_uvicorn(tmp_path: Any) -> None:
+    """ASGI Django on memory://: the middleware and the session engine on their async
+    paths (request.auser(), aload), the cache in Django's worker thread."""
+    env = {**_migrated(tmp_path), "REDIS_URL": "memory://"}
+    with Served(["uvicorn", "--port", "{port}", "examples.django_app.asgi:application"], env,
+                tmp_path / "uvicorn.log") as srv:
+        _drive_the_django_shop(srv.base)
+    assert "Traceback" not in (tmp_path / "uvicorn.log").read_text()
+
+
+@pytest.mark.real_redis
+def test_the_flask_demo_under_gunicorn(tmp_path: Any, redis_server: Any) -> None:
+    """The Flask example as it is deployed: gunicorn, two workers, one redis-server."""
+    import httpx
+
+    from .conftest import SECRET, make_settings
+
+    settings = make_settings(redis_server.url)
+    env = {"REDIS_URL": settings.redis_url, "REDIS_MIDDLEWARE_KEY_PREFIX": settings.key_prefix,
+           "REDIS_MIDDLEWARE_SECRET_KEY": SECRET}
+    with Served(["gunicorn", "-w", "2", "-b", "127.0.0.1:{port}", "examples.flask_app.app:app"],
+                env, tmp_path / "gunicorn.log") as srv, httpx.Client(
+                    base_url=srv.base, follow_redirects=True) as http:
+        page = http.post("/login", data={"username": "fay"})
+        assert "fay" in page.text and "<b>1</b>" in page.text
+        assert "<b>2</b>" in http.get("/profile").text
+        assert http.get("/products").headers["x-cache"] == "MISS"
+        assert http.get("/products").headers["x-cache"] == "HIT"
+        assert "fay" in http.get("/online").text
+    assert "Traceback" not in (tmp_path / "gunicorn.log").read_text()

@@ -347,3 +347,81 @@ def test_limits_per_credential_stay_hashed_in_the_namespace(
     keys = audit_keyspace(settings)
     assert keys and all(value not in key for key in keys for value in [
         "alpha", "beta", *hostile])
+
+
+def _starlette_app_with_auth(settings: Settings, auth_outside: bool) -> Any:
+    """A Starlette app whose AuthenticationMiddleware sets ``scope["user"]`` from an
+    ``X-User`` header, outside (before) or inside (after) our rate limiter."""
+    from starlette.applications import Starlette
+    from starlette.authentication import (
+        AuthCredentials,
+        AuthenticationBackend,
+        BaseUser,
+        SimpleUser,
+    )
+    from starlette.middleware import Middleware
+    from starlette.middleware.authentication import AuthenticationMiddleware
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    from redis_middleware.asgi import RateLimitMiddleware
+
+    class NamedOnly(BaseUser):  # defines display_name only: identity raises
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        @property
+        def is_authenticated(self) -> bool:
+            return True
+
+        @property
+        def display_name(self) -> str:
+            return self.name
+
+    class HeaderAuth(AuthenticationBackend):
+        async def authenticate(self, conn: Any) -> Any:
+            name = conn.headers.get("x-user")
+            if not name:
+                return None
+            user = NamedOnly(name[1:]) if name.startswith("~") else SimpleUser(name)
+            return AuthCredentials(["authenticated"]), user
+
+    async def whoami(request: Any) -> PlainTextResponse:
+        return PlainTextResponse(request.user.display_name if request.user.is_authenticated
+                                 else "anonymous")
+
+    auth = Middleware(AuthenticationMiddleware, backend=HeaderAuth())
+    limit = Middleware(RateLimitMiddleware, settings=settings, limit="2/minute",
+                       key="user_or_ip")
+    # Starlette runs the first middleware of the list outermost.
+    stack = [auth, limit] if auth_outside else [limit, auth]
+    return Starlette(routes=[Route("/me", whoami)], middleware=stack)
+
+
+def test_a_per_user_limit_counts_starlettes_authenticated_user(settings: Settings) -> None:
+    from starlette.testclient import TestClient
+
+    app = _starlette_app_with_auth(settings, auth_outside=True)
+    with TestClient(app, client=("10.9.0.1", 1)) as client:
+        def me(user: str) -> int:
+            return int(client.get("/me", headers={"x-user": user}).status_code)
+
+        assert [me("ann") for _ in range(3)] == [200, 200, 429]
+        assert me("ben") == 200  # same address, another user: a fresh budget
+        assert [me("~cleo") for _ in range(3)] == [200, 200, 429]  # display_name only
+        keys = audit_keyspace(settings)
+        assert any("user%3Aann" in k for k in keys) and any("user%3Acleo" in k for k in keys)
+        client.portal.call(connections_for(settings).aclose)
+
+
+def test_auth_inside_our_middleware_is_not_seen_yet(settings: Settings) -> None:
+    """Our middleware runs first, so the user is unknown: user_or_ip counts the address."""
+    from starlette.testclient import TestClient
+
+    app = _starlette_app_with_auth(settings, auth_outside=False)
+    with TestClient(app, client=("10.9.0.2", 1)) as client:
+        statuses = [client.get("/me", headers={"x-user": u}).status_code
+                    for u in ("ann", "ben", "cleo")]
+        assert statuses == [200, 200, 429]  # one budget: the address's
+        assert all("ip%3A10.9.0.2" in k for k in audit_keyspace(settings))
+        client.portal.call(connections_for(settings).aclose)

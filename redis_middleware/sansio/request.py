@@ -63,11 +63,29 @@ def scope_user(scope: Mapping[str, Any], user_field: str) -> str | None:
     """The server-verified user of an ASGI request: our session, else ``scope["user"]``."""
     user = _session_user(scope.get("session"), user_field)
     if user is None:
-        auth = scope.get("user")
-        if auth is not None and getattr(auth, "is_authenticated", False):
-            identity = getattr(auth, "identity", None) or getattr(auth, "display_name", None)
-            user = str(identity) if identity else None
+        user = _authenticated(scope.get("user"))
     return user
+
+
+def _authenticated(auth: Any) -> str | None:
+    """The id of Starlette's ``scope["user"]`` (set by its ``AuthenticationMiddleware``):
+    ``identity``, else ``display_name``; None for an anonymous user. ``BaseUser``'s
+    properties raise NotImplementedError where a subclass does not define them."""
+    if auth is None:
+        return None
+    try:
+        if not auth.is_authenticated:
+            return None
+    except (AttributeError, NotImplementedError):
+        return None
+    for name in ("identity", "display_name"):
+        try:
+            value = getattr(auth, name)
+        except (AttributeError, NotImplementedError):
+            continue
+        if value:
+            return str(value)
+    return None
 
 
 def from_scope(scope: Mapping[str, Any], user_field: str | None) -> RequestInfo:
