@@ -39,19 +39,25 @@ import redis
 HERE = Path(__file__).resolve().parent
 STACKS = ["bare", "floor", "peers", "ours", "stack"]
 COMPONENT_STACKS = ["bare", "peer-ratelimit", "our-ratelimit", "peer-cache", "our-cache"]
+DJANGO_STACKS = ["django-db", "django-cache", "django-ours"]
 LABELS = {"bare": "no middleware", "floor": "floor (1 round trip)", "peers": "peer stack",
           "ours": "ours (4 middlewares)", "stack": "ours (RedisMiddleware)",
           "ours@base": "ours (4 middlewares), baseline", "stack@base": "ours (stack), baseline",
           "peer-ratelimit": "peer rate limiter alone", "our-ratelimit": "our rate limiter alone",
-          "peer-cache": "peer cache alone", "our-cache": "our cache alone"}
+          "peer-cache": "peer cache alone", "our-cache": "our cache alone",
+          "django-db": "Django db engine (SQLite)", "django-cache": "Django cache engine "
+          "(django-redis)", "django-ours": "redis_middleware.django.sessions"}
 PEERS = {"asgi": "starsessions + slowapi + fastapi-cache2",
-         "wsgi": "Flask-Session + Flask-Limiter + Flask-Caching"}
+         "wsgi": "Flask-Session + Flask-Limiter + Flask-Caching",
+         "django": "Django's db and cache (django-redis) session engines"}
 # side -> (interface, server). gunicorn's gthread worker is what most Flask deployments
 # run; granian (Rust) is a second WSGI server whose own cost per request is far lower,
 # so the middleware's share of the time shows (see docs/benchmarks.md).
 SIDES = {"asgi": ("asgi", "uvicorn"), "wsgi": ("wsgi", "gunicorn"),
-         "wsgi-granian": ("wsgi", "granian")}
-SIDE_CHOICES = {"both": ["asgi", "wsgi"], "all": list(SIDES)}
+         "wsgi-granian": ("wsgi", "granian"),
+         # Django's session engines side by side (bench/stacks/django_app.py), on gunicorn.
+         "django": ("django", "gunicorn")}
+SIDE_CHOICES = {"both": ["asgi", "wsgi"], "all": ["asgi", "wsgi", "wsgi-granian"]}
 WORKLOADS = {  # name -> (method, path, needs a session cookie)
     "hello": ("GET", "/hello", False),
     "session-read": ("GET", "/me", True),
@@ -100,7 +106,7 @@ def start_redis(stack: ExitStack) -> tuple[int, redis.Redis]:
     raise SystemExit("redis-server did not start")
 
 
-def server_command(server: str, port: int) -> list[str]:
+def server_command(server: str, port: int, module: str = "wsgi_app") -> list[str]:
     """One worker process on every server; WSGI servers run the app on 8 threads."""
     if server == "uvicorn":
         return [sys.executable, "-m", "uvicorn", "asgi_app:app", "--host", "127.0.0.1",
@@ -108,7 +114,7 @@ def server_command(server: str, port: int) -> list[str]:
                 "--no-access-log"]
     if server == "gunicorn":
         return [sys.executable, "-m", "gunicorn", "-w", "1", "-k", "gthread", "--threads", "8",
-                "-b", f"127.0.0.1:{port}", "--log-level", "warning", "wsgi_app:app"]
+                "-b", f"127.0.0.1:{port}", "--log-level", "warning", f"{module}:app"]
     return [sys.executable, "-m", "granian", "--interface", "wsgi", "--host", "127.0.0.1",
             "--port", str(port), "--workers", "1", "--blocking-threads", "8",
             "--log-level", "error", "wsgi_app:app"]
@@ -128,7 +134,9 @@ def start_server(side: str, stack_name: str, redis_port: int, db: int,
            "PYTHONPATH": os.pathsep.join([str(HERE / "stacks"), str(root)])}
     # Its own process group: stopping it stops its worker processes too, even when the
     # server's main process has to be killed.
-    proc = subprocess.Popen(server_command(SIDES[side][1], port), cwd=HERE / "stacks", env=env,
+    module = "django_app" if side == "django" else "wsgi_app"
+    proc = subprocess.Popen(server_command(SIDES[side][1], port, module), cwd=HERE / "stacks",
+                            env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             start_new_session=True)
 
@@ -167,7 +175,8 @@ def prepare(server: Server) -> None:
         server.cookie = "; ".join(f"{k}={v}" for k, v in client.cookies.items())
         for _ in range(3):
             client.get("/me").raise_for_status()
-            client.get("/item/1").raise_for_status()
+            if server.side != "django":
+                client.get("/item/1").raise_for_status()
             client.get("/hello").raise_for_status()
 
 
@@ -245,7 +254,8 @@ def machine() -> dict[str, str]:
     versions = {}
     for dist in ("redis-middleware", "redis", "starlette", "fastapi", "uvicorn", "flask",
                  "gunicorn", "granian", "starsessions", "slowapi", "fastapi-cache2",
-                 "Flask-Session", "Flask-Limiter", "Flask-Caching", "limits"):
+                 "Flask-Session", "Flask-Limiter", "Flask-Caching", "limits", "django",
+                 "django-redis"):
         try:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -264,7 +274,7 @@ def run_side(side: str, stacks: list[str], workloads: list[str], args: argparse.
     """One side's servers, started, measured, and stopped before the next side starts
     (idle servers of an earlier side must not add load or Redis traffic)."""
     with ExitStack() as stack:
-        first_db = len(STACKS) * list(SIDES).index(side)  # 16 databases, 5 per side
+        first_db = min(len(STACKS) * list(SIDES).index(side), 12)  # 16 databases, 5 per side
         servers = [start_server(side, name, redis_port, first_db + i, stack)
                    for i, name in enumerate(stacks)]
         for server in servers:
@@ -314,10 +324,14 @@ def main() -> int:
         raise SystemExit("needs wrk and redis-server: run bench/run.sh, which installs them")
     sides = SIDE_CHOICES.get(args.side, [args.side])
     stacks = COMPONENT_STACKS if args.components else STACKS
+    if sides == ["django"]:
+        stacks = DJANGO_STACKS
     global _baseline_root
     if args.baseline:
         stacks = BASELINE_STACKS
     workloads = ["hello", "cached-item"] if args.components else list(WORKLOADS)
+    if sides == ["django"]:
+        workloads = ["hello", "session-read", "login"]
     report: dict[str, Any] = {"machine": machine(), "settings": vars(args), "sides": {}}
     with ExitStack() as stack:
         if args.baseline:
@@ -334,9 +348,34 @@ def main() -> int:
     Path(args.out).write_text(json.dumps(report, indent=2))
     if args.baseline:
         print(render_baseline(report, args.baseline))
+    elif sides == ["django"]:
+        print(render_django(report))
     else:
         print(render_components(report) if args.components else render(report))
     return 0
+
+
+def render_django(report: dict[str, Any]) -> str:
+    """Django's session engines: requests/s, ratios, Redis (or SQLite) cost, memory."""
+    stacks = report["sides"]["django"]["stacks"]
+    out = ["| Workload | " + " | ".join(LABELS[s] for s in DJANGO_STACKS) +
+           " | ours / db | ours / cache |", "| --- " * (len(DJANGO_STACKS) + 3) + "|"]
+    for workload in ("hello", "session-read", "login"):
+        rps = {s: stacks[s]["workloads"][workload]["rps"] for s in DJANGO_STACKS}
+        out.append(f"| {workload} (req/s) | " + " | ".join(
+            f"{rps[s]:,.0f}" for s in DJANGO_STACKS) +
+            f" | {rps['django-ours'] / rps['django-db']:.2f}x"
+            f" | {rps['django-ours'] / rps['django-cache']:.2f}x |")
+    out += ["", "| Redis commands / round trips per request | " + " | ".join(
+        LABELS[s] for s in DJANGO_STACKS) + " |", "| --- " * (len(DJANGO_STACKS) + 1) + "|"]
+    for workload in ("session-read", "login"):
+        out.append(f"| {workload} | " + " | ".join(
+            f"{stacks[s]['workloads'][workload]['commands']:.2f} / "
+            f"{stacks[s]['workloads'][workload]['round_trips']:.2f}" for s in DJANGO_STACKS)
+            + " |")
+    out.append("| Redis bytes per session (3 fields) | " + " | ".join(
+        str(stacks[s]["session_memory"]["bytes"]) for s in DJANGO_STACKS) + " |")
+    return "\n".join(out)
 
 
 def render_components(report: dict[str, Any]) -> str:

@@ -528,3 +528,62 @@ def test_redis_down_answers_503_with_one_log_line(caplog: pytest.LogCaptureFixtu
         assert "sessionid" not in responses[0].cookies  # the cookie is left alone
         assert not [r for r in caplog.records if r.exc_info]  # no traceback
         assert len([r for r in caplog.records if "session store" in r.getMessage()]) <= 1
+
+
+def test_the_test_client_s_session_and_force_login(configured: Settings) -> None:
+    from django.contrib.auth import get_user_model
+
+    user, _ = get_user_model().objects.get_or_create(username="gil")
+    c = client()
+    c.force_login(user)
+    assert c.get("/api/ping").json() == {"pong": True, "user": "gil"}
+    session = c.session  # Django's Client.session: a store on our engine
+    session["theme"] = "dark"
+    session.save()
+    assert store(c.cookies["sessionid"].value)["theme"] == "dark"
+    assert c.session["_auth_user_id"] == str(user.pk)
+
+
+def test_a_password_change_keeps_the_user_signed_in(configured: Settings) -> None:
+    """update_session_auth_hash() rewrites the session's auth hash (and rotates the key),
+    so the session stays valid after set_password()."""
+    from django.contrib.auth import get_user_model, update_session_auth_hash
+    from django.test import RequestFactory
+
+    user, _ = get_user_model().objects.get_or_create(username="hana")
+    c = client()
+    c.force_login(user)
+    key = c.cookies["sessionid"].value
+    request = RequestFactory().get("/")
+    request.session = store(key)
+    request.user = user
+    user.set_password("a-new-long-password-77")
+    user.save()
+    update_session_auth_hash(request, user)
+    request.session.save()
+    c.cookies["sessionid"] = request.session.session_key
+    assert c.get("/api/ping").json()["user"] == "hana"
+    assert not store(key).exists(key)  # the old key died with the rotation
+
+
+def test_a_session_deleted_during_a_request_is_not_resurrected(configured: Settings) -> None:
+    """Django's middleware turns the engine's UpdateError into SessionInterrupted (400)."""
+    from django.contrib.sessions.exceptions import SessionInterrupted
+    from django.contrib.sessions.middleware import SessionMiddleware
+    from django.http import HttpResponse
+    from django.test import RequestFactory
+
+    s = store()
+    s["a"] = 1
+    s.save()
+
+    def view(request: Any) -> HttpResponse:
+        request.session["a"] = 2
+        store(s.session_key).delete()  # a logout in another tab, meanwhile
+        return HttpResponse("ok")
+
+    request = RequestFactory().get("/", HTTP_COOKIE=f"sessionid={s.session_key}")
+    request.COOKIES["sessionid"] = s.session_key
+    with pytest.raises(SessionInterrupted):
+        SessionMiddleware(view)(request)
+    assert redis_keys(configured, "session:{*") == []

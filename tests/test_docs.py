@@ -38,8 +38,13 @@ def test_code_samples_run(page: Path, index: int, code: str,
                           monkeypatch: pytest.MonkeyPatch) -> None:
     for name in [n for n in __import__("os").environ if n.startswith("REDIS")]:
         monkeypatch.delenv(name)
-    namespace: dict[str, object] = {"__name__": f"docs_sample_{index}"}
-    exec(compile(code, f"{page.name}#{index}", "exec"), namespace)
+    import sys
+    import types
+
+    # A real module: frameworks resolve a handler's annotations through sys.modules.
+    module = types.ModuleType(f"docs_sample_{index}")
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    exec(compile(code, f"{page.name}#{index}", "exec"), module.__dict__)
 
 
 def test_there_are_samples() -> None:
