@@ -397,6 +397,11 @@ class Settings:
         None, "REDIS_MIDDLEWARE_PRESENCE_RETENTION", p.parse_int,
         "Seconds `last_seen` is kept after a user's last activity.",
     )
+    presence_key: str = _setting(
+        "user", "REDIS_MIDDLEWARE_PRESENCE_KEY", p.parse_str,
+        "Who is online: `user` (the session's or the framework's user), or `bearer` / "
+        "`header:<Name>` (API clients: the request's credential, hashed, else the user).",
+    )
 
     def __post_init__(self) -> None:
         global _warned_generated_secret
@@ -498,6 +503,9 @@ class Settings:
                 self._fail("ratelimit_exempt", str(exc))
         if self.refusal_handler is not None and not callable(self.refusal_handler):
             self._fail("refusal_handler", "must be a callable (request, refusal) -> Response")
+        if self.presence_key != "user" and (
+                self.presence_key in ("ip", "user_or_ip") or not valid_identity(self.presence_key)):
+            self._fail("presence_key", "must be 'user', 'bearer' or 'header:<Name>'")
         key = self.ratelimit_key
         if not callable(key) and not valid_identity(key):
             self._fail("ratelimit_key", f"must be {one_of((*IDENTITY_CHOICES, 'a callable'))}")

@@ -275,3 +275,30 @@ def test_due_sweep_and_heartbeat_share_one_round_trip(make_client: Clients,
     # One to load the session (to know the user), one for presence: never three.
     assert conns.round_trips - conns.script_loads - before == 2
 
+
+
+@pytest.mark.parametrize("middleware", ["PresenceMiddleware", "RedisMiddleware"])
+@pytest.mark.parametrize("kind", ["bearer", "header:X-Api-Key"])
+def test_api_clients_are_online_by_their_hashed_credential(
+        make_client: Clients, settings: Settings, middleware: str, kind: str) -> None:
+    """presence_key="bearer" (or header:<Name>): a request's credential is who is online,
+    hashed as the rate limiter keys it; without one, the session's user as before."""
+    import hashlib
+
+    settings = settings.replace(presence_key=kind)
+    client = make_client(middleware, settings=settings)
+    header = ("Authorization", "Bearer tok-123") if kind == "bearer" else ("X-Api-Key", "tok-123")
+    assert client.get("/noop", headers=[header]).status_code == 200
+    label = "bearer" if kind == "bearer" else "header:x-api-key"
+    expected = f"{label}:{hashlib.sha256(b'tok-123').hexdigest()[:32]}"
+    online = Presence(settings).online_users()
+    assert online == [expected] and "tok-123" not in str(online)
+    assert all("tok-123" not in k for k in audit_keyspace(settings))
+
+
+def test_a_presence_key_must_name_a_credential() -> None:
+    from redis_middleware.errors import ConfigError
+
+    for bad in ("ip", "user_or_ip", "header:", "cookie"):
+        with pytest.raises(ConfigError):
+            Settings(presence_key=bad)

@@ -17,7 +17,7 @@ from .._redis.connections import connections_for
 from ..errors import RedisMiddlewareError
 from ..sansio.incidents import log_incident
 from ..sansio.presence import EventFeed, PresenceCore, PresenceEvent
-from ..sansio.request import scope_user
+from ..sansio.request import from_scope, scope_user
 from ..settings import Settings
 
 __all__ = ["Presence", "PresenceMiddleware"]
@@ -123,7 +123,8 @@ class PresenceMiddleware:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        user = scope_user(scope, self.settings.user_field)
+        user = self.core.identity(scope_user(scope, self.settings.user_field),
+                                  lambda: from_scope(scope, None))
         # A due sweep and (for HTTP) a due heartbeat share one round trip.
         flow = self.core.request_flow(user if scope["type"] == "http" else None)
         if flow is not None:

@@ -192,7 +192,8 @@ class PresenceMiddleware(_Middleware):
 
     def call(self, request: HttpRequest) -> HttpResponseBase:
         self.sync.start_sweeper()
-        flow = self.core.request_flow(django_user(getattr(request, "user", None)))
+        flow = self.core.request_flow(self.core.identity(
+            django_user(getattr(request, "user", None)), lambda: request_info(request)))
         if flow is not None:
             try:
                 self.sync.presence.redis.run(flow)
@@ -203,7 +204,8 @@ class PresenceMiddleware(_Middleware):
 
     async def acall(self, request: HttpRequest) -> HttpResponseBase:
         self.sync.start_sweeper()
-        flow = self.core.request_flow(await django_auser(request))
+        credential = self.core.identity(None, lambda: request_info(request))
+        flow = self.core.request_flow(credential or await django_auser(request))
         if flow is not None:
             assert self.apresence is not None
             try:

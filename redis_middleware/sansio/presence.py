@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +31,8 @@ from ..settings import Settings
 from .flow import Call, Flow, Script, gather
 from .incidents import log_incident
 from .memo import Recent
+from .ratelimit import credential_of
+from .request import RequestInfo
 
 __all__ = ["PresenceCore", "PresenceEvent"]
 
@@ -224,6 +226,17 @@ class PresenceCore:
     def mark_swept(self, now: float | None = None) -> None:
         """A background sweeper ran the sweep: requests need not run it too for a while."""
         self._last_sweep = time.monotonic() if now is None else now
+
+    def identity(self, user: str | None, request: Callable[[], RequestInfo]) -> str | None:
+        """Who a request makes online: with ``presence_key`` ``bearer`` or
+        ``header:<Name>``, its credential (hashed, as the rate limiter keys it) when it
+        carries one; otherwise the user."""
+        kind = self.settings.presence_key
+        if kind != "user":
+            credential = credential_of(request(), kind)
+            if credential is not None:
+                return credential
+        return user
 
     def request_flow(self, user: str | None) -> Flow[None] | None:
         """What one request owes presence: a due sweep and a due heartbeat, sharing one

@@ -165,6 +165,12 @@ class StackCore:
             first["cache"] = self.cache.lookup_flow(out.plan)
         if self.presence is not None and self.presence.sweep_due():
             first["sweep"] = self.presence.sweep_flow(secrets.token_hex(8))
+        # An API client known by its credential needs no session: its heartbeat goes now.
+        credential = self.presence.identity(None, lambda: request) if (
+            self.presence is not None and http) else None
+        if credential is not None and self.presence is not None and self.presence.due(
+                credential):
+            first["presence"] = self.presence.heartbeat_flow(credential)
         results = yield from self._gather(first)
         if "session" in results and out.session is not None:
             loaded = results["session"]
@@ -184,7 +190,8 @@ class StackCore:
         if self.ratelimit is not None and "ratelimit" not in results and out.check is None and (
                 not early or not count_hits) and not (hit and not count_hits):
             self._add_check(second, out, request, lambda: out.user)
-        if out.user is not None and self.presence is not None and self.presence.due(out.user):
+        if credential is None and out.user is not None and self.presence is not None and \
+                self.presence.due(out.user):
             second["presence"] = self.presence.heartbeat_flow(out.user)
         results = yield from self._gather(second)
         self._take(results, out)
@@ -209,6 +216,9 @@ class StackCore:
             out.check = check  # counted by the limits strategy, at the end of before_flow
 
     def _take(self, results: dict[str, Any], out: Before) -> None:
+        for name in ("presence", "sweep"):
+            if isinstance(results.get(name), RedisMiddlewareError):
+                log_incident("presence", "presence skipped: %s", results[name])
         if "ratelimit" in results and self.ratelimit is not None and out.check is not None:
             verdict = results["ratelimit"]
             out.decision = (self.ratelimit.unavailable(out.check)

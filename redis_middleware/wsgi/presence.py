@@ -15,7 +15,7 @@ from .._redis.connections import connections_for
 from ..errors import RedisMiddlewareError
 from ..sansio.incidents import log_incident
 from ..sansio.presence import EventFeed, PresenceCore, PresenceEvent
-from ..sansio.request import environ_user
+from ..sansio.request import environ_user, from_environ
 from ..settings import Settings
 
 __all__ = ["Presence", "PresenceMiddleware"]
@@ -97,7 +97,9 @@ class PresenceMiddleware:
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         self.start_sweeper()
         # A due sweep and a due heartbeat share one round trip.
-        flow = self.core.request_flow(environ_user(environ, self.settings.user_field))
+        flow = self.core.request_flow(self.core.identity(
+            environ_user(environ, self.settings.user_field),
+            lambda: from_environ(environ, self.settings.user_field)))
         if flow is not None:
             try:
                 self.presence.redis.run(flow)
