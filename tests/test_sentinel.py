@@ -14,6 +14,7 @@ from .conftest import (
     Clients,
     RedisServer,
     free_port,
+    server_binary,
     make_settings,
     start_redis_server,
     stop_redis_server,
@@ -56,7 +57,9 @@ def sentinel_setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sentine
         f"sentinel monitor {SERVICE} 127.0.0.1 {master.port} 1\n"
         f"sentinel down-after-milliseconds {SERVICE} 1000\n"
         f"sentinel failover-timeout {SERVICE} 5000\n")
-    proc = subprocess.Popen(["redis-server", str(conf), "--sentinel"],
+    exe = server_binary()
+    assert exe is not None  # start_redis_server above would have skipped otherwise
+    proc = subprocess.Popen([exe, str(conf), "--sentinel"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     setup = SentinelSetup(master, replica, port, proc)
     try:

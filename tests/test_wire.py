@@ -361,3 +361,37 @@ def test_a_server_that_refuses_hello_and_setname_still_works(
     finally:
         clients.close()
         stop_redis_server(server)
+
+
+@pytest.mark.parametrize(("hello", "old"), [
+    ({b"server": b"redis", b"version": b"7.0.15"}, None),
+    ({b"server": b"valkey", b"version": b"9.1.2"}, None),
+    ({b"server": b"redis", b"version": b"6.2.0"}, None),
+    ({b"server": b"redis", b"version": b"6.0.16"}, "redis 6.0.16"),
+    ({b"server": b"redis", b"version": b"5.0.7"}, "redis 5.0.7"),
+    ({b"server": b"redis", b"version": b"weird"}, None),
+    ({}, None),
+    ("OK", None),
+])
+def test_servers_older_than_6_2_are_named(hello: Any, old: str | None) -> None:
+    from redis_middleware._redis.endpoint import too_old
+
+    assert too_old(hello) == old
+
+
+def test_the_server_version_is_read_from_hello_and_a_recent_one_is_quiet(
+        redis_server: RedisServer, caplog: pytest.LogCaptureFixture) -> None:
+    """The test server (Redis 6.2+ or Valkey) passes the check with nothing logged."""
+    from redis_middleware import Settings
+    from redis_middleware._redis.connections import connections_for
+    from redis_middleware.sansio.flow import Call
+
+    with caplog.at_level("ERROR", logger="redis_middleware"):
+        conns = connections_for(Settings(redis_url=redis_server.url, secret_key=("s" * 40,)))
+
+        def ping() -> Any:
+            (reply,) = yield (Call.of("PING"),)
+            return reply
+
+        assert conns.run(ping()) in (b"PONG", "PONG", True)
+    assert not [r for r in caplog.records if "needs Redis 6.2" in r.getMessage()]

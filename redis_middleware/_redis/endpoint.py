@@ -46,11 +46,35 @@ class Negotiated:
     when it refuses ``HELLO`` (RESP2-only proxies, renamed commands), no client name
     when it refuses ``CLIENT SETNAME``. Shared by every connection to that endpoint."""
 
-    __slots__ = ("named", "protocol")
+    __slots__ = ("checked", "named", "protocol")
 
     def __init__(self) -> None:
         self.protocol: int | None = None
         self.named = True
+        self.checked = False  # the server's version was looked at
+
+
+# The newest command redis-middleware sends is ZMSCORE (Redis 6.2): presence's last_seen
+# of several users. Valkey forked from Redis 7.2, so every Valkey release qualifies.
+MIN_VERSION = (6, 2)
+
+
+def too_old(hello: Any) -> str | None:
+    """``"<server> <version>"`` when a ``HELLO`` reply names a server older than
+    :data:`MIN_VERSION`; None when it is recent enough or says nothing of its version."""
+    if not isinstance(hello, dict):
+        return None
+    fields = {(k.decode() if isinstance(k, bytes) else str(k)): v for k, v in hello.items()}
+    raw = fields.get("version")
+    name = fields.get("server", b"redis")
+    text = raw.decode() if isinstance(raw, bytes) else str(raw or "")
+    try:
+        version = tuple(int(part) for part in text.split(".")[:2])
+    except ValueError:
+        return None
+    if len(version) < 2 or version >= MIN_VERSION:
+        return None
+    return f"{name.decode() if isinstance(name, bytes) else name} {text}"
 
 
 def _refused(reply: Any) -> bool:
@@ -165,6 +189,13 @@ class Endpoint:
             self.negotiated.protocol = 2
             logger.warning("Redis at %s refuses HELLO (%s): speaking RESP2", self.where, first)
             return False
+        if not self.negotiated.checked:
+            self.negotiated.checked = True
+            old = too_old(first) if self.current_protocol == 3 else None
+            if old is not None:
+                logger.error("Redis at %s is %s: redis-middleware needs Redis 6.2 or newer "
+                             "(or any Valkey); presence's last-seen queries will fail there",
+                             self.where, old)
         for command, reply in zip(self.setup(), replies, strict=False):
             if command[:2] == ("CLIENT", "SETNAME") and _refused(reply):
                 self.negotiated.named = False  # a name is a courtesy, not a need
