@@ -60,6 +60,7 @@ def _info_flow() -> Flow[tuple[Any, Any]]:
 
 def _check(settings: Settings) -> tuple[dict[str, Any], int]:
     from ._redis.connections import connections_for
+    from ._redis.endpoint import too_old
 
     report: dict[str, Any] = {"redis_url": _mask_url(settings.redis_url),
                               "key_prefix": settings.key_prefix, "warnings": []}
@@ -77,6 +78,10 @@ def _check(settings: Settings) -> tuple[dict[str, Any], int]:
     try:
         info, policy = conns.run(_info_flow())
         report["redis_version"] = info.get("redis_version") if isinstance(info, dict) else None
+        old = too_old({"version": str(report["redis_version"] or "")})
+        if old is not None:
+            report["error"] = f"the server is {old}: redis-middleware needs Redis 6.2 or newer"
+            return report, 1
         value = policy.get(b"maxmemory-policy") or policy.get("maxmemory-policy") if isinstance(
             policy, dict) else None
         name = value.decode() if isinstance(value, bytes) else value

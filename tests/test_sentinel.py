@@ -14,8 +14,8 @@ from .conftest import (
     Clients,
     RedisServer,
     free_port,
-    server_binary,
     make_settings,
+    server_binary,
     start_redis_server,
     stop_redis_server,
 )

@@ -395,3 +395,18 @@ def test_the_server_version_is_read_from_hello_and_a_recent_one_is_quiet(
 
         assert conns.run(ping()) in (b"PONG", "PONG", True)
     assert not [r for r in caplog.records if "needs Redis 6.2" in r.getMessage()]
+
+
+def test_tls_options_this_redis_py_cannot_apply_are_refused_at_startup() -> None:
+    """ssl_ca_path / ssl_password reach the TLS context only on redis-py 8.0+: on an
+    older redis-py the URL is refused with a ConfigError naming them, never ignored."""
+    from redis_middleware._redis.endpoint import _SSL_CONTEXT_ARGS, endpoint_for
+    from redis_middleware.errors import ConfigError
+
+    url = "rediss://127.0.0.1:6390/0?ssl_ca_path=/etc/ssl/certs"
+    if "ca_path" in _SSL_CONTEXT_ARGS:
+        built = endpoint_for(url, 0.5, 0.5)
+        assert built is not None and built.tls is not None
+    else:
+        with pytest.raises(ConfigError, match=r"ssl_ca_path needs redis-py 8\.0"):
+            endpoint_for(url, 0.5, 0.5)

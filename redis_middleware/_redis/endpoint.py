@@ -20,6 +20,7 @@ parses replies. Cluster, Sentinel, ``memory://`` and Pub/Sub stay on redis-py.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import ssl
 import sys
@@ -33,6 +34,8 @@ from redis import exceptions as rex
 from redis._parsers.base import BaseParser
 from redis.asyncio.connection import RedisSSLContext
 from redis.connection import parse_url
+
+from ..errors import ConfigError
 
 __all__ = ["CLIENT_NAME", "Endpoint", "endpoint_for"]
 
@@ -97,6 +100,8 @@ _TLS_ARGS = {
     "ca_certs": "ssl_ca_certs", "ca_path": "ssl_ca_path", "check_hostname": "ssl_check_hostname",
     "min_version": "ssl_min_version", "ciphers": "ssl_ciphers", "password": "ssl_password",
 }
+# What this redis-py's RedisSSLContext takes (ca_path and password: redis-py 8.0+).
+_SSL_CONTEXT_ARGS = frozenset(inspect.signature(RedisSSLContext.__init__).parameters)
 _KERNEL_TIMEOUTS = sys.platform.startswith("linux")  # SO_RCVTIMEO takes a struct timeval
 _MORE = object()  # hiredis: "not enough data yet" (False is a valid RESP3 reply)
 
@@ -226,8 +231,14 @@ def endpoint_for(url: str, connect_timeout: float, timeout: float) -> Endpoint |
     tls = None
     if url.startswith("rediss://"):
         given = {name: options[key] for name, key in _TLS_ARGS.items() if key in options}
-        tls = RedisSSLContext(**{  # redis-py's sync client defaults: verify, check the name
-            "cert_reqs": "required", "check_hostname": True, **given})
+        unsupported = sorted(_TLS_ARGS[n] for n in given if n not in _SSL_CONTEXT_ARGS)
+        if unsupported:
+            raise ConfigError("REDIS_URL", f"{', '.join(unsupported)} needs redis-py 8.0 or "
+                              f"newer (installed: {redis.__version__})")
+        defaults: dict[str, Any] = {"cert_reqs": "required", "check_hostname": True}
+        if str(given.get("cert_reqs", "")).lower() in ("none", str(ssl.CERT_NONE)):
+            defaults["check_hostname"] = False  # nothing verified: no name to check
+        tls = RedisSSLContext(**{**defaults, **given})  # redis-py's sync client's defaults
     return Endpoint(
         host=options.get("host", "localhost"), port=int(options.get("port", 6379)),
         path=options.get("path"), db=int(options.get("db", 0)),
