@@ -36,7 +36,7 @@ from ._options import resolve_settings
 from ._redis.connections import RedisConnections, connections_for
 from .errors import RedisMiddlewareError, SessionUnavailableError
 from .sansio.cookies import IncomingCookie
-from .sansio.incidents import log_incident
+from .sansio.incidents import log_failure
 from .sansio.request import from_environ
 from .sansio.responses import Refusals, Response
 from .sansio.session import Codec, Session
@@ -188,7 +188,7 @@ class RedisSessionInterface(SessionInterface):
         try:
             result = redis.run(core.save_flow(session, incoming, flask_request.is_secure))
         except RedisMiddlewareError as exc:
-            log_incident("session-save", "session changes not saved, answered 503: %s", exc)
+            log_failure("session-save", "session changes not saved, answered 503: %s", exc)
             _replace_with(response, _unavailable(core.settings))
             return
         if result.set_cookie:

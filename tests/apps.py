@@ -132,7 +132,7 @@ def cache_handle(path: str, query: dict[str, str], session: Any,
     for name, key in (("Cache-Control", "cc"), ("Vary", "vary"), ("ETag", "etag"),
                       ("Expires", "expires"), ("Age", "age"), ("Date", "date"),
                       ("Location", "location"), ("CDN-Cache-Control", "cdn"),
-                      ("RedisMiddleware-Cache-Control", "own")):
+                      ("RedisMiddleware-Cache-Control", "own"), ("Retry-After", "retry")):
         if key in query:
             headers.append((name, query[key]))
     if "cookie" in query:

@@ -425,3 +425,22 @@ def test_auth_inside_our_middleware_is_not_seen_yet(settings: Settings) -> None:
         assert statuses == [200, 200, 429]  # one budget: the address's
         assert all("ip%3A10.9.0.2" in k for k in audit_keyspace(settings))
         client.portal.call(connections_for(settings).aclose)
+
+
+@pytest.mark.parametrize("middleware", ["RateLimitMiddleware", "RedisMiddleware"])
+def test_an_app_s_own_retry_after_http_date_is_left_as_it_is(
+        make_client: Clients, middleware: str) -> None:
+    """A 503 of the app with ``Retry-After`` as an HTTP-date (RFC 9110 10.2.3) passes
+    through the limiter unchanged and alone; our own 429 says delta-seconds."""
+    from email.utils import parsedate_to_datetime
+
+    client = make_client(middleware, limit="2/minute")
+    date = "Wed, 21 Oct 2026 07:28:00 GMT"
+    response = client.get("/c/down", params={"status": "503", "retry": date})
+    assert response.status_code == 503
+    assert response.headers.get_list("retry-after") == [date]
+    assert parsedate_to_datetime(response.headers["retry-after"]).year == 2026
+    client.get("/c/down", params={"status": "503", "retry": date})
+    refused = client.get("/c/down", params={"status": "503", "retry": date})
+    assert refused.status_code == 429
+    assert refused.headers["retry-after"].isdigit()

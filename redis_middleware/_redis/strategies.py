@@ -118,15 +118,15 @@ class LimitsStrategy:
         """:meth:`check`, or the rule's answer when Redis failed (None: fail open)."""
         try:
             return self.check(check)
-        except RedisMiddlewareError:
-            return self.core.unavailable(check)
+        except RedisMiddlewareError as exc:
+            return self.core.unavailable(check, exc)
 
     async def averdict(self, check: Check) -> Decision | None:
         """The asyncio twin of :meth:`verdict`."""
         try:
             return await self.acheck(check)
-        except RedisMiddlewareError:
-            return self.core.unavailable(check)
+        except RedisMiddlewareError as exc:
+            return self.core.unavailable(check, exc)
 
     def check(self, check: Check) -> Decision:
         self.breaker.check()

@@ -12,7 +12,7 @@ from .._redis.connections import connections_for
 from ..errors import RedisMiddlewareError
 from ..sansio.cache import CacheCore, CachePlan, Entry, Lookup, Resolved
 from ..sansio.exchange import CachePart, Exchange
-from ..sansio.incidents import log_incident
+from ..sansio.incidents import log_failure
 from ..sansio.request import from_scope
 from ..settings import Settings
 from ._respond import refresh, respond, with_conditional
@@ -80,7 +80,7 @@ class CacheMiddleware:
             try:
                 lookup = await self.redis.arun(self.core.lookup_flow(plan))
             except RedisMiddlewareError as exc:
-                log_incident("cache", "cache bypassed: %s", exc)
+                log_failure("cache", "cache bypassed: %s", exc)
             if lookup is not None:
                 resolved = await self.resolve(plan, lookup)
                 lookup, bypass = resolved.lookup, resolved.bypass or bypass

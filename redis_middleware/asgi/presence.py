@@ -15,7 +15,7 @@ from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 from .._options import resolve_settings
 from .._redis.connections import connections_for
 from ..errors import RedisMiddlewareError
-from ..sansio.incidents import log_incident
+from ..sansio.incidents import log_failure
 from ..sansio.presence import EventFeed, PresenceCore, PresenceEvent
 from ..sansio.request import from_scope, scope_user
 from ..settings import Settings
@@ -138,7 +138,7 @@ class PresenceMiddleware:
         try:
             return await awaitable
         except RedisMiddlewareError as exc:
-            log_incident("presence", "presence skipped: %s", exc)
+            log_failure("presence", "presence skipped: %s", exc)
             return None
 
     async def websocket(self, scope: Scope, receive: ASGIReceiveCallable,

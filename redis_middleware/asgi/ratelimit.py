@@ -43,8 +43,8 @@ class RateLimiter:
             if self.strategy is not None:
                 return await self.strategy.acheck(check)
             return await self.redis.arun(self.core.fixed_window_flow(check))
-        except RedisMiddlewareError:
-            return self.core.unavailable(check)
+        except RedisMiddlewareError as exc:
+            return self.core.unavailable(check, exc)
 
     async def usage(self, identity: str) -> dict[str, list[Usage]]:
         """Per rule, the fixed-window counters of ``identity``."""

@@ -23,7 +23,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHt
 from ..asgi.presence import Presence as AsyncPresence
 from ..asgi.ratelimit import RateLimiter as AsyncRateLimiter
 from ..errors import RedisMiddlewareError, SessionUnavailableError
-from ..sansio.incidents import log_incident
+from ..sansio.incidents import log_failure, log_incident
 from ..sansio.ratelimit import Check, Decision
 from ..sansio.request import RequestInfo, from_environ
 from ..sansio.responses import Refusals, Response, status_line
@@ -129,7 +129,7 @@ class SessionMiddleware(DjangoSessionMiddleware):
         try:
             return super().process_response(request, response)
         except RedisMiddlewareError as exc:
-            log_incident("session-save", "session changes not saved, answered 503: %s", exc)
+            log_failure("session-save", "session changes not saved, answered 503: %s", exc)
             return to_django(self.refusals.session_unavailable(request_info(request)))
 
 
@@ -198,7 +198,7 @@ class PresenceMiddleware(_Middleware):
             try:
                 self.sync.presence.redis.run(flow)
             except RedisMiddlewareError as exc:
-                log_incident("presence", "presence skipped: %s", exc)
+                log_failure("presence", "presence skipped: %s", exc)
         response: HttpResponseBase = self.get_response(request)
         return response
 
@@ -211,7 +211,7 @@ class PresenceMiddleware(_Middleware):
             try:
                 await self.apresence.redis.arun(flow)
             except RedisMiddlewareError as exc:
-                log_incident("presence", "presence skipped: %s", exc)
+                log_failure("presence", "presence skipped: %s", exc)
         response: HttpResponseBase = await self.get_response(request)
         return response
 

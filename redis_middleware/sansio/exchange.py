@@ -24,7 +24,7 @@ from ..errors import RedisCommandError, RedisMiddlewareError, SessionUnavailable
 from .cache import CacheCore, CachePlan, Capture, Lookup
 from .cookies import IncomingCookie
 from .flow import Flow, gather
-from .incidents import log_incident
+from .incidents import log_failure
 from .responses import Headers, Response
 from .session import Session
 from .sessions import SessionCore
@@ -209,7 +209,7 @@ class SessionPart:
             result = yield from self.core.save_flow(self.session, self.incoming, self.https)
         except RedisMiddlewareError as exc:
             kind = "session-command" if isinstance(exc, RedisCommandError) else "session-save"
-            log_incident(kind, "session changes not saved, answered 503: %s", exc)
+            log_failure(kind, "session changes not saved, answered 503: %s", exc)
             return Reply(replace=self.unavailable())
         if result.set_cookie:
             return Reply((*vary.add, ("Set-Cookie", result.set_cookie)), vary.drop)
@@ -278,7 +278,7 @@ class CachePart:
                     yield from self.core.invalidate_flow(
                         *self.core.invalidated_urls(self.plan, headers))
                 except RedisMiddlewareError as exc:
-                    log_incident("cache", "cache entry not invalidated: %s", exc)
+                    log_failure("cache", "cache entry not invalidated: %s", exc)
             return _NOTHING
         if status == 304 and self.conditional:
             entry, store = capture.revalidated(list(headers), self.session_touched())
@@ -316,4 +316,4 @@ class CachePart:
         try:
             yield from flow
         except RedisMiddlewareError as exc:
-            log_incident("cache", "response not stored: %s", exc)
+            log_failure("cache", "response not stored: %s", exc)

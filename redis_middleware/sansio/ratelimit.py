@@ -24,6 +24,7 @@ from ..keys import KeySpace, escape
 from ..settings import Settings
 from .client_ip import ProxyTrust
 from .flow import Call, Flow, Script
+from .incidents import log_failure
 from .patterns import PathPattern, RouteTable
 from .request import RequestInfo
 from .rules import IdentityKind, RuleSpec, parse_limits
@@ -320,9 +321,15 @@ class RateLimitCore:
                     ("RateLimit", f"{rule.draft_names[worst]};r={left};t={reset}")]
         return tuple(out)
 
-    def unavailable(self, check: Check) -> Decision | None:
-        """Redis failed: None lets the request through (fail open), else a 503 decision."""
-        if not check.rule.fail_closed:
+    def unavailable(self, check: Check, exc: Exception | None = None) -> Decision | None:
+        """Redis failed: None lets the request through (fail open), else a 503 decision.
+        A refused command is logged here, once per incident; an outage is logged once by
+        the circuit breaker for every component."""
+        closed = check.rule.fail_closed
+        if exc is not None:
+            action = "answered 503" if closed else "request let through"
+            log_failure("ratelimit", f"rate limit not counted ({action}): %s", exc)
+        if not closed:
             return None
         return Decision(False, (("Retry-After", "1"),), 1, "Rate limiter unavailable", 503)
 

@@ -23,7 +23,7 @@ from .cache import CacheCore, CachePlan, Lookup, Resolved
 from .cookies import IncomingCookie
 from .exchange import CachePart, Exchange, Part, SessionPart
 from .flow import Delegate, Flow, PausingFlow, gather
-from .incidents import log_incident
+from .incidents import log_failure
 from .patterns import PathPattern
 from .presence import PresenceCore
 from .ratelimit import Check, Decision, RateLimitCore
@@ -136,7 +136,7 @@ class StackCore:
             try:
                 yield from self.cache.release_flow(before.plan, before.lookup)
             except RedisMiddlewareError as exc:
-                log_incident("cache", "stampede guard not released: %s", exc)
+                log_failure("cache", "stampede guard not released: %s", exc)
 
     def is_exempt(self, path: str) -> bool:
         return any(p.matches(path) for p in self.exempt)
@@ -179,7 +179,9 @@ class StackCore:
             else:
                 out.session.set_loaded(loaded)
         self._take(results, out)
-        if "cache" in results and not isinstance(results["cache"], RedisMiddlewareError):
+        if isinstance(results.get("cache"), RedisMiddlewareError):
+            log_failure("cache", "cache bypassed: %s", results["cache"])
+        elif "cache" in results:
             out.lookup = results["cache"]
         hit = out.lookup is not None and out.plan is not None and self.cache is not None and \
             self.cache.servable(out.plan, out.lookup.entry, time.time()) is not None
@@ -218,10 +220,10 @@ class StackCore:
     def _take(self, results: dict[str, Any], out: Before) -> None:
         for name in ("presence", "sweep"):
             if isinstance(results.get(name), RedisMiddlewareError):
-                log_incident("presence", "presence skipped: %s", results[name])
+                log_failure("presence", "presence skipped: %s", results[name])
         if "ratelimit" in results and self.ratelimit is not None and out.check is not None:
             verdict = results["ratelimit"]
-            out.decision = (self.ratelimit.unavailable(out.check)
+            out.decision = (self.ratelimit.unavailable(out.check, verdict)
                             if isinstance(verdict, RedisMiddlewareError) else verdict)
             out.check = None
 

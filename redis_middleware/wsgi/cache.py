@@ -12,7 +12,7 @@ from .._redis.connections import connections_for
 from ..errors import RedisMiddlewareError
 from ..sansio.cache import CacheCore, CachePlan, Lookup, Resolved
 from ..sansio.exchange import CachePart, Exchange
-from ..sansio.incidents import log_incident
+from ..sansio.incidents import log_failure
 from ..sansio.request import from_environ
 from ..sansio.responses import status_line
 from ..settings import Settings
@@ -71,7 +71,7 @@ class CacheMiddleware:
             try:
                 lookup = self.redis.run(self.core.lookup_flow(plan))
             except RedisMiddlewareError as exc:
-                log_incident("cache", "cache bypassed: %s", exc)
+                log_failure("cache", "cache bypassed: %s", exc)
             if lookup is not None:
                 resolved = self.resolve(plan, lookup)
                 lookup, bypass = resolved.lookup, resolved.bypass or bypass

@@ -13,7 +13,7 @@ from typing import Any
 from .._options import resolve_settings
 from .._redis.connections import connections_for
 from ..errors import RedisMiddlewareError
-from ..sansio.incidents import log_incident
+from ..sansio.incidents import log_failure
 from ..sansio.presence import EventFeed, PresenceCore, PresenceEvent
 from ..sansio.request import environ_user, from_environ
 from ..settings import Settings
@@ -104,7 +104,7 @@ class PresenceMiddleware:
             try:
                 self.presence.redis.run(flow)
             except RedisMiddlewareError as exc:
-                log_incident("presence", "presence skipped: %s", exc)
+                log_failure("presence", "presence skipped: %s", exc)
         result: Iterable[bytes] = self.app(environ, start_response)
         return result
 
@@ -123,7 +123,7 @@ class PresenceMiddleware:
         try:
             self.presence.sweep()
         except RedisMiddlewareError as exc:
-            log_incident("presence", "presence sweep skipped: %s", exc)
+            log_failure("presence", "presence sweep skipped: %s", exc)
 
 
 

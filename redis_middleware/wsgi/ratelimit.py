@@ -34,8 +34,8 @@ class RateLimiter:
             if self.strategy is not None:
                 return self.strategy.check(check)
             return self.redis.run(self.core.fixed_window_flow(check))
-        except RedisMiddlewareError:
-            return self.core.unavailable(check)
+        except RedisMiddlewareError as exc:
+            return self.core.unavailable(check, exc)
 
     def usage(self, identity: str) -> dict[str, list[Usage]]:
         """Per rule, the fixed-window counters of ``identity``."""
