@@ -149,7 +149,9 @@ class Settings:
     )
     ratelimit_enabled: bool = _setting(
         True, "REDIS_MIDDLEWARE_RATELIMIT_ENABLED", p.parse_bool,
-        "RedisMiddleware: run rate limiting (it limits only when a limit or rules are set).",
+        "Run rate limiting (RedisMiddleware, RateLimitMiddleware, Django's; false limits "
+        "nothing, as Flask-Limiter's RATELIMIT_ENABLED). It limits only when a limit or "
+        "rules are set.",
     )
     cache_enabled: bool = _setting(
         True, "REDIS_MIDDLEWARE_CACHE_ENABLED", p.parse_bool,
