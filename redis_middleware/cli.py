@@ -1,24 +1,16 @@
-"""``redis-middleware``: the operators' command line.
-
-    redis-middleware check                      validate settings, reach Redis, warn
-    redis-middleware sessions list --user ID    a user's live sessions
-    redis-middleware sessions revoke --user ID [--ref REF]
-    redis-middleware online [--room R] [--limit N]
-    redis-middleware cache purge (--url U | --tag T | --all)
-    redis-middleware ratelimit (show|reset) --key ip:1.2.3.4
-    redis-middleware config                     the settings reference (markdown)
-
-Settings come from the environment, as in the app. ``--json`` prints JSON.
-Exit codes: 0 success, 1 Redis failed or a check found a problem, 2 bad configuration.
-"""
+"""``redis-middleware``: the operators' command line (``docs/cli.md``)."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import ipaddress
 import json
+import logging
+import os
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from .errors import ConfigError, RedisMiddlewareError
@@ -27,74 +19,172 @@ from .settings import Settings, _mask_url
 
 __all__ = ["main"]
 
+DESCRIPTION = """\
+Operate redis-middleware: check the Redis it uses, list and revoke sessions, see who
+is online, purge the cache, read and reset rate-limit counters.
+
+Settings come from the environment (REDIS_URL, REDIS_MIDDLEWARE_*), as in the app, or
+from the app itself with --app module:attr (limits, prefixes and routes set in code).
+"""
+EPILOG = """\
+examples:
+  redis-middleware check
+  redis-middleware --app myapp.main:app ratelimit show --key ip:203.0.113.7
+  redis-middleware sessions revoke --user 42 --json
+  redis-middleware cache purge --tag products
+
+exit codes: 0 success, 1 Redis not reached or a check failed, 2 bad configuration or usage
+"""
+BATCH = 500  # URLs or users per round trip in long operations
+_KEY = re.compile(r"^(?:(?:user|custom):.+|bearer:[0-9a-f]{32}|header:[a-z0-9-]+:[0-9a-f]{32})$")
+
+
+def _common() -> argparse.ArgumentParser:
+    """Options accepted before or after the command."""
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("common options")
+    group.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                       help="print JSON (for scripts)")
+    group.add_argument("--app", metavar="MODULE:ATTR", default=argparse.SUPPRESS,
+                       help="use the settings of this app (or factory, or Settings), as "
+                            "uvicorn and gunicorn take it; a Django settings module alone")
+    group.add_argument("--redis-url", metavar="URL", default=argparse.SUPPRESS,
+                       help="the Redis URL (instead of REDIS_URL)")
+    group.add_argument("--prefix", metavar="PREFIX", default=argparse.SUPPRESS,
+                       help="the key prefix (instead of REDIS_MIDDLEWARE_KEY_PREFIX)")
+    return common
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
+
+
+def _identity(text: str) -> str:
+    """``ip:ADDRESS``, ``user:ID``, ``custom:VALUE``, ``bearer:<digest>`` or
+    ``header:<name>:<digest>``, as the limiter names buckets."""
+    if text.startswith("ip:"):
+        try:
+            ipaddress.ip_network(text[3:], strict=False)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an IP address: {text[3:]!r}") from None
+        return text
+    if not _KEY.match(text):
+        raise argparse.ArgumentTypeError(
+            "expected ip:ADDRESS, user:ID, custom:VALUE, bearer:DIGEST or header:NAME:DIGEST")
+    return text
+
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="redis-middleware", description=__doc__.split("\n")[0])
-    parser.add_argument("--json", action="store_true", help="print JSON")
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("check", help="validate settings, ping Redis, warn about risky setups")
-    sessions = sub.add_parser("sessions", help="list or revoke a user's sessions")
-    sessions.add_argument("action", choices=["list", "revoke"])
-    sessions.add_argument("--user", required=True)
-    sessions.add_argument("--ref", help="revoke only this session (default: all)")
-    online = sub.add_parser("online", help="who is online")
-    online.add_argument("--room", default="")
-    online.add_argument("--limit", type=int, default=100)
-    cache = sub.add_parser("cache", help="purge stored responses")
-    cache.add_argument("action", choices=["purge"])
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        own = version("redis-middleware")
+    except PackageNotFoundError:  # pragma: no cover - a source tree without metadata
+        own = "unknown"
+    common = _common()
+    parser = argparse.ArgumentParser(
+        prog="redis-middleware", description=DESCRIPTION, epilog=EPILOG, parents=[common],
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"redis-middleware {own}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, summary: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=summary, description=summary, parents=[common])
+
+    command("check", "validate the settings, reach Redis, warn about risky setups")
+    sessions = command("sessions", "list or revoke a user's sessions (revoking ends "
+                                   "their presence too)")
+    sessions.add_argument("action", choices=["list", "revoke"], help="what to do")
+    who = sessions.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user", metavar="ID", help="the user's id (as the session holds it)")
+    who.add_argument("--all-users", action="store_true",
+                     help="revoke: every session of every user (progress on a terminal)")
+    sessions.add_argument("--ref", help="revoke only this session (a ref from list)")
+    online = command("online", "who is online")
+    online.add_argument("--room", default="", help="a room (default: the site-wide one)")
+    online.add_argument("--limit", type=_positive, default=100, metavar="N",
+                        help="list at most N users (default 100)")
+    cache = command("cache", "purge stored responses")
+    cache.add_argument("action", choices=["purge"], help="what to do")
     target = cache.add_mutually_exclusive_group(required=True)
-    target.add_argument("--url", help="a path, with its query string if any")
-    target.add_argument("--tag")
-    target.add_argument("--all", action="store_true")
-    ratelimit = sub.add_parser("ratelimit", help="show or reset an identity's counters")
-    ratelimit.add_argument("action", choices=["show", "reset"])
-    ratelimit.add_argument("--key", required=True, help="ip:ADDRESS, user:ID or custom:VALUE")
-    sub.add_parser("config", help="print the settings reference table (markdown)")
+    target.add_argument("--url", dest="purge_url", metavar="PATH",
+                        help="one URL: a path, with its query string if any")
+    target.add_argument("--tag", help="every route carrying this tag")
+    target.add_argument("--all", action="store_true",
+                        help="everything (in batches; progress on a terminal)")
+    ratelimit = command("ratelimit", "show or reset an identity's rate-limit counters")
+    ratelimit.add_argument("action", choices=["show", "reset"], help="what to do")
+    ratelimit.add_argument("--key", required=True, type=_identity, metavar="IDENTITY",
+                           help="ip:ADDRESS, user:ID, custom:VALUE, bearer:DIGEST, "
+                                "header:NAME:DIGEST")
+    config = command("config", "print the effective settings (secrets masked)")
+    config.add_argument("--reference", action="store_true",
+                        help="print the reference table of every setting instead")
     return parser
 
 
+# -- settings ---------------------------------------------------------------------------
+@dataclasses.dataclass
+class _Context:
+    settings: Settings
+    source: str
+    found: Any = None  # _appload.Found when --app was given
+
+    def for_component(self, component: str) -> Settings:
+        return self.found.best(component) if self.found is not None else self.settings
+
+
+def _context(args: argparse.Namespace) -> _Context:
+    overrides = {k: v for k, v in (("redis_url", getattr(args, "redis_url", None)),
+                                   ("key_prefix", getattr(args, "prefix", None))) if v}
+    spec = getattr(args, "app", None)
+    if spec:
+        from ._appload import load_app_settings
+
+        found = load_app_settings(spec)
+        if overrides:
+            found = dataclasses.replace(found, settings=tuple(
+                s.replace(**overrides) for s in found.settings))
+        return _Context(found.best(), f"the app {found.where}", found)
+    settings = Settings.from_env()
+    if overrides:
+        settings = settings.replace(**overrides)
+    return _Context(settings, "the environment (no --app)")
+
+
+# -- Redis errors -----------------------------------------------------------------------
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def _reach_error(exc: BaseException) -> str:
+    """One message that says what went wrong reaching Redis."""
+    text = " ".join(f"{type(e).__name__} {e}" for e in _chain(exc)).lower()
+    if any(k in text for k in ("wrongpass", "noauth", "authenticationerror",
+                               "invalid password", "invalid username-password")):
+        return f"authentication failed: {exc}"
+    if "db index is out of range" in text or "invalid db index" in text:
+        return f"wrong database: {exc}"
+    if "noperm" in text:
+        return f"permission denied (ACL): {exc}"
+    return f"Redis is unreachable: {exc}"
+
+
+# -- commands ---------------------------------------------------------------------------
 def _info_flow() -> Flow[tuple[Any, Any]]:
     info, policy = yield (Call.of("INFO", "server"), Call.of("CONFIG", "GET", "maxmemory-policy"))
     return info, policy
-
-
-def _check(settings: Settings) -> tuple[dict[str, Any], int]:
-    from ._redis.connections import connections_for
-    from ._redis.endpoint import too_old
-
-    report: dict[str, Any] = {"redis_url": _mask_url(settings.redis_url),
-                              "key_prefix": settings.key_prefix, "warnings": []}
-    warnings: list[str] = report["warnings"]
-    if settings.target.kind == "memory":
-        warnings.append("REDIS_URL is memory://: every process has its own data, so sessions, "
-                        "limits and presence are not shared between workers")
-        return report, 0
-    conns = connections_for(settings)
-    try:
-        conns.run(_ping())
-    except RedisMiddlewareError as exc:
-        report["error"] = f"Redis is unreachable: {exc}"
-        return report, 1
-    try:
-        info, policy = conns.run(_info_flow())
-        report["redis_version"] = info.get("redis_version") if isinstance(info, dict) else None
-        old = too_old({"version": str(report["redis_version"] or "")})
-        if old is not None:
-            report["error"] = f"the server is {old}: redis-middleware needs Redis 6.2 or newer"
-            return report, 1
-        value = policy.get(b"maxmemory-policy") or policy.get("maxmemory-policy") if isinstance(
-            policy, dict) else None
-        name = value.decode() if isinstance(value, bytes) else value
-        report["maxmemory_policy"] = name
-        if name and name != "noeviction":
-            warnings.append(
-                f"maxmemory-policy is {name}: under memory pressure Redis may evict sessions "
-                "and rate-limit counters (every key has a TTL). Use noeviction with enough "
-                "memory, or a separate Redis for the cache")
-    except RedisMiddlewareError as exc:  # managed Redis often forbids CONFIG
-        report["maxmemory_policy"] = None
-        warnings.append(f"could not read maxmemory-policy ({exc}); check it in your provider")
-    return report, 0
 
 
 def _ping() -> Flow[bool]:
@@ -102,30 +192,138 @@ def _ping() -> Flow[bool]:
     return bool(pong)
 
 
-def _run(args: argparse.Namespace, settings: Settings) -> tuple[Any, int]:
-    from .wsgi import Cache, Presence, RateLimiter, SessionStore
+def _check(ctx: _Context) -> tuple[dict[str, Any], int]:
+    from ._redis.connections import connections_for
+    from ._redis.endpoint import too_old
 
-    if args.command == "check":
-        return _check(settings)
-    if args.command == "sessions":
-        store = SessionStore(settings)
-        if args.action == "list":
-            return [dataclasses.asdict(s) for s in store.list(args.user)], 0
-        if args.ref:
-            return {"revoked": int(store.revoke(args.user, args.ref))}, 0
-        return {"revoked": store.revoke_all(args.user)}, 0
-    if args.command == "online":
-        presence = Presence(settings)
-        return {"count": presence.online_count(room=args.room),
-                "users": presence.online_users(room=args.room, limit=args.limit)}, 0
-    if args.command == "cache":
-        cache = Cache(settings)
-        if args.all:
-            return {"purged": cache.purge_all()}, 0
-        if args.tag:
-            return {"purged": cache.purge_tag(args.tag)}, 0
-        path, _, query = args.url.partition("?")
+    settings = ctx.settings
+    report: dict[str, Any] = {"settings_from": ctx.source,
+                              "redis_url": _mask_url(settings.redis_url),
+                              "key_prefix": settings.key_prefix, "warnings": []}
+    warnings: list[str] = report["warnings"]
+    if settings.target.kind == "memory":
+        warnings.append("REDIS_URL is memory://: every process has its own data, so sessions, "
+                        "limits and presence are not shared between workers")
+        return report, 0
+    conns = connections_for(settings)
+    conns.run(_ping())  # a failure here is reported by main(), once
+    try:
+        info, policy = conns.run(_info_flow())
+    except RedisMiddlewareError as exc:  # managed Redis often forbids CONFIG (and INFO)
+        report["maxmemory_policy"] = None
+        warnings.append(f"could not read maxmemory-policy ({exc}); check it in your provider")
+        return report, 0
+    report["redis_version"] = info.get("redis_version") if isinstance(info, dict) else None
+    old = too_old({"version": str(report["redis_version"] or "")})
+    if old is not None:
+        report["error"] = f"the server is {old}: redis-middleware needs Redis 6.2 or newer"
+        return report, 1
+    value = policy.get(b"maxmemory-policy") or policy.get("maxmemory-policy") if isinstance(
+        policy, dict) else None
+    name = value.decode() if isinstance(value, bytes) else value
+    report["maxmemory_policy"] = name
+    if name and name != "noeviction":
+        warnings.append(
+            f"maxmemory-policy is {name}: under memory pressure Redis may evict sessions "
+            "and rate-limit counters (every key has a TTL). Use noeviction with enough "
+            "memory, or a separate Redis for the cache")
+    return report, 0
+
+
+class _Progress:
+    """``done/total`` on stderr while it is a terminal; silent in a pipe."""
+
+    def __init__(self, label: str, total: int) -> None:
+        self.label, self.total, self.done = label, total, 0
+        self.shown = sys.stderr.isatty() and total > BATCH
+
+    def add(self, n: int) -> None:
+        self.done += n
+        if self.shown:
+            print(f"\r{self.label}: {self.done}/{self.total}", end="", file=sys.stderr,
+                  flush=True)
+
+    def end(self) -> None:
+        if self.shown:
+            print(file=sys.stderr)
+
+
+def _sessions(args: argparse.Namespace, settings: Settings) -> tuple[Any, int]:
+    from .wsgi import Presence, SessionStore
+
+    store = SessionStore(settings)
+    if args.all_users:
+        if args.action != "revoke" or args.ref:
+            raise _UsageError("--all-users goes with revoke, without --ref")
+        return _revoke_everyone(store, Presence(settings)), 0
+    if args.action == "list":
+        return [dataclasses.asdict(s) for s in store.list(args.user)], 0
+    if args.ref:
+        return {"revoked": int(store.revoke(args.user, args.ref)),
+                "presence": "kept: the user's other sessions may still be in use"}, 0
+    revoked = store.revoke_all(args.user)
+    ended = Presence(settings).remove(args.user)
+    return {"revoked": revoked, "presence": "ended" if ended else "was offline"}, 0
+
+
+def _revoke_everyone(store: Any, presence: Any) -> dict[str, Any]:
+    core, redis = store.core, store.redis
+    indexes = list(_scan(redis, core.index_pattern()))
+    progress = _Progress("users", len(indexes))
+    revoked = 0
+    for index in indexes:
+        revoked += redis.run(core.revoke_index_flow(index))
+        progress.add(1)
+    progress.end()
+    ended = 0
+    while users := presence.online_users(limit=BATCH):
+        for user in users:
+            ended += int(presence.remove(user))
+    return {"users": len(indexes), "revoked": revoked, "presence_ended": ended}
+
+
+def _scan(redis: Any, pattern: str) -> Iterator[str]:
+    def scan_flow(cursor: int) -> Flow[Any]:
+        (reply,) = yield (Call.of("SCAN", cursor, "MATCH", pattern, "COUNT", 1000),)
+        return reply
+
+    cursor = 0
+    while True:
+        cursor, keys = redis.run(scan_flow(cursor))
+        yield from (k.decode() if isinstance(k, bytes) else str(k) for k in keys)
+        cursor = int(cursor)
+        if cursor == 0:
+            return
+
+
+def _cache(args: argparse.Namespace, settings: Settings) -> tuple[Any, int]:
+    from .wsgi import Cache
+
+    cache = Cache(settings)
+    if args.tag:
+        return {"purged": cache.purge_tag(args.tag)}, 0
+    if args.purge_url:
+        path, _, query = args.purge_url.partition("?")
         return {"purged": cache.purge_url(path, query)}, 0
+    urls = cache.redis.run(cache.core.stored_urls_flow())
+    progress = _Progress("URLs", len(urls))
+    purged = 0
+    for start in range(0, len(urls), BATCH):
+        batch = urls[start:start + BATCH]
+        purged += cache.redis.run(cache.core.purge_urls_flow(batch))
+        progress.add(len(batch))
+    progress.end()
+    return {"purged": purged}, 0
+
+
+def _ratelimit(args: argparse.Namespace, ctx: _Context) -> tuple[Any, int]:
+    from .wsgi import RateLimiter
+
+    settings = ctx.for_component("ratelimit")
+    if not (settings.ratelimit_limit or settings.ratelimit_rules):
+        raise _UsageError(
+            f"no rate limits are known from {ctx.source}: pass --app module:attr (the app "
+            "that sets them in code) or set REDIS_MIDDLEWARE_RATELIMIT_LIMIT / _RULES")
     limiter = RateLimiter(settings)
     if args.action == "show":
         usage = limiter.usage(args.key)
@@ -133,7 +331,55 @@ def _run(args: argparse.Namespace, settings: Settings) -> tuple[Any, int]:
     return {"reset": limiter.reset(args.key)}, 0
 
 
+def _config(args: argparse.Namespace, ctx: _Context | None) -> tuple[Any, int]:
+    if args.reference:
+        from ._reference import settings_table
+
+        return settings_table(), 0
+    assert ctx is not None
+    settings = ctx.settings
+    values: dict[str, Any] = {"settings_from": ctx.source}
+    for f in dataclasses.fields(Settings):
+        value = getattr(settings, f.name)
+        if f.metadata.get("secret") and f.name == "redis_url":
+            value = _mask_url(value)
+        elif f.metadata.get("secret"):
+            value = f"<{len(value)} secret(s), generated>" if settings.secret_generated else (
+                f"<{len(value)} secret(s)>")
+        elif callable(value):
+            value = f"{getattr(value, '__module__', '?')}:{getattr(value, '__qualname__', '?')}"
+        values[f.name] = value
+    return values, 0
+
+
+class _UsageError(Exception):
+    """A command that cannot do what was asked with what it was given (exit 2)."""
+
+
+def _run(args: argparse.Namespace, ctx: _Context) -> tuple[Any, int]:
+    commands: dict[str, Callable[[], tuple[Any, int]]] = {
+        "check": lambda: _check(ctx),
+        "sessions": lambda: _sessions(args, ctx.for_component("session")),
+        "online": lambda: _online(args, ctx.for_component("presence")),
+        "cache": lambda: _cache(args, ctx.for_component("cache")),
+        "ratelimit": lambda: _ratelimit(args, ctx),
+        "config": lambda: _config(args, ctx),
+    }
+    return commands[args.command]()
+
+
+def _online(args: argparse.Namespace, settings: Settings) -> tuple[Any, int]:
+    from .wsgi import Presence
+
+    presence = Presence(settings)
+    return {"count": presence.online_count(room=args.room),
+            "users": presence.online_users(room=args.room, limit=args.limit)}, 0
+
+
+# -- output -----------------------------------------------------------------------------
 def _human(value: Any, indent: str = "") -> str:
+    if isinstance(value, str):
+        return f"{indent}{value}"
     if isinstance(value, dict) and not value:
         return f"{indent}(none)"
     if isinstance(value, dict):
@@ -143,7 +389,7 @@ def _human(value: Any, indent: str = "") -> str:
                 lines.append(f"{indent}{key}:")
                 lines.append(_human(item, indent + "  "))
             else:
-                lines.append(f"{indent}{key}: {item if item not in (None, []) else '-'}")
+                lines.append(f"{indent}{key}: {item if item not in (None, [], ()) else '-'}")
         return "\n".join(lines)
     if isinstance(value, list):
         return "\n".join(f"{indent}- " + (_human(v, indent + "  ").lstrip() if isinstance(
@@ -151,22 +397,40 @@ def _human(value: Any, indent: str = "") -> str:
     return f"{indent}{value}"
 
 
+def _emit(text: str) -> None:
+    """Print; a reader that went away (``| head``) ends the output quietly."""
+    try:
+        print(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # no second error at interpreter exit
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command == "config":
-        from ._reference import settings_table
-
-        print(settings_table())
-        return 0
+    as_json = bool(getattr(args, "json", False))
+    # The command reports each failure itself, once: the library's own log lines (the
+    # circuit breaker's "unavailable") would say it a second time.
+    quiet = logging.getLogger("redis_middleware")
+    level, quiet.level = quiet.level, logging.CRITICAL + 1
     try:
-        settings = Settings.from_env()
-    except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
-    try:
-        result, code = _run(args, settings)
-    except RedisMiddlewareError as exc:
-        print(f"Redis error: {exc}", file=sys.stderr)
-        return 1
-    print(json.dumps(result, indent=2, default=str) if args.json else _human(result))
+        try:
+            ctx = None if args.command == "config" and args.reference else _context(args)
+            result, code = _config(args, ctx) if args.command == "config" else _run(
+                args, ctx)  # type: ignore[arg-type]
+        except ConfigError as exc:
+            print(f"configuration error: {exc}", file=sys.stderr)
+            return 2
+        except _UsageError as exc:
+            print(f"redis-middleware {args.command}: {exc}", file=sys.stderr)
+            return 2
+        except RedisMiddlewareError as exc:
+            print(_reach_error(exc), file=sys.stderr)
+            return 1
+    finally:
+        quiet.level = level
+    if isinstance(result, dict) and "error" in result and not as_json:
+        print(result["error"], file=sys.stderr)
+    _emit(json.dumps(result, indent=2, default=str) if as_json else _human(result))
     return code

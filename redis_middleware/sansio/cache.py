@@ -455,13 +455,25 @@ class CacheCore:
         return (yield from self.invalidate_flow(self.url_digest(path, query)))
 
     def _purge_set_flow(self, set_key: str) -> Flow[int]:
-        (members,) = yield (Call.of("ZRANGE", set_key, 0, -1),)
-        urls = sorted(m.decode() for m in members)
+        urls = yield from self.stored_urls_flow(set_key)
+        return (yield from self.purge_urls_flow(urls, set_key))
+
+    def stored_urls_flow(self, set_key: str | None = None) -> Flow[list[str]]:
+        """The URL digests a registry (default: every stored URL) holds."""
+        key = set_key or self.keys.cache_registry()
+        (members,) = yield (Call.of("ZRANGE", key, 0, -1),)
+        return sorted(m.decode() for m in members)
+
+    def purge_urls_flow(self, urls: list[str], set_key: str | None = None) -> Flow[int]:
+        """Drop the responses of ``urls`` (digests from :meth:`stored_urls_flow`) in one
+        round trip and take them out of the registry; returns how many were stored.
+        Callers with many URLs purge them in batches (the CLI shows the progress)."""
+        key = set_key or self.keys.cache_registry()
         # One script per URL: each URL's keys live in their own Cluster slot.
         ops = tuple(_INVALIDATE([self.keys.cache_variants(u), self.keys.cache_vary(u)], [])
                     for u in urls)
-        answers = yield (*ops, Call.of("ZREM", set_key, *urls) if urls else Call.of(
-            "EXISTS", set_key))
+        answers = yield (*ops, Call.of("ZREM", key, *urls) if urls else Call.of(
+            "EXISTS", key))
         return sum(int(a) for a in answers[:-1])
 
     def purge_tag_flow(self, tag: str) -> Flow[int]:

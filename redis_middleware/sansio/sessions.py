@@ -413,7 +413,14 @@ class SessionCore:
 
     def revoke_all_flow(self, user_id: str) -> Flow[int]:
         """End every session of a user ("log out everywhere"); returns how many were live."""
-        index = self.keys.session_index(user_id)
+        return (yield from self.revoke_index_flow(self.keys.session_index(user_id)))
+
+    def index_pattern(self) -> str:
+        """The SCAN pattern of every user's session index (``sessions revoke --all-users``)."""
+        return self.keys.session_index("x").rsplit(":", 1)[0] + ":*"
+
+    def revoke_index_flow(self, index: str) -> Flow[int]:
+        """End every session listed in one user's index key; returns how many were live."""
         (members,) = yield (Call.of("ZRANGE", index, 0, -1),)
         refs = [m.decode() for m in members if len(m) == 26]
         # One DEL per key: in a cluster the sessions live in different slots.
