@@ -40,6 +40,7 @@ HERE = Path(__file__).resolve().parent
 STACKS = ["bare", "floor", "peers", "ours", "stack"]
 COMPONENT_STACKS = ["bare", "peer-ratelimit", "our-ratelimit", "peer-cache", "our-cache"]
 DJANGO_STACKS = ["django-db", "django-cache", "django-ours"]
+METRICS_STACKS = ["bare", "stack", "stack+metrics"]
 LABELS = {"bare": "no middleware", "floor": "floor (1 round trip)", "peers": "peer stack",
           "ours": "ours (4 middlewares)", "stack": "ours (RedisMiddleware)",
           "ours@base": "ours (4 middlewares), baseline", "stack@base": "ours (stack), baseline",
@@ -128,8 +129,9 @@ def start_server(side: str, stack_name: str, redis_port: int, db: int,
                  stack: ExitStack) -> Server:
     port = free_port()
     name, _, base = stack_name.partition("@")
+    name, plus, _ = name.partition("+")  # "stack+metrics": the stack with metrics on
     root = _baseline_root if base and _baseline_root is not None else HERE.parent
-    env = {**os.environ, "BENCH_STACK": name,
+    env = {**os.environ, "BENCH_STACK": name, **({"BENCH_METRICS": "1"} if plus else {}),
            "BENCH_REDIS_URL": f"redis://127.0.0.1:{redis_port}/{db}",
            "PYTHONPATH": os.pathsep.join([str(HERE / "stacks"), str(root)])}
     # Its own process group: stopping it stops its worker processes too, even when the
@@ -317,6 +319,8 @@ def main() -> int:
     parser.add_argument("--out", default=str(HERE / "results" / "latest.json"))
     parser.add_argument("--components", action="store_true",
                         help="compare single components instead (rate limiter, cache)")
+    parser.add_argument("--metrics", action="store_true",
+                        help="the stack without and with Prometheus metrics, side by side")
     parser.add_argument("--baseline", metavar="REV",
                         help="also run the middleware stacks of git revision REV, side by side")
     args = parser.parse_args()
@@ -326,6 +330,8 @@ def main() -> int:
     stacks = COMPONENT_STACKS if args.components else STACKS
     if sides == ["django"]:
         stacks = DJANGO_STACKS
+    if args.metrics:
+        stacks = METRICS_STACKS
     global _baseline_root
     if args.baseline:
         stacks = BASELINE_STACKS
@@ -350,9 +356,25 @@ def main() -> int:
         print(render_baseline(report, args.baseline))
     elif sides == ["django"]:
         print(render_django(report))
+    elif args.metrics:
+        print(render_metrics(report))
     else:
         print(render_components(report) if args.components else render(report))
     return 0
+
+
+def render_metrics(report: dict[str, Any]) -> str:
+    """The stack with metrics off and on: requests/s and the ratio."""
+    out = ["| Side | Workload | no middleware | stack | stack + metrics | metrics on / off |",
+           "| --- | --- | --- | --- | --- | --- |"]
+    for side, data in report["sides"].items():
+        stacks = data["stacks"]
+        for workload in WORKLOADS:
+            rps = {s: stacks[s]["workloads"][workload]["rps"] for s in METRICS_STACKS}
+            out.append(f"| {side} | {workload} | {rps['bare']:,.0f} | {rps['stack']:,.0f} | "
+                       f"{rps['stack+metrics']:,.0f} | "
+                       f"{rps['stack+metrics'] / rps['stack']:.2f}x |")
+    return "\n".join(out)
 
 
 def render_django(report: dict[str, Any]) -> str:

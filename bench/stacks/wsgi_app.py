@@ -11,6 +11,10 @@ from flask import Flask, session
 
 STACK = os.environ.get("BENCH_STACK", "bare")
 URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+if os.environ.get("BENCH_METRICS"):  # the "stack+metrics" stack: Prometheus recording on
+    from redis_middleware import prometheus
+
+    prometheus.enable()
 LIMIT = "1000000/minute"
 SECRET = "bench-secret-" + "x" * 40
 

@@ -6,6 +6,7 @@ import logging
 import time
 
 from ..errors import RedisUnavailableError
+from ..sansio import metrics
 
 logger = logging.getLogger("redis_middleware")
 
@@ -43,6 +44,8 @@ class Breaker:
         now = time.monotonic()
         if not self.failing:
             self.failing = True
+            if metrics.hook is not None:
+                metrics.hook.breaker(self.name, True)
             if now - self._recovered_at > self.SAME_INCIDENT:
                 self._reported = True
                 logger.warning(
@@ -54,6 +57,8 @@ class Breaker:
     def success(self) -> None:
         if self.failing:
             self.failing = False
+            if metrics.hook is not None:
+                metrics.hook.breaker(self.name, False)
             self._open_until = 0.0
             self._recovered_at = time.monotonic()
             if self._reported:

@@ -16,6 +16,7 @@ from typing import Any, Protocol, TypeVar
 from redis import exceptions as rex
 
 from ..errors import RedisCommandError, RedisMiddlewareError, RedisUnavailableError
+from ..sansio import metrics
 from ..sansio.flow import Batch, Delegate, Pause, PausingFlow
 from .breaker import Breaker
 
@@ -203,6 +204,7 @@ def execute_sync(batch: Batch, execute: Execute, breaker: Breaker, counter: Coun
     breaker.check()
     counter.round_trips += 1
     counter.commands += len(batch)
+    started = time.perf_counter() if metrics.hook is not None else 0.0
     try:
         results = execute([op.args for op in batch])
         if _any_error(results):
@@ -212,8 +214,12 @@ def execute_sync(batch: Batch, execute: Execute, breaker: Breaker, counter: Coun
                                   strict=True):
                     results[i] = res
     except _CLIENT_FAILURES as exc:
+        if metrics.hook is not None:
+            metrics.hook.redis(time.perf_counter() - started, len(batch), type(exc).__name__)
         raise _wrap(exc, breaker) from exc
     breaker.success()
+    if metrics.hook is not None:
+        metrics.hook.redis(time.perf_counter() - started, len(batch), None)
     return _check(results) if _any_error(results) else results
 
 
@@ -223,6 +229,7 @@ async def execute_async(
     breaker.check()
     counter.round_trips += 1
     counter.commands += len(batch)
+    started = time.perf_counter() if metrics.hook is not None else 0.0
     try:
         results = await execute([op.args for op in batch])
         if _any_error(results):
@@ -232,6 +239,10 @@ async def execute_async(
                 for i, res in zip(retry, again, strict=True):
                     results[i] = res
     except _CLIENT_FAILURES as exc:
+        if metrics.hook is not None:
+            metrics.hook.redis(time.perf_counter() - started, len(batch), type(exc).__name__)
         raise _wrap(exc, breaker) from exc
     breaker.success()
+    if metrics.hook is not None:
+        metrics.hook.redis(time.perf_counter() - started, len(batch), None)
     return _check(results) if _any_error(results) else results

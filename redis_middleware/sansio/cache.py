@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 from ..errors import RedisMiddlewareError
 from ..keys import KeySpace, digest
 from ..settings import Settings
+from . import metrics
 from .cache_control import Directives, delta_seconds, parse_cache_control, split_tokens
 from .flow import Call, Flow, Pause, PausingFlow, Script
 from .freshness import Freshness, current_age, freshness, stored_fields, updated_fields
@@ -246,6 +247,7 @@ class CacheCore:
         # Per-process memos of pure computations, bounded (their keys come from requests).
         self._names: Recent[str, str] = Recent(10_000)  # url digest -> vary names, as last seen
         self._routes: Memo[str, CacheRouteSpec | None] = Memo(4096)  # path -> route
+        self._route_names = {id(spec): pattern for pattern, spec in settings.cache_routes}
         self._urls: Memo[tuple[str, bytes], str] = Memo(4096)  # path, query -> url digest
         self._hosts: Memo[str, str] = Memo(256)  # host -> variant, for a URL without Vary
         self._lookup_keys: Memo[tuple[str, str], tuple[str, str, str]] = Memo(4096)
@@ -258,6 +260,10 @@ class CacheCore:
     # -- planning -------------------------------------------------------------
     def url_digest(self, path: str, query: str) -> str:
         return digest(_lp(path, canonical_query(query)))
+
+    def route_name(self, plan: CachePlan) -> str:
+        """The pattern of the plan's route, as configured (a bounded metric label)."""
+        return str(self._route_names.get(id(plan.route), "?"))
 
     def route(self, path: str) -> CacheRouteSpec | None:
         try:
@@ -658,6 +664,9 @@ class CacheCore:
                 detail += '; detail="stale-if-error"'
         extra = [("Age", str(int(entry.age(now)))), ("X-Cache", x_cache),
                  ("Cache-Status", detail)]
+        if metrics.hook is not None:
+            metrics.hook.cache(outcome if outcome != "hit" else x_cache.lower(),
+                               self.route_name(plan), "")
         if _not_modified(plan, entry):
             kept = [(k, v) for k, v in entry.headers if k.lower() in NOT_MODIFIED_KEEP]
             return 304, kept, extra, b""
@@ -797,9 +806,14 @@ class Capture:
         self.status, self.headers = status, headers
         if self.lookup is None:
             reason = self.bypass if self.plan.lookup else "request"
+            if metrics.hook is not None:
+                metrics.hook.cache("bypass", self.core.route_name(self.plan), reason)
             return [("X-Cache", "MISS"), ("Cache-Status", f'{NAME}; fwd=bypass; detail="{reason}"')]
         self.verdict = self.core.verdict(self.plan, status, headers, session_touched,
                                          self.request_time, self.response_time)
+        if metrics.hook is not None:
+            metrics.hook.cache("miss", self.core.route_name(self.plan),
+                               "stored" if self.verdict.store else self.verdict.reason)
         fwd = "stale" if self.lookup.entry is not None else "uri-miss"
         return self.core.miss_headers(self.verdict, fwd)
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..errors import RedisCommandError, RedisMiddlewareError, SessionUnavailableError
+from . import metrics
 from .cache import CacheCore, CachePlan, Capture, Lookup
 from .cookies import IncomingCookie
 from .flow import Flow, gather
@@ -210,6 +211,8 @@ class SessionPart:
         except RedisMiddlewareError as exc:
             kind = "session-command" if isinstance(exc, RedisCommandError) else "session-save"
             log_failure(kind, "session changes not saved, answered 503: %s", exc)
+            if metrics.hook is not None:
+                metrics.hook.session("unavailable")
             return Reply(replace=self.unavailable())
         if result.set_cookie:
             return Reply((*vary.add, ("Set-Cookie", result.set_cookie)), vary.drop)

@@ -28,6 +28,7 @@ from typing import Any
 from ..errors import RedisMiddlewareError
 from ..keys import KeySpace, escape
 from ..settings import Settings
+from . import metrics
 from .flow import Call, Flow, Script, gather
 from .incidents import log_incident
 from .memo import Recent
@@ -262,6 +263,10 @@ class PresenceCore:
         args = [user, json.dumps(user), conn, now, now + (ttl_ms or self.ttl_ms), self.channel,
                 self.structure_ms, json.dumps(room), self.retention_ms]
         (came_online,) = yield (_HEARTBEAT(self._keys(room, user), args),)
+        if metrics.hook is not None:
+            metrics.hook.presence("heartbeat")
+            if came_online:
+                metrics.hook.presence("online")
         return bool(came_online)
 
     def release_flow(self, user: str, conn: str = "", room: str = "") -> Flow[bool]:
@@ -269,6 +274,8 @@ class PresenceCore:
         args = [user, json.dumps(user), conn, _now_ms(), self.grace_ms, self.channel,
                 self.structure_ms, json.dumps(room)]
         (went_offline,) = yield (_RELEASE(self._keys(room, user), args),)
+        if went_offline and metrics.hook is not None:
+            metrics.hook.presence("offline")
         return bool(went_offline)
 
     def sweep_flow(self, token: str, room: str = "", batch: int = 1000) -> Flow[int]:
@@ -279,6 +286,8 @@ class PresenceCore:
         args = [token, lock_ms, _now_ms(), batch, "", self.channel, self.structure_ms,
                 json.dumps(room)]
         (n,) = yield (_SWEEP(keys, args),)
+        if int(n) > 0 and metrics.hook is not None:
+            metrics.hook.presence("offline", int(n))
         return int(n)
 
     # -- queries ------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from limits import RateLimitItem
 
 from ..keys import KeySpace, escape
 from ..settings import Settings
+from . import metrics
 from .client_ip import ProxyTrust
 from .flow import Call, Flow, Script
 from .incidents import log_failure
@@ -283,6 +284,9 @@ class RateLimitCore:
 
         ``breached`` is the index of a limit the request would exceed, or -1.
         """
+        if metrics.hook is not None:
+            metrics.hook.ratelimit("limited" if breached >= 0 and not self.dry_run else
+                                   "allowed", check.rule.name, identity_kind(check.identity))
         items = check.rule.items
         remaining = [max(0, item.amount - c) for item, c in zip(items, counts, strict=True)]
         reset_s = [max(1, math.ceil(r)) for r in resets]
@@ -328,6 +332,8 @@ class RateLimitCore:
         A refused command is logged here, once per incident; an outage is logged once by
         the circuit breaker for every component."""
         closed = check.rule.fail_closed
+        if metrics.hook is not None:
+            metrics.hook.ratelimit("error", check.rule.name, identity_kind(check.identity))
         if exc is not None:
             action = "answered 503" if closed else "request let through"
             log_failure("ratelimit", f"rate limit not counted ({action}): %s", exc)
@@ -394,6 +400,12 @@ def credential_of(request: RequestInfo, kind: str) -> str | None:
     if not value or len(value) > _MAX_CREDENTIAL:
         return None
     return f"{label}:{hashlib.sha256(value.encode('utf-8', 'surrogateescape')).hexdigest()[:32]}"
+
+
+def identity_kind(identity: str) -> str:
+    """``ip``, ``user``, ``custom``, ``bearer`` or ``header``: a metric label that never
+    holds who it is."""
+    return identity.partition(":")[0]
 
 
 def counter_name(rule: str, scope: str) -> str:

@@ -21,6 +21,7 @@ from typing import Any
 from ..errors import SessionLimitError
 from ..keys import KeySpace, digest
 from ..settings import Settings
+from . import metrics
 from .cookies import CookieSigner, IncomingCookie, new_session_id
 from .flow import Batch, Call, Flow, Script
 from .memo import Memo
@@ -214,12 +215,16 @@ class SessionCore:
         now = _now_ms()
         (raw,) = yield (_LOAD([key], [now, s.session_idle_timeout * 1000,
                                       s.session_absolute_lifetime * 1000, META, _b36(now)]),)
+        if metrics.hook is not None:
+            metrics.hook.session("load")
         return self._decode(raw) if raw else None
 
     def read_flow(self, session_id: str) -> Flow[tuple[dict[str, Any], dict[str, str]] | None]:
         """One round trip, read only: the hash as stored, its expiry untouched (Django's
         rule: a session expires a fixed time after it was last saved, not last read)."""
         (raw,) = yield (Call.of("HGETALL", self._key(self.ref(session_id))),)
+        if metrics.hook is not None:
+            metrics.hook.session("load")
         if not raw:
             return None
         pairs = raw.items() if isinstance(raw, dict) else zip(raw[::2], raw[1::2], strict=True)
@@ -277,6 +282,8 @@ class SessionCore:
             written, deleted = session.changes()
         except SessionLimitError as exc:  # an in-place mutation outgrew a limit
             logger.error("session changes dropped: %s", exc)
+            if metrics.hook is not None:
+                metrics.hook.session("size-refused")
             return SaveResult(None, False)
         user = session.user_id
         old_id = session.session_id if session.exists else None
@@ -359,7 +366,11 @@ class SessionCore:
             ops += self._index_ops(loaded_user, old_id, None)
         ops += self._index_ops(user, new_id, now)
         results = yield tuple(ops)
-        return int(results[0] or 0)
+        stored = int(results[0] or 0)
+        if metrics.hook is not None:
+            metrics.hook.session(("regenerate" if mode == "move" else "write") if stored
+                                 else "conflict")
+        return stored
 
     def _index_ops(self, user: str | None, session_id: str | None, now: int | None) -> list[Call]:
         if user is None or session_id is None:

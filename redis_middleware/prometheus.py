@@ -1,0 +1,140 @@
+"""Prometheus metrics for redis-middleware (``pip install "redis-middleware[prometheus]"``).
+
+Example::
+
+    from redis_middleware import prometheus
+
+    prometheus.enable()                        # once, at startup, in every worker
+    app.mount("/metrics", prometheus.asgi_app())     # or prometheus.wsgi_app()
+
+With several worker processes (gunicorn, ``uvicorn --workers``) set
+``PROMETHEUS_MULTIPROC_DIR`` to an empty directory before the workers start:
+prometheus_client then keeps each worker's values in files there, and the ``/metrics``
+apps add them up. ``docs/operations.md`` lists every metric and queries for them.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    make_asgi_app,
+    make_wsgi_app,
+    multiprocess,
+)
+
+from .sansio import metrics
+
+__all__ = ["PrometheusRecorder", "asgi_app", "disable", "enable", "registry", "wsgi_app"]
+
+_PREFIX = "redis_middleware"
+_ROUND_TRIP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+
+class PrometheusRecorder:
+    """Counters and histograms for every report of :mod:`redis_middleware.sansio.metrics`."""
+
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        def counter(name: str, doc: str, labels: tuple[str, ...]) -> Counter:
+            return Counter(f"{_PREFIX}_{name}", doc, labels, registry=registry)
+
+        self.cache_responses = counter(
+            "cache_responses", "Responses of cached routes, by outcome, route pattern and "
+            "reason (why not stored, why bypassed).", ("outcome", "route", "reason"))
+        self.ratelimit_decisions = counter(
+            "ratelimit_decisions", "Rate-limit decisions by rule and identity kind "
+            "(allowed, limited, or error: Redis failed).", ("decision", "rule", "identity"))
+        self.session_operations = counter(
+            "session_operations", "Session loads, writes, regenerations, conflicts (a write "
+            "refused: deleted meanwhile), size refusals and outages.", ("operation",))
+        self.presence_events = counter(
+            "presence_events", "Presence heartbeats written, and users coming online and "
+            "going offline.", ("event",))
+        self.redis_round_trips = Histogram(
+            f"{_PREFIX}_redis_round_trip_seconds", "Duration of one Redis round trip (one "
+            "pipeline of commands).", registry=registry, buckets=_ROUND_TRIP_BUCKETS)
+        self.redis_commands = counter("redis_commands", "Commands sent to Redis.", ())
+        self.redis_errors = counter("redis_errors", "Redis round trips that failed, by the "
+                                    "client's error class.", ("error",))
+        self.breaker_open = Gauge(
+            f"{_PREFIX}_redis_breaker_open", "1 while the circuit breaker of a Redis "
+            "target is open (failing fast).", ("target",), registry=registry,
+            multiprocess_mode="max")
+
+    def cache(self, outcome: str, route: str, reason: str) -> None:
+        self.cache_responses.labels(outcome, route, reason).inc()
+
+    def ratelimit(self, decision: str, rule: str, identity: str) -> None:
+        self.ratelimit_decisions.labels(decision, rule, identity).inc()
+
+    def session(self, operation: str) -> None:
+        self.session_operations.labels(operation).inc()
+
+    def presence(self, event: str, count: int = 1) -> None:
+        self.presence_events.labels(event).inc(count)
+
+    def redis(self, seconds: float, commands: int, error: str | None) -> None:
+        self.redis_round_trips.observe(seconds)
+        self.redis_commands.inc(commands)
+        if error is not None:
+            self.redis_errors.labels(error).inc()
+
+    def breaker(self, target: str, is_open: bool) -> None:
+        from .settings import _mask_url
+
+        self.breaker_open.labels(_mask_url(target)).set(1 if is_open else 0)
+
+
+_installed: PrometheusRecorder | None = None
+
+
+def enable(registry: CollectorRegistry = REGISTRY) -> PrometheusRecorder:
+    """Start recording (idempotent): every component reports to Prometheus from now on."""
+    global _installed
+    if _installed is None:
+        _installed = PrometheusRecorder(registry)
+    metrics.install(_installed)
+    return _installed
+
+
+def disable() -> None:
+    """Stop recording (the metrics keep their values)."""
+    metrics.install(None)
+
+
+def registry() -> CollectorRegistry:
+    """What ``/metrics`` serves: this process's registry, or, with
+    ``PROMETHEUS_MULTIPROC_DIR`` set, the sum over every worker's files."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        combined = CollectorRegistry()
+        multiprocess.MultiProcessCollector(combined)  # type: ignore[no-untyped-call]
+        return combined
+    return REGISTRY
+
+
+def asgi_app() -> Any:
+    """An ASGI app answering the exposition (mount it at ``/metrics``, or serve it alone:
+    it also answers the lifespan protocol, which prometheus_client's app refuses)."""
+    exposition = make_asgi_app(registry())
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                await send({"type": message["type"] + ".complete"})
+                if message["type"] == "lifespan.shutdown":
+                    return
+        await exposition(scope, receive, send)
+
+    return app
+
+
+def wsgi_app() -> Any:
+    """A WSGI app answering the exposition."""
+    return make_wsgi_app(registry())

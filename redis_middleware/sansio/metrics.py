@@ -1,0 +1,48 @@
+"""The one hook through which every component reports what it did, for metrics.
+
+Nothing is reported until a recorder is installed (``redis_middleware.prometheus``
+installs one): each report site is ``if metrics.hook is not None: ...``, one attribute
+read, so the cost without metrics is nil (``docs/benchmarks.md`` measures it). Label
+values are bounded: route patterns and rule names from the configuration, fixed sets of
+outcomes and reasons, identity *kinds* (never a path as sent, a user id or an address).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+__all__ = ["Recorder", "hook", "install"]
+
+
+class Recorder(Protocol):
+    """What a metrics backend receives."""
+
+    def cache(self, outcome: str, route: str, reason: str) -> None:
+        """A cached route answered: ``hit``, ``stale``, ``revalidated``,
+        ``stale-if-error``, ``miss`` (``reason``: why not stored, or ``stored``) or
+        ``bypass`` (``reason``: why)."""
+
+    def ratelimit(self, decision: str, rule: str, identity: str) -> None:
+        """``allowed``, ``limited`` or ``error`` by rule name and identity kind."""
+
+    def session(self, operation: str) -> None:
+        """``load``, ``write``, ``regenerate``, ``conflict`` (a write refused: deleted
+        meanwhile), ``size-refused``, ``unavailable``."""
+
+    def presence(self, event: str, count: int = 1) -> None:
+        """``heartbeat``, ``online`` (came online), ``offline`` (swept or removed)."""
+
+    def redis(self, seconds: float, commands: int, error: str | None) -> None:
+        """One round trip: its duration, its commands, and its failure class if any."""
+
+    def breaker(self, target: str, is_open: bool) -> None:
+        """The circuit breaker of ``target`` opened or closed."""
+
+
+hook: Recorder | None = None
+
+
+def install(recorder: Recorder | None) -> None:
+    """Send every report to ``recorder`` from now on (None: stop reporting)."""
+    global hook
+    hook = recorder
