@@ -38,6 +38,9 @@ def test_code_samples_run(page: Path, index: int, code: str,
                           monkeypatch: pytest.MonkeyPatch) -> None:
     for name in [n for n in __import__("os").environ if n.startswith("REDIS")]:
         monkeypatch.delenv(name)
+    from redis_middleware.sansio import metrics
+
+    monkeypatch.setattr(metrics, "hook", None)  # a sample that enables metrics: undone after
     import sys
     import types
 

@@ -55,7 +55,7 @@ def cookie_header(response: Any, name: str = "session") -> str | None:
 
 def test_values_round_trip_as_flasks_serializer_makes_them(make_app: Any) -> None:
     app = make_app()
-    stamp = dt.datetime(2026, 12, 1, 20, 30, tzinfo=dt.timezone.utc)
+    stamp = dt.datetime(2026, 12, 1, 20, 30, tzinfo=dt.UTC)
     ident = uuid.uuid4()
 
     @app.post("/set")

@@ -156,7 +156,7 @@ class AsyncWire:
                     lambda: _AsyncConnection(loop, ep.timeout), ep.host, ep.port, ssl=context,
                     server_hostname=ep.host if context is not None else None)
             _, conn = await asyncio.wait_for(opening, ep.connect_timeout)
-        except (OSError, asyncio.TimeoutError, TimeoutError) as exc:
+        except (OSError, TimeoutError) as exc:
             raise rex.ConnectionError(f"Error connecting to {ep.where}: {exc!r}") from exc
         try:
             for _ in range(2):  # twice only when the server refused HELLO (then RESP2)
@@ -174,5 +174,5 @@ class AsyncWire:
         conn.fail(rex.ConnectionError("client closed"))
         try:
             await asyncio.wait_for(asyncio.shield(conn.gone), 1.0)
-        except (asyncio.TimeoutError, TimeoutError):
+        except TimeoutError:
             conn.transport.abort()

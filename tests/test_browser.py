@@ -1,0 +1,87 @@
+"""The demo in a real browser (headless Chromium from Debian's packages): load the pages,
+log in through the form, watch the live feed announce a second user, keep a screenshot;
+and the configuration page of the docs fits a 1280 px window."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from .browser import Browser, chromium
+
+ROOT = Path(__file__).resolve().parent.parent
+# Screenshots are kept here (or in $TEST_ARTIFACTS) for a person to look at.
+ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS", ROOT / "test-artifacts"))
+
+pytestmark = pytest.mark.skipif(
+    chromium() is None and not os.environ.get("CI"),
+    reason="no chromium (apt-get install chromium); CI installs it")
+
+
+def test_the_demo_in_a_browser_with_its_live_feed(tmp_path: Path) -> None:
+    from .test_examples import Served
+
+    with Served(["examples.fastapi_app"], {"REDIS_URL": "memory://"},
+                tmp_path / "demo.log") as srv:
+        async def story() -> dict[str, Any]:
+            page = await Browser().start()
+            try:
+                await page.goto(srv.base + "/")
+                assert "Log in" in await page.evaluate("document.body.innerText")
+                await page.evaluate(
+                    "document.querySelector('input[name=username]').value = 'alice';"
+                    "document.querySelector('form[action=\"/login\"]').submit()")
+                await page.wait_for("location.pathname === '/profile'")
+                profile = await page.evaluate("document.body.innerText")
+                await page.goto(srv.base + "/online")
+                await page.wait_for("document.getElementById('feed').textContent === 'live'")
+                # A second user, in another session, logs in: the feed says so.
+                with httpx.Client(base_url=srv.base, follow_redirects=True) as bob:
+                    bob.post("/login", data={"username": "bob"})  # then /profile
+                await page.wait_for("document.getElementById('events').innerText"
+                                    ".includes('bob is online')")
+                await page.wait_for("document.getElementById('users').innerText"
+                                    ".includes('bob')")
+                count = await page.evaluate("document.getElementById('count').textContent")
+                await page.screenshot(ARTIFACTS / "demo-online.png")
+                await page.goto(srv.base + "/products")
+                products = await page.evaluate("document.body.innerText")
+                return {"profile": profile, "count": count, "products": products}
+            finally:
+                await page.close()
+
+        seen = asyncio.run(story())
+    assert "alice" in seen["profile"] and "Visits" in seen["profile"]
+    assert int(seen["count"]) >= 2
+    assert "the same for everyone" in seen["products"]  # the cached page claims no user
+    assert (ARTIFACTS / "demo-online.png").stat().st_size > 10_000
+    assert "Traceback" not in (tmp_path / "demo.log").read_text()
+
+
+def test_the_configuration_table_fits_1280_pixels(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "mkdocs", "build", "--quiet", "--site-dir",
+                    str(site)], cwd=ROOT, check=True)
+
+    async def measure() -> tuple[int, int]:
+        page = await Browser(width=1280).start()
+        try:
+            await page.goto((site / "configuration" / "index.html").as_uri())
+            widths = await page.evaluate(
+                "[Math.max(document.documentElement.scrollWidth, ...[...document"
+                ".querySelectorAll('table')].map(t => t.getBoundingClientRect().right)),"
+                " document.documentElement.clientWidth]")
+            await page.screenshot(ARTIFACTS / "configuration-1280.png")
+            return int(widths[0]), int(widths[1])
+        finally:
+            await page.close()
+
+    scroll, client = asyncio.run(measure())
+    assert scroll <= client <= 1280, (scroll, client)
