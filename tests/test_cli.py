@@ -260,3 +260,51 @@ def test_purging_everything_goes_in_batches(env: Any, capsys: pytest.CaptureFixt
         assert client.get(f"/p/{i}", buffered=True).status_code == 200
     assert run(capsys, "cache", "purge", "--all")[1] == {"purged": 5}
     assert run(capsys, "cache", "purge", "--all")[1] == {"purged": 0}
+
+
+def test_progress_shows_on_a_terminal_and_not_in_a_pipe(env: Any) -> None:
+    """``cache purge --all`` over more URLs than one batch: ``done/total`` on a terminal's
+    stderr, nothing on a pipe's."""
+    import os
+    import pty
+
+    from werkzeug.test import Client
+
+    from redis_middleware.wsgi import CacheMiddleware
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"x"]
+
+    client = Client(CacheMiddleware(app, env, routes={"/p/*": 60}))
+
+    def fill() -> None:
+        for i in range(7):
+            client.get(f"/p/{i}", buffered=True)
+
+    code = ("import sys; from redis_middleware import cli; cli.BATCH = 2; "
+            "sys.exit(cli.main(['cache', 'purge', '--all']))")
+    full = {**os.environ, "REDIS_URL": env.redis_url, "REDIS_MIDDLEWARE_SECRET_KEY": SECRET,
+            "REDIS_MIDDLEWARE_KEY_PREFIX": env.key_prefix}
+    fill()
+    piped = subprocess.run([sys.executable, "-c", code], env=full, capture_output=True,
+                           text=True, check=True)
+    assert piped.stderr == "" and "purged: 7" in piped.stdout
+    fill()
+    controller, terminal = pty.openpty()
+    try:
+        proc = subprocess.run([sys.executable, "-c", code], env=full, stdout=subprocess.PIPE,
+                              stderr=terminal, text=True, check=True)
+        os.close(terminal)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(controller, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        os.close(controller)
+    assert "URLs: 7/7" in shown.decode() and "purged: 7" in proc.stdout
