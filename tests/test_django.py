@@ -587,3 +587,33 @@ def test_a_session_deleted_during_a_request_is_not_resurrected(configured: Setti
     with pytest.raises(SessionInterrupted):
         SessionMiddleware(view)(request)
     assert redis_keys(configured, "session:{*") == []
+
+
+def test_a_background_refresh_runs_the_view_with_the_request_s_attributes(
+        configured: Settings, caplog: pytest.LogCaptureFixture) -> None:
+    """stale-while-revalidate: the stale entry is served at once and the view runs again
+    in a worker thread, with the same request attributes (user, session) as the
+    original, never a bare request."""
+    import time
+
+    from django.test import override_settings
+
+    from . import django_urls
+
+    django_urls.calls.clear()
+    with override_settings(ROOT_URLCONF="tests.django_urls", REDIS_MIDDLEWARE={
+            "redis_url": configured.redis_url, "key_prefix": configured.key_prefix,
+            "secret_key": (SECRET,), "routes": {"/swr": {"ttl": 1, "freshness": "origin"}}}):
+        c = client()
+        assert c.get("/swr").headers["X-Cache"] == "MISS"
+        time.sleep(1.2)
+        stale = c.get("/swr")
+        assert stale.headers["X-Cache"] == "STALE" and stale.content == b"render 1"
+        deadline = time.monotonic() + 5
+        while len(django_urls.calls) < 2:
+            assert time.monotonic() < deadline, "no background refresh"
+            time.sleep(0.05)
+        assert django_urls.calls[1] == {"user": True, "session": True}
+        time.sleep(0.2)
+        assert c.get("/swr").content == b"render 2"
+    assert not [r for r in caplog.records if "refresh failed" in r.getMessage()]

@@ -36,6 +36,7 @@ __all__ = ["CacheMiddleware", "PresenceMiddleware", "RateLimitMiddleware",
            "SessionMiddleware", "django_auser", "django_user"]
 
 _UNAVAILABLE = "_redis_middleware_session_unavailable"
+_REQUEST = "redis_middleware.django.request"  # environ key: the request being answered
 
 
 def request_info(request: HttpRequest) -> RequestInfo:
@@ -236,6 +237,9 @@ class CacheMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponseBase:
         sent = _Sent()
+        # In the environ, so that a background refresh (another thread, a copy of the
+        # environ) still finds the request it repeats.
+        request.META[_REQUEST] = request
         self._current.request, self._current.response = request, None
         try:
             body = self.cache(request.META, sent.start_response)
@@ -250,7 +254,7 @@ class CacheMiddleware:
 
     def _app(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         """The rest of Django, as a WSGI app (what the WSGI cache middleware wraps)."""
-        request = getattr(self._current, "request", None)
+        request = environ.get(_REQUEST)
         if request is None or environ is not request.META:
             request = _request_for(request, environ)  # a revalidation or a refresh
         response = self.get_response(request)
@@ -271,7 +275,7 @@ def _request_for(original: HttpRequest | None, environ: dict[str, Any]) -> HttpR
 
         return WSGIRequest(environ)
     request = copy.copy(original)
-    request.META = environ
+    request.META = {k: v for k, v in environ.items() if k != _REQUEST}
     request.__dict__.pop("headers", None)  # HttpRequest.headers is cached from META
     if environ.get("REQUEST_METHOD") == "GET" and original.method != "GET":
         request.method = "GET"

@@ -1,0 +1,23 @@
+"""Extra Django views for tests/test_django.py (the example's URLs, plus these)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse
+from django.urls import path
+
+from examples.django_app.urls import urlpatterns as example_urls
+
+calls: list[dict[str, Any]] = []
+
+
+def stale_while_revalidate(request: HttpRequest) -> HttpResponse:
+    """A shared page that may be served stale while it is computed again."""
+    calls.append({"user": hasattr(request, "user"), "session": hasattr(request, "session")})
+    response = HttpResponse(f"render {len(calls)}")
+    response["Cache-Control"] = "public, max-age=1, stale-while-revalidate=30"
+    return response
+
+
+urlpatterns = [*example_urls, path("swr", stale_while_revalidate)]
