@@ -68,17 +68,16 @@ def _codec() -> Codec:
     return JSON if path in _DJANGO_JSON else _SerializerCodec(import_string(path)())
 
 
-_engine: tuple[SessionCore, RedisConnections] | None = None
+_engine: SessionCore | None = None
 
 
 def engine() -> tuple[SessionCore, RedisConnections]:
-    """The session core and connections of this project (built once per configuration)."""
+    """The session core (built once per configuration) and the process's connections
+    for its settings (looked up each time: closed connections are replaced there)."""
     global _engine
     if _engine is None:
-        settings = django_settings()
-        _engine = (SessionCore(settings, _codec(), also_user_fields=AUTH_USER_FIELD),
-                   connections_for(settings))
-    return _engine
+        _engine = SessionCore(django_settings(), _codec(), also_user_fields=AUTH_USER_FIELD)
+    return _engine, connections_for(_engine.settings)
 
 
 def forget_engine() -> None:
