@@ -4,6 +4,7 @@ written once and run on both interfaces."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable, Iterable, MutableMapping
 from typing import Any
@@ -20,6 +21,10 @@ from redis_middleware.wsgi import ENVIRON_KEY
 Handler = Callable[[MutableMapping[str, Any] | None, dict[str, str], Any], tuple[int, Any]]
 calls: dict[str, int] = {}
 failing = ""  # "500" or "raise": the /c/ endpoints fail (stale-if-error scenarios)
+# Set when a slow request (``?sleep=``) starts sleeping, its session loaded, its cache
+# guard taken: a race test starts the other request then, not after a guessed delay
+# (a busy machine may take longer).
+sleeping = threading.Event()
 
 
 PATHS = ("/noop", "/get", "/set", "/mutate", "/del", "/clear", "/login")
@@ -45,6 +50,7 @@ def handle(path: str, session: MutableMapping[str, Any] | None,
     if path == "/set":
         if "sleep" in query:  # a slow request that loaded its session before a logout
             len(session)
+            sleeping.set()
             time.sleep(float(query["sleep"]))
         try:
             session.update(body or {})
@@ -75,6 +81,7 @@ async def _asgi_endpoint(request: Request) -> Response:
         import anyio
 
         len(request.session) if "session" in request.scope else 0
+        sleeping.set()
         await anyio.sleep(float(request.query_params["sleep"]))
         query = {k: v for k, v in request.query_params.items() if k != "sleep"}
     else:
@@ -121,6 +128,7 @@ def cache_handle(path: str, query: dict[str, str], session: Any,
                 updated.append((name, query[key]))
         return 304, updated, []
     if "sleep" in query:
+        sleeping.set()
         time.sleep(float(query["sleep"]))
     if "fail" in query or failing:
         if failing == "500":
@@ -157,6 +165,7 @@ async def _cache_endpoint(request: Request) -> Response:
                             headers=moved)
     sleep = query.pop("sleep", None)
     if sleep:
+        sleeping.set()
         await anyio.sleep(float(sleep))
     # scope["path"], not request.url: a hostile Host header makes older Starlette
     # releases fail to build the URL (the app's own error, which is not what we test).

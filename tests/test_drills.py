@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from . import apps
 from .conftest import Clients, make_settings, start_redis_server, stop_redis_server
 
 pytestmark = pytest.mark.real_redis
@@ -63,7 +64,7 @@ def test_connections_killed_mid_request_leave_no_half_write(interface: str,
 
         thread = threading.Thread(target=slow_write)
         thread.start()
-        time.sleep(0.2)
+        assert apps.sleeping.wait(10)  # it has loaded the session and sleeps
         with own_server.client() as admin:
             admin.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
         thread.join()
@@ -165,6 +166,7 @@ def test_redis_stopped_mid_load(interface: str, tmp_path: Path,
     clients = Clients(interface, settings)
     results: list[tuple[float, str, int, float]] = []
     stop_at = time.monotonic() + 0.5
+    done = threading.Event()  # set 2.5 s after the restart, however long it took
     try:
         options = {**OPTIONS, "limit": "1000000/minute"}  # counted, never reached
         anonymous = clients("RedisMiddleware", **options)
@@ -174,7 +176,7 @@ def test_redis_stopped_mid_load(interface: str, tmp_path: Path,
         def hammer(worker: int) -> None:
             client = user if worker % 2 else anonymous
             path = "/get" if worker % 2 else ("/noop", "/c/load")[worker % 4 // 2]
-            while time.monotonic() < stop_at + 3.5:
+            while not done.is_set():
                 started = time.monotonic()
                 status = client.get(path).status_code
                 results.append((started, path, status, time.monotonic() - started))
@@ -182,11 +184,15 @@ def test_redis_stopped_mid_load(interface: str, tmp_path: Path,
         with caplog.at_level(logging.WARNING, logger="redis_middleware"), \
                 ThreadPoolExecutor(6) as pool:
             futures = [pool.submit(hammer, i) for i in range(6)]
-            time.sleep(max(0.0, stop_at - time.monotonic()))
-            stop_redis_server(server)  # mid-load
-            time.sleep(1.0)
-            restarted = time.monotonic()
-            server = start_redis_server(tmp_path / "b", port=server.port)
+            try:
+                time.sleep(max(0.0, stop_at - time.monotonic()))
+                stop_redis_server(server)  # mid-load
+                time.sleep(1.0)
+                restarted = time.monotonic()
+                server = start_redis_server(tmp_path / "b", port=server.port)
+                time.sleep(2.5)
+            finally:
+                done.set()
             for future in futures:
                 future.result()
         assert all(status != 500 for _, _, status, _ in results)

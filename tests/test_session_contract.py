@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -22,6 +21,7 @@ from redis_middleware import ConfigError, Settings
 from redis_middleware._redis.connections import connections_for
 from redis_middleware.asgi import SessionMiddleware
 
+from . import apps
 from .conftest import Clients, make_settings
 
 pytestmark = [pytest.mark.usefixtures("audit"), pytest.mark.scenarios]
@@ -217,7 +217,7 @@ def test_a_login_overlapping_a_slow_request_keeps_both(make_client: Clients,
 
     thread = threading.Thread(target=slow_write)
     thread.start()
-    time.sleep(0.15)
+    assert apps.sleeping.wait(10)  # the slow request has its session: now the login
     login = browser.post("/login?user=ann", headers=old)
     thread.join()
     assert slow["response"].status_code == 200
@@ -238,7 +238,7 @@ def test_logout_still_refuses_a_late_write(make_client: Clients, settings: Setti
     thread = threading.Thread(target=lambda: slow.update(response=client.post(
         "/set?sleep=1.0", json={"late": True}, headers=old)))
     thread.start()
-    time.sleep(0.4)  # the slow request has loaded the session by now, even on a busy machine
+    assert apps.sleeping.wait(10)  # the slow request has its session: now the logout
     browser.post("/clear", headers=old)
     thread.join()
     assert "Max-Age=0" in slow["response"].headers["set-cookie"]

@@ -13,6 +13,7 @@ from redis_middleware import Settings
 from redis_middleware._redis.connections import connections_for
 from redis_middleware.sansio.sessions import META, MOVED
 
+from . import apps
 from .conftest import Clients, audit_keyspace, make_settings, raw_client
 
 pytestmark = [pytest.mark.usefixtures("audit"), pytest.mark.scenarios]
@@ -203,7 +204,7 @@ def test_logout_racing_a_slow_write_leaves_no_session(
 
     thread = threading.Thread(target=slow_write)
     thread.start()
-    time.sleep(0.15)
+    assert apps.sleeping.wait(10)  # the slow request has its session: now the logout
     make_client().post("/clear", headers=cookie)
     thread.join()
     assert done.is_set()

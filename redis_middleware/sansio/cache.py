@@ -174,6 +174,11 @@ class Entry:
         """It carries a validator, so the app can confirm it with a 304."""
         return bool(self.etag or self.last_modified)
 
+    @property
+    def never_fresh(self) -> bool:
+        """Stored with no lifetime (no-cache, max-age=0): every use is revalidated."""
+        return self.revalidate and self.fresh_until <= self.stored_at
+
     def age(self, now: float) -> float:
         return current_age(self.initial_age, self.stored_at, now)
 
@@ -538,6 +543,8 @@ class CacheCore:
         5.2.1: a request's max-age, min-fresh and max-stale narrow or widen it)."""
         if entry is None or not plan.lookup or (plan.authorization and not entry.public):
             return None
+        if entry.never_fresh:  # whatever the clock does meanwhile (it may step back)
+            return None
         cc = plan.directives
         if cc:
             limit = delta_seconds(cc.get("max-age")) if "max-age" in cc else None
@@ -570,10 +577,8 @@ class CacheCore:
         fresh_elsewhere = entry is not None and now < entry.fresh_until
         # An entry that is never fresh (no-cache) is revalidated by every request: waiting
         # for another request's revalidation would never end in a fresh entry.
-        never_fresh = entry is not None and entry.revalidate and (
-            entry.fresh_until <= entry.stored_at)
         if lookup.locked or self.lock_ms == 0 or not plan.lookup or fresh_elsewhere or (
-                never_fresh):
+                entry is not None and entry.never_fresh):
             return "compute"  # ours to compute (or this request may not use the entry)
         return "wait"  # missing or expired, and another request holds the guard
 

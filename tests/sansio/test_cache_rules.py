@@ -417,3 +417,16 @@ def test_an_entry_is_fresh_only_while_its_lifetime_exceeds_its_age() -> None:
     c = core()
     assert c.servable(plan(c), _entry(0), NOW) is None
     assert c.servable(plan(c), _entry(0.001), NOW) == "fresh"
+
+
+def test_an_entry_stored_without_lifetime_is_never_fresh_even_if_the_clock_steps_back() -> None:
+    """5.2.2.4: a no-cache response is never used without the app's confirmation, also
+    when the wall clock is set back after it was stored (an NTP step on a busy host)."""
+    c = core()
+    never = Entry(200, (("ETag", '"e"'),), b"hello", NOW, NOW, 0.0, revalidate=True)
+    assert never.never_fresh
+    assert c.servable(plan(c), never, NOW - 3) is None
+    lookup = Lookup("", never, locked=False, token="t")
+    assert c.next_step(plan(c), lookup, NOW - 3) == "compute"  # no wait for another
+    lived = Entry(200, (("ETag", '"e"'),), b"hello", NOW, NOW + 1, 0.0, revalidate=True)
+    assert not lived.never_fresh and c.servable(plan(c), lived, NOW + 0.5) == "fresh"
