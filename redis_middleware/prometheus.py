@@ -29,6 +29,7 @@ from prometheus_client import (
     multiprocess,
 )
 
+from .asgi._http import answer_lifespan
 from .sansio import metrics
 
 __all__ = ["PrometheusRecorder", "asgi_app", "disable", "enable", "registry", "wsgi_app"]
@@ -125,11 +126,8 @@ def asgi_app() -> Any:
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                await send({"type": message["type"] + ".complete"})
-                if message["type"] == "lifespan.shutdown":
-                    return
+            await answer_lifespan(receive, send)
+            return
         await exposition(scope, receive, send)
 
     return app

@@ -6,15 +6,13 @@ from typing import Any
 
 from redis_middleware import Settings
 from redis_middleware.asgi import RedisMiddleware
+from redis_middleware.asgi._http import answer_lifespan
 
 
 async def _peer(scope: Any, receive: Any, send: Any) -> None:
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            await send({"type": message["type"] + ".complete"})
-            if message["type"] == "lifespan.shutdown":
-                return
+        await answer_lifespan(receive, send)
+        return
     host = (scope.get("client") or ("?", 0))[0]
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-type", b"text/plain")]})

@@ -10,6 +10,7 @@ from typing import Any
 import redis
 
 from redis_middleware import Settings
+from redis_middleware.asgi._http import answer_lifespan
 
 OPTIONS: dict[str, Any] = {
     "rules": {"/hit": "20/minute"},
@@ -69,11 +70,8 @@ def _cache(path: str) -> list[tuple[str, str]]:
 
 async def _asgi(scope: Any, receive: Any, send: Any) -> None:
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            await send({"type": message["type"] + ".complete"})
-            if message["type"] == "lifespan.shutdown":
-                return
+        await answer_lifespan(receive, send)
+        return
     query = scope.get("query_string", b"").decode()
     if scope["path"] in ("/slow", "/slowput", "/swr"):  # the sync sleep would block: in a thread
         import anyio

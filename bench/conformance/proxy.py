@@ -19,6 +19,7 @@ import httpx
 
 from redis_middleware import Settings
 from redis_middleware.asgi import CacheMiddleware as AsgiCache
+from redis_middleware.asgi._http import answer_lifespan
 from redis_middleware.wsgi import CacheMiddleware as WsgiCache
 
 ORIGIN = os.environ.get("ORIGIN", "http://127.0.0.1:8000")
@@ -41,11 +42,8 @@ _client = httpx.AsyncClient(base_url=ORIGIN, timeout=30)
 
 async def _forward(scope: Any, receive: Any, send: Any) -> None:
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            await send({"type": message["type"] + ".complete"})
-            if message["type"] == "lifespan.shutdown":
-                return
+        await answer_lifespan(receive, send)
+        return
     body = b""
     while True:
         message = await receive()

@@ -27,3 +27,12 @@ def with_headers(send: ASGISendCallable, headers: list[tuple[bytes, bytes]]) -> 
         await send(message)
 
     return wrapped
+
+
+async def answer_lifespan(receive: Any, send: Any) -> None:
+    """Complete an ASGI lifespan (startup, then shutdown) for an app with nothing to start."""
+    while True:
+        message = await receive()
+        await send({"type": message["type"] + ".complete"})
+        if message["type"] == "lifespan.shutdown":
+            return
