@@ -15,6 +15,7 @@ from .errors import (
     SessionError,
     SessionLimitError,
     SessionUnavailableError,
+    SubscriberOverflow,
 )
 from .keys import KeySpace
 from .settings import Settings
@@ -31,5 +32,6 @@ __all__ = [
     "SessionLimitError",
     "SessionUnavailableError",
     "Settings",
+    "SubscriberOverflow",
     "__version__",
 ]

@@ -10,6 +10,7 @@ __all__ = [
     "SessionError",
     "SessionLimitError",
     "SessionUnavailableError",
+    "SubscriberOverflow",
 ]
 
 
@@ -55,3 +56,8 @@ class SessionUnavailableError(SessionError):
 
 class SessionLimitError(SessionError, ValueError):
     """A session mutation exceeded a configured size limit, or stored a non-JSON value."""
+
+
+class SubscriberOverflow(RedisMiddlewareError):
+    """A real-time subscriber fell further behind than ``realtime_queue_size`` messages
+    under the ``disconnect`` overflow policy: its subscription has ended."""

@@ -105,6 +105,13 @@ class KeySpace:
     def presence_channel(self) -> str:
         return self._key("presence", "events")
 
+    # -- real-time fan-out --------------------------------------------------
+    def realtime(self, room: str, name: str = "") -> str:
+        """A room's channel (``name`` empty) or structure (``seq``, ``stream``); all of one
+        room share its hash tag, so a publish script and a sharded channel stay in one slot."""
+        tag = "{" + escape(room) + "}"
+        return self._key("realtime", tag, name) if name else self._key("realtime", tag)
+
     def limits_prefix(self) -> str:
         """The prefix the ``limits`` library's storages put before our escaped identifiers."""
         return self._key("ratelimit")

@@ -405,6 +405,35 @@ class Settings:
         "`header:<Name>` (API clients: the request's credential, hashed, else the user).",
     )
 
+    # -- real-time fan-out (Broadcast) --------------------------------------
+    realtime_durable_rooms: tuple[str, ...] = _setting(
+        (), "REDIS_MIDDLEWARE_REALTIME_DURABLE_ROOMS", p.parse_csv,
+        "Comma-separated room patterns (`*` any text, e.g. `chat:*`) whose messages are "
+        "also kept in a Redis Stream: replayed after a reconnect. Other rooms are plain "
+        "Pub/Sub (at most once).",
+    )
+    realtime_stream_maxlen: int = _setting(
+        1000, "REDIS_MIDDLEWARE_REALTIME_STREAM_MAXLEN", p.parse_int,
+        "Durable rooms: about this many latest messages are kept per room.",
+    )
+    realtime_stream_max_age: int = _setting(
+        3600, "REDIS_MIDDLEWARE_REALTIME_STREAM_MAX_AGE", p.parse_int,
+        "Durable rooms: seconds a message stays replayable (the replay window).",
+    )
+    realtime_queue_size: int = _setting(
+        256, "REDIS_MIDDLEWARE_REALTIME_QUEUE_SIZE", p.parse_int,
+        "Messages waiting for one slow subscriber before the overflow policy applies.",
+    )
+    realtime_overflow: str = _setting(
+        "drop-oldest", "REDIS_MIDDLEWARE_REALTIME_OVERFLOW", p.parse_str,
+        "A subscriber whose queue is full: `drop-oldest` (it then gets a gap marker) or "
+        "`disconnect` (its subscription ends with SubscriberOverflow).",
+    )
+    realtime_max_message_bytes: int = _setting(
+        65536, "REDIS_MIDDLEWARE_REALTIME_MAX_MESSAGE_BYTES", p.parse_int,
+        "Largest JSON message `publish` accepts (bytes); larger ones raise ValueError.",
+    )
+
     def __post_init__(self) -> None:
         global _warned_generated_secret
         keys: Any = self.secret_key  # a comma-separated str is accepted too
@@ -476,6 +505,19 @@ class Settings:
             self._fail("presence_retention", "must be at least the presence TTL")
         if self.session_on_redis_error not in {"fail", "readonly"}:
             self._fail("session_on_redis_error", "must be 'fail' or 'readonly'")
+        self._validate_realtime()
+
+    def _validate_realtime(self) -> None:
+        rooms: Any = self.realtime_durable_rooms  # a comma-separated str is accepted too
+        object.__setattr__(self, "realtime_durable_rooms", p.parse_csv(rooms) if isinstance(
+            rooms, str) else tuple(rooms))
+        for name in ("realtime_stream_maxlen", "realtime_stream_max_age",
+                     "realtime_queue_size", "realtime_max_message_bytes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                self._fail(name, "must be a positive whole number")
+        if self.realtime_overflow not in {"drop-oldest", "disconnect"}:
+            self._fail("realtime_overflow", "must be 'drop-oldest' or 'disconnect'")
 
     def _validate_ratelimit(self) -> None:
         for name in ("ratelimit_exempt", "trusted_proxies"):

@@ -22,7 +22,7 @@ from redis_middleware._redis.connections import connections_for, memory_server
 from .wsgi_transport import WSGITransport
 
 SECRET = "test-secret-" + "x" * 40
-KEY_RE_COMPONENTS = ("session", "ratelimit", "cache", "presence")
+KEY_RE_COMPONENTS = ("session", "ratelimit", "cache", "presence", "realtime")
 
 
 def free_port() -> int:

@@ -9,7 +9,8 @@ import redis_middleware.asgi as asgi
 import redis_middleware.wsgi as wsgi
 
 SPEC_NAMES = {"SessionMiddleware", "RateLimitMiddleware", "CacheMiddleware",
-              "PresenceMiddleware", "RedisMiddleware", "Presence"}
+              "PresenceMiddleware", "RedisMiddleware", "Presence", "Broadcast"}
+ASGI_ONLY = {"RoomSocket", "join_room"}  # WebSockets: WSGI has none
 
 
 def test_top_level_exports() -> None:
@@ -21,14 +22,14 @@ def test_top_level_exports() -> None:
 
 def test_asgi_and_wsgi_export_the_same_names() -> None:
     assert set(asgi.__all__) >= SPEC_NAMES
-    assert set(asgi.__all__) == set(wsgi.__all__) - {"ENVIRON_KEY"}
-    for name in asgi.__all__:
+    assert set(asgi.__all__) - ASGI_ONLY == set(wsgi.__all__) - {"ENVIRON_KEY"}
+    for name in set(asgi.__all__) - ASGI_ONLY:
         assert getattr(asgi, name).__name__ == getattr(wsgi, name).__name__ == name
 
 
 def test_middleware_signature() -> None:
     for module in (asgi, wsgi):
-        for name in SPEC_NAMES - {"Presence"}:
+        for name in SPEC_NAMES - {"Presence", "Broadcast"}:
             params = list(inspect.signature(getattr(module, name)).parameters.values())
             assert [p.name for p in params[:2]] == ["app", "settings"]
             assert params[1].default is None
@@ -40,3 +41,10 @@ def test_presence_methods_are_async_in_asgi_and_sync_in_wsgi() -> None:
                    "remove"):
         assert inspect.iscoroutinefunction(getattr(asgi.Presence, method))
         assert not inspect.iscoroutinefunction(getattr(wsgi.Presence, method))
+
+
+def test_broadcast_publishes_async_in_asgi_and_sync_in_wsgi() -> None:
+    for method in ("publish", "history"):
+        assert inspect.iscoroutinefunction(getattr(asgi.Broadcast, method))
+        assert not inspect.iscoroutinefunction(getattr(wsgi.Broadcast, method))
+    assert not hasattr(wsgi.Broadcast, "subscribe")  # subscribing needs an event loop

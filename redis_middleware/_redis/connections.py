@@ -184,6 +184,43 @@ class RedisConnections:
                              self.settings.connect_timeout), **tls)
         return node.pubsub()
 
+    def pubsub_client(self, host: str | None = None, port: int | None = None) -> Any:
+        """A new asyncio client for one shared Pub/Sub connection (a Cluster node's when
+        ``host`` is given). It never retries or reconnects on its own: a lost connection
+        must surface, so that its subscribers are told they may have missed messages
+        (redis-py would resubscribe silently)."""
+        t = self.target
+        s = self.settings
+        mod: Any = redis.asyncio
+        common: dict[str, Any] = {
+            "socket_timeout": s.socket_timeout, "socket_connect_timeout": s.connect_timeout,
+            "socket_keepalive": True, "retry": mod.retry.Retry(NoBackoff(), 0)}
+        if t.kind == "memory":
+            import fakeredis
+
+            return fakeredis.FakeAsyncRedis(server=memory_server())
+        if t.kind == "standalone":
+            return mod.Redis.from_url(t.url, **common)
+        auth: dict[str, Any] = {"username": t.username, "password": t.password}
+        tls: dict[str, Any] = {"ssl": True, **t.tls_options} if t.tls else {}
+        if t.kind == "cluster":
+            return mod.Redis(host=host, port=port, **auth, **tls, **common)
+        sentinel = mod.sentinel.Sentinel(
+            list(t.hosts), sentinel_kwargs={**auth, **tls,
+                                            "socket_timeout": s.socket_timeout,
+                                            "socket_connect_timeout": s.connect_timeout})
+        client = sentinel.master_for(t.service_name, db=t.db, **auth, **tls, **common)
+        client._rmw_sentinels = sentinel.sentinels
+        return client
+
+    async def cluster_node_for(self, key: str) -> tuple[str, int]:
+        """The host and port of the Cluster node that owns ``key``'s slot now."""
+        client = self.async_client()
+        if not getattr(client, "_rmw_ready", False):
+            await self._initialize(client)
+        node = client.get_node_from_key(key)
+        return str(node.host), int(node.port)
+
     # -- running flows ------------------------------------------------------
     def _sync_executor(self) -> Execute:
         if self._sync_execute is None:

@@ -5,11 +5,13 @@ from __future__ import annotations
 from .cache import Cache, CacheMiddleware
 from .presence import Presence, PresenceMiddleware
 from .ratelimit import RateLimiter, RateLimitMiddleware
+from .realtime import Broadcast
 from .sessions import ENVIRON_KEY, SessionMiddleware, SessionStore
 from .stack import RedisMiddleware
 
 __all__ = [
     "ENVIRON_KEY",
+    "Broadcast",
     "Cache",
     "CacheMiddleware",
     "Presence",

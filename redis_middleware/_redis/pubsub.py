@@ -1,0 +1,241 @@
+"""The shared Pub/Sub subscription of one event loop: many channels, one connection
+(one per owning node on a Cluster, where channels are sharded), re-established after a
+failure. redis-py's asyncio Pub/Sub does the protocol; this adds sharing, confirmation
+of each (un)subscribe, liveness pings and resubscription."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import redis
+import redis.asyncio
+
+from .connections import RedisConnections
+
+__all__ = ["SharedPubSub"]
+
+logger = logging.getLogger("redis_middleware")
+
+Deliver = Callable[[str, bytes], None]
+Resumed = Callable[[list[str]], Awaitable[None]]
+
+# A link that heard nothing (no message, no pong) for PING_AFTER seconds pings; one
+# that still hears nothing DEAD_AFTER seconds later is dropped and reconnected: a
+# blackholed connection is noticed even in a silent room.
+PING_AFTER = 10.0
+DEAD_AFTER = 10.0
+_PUSH = frozenset({"message", "smessage"})
+_CONFIRM = frozenset({"subscribe", "ssubscribe", "unsubscribe", "sunsubscribe"})
+
+
+class SharedPubSub:
+    """Channels of one event loop, subscribed once each, whatever the number of local
+    subscribers; ``deliver(channel, payload)`` is called for every message (it must not
+    block), ``resumed(channels)`` after a lost connection was subscribed again."""
+
+    def __init__(self, conns: RedisConnections, deliver: Deliver, resumed: Resumed) -> None:
+        self.conns = conns
+        self.deliver = deliver
+        self.resumed = resumed
+        self.sharded = conns.target.kind == "cluster"
+        self._links: dict[str, _Link] = {}
+        self._where: dict[str, _Link] = {}
+
+    @property
+    def connections(self) -> int:
+        """Open Pub/Sub connections (one without a Cluster)."""
+        return sum(1 for link in self._links.values() if link.pubsub is not None)
+
+    async def add(self, channel: str, wait: float | None = None) -> bool:
+        """Subscribe ``channel``; True once Redis confirmed it (False: not within ``wait``
+        seconds; the subscription is made when the connection comes back)."""
+        link = self._where.get(channel)
+        if link is None:
+            link = await self._link_for(channel)
+            self._where[channel] = link
+        return await link.add(channel, self._wait(wait))
+
+    async def discard(self, channel: str) -> None:
+        """Unsubscribe ``channel`` (the last local subscriber left)."""
+        link = self._where.pop(channel, None)
+        if link is not None:
+            await link.discard(channel, self._wait(None))
+            if not link.channels:
+                self._links.pop(link.key, None)
+                await link.aclose()
+
+    async def aclose(self) -> None:
+        links, self._links, self._where = list(self._links.values()), {}, {}
+        for link in links:
+            await link.aclose()
+
+    def _wait(self, wait: float | None) -> float:
+        s = self.conns.settings
+        return wait if wait is not None else s.connect_timeout + 2 * s.socket_timeout
+
+    async def _link_for(self, channel: str) -> _Link:
+        key = ""
+        if self.sharded:  # the node that owns the channel's slot
+            host, port = await self.conns.cluster_node_for(channel)
+            key = f"{host}:{port}"
+        link = self._links.get(key)
+        if link is None:
+            link = self._links[key] = _Link(self, key)
+        return link
+
+
+class _Link:
+    """One Pub/Sub connection and the channels it carries."""
+
+    def __init__(self, owner: SharedPubSub, key: str) -> None:
+        self.owner = owner
+        self.key = key
+        self.channels: set[str] = set()
+        self.client: Any = None
+        self.pubsub: Any = None
+        self.task: asyncio.Task[None] | None = None
+        self._confirmed: dict[str, asyncio.Future[None]] = {}
+        self._heard = time.monotonic()
+        self._pinged = False
+
+    # -- channels -----------------------------------------------------------------
+    async def add(self, channel: str, wait: float) -> bool:
+        if channel in self.channels and channel not in self._confirmed:
+            return True
+        self.channels.add(channel)
+        confirmed = self._confirmed.setdefault(
+            channel, asyncio.get_running_loop().create_future())
+        if self.task is None or self.task.done():
+            self.task = asyncio.create_task(self._run(), name="redis-middleware-pubsub")
+        elif self.pubsub is not None:
+            with contextlib.suppress(redis.RedisError, OSError):
+                await self._command("SUBSCRIBE", [channel])
+        try:
+            await asyncio.wait_for(asyncio.shield(confirmed), wait)
+            return True
+        except TimeoutError:
+            return False
+
+    async def discard(self, channel: str, wait: float) -> None:
+        self.channels.discard(channel)
+        self._confirmed.pop(channel, None)
+        if self.pubsub is not None and self.channels:
+            with contextlib.suppress(redis.RedisError, OSError):
+                await self._command("UNSUBSCRIBE", [channel])
+
+    async def _command(self, verb: str, channels: list[str]) -> None:
+        if self.owner.sharded:
+            verb = "S" + verb
+        await self.pubsub.execute_command(verb, *channels)
+
+    # -- the connection -------------------------------------------------------------
+    async def _run(self) -> None:
+        backoff, lost = 0.1, False
+        while self.channels:
+            try:
+                self.client = self._client()
+                self.pubsub = self.client.pubsub()
+                wanted = sorted(self.channels)
+                await self._command("SUBSCRIBE", wanted)
+                self._heard, self._pinged = time.monotonic(), False
+                await self._read_until_confirmed(set(wanted))
+                if lost:
+                    lost = False
+                    logger.warning("real-time subscription to Redis at %s restored "
+                                   "(%d channels)", self.owner.conns.name, len(wanted))
+                    await self.owner.resumed(wanted)
+                backoff = 0.1
+                await self._read()
+            except asyncio.CancelledError:
+                raise
+            except (redis.RedisError, OSError, TimeoutError) as exc:
+                if not lost:
+                    lost = True
+                    logger.warning("real-time subscription to Redis at %s lost (%s: %s); "
+                                   "subscribing again", self.owner.conns.name,
+                                   type(exc).__name__, exc)
+            finally:
+                await self._drop()
+            if self.channels:
+                await asyncio.sleep(backoff)
+                backoff = min(2.0, backoff * 2)
+
+    def _client(self) -> Any:
+        conns = self.owner.conns
+        if not self.owner.sharded:
+            return conns.pubsub_client()
+        host, _, port = self.key.rpartition(":")
+        return conns.pubsub_client(host, int(port))
+
+    async def _read_until_confirmed(self, pending: set[str]) -> None:
+        deadline = time.monotonic() + self.owner._wait(None)
+        while pending:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("Redis did not confirm the subscriptions")
+            message = await self.pubsub.get_message(timeout=min(left, 1.0))
+            if message is not None:
+                self._handle(message)
+                if message["type"] in ("subscribe", "ssubscribe"):
+                    pending.discard(_text(message["channel"]))
+
+    async def _read(self) -> None:
+        while self.channels:
+            message = await self.pubsub.get_message(timeout=1.0)
+            now = time.monotonic()
+            if message is not None:
+                self._heard, self._pinged = now, False
+                self._handle(message)
+                continue
+            quiet = now - self._heard
+            if quiet >= PING_AFTER + DEAD_AFTER:
+                raise TimeoutError(f"no answer from Redis for {quiet:.0f}s")
+            if quiet >= PING_AFTER and not self._pinged:
+                self._pinged = True
+                await self.pubsub.ping()
+
+    def _handle(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        kind = kind.decode() if isinstance(kind, bytes) else kind
+        if kind in _PUSH:
+            self.owner.deliver(_text(message["channel"]), message["data"])
+        elif kind in ("subscribe", "ssubscribe"):
+            confirmed = self._confirmed.pop(_text(message["channel"]), None)
+            if confirmed is not None and not confirmed.done():
+                confirmed.set_result(None)
+        elif kind == "sunsubscribe" and _text(message["channel"]) in self.channels:
+            # The slot moved (resharding): Redis dropped us; subscribe where it is now.
+            raise redis.ConnectionError("shard channel moved to another node")
+
+    async def _drop(self) -> None:
+        pubsub, self.pubsub = self.pubsub, None
+        client, self.client = self.client, None
+        if pubsub is not None:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
+        if client is not None:
+            with contextlib.suppress(Exception):
+                for sentinel in getattr(client, "_rmw_sentinels", ()):
+                    await sentinel.aclose()
+                await client.aclose()
+
+    async def aclose(self) -> None:
+        self.channels.clear()
+        task, self.task = self.task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self._drop()
+        for future in self._confirmed.values():
+            future.cancel()
+        self._confirmed.clear()
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

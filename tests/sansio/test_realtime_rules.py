@@ -1,0 +1,88 @@
+"""Real-time decisions without Redis: the wire form, each subscriber's inbox."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from redis_middleware import SubscriberOverflow
+from redis_middleware.sansio.flow import run_pure
+from redis_middleware.sansio.realtime import Gap, Inbox, Message, RealtimeCore, parse_payload
+
+from .helpers import settings
+
+
+def _msg(seq: int, stream_id: str = "") -> Message:
+    return Message("r", seq, stream_id, 1.5, json.dumps({"n": seq}))
+
+
+def _drain(inbox: Inbox) -> list[tuple[str, object]]:
+    out: list[tuple[str, object]] = []
+    while (item := inbox.pop()) is not None:
+        out.append(("gap", item.reason) if isinstance(item, Gap) else ("msg", item.seq))
+    return out
+
+
+def test_payloads_carry_number_id_and_time_before_the_json() -> None:
+    m = parse_payload("room", b'7 1700000000000-0 1700000000123\n{"a":[1,2]}')
+    assert m is not None and (m.seq, m.id, m.ts, m.data) == (7, "1700000000000-0",
+                                                              1700000000.123, {"a": [1, 2]})
+    envelope = json.loads(m.envelope())
+    assert envelope == {"type": "message", "room": "room", "seq": 7, "id": "1700000000000-0",
+                        "ts": 1700000000.123, "data": {"a": [1, 2]}}
+    assert m.envelope() is m.envelope()  # built once, shared by every socket
+    for junk in (b"", b"hello", b"1 2\n{}", b"x y z\n{}"):
+        assert parse_payload("room", junk) is None
+
+
+def test_a_skipped_number_is_a_gap_and_a_replayed_id_is_delivered_once() -> None:
+    inbox = Inbox("r", 10, "drop-oldest", lambda: None)
+    for m in (_msg(1, "5-0"), _msg(2, "6-0"), _msg(2, "6-0"), _msg(5, "9-0")):
+        inbox.push(m)
+    assert _drain(inbox) == [("msg", 1), ("msg", 2), ("gap", "sequence"), ("msg", 5)]
+
+
+def test_live_messages_wait_for_the_replay_then_follow_it_without_doubles() -> None:
+    inbox = Inbox("r", 10, "drop-oldest", lambda: None)
+    inbox.hold()
+    inbox.push(_msg(3, "3-0"))  # live, arrived while the replay was read
+    inbox.push(_msg(4, "4-0"))
+    assert inbox.pop() is None
+    inbox.replayed([_msg(1, "1-0"), _msg(2, "2-0"), _msg(3, "3-0")])
+    assert _drain(inbox) == [("msg", 1), ("msg", 2), ("msg", 3), ("msg", 4)]
+
+
+def test_drop_oldest_keeps_the_newest_and_counts_what_it_dropped() -> None:
+    woken: list[int] = []
+    inbox = Inbox("r", 3, "drop-oldest", lambda: woken.append(1))
+    for n in range(1, 8):
+        inbox.push(_msg(n))
+    assert len(inbox.queue) == 3 and woken == [1]  # woken once: empty to not empty
+    gap = inbox.pop()
+    assert isinstance(gap, Gap) and (gap.reason, gap.missed) == ("overflow", 4)
+    assert _drain(inbox) == [("msg", 5), ("msg", 6), ("msg", 7)]
+
+
+def test_disconnect_ends_the_subscription_once_it_overflows() -> None:
+    inbox = Inbox("r", 2, "disconnect", lambda: None)
+    for n in range(1, 4):
+        inbox.push(_msg(n))
+    assert inbox.closed and not inbox.queue
+    with pytest.raises(SubscriberOverflow):
+        inbox.pop()
+
+
+def test_publish_is_one_script_and_channels_share_the_rooms_hash_tag() -> None:
+    core = RealtimeCore(settings(realtime_durable_rooms=("chat:*",)))
+    assert core.durable("chat:1") and not core.durable("news")
+    flow = core.publish_flow("chat:1", {"t": 1}, now=1000.0)
+    batch = next(flow)
+    (call,) = batch
+    args = call.args
+    assert args[0] == "EVALSHA" and args[2] == 2
+    seq_key, stream_key, channel = args[3], args[4], args[5]
+    tag = "{chat%3A1}"
+    assert tag in seq_key and tag in stream_key and channel == core.channel("chat:1")
+    assert channel.endswith(tag)
+    assert run_pure(core.publish_flow("news", 1), [[[3, b""]]]).seq == 3
