@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from html import escape
 from typing import Any
@@ -54,10 +55,14 @@ def unavailable() -> str:
                 "reached right now. Try again in a moment.</p>")
 
 
-def home(user: str | None) -> str:
+def home(user: str | None, chat_room: bool = False) -> str:
+    """``chat_room``: the app has the chat (the FastAPI demo: WebSockets)."""
     if user:
         form = """<form method="post" action="/logout"><button>Log out</button></form>
 <form method="post" action="/logout-everywhere"><button>Log out everywhere</button></form>"""
+        if chat_room:
+            form += '<p><a href="/chat">Open the chat room</a></p>'
+
     else:
         form = """<form method="post" action="/login"><input name="username" placeholder="name"
  required> <button>Log in</button></form>
@@ -113,4 +118,59 @@ ws.onmessage = (m) => {
     [...document.getElementById("users").children].forEach((li, i) => li.textContent = d.users[i]);
   });
 };
+</script>""", user)
+
+
+def chat(room: str, user: str, recent: list[tuple[str, str, float]], members: list[str]) -> str:
+    """A chat room: its latest messages, who is here, and a live socket that reconnects
+    from the last message it saw (the room is durable: nothing is missed meanwhile)."""
+    lines = "".join(f"<li><b>{escape(who)}</b> <span class='muted'>{clock(ts)}</span> "
+                    f"{escape(text)}</li>" for who, text, ts in recent)
+    here = "".join(f"<li>{escape(m)}</li>" for m in members)
+    return page(f"Chat: {room}", f"""<div class="box"><b>Here now</b> <span id="feed"
+class="muted">connecting…</span><ul id="members">{here}</ul></div>
+<ul id="messages">{lines}</ul>
+<form id="say"><input id="text" autocomplete="off" placeholder="say something" maxlength="500"
+ required> <button>Send</button></form>
+<script>
+const room = {json.dumps(room)};
+const feed = document.getElementById("feed");
+let since = "", socket;
+function add(html) {{
+  const li = document.createElement("li"); li.innerHTML = html;
+  document.getElementById("messages").append(li);
+}}
+function text(s) {{
+  const d = document.createElement("span"); d.textContent = s; return d.innerHTML;
+}}
+function members() {{
+  fetch(`/api/chat/${{room}}/members`).then(r => r.json()).then(d => {{
+    document.getElementById("members").innerHTML =
+      d.members.map(m => `<li>${{text(m)}}</li>`).join("");
+  }});
+}}
+function connect() {{
+  const scheme = location.protocol === "https:" ? "wss://" : "ws://";
+  socket = new WebSocket(`${{scheme}}${{location.host}}/ws/chat/${{room}}?since=${{since}}`);
+  socket.onopen = () => {{ feed.textContent = "live"; members(); }};
+  socket.onclose = () => {{ feed.textContent = "reconnecting…"; setTimeout(connect, 1000); }};
+  socket.onmessage = (m) => {{
+    const e = JSON.parse(m.data);
+    if (e.type === "gap") {{ add('<i class="muted">some messages may be missing</i>'); return; }}
+    since = e.id || since;
+    if (e.data.presence) {{
+      const did = e.data.presence === "online" ? "joined" : "left";
+      add(`<i class="muted">${{text(e.data.user)}} ${{did}}</i>`);
+      members();
+    }} else {{
+      add(`<b>${{text(e.data.user)}}</b> ${{text(e.data.text)}}`);
+    }}
+  }};
+}}
+document.getElementById("say").onsubmit = (ev) => {{
+  ev.preventDefault();
+  const box = document.getElementById("text");
+  if (socket && socket.readyState === 1) {{ socket.send(box.value); box.value = ""; }}
+}};
+connect();
 </script>""", user)

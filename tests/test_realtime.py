@@ -20,7 +20,7 @@ from redis_middleware.asgi import Broadcast
 from redis_middleware.asgi.realtime import Gap, Message
 from redis_middleware.wsgi import Broadcast as SyncBroadcast
 
-from .conftest import audit_keyspace, make_settings, raw_client
+from .conftest import audit_keyspace, raw_client
 
 pytestmark = pytest.mark.scenarios
 ROOT = Path(__file__).resolve().parent.parent

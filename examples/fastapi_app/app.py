@@ -1,4 +1,5 @@
-"""A small shop on FastAPI with sessions, rate limits, a cached page and presence.
+"""A small shop on FastAPI with sessions, rate limits, a cached page, presence and a
+chat room (messages fanned out to every worker, who is here).
 
 Run it with ``python -m examples.fastapi_app`` (``memory://`` unless REDIS_URL is set).
 """
@@ -7,27 +8,92 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, Form, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
 from redis_middleware import Settings
-from redis_middleware.asgi import Cache, Presence, RedisMiddleware, SessionStore
+from redis_middleware.asgi import (
+    Broadcast,
+    Cache,
+    Presence,
+    RedisMiddleware,
+    SessionStore,
+    join_room,
+)
 from redis_middleware.errors import (
     RedisCommandError,
     RedisUnavailableError,
     SessionUnavailableError,
 )
 
-from .._pages import OPTIONS, PRODUCTS, home, online, products, profile, unavailable
+from .._pages import (
+    OPTIONS,
+    PRODUCTS,
+    chat,
+    home,
+    online,
+    products,
+    profile,
+    unavailable,
+)
 
 settings = Settings.from_env()
 
-app = FastAPI(title="redis-middleware demo")
+
+class PresenceFeed:
+    """Online/offline events for the /online page's sockets: one Redis subscription per
+    process, whatever the number of open pages (started with the first page)."""
+
+    def __init__(self) -> None:
+        self.queues: set[asyncio.Queue[dict[str, Any]]] = set()
+        self.task: asyncio.Task[None] | None = None
+
+    @contextlib.asynccontextmanager
+    async def listen(self) -> AsyncIterator[asyncio.Queue[dict[str, Any]]]:
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=100)
+        self.queues.add(queue)
+        if self.task is None or self.task.done():
+            self.task = asyncio.create_task(self._run())
+        try:
+            yield queue
+        finally:
+            self.queues.discard(queue)
+
+    async def _run(self) -> None:
+        async for event in presence.events():
+            for queue in tuple(self.queues):
+                if not queue.full():  # a page that stopped reading misses events
+                    queue.put_nowait({"user": event.user, "status": event.status,
+                                      "reason": event.reason, "seq": event.seq})
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+
+
+feed = PresenceFeed()
+
+
+@contextlib.asynccontextmanager
+async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    yield
+    await feed.stop()
+    await broadcast.aclose()
+
+
+app = FastAPI(title="redis-middleware demo", lifespan=lifespan)
 app.add_middleware(RedisMiddleware, settings=settings, **OPTIONS)
 presence = Presence(settings)
+# Chat rooms are durable: a browser that reconnects gets what it missed.
+broadcast = Broadcast(settings, durable_rooms=["chat:*"])
+ROOM_NAME = re.compile(r"^[a-z0-9-]{1,32}$")
 sessions = SessionStore(settings)
 cache = Cache(settings, routes=OPTIONS["routes"])
 catalogue = dict(PRODUCTS)
@@ -48,7 +114,7 @@ def current_user(request: Request) -> str | None:
 
 @app.get("/", response_class=HTMLResponse)
 async def index(request: Request) -> str:
-    return home(current_user(request))
+    return home(current_user(request), chat_room=True)
 
 
 @app.get("/health")
@@ -128,25 +194,58 @@ async def api_ping(request: Request) -> JSONResponse:
 
 @app.websocket("/ws/presence")
 async def presence_feed(websocket: WebSocket) -> None:
-    """Pushes every online/offline event from Redis Pub/Sub to the browser.
-
-    The handler also listens: a handler that only sends never hears the client leave
-    (or the server shut down), and would keep the server from stopping.
-    """
+    """Pushes every online/offline event to the browser (one Redis subscription per
+    process for all pages). It also listens: a handler that only sends never hears the
+    client leave (or the server shut down), and would keep the server from stopping."""
     await websocket.accept()
 
-    async def forward() -> None:
-        async for event in presence.events():
-            await websocket.send_json({"user": event.user, "status": event.status,
-                                       "reason": event.reason, "seq": event.seq})
+    async def forward(queue: asyncio.Queue[dict[str, Any]]) -> None:
+        while True:
+            await websocket.send_json(await queue.get())
 
-    sender = asyncio.create_task(forward())
-    try:
-        while (await websocket.receive())["type"] != "websocket.disconnect":
-            pass  # the page sends nothing; anything it sends is ignored
-    except WebSocketDisconnect:
-        pass
-    finally:
-        sender.cancel()
-        with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError):
-            await sender
+    async with feed.listen() as queue:
+        sender = asyncio.create_task(forward(queue))
+        try:
+            while (await websocket.receive())["type"] != "websocket.disconnect":
+                pass  # the page sends nothing; anything it sends is ignored
+        except WebSocketDisconnect:
+            pass
+        finally:
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError):
+                await sender
+
+
+@app.get("/chat", response_class=HTMLResponse)
+@app.get("/chat/{room}", response_class=HTMLResponse)
+async def chat_room(request: Request, room: str = "lobby") -> Any:
+    user = current_user(request)
+    if user is None or not ROOM_NAME.match(room):
+        return RedirectResponse("/", status_code=303)
+    recent = await broadcast.history(f"chat:{room}", 30)
+    members = await presence.online_users(room=f"chat:{room}", limit=100)
+    return chat(room, user, [(m.data.get("user", ""), m.data.get("text", ""), m.ts)
+                             for m in recent if "text" in m.data], members)
+
+
+@app.get("/api/chat/{room}/members")
+async def chat_members(room: str) -> dict[str, Any]:
+    if not ROOM_NAME.match(room):
+        return {"members": []}
+    return {"members": await presence.online_users(room=f"chat:{room}", limit=100)}
+
+
+@app.websocket("/ws/chat/{room}")
+async def chat_socket(websocket: WebSocket, room: str) -> None:
+    """A chat member's socket: authorised by the session, present in the room while
+    open; what it sends is published to the room on every worker."""
+    user = websocket.session.get(settings.user_field)
+    if user is None or not ROOM_NAME.match(room):
+        await websocket.close(code=4401)  # not signed in (or no such room)
+        return
+    since = websocket.query_params.get("since") or None
+    async with join_room(websocket, broadcast, f"chat:{room}", user=str(user),
+                         presence=presence, since=since) as joined:
+        async for text in joined:
+            if isinstance(text, str) and text.strip():
+                await joined.publish({"user": str(user), "text": text.strip()[:500]})

@@ -9,7 +9,7 @@ import contextlib
 import logging
 import secrets
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 from .._options import resolve_settings
@@ -91,7 +91,7 @@ class Broadcast:
             yield subscription
         finally:
             subscription.inbox.close()
-            await hub.leave(self.core, room, subscription.inbox)
+            await _finish(hub.leave(self.core, room, subscription.inbox))
 
     def connections(self) -> int:
         """Pub/Sub connections this process's running event loop holds open for rooms."""
@@ -115,8 +115,14 @@ class Subscription:
         broadcast.core.check_room(room)
         self.room = room
         self._ready = asyncio.Event()
+        self.overflowed = asyncio.Event()  # set when the ``disconnect`` policy ended it
         s = broadcast.settings
-        self.inbox = Inbox(room, s.realtime_queue_size, s.realtime_overflow, self._ready.set)
+        self.inbox = Inbox(room, s.realtime_queue_size, s.realtime_overflow, self._wake)
+
+    def _wake(self) -> None:
+        self._ready.set()
+        if self.inbox.overflowed:
+            self.overflowed.set()
 
     def __aiter__(self) -> Subscription:
         return self
@@ -248,7 +254,22 @@ def _hub(conns: RedisConnections) -> _Hub:
 NORMAL = 1000
 TRY_AGAIN_LATER = 1013  # the client fell too far behind (the ``disconnect`` policy)
 _END: Any = object()
-_pending_leaves: set[asyncio.Task[None]] = set()  # referenced until they finish
+_detached: set[asyncio.Task[None]] = set()  # referenced until they finish
+
+
+def _detach(work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+    """Run ``work`` on its own: a cancelled caller (a server cancelling a handler
+    whose client left) does not stop it half-way."""
+    task = asyncio.create_task(work)
+    _detached.add(task)
+    task.add_done_callback(_detached.discard)
+    return task
+
+
+async def _finish(work: Coroutine[Any, Any, None]) -> None:
+    """Await ``work`` to the end, even if this caller is cancelled meanwhile (cleanup:
+    an unsubscription, a presence lease)."""
+    await asyncio.shield(_detach(work))
 
 
 class RoomSocket:
@@ -326,18 +347,33 @@ class RoomSocket:
             self._end()
 
     async def send_loop(self, subscription: Subscription) -> None:
-        """Forwards the room's messages (JSON envelopes, built once per message)."""
+        """Forwards the room's messages (JSON envelopes, built once per message). A
+        client too slow for the ``disconnect`` policy is closed with 1013, also while a
+        send to it is stuck (it stopped reading)."""
+        forward = asyncio.create_task(self._forward(subscription))
+        overflow = asyncio.create_task(subscription.overflowed.wait())
+        try:
+            await asyncio.wait((forward, overflow), return_when=asyncio.FIRST_COMPLETED)
+            if subscription.overflowed.is_set():
+                logger.warning("closing a WebSocket of room %r: the client fell more than "
+                               "%d messages behind", self.room, subscription.inbox.size)
+                forward.cancel()
+                await self._close(TRY_AGAIN_LATER)
+        finally:
+            for task in (forward, overflow):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            self._end()
+
+    async def _forward(self, subscription: Subscription) -> None:
         try:
             async for item in subscription:
                 await self.websocket.send({"type": "websocket.send", "text": item.envelope()})
         except SubscriberOverflow:
-            logger.warning("closing a WebSocket of room %r: the client fell too far behind",
-                           self.room)
-            await self._close(TRY_AGAIN_LATER)
+            pass  # send_loop closes the socket
         except Exception:  # the client went away while we sent
             pass
-        finally:
-            self._end()
 
     async def renew_loop(self) -> None:
         """Keeps the user's lease in the room while the socket is open."""
@@ -371,9 +407,7 @@ class RoomSocket:
         except RedisMiddlewareError as exc:
             log_failure("presence", "room presence skipped: %s", exc)
             return
-        task = asyncio.create_task(self._left_after(presence.settings.presence_grace + 0.2))
-        _pending_leaves.add(task)
-        task.add_done_callback(_pending_leaves.discard)
+        _detach(self._left_after(presence.settings.presence_grace + 0.2))
 
     async def _left_after(self, delay: float) -> None:
         assert self.presence is not None and self.user is not None
@@ -434,11 +468,13 @@ async def join_room(websocket: Any, broadcast: Broadcast, room: str, *,
     leave. ``since``: a durable room's last message id the client saw (it reconnects).
     """
     broadcast.core.check_room(room)
-    if accept:
-        await websocket.accept()
     joined = RoomSocket(websocket, broadcast, room, user, presence)
     tasks: list[asyncio.Task[None]] = []
+    # Subscribed before the handshake ends: once the client sees the socket open, every
+    # message published to the room reaches it.
     async with broadcast.subscribe(room, since=since) as subscription:
+        if accept:
+            await websocket.accept()
         tasks.append(asyncio.create_task(joined.receive_loop()))
         tasks.append(asyncio.create_task(joined.send_loop(subscription)))
         await joined.arrive()
@@ -452,6 +488,6 @@ async def join_room(websocket: Any, broadcast: Broadcast, room: str, *,
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-            await joined.depart()
+            await _finish(joined.depart())
             if not joined.client_left:  # the client did not close first: we do
                 await joined._close(NORMAL)
