@@ -76,6 +76,49 @@ def test_fastapi_presence_feed_pushes_events(fastapi_client: Any) -> None:
     Presence(settings).remove("feed-watcher")
 
 
+def test_fastapi_chat_room(fastapi_client: Any) -> None:
+    """Two members: each sees the other arrive, a message reaches both, the page shows
+    the room's history and who is here; a socket without a session is refused."""
+    from starlette.websockets import WebSocketDisconnect
+
+    def envelopes(socket: Any, check: Any) -> dict[str, Any]:
+        for _ in range(20):
+            envelope = json.loads(socket.receive_text())
+            if check(envelope["data"]):
+                return envelope
+        raise AssertionError("never arrived")
+
+    client = fastapi_client  # one app, one event loop: two members by their cookies
+    client.post("/login", data={"username": "bob"})
+    bob = client.cookies["session"]
+    client.cookies.clear()
+    client.post("/login", data={"username": "ann"})
+    ann_cookie = client.cookies["session"]
+    ann = client
+    with ann.websocket_connect("/ws/chat/tea") as ann_socket:
+        client.cookies.clear()
+        with client.websocket_connect("/ws/chat/tea",
+                                      headers={"cookie": f"session={bob}"}) as bob_socket:
+            client.cookies["session"] = ann_cookie
+            assert envelopes(ann_socket, lambda d: d.get("user") == "bob")["data"][
+                "presence"] == "online"
+            bob_socket.send_text("  Is the kettle on?  ")
+            for socket in (ann_socket, bob_socket):
+                said = envelopes(socket, lambda d: "text" in d)
+                assert said["data"] == {"user": "bob", "text": "Is the kettle on?"}
+                assert said["id"]  # a durable room: the page can resume from it
+            page = ann.get("/chat/tea").text
+            assert "Is the kettle on?" in page and "<li>bob</li>" in page
+            assert ann.get("/api/chat/tea/members").json()["members"] == ["ann", "bob"]
+    client.cookies.clear()
+    with pytest.raises(WebSocketDisconnect) as refused, \
+            client.websocket_connect("/ws/chat/tea") as anonymous:
+        anonymous.receive_text()
+    assert refused.value.code == 4401
+    client.cookies["session"] = ann_cookie
+    assert ann.get("/chat/Not A Room", follow_redirects=False).status_code == 303
+
+
 def test_flask_story() -> None:
     from examples.flask_app.app import app, cache
 
@@ -345,3 +388,66 @@ def test_the_flask_demo_under_gunicorn(tmp_path: Any, redis_server: Any) -> None
         assert http.get("/products").headers["x-cache"] == "HIT"
         assert "fay" in http.get("/online").text
     assert "Traceback" not in (tmp_path / "gunicorn.log").read_text()
+
+
+@pytest.mark.real_redis
+def test_the_chat_room_across_two_uvicorn_workers(tmp_path: Any, redis_server: Any) -> None:
+    """The FastAPI demo as deployed: uvicorn with two worker processes, one redis-server,
+    real browsers' WebSockets. A message reaches every member whichever worker holds
+    their socket, and each worker holds one subscription for the room, not one per
+    socket; a member who reconnects with the last id it saw misses nothing."""
+    import asyncio
+
+    import httpx
+    import redis
+    import websockets
+
+    from redis_middleware.asgi import Broadcast
+
+    from .conftest import SECRET, make_settings
+
+    settings = make_settings(redis_server.url)
+    env = {"REDIS_URL": settings.redis_url, "REDIS_MIDDLEWARE_KEY_PREFIX": settings.key_prefix,
+           "REDIS_MIDDLEWARE_SECRET_KEY": SECRET}
+    channel = Broadcast(settings).core.channel("chat:lobby")
+
+    async def members(base: str, count: int) -> None:
+        cookies = []
+        for i in range(count):
+            async with httpx.AsyncClient(base_url=base) as http:
+                await http.post("/login", data={"username": f"m{i}"})
+                cookies.append(http.cookies["session"])
+        url = base.replace("http", "ws") + "/ws/chat/lobby"
+        sockets = [await websockets.connect(url, additional_headers={
+            "cookie": f"session={c}"}) for c in cookies]
+        try:
+            with redis.Redis.from_url(settings.redis_url) as admin:
+                numsub = int(admin.pubsub_numsub(channel)[0][1])
+            assert 1 <= numsub <= 2  # one per worker that has members, for 5 sockets
+            await sockets[0].send("hello, everyone")
+            last_id = ""
+            for socket in sockets:
+                while True:
+                    envelope = json.loads(await asyncio.wait_for(socket.recv(), 10))
+                    if envelope["data"].get("text") == "hello, everyone":
+                        last_id = envelope["id"]
+                        break
+            await sockets[-1].close()  # a member drops out; the room goes on
+            await sockets[0].send("while you were away")
+            await asyncio.sleep(0.3)
+            back = await websockets.connect(f"{url}?since={last_id}", additional_headers={
+                "cookie": f"session={cookies[-1]}"})
+            sockets[-1] = back
+            while True:
+                envelope = json.loads(await asyncio.wait_for(back.recv(), 10))
+                if "text" in envelope["data"]:
+                    assert envelope["data"]["text"] == "while you were away"  # replayed
+                    break
+        finally:
+            for socket in sockets:
+                await socket.close()
+
+    with Served(["uvicorn", "--workers", "2", "--port", "{port}",
+                 "examples.fastapi_app.app:app"], env, tmp_path / "uvicorn.log") as srv:
+        asyncio.run(members(srv.base, 5))  # the login limit: 5 a minute per address
+    assert "Traceback" not in (tmp_path / "uvicorn.log").read_text()
