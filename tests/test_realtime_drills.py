@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,39 +45,59 @@ async def _publish_steadily(broadcast: Broadcast, room: str, stop: asyncio.Event
         await asyncio.sleep(0.01)
 
 
+@dataclass
+class Run:
+    """What a plain and a durable room got while ``disrupt`` ran under steady publishing."""
+
+    plain: list[Message | Gap] = field(default_factory=list)
+    plain_sent: list[int] = field(default_factory=list)
+    durable: list[Message | Gap] = field(default_factory=list)
+    durable_sent: list[int] = field(default_factory=list)
+
+
+async def _through(broadcast: Broadcast, disrupt: Callable[[], Awaitable[None]],
+                   drain: float) -> Run:
+    run = Run()
+    stop = asyncio.Event()
+    async with broadcast.subscribe("plain") as plain, \
+            broadcast.subscribe("durable:1") as durable:
+        publishers = [
+            asyncio.create_task(_publish_steadily(broadcast, "plain", stop, run.plain_sent)),
+            asyncio.create_task(_publish_steadily(broadcast, "durable:1", stop,
+                                                  run.durable_sent))]
+        try:
+            await asyncio.sleep(0.3)
+            await disrupt()
+        finally:
+            stop.set()
+            await asyncio.gather(*publishers)
+        until = time.monotonic() + drain
+        run.plain, run.durable = await asyncio.gather(_collect(plain, until),
+                                                      _collect(durable, until))
+    return run
+
+
 async def test_a_killed_subscription_is_resubscribed_with_a_gap_or_a_replay(
         own_server: Any, caplog: pytest.LogCaptureFixture) -> None:
     settings = make_settings(own_server.url, realtime_durable_rooms=("durable:*",))
     broadcast = Broadcast(settings)
-    stop = asyncio.Event()
-    plain_sent: list[int] = []
-    durable_sent: list[int] = []
+
+    async def kill_the_subscription() -> None:
+        with own_server.client() as admin:  # only the Pub/Sub connection dies
+            assert admin.execute_command("CLIENT", "KILL", "TYPE", "pubsub") == 1
+        await asyncio.sleep(1.0)
+
     try:
         with caplog.at_level(logging.WARNING, logger="redis_middleware"):
-            async with broadcast.subscribe("plain") as plain, \
-                    broadcast.subscribe("durable:1") as durable:
-                publishers = [
-                    asyncio.create_task(_publish_steadily(broadcast, "plain", stop, plain_sent)),
-                    asyncio.create_task(_publish_steadily(broadcast, "durable:1", stop,
-                                                          durable_sent))]
-                await asyncio.sleep(0.3)
-                with own_server.client() as admin:  # only the Pub/Sub connection dies
-                    assert admin.execute_command("CLIENT", "KILL", "TYPE", "pubsub") == 1
-                await asyncio.sleep(1.0)
-                stop.set()
-                await asyncio.gather(*publishers)
-                until = time.monotonic() + 1.0
-                plain_items, durable_items = await asyncio.gather(
-                    _collect(plain, until), _collect(durable, until))
-        gaps = [i for i in plain_items if isinstance(i, Gap)]
+            run = await _through(broadcast, kill_the_subscription, drain=1.0)
+        gaps = [i for i in run.plain if isinstance(i, Gap)]
         assert [g.reason for g in gaps] == ["reconnect"]  # told once, never silently
-        assert [i.data for i in durable_items] == durable_sent  # type: ignore[union-attr]
-        assert not any(isinstance(i, Gap) for i in durable_items)
-        assert plain_items[-1].data == plain_sent[-1]  # type: ignore[union-attr]
+        assert [i.data for i in run.durable] == run.durable_sent  # type: ignore[union-attr]
+        assert not any(isinstance(i, Gap) for i in run.durable)
+        assert run.plain[-1].data == run.plain_sent[-1]  # type: ignore[union-attr]
         lines = [r.getMessage() for r in caplog.records if "real-time" in r.getMessage()]
         assert len(lines) == 2 and "lost" in lines[0] and "restored" in lines[1]
     finally:
-        stop.set()
         await broadcast.redis.aclose()
 
 
@@ -83,36 +105,25 @@ async def test_redis_restarted_mid_stream(tmp_path: Path) -> None:
     """With an append-only file synced on every write, a durable room loses nothing that
     publish acknowledged; a plain room says it may have missed messages."""
     durable_opts = ("--appendonly", "yes", "--appendfsync", "always")
-    server = start_redis_server(tmp_path / "a", *durable_opts)
-    settings = make_settings(server.url, realtime_durable_rooms=("durable:*",),
+    servers = [start_redis_server(tmp_path / "a", *durable_opts)]
+    settings = make_settings(servers[0].url, realtime_durable_rooms=("durable:*",),
                              socket_timeout=0.3, breaker_cooldown=0.2)
     broadcast = Broadcast(settings)
-    stop = asyncio.Event()
-    plain_sent: list[int] = []
-    durable_sent: list[int] = []
+
+    async def restart() -> None:
+        await asyncio.to_thread(stop_redis_server, servers[0])
+        await asyncio.sleep(0.5)
+        servers[0] = await asyncio.to_thread(start_redis_server, tmp_path / "a",
+                                             *durable_opts, port=servers[0].port)
+        await asyncio.sleep(1.5)
+
     try:
-        async with broadcast.subscribe("plain") as plain, \
-                broadcast.subscribe("durable:1") as durable:
-            publishers = [
-                asyncio.create_task(_publish_steadily(broadcast, "plain", stop, plain_sent)),
-                asyncio.create_task(_publish_steadily(broadcast, "durable:1", stop,
-                                                      durable_sent))]
-            await asyncio.sleep(0.3)
-            await asyncio.to_thread(stop_redis_server, server)
-            await asyncio.sleep(0.5)
-            server = await asyncio.to_thread(start_redis_server, tmp_path / "a",
-                                             *durable_opts, port=server.port)
-            await asyncio.sleep(1.5)
-            stop.set()
-            await asyncio.gather(*publishers)
-            until = time.monotonic() + 1.5
-            plain_items, durable_items = await asyncio.gather(
-                _collect(plain, until), _collect(durable, until))
-        assert any(isinstance(i, Gap) and i.reason == "reconnect" for i in plain_items)
-        assert plain_items[-1].data == plain_sent[-1]  # type: ignore[union-attr]
-        delivered = [i.data for i in durable_items if isinstance(i, Message)]
-        assert delivered == durable_sent  # every acknowledged message, in order, once
+        run = await _through(broadcast, restart, drain=1.5)
+        assert any(isinstance(i, Gap) and i.reason == "reconnect" for i in run.plain)
+        assert run.plain[-1].data == run.plain_sent[-1]  # type: ignore[union-attr]
+        delivered = [i.data for i in run.durable if isinstance(i, Message)]
+        assert delivered == run.durable_sent  # every acknowledged message, in order, once
     finally:
-        stop.set()
         await broadcast.redis.aclose()
-        stop_redis_server(server)
+        if servers[0].proc.poll() is None:
+            stop_redis_server(servers[0])

@@ -25,9 +25,19 @@ REDIS_URL = os.environ["REDIS_URL"]
 open_sockets = 0
 
 
-async def _until_closed(websocket: WebSocket) -> None:
-    while (await websocket.receive())["type"] != "websocket.disconnect":
-        pass
+async def _forward_until_closed(websocket: WebSocket, forward: Any) -> None:
+    """Run ``forward()`` (it sends) while reading the socket until the client leaves."""
+    global open_sockets
+    open_sockets += 1
+    sender = asyncio.create_task(forward())
+    try:
+        while (await websocket.receive())["type"] != "websocket.disconnect":
+            pass
+    finally:
+        open_sockets -= 1
+        sender.cancel()
+        with contextlib.suppress(BaseException):
+            await sender
 
 
 if VARIANT == "ours":
@@ -54,25 +64,18 @@ elif VARIANT == "per-socket":
     client = aioredis.Redis.from_url(REDIS_URL, max_connections=5000)
 
     async def room(websocket: WebSocket) -> None:
-        global open_sockets
         await websocket.accept()
         pubsub = client.pubsub()
         await pubsub.subscribe("bench:" + websocket.path_params["room"])
-        open_sockets += 1
 
         async def forward() -> None:
             async for message in pubsub.listen():
                 if message["type"] == "message":
                     await websocket.send_text(message["data"].decode())
 
-        sender = asyncio.create_task(forward())
         try:
-            await _until_closed(websocket)
+            await _forward_until_closed(websocket, forward)
         finally:
-            open_sockets -= 1
-            sender.cancel()
-            with contextlib.suppress(BaseException):
-                await sender
             await pubsub.aclose()
 
     @contextlib.asynccontextmanager
@@ -86,23 +89,14 @@ else:
     peer = PeerBroadcast(REDIS_URL)
 
     async def room(websocket: WebSocket) -> None:
-        global open_sockets
         await websocket.accept()
         async with peer.subscribe("bench:" + websocket.path_params["room"]) as subscriber:
-            open_sockets += 1
 
             async def forward() -> None:
                 async for event in subscriber:
                     await websocket.send_text(event.message)
 
-            sender = asyncio.create_task(forward())
-            try:
-                await _until_closed(websocket)
-            finally:
-                open_sockets -= 1
-                sender.cancel()
-                with contextlib.suppress(BaseException):
-                    await sender
+            await _forward_until_closed(websocket, forward)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Any) -> AsyncIterator[None]:
