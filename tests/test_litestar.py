@@ -1,9 +1,12 @@
 """Litestar: both ways of installing the middleware, Litestar's ``request.session`` on our
-sessions, per-user limits, the cache and presence; in process and under uvicorn."""
+sessions, per-user limits, the cache, presence and a chat room on a Litestar WebSocket
+(``join_room``); in process and under uvicorn with a real WebSocket."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import json
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -61,6 +64,78 @@ def test_unknown_routes(client: Any) -> None:
     assert limited is (client.install == "wrapped")
 
 
+def _until(receive: Callable[[], Any], check: Callable[[dict[str, Any]], bool]
+           ) -> dict[str, Any]:
+    for _ in range(20):
+        envelope: dict[str, Any] = json.loads(receive())
+        if check(envelope):
+            return envelope
+    raise AssertionError("never arrived")
+
+
+def test_a_chat_room_on_litestar_websockets(client: Any, settings: Settings) -> None:
+    """Members authorised by the session talk in a room and see each other arrive;
+    presence lists them while connected; a socket without a login is refused (4401)."""
+    from litestar.exceptions import WebSocketDisconnect as LitestarDisconnect
+    from starlette.websockets import WebSocketDisconnect
+
+    from redis_middleware.wsgi import Presence as SyncPresence
+
+    client.post("/login", json={"user": "lena"})
+    with client.websocket_connect("/rooms/lobby") as lena:
+        arrived = _until(lena.receive_text, lambda e: e["data"].get("presence") == "online")
+        assert arrived["data"]["user"] == "lena" and arrived["room"] == "room:lobby"
+        client.cookies.clear()
+        client.post("/login", json={"user": "milo"})
+        with client.websocket_connect("/rooms/lobby") as milo:
+            assert _until(lena.receive_text, lambda e: e["data"].get("user") == "milo")[
+                "data"]["presence"] == "online"
+            assert set(SyncPresence(settings).online_users(room="room:lobby")) == {
+                "lena", "milo"}
+            milo.send_text("hello")
+            for socket in (lena, milo):
+                said = _until(socket.receive_text, lambda e: "text" in e["data"])
+                assert said["data"] == {"user": "milo", "text": "hello"}
+                assert said["type"] == "message" and said["seq"] >= 1
+    client.cookies.clear()
+    with pytest.raises((WebSocketDisconnect, LitestarDisconnect)) as refused, \
+            client.websocket_connect("/rooms/lobby") as anonymous:
+        anonymous.receive_text()
+    assert getattr(refused.value, "code", None) == 4401
+
+
+@pytest.mark.parametrize("install", ["wrapped", "defined"])
+async def test_a_litestar_handler_that_only_sends_notices_the_client_left(
+        install: str, settings: Settings) -> None:
+    """Driven as a server drives it: after the client's close the handler returns on its
+    own (Litestar's WebSocket never raises in a handler that does not read), and the
+    room's shared subscription ends with it."""
+    from redis_middleware.asgi import Broadcast
+
+    litestar_app.ended.clear()
+    app = getattr(litestar_app, install)(settings)
+    to_app: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    from_app: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    scope = {"type": "websocket", "path": "/news", "raw_path": b"/news", "query_string": b"",
+             "headers": [(b"host", b"testserver")], "scheme": "ws",
+             "server": ("testserver", 80), "client": ("127.0.0.1", 5000), "root_path": "",
+             "subprotocols": [], "asgi": {"version": "3.0"}, "state": {}}
+    await to_app.put({"type": "websocket.connect"})
+    handler = asyncio.create_task(app(scope, to_app.get, from_app.put))
+    try:
+        assert (await asyncio.wait_for(from_app.get(), 5))["type"] == "websocket.accept"
+        await Broadcast(settings).publish("news", {"headline": 1})
+        sent = await asyncio.wait_for(from_app.get(), 5)
+        assert json.loads(sent["text"])["data"] == {"headline": 1}
+        await to_app.put({"type": "websocket.disconnect", "code": 1001})
+        await asyncio.wait_for(handler, 5)  # returns by itself
+        assert litestar_app.ended == ["news"]
+        assert Broadcast(settings).connections() == 0  # the last subscriber left
+    finally:
+        handler.cancel()
+        await connections_for(settings).aclose()
+
+
 @pytest.mark.real_redis
 def test_under_uvicorn(tmp_path: Any, redis_server: Any) -> None:
     import httpx
@@ -78,4 +153,25 @@ def test_under_uvicorn(tmp_path: Any, redis_server: Any) -> None:
         assert [http.get("/me").status_code for _ in range(3)] == [200, 200, 429]
         assert http.get("/items").headers["x-cache"] == "MISS"
         assert http.get("/items").headers["x-cache"] == "HIT"
+        cookie = "; ".join(f"{k}={v}" for k, v in http.cookies.items())
+        said = asyncio.run(_say_in_room(srv.port, cookie, "hello from pia"))
+        assert said["data"] == {"user": "pia", "text": "hello from pia"}
     assert "Traceback" not in (tmp_path / "uvicorn.log").read_text()
+
+
+async def _say_in_room(port: int, cookie: str, text: str) -> dict[str, Any]:
+    """A real WebSocket (the websockets client) joins a Litestar room, says something and
+    reads it back."""
+    import websockets
+
+    async with websockets.connect(f"ws://127.0.0.1:{port}/rooms/lobby",
+                                  additional_headers={"Cookie": cookie}) as socket:
+        while True:  # the own arrival notice comes first
+            envelope = json.loads(await asyncio.wait_for(socket.recv(), 10))
+            if envelope["data"].get("presence") == "online":
+                break
+        await socket.send(text)
+        while True:
+            envelope = json.loads(await asyncio.wait_for(socket.recv(), 10))
+            if "text" in envelope["data"]:
+                return dict(envelope)
