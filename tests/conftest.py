@@ -404,6 +404,22 @@ def start_redis_cluster(base: Path, replicas: int = 0,
         raise
 
 
+def replication_role(server: RedisServer) -> str:
+    """``master`` or ``slave``, as the server says now."""
+    with server.client() as c:
+        return str(c.info("replication")["role"])
+
+
+def master_of(servers: list[RedisServer], key: str) -> RedisServer:
+    """The cluster node that serves ``key``'s slot now."""
+    alive = next(s for s in servers if s.proc.poll() is None)
+    with alive.client() as c:
+        slot = int(c.execute_command("CLUSTER", "KEYSLOT", key))
+        ranges = c.execute_command("CLUSTER", "SLOTS")
+    port = next(r[2][1] for r in ranges if r[0] <= slot <= r[1])
+    return next(s for s in servers if s.port == port)
+
+
 def _knows(node: RedisServer, count: int) -> bool:
     with node.client() as c:
         lines = c.execute_command("CLUSTER", "NODES").decode().strip().splitlines()

@@ -12,14 +12,16 @@ import pytest
 
 from redis_middleware._redis.connections import connections_for
 
-from .conftest import Clients, RedisServer, make_settings, raw_client, start_redis_cluster
+from .conftest import (
+    Clients,
+    make_settings,
+    master_of,
+    raw_client,
+    replication_role,
+    start_redis_cluster,
+)
 
 pytestmark = pytest.mark.real_redis
-
-
-def _role(server: RedisServer) -> str:
-    with server.client() as c:
-        return str(c.info("replication")["role"])
 
 
 def _eventually(check: Callable[[], bool], what: str, seconds: float = 20) -> None:
@@ -27,14 +29,6 @@ def _eventually(check: Callable[[], bool], what: str, seconds: float = 20) -> No
     while not check():
         assert time.monotonic() < deadline, what
         time.sleep(0.2)
-
-
-def _master_of(servers: list[RedisServer], key: str) -> RedisServer:
-    with servers[0].client() as c:
-        slot = int(c.execute_command("CLUSTER", "KEYSLOT", key))
-        ranges = c.execute_command("CLUSTER", "SLOTS")
-    port = next(r[2][1] for r in ranges if r[0] <= slot <= r[1])
-    return next(s for s in servers if s.port == port)
 
 
 @pytest.mark.slow
@@ -59,11 +53,11 @@ def test_apps_follow_cluster_failovers(tmp_path: Path) -> None:
                    wsgi("RedisMiddleware", limit="10000/minute")]
         for client in clients:
             write_until_ok(client, {"before": 1})
-        replicas = [s for s in cluster.servers if _role(s) == "slave"]
+        replicas = [s for s in cluster.servers if replication_role(s) == "slave"]
         for replica in replicas:
             with replica.client() as c:
                 c.execute_command("CLUSTER", "FAILOVER")
-        _eventually(lambda: all(_role(r) == "master" for r in replicas), "no failover")
+        _eventually(lambda: all(replication_role(r) == "master" for r in replicas), "no failover")
         for client in clients:
             write_until_ok(client, {"after": 2})
             assert client.get("/get").json() == {"before": 1, "after": 2}
@@ -73,7 +67,7 @@ def test_apps_follow_cluster_failovers(tmp_path: Path) -> None:
             match=f"{settings.key_prefix}:session:*", target_nodes="primaries")
             if admin.type(k) == b"hash")
         admin.close()
-        victim = _master_of(cluster.servers, session_key)
+        victim = master_of(cluster.servers, session_key)
         # redis-py's sync cluster client asks one "default" node for script keys; make it
         # the victim, so that every run also covers losing that node.
         sync_client = connections_for(settings).sync_client()

@@ -1,6 +1,6 @@
 """Real-time fan-out when the shared subscription breaks: killed connections, Redis
-stopped and restarted mid-stream. Plain rooms say they may have missed messages; durable
-rooms miss nothing that was acknowledged."""
+stopped and restarted mid-stream, a Cluster master failed over and killed. Plain rooms
+say they may have missed messages; durable rooms miss nothing that was acknowledged."""
 
 from __future__ import annotations
 
@@ -18,7 +18,14 @@ from redis_middleware.asgi import Broadcast
 from redis_middleware.asgi.realtime import Gap, Message
 from redis_middleware.errors import RedisMiddlewareError
 
-from .conftest import make_settings, start_redis_server, stop_redis_server
+from .conftest import (
+    make_settings,
+    master_of,
+    replication_role,
+    start_redis_cluster,
+    start_redis_server,
+    stop_redis_server,
+)
 
 pytestmark = [pytest.mark.real_redis, pytest.mark.slow]
 
@@ -56,14 +63,16 @@ class Run:
 
 
 async def _through(broadcast: Broadcast, disrupt: Callable[[], Awaitable[None]],
-                   drain: float) -> Run:
+                   drain: float, rooms: tuple[str, str] = ("plain", "durable:1")) -> Run:
     run = Run()
     stop = asyncio.Event()
-    async with broadcast.subscribe("plain") as plain, \
-            broadcast.subscribe("durable:1") as durable:
+    plain_room, durable_room = rooms
+    async with broadcast.subscribe(plain_room) as plain, \
+            broadcast.subscribe(durable_room) as durable:
         publishers = [
-            asyncio.create_task(_publish_steadily(broadcast, "plain", stop, run.plain_sent)),
-            asyncio.create_task(_publish_steadily(broadcast, "durable:1", stop,
+            asyncio.create_task(_publish_steadily(broadcast, plain_room, stop,
+                                                  run.plain_sent)),
+            asyncio.create_task(_publish_steadily(broadcast, durable_room, stop,
                                                   run.durable_sent))]
         try:
             await asyncio.sleep(0.3)
@@ -127,3 +136,77 @@ async def test_redis_restarted_mid_stream(tmp_path: Path) -> None:
         await broadcast.redis.aclose()
         if servers[0].proc.poll() is None:
             stop_redis_server(servers[0])
+
+
+async def test_the_subscription_follows_a_cluster_failover(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Three masters with a replica each; both rooms live on one master. A graceful
+    failover (``CLUSTER FAILOVER`` on its replica), then the new master killed outright:
+    each time the shared subscription moves to the node that serves the rooms' slots now.
+    A plain room is told once per incident; a durable room misses nothing acknowledged
+    through the graceful one, and after the kill gets every message in order, once."""
+    cluster = await asyncio.to_thread(start_redis_cluster, tmp_path, 1, 1000)
+    settings = make_settings(cluster.url, realtime_durable_rooms=("durable:*",),
+                             socket_timeout=0.5, breaker_cooldown=0.2)
+    broadcast = Broadcast(settings)
+    channel = broadcast.core.channel
+    serving = master_of(cluster.servers, channel("plain"))
+    durable = next(room for room in (f"durable:{n}" for n in range(500))
+                   if master_of(cluster.servers, channel(room)) is serving)
+
+    def restored() -> int:
+        return sum("restored" in r.getMessage() for r in caplog.records)
+
+    async def promote(replica: Any, how: Callable[[], None]) -> None:
+        """Fail over, then run until the subscription is back, and a little longer."""
+        before = restored()
+        how()
+        deadline = time.monotonic() + 20
+        while replication_role(replica) != "master" or restored() == before:
+            assert time.monotonic() < deadline, "no failover, or no resubscription"
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)
+
+    def replica_of(master: Any) -> Any:
+        return next(s for s in cluster.servers if s.proc.poll() is None
+                    and s.client().info("replication").get("master_port") == master.port)
+
+    async def graceful() -> None:
+        replica = replica_of(serving)
+        with replica.client() as c:
+            await promote(replica, lambda: c.execute_command("CLUSTER", "FAILOVER"))
+
+    async def kill() -> None:
+        victim = master_of(cluster.servers, channel("plain"))
+        assert victim is not serving  # the graceful failover moved it
+        replica = replica_of(victim)
+
+        def now() -> None:
+            victim.proc.kill()
+            victim.proc.wait()
+
+        await promote(replica, now)
+
+    try:
+        with caplog.at_level(logging.WARNING, logger="redis_middleware"):
+            first = await _through(broadcast, graceful, drain=1.0, rooms=("plain", durable))
+            second = await _through(broadcast, kill, drain=1.0, rooms=("plain", durable))
+        for run in (first, second):
+            gaps = [i for i in run.plain if isinstance(i, Gap)]
+            assert [g.reason for g in gaps] == ["reconnect"]
+            assert run.plain[-1].data == run.plain_sent[-1]  # type: ignore[union-attr]
+            assert not [i for i in run.durable if isinstance(i, Gap)], run.durable
+        assert [i.data for i in first.durable] == first.durable_sent  # type: ignore[union-attr]
+        # A killed master can take the last writes it acknowledged with it (replication
+        # is asynchronous); what arrives is in order, once, and ends with the last one.
+        delivered = [i.data for i in second.durable]  # type: ignore[union-attr]
+        assert delivered == sorted(set(delivered)) and set(delivered) <= set(
+            second.durable_sent)
+        assert delivered[-1] == second.durable_sent[-1]
+        lines = [r.getMessage() for r in caplog.records if "real-time" in r.getMessage()]
+        assert [("lost" in m, "restored" in m) for m in lines] == [
+            (True, False), (False, True)] * 2, lines
+        assert broadcast.connections() == 0  # both rooms left: nothing stays subscribed
+    finally:
+        await broadcast.redis.aclose()
+        await asyncio.to_thread(cluster.stop)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -88,13 +91,47 @@ def backend_url(sentinel_setup: SentinelSetup) -> str:
     return sentinel_setup.url
 
 
+class RoomWatcher(threading.Thread):
+    """A subscriber of one room on its own event loop, as a server process holds one."""
+
+    def __init__(self, settings: Any, room: str) -> None:
+        super().__init__(daemon=True)
+        self.settings, self.room = settings, room
+        self.items: list[Any] = []
+        self.ready, self.stop = threading.Event(), threading.Event()
+
+    def run(self) -> None:
+        from redis_middleware.asgi import Broadcast
+
+        async def watch() -> None:
+            broadcast = Broadcast(self.settings)
+            async with broadcast.subscribe(self.room) as subscription:
+                self.ready.set()
+                while not self.stop.is_set():
+                    item = await subscription.get(0.1)
+                    if item is not None:
+                        self.items.append(item)
+            await broadcast.redis.aclose()
+
+        asyncio.run(watch())
+
+
 @pytest.mark.slow
 def test_apps_keep_serving_after_a_failover(sentinel_setup: SentinelSetup) -> None:
     """One forced failover (chained failovers only test Sentinel's own timing): an ASGI
-    and a WSGI app both follow the new master."""
+    and a WSGI app both follow the new master, and so does a room's subscriber: it gets
+    what is published after the failover, and a gap marker if it missed anything."""
+    from redis_middleware.asgi.realtime import Gap, Message
+    from redis_middleware.wsgi import Broadcast
+
     settings = make_settings(sentinel_setup.url, breaker_cooldown=0.2)
     asgi, wsgi = Clients("asgi", settings), Clients("wsgi", settings)
+    watcher = RoomWatcher(settings, "news")
+    watcher.start()
+    publisher = Broadcast(settings)
     try:
+        assert watcher.ready.wait(10)
+        publisher.publish("news", 0)
         clients = [asgi("RedisMiddleware", limit="1000/minute"),
                    wsgi("RedisMiddleware", limit="1000/minute")]
         for client in clients:
@@ -112,6 +149,21 @@ def test_apps_keep_serving_after_a_failover(sentinel_setup: SentinelSetup) -> No
                 assert time.monotonic() < deadline, "the app did not follow the new master"
                 time.sleep(0.2)
             assert client.get("/get").json()["after"] == 2
+        sent = 0
+        deadline = time.monotonic() + 15
+        while not any(isinstance(i, Message) and i.data > 0 for i in watcher.items):
+            assert time.monotonic() < deadline, "the subscriber did not follow the failover"
+            sent += 1
+            publisher.publish("news", sent)
+            time.sleep(0.2)
+        first = watcher.items[0]
+        assert isinstance(first, Message) and first.data == 0
+        got = [i.data for i in watcher.items if isinstance(i, Message)]
+        missed = set(range(sent + 1)) - set(got)
+        assert not missed or any(isinstance(i, Gap) for i in watcher.items), watcher.items
     finally:
+        watcher.stop.set()
+        watcher.join(10)
+        publisher.redis.close()
         asgi.close()
         wsgi.close()

@@ -10,6 +10,7 @@ it), never at import time. Connection failures surface on use, as
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import weakref
@@ -213,11 +214,18 @@ class RedisConnections:
         client._rmw_sentinels = sentinel.sentinels
         return client
 
-    async def cluster_node_for(self, key: str) -> tuple[str, int]:
-        """The host and port of the Cluster node that owns ``key``'s slot now."""
+    async def cluster_node_for(self, key: str, refresh: bool = False) -> tuple[str, int]:
+        """The host and port of the Cluster node that owns ``key``'s slot now.
+
+        ``refresh``: ask the Cluster first (after a node was lost): one read-only command
+        on the slot, so that redis-py follows a MOVED or, after a connection error, reads
+        the slots again, as it does for any command; its error is not ours to raise."""
         client = self.async_client()
         if not getattr(client, "_rmw_ready", False):
             await self._initialize(client)
+        if refresh:
+            with contextlib.suppress(redis.RedisError, OSError):
+                await client.exists(key)
         node = client.get_node_from_key(key)
         return str(node.host), int(node.port)
 

@@ -1,7 +1,8 @@
 """The shared Pub/Sub subscription of one event loop: many channels, one connection
 (one per owning node on a Cluster, where channels are sharded), re-established after a
-failure. redis-py's asyncio Pub/Sub does the protocol; this adds sharing, confirmation
-of each (un)subscribe, liveness pings and resubscription."""
+failure — on a Cluster, on whichever node serves the channels' slots by then (a failover
+promoted a replica, a reshard moved slots). redis-py's asyncio Pub/Sub does the protocol;
+this adds sharing, confirmation of each (un)subscribe, liveness pings and resubscription."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Any
 import redis
 import redis.asyncio
 
+from ..errors import RedisMiddlewareError
 from .connections import RedisConnections
 
 __all__ = ["SharedPubSub"]
@@ -78,6 +80,32 @@ class SharedPubSub:
         s = self.conns.settings
         return wait if wait is not None else s.connect_timeout + 2 * s.socket_timeout
 
+    async def rehome(self, link: _Link) -> None:
+        """A Cluster link lost its node: find where each of its channels' slots is served
+        now and move the channels there. Channels that go to another link are told they
+        may have missed messages once that link has subscribed them."""
+        homes: dict[str, list[str]] = {}
+        for i, channel in enumerate(sorted(link.channels)):
+            host, port = await self.conns.cluster_node_for(channel, refresh=i == 0)
+            homes.setdefault(f"{host}:{port}", []).append(channel)
+        if link.key in homes:
+            del homes[link.key]  # these stay
+        elif len(homes) == 1 and next(iter(homes)) not in self._links:
+            self._links.pop(link.key, None)  # the usual failover: the link moves whole
+            link.key = next(iter(homes))
+            self._links[link.key] = link
+            return
+        for key, channels in homes.items():
+            target = self._links.get(key)
+            if target is None:
+                target = self._links[key] = _Link(self, key)
+            for channel in channels:
+                link.give(channel, target)
+                self._where[channel] = target
+            await target.adopt(channels, self._wait(None))
+        if not link.channels and self._links.get(link.key) is link:
+            del self._links[link.key]
+
     async def _link_for(self, channel: str) -> _Link:
         key = ""
         if self.sharded:  # the node that owns the channel's slot
@@ -100,6 +128,7 @@ class _Link:
         self.pubsub: Any = None
         self.task: asyncio.Task[None] | None = None
         self._confirmed: dict[str, asyncio.Future[None]] = {}
+        self._resume: set[str] = set()  # came from a lost link: may have missed messages
         self._heard = time.monotonic()
         self._pinged = False
 
@@ -121,6 +150,40 @@ class _Link:
         except TimeoutError:
             return False
 
+    def give(self, channel: str, target: _Link) -> None:
+        """Hand ``channel`` (and whoever waits for its confirmation) to ``target``."""
+        self.channels.discard(channel)
+        self._resume.discard(channel)
+        target.channels.add(channel)
+        target._resume.add(channel)
+        confirmed = self._confirmed.pop(channel, None)
+        if confirmed is not None:
+            target._confirmed[channel] = confirmed
+
+    async def adopt(self, channels: list[str], wait: float) -> None:
+        """Subscribe channels another link lost; once confirmed, tell their subscribers
+        (unless this link's own reconnection did it first)."""
+        loop = asyncio.get_running_loop()
+        futures = [self._confirmed.setdefault(c, loop.create_future()) for c in channels]
+        if self.task is None or self.task.done():
+            self.task = asyncio.create_task(self._run(), name="redis-middleware-pubsub")
+        elif self.pubsub is not None:
+            with contextlib.suppress(redis.RedisError, OSError):
+                await self._command("SUBSCRIBE", channels)
+        try:
+            await asyncio.wait_for(asyncio.gather(*map(asyncio.shield, futures)), wait)
+        except TimeoutError:
+            return  # this link's own (re)connection resumes them
+        await self._resumed([c for c in channels if c in self._resume])
+
+    async def _resumed(self, channels: list[str]) -> None:
+        mine = [c for c in channels if c in self.channels]
+        self._resume.difference_update(channels)
+        if mine:
+            logger.warning("real-time subscription to Redis at %s restored (%d channels)",
+                           self.owner.conns.name, len(mine))
+            await self.owner.resumed(mine)
+
     async def discard(self, channel: str, wait: float) -> None:
         self.channels.discard(channel)
         self._confirmed.pop(channel, None)
@@ -129,15 +192,21 @@ class _Link:
                 await self._command("UNSUBSCRIBE", [channel])
 
     async def _command(self, verb: str, channels: list[str]) -> None:
-        if self.owner.sharded:
-            verb = "S" + verb
-        await self.pubsub.execute_command(verb, *channels)
+        if not self.owner.sharded:
+            await self.pubsub.execute_command(verb, *channels)
+            return
+        for channel in channels:  # one slot per SSUBSCRIBE: else CROSSSLOT
+            await self.pubsub.execute_command("S" + verb, channel)
 
     # -- the connection -------------------------------------------------------------
     async def _run(self) -> None:
         backoff, lost = 0.1, False
         while self.channels:
             try:
+                if lost and self.owner.sharded:
+                    await self.owner.rehome(self)
+                    if not self.channels:
+                        break  # all of them are served by other nodes now
                 self.client = self._client()
                 self.pubsub = self.client.pubsub()
                 wanted = sorted(self.channels)
@@ -146,14 +215,13 @@ class _Link:
                 await self._read_until_confirmed(set(wanted))
                 if lost:
                     lost = False
-                    logger.warning("real-time subscription to Redis at %s restored "
-                                   "(%d channels)", self.owner.conns.name, len(wanted))
-                    await self.owner.resumed(wanted)
+                    self._resume.update(wanted)
+                await self._resumed(sorted(self._resume.intersection(wanted)))
                 backoff = 0.1
                 await self._read()
             except asyncio.CancelledError:
                 raise
-            except (redis.RedisError, OSError, TimeoutError) as exc:
+            except (redis.RedisError, OSError, TimeoutError, RedisMiddlewareError) as exc:
                 if not lost:
                     lost = True
                     logger.warning("real-time subscription to Redis at %s lost (%s: %s); "

@@ -153,6 +153,9 @@ class Subscription:
         return len(self.inbox.queue)
 
 
+REPLAY_TRIES = 4  # over about 1.2 s
+
+
 class _Room:
     __slots__ = ("core", "inboxes", "last_id", "name")
 
@@ -209,10 +212,8 @@ class _Hub:
                 for inbox in tuple(room.inboxes):
                     inbox.gap("reconnect")
                 continue
-            try:
-                found = await self.conns.arun(room.core.replay_flow(room.name, room.last_id))
-            except RedisMiddlewareError as exc:
-                log_failure("realtime", "real-time replay skipped: %s", exc)
+            found = await self._replay(room)
+            if found is None:
                 for inbox in tuple(room.inboxes):
                     inbox.gap("unavailable")
                 continue
@@ -220,6 +221,21 @@ class _Hub:
                 room.last_id = message.id
                 for inbox in tuple(room.inboxes):
                     inbox.push(message)
+
+    async def _replay(self, room: _Room) -> list[Message] | None:
+        """What a durable room missed (None: Redis did not answer). A few tries: the
+        subscription is back, but a breaker still open after the outage or a Cluster
+        slot map not yet refreshed can refuse the first. Live messages wait meanwhile
+        (the subscription is not read), so the order stays."""
+        for attempt in range(1, REPLAY_TRIES + 1):
+            try:
+                return await self.conns.arun(room.core.replay_flow(room.name, room.last_id))
+            except RedisMiddlewareError as exc:
+                if attempt == REPLAY_TRIES:
+                    log_failure("realtime", "real-time replay skipped: %s", exc)
+                    return None
+                await asyncio.sleep(0.2 * attempt)
+        return None
 
     async def aclose(self) -> None:
         for room in self.rooms.values():
