@@ -210,3 +210,60 @@ async def test_the_subscription_follows_a_cluster_failover(
     finally:
         await broadcast.redis.aclose()
         await asyncio.to_thread(cluster.stop)
+
+
+async def test_the_subscription_follows_a_resharded_room(tmp_path: Path) -> None:
+    """Two rooms share a master; one room's slot is moved to another master (as
+    ``redis-cli --cluster reshard`` does it). The master drops that channel; the shared
+    subscription splits: the moved room is subscribed on its new node, the other stays,
+    both are told they may have missed messages, and both keep receiving."""
+    cluster = await asyncio.to_thread(start_redis_cluster, tmp_path)
+    settings = make_settings(cluster.url)
+    broadcast = Broadcast(settings)
+    channel = broadcast.core.channel
+    source = master_of(cluster.servers, channel("stays"))
+    moving = next(room for room in (f"moves:{n}" for n in range(500))
+                  if master_of(cluster.servers, channel(room)) is source)
+    target = next(s for s in cluster.servers if s is not source)
+
+    def reshard() -> None:
+        with source.client() as a, target.client() as b:
+            slot = int(a.execute_command("CLUSTER", "KEYSLOT", channel(moving)))
+            a_id, b_id = (c.execute_command("CLUSTER", "MYID").decode() for c in (a, b))
+            b.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", a_id)
+            a.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", b_id)
+            while keys := a.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
+                a.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000,
+                                  "KEYS", *keys)
+            for node in cluster.servers:
+                with node.client() as c:
+                    c.execute_command("CLUSTER", "SETSLOT", slot, "NODE", b_id)
+
+    async def received(subscription: Any, n: int) -> bool:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            item = await subscription.get(0.2)
+            if isinstance(item, Message) and item.data == n:
+                return True
+        return False
+
+    try:
+        async with broadcast.subscribe("stays") as stays, \
+                broadcast.subscribe(moving) as moves:
+            for room, subscription in (("stays", stays), (moving, moves)):
+                await broadcast.publish(room, 1)
+                assert await received(subscription, 1)
+            assert broadcast.connections() == 1
+            await asyncio.to_thread(reshard)
+            assert master_of(cluster.servers, channel(moving)) is target
+            await asyncio.sleep(1.0)
+            for room, subscription in (("stays", stays), (moving, moves)):
+                item = await subscription.get(5)
+                assert isinstance(item, Gap) and item.reason == "reconnect", item
+                await broadcast.publish(room, 2)
+                assert await received(subscription, 2), room
+            assert broadcast.connections() == 2  # one per node that serves a room now
+        assert broadcast.connections() == 0
+    finally:
+        await broadcast.redis.aclose()
+        await asyncio.to_thread(cluster.stop)
