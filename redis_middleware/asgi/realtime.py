@@ -142,6 +142,9 @@ class Subscription:
             if self.inbox.closed:
                 return None
             self._ready.clear()
+            if timeout is None:  # the common case: no timer per message
+                await self._ready.wait()
+                continue
             try:
                 await asyncio.wait_for(self._ready.wait(), timeout)
             except TimeoutError:
