@@ -110,30 +110,12 @@ async def test_a_litestar_handler_that_only_sends_notices_the_client_left(
     """Driven as a server drives it: after the client's close the handler returns on its
     own (Litestar's WebSocket never raises in a handler that does not read), and the
     room's shared subscription ends with it."""
-    from redis_middleware.asgi import Broadcast
+    from .driven_socket import a_listener_ends_when_the_client_leaves
 
     litestar_app.ended.clear()
     app = getattr(litestar_app, install)(settings)
-    to_app: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    from_app: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    scope = {"type": "websocket", "path": "/news", "raw_path": b"/news", "query_string": b"",
-             "headers": [(b"host", b"testserver")], "scheme": "ws",
-             "server": ("testserver", 80), "client": ("127.0.0.1", 5000), "root_path": "",
-             "subprotocols": [], "asgi": {"version": "3.0"}, "state": {}}
-    await to_app.put({"type": "websocket.connect"})
-    handler = asyncio.create_task(app(scope, to_app.get, from_app.put))
-    try:
-        assert (await asyncio.wait_for(from_app.get(), 5))["type"] == "websocket.accept"
-        await Broadcast(settings).publish("news", {"headline": 1})
-        sent = await asyncio.wait_for(from_app.get(), 5)
-        assert json.loads(sent["text"])["data"] == {"headline": 1}
-        await to_app.put({"type": "websocket.disconnect", "code": 1001})
-        await asyncio.wait_for(handler, 5)  # returns by itself
-        assert litestar_app.ended == ["news"]
-        assert Broadcast(settings).connections() == 0  # the last subscriber left
-    finally:
-        handler.cancel()
-        await connections_for(settings).aclose()
+    await a_listener_ends_when_the_client_leaves(app, "/news", "news", settings)
+    assert litestar_app.ended == ["news"]
 
 
 @pytest.mark.real_redis

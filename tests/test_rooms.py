@@ -18,6 +18,8 @@ from redis_middleware.asgi import Broadcast, Presence, join_room
 from redis_middleware.wsgi import Broadcast as SyncBroadcast
 from redis_middleware.wsgi import Presence as SyncPresence
 
+from .driven_socket import a_listener_ends_when_the_client_leaves
+
 ended: list[str] = []  # what each handler saw at its end
 
 
@@ -83,30 +85,11 @@ def test_members_talk_and_see_each_other_arrive_and_leave(client: Any,
 async def test_a_handler_that_only_sends_notices_the_client_left(settings: Settings) -> None:
     """Driven as a server drives it (no cancellation after the client's close, unlike
     the test client): the handler ends on its own, and its room is unsubscribed."""
-    import asyncio
 
     ended.clear()
-    app = make_app(settings)
-    to_app: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    from_app: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    scope = {"type": "websocket", "path": "/listen/news", "raw_path": b"/listen/news",
-             "query_string": b"", "headers": [], "scheme": "ws", "server": ("t", 80),
-             "client": ("127.0.0.1", 5000), "root_path": "", "subprotocols": [],
-             "asgi": {"version": "3.0"}}
-    await to_app.put({"type": "websocket.connect"})
-    handler = asyncio.create_task(app(scope, to_app.get, from_app.put))
-    try:
-        assert (await asyncio.wait_for(from_app.get(), 5))["type"] == "websocket.accept"
-        await Broadcast(settings).publish("news", {"headline": 1})
-        sent = await asyncio.wait_for(from_app.get(), 5)
-        assert json.loads(sent["text"])["data"] == {"headline": 1}
-        await to_app.put({"type": "websocket.disconnect", "code": 1001})
-        await asyncio.wait_for(handler, 5)  # ends by itself
-        assert ended == ["listener"]
-        assert Broadcast(settings).connections() == 0  # the last subscriber left
-    finally:
-        handler.cancel()
-        await connections_for(settings).aclose()
+    await a_listener_ends_when_the_client_leaves(make_app(settings), "/listen/news", "news",
+                                                 settings)
+    assert ended == ["listener"]
 
 
 def test_an_unauthorised_socket_is_closed_before_joining(client: Any) -> None:
