@@ -105,8 +105,22 @@ else:
         await peer.disconnect()
 
 
+def held() -> int | None:
+    """Messages received and not yet sent, over all subscribers (the backpressure run).
+    Read from each library's internals: neither has a public counter for it."""
+    if VARIANT == "ours":
+        from redis_middleware.asgi import realtime
+
+        return sum(len(inbox.queue) for hubs in realtime._hubs.values()
+                   for hub in hubs.values() for r in hub.rooms.values()
+                   for inbox in r.inboxes)
+    if VARIANT == "broadcaster":
+        return sum(q.qsize() for qs in peer._subscribers.values() for q in qs)
+    return None  # per-socket: what is not read waits in Redis (its output buffers)
+
+
 async def ready(_: Any) -> JSONResponse:
-    return JSONResponse({"sockets": open_sockets})
+    return JSONResponse({"sockets": open_sockets, "held": held()})
 
 
 app = Starlette(routes=[WebSocketRoute("/ws/{room}", room), Route("/ready", ready)],

@@ -58,17 +58,27 @@ class Message:
     is the publisher's clock (epoch seconds).
     """
 
-    __slots__ = ("_data", "_envelope", "id", "raw", "room", "seq", "ts")
+    __slots__ = ("_at", "_data", "_envelope", "id", "room", "seq", "ts")
     kind = "message"
 
     def __init__(self, room: str, seq: int, stream_id: str, ts: float, raw: str) -> None:
-        self.room, self.seq, self.id, self.ts, self.raw = room, seq, stream_id, ts, raw
+        self.room, self.seq, self.id, self.ts = room, seq, stream_id, ts
         self._data: Any = _UNSET
-        self._envelope = ""
+        # The envelope is kept instead of the published text (which it contains): one
+        # copy of a message's bytes per message, however long slow subscribers hold it.
+        head = (f'{{"type":"message","room":{json.dumps(room)},"seq":{seq},'
+                f'"id":"{stream_id}","ts":{ts:.3f},"data":')
+        self._envelope = head + raw + "}"
+        self._at = len(head)
+
+    @property
+    def raw(self) -> str:
+        """The published JSON text."""
+        return self._envelope[self._at:-1]
 
     @property
     def data(self) -> Any:
-        """The published JSON value."""
+        """The published JSON value (decoded on first use)."""
         if self._data is _UNSET:
             self._data = json.loads(self.raw)
         return self._data
@@ -76,10 +86,6 @@ class Message:
     def envelope(self) -> str:
         """The JSON text a WebSocket client gets (built once per message, not per socket):
         ``{"type": "message", "room", "seq", "id", "ts", "data"}``."""
-        if not self._envelope:
-            self._envelope = (
-                f'{{"type":"message","room":{json.dumps(self.room)},"seq":{self.seq},'
-                f'"id":"{self.id}","ts":{self.ts:.3f},"data":{self.raw}}}')
         return self._envelope
 
     def __repr__(self) -> str:

@@ -32,6 +32,10 @@ def test_payloads_carry_number_id_and_time_before_the_json() -> None:
     assert envelope == {"type": "message", "room": "room", "seq": 7, "id": "1700000000000-0",
                         "ts": 1700000000.123, "data": {"a": [1, 2]}}
     assert m.envelope() is m.envelope()  # built once, shared by every socket
+    assert m.raw == '{"a":[1,2]}'  # the published text, as sent (from the envelope)
+    tricky = '}{\\"x'  # braces, a backslash and a quote inside the data
+    odd = Message('a "room"\n', 1, "", 0.0, json.dumps(tricky))
+    assert json.loads(odd.envelope())["room"] == 'a "room"\n' and odd.data == tricky
     for junk in (b"", b"hello", b"1 2\n{}", b"x y z\n{}"):
         assert parse_payload("room", junk) is None
 
