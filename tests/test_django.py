@@ -530,6 +530,46 @@ def test_redis_down_answers_503_with_one_log_line(caplog: pytest.LogCaptureFixtu
         assert len([r for r in caplog.records if "session store" in r.getMessage()]) <= 1
 
 
+def test_redis_down_with_read_only_sessions(caplog: pytest.LogCaptureFixture,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """``session_on_redis_error="readonly"``: pages that read the session answer as for
+    a visitor with an empty session, a login's writes are dropped with a log line, the
+    browser's cookie is not replaced by a key that was never stored (the user gets their
+    session back when Redis does), a logout still deletes it, and nothing answers 500."""
+    from django.test import override_settings
+
+    from redis_middleware.sansio import incidents
+    from redis_middleware.sansio.cookies import new_session_id
+
+    monkeypatch.setattr(incidents, "_last_logged", {})  # a fresh incident
+
+    from .conftest import free_port
+
+    with override_settings(REDIS_MIDDLEWARE={
+            "redis_url": f"redis://127.0.0.1:{free_port()}/0", "secret_key": (SECRET,),
+            "connect_timeout": 0.2, "socket_timeout": 0.2,
+            "session_on_redis_error": "readonly"}):
+        c = client()
+        cookie = new_session_id()
+        c.cookies["sessionid"] = cookie
+        with caplog.at_level(logging.WARNING):
+            pages = [c.get("/api/ping") for _ in range(3)]
+            home = c.get("/", HTTP_ACCEPT="text/html")
+            login = c.post("/login", {"username": "ivo"})
+        assert [p.json() for p in pages] == [{"pong": True, "user": None}] * 3
+        assert home.status_code == 200
+        assert login.status_code < 500
+        for response in (*pages, home, login):
+            assert "sessionid" not in response.cookies  # neither replaced nor deleted
+        assert c.cookies["sessionid"].value == cookie
+        assert not [r for r in caplog.records if r.exc_info]  # no traceback
+        messages = [r.getMessage() for r in caplog.records]
+        assert len([m for m in messages if "read-only" in m]) == 1  # one per incident
+        assert len([m for m in messages if "session changes dropped" in m]) == 1
+        out = c.post("/logout")
+        assert out.status_code < 500 and out.cookies["sessionid"].value == ""  # deleted
+
+
 def test_the_test_client_s_session_and_force_login(configured: Settings) -> None:
     from django.contrib.auth import get_user_model
 

@@ -69,18 +69,29 @@ def make_client_free(clients: Clients) -> Any:
 @pytest.mark.real_redis
 @pytest.mark.parametrize("interface", ["asgi", "wsgi"])
 def test_readonly_mode_carries_on_with_an_empty_session(
-    interface: str, own_redis: Any
+    interface: str, own_redis: Any, caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Redis down under the ``readonly`` policy: an empty session, writes dropped with
+    one log line for the incident (not one per request), the cookie left as it was."""
     server = own_redis()
     settings = make_settings(server.url, session_on_redis_error="readonly")
     clients = Clients(interface, settings)
+    monkeypatch.setattr(incidents, "_last_logged", {})  # a fresh incident
     try:
         client = clients()
         client.post("/set", json={"a": 1})
+        cookie = dict(client.cookies)
         stop_redis_server(server)
         response = client.get("/get")
         assert (response.status_code, response.json()) == (200, {})
-        assert client.post("/set", json={"b": 1}).status_code == 200  # dropped, logged
+        with caplog.at_level(logging.WARNING, logger="redis_middleware"):
+            for _ in range(3):
+                dropped = client.post("/set", json={"b": 1})
+                assert dropped.status_code == 200 and "set-cookie" not in dropped.headers
+        assert dict(client.cookies) == cookie
+        lines = [r.getMessage() for r in caplog.records]
+        assert len([m for m in lines if "session changes dropped" in m]) == 1
     finally:
         clients.close()
 

@@ -19,6 +19,7 @@ from typing import Any
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.contrib.sessions.middleware import SessionMiddleware as DjangoSessionMiddleware
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
+from django.utils.cache import patch_vary_headers
 
 from ..asgi.presence import Presence as AsyncPresence
 from ..asgi.ratelimit import RateLimiter as AsyncRateLimiter
@@ -127,6 +128,13 @@ class SessionMiddleware(DjangoSessionMiddleware):
     def process_response(self, request: HttpRequest, response: Any) -> Any:
         if getattr(request, _UNAVAILABLE, False):
             return response  # the session was never read: keep the cookie as it is
+        session: Any = getattr(request, "session", None)
+        if getattr(session, "read_only", False) and session.session_key is not None:
+            # Redis failed under the "readonly" policy: nothing was saved, so the browser
+            # keeps its cookie (a logout, which empties the key, still deletes it).
+            if session.accessed:
+                patch_vary_headers(response, ("Cookie",))
+            return response
         try:
             return super().process_response(request, response)
         except RedisMiddlewareError as exc:

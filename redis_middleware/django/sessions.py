@@ -20,7 +20,6 @@ value changed written back, and the per-user index that "log out everywhere" use
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Generator, Mapping
 from typing import Any
 
@@ -39,7 +38,6 @@ from .conf import django_settings
 
 __all__ = ["AUTH_USER_FIELD", "SessionStore", "forget_engine"]
 
-logger = logging.getLogger("redis_middleware.sessions")
 
 # contrib.auth keeps the logged-in user's id under this key: it names the user for the
 # per-user session index when ``user_field`` is absent.
@@ -190,9 +188,17 @@ class SessionStore(SessionBase):
         self._degraded = True
         return {}
 
+    @property
+    def read_only(self) -> bool:
+        """Redis failed when the session was loaded (``session_on_redis_error=
+        "readonly"``): the session is empty, nothing is saved, deleted or re-keyed, and
+        ``SessionMiddleware`` leaves the browser's cookie as it is."""
+        return self._degraded
+
     def _skip_save(self) -> bool:
         if self._degraded:
-            logger.warning("session changes dropped: the session store is unavailable")
+            log_incident("session-drop", "session changes dropped: the session store is "
+                         "unavailable")
         return self._degraded
 
     # -- Django's engine interface (sync) -------------------------------------------
@@ -231,6 +237,8 @@ class SessionStore(SessionBase):
             raise CreateError if must_create else UpdateError
 
     def delete(self, session_key: str | None = None) -> None:
+        if self._skip_save():
+            return
         key, user = self._deleting(session_key)
         if key is not None:
             self._run(self._core.delete_flow(key, user))
@@ -246,6 +254,8 @@ class SessionStore(SessionBase):
     def cycle_key(self) -> None:
         """A new key for the same data, the old key dead at once (``login()``)."""
         self._get_session()  # loads: the data moves with the key
+        if self._skip_save():
+            return  # read-only: a key that was never stored must not replace the cookie
         old = self._cycle_plan()
         new = new_session_id(old[:4] if old else None)  # same Cluster slot as the old
         self._session_key = new
@@ -296,12 +306,16 @@ class SessionStore(SessionBase):
             raise CreateError if must_create else UpdateError
 
     async def adelete(self, session_key: str | None = None) -> None:
+        if self._skip_save():
+            return
         key, user = self._deleting(session_key)
         if key is not None:
             await self._arun(self._core.delete_flow(key, user))
 
     async def acycle_key(self) -> None:
         await self._aget_session()
+        if self._skip_save():
+            return
         old = self._cycle_plan()
         new = new_session_id(old[:4] if old else None)
         self._session_key = new

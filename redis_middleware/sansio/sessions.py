@@ -24,6 +24,7 @@ from ..settings import Settings
 from . import metrics
 from .cookies import CookieSigner, IncomingCookie, new_session_id
 from .flow import Batch, Call, Flow, Script
+from .incidents import log_incident
 from .memo import Memo
 from .session import JSON, Codec, Limits, Loader, Session, encode
 
@@ -289,7 +290,8 @@ class SessionCore:
         old_id = session.session_id if session.exists else None
         if session.degraded:
             if written or deleted or session.cleared or session.regenerated:
-                logger.warning("session changes dropped: the session store is unavailable")
+                log_incident("session-drop", "session changes dropped: the session store "
+                             "is unavailable")
             return SaveResult(None, False)
 
         if session.is_empty():  # nothing to keep
