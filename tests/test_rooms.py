@@ -1,4 +1,5 @@
-"""join_room: a WebSocket in a room, on a real Starlette app (memory:// and Redis)."""
+"""join_room: a WebSocket in a room, on a real Starlette app (memory:// and Redis), its
+members authorised by Starlette's own authentication (``websocket.user``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,15 @@ from typing import Any
 
 import pytest
 from starlette.applications import Starlette
+from starlette.authentication import (
+    AuthCredentials,
+    AuthenticationBackend,
+    BaseUser,
+    SimpleUser,
+)
+from starlette.middleware import Middleware
+from starlette.middleware.authentication import AuthenticationMiddleware
+from starlette.requests import HTTPConnection
 from starlette.routing import WebSocketRoute
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocket
@@ -23,15 +33,24 @@ from .driven_socket import a_listener_ends_when_the_client_leaves
 ended: list[str] = []  # what each handler saw at its end
 
 
+class TokenBackend(AuthenticationBackend):
+    """A browser cannot set headers on a WebSocket: the token is in the query string
+    (here the token is the user name; a real backend would verify it)."""
+
+    async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, BaseUser] | None:
+        token = conn.query_params.get("token")
+        return (AuthCredentials(["authenticated"]), SimpleUser(token)) if token else None
+
+
 def make_app(settings: Settings) -> Starlette:
     broadcast = Broadcast(settings)
     presence = Presence(settings)
 
     async def chat(websocket: WebSocket) -> None:
-        user = websocket.query_params.get("user")
-        if not user:
+        if not websocket.user.is_authenticated:  # the framework's user, before joining
             await websocket.close(code=4401)
             return
+        user = websocket.user.display_name
         room = websocket.path_params["room"]
         async with join_room(websocket, broadcast, room, user=user, presence=presence) as j:
             async for text in j:
@@ -44,7 +63,8 @@ def make_app(settings: Settings) -> Starlette:
         ended.append("listener")
 
     return Starlette(routes=[WebSocketRoute("/chat/{room}", chat),
-                             WebSocketRoute("/listen/{room}", listen_only)])
+                             WebSocketRoute("/listen/{room}", listen_only)],
+                     middleware=[Middleware(AuthenticationMiddleware, backend=TokenBackend())])
 
 
 @pytest.fixture
@@ -66,11 +86,11 @@ def _until(receive: Any, check: Any) -> dict[str, Any]:
 def test_members_talk_and_see_each_other_arrive_and_leave(client: Any,
                                                           settings: Settings) -> None:
     settings = settings.replace(presence_ttl=4)  # grace: 1 s
-    with client.websocket_connect("/chat/lobby?user=ann") as ann:
+    with client.websocket_connect("/chat/lobby?token=ann") as ann:
         joined = _until(ann.receive_text, lambda e: e["data"].get("presence"))
         assert joined["data"] == {"presence": "online", "user": "ann"}
         assert joined["type"] == "message" and joined["room"] == "lobby"
-        with client.websocket_connect("/chat/lobby?user=bob") as bob:
+        with client.websocket_connect("/chat/lobby?token=bob") as bob:
             assert _until(ann.receive_text, lambda e: e["data"].get("user") == "bob")[
                 "data"]["presence"] == "online"
             assert "ann" in SyncPresence(settings).online_users(room="lobby")
