@@ -95,7 +95,10 @@ class SharedPubSub:
             link.key = next(iter(homes))
             self._links[link.key] = link
             return
-        for key, channels in homes.items():
+        for key, found in homes.items():
+            channels = [c for c in found if c in link.channels]  # not left meanwhile
+            if not channels:
+                continue
             target = self._links.get(key)
             if target is None:
                 target = self._links[key] = _Link(self, key)

@@ -207,6 +207,7 @@ class _Hub:
     async def _resumed(self, channels: list[str]) -> None:
         """After a lost connection: durable rooms replay from the last id seen, plain
         rooms tell their subscribers they may have missed messages."""
+        tries = REPLAY_TRIES  # once Redis refused them all, one try for each other room
         for channel in channels:
             room = self.rooms.get(channel)
             if room is None:
@@ -215,8 +216,9 @@ class _Hub:
                 for inbox in tuple(room.inboxes):
                     inbox.gap("reconnect")
                 continue
-            found = await self._replay(room)
+            found = await self._replay(room, tries)
             if found is None:
+                tries = 1
                 for inbox in tuple(room.inboxes):
                     inbox.gap("unavailable")
                 continue
@@ -225,16 +227,16 @@ class _Hub:
                 for inbox in tuple(room.inboxes):
                     inbox.push(message)
 
-    async def _replay(self, room: _Room) -> list[Message] | None:
+    async def _replay(self, room: _Room, tries: int) -> list[Message] | None:
         """What a durable room missed (None: Redis did not answer). A few tries: the
         subscription is back, but a breaker still open after the outage or a Cluster
         slot map not yet refreshed can refuse the first. Live messages wait meanwhile
         (the subscription is not read), so the order stays."""
-        for attempt in range(1, REPLAY_TRIES + 1):
+        for attempt in range(1, tries + 1):
             try:
                 return await self.conns.arun(room.core.replay_flow(room.name, room.last_id))
             except RedisMiddlewareError as exc:
-                if attempt == REPLAY_TRIES:
+                if attempt == tries:
                     log_failure("realtime", "real-time replay skipped: %s", exc)
                     return None
                 await asyncio.sleep(0.2 * attempt)
