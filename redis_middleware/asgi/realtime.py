@@ -9,13 +9,13 @@ import contextlib
 import logging
 import secrets
 import weakref
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 from .._options import resolve_settings
 from .._redis.connections import RedisConnections, connections_for
 from .._redis.pubsub import SharedPubSub
-from ..errors import RedisMiddlewareError, SubscriberOverflow
+from ..errors import RedisMiddlewareError
 from ..sansio.incidents import log_failure
 from ..sansio.realtime import Gap, Inbox, Message, Published, RealtimeCore, parse_payload
 from ..settings import Settings
@@ -116,13 +116,18 @@ class Subscription:
         self.room = room
         self._ready = asyncio.Event()
         self.overflowed = asyncio.Event()  # set when the ``disconnect`` policy ended it
+        # Called once when it overflows (a sender stuck on a client that stopped reading
+        # is cancelled from here: no task per subscriber waits for it).
+        self.on_overflow: Callable[[], object] | None = None
         s = broadcast.settings
         self.inbox = Inbox(room, s.realtime_queue_size, s.realtime_overflow, self._wake)
 
     def _wake(self) -> None:
         self._ready.set()
-        if self.inbox.overflowed:
+        if self.inbox.overflowed and not self.overflowed.is_set():
             self.overflowed.set()
+            if self.on_overflow is not None:
+                self.on_overflow()
 
     def __aiter__(self) -> Subscription:
         return self
@@ -370,31 +375,28 @@ class RoomSocket:
     async def send_loop(self, subscription: Subscription) -> None:
         """Forwards the room's messages (JSON envelopes, built once per message). A
         client too slow for the ``disconnect`` policy is closed with 1013, also while a
-        send to it is stuck (it stopped reading)."""
-        forward = asyncio.create_task(self._forward(subscription))
-        overflow = asyncio.create_task(subscription.overflowed.wait())
+        send to it is stuck (it stopped reading): the overflow cancels the send."""
+        this = asyncio.current_task()
+        assert this is not None
+        subscription.on_overflow = this.cancel
         try:
-            await asyncio.wait((forward, overflow), return_when=asyncio.FIRST_COMPLETED)
+            try:
+                async for item in subscription:
+                    await self.websocket.send({"type": "websocket.send",
+                                               "text": item.envelope()})
+            except asyncio.CancelledError:
+                if not subscription.overflowed.is_set():
+                    raise  # the room's teardown
+                this.uncancel()  # our own cancellation: the overflow
+            except Exception:  # SubscriberOverflow, or the client went away while we sent
+                pass
             if subscription.overflowed.is_set():
                 logger.warning("closing a WebSocket of room %r: the client fell more than "
                                "%d messages behind", self.room, subscription.inbox.size)
-                forward.cancel()
                 await self._close(TRY_AGAIN_LATER)
-        finally:
-            for task in (forward, overflow):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        finally:  # ended only now: the room's teardown must not cut the close short
+            subscription.on_overflow = None
             self._end()
-
-    async def _forward(self, subscription: Subscription) -> None:
-        try:
-            async for item in subscription:
-                await self.websocket.send({"type": "websocket.send", "text": item.envelope()})
-        except SubscriberOverflow:
-            pass  # send_loop closes the socket
-        except Exception:  # the client went away while we sent
-            pass
 
     async def renew_loop(self) -> None:
         """Keeps the user's lease in the room while the socket is open."""
