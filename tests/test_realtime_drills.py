@@ -168,8 +168,11 @@ async def test_the_subscription_follows_a_cluster_failover(
         await asyncio.sleep(0.5)
 
     def replica_of(master: Any) -> Any:
-        return next(s for s in cluster.servers if s.proc.poll() is None
-                    and s.client().info("replication").get("master_port") == master.port)
+        def follows(server: Any) -> bool:
+            with server.client() as c:
+                return bool(c.info("replication").get("master_port") == master.port)
+
+        return next(s for s in cluster.servers if s.proc.poll() is None and follows(s))
 
     async def graceful() -> None:
         replica = replica_of(serving)
