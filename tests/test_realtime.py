@@ -163,6 +163,63 @@ async def test_a_durable_room_replays_from_the_last_id_a_client_saw(settings: Se
         client.close()
 
 
+def _lose_on_the_way(settings: Settings, broadcast: Broadcast, room: str,
+                     keep: bool = True) -> None:
+    """What a message Pub/Sub did not carry leaves behind (a Cluster node changing roles
+    under a subscription, say): its number taken and, in a durable room, its stream
+    entry (``keep=False``: trimmed away since), but nothing on the channel."""
+    client = raw_client(settings)
+    try:
+        seq = client.incr(broadcast.core.keys.realtime(room, "seq"))
+        if broadcast.core.durable(room):
+            stream = broadcast.core.keys.realtime(room, "stream")
+            entry = client.xadd(stream, {"s": seq, "t": int(time.time() * 1000),
+                                         "d": json.dumps("lost")})
+            if not keep:
+                client.xdel(stream, entry)
+    finally:
+        client.close()
+
+
+async def test_a_durable_room_reads_back_what_its_subscription_missed(
+        settings: Settings) -> None:
+    settings = settings.replace(realtime_durable_rooms=("chat:*",))
+    broadcast = Broadcast(settings)
+    try:
+        async with broadcast.subscribe("chat:1") as sub, \
+                broadcast.subscribe("chat:1", since="0") as late:
+            await broadcast.publish("chat:1", "first")
+            _lose_on_the_way(settings, broadcast, "chat:1")
+            await broadcast.publish("chat:1", "third")
+            await broadcast.publish("chat:1", "fourth")
+            for s in (sub, late):
+                got = [await _next(s) for _ in range(4)]
+                assert [(m.seq, m.data) for m in got] == [  # type: ignore[union-attr]
+                    (1, "first"), (2, "lost"), (3, "third"), (4, "fourth")]
+                assert await s.get(0.2) is None  # nothing twice, no gap
+            _lose_on_the_way(settings, broadcast, "chat:1", keep=False)  # gone for good
+            await broadcast.publish("chat:1", "sixth")
+            assert await _next(sub) == Gap("chat:1", "sequence", 1)  # told, not hidden
+            assert (await _next(sub)).data == "sixth"  # type: ignore[union-attr]
+    finally:
+        await broadcast.redis.aclose()
+
+
+async def test_a_plain_room_marks_a_skipped_number_as_a_gap(settings: Settings) -> None:
+    broadcast = Broadcast(settings)
+    try:
+        async with broadcast.subscribe("plain") as sub:
+            await broadcast.publish("plain", 1)
+            _lose_on_the_way(settings, broadcast, "plain")
+            await broadcast.publish("plain", 3)
+            got = [await _next(sub) for _ in range(3)]
+            assert got[1] == Gap("plain", "sequence", 1)
+            assert [(m.seq, m.data) for m in (got[0], got[2])] == [  # type: ignore[union-attr]
+                (1, 1), (3, 3)]
+    finally:
+        await broadcast.redis.aclose()
+
+
 async def test_a_durable_room_keeps_about_maxlen_messages(settings: Settings) -> None:
     settings = settings.replace(realtime_durable_rooms=("*",), realtime_stream_maxlen=10)
     broadcast = SyncBroadcast(settings)

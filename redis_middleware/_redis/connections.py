@@ -10,7 +10,6 @@ it), never at import time. Connection failures surface on use, as
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 import weakref
@@ -20,6 +19,7 @@ from typing import Any, TypeVar
 import redis
 import redis.asyncio
 from redis.backoff import NoBackoff
+from redis.exceptions import RedisClusterException
 
 from .._urls import RedisTarget
 from ..errors import RedisUnavailableError
@@ -219,13 +219,18 @@ class RedisConnections:
 
         ``refresh``: ask the Cluster first (after a node was lost): one read-only command
         on the slot, so that redis-py follows a MOVED or, after a connection error, reads
-        the slots again, as it does for any command; its error is not ours to raise."""
+        the slots again, as it does for any command. When that fails, the slot map it
+        holds may be stale (a demoted master, a dead one): ``redis.ConnectionError``, for
+        the caller to try again later, rather than an answer that may be wrong."""
         client = self.async_client()
         if not getattr(client, "_rmw_ready", False):
             await self._initialize(client)
         if refresh:
-            with contextlib.suppress(redis.RedisError, OSError):
+            try:
                 await client.exists(key)
+            except (redis.RedisError, RedisClusterException, OSError) as exc:
+                raise redis.ConnectionError(
+                    f"the Cluster did not say where the slot is served ({exc})") from exc
         node = client.get_node_from_key(key)
         return str(node.host), int(node.port)
 

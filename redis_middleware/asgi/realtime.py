@@ -17,7 +17,16 @@ from .._redis.connections import RedisConnections, connections_for
 from .._redis.pubsub import SharedPubSub
 from ..errors import RedisMiddlewareError
 from ..sansio.incidents import log_failure
-from ..sansio.realtime import Gap, Inbox, Message, Published, RealtimeCore, parse_payload
+from ..sansio.realtime import (
+    Gap,
+    Inbox,
+    Message,
+    Published,
+    RealtimeCore,
+    parse_payload,
+    skipped,
+    stream_order,
+)
 from ..settings import Settings
 from .presence import Presence
 
@@ -165,12 +174,24 @@ REPLAY_TRIES = 4  # over about 1.2 s
 
 
 class _Room:
-    __slots__ = ("core", "inboxes", "last_id", "name")
+    __slots__ = ("core", "healing", "inboxes", "last_id", "last_seq", "name")
 
     def __init__(self, core: RealtimeCore, name: str) -> None:
         self.core, self.name = core, name
         self.inboxes: set[Inbox] = set()
         self.last_id = ""  # the newest stream id seen (durable rooms)
+        self.last_seq: int | None = None  # and its number
+        self.healing: asyncio.Task[None] | None = None  # reading skipped messages back
+
+    def advance(self, message: Message) -> str | None:
+        """Note a durable room's message; the id to read back from when it skipped
+        numbers (a message the subscription did not carry is in the stream)."""
+        after = self.last_id
+        if after and stream_order(message.id) <= stream_order(after):
+            return None  # replayed already: the inboxes drop it as a double
+        missed = skipped(self.last_seq, message.seq) if after else 0
+        self.last_id, self.last_seq = message.id, message.seq
+        return after if missed and self.healing is None else None
 
 
 class _Hub:
@@ -205,9 +226,31 @@ class _Hub:
         if room is None or message is None:
             return
         if message.id:
-            room.last_id = message.id
+            after = room.advance(message)
+            if after is not None:
+                self._heal(room, after)
         for inbox in tuple(room.inboxes):
             inbox.push(message)
+
+    def _heal(self, room: _Room, after: str) -> None:
+        """A durable room's live message skipped numbers: Pub/Sub lost some on the way
+        (a Cluster node that changed roles under the subscription, say). Its subscribers
+        hold live messages while the missing ones are read back from the stream."""
+        inboxes = tuple(room.inboxes)
+        for inbox in inboxes:
+            inbox.hold()
+
+        async def read_back() -> None:
+            found: list[Message] | None = None
+            try:
+                found = await self._replay(room, after, REPLAY_TRIES)
+            finally:
+                room.healing = None
+                for inbox in inboxes:  # what is still missing then is marked as a gap
+                    inbox.replayed(found or [])
+
+        room.healing = asyncio.get_running_loop().create_task(
+            read_back(), name="redis-middleware-heal")
 
     async def _resumed(self, channels: list[str]) -> None:
         """After a lost connection: durable rooms replay from the last id seen, plain
@@ -221,25 +264,25 @@ class _Hub:
                 for inbox in tuple(room.inboxes):
                     inbox.gap("reconnect")
                 continue
-            found = await self._replay(room, tries)
+            found = await self._replay(room, room.last_id, tries)
             if found is None:
                 tries = 1
                 for inbox in tuple(room.inboxes):
                     inbox.gap("unavailable")
                 continue
             for message in found:
-                room.last_id = message.id
+                room.last_id, room.last_seq = message.id, message.seq
                 for inbox in tuple(room.inboxes):
                     inbox.push(message)
 
-    async def _replay(self, room: _Room, tries: int) -> list[Message] | None:
+    async def _replay(self, room: _Room, after: str, tries: int) -> list[Message] | None:
         """What a durable room missed (None: Redis did not answer). A few tries: the
         subscription is back, but a breaker still open after the outage or a Cluster
         slot map not yet refreshed can refuse the first. Live messages wait meanwhile
         (the subscription is not read), so the order stays."""
         for attempt in range(1, tries + 1):
             try:
-                return await self.conns.arun(room.core.replay_flow(room.name, room.last_id))
+                return await self.conns.arun(room.core.replay_flow(room.name, after))
             except RedisMiddlewareError as exc:
                 if attempt == tries:
                     log_failure("realtime", "real-time replay skipped: %s", exc)
@@ -249,6 +292,8 @@ class _Hub:
 
     async def aclose(self) -> None:
         for room in self.rooms.values():
+            if room.healing is not None:
+                room.healing.cancel()
             for inbox in room.inboxes:
                 inbox.close()
         self.rooms.clear()

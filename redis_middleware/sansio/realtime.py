@@ -17,7 +17,8 @@ from ..keys import KeySpace
 from ..settings import Settings
 from .flow import Call, Flow, Script
 
-__all__ = ["Gap", "Inbox", "Message", "Published", "RealtimeCore", "parse_payload"]
+__all__ = ["Gap", "Inbox", "Message", "Published", "RealtimeCore", "parse_payload", "skipped",
+           "stream_order"]
 
 MAX_ROOM = 256  # characters: a longer room name is refused (names are not content)
 SEQUENCE_TTL_MS = 86_400_000  # a plain room's sequence restarts after a day of silence
@@ -124,6 +125,12 @@ def parse_payload(room: str, payload: bytes | str) -> Message | None:
         return Message(room, int(parts[0]), parts[1], int(parts[2]) / 1000, raw)
     except ValueError:
         return None
+
+
+def skipped(last_seq: int | None, seq: int) -> int:
+    """How many numbers of a room were skipped between ``last_seq`` and ``seq`` (0: none,
+    or nothing to compare with)."""
+    return seq - last_seq - 1 if last_seq is not None and seq > last_seq + 1 else 0
 
 
 def stream_order(stream_id: str) -> tuple[int, int]:
@@ -254,7 +261,9 @@ class Inbox:
         self.dropped = 0
         self.overflowed = False
         self.closed = False
-        self._held: list[Message] | None = None  # live messages kept during a replay
+        self._held: list[Message] | None = None  # live messages kept during replays
+        self._replays: list[Message] = []  # what the replays read, until the last ends
+        self._holds = 0  # replays being read
 
     # -- arrivals -------------------------------------------------------------
     def push(self, message: Message) -> None:
@@ -272,13 +281,24 @@ class Inbox:
         self._put(Gap(self.room, reason, missed))
 
     def hold(self) -> None:
-        """Keep live messages aside until :meth:`replayed` (a replay is being read)."""
-        self._held = []
+        """Keep live messages aside until :meth:`replayed` (a replay is being read).
+        Replays can overlap: each ``hold`` is ended by one ``replayed``."""
+        self._holds += 1
+        if self._held is None:
+            self._held = []
 
     def replayed(self, messages: Sequence[Message]) -> None:
-        """The replay, then the live messages that arrived meanwhile (without doubles)."""
-        held, self._held = self._held or [], None
-        for message in [*messages, *held]:
+        """A replay's messages; once the last replay ended, they and the live messages
+        that arrived meanwhile are delivered in stream order, without doubles."""
+        self._replays.extend(messages)
+        self._holds = max(0, self._holds - 1)
+        if self._holds:
+            return
+        items = [*self._replays, *(self._held or ())]
+        self._held, self._replays = None, []
+        if all(m.id for m in items):  # a durable room's: stream ids order them
+            items.sort(key=lambda m: stream_order(m.id))
+        for message in items:
             self._accept(message)
 
     def _accept(self, message: Message) -> None:
@@ -287,8 +307,9 @@ class Inbox:
             if order <= self.last_id:
                 return  # replayed and live: delivered once
             self.last_id = order
-        if self.last_seq is not None and message.seq > self.last_seq + 1:
-            self._put(Gap(self.room, "sequence", message.seq - self.last_seq - 1))
+        missed = skipped(self.last_seq, message.seq)
+        if missed:
+            self._put(Gap(self.room, "sequence", missed))
         self.last_seq = message.seq
         self._put(message)
 

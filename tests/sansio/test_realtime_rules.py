@@ -57,6 +57,24 @@ def test_live_messages_wait_for_the_replay_then_follow_it_without_doubles() -> N
     assert _drain(inbox) == [("msg", 1), ("msg", 2), ("msg", 3), ("msg", 4)]
 
 
+def test_overlapping_replays_release_live_messages_once_both_ended() -> None:
+    """A client's own replay (``since``) and a read-back of skipped numbers can overlap:
+    nothing is delivered until both ended, then everything once, in stream order."""
+    inbox = Inbox("r", 10, "drop-oldest", lambda: None)
+    inbox.hold()  # the client's replay
+    inbox.push(_msg(4, "4-0"))
+    inbox.hold()  # a read-back: 5 and 6 went missing on the way
+    inbox.push(_msg(7, "7-0"))
+    inbox.replayed([_msg(5, "5-0"), _msg(6, "6-0"), _msg(7, "7-0")])  # the read-back
+    assert inbox.pop() is None  # the first replay is still being read
+    inbox.replayed([_msg(2, "2-0"), _msg(3, "3-0"), _msg(4, "4-0")])
+    assert _drain(inbox) == [("msg", n) for n in range(2, 8)]
+    inbox.hold()
+    inbox.push(_msg(10, "10-0"))
+    inbox.replayed([])  # the read-back found nothing: the gap is told, not hidden
+    assert _drain(inbox) == [("gap", "sequence"), ("msg", 10)]
+
+
 def test_drop_oldest_keeps_the_newest_and_counts_what_it_dropped() -> None:
     woken: list[int] = []
     inbox = Inbox("r", 3, "drop-oldest", lambda: woken.append(1))
