@@ -230,20 +230,20 @@ def test_idle_timeout(make_client: Clients, backend_url: str) -> None:
     assert client.get("/get").json() == {"a": 1}  # the read slides the expiry
     time.sleep(0.6)
     assert client.get("/get").json() == {"a": 1}
-    time.sleep(1.6)
+    time.sleep(1.2)
     assert client.get("/get").json() == {}
 
 
 def test_absolute_lifetime(make_client: Clients, backend_url: str) -> None:
-    settings = make_settings(backend_url, session_idle_timeout=60, session_absolute_lifetime=3,
+    settings = make_settings(backend_url, session_idle_timeout=60, session_absolute_lifetime=2,
                              session_cookie_persistent=False)
     client = make_client(settings=settings)
     client.post("/set", json={"a": 1})
     started = time.monotonic()
     for _ in range(3):
-        time.sleep(0.5)
+        time.sleep(0.4)
         assert client.get("/get").json() == {"a": 1}
-    time.sleep(max(0.0, 3.1 - (time.monotonic() - started)))
+    time.sleep(max(0.0, 2.1 - (time.monotonic() - started)))
     assert client.get("/get").json() == {}  # however active, gone after its lifetime
 
 

@@ -33,20 +33,29 @@ def workers(request: pytest.FixtureRequest, redis_server: Any, tmp_path: Path) -
     else:
         cmd = [sys.executable, "-m", "gunicorn", "-w", "4", "-k", "gthread", "--threads", "4",
                "-b", f"127.0.0.1:{port}", "--log-level", "warning", "tests.worker_app:wsgi"]
+    ready = tmp_path / "ready"
+    ready.mkdir()
+    env["WORKER_READY_DIR"] = str(ready)
     log = tmp_path / "server.log"
     with log.open("wb") as sink:
         proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=sink, stderr=sink)
     url = f"http://127.0.0.1:{port}"
     try:
+        # Wait for the four workers to have loaded the app, then for one to answer
+        # (asking until four answer can take long: a shared listening socket can hand
+        # nearly every connection to the same worker).
         deadline = time.monotonic() + 30
-        pids: set[int] = set()
-        while len(pids) < 4 and time.monotonic() < deadline:  # wait for the workers
+        while len(list(ready.iterdir())) < 4:
             assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "the workers did not start"
+            time.sleep(0.05)
+        while True:
             try:
-                pids.add(fresh_get(url + "/get").json()["pid"])
-            except (httpx.HTTPError, ValueError, KeyError):
-                time.sleep(0.1)
-        assert len(pids) >= 2, "the workers did not start"
+                fresh_get(url + "/get").raise_for_status()
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.05)
         yield url, settings
     finally:
         proc.terminate()

@@ -22,6 +22,8 @@ settings = Settings.from_env()
 calls_key = f"{settings.key_prefix}:cache:{{calls}}:slow"
 swr_key = f"{settings.key_prefix}:cache:{{calls}}:swr"
 _redis = redis.Redis.from_url(os.environ["REDIS_URL"])
+if os.environ.get("WORKER_READY_DIR"):  # this worker has loaded the app: tell the test
+    open(os.path.join(os.environ["WORKER_READY_DIR"], str(os.getpid())), "w").close()
 
 
 def _count_call(key: str = calls_key) -> int:
