@@ -18,14 +18,13 @@ from .._redis.pubsub import SharedPubSub
 from ..errors import RedisMiddlewareError
 from ..sansio.incidents import log_failure
 from ..sansio.realtime import (
+    Cursor,
     Gap,
     Inbox,
     Message,
     Published,
     RealtimeCore,
     parse_payload,
-    skipped,
-    stream_order,
 )
 from ..settings import Settings
 from .presence import Presence
@@ -174,24 +173,13 @@ REPLAY_TRIES = 4  # over about 1.2 s
 
 
 class _Room:
-    __slots__ = ("core", "healing", "inboxes", "last_id", "last_seq", "name")
+    __slots__ = ("core", "cursor", "healing", "inboxes", "name")
 
     def __init__(self, core: RealtimeCore, name: str) -> None:
         self.core, self.name = core, name
         self.inboxes: set[Inbox] = set()
-        self.last_id = ""  # the newest stream id seen (durable rooms)
-        self.last_seq: int | None = None  # and its number
+        self.cursor = Cursor()  # the newest message seen (durable rooms)
         self.healing: asyncio.Task[None] | None = None  # reading skipped messages back
-
-    def advance(self, message: Message) -> str | None:
-        """Note a durable room's message; the id to read back from when it skipped
-        numbers (a message the subscription did not carry is in the stream)."""
-        after = self.last_id
-        if after and stream_order(message.id) <= stream_order(after):
-            return None  # replayed already: the inboxes drop it as a double
-        missed = skipped(self.last_seq, message.seq) if after else 0
-        self.last_id, self.last_seq = message.id, message.seq
-        return after if missed and self.healing is None else None
 
 
 class _Hub:
@@ -226,8 +214,8 @@ class _Hub:
         if room is None or message is None:
             return
         if message.id:
-            after = room.advance(message)
-            if after is not None:
+            after = room.cursor.advance(message)
+            if after is not None and room.healing is None:
                 self._heal(room, after)
         for inbox in tuple(room.inboxes):
             inbox.push(message)
@@ -260,18 +248,18 @@ class _Hub:
             room = self.rooms.get(channel)
             if room is None:
                 continue
-            if not (room.last_id and room.core.durable(room.name)):
+            if not (room.cursor.last_id and room.core.durable(room.name)):
                 for inbox in tuple(room.inboxes):
                     inbox.gap("reconnect")
                 continue
-            found = await self._replay(room, room.last_id, tries)
+            found = await self._replay(room, room.cursor.last_id, tries)
             if found is None:
                 tries = 1
                 for inbox in tuple(room.inboxes):
                     inbox.gap("unavailable")
                 continue
             for message in found:
-                room.last_id, room.last_seq = message.id, message.seq
+                room.cursor.advance(message)
                 for inbox in tuple(room.inboxes):
                     inbox.push(message)
 

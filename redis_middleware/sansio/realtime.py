@@ -17,8 +17,8 @@ from ..keys import KeySpace
 from ..settings import Settings
 from .flow import Call, Flow, Script
 
-__all__ = ["Gap", "Inbox", "Message", "Published", "RealtimeCore", "parse_payload", "skipped",
-           "stream_order"]
+__all__ = ["Cursor", "Gap", "Inbox", "Message", "Published", "RealtimeCore", "parse_payload",
+           "skipped", "stream_order"]
 
 MAX_ROOM = 256  # characters: a longer room name is refused (names are not content)
 SEQUENCE_TTL_MS = 86_400_000  # a plain room's sequence restarts after a day of silence
@@ -241,6 +241,27 @@ def _fields(fields: Any) -> dict[str, str]:
 
 
 Item = Message | Gap
+
+
+class Cursor:
+    """The newest message of a durable room that one process's subscription carried:
+    where a replay starts after a reconnect, and whether a live message skipped numbers
+    (Pub/Sub lost some on the way: they are in the stream, to be read back)."""
+
+    __slots__ = ("last_id", "last_seq")
+
+    def __init__(self) -> None:
+        self.last_id = ""
+        self.last_seq: int | None = None
+
+    def advance(self, message: Message) -> str | None:
+        """Note ``message``; the id to read back after when numbers were skipped."""
+        after = self.last_id
+        if after and stream_order(message.id) <= stream_order(after):
+            return None  # an older one (a replay overlapping live messages)
+        missed = skipped(self.last_seq, message.seq) if after else 0
+        self.last_id, self.last_seq = message.id, message.seq
+        return after if missed else None
 
 
 class Inbox:

@@ -8,7 +8,14 @@ import pytest
 
 from redis_middleware import SubscriberOverflow
 from redis_middleware.sansio.flow import run_pure
-from redis_middleware.sansio.realtime import Gap, Inbox, Message, RealtimeCore, parse_payload
+from redis_middleware.sansio.realtime import (
+    Cursor,
+    Gap,
+    Inbox,
+    Message,
+    RealtimeCore,
+    parse_payload,
+)
 
 from .helpers import settings
 
@@ -73,6 +80,16 @@ def test_overlapping_replays_release_live_messages_once_both_ended() -> None:
     inbox.push(_msg(10, "10-0"))
     inbox.replayed([])  # the read-back found nothing: the gap is told, not hidden
     assert _drain(inbox) == [("gap", "sequence"), ("msg", 10)]
+
+
+def test_a_cursor_asks_for_a_read_back_only_when_numbers_skip() -> None:
+    cursor = Cursor()
+    assert cursor.advance(_msg(7, "7-0")) is None  # the first: nothing to compare with
+    assert cursor.advance(_msg(8, "8-0")) is None
+    assert cursor.advance(_msg(11, "11-0")) == "8-0"  # 9 and 10: read back after 8-0
+    assert cursor.advance(_msg(9, "9-0")) is None  # older (a replay): changes nothing
+    assert (cursor.last_id, cursor.last_seq) == ("11-0", 11)
+    assert cursor.advance(_msg(1, "12-0")) is None  # numbering restarted (a new stream)
 
 
 def test_drop_oldest_keeps_the_newest_and_counts_what_it_dropped() -> None:
