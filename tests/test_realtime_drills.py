@@ -62,6 +62,22 @@ class Run:
     durable_sent: list[int] = field(default_factory=list)
 
 
+def _every_acknowledged_once_in_order(items: list[Message | Gap],
+                                      acknowledged: list[int]) -> None:
+    """A durable room: every message publish acknowledged, once, in publishing order, no
+    gap. A publish whose reply was lost (Redis went away after running it) may arrive
+    too: it was published, only not acknowledged."""
+    assert not [i for i in items if isinstance(i, Gap)], items
+    delivered = [i.data for i in items]  # type: ignore[union-attr]
+    assert delivered == sorted(set(delivered))
+    assert set(acknowledged) <= set(delivered), sorted(set(acknowledged) - set(delivered))
+
+
+def _last_acknowledged_arrived(items: list[Message | Gap], acknowledged: list[int]) -> None:
+    """A plain room: nothing is lost once the subscription is back."""
+    assert acknowledged[-1] in [i.data for i in items if isinstance(i, Message)]
+
+
 async def _through(broadcast: Broadcast, disrupt: Callable[[], Awaitable[None]],
                    drain: float, rooms: tuple[str, str] = ("plain", "durable:1")) -> Run:
     run = Run()
@@ -129,9 +145,8 @@ async def test_redis_restarted_mid_stream(tmp_path: Path) -> None:
     try:
         run = await _through(broadcast, restart, drain=1.5)
         assert any(isinstance(i, Gap) and i.reason == "reconnect" for i in run.plain)
-        assert run.plain[-1].data == run.plain_sent[-1]  # type: ignore[union-attr]
-        delivered = [i.data for i in run.durable if isinstance(i, Message)]
-        assert delivered == run.durable_sent  # every acknowledged message, in order, once
+        _last_acknowledged_arrived(run.plain, run.plain_sent)
+        _every_acknowledged_once_in_order(run.durable, run.durable_sent)
     finally:
         await broadcast.redis.aclose()
         if servers[0].proc.poll() is None:
@@ -197,15 +212,14 @@ async def test_the_subscription_follows_a_cluster_failover(
         for run in (first, second):
             gaps = [i for i in run.plain if isinstance(i, Gap)]
             assert [g.reason for g in gaps] == ["reconnect"]
-            assert run.plain[-1].data == run.plain_sent[-1]  # type: ignore[union-attr]
+            _last_acknowledged_arrived(run.plain, run.plain_sent)
             assert not [i for i in run.durable if isinstance(i, Gap)], run.durable
-        assert [i.data for i in first.durable] == first.durable_sent  # type: ignore[union-attr]
+        _every_acknowledged_once_in_order(first.durable, first.durable_sent)
         # A killed master can take the last writes it acknowledged with it (replication
-        # is asynchronous); what arrives is in order, once, and ends with the last one.
+        # is asynchronous); what arrives is in order, once, up to the last acknowledged.
         delivered = [i.data for i in second.durable]  # type: ignore[union-attr]
-        assert delivered == sorted(set(delivered)) and set(delivered) <= set(
-            second.durable_sent)
-        assert delivered[-1] == second.durable_sent[-1]
+        assert delivered == sorted(set(delivered))
+        assert second.durable_sent[-1] in delivered
         lines = [r.getMessage() for r in caplog.records if "real-time" in r.getMessage()]
         assert [("lost" in m, "restored" in m) for m in lines] == [
             (True, False), (False, True)] * 2, lines
