@@ -248,19 +248,20 @@ class Cursor:
     where a replay starts after a reconnect, and whether a live message skipped numbers
     (Pub/Sub lost some on the way: they are in the stream, to be read back)."""
 
-    __slots__ = ("last_id", "last_seq")
+    __slots__ = ("_order", "last_id", "last_seq")
 
     def __init__(self) -> None:
         self.last_id = ""
         self.last_seq: int | None = None
+        self._order = (0, 0)
 
     def advance(self, message: Message) -> str | None:
         """Note ``message``; the id to read back after when numbers were skipped."""
-        after = self.last_id
-        if after and stream_order(message.id) <= stream_order(after):
+        after, order = self.last_id, stream_order(message.id)
+        if after and order <= self._order:
             return None  # an older one (a replay overlapping live messages)
         missed = skipped(self.last_seq, message.seq) if after else 0
-        self.last_id, self.last_seq = message.id, message.seq
+        self.last_id, self.last_seq, self._order = message.id, message.seq, order
         return after if missed else None
 
 
