@@ -318,6 +318,8 @@ class Inbox:
             return
         items = [*self._replays, *(self._held or ())]
         self._held, self._replays = None, []
+        if self.closed:
+            return
         if all(m.id for m in items):  # a durable room's: stream ids order them
             items.sort(key=lambda m: stream_order(m.id))
         for message in items:
