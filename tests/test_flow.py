@@ -182,11 +182,15 @@ def test_a_flow_can_delegate_to_a_client_library(settings: Settings, run: Any) -
     assert calls == [answer.removeprefix("from-")]
 
 
+@pytest.mark.parametrize("kind", ["standalone", "cluster"])
 def test_unreachable_redis_fails_fast_and_logs_once(
-    run: Any, caplog: pytest.LogCaptureFixture
+    run: Any, caplog: pytest.LogCaptureFixture, kind: str
 ) -> None:
-    settings = Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0", secret_key=SECRET,
-                        breaker_cooldown=5)
+    """Down from the first call on: a clear error through the breaker, one log line. (A
+    Cluster client connects as it is built: that is part of the first call too.)"""
+    url = (f"redis://127.0.0.1:{free_port()}/0" if kind == "standalone" else
+           f"redis+cluster://127.0.0.1:{free_port()},127.0.0.1:{free_port()}")
+    settings = Settings(redis_url=url, secret_key=SECRET, breaker_cooldown=5)
     conns = connections_for(settings)  # building never touches the network
     with caplog.at_level(logging.WARNING, logger="redis_middleware"):
         with pytest.raises(RedisUnavailableError) as info:

@@ -28,6 +28,7 @@ from ..settings import Settings, _mask_url
 from .breaker import Breaker
 from .driver import (
     AsyncExecute,
+    Command,
     Execute,
     redispy_aexecute,
     redispy_cluster_execute,
@@ -243,7 +244,7 @@ class RedisConnections:
                         self._sync_wire = SyncWire(self.endpoint, self.settings.max_connections)
                         self._sync_execute = self._sync_wire.execute
                     elif self.target.kind == "cluster":
-                        self._sync_execute = redispy_cluster_execute(self.sync_client())
+                        self._sync_execute = self._cluster_execute_on_first_batch()
                     else:
                         self._sync_execute = redispy_execute(self.sync_client())
         return self._sync_execute
@@ -278,6 +279,22 @@ class RedisConnections:
         if self.target.kind != "cluster" or getattr(self.async_client(), "_rmw_ready", False):
             self._last_async = (weakref.ref(loop), execute)
         return await run_async(flow, execute, self.breaker, self)
+
+    def _cluster_execute_on_first_batch(self) -> Execute:
+        """redis-py's sync cluster client connects in its constructor (the slots, then
+        COMMAND): it is built by the first batch, so that a Cluster down then is an
+        outage like any other (the breaker, the flow's fallback, one log line), as
+        :meth:`_initialize` makes it for the asyncio client; never a traceback."""
+        built: list[Execute] = []
+
+        def execute(commands: list[Command]) -> list[Any]:
+            if not built:
+                with self._lock:
+                    if not built:
+                        built.append(redispy_cluster_execute(self.sync_client()))
+            return built[0](commands)
+
+        return execute
 
     async def _initialize(self, client: Any) -> None:
         # redis-py's asyncio cluster client initializes lazily on first use; when many
