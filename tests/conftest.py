@@ -290,6 +290,7 @@ class Clients:
         self.interface = interface
         self.settings = settings
         self._open: list[Any] = []
+        self._sweeping: list[Any] = []  # WSGI presence layers: their threads stop at close
 
     def __call__(
         self, middleware: str = "SessionMiddleware", *, https: bool = False,
@@ -312,6 +313,8 @@ class Clients:
             import redis_middleware.wsgi as module  # type: ignore[no-redef]
         inner = app or (apps.asgi_app() if self.interface == "asgi" else apps.wsgi_app)
         wrapped = getattr(module, middleware)(inner, settings, **options)
+        if self.interface == "wsgi" and middleware == "PresenceMiddleware":
+            self._sweeping.append(wrapped)
         for name, layer_options in outer:
             wrapped = getattr(module, name)(wrapped, settings, **layer_options)
         if self.interface == "asgi":
@@ -330,6 +333,8 @@ class Clients:
                 client.__exit__(None, None, None)
             else:
                 client.close()
+        for layer in self._sweeping:  # no sweep of a finished test's app after this
+            layer.close()
 
 
 @pytest.fixture(params=["asgi", "wsgi"])

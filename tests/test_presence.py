@@ -302,3 +302,25 @@ def test_a_presence_key_must_name_a_credential() -> None:
     for bad in ("ip", "user_or_ip", "header:", "cookie"):
         with pytest.raises(ConfigError):
             Settings(presence_key=bad)
+
+
+def test_a_wsgi_sweeper_stops_when_closed_and_starts_again_on_use(settings: Settings) -> None:
+    """``close()`` (a worker's shutdown) stops the sweeper thread at once, even between
+    sweeps; a later request starts a new one."""
+    from redis_middleware.wsgi import PresenceMiddleware
+
+    from . import apps
+
+    middleware = PresenceMiddleware(apps.wsgi_app, settings.replace(
+        presence_sweep_interval=30))
+    middleware.start_sweeper()
+    first = middleware._sweeper
+    assert first is not None and first.is_alive()
+    started = time.monotonic()
+    middleware.close()
+    assert not first.is_alive() and time.monotonic() - started < 2  # not after 30 s
+    middleware.start_sweeper()
+    again = middleware._sweeper
+    assert again is not None and again is not first and again.is_alive()
+    middleware.close()
+    assert not again.is_alive()

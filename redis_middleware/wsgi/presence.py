@@ -83,7 +83,8 @@ class PresenceMiddleware:
     """Records a throttled heartbeat for each request by an identified user (WSGI).
 
     The user comes from the session's ``user_field`` (put ``SessionMiddleware``
-    outside this one) or ``REMOTE_USER``. A daemon thread sweeps expired leases.
+    outside this one) or ``REMOTE_USER``. A daemon thread sweeps expired leases (started
+    by the first request; :meth:`close` stops it).
     """
 
     def __init__(self, app: Any, settings: Settings | None = None, **options: Any) -> None:
@@ -92,6 +93,7 @@ class PresenceMiddleware:
         self.settings = self.presence.settings
         self.core = self.presence.core
         self._sweeper: threading.Thread | None = None
+        self._stop = threading.Event()
         self._lock = threading.Lock()
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
@@ -114,10 +116,20 @@ class PresenceMiddleware:
             return
         with self._lock:
             if self._sweeper is None:  # sweeps even while no request comes in
+                self._stop = threading.Event()
                 self._sweeper = threading.Thread(
-                    target=_sweep_forever, args=(weakref.ref(self),), daemon=True,
+                    target=_sweep_forever, args=(weakref.ref(self), self._stop), daemon=True,
                     name="redis-middleware-presence-sweeper")
                 self._sweeper.start()
+
+    def close(self) -> None:
+        """Stop the sweeper thread and wait for a sweep in progress (a worker shutting
+        down, a test ending); a later request starts it again."""
+        with self._lock:
+            sweeper, self._sweeper = self._sweeper, None
+            self._stop.set()
+        if sweeper is not None and sweeper is not threading.current_thread():
+            sweeper.join(self.settings.socket_timeout + self.settings.connect_timeout + 1)
 
     def _sweep_once(self) -> None:
         try:
@@ -127,12 +139,13 @@ class PresenceMiddleware:
 
 
 
-def _sweep_forever(ref: weakref.ref[PresenceMiddleware]) -> None:
-    # Holds the middleware weakly: the thread ends once the app is gone.
+def _sweep_forever(ref: weakref.ref[PresenceMiddleware], stop: threading.Event) -> None:
+    # Holds the middleware weakly: the thread ends once the app is gone, or when closed.
     while (middleware := ref()) is not None:
         interval = middleware.settings.presence_sweep_interval
         del middleware
-        time.sleep(interval)
+        if stop.wait(interval):
+            return
         middleware = ref()
         if middleware is None:
             return
