@@ -446,3 +446,13 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClu
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage() -> Iterator[None]:
+    """Collect after every test: a socket a test left open is reported by that test,
+    not by whichever later test happens to trigger the collector."""
+    yield
+    import gc
+
+    gc.collect()
