@@ -16,6 +16,7 @@ from typing import Any
 import redis
 import redis.asyncio
 
+from .._tasks import stop_tasks
 from ..errors import RedisMiddlewareError
 from .connections import RedisConnections
 
@@ -298,10 +299,7 @@ class _Link:
     async def aclose(self) -> None:
         self.channels.clear()
         task, self.task = self.task, None
-        if task is not None and not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await stop_tasks(task, what="Pub/Sub reader")
         await self._drop()
         for future in self._confirmed.values():
             future.cancel()

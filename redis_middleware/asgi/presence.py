@@ -14,6 +14,7 @@ from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 
 from .._options import resolve_settings
 from .._redis.connections import connections_for
+from .._tasks import Every, finish
 from ..errors import RedisMiddlewareError
 from ..sansio.incidents import log_failure
 from ..sansio.presence import EventFeed, PresenceCore, PresenceEvent
@@ -112,7 +113,10 @@ class PresenceMiddleware:
         self.presence = Presence(settings, **options)
         self.settings = self.presence.settings
         self.core = self.presence.core
-        self._sweeper: asyncio.Task[None] | None = None
+        self._sweeper: Every | None = None
+        # A cancelled sweep or renewal ends when its round trip does: within the
+        # connect and socket timeouts; one still running a second later is stuck.
+        self._stop_within = self.settings.connect_timeout + self.settings.socket_timeout + 1.0
 
     async def __call__(
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
@@ -160,37 +164,30 @@ class PresenceMiddleware:
                 await renew()
             return message
 
-        async def periodic() -> None:
-            while True:
-                await asyncio.sleep(interval)
-                await renew()
+        async def leave() -> None:  # run to its end, even if this handler is cancelled
+            await renewal.stop(self._stop_within)
+            await self._safely(self.presence.redis.arun(self.core.release_flow(user, conn)))
 
-        task = asyncio.create_task(periodic())
+        renewal = Every(interval, renew, "presence renewal")
         try:
             await self.app(scope, renewing_receive, send)
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            await self._safely(self.presence.redis.arun(self.core.release_flow(user, conn)))
+            await finish(leave())
 
     def watch_lifespan(self, receive: ASGIReceiveCallable) -> ASGIReceiveCallable:
         """A ``receive`` that starts the sweeper at startup and stops it at shutdown."""
         async def watching() -> Any:
             message = await receive()
             if message["type"] == "lifespan.startup" and self._sweeper is None:
-                self._sweeper = asyncio.create_task(self._sweep_forever())
+                self._sweeper = Every(self.settings.presence_sweep_interval, self._sweep,
+                                      "presence sweeper")
             elif message["type"] == "lifespan.shutdown" and self._sweeper is not None:
-                self._sweeper.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._sweeper
-                self._sweeper = None
+                sweeper, self._sweeper = self._sweeper, None
+                await sweeper.stop(self._stop_within)
             return message
 
         return watching
 
-    async def _sweep_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.presence_sweep_interval)
-            self.core.mark_swept()
-            await self._safely(self.presence.sweep())
+    async def _sweep(self) -> None:
+        self.core.mark_swept()
+        await self._safely(self.presence.sweep())

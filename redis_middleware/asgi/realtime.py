@@ -9,12 +9,13 @@ import contextlib
 import logging
 import secrets
 import weakref
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from .._options import resolve_settings
 from .._redis.connections import RedisConnections, connections_for
 from .._redis.pubsub import SharedPubSub
+from .._tasks import Every, detach, finish, stop_tasks
 from ..errors import RedisMiddlewareError
 from ..sansio.incidents import log_failure
 from ..sansio.realtime import (
@@ -99,7 +100,7 @@ class Broadcast:
             yield subscription
         finally:
             subscription.inbox.close()
-            await _finish(hub.leave(self.core, room, subscription.inbox))
+            await finish(hub.leave(self.core, room, subscription.inbox))
 
     def connections(self) -> int:
         """Pub/Sub connections this process's running event loop holds open for rooms."""
@@ -279,9 +280,9 @@ class _Hub:
         return None
 
     async def aclose(self) -> None:
+        await stop_tasks(*(room.healing for room in self.rooms.values()),
+                         what="room read-back")
         for room in self.rooms.values():
-            if room.healing is not None:
-                room.healing.cancel()
             for inbox in room.inboxes:
                 inbox.close()
         self.rooms.clear()
@@ -313,22 +314,6 @@ def _hub(conns: RedisConnections) -> _Hub:
 NORMAL = 1000
 TRY_AGAIN_LATER = 1013  # the client fell too far behind (the ``disconnect`` policy)
 _END: Any = object()
-_detached: set[asyncio.Task[None]] = set()  # referenced until they finish
-
-
-def _detach(work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-    """Run ``work`` on its own: a cancelled caller (a server cancelling a handler
-    whose client left) does not stop it half-way."""
-    task = asyncio.create_task(work)
-    _detached.add(task)
-    task.add_done_callback(_detached.discard)
-    return task
-
-
-async def _finish(work: Coroutine[Any, Any, None]) -> None:
-    """Await ``work`` to the end, even if this caller is cancelled meanwhile (cleanup:
-    an unsubscription, a presence lease)."""
-    await asyncio.shield(_detach(work))
 
 
 class RoomSocket:
@@ -381,7 +366,7 @@ class RoomSocket:
                 return
             yield frame
 
-    # -- the three tasks ------------------------------------------------------------
+    # -- the tasks: receiving, sending (and the renewal, an Every) ----------------------
     async def receive_loop(self) -> None:
         """Reads the client's frames; notices when it leaves (also for send-only
         handlers, which never read)."""
@@ -431,13 +416,11 @@ class RoomSocket:
             subscription.on_overflow = None
             self._end()
 
-    async def renew_loop(self) -> None:
+    def renewal(self) -> Every:
         """Keeps the user's lease in the room while the socket is open."""
         assert self.presence is not None and self.user is not None
-        interval = self.presence.settings.presence_heartbeat_interval
-        while True:
-            await asyncio.sleep(interval)
-            await self._present()
+        return Every(self.presence.settings.presence_heartbeat_interval, self._present,
+                     "room presence renewal")
 
     # -- presence ---------------------------------------------------------------------
     async def _present(self) -> bool:
@@ -452,6 +435,14 @@ class RoomSocket:
         if self.presence is not None and self.user is not None and await self._present():
             await self._notice("online")
 
+    async def leave(self, tasks: list[asyncio.Task[None]]) -> None:
+        """The teardown: the tasks stopped, the lease released, the socket closed if
+        the client did not close it first (run to its end by :func:`finish`)."""
+        await stop_tasks(*tasks, what="room task")
+        await self.depart()
+        if not self.client_left:
+            await self._close(NORMAL)
+
     async def depart(self) -> None:
         """Release this connection's lease (after the grace period, so a reload does not
         flap); then, if the user has no other connection in the room, say they left."""
@@ -463,7 +454,7 @@ class RoomSocket:
         except RedisMiddlewareError as exc:
             log_failure("presence", "room presence skipped: %s", exc)
             return
-        _detach(self._left_after(presence.settings.presence_grace + 0.2))
+        detach(self._left_after(presence.settings.presence_grace + 0.2))
 
     async def _left_after(self, delay: float) -> None:
         assert self.presence is not None and self.user is not None
@@ -534,16 +525,11 @@ async def join_room(websocket: Any, broadcast: Broadcast, room: str, *,
         tasks.append(asyncio.create_task(joined.receive_loop()))
         tasks.append(asyncio.create_task(joined.send_loop(subscription)))
         await joined.arrive()
-        if presence is not None and user is not None:
-            tasks.append(asyncio.create_task(joined.renew_loop()))
+        renewal = joined.renewal() if presence is not None and user is not None else None
         try:
             yield joined
         finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-            await _finish(joined.depart())
-            if not joined.client_left:  # the client did not close first: we do
-                await joined._close(NORMAL)
+            if renewal is not None:
+                renewal.halt()
+                tasks.append(renewal.task)
+            await finish(joined.leave(tasks))
