@@ -69,9 +69,9 @@ def sentinel_setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sentine
         deadline = time.monotonic() + 20
         while True:
             try:
-                with setup.sentinel() as s:
+                with setup.sentinel() as s, master.client() as m:
                     info = s.execute_command("SENTINEL", "REPLICAS", SERVICE)
-                    if info and master.client().info("replication")["connected_slaves"] >= 1:
+                    if info and m.info("replication")["connected_slaves"] >= 1:
                         break
             except redis.RedisError:
                 pass
