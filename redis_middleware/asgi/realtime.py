@@ -416,7 +416,7 @@ class RoomSocket:
             subscription.on_overflow = None
             self._end()
 
-    def renewal(self) -> Every:
+    def _renewal(self) -> Every:
         """Keeps the user's lease in the room while the socket is open."""
         assert self.presence is not None and self.user is not None
         return Every(self.presence.settings.presence_heartbeat_interval, self._present,
@@ -435,7 +435,7 @@ class RoomSocket:
         if self.presence is not None and self.user is not None and await self._present():
             await self._notice("online")
 
-    async def leave(self, tasks: list[asyncio.Task[None]]) -> None:
+    async def _leave(self, tasks: list[asyncio.Task[None]]) -> None:
         """The teardown: the tasks stopped, the lease released, the socket closed if
         the client did not close it first (run to its end by :func:`finish`)."""
         await stop_tasks(*tasks, what="room task")
@@ -525,11 +525,11 @@ async def join_room(websocket: Any, broadcast: Broadcast, room: str, *,
         tasks.append(asyncio.create_task(joined.receive_loop()))
         tasks.append(asyncio.create_task(joined.send_loop(subscription)))
         await joined.arrive()
-        renewal = joined.renewal() if presence is not None and user is not None else None
+        renewal = joined._renewal() if presence is not None and user is not None else None
         try:
             yield joined
         finally:
             if renewal is not None:
                 renewal.halt()
                 tasks.append(renewal.task)
-            await finish(joined.leave(tasks))
+            await finish(joined._leave(tasks))
