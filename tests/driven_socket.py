@@ -13,6 +13,14 @@ from redis_middleware._redis.connections import connections_for
 from redis_middleware.asgi import Broadcast
 
 
+def websocket_scope(path: str, **extra: Any) -> dict[str, Any]:
+    """The scope an ASGI server gives a WebSocket to ``path`` (``extra`` added)."""
+    return {"type": "websocket", "path": path, "raw_path": path.encode(),
+            "query_string": b"", "headers": [(b"host", b"testserver")], "scheme": "ws",
+            "server": ("testserver", 80), "client": ("127.0.0.1", 5000), "root_path": "",
+            "subprotocols": [], "asgi": {"version": "3.0"}, "state": {}, **extra}
+
+
 async def a_listener_ends_when_the_client_leaves(app: Any, path: str, room: str,
                                                  settings: Settings) -> None:
     """The socket at ``path`` is accepted and forwards what is published to ``room``;
@@ -20,10 +28,7 @@ async def a_listener_ends_when_the_client_leaves(app: Any, path: str, room: str,
     subscription ends with it."""
     to_app: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     from_app: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    scope = {"type": "websocket", "path": path, "raw_path": path.encode(),
-             "query_string": b"", "headers": [(b"host", b"testserver")], "scheme": "ws",
-             "server": ("testserver", 80), "client": ("127.0.0.1", 5000), "root_path": "",
-             "subprotocols": [], "asgi": {"version": "3.0"}, "state": {}}
+    scope = websocket_scope(path)
     await to_app.put({"type": "websocket.connect"})
     handler = asyncio.create_task(app(scope, to_app.get, from_app.put))
     try:

@@ -18,6 +18,7 @@ from redis_middleware import Settings
 from redis_middleware.asgi import PresenceMiddleware
 
 from .conftest import make_settings
+from .driven_socket import websocket_scope
 
 
 class SlowCall:
@@ -162,11 +163,7 @@ def test_a_websocket_ends_though_its_renewal_loses_a_cancellation() -> None:
     async def main() -> None:
         to_app: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         from_app: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        scope = {"type": "websocket", "path": "/ws", "raw_path": b"/ws",
-                 "query_string": b"", "headers": [(b"host", b"testserver")],
-                 "scheme": "ws", "server": ("testserver", 80),
-                 "client": ("127.0.0.1", 5000), "root_path": "", "subprotocols": [],
-                 "asgi": {"version": "3.0"}, "state": {}, "user": SimpleUser("ada")}
+        scope = websocket_scope("/ws", user=SimpleUser("ada"))
         await to_app.put({"type": "websocket.connect"})
         handler = asyncio.create_task(presence(scope, to_app.get, from_app.put))
         assert (await asyncio.wait_for(from_app.get(), 5))["type"] == "websocket.accept"
