@@ -251,6 +251,7 @@ class RedisSessionInterface(SessionInterface):
             return
         if result.set_cookie:
             response.headers.add("Set-Cookie", result.set_cookie)
+            response.vary.add("Cookie")
 
 
 def _unavailable(settings: Settings) -> Response:

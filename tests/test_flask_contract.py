@@ -4,6 +4,7 @@ flash tests rely on, for a server-side store (our tests, through the public API)
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -179,6 +180,40 @@ def test_permanent_sessions_follow_flask(make_app: Any) -> None:
     assert logged_in is not None and "Max-Age=7200" in logged_in
     refreshed = cookie_header(client.get("/read"))  # SESSION_REFRESH_EACH_REQUEST
     assert refreshed is not None and "Max-Age=7200" in refreshed
+
+
+def test_refresh_each_request_resends_an_untouched_permanent_session(make_app: Any) -> None:
+    """Flask's default: a permanent session's cookie is re-sent by every request, also
+    by one that never reads the session, with Vary: Cookie and both Max-Age and Expires."""
+    from email.utils import parsedate_to_datetime
+
+    app = make_app(PERMANENT_SESSION_LIFETIME=dt.timedelta(hours=2))
+
+    @app.post("/login")
+    def login() -> str:
+        session["user_id"] = "7"
+        session.permanent = True
+        return "ok"
+
+    app.get("/nothing")(lambda: "")
+    client = app.test_client()
+    first = cookie_header(client.post("/login"))
+    assert first is not None
+    response = client.get("/nothing")
+    refreshed = cookie_header(response)
+    assert refreshed is not None and "Max-Age=7200" in refreshed
+    expires = re.search(r"Expires=([^;]+)", refreshed)
+    assert expires is not None
+    expected = dt.datetime.now(dt.UTC) + dt.timedelta(hours=2)
+    assert abs((parsedate_to_datetime(expires[1]) - expected).total_seconds()) < 5
+    assert refreshed.split(";")[0] == first.split(";")[0]  # the same session
+    assert response.headers["Vary"] == "Cookie"
+    assert client.get("/nothing").headers.get("Vary") == "Cookie"
+    browser_only = app.test_client()
+    browser_only.post("/login")
+    with browser_only.session_transaction() as sess:
+        sess.permanent = False
+    assert cookie_header(browser_only.get("/nothing")) is None  # not permanent: nothing
 
 
 def test_no_refresh_each_request(make_app: Any) -> None:

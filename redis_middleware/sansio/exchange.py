@@ -215,6 +215,9 @@ class SessionPart:
                 metrics.hook.session("unavailable")
             return Reply(replace=self.unavailable())
         if result.set_cookie:
+            # A response that sets or expires the cookie varies on it, read or not (Flask).
+            if not self.session.accessed:
+                vary = vary_with(headers, "Cookie")
             return Reply((*vary.add, ("Set-Cookie", result.set_cookie)), vary.drop)
         return vary
 

@@ -136,7 +136,14 @@ class Session(dict[str, Any]):
             self.unavailable_raised = mark or self.unavailable_raised
             raise SessionUnavailableError("the session store is unavailable") from self._unavailable
 
+    @property
+    def pending(self) -> bool:
+        """Not loaded yet, and loading is still to be tried."""
+        return self._loader is not None
+
     def set_loaded(self, loaded: tuple[dict[str, Any], dict[str, str]] | None) -> None:
+        """Take what a load flow read (the lazy loader, if any, is then not needed)."""
+        self._loader = None
         if loaded is None:
             self.exists = False
             return

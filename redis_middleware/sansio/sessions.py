@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import SessionLimitError
+from ..errors import RedisMiddlewareError, SessionLimitError
 from ..keys import KeySpace, digest
 from ..settings import Settings
 from . import metrics
@@ -276,9 +276,22 @@ class SessionCore:
     def save_flow(
         self, session: Session, incoming: IncomingCookie, https: bool
     ) -> Flow[SaveResult]:
-        """Write what changed (at most one round trip) and decide the Set-Cookie header."""
+        """Write what changed (at most one round trip) and decide the Set-Cookie header.
+
+        A session the request never loaded is loaded now only to refresh its cookie
+        (``refresh_each_request``: the cookie of a persistent session slides on every
+        request, and the load slides the data's idle expiry with it); if that fails, the
+        request, which did not need its session, goes on without the refresh.
+        """
         if not session.loaded:
-            return SaveResult(None, False)
+            session_id = session.session_id
+            if not (self.rules.refresh_each_request and session.pending
+                    and session_id is not None):
+                return SaveResult(None, False)
+            try:
+                session.set_loaded((yield from self.load_flow(session_id)))
+            except RedisMiddlewareError:
+                return SaveResult(None, False)  # logged once by the breaker
         try:
             written, deleted = session.changes()
         except SessionLimitError as exc:  # an in-place mutation outgrew a limit
