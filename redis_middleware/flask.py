@@ -28,7 +28,7 @@ import os
 from datetime import timedelta
 from typing import Any, cast
 
-from flask import Flask
+from flask import Flask, after_this_request, has_request_context
 from flask import request as flask_request
 from flask.json.tag import TaggedJSONSerializer
 from flask.sessions import SessionInterface, SessionMixin
@@ -225,15 +225,18 @@ class RedisSessionInterface(SessionInterface):
     def open_session(self, app: Flask, request: Any) -> SessionMixin:
         opened = request.environ.get(ENVIRON_KEY)
         if isinstance(opened, Session):
+            if opened.session_id is not None:
+                _settle_after_the_view(opened)
             return cast(SessionMixin, opened)  # it has SessionMixin's attributes
         core, redis = self.core_for(app)
         incoming = core.read_cookie(request.cookies)
         request.environ[_INCOMING] = incoming
         session_id = incoming.session_id
-        if session_id is None:
+        if session_id is None:  # nothing to load, so nothing that can fail
             return cast(SessionMixin, core.session_for(incoming))
-        return cast(SessionMixin, core.session_for(
-            incoming, lambda: redis.run(core.load_flow(session_id))))
+        session = core.session_for(incoming, lambda: redis.run(core.load_flow(session_id)))
+        _settle_after_the_view(session)
+        return cast(SessionMixin, session)
 
     def save_session(self, app: Flask, session: Any, response: Any) -> None:
         environ = flask_request.environ
@@ -252,6 +255,21 @@ class RedisSessionInterface(SessionInterface):
         if result.set_cookie:
             response.headers.add("Set-Cookie", result.set_cookie)
             response.vary.add("Cookie")
+
+
+def _settle_after_the_view(session: Session) -> None:
+    """Settle the session once the view (or the error handler) made the response: Flask
+    runs this-request functions before every after_request hook, so an extension's hook
+    that reads the session during an outage (Flask-Login's) gets an empty one instead of
+    an error logged with its traceback and a 500 for a route that never used it."""
+    if not has_request_context():
+        return
+
+    def settle(response: Any) -> Any:
+        session.settle()
+        return response
+
+    after_this_request(settle)
 
 
 def _unavailable(settings: Settings) -> Response:

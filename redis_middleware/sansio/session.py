@@ -112,6 +112,7 @@ class Session(dict[str, Any]):
         self._also_user_fields = also_user_fields  # read when user_field is absent
         self.codec = codec
         self.degraded = False  # Redis failed and the session carries on empty, read-only
+        self._settled = False  # the response is made: a failed store no longer raises
         self.unavailable_raised = False  # the app was told the store is unavailable
         self.accessed = False
         self.cleared = False
@@ -156,10 +157,21 @@ class Session(dict[str, Any]):
     def fail(self, exc: RedisMiddlewareError) -> None:
         """Loading failed: become unavailable (503) or degraded (empty, read-only)."""
         self._loader = None
-        if self._readonly_on_error:
+        if self._readonly_on_error or self._settled:
             self.degraded = True
         else:
             self._unavailable = exc
+
+    def settle(self) -> None:
+        """The app's response is made: from here on, a store that failed reads as an
+        empty, read-only session instead of raising. An extension's after-request hook
+        (Flask-Login's reads the session on every response) then cannot turn a response
+        made without the session into an error; whether the app itself was refused the
+        session (the 503) is decided already."""
+        self._settled = True
+        if self._unavailable is not None:
+            self._unavailable = None
+            self.degraded = True
 
     @property
     def user_id(self) -> str | None:
