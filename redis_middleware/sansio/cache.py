@@ -795,6 +795,7 @@ class Capture:
         self._parts: list[bytes] = []
         self._size = 0
         self.complete = False
+        self.length: int | None = None  # the body's declared Content-Length
 
     @property
     def revalidating(self) -> Entry | None:
@@ -816,6 +817,9 @@ class Capture:
             return [("X-Cache", "MISS"), ("Cache-Status", f'{NAME}; fwd=bypass; detail="{reason}"')]
         self.verdict = self.core.verdict(self.plan, status, headers, session_touched,
                                          self.request_time, self.response_time)
+        declared = [v for k, v in headers if k.lower() == "content-length"]
+        if len(declared) == 1 and declared[0].strip().isdigit():
+            self.length = int(declared[0])
         if metrics.hook is not None:
             metrics.hook.cache("miss", self.core.route_name(self.plan),
                                "stored" if self.verdict.store else self.verdict.reason)
@@ -835,8 +839,15 @@ class Capture:
             self._parts = []
             return
         self._parts.append(chunk)
-        if not more:
+        if not more or self._size == self.length:
             self.complete = True
+
+    @property
+    def wants_rest(self) -> bool:
+        """Storable, but the body stopped before its declared length (the client went
+        away, or never read it): reading the rest would complete the entry."""
+        return self.storing and not self.complete and self.length is not None and (
+            self.lookup is not None)
 
     def finish_flow(self) -> Flow[None]:
         """Store a complete, storable response; otherwise release the stampede guard."""

@@ -164,6 +164,17 @@ class Exchange:
         for part in self.parts:
             part.body(chunk, more)
 
+    @property
+    def body_complete(self) -> bool:
+        """A part waits for the body, and has it whole already (its declared length
+        reached): the finish flow may run now, before the last chunk leaves."""
+        return any(isinstance(p, CachePart) and p.complete for p in self.parts)
+
+    @property
+    def wants_rest(self) -> bool:
+        """A part would store the response if it had the rest of the body."""
+        return any(isinstance(p, CachePart) and p.wants_rest for p in self.parts)
+
     def on_app_error(self, exc: Exception, passed: bool) -> Response | None:
         for part in self.parts:
             response = part.on_app_error(exc, passed)
@@ -301,6 +312,16 @@ class CachePart:
     def body(self, chunk: bytes, more: bool) -> None:
         if self.capture is not None:
             self.capture.body(chunk, more)
+
+    @property
+    def complete(self) -> bool:
+        """The body to store is whole, and not stored yet."""
+        capture = self.capture
+        return capture is not None and capture.complete and capture.lookup is not None
+
+    @property
+    def wants_rest(self) -> bool:
+        return self.capture is not None and self.capture.wants_rest
 
     def on_app_error(self, exc: Exception, passed: bool) -> Response | None:
         if passed or isinstance(exc, SessionUnavailableError):
