@@ -102,3 +102,88 @@ def test_a_stream_closed_unread_frees_the_guard_without_storing(settings: Settin
     second, took = timed_get(client, "/stream")
     assert second.headers["X-Cache"] == "MISS" and took < 1
     assert second.text == "ab"
+
+
+# -- Flask-Login and the cache ------------------------------------------------------------
+def login_app(settings: Settings, shared: bool = True) -> Flask:
+    from flask import flash, get_flashed_messages
+    from flask_login import LoginManager, UserMixin, current_user, login_user
+
+    class User(UserMixin):
+        def __init__(self, user_id: str) -> None:
+            self.id = user_id
+
+    app = Flask(__name__)
+    app.config["TESTING"] = True
+    routes: dict[str, Any] = {"/home": 60, "/news": 60}
+    if shared:
+        routes["/catalogue"] = {"ttl": 60, "per_user": False}
+    init_stack(app, settings, limit="1000/minute", routes=routes)
+    LoginManager(app).user_loader(lambda user_id: User(user_id))
+    calls = app.config["CALLS"] = []
+
+    @app.post("/login")
+    def login() -> Any:
+        login_user(User("ann"))
+        flash("welcome")
+        return {"ok": True}
+
+    @app.get("/home")
+    def home() -> str:
+        calls.append("home")
+        return f"hello {current_user.id if current_user.is_authenticated else 'guest'}"
+
+    @app.get("/catalogue")
+    def catalogue() -> str:
+        calls.append("catalogue")
+        return "the same for everyone"
+
+    @app.get("/news")
+    def news() -> str:
+        calls.append("news")
+        return ",".join(get_flashed_messages()) or "no news"
+
+    return app
+
+
+def test_with_flask_login_anonymous_pages_are_cached_and_users_get_their_own(
+        settings: Settings) -> None:
+    """Flask-Login reads the session on every response: anonymous requests without a
+    session cookie still share one stored page, a signed-in user never gets it."""
+    app = login_app(settings, shared=False)
+    guest = app.test_client()
+    first = guest.get("/home")
+    assert first.text == "hello guest"
+    assert first.headers["Cache-Status"] == "rmw; fwd=uri-miss; stored"
+    assert "Cookie" in first.headers["Vary"]
+    hit = app.test_client().get("/home")
+    assert hit.headers["X-Cache"] == "HIT" and hit.text == "hello guest"
+    assert hit.headers["Vary"] == "Cookie"  # a cache in front keeps it for guests too
+    ann = app.test_client()
+    assert ann.post("/login").status_code == 200
+    for _ in range(2):
+        mine = ann.get("/home")
+        assert mine.text == "hello ann"
+        assert mine.headers["Cache-Status"] == 'rmw; fwd=uri-miss; detail="session"'
+    assert app.config["CALLS"] == ["home", "home", "home"]
+
+
+def test_with_flask_login_a_page_marked_the_same_for_everyone_is_served_to_users(
+        settings: Settings) -> None:
+    app = login_app(settings)
+    ann = app.test_client()
+    ann.post("/login")
+    assert ann.get("/catalogue").headers["Cache-Status"] == "rmw; fwd=uri-miss; stored"
+    assert app.test_client().get("/catalogue").headers["X-Cache"] == "HIT"
+    assert ann.get("/catalogue").headers["X-Cache"] == "HIT"
+    assert app.config["CALLS"] == ["catalogue"]
+
+
+def test_a_page_that_consumed_a_flash_message_is_never_stored(settings: Settings) -> None:
+    app = login_app(settings, shared=False)
+    ann = app.test_client()
+    ann.post("/login")
+    news = ann.get("/news")
+    assert news.text == "welcome"
+    assert news.headers["Cache-Status"] == 'rmw; fwd=uri-miss; detail="session-written"'
+    assert app.test_client().get("/news").text == "no news"

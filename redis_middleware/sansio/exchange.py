@@ -22,7 +22,7 @@ from typing import Protocol
 
 from ..errors import RedisCommandError, RedisMiddlewareError, SessionUnavailableError
 from . import metrics
-from .cache import CacheCore, CachePlan, Capture, Lookup
+from .cache import CacheCore, CachePlan, Capture, Lookup, SessionUse
 from .cookies import IncomingCookie
 from .flow import Flow, gather
 from .incidents import log_failure
@@ -259,7 +259,7 @@ class CachePart:
                  "stale")
 
     def __init__(self, core: CacheCore, plan: CachePlan, lookup: Lookup | None, head: bool,
-                 now: float, session_touched: Callable[[], bool],
+                 now: float, session_touched: Callable[[], SessionUse],
                  bypass: str = "redis-unavailable") -> None:
         self.core = core
         self.plan = plan

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from ..errors import RedisMiddlewareError, SessionLimitError, SessionUnavailableError
 from ..settings import Settings
 
-__all__ = ["JSON", "Codec", "Limits", "Loader", "Session", "encode"]
+__all__ = ["JSON", "Codec", "Limits", "Loader", "Session", "encode", "session_use"]
 
 
 class Codec(Protocol):
@@ -395,3 +395,11 @@ class Session(dict[str, Any]):
             self._limits.check_totals(dict.__len__(self), total)
         deleted = [key for key in stored if not dict.__contains__(self, key)]
         return written, deleted
+
+
+def session_use(session: object) -> Literal["", "read", "written"]:
+    """What the request did with the session so far, for the response cache: ``""``
+    (nothing, or not our session), ``"read"``, or ``"written"`` (changes to save)."""
+    if not isinstance(session, Session) or not session.accessed:
+        return ""
+    return "written" if session.modified else "read"
