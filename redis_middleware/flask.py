@@ -90,7 +90,8 @@ def secret_text(key: str | bytes) -> str:
 
 def _from_config(config: Any) -> dict[str, Any]:
     """The settings Flask's configuration states: keys that differ from Flask's defaults
-    (a default says nothing the user chose), plus ``SECRET_KEY`` and its fallbacks."""
+    (a default says nothing the user chose), plus ``SECRET_KEY`` and its fallbacks and
+    ``PERMANENT_SESSION_LIFETIME`` (a permanent session lasts what Flask says it does)."""
     defaults = Flask.default_config
     out: dict[str, Any] = {}
 
@@ -116,7 +117,7 @@ def _from_config(config: Any) -> dict[str, Any]:
         out["session_cookie_samesite"] = str(config["SESSION_COOKIE_SAMESITE"]).lower()
     if chosen("SESSION_COOKIE_PARTITIONED"):
         out["session_cookie_partitioned"] = bool(config["SESSION_COOKIE_PARTITIONED"])
-    if chosen("PERMANENT_SESSION_LIFETIME"):
+    if config.get("PERMANENT_SESSION_LIFETIME"):  # Flask's 31 days too: Flask's contract
         out["session_absolute_lifetime"] = _seconds(config["PERMANENT_SESSION_LIFETIME"])
     return out
 

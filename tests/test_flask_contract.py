@@ -448,3 +448,17 @@ def test_init_stack_with_a_real_redis_url_takes_flasks_secret(
     assert middleware.settings.secret_key == (FLASK_SECRET,)
     assert middleware.core.sessions is not None
     assert middleware.core.sessions.settings.secret_key == (FLASK_SECRET,)
+
+
+def test_a_permanent_session_lasts_flasks_default_lifetime(make_app: Any) -> None:
+    """PERMANENT_SESSION_LIFETIME left at Flask's 31 days is still Flask's word."""
+    app = make_app()
+
+    @app.post("/login")
+    def login() -> str:
+        session["user_id"] = "7"
+        session.permanent = True
+        return "ok"
+
+    header = cookie_header(app.test_client().post("/login"))
+    assert header is not None and f"Max-Age={31 * 86400}" in header
