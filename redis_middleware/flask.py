@@ -197,7 +197,7 @@ class RedisSessionInterface(SessionInterface):
         # Per app: the configuration last seen and its core, and the cores of the
         # configurations seen before (a test suite flips settings back and forth).
         self._bound: dict[int, tuple[tuple[Any, ...], SessionCore, RedisConnections]] = {}
-        self._known: dict[tuple[int, tuple[Any, ...]], SessionCore] = {}
+        self._known: dict[Any, SessionCore] = {}
 
     def core_for(self, app: Flask) -> tuple[SessionCore, RedisConnections]:
         """The session core (Flask's codec and cookie rules) and connections of ``app``,
@@ -207,8 +207,11 @@ class RedisSessionInterface(SessionInterface):
         bound = self._bound.get(id(app))
         if bound is not None and bound[0] == snapshot:
             return bound[1], bound[2]
-        key = (id(app), tuple(map(_hashable, snapshot)))
-        core = self._known.get(key)
+        key: Any = (id(app), tuple(map(_hashable, snapshot)))
+        try:
+            core = self._known.get(key)
+        except TypeError:  # a value that cannot be a dictionary key: not remembered
+            core, key = None, None
         if core is None:
             settings = flask_settings(app, self._settings, **self._options)
             if settings.secret_generated and bound is not None:
@@ -218,7 +221,8 @@ class RedisSessionInterface(SessionInterface):
             core = SessionCore(settings, FLASK_CODEC, cookie_rules(app), FLASK_LOGIN_FIELD)
             if len(self._known) >= 16:
                 self._known.clear()
-            self._known[key] = core
+            if key is not None:
+                self._known[key] = core
         redis = connections_for(core.settings)
         self._bound[id(app)] = (snapshot, core, redis)
         return core, redis
