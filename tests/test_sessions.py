@@ -65,6 +65,20 @@ def test_cookie_attributes(make_client: Clients) -> None:
     assert "; Secure" in (cookie_of(https) or "")
 
 
+def test_a_persistent_cookie_carries_expires_beside_max_age(make_client: Clients) -> None:
+    """Clients that predate Max-Age (and some test tools) read only Expires."""
+    from email.utils import parsedate_to_datetime
+
+    before = time.time()
+    header = cookie_of(make_client(session_absolute_lifetime=7200).post("/set", json={"a": 1}))
+    assert header is not None and "Max-Age=7200" in header
+    attrs = dict(p.strip().split("=", 1) for p in header.split(";")[1:] if "=" in p)
+    expires = parsedate_to_datetime(attrs["Expires"]).timestamp()
+    assert before + 7200 - 1 <= expires <= time.time() + 7200 + 1
+    browser_only = make_client(session_cookie_persistent=False).post("/set", json={"a": 1})
+    assert "Expires" not in (cookie_of(browser_only) or "Expires")
+
+
 @pytest.mark.parametrize(
     "cookie",
     [

@@ -10,18 +10,19 @@ from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 from .._options import resolve_settings
 from .._redis.connections import connections_for
 from ..errors import RedisMiddlewareError
-from ..sansio.cache import CacheCore, CachePlan, Entry, Lookup, Resolved
+from ..sansio.cache import CacheCore, CachePlan, Entry, Lookup, Resolved, SessionUse
 from ..sansio.exchange import CachePart, Exchange
 from ..sansio.incidents import log_failure
 from ..sansio.request import from_scope
+from ..sansio.session import session_use
 from ..settings import Settings
 from ._respond import refresh, respond, with_conditional
 
 __all__ = ["Cache", "CacheMiddleware"]
 
 
-def session_touched(scope: Any) -> bool:
-    return bool(getattr(scope.get("session"), "accessed", False))
+def session_touched(scope: Any) -> SessionUse:
+    return session_use(scope.get("session"))
 
 
 class Cache:
@@ -88,7 +89,7 @@ class CacheMiddleware:
                     await self._serve(send, plan, resolved.serve, head)
                     if resolved.refresh:
                         refresh(self.app, scope, Exchange((CachePart(
-                            self.core, plan, lookup, False, time.time(), lambda: False),)),
+                            self.core, plan, lookup, False, time.time(), lambda: ""),)),
                             self.redis)
                     return
         part = CachePart(self.core, plan, lookup, head, now, lambda: session_touched(scope),

@@ -37,7 +37,8 @@ from .patterns import RouteTable
 from .request import RequestInfo
 from .rules import CacheRouteSpec
 
-__all__ = ["CacheCore", "CachePlan", "Capture", "Entry", "Lookup", "Resolved", "Verdict"]
+__all__ = ["CacheCore", "CachePlan", "Capture", "Entry", "Lookup", "Resolved", "SessionUse",
+           "Verdict"]
 
 # RFC 9110 15.4.5: what a 304 carries from the stored response.
 NOT_MODIFIED_KEEP = ("cache-control", "content-location", "date", "etag", "expires", "vary")
@@ -49,6 +50,14 @@ CONDITIONAL = frozenset({"if-none-match", "if-modified-since", "if-match",
                          "if-unmodified-since", "if-range"})
 _MEMO_MAX_ENTRY = 32 * 1024  # larger entries are decoded per hit (the memo stays small)
 NAME = "rmw"
+# What the request did with the session, as the response starts: nothing, read it, or
+# changed it (something is written, or a cookie set). A framework-neutral value: the
+# middleware's own session says it, and a framework's session says Vary: Cookie.
+SessionUse = Literal["", "read", "written"]
+# Request fields a session-dependent entry varies on. '?' is no token character (RFC 9110
+# 5.6.2), so no request header has these names: "1" when the request carries a Cookie
+# header at all / the session cookie, "" when not.
+ANY_COOKIE = "cookie?"
 
 # KEYS: vary names, entry, lock. ARGV: the vary names the entry key was computed
 # for, now ms, lock ms (0: no guard), lock token. When the stored names differ,
@@ -134,6 +143,8 @@ class CachePlan:
     directives: Directives = field(default_factory=dict)  # the request's Cache-Control
     path: str = ""
     range: str | None = None  # a Range without If-Range (served from a complete entry)
+    cookie: bool = False  # the request carries a Cookie header
+    session_cookie: bool = False  # ... and the session cookie among them
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +218,7 @@ class Lookup:
     locked: bool
     token: str
     at: float = 0.0  # the clock the lookup script judged freshness by (0: now)
+    guarded: bool = True  # the stampede guard was asked for (not when nothing is storable)
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,6 +273,7 @@ class CacheCore:
         self._decoded: Memo[bytes, Entry | None] = Memo(128)
         self._tokens = itertools.count()
         self._token_prefix = secrets.token_hex(6) + "-"
+        self.session_marker = ANY_COOKIE + settings.session_cookie_name
 
     # -- planning -------------------------------------------------------------
     def url_digest(self, path: str, query: str) -> str:
@@ -317,8 +330,11 @@ class CacheCore:
         req_cc = parse_cache_control(cache_control) if cache_control else {}
         safe = method in ("GET", "HEAD")
         headers = request.headers
+        jar = request.cookies
+        has_cookie, has_session = bool(jar), self.settings.session_cookie_name in jar
+        headers += ((ANY_COOKIE, "1" if has_cookie else ""),
+                    (self.session_marker, "1" if has_session else ""))
         if route.vary_cookies:
-            jar = request.cookies
             headers += tuple((f"cookie:{name}", jar.get(name, "")) for name in route.vary_cookies)
         return CachePlan(
             route=route, url=url, host=host,
@@ -334,6 +350,8 @@ class CacheCore:
             directives=req_cc,
             path=request.path,
             range=None if if_range else ranges,  # If-Range: the whole entry (allowed)
+            cookie=has_cookie,
+            session_cookie=has_session,
         )
 
     # -- flows ------------------------------------------------------------------
@@ -347,19 +365,31 @@ class CacheCore:
         now_ms = int((time.time() if now is None else now) * 1000)
         names = self._names.get(plan.url, "")
         for _ in range(3):
-            variant = self.variant(plan, tuple(n for n in names.split("\n") if n))
+            split = tuple(n for n in names.split("\n") if n)
+            variant = self.variant(plan, split)
+            # No guard where nothing can be stored: a request with the cookie that the
+            # URL's entries vary on the absence of (signed-in users) computes its own
+            # response, and such requests must not wait for each other.
+            guarded = self.storable_variant(plan, split)
             keys = self._lookup_keys.get((plan.url, variant))
             if keys is None:
                 keys = self._lookup_keys.put((plan.url, variant), (
                     self.keys.cache_vary(plan.url), self.keys.cache_entry(plan.url, variant),
                     self.keys.cache_lock(plan.url, variant)))
-            (reply,) = yield (_LOOKUP(keys, [names, now_ms, self.lock_ms, token]),)
+            (reply,) = yield (_LOOKUP(keys, [names, now_ms, self.lock_ms if guarded else 0,
+                                             token]),)
             stored = reply[0].decode("latin-1") if isinstance(reply[0], bytes) else str(reply[0])
             if stored == names:
                 return Lookup(variant, self.decode(reply[1]) if reply[1] else None,
-                              bool(reply[2]), token, now_ms / 1000)
+                              bool(reply[2]), token, now_ms / 1000, guarded)
             names = self._remember(plan.url, stored)
         return Lookup(variant, None, False, token)  # names keep changing: treat as a miss
+
+    def storable_variant(self, plan: CachePlan, names: tuple[str, ...]) -> bool:
+        """Whether a response to this request could be stored under ``names``: not when
+        the entries vary on the absence of a cookie that the request carries."""
+        return not ((plan.cookie and ANY_COOKIE in names) or (
+            plan.session_cookie and self.session_marker in names))
 
     def decode(self, raw: bytes) -> Entry | None:
         """A stored entry, decoded once per process while it stays small and recent."""
@@ -508,12 +538,24 @@ class CacheCore:
 
     def verdict(
         self, plan: CachePlan, status: int, headers: Sequence[tuple[str, str]],
-        session_touched: bool = False, request_time: float | None = None,
+        session: SessionUse | bool = "", request_time: float | None = None,
         response_time: float | None = None,
     ) -> Verdict:
-        """May this response be stored (RFC 9111 for a shared cache), and for how long?"""
+        """May this response be stored (RFC 9111 for a shared cache), and for how long?
+
+        ``session``: what the request did with the session (``True`` reads as
+        ``"read"``). A response that depends on the session or on cookies (``Vary:
+        Cookie``) is stored only as the entry of the requests without them, which every
+        such request shares; a request that carries them computes its own response.
+        The route's ``per_user=False`` says the page is the same for everyone (stored
+        and served whoever asks), and its ``vary_cookies`` keep one entry per value of
+        those cookies. A response after which the session is changed is never stored.
+        """
         if not plan.store:
             return Verdict(False, "request")
+        use = ("read" if session else "") if isinstance(session, bool) else session
+        if use == "written":
+            return Verdict(False, "session-written")
         names = {k.lower() for k, _ in headers}
         if "set-cookie" in names:
             return Verdict(False, "set-cookie")
@@ -521,11 +563,18 @@ class CacheCore:
             [v for k, v in headers if k.lower() == "vary"])})
         if "*" in vary:
             return Verdict(False, "vary-star")
-        if "cookie" in vary or session_touched:
-            if not plan.route.vary_cookies:
-                return Verdict(False, "session")
+        if "cookie" in vary or use:
+            cookies = "cookie" in vary  # the app's own word: it may mean any cookie
             vary = [v for v in vary if v != "cookie"]
-            vary += [f"cookie:{c}" for c in plan.route.vary_cookies]
+            route = plan.route
+            if route.vary_cookies:
+                vary += [f"cookie:{c}" for c in route.vary_cookies]
+            elif not route.per_user:
+                pass  # the same page for everyone: cookies are not part of the key
+            elif (plan.cookie if cookies else plan.session_cookie):
+                return Verdict(False, "session")
+            else:  # the entry of every request without them
+                vary.append(ANY_COOKIE if cookies else self.session_marker)
         now = time.time()
         default_ttl, cap = self._route_freshness(plan.route)
         f = freshness(
@@ -577,8 +626,8 @@ class CacheCore:
         fresh_elsewhere = entry is not None and now < entry.fresh_until
         # An entry that is never fresh (no-cache) is revalidated by every request: waiting
         # for another request's revalidation would never end in a fresh entry.
-        if lookup.locked or self.lock_ms == 0 or not plan.lookup or fresh_elsewhere or (
-                entry is not None and entry.never_fresh):
+        if lookup.locked or not lookup.guarded or self.lock_ms == 0 or not plan.lookup or (
+                fresh_elsewhere or (entry is not None and entry.never_fresh)):
             return "compute"  # ours to compute (or this request may not use the entry)
         return "wait"  # missing or expired, and another request holds the guard
 
@@ -623,7 +672,7 @@ class CacheCore:
             now <= entry.fresh_until + entry.sie)
 
     def freshened(self, plan: CachePlan, entry: Entry, headers: Sequence[tuple[str, str]],
-                  request_time: float, response_time: float, session_touched: bool = False
+                  request_time: float, response_time: float, session: SessionUse = ""
                   ) -> tuple[Entry, Verdict] | None:
         """4.3.4: ``entry`` updated by the app's 304, and its verdict (None: the 304 is
         for another representation, or the updated response may not be stored)."""
@@ -632,7 +681,7 @@ class CacheCore:
             return None
         merged = updated_fields(entry.headers, headers, self.own_targets)
         ages = tuple((k, v) for k, v in headers if k.lower() == "age")
-        verdict = self.verdict(plan, entry.status, (*merged, *ages), session_touched,
+        verdict = self.verdict(plan, entry.status, (*merged, *ages), session,
                                request_time, response_time)
         if not verdict.store:
             return None
@@ -669,6 +718,11 @@ class CacheCore:
                 detail += '; detail="stale-if-error"'
         extra = [("Age", str(int(entry.age(now)))), ("X-Cache", x_cache),
                  ("Cache-Status", detail)]
+        if ANY_COOKIE in self._names.get(plan.url, "") and not any(
+                k.lower() == "vary" and "cookie" in v.lower() for k, v in entry.headers):
+            # Stored as the entry of requests without cookies: a cache in front must
+            # not give it to one that has them (the app's response said so too).
+            extra.append(("Vary", "Cookie"))
         if metrics.hook is not None:
             metrics.hook.cache(outcome if outcome != "hit" else x_cache.lower(),
                                self.route_name(plan), "")
@@ -795,6 +849,7 @@ class Capture:
         self._parts: list[bytes] = []
         self._size = 0
         self.complete = False
+        self.length: int | None = None  # the body's declared Content-Length
 
     @property
     def revalidating(self) -> Entry | None:
@@ -802,7 +857,7 @@ class Capture:
         entry = self.lookup.entry if self.lookup is not None else None
         return entry if entry is not None and entry.validated and self.plan.store else None
 
-    def start(self, status: int, headers: list[tuple[str, str]], session_touched: bool
+    def start(self, status: int, headers: list[tuple[str, str]], session: SessionUse
               ) -> list[tuple[str, str]] | None:
         """Headers to add to the response, or None: serve the stale entry instead."""
         if self.stale is not None and status >= 500:
@@ -814,8 +869,11 @@ class Capture:
             if metrics.hook is not None:
                 metrics.hook.cache("bypass", self.core.route_name(self.plan), reason)
             return [("X-Cache", "MISS"), ("Cache-Status", f'{NAME}; fwd=bypass; detail="{reason}"')]
-        self.verdict = self.core.verdict(self.plan, status, headers, session_touched,
+        self.verdict = self.core.verdict(self.plan, status, headers, session,
                                          self.request_time, self.response_time)
+        declared = [v for k, v in headers if k.lower() == "content-length"]
+        if len(declared) == 1 and declared[0].strip().isdigit():
+            self.length = int(declared[0])
         if metrics.hook is not None:
             metrics.hook.cache("miss", self.core.route_name(self.plan),
                                "stored" if self.verdict.store else self.verdict.reason)
@@ -835,8 +893,15 @@ class Capture:
             self._parts = []
             return
         self._parts.append(chunk)
-        if not more:
+        if not more or self._size == self.length:
             self.complete = True
+
+    @property
+    def wants_rest(self) -> bool:
+        """Storable, but the body stopped before its declared length (the client went
+        away, or never read it): reading the rest would complete the entry."""
+        return self.storing and not self.complete and self.length is not None and (
+            self.lookup is not None)
 
     def finish_flow(self) -> Flow[None]:
         """Store a complete, storable response; otherwise release the stampede guard."""
@@ -850,7 +915,7 @@ class Capture:
         else:
             yield from self.core.release_flow(self.plan, self.lookup)
 
-    def revalidated(self, headers: list[tuple[str, str]], session_touched: bool = False
+    def revalidated(self, headers: list[tuple[str, str]], session: SessionUse = ""
                     ) -> tuple[Entry, Flow[None]]:
         """The app confirmed the stored entry (304): the entry to serve, and the flow that
         stores its updated fields (or releases the guard: a 304 for another ETag, or one
@@ -859,7 +924,7 @@ class Capture:
         assert entry is not None and self.lookup is not None
         self.response_time = time.time()
         found = self.core.freshened(self.plan, entry, headers, self.request_time,
-                                    self.response_time, session_touched)
+                                    self.response_time, session)
         lookup = self.lookup
         self.lookup = None  # decided now
         if found is None:

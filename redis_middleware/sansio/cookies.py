@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import time
 from dataclasses import dataclass
+from email.utils import formatdate
 
 from itsdangerous import BadSignature, Signer
 
@@ -108,6 +110,7 @@ class CookieSigner:
         self._name = s.session_cookie_name
         self._lifetime = s.session_absolute_lifetime
         self._persistent = s.session_cookie_persistent
+        self._expiry = (0, "")  # (second, Expires text of a cookie set in that second)
         # Browsers drop a SameSite=None or Partitioned cookie without Secure, so those are
         # always Secure (Settings refuses them with secure=false).
         forced = s.session_cookie_samesite == "none" or s.session_cookie_partitioned
@@ -154,8 +157,18 @@ class CookieSigner:
         """The cookie for ``session_id``; ``persistent`` None: as the settings say."""
         value = self._primary.sign(session_id.encode("ascii")).decode("ascii")
         keep = self._persistent if persistent is None else persistent
-        age = f"; Max-Age={self._lifetime}" if keep else ""
+        age = f"; Max-Age={self._lifetime}; Expires={self._expires()}" if keep else ""
         return f"{self._name}={value}{age}; {self._attrs}{self._secure_attr(https)}"
+
+    def _expires(self) -> str:
+        """``Expires`` beside ``Max-Age`` (RFC 6265 5.3: Max-Age wins where understood;
+        older clients and some test tools read only Expires), formatted once a second."""
+        now = int(time.time())
+        second, text = self._expiry
+        if second != now:
+            text = formatdate(now + self._lifetime, usegmt=True)
+            self._expiry = (now, text)
+        return text
 
     def expire_cookie(self, https: bool) -> str:
         return (

@@ -22,7 +22,7 @@ from typing import Protocol
 
 from ..errors import RedisCommandError, RedisMiddlewareError, SessionUnavailableError
 from . import metrics
-from .cache import CacheCore, CachePlan, Capture, Lookup
+from .cache import CacheCore, CachePlan, Capture, Lookup, SessionUse
 from .cookies import IncomingCookie
 from .flow import Flow, gather
 from .incidents import log_failure
@@ -164,6 +164,17 @@ class Exchange:
         for part in self.parts:
             part.body(chunk, more)
 
+    @property
+    def body_complete(self) -> bool:
+        """A part waits for the body, and has it whole already (its declared length
+        reached): the finish flow may run now, before the last chunk leaves."""
+        return any(isinstance(p, CachePart) and p.complete for p in self.parts)
+
+    @property
+    def wants_rest(self) -> bool:
+        """A part would store the response if it had the rest of the body."""
+        return any(isinstance(p, CachePart) and p.wants_rest for p in self.parts)
+
     def on_app_error(self, exc: Exception, passed: bool) -> Response | None:
         for part in self.parts:
             response = part.on_app_error(exc, passed)
@@ -215,6 +226,9 @@ class SessionPart:
                 metrics.hook.session("unavailable")
             return Reply(replace=self.unavailable())
         if result.set_cookie:
+            # A response that sets or expires the cookie varies on it, read or not (Flask).
+            if not self.session.accessed:
+                vary = vary_with(headers, "Cookie")
             return Reply((*vary.add, ("Set-Cookie", result.set_cookie)), vary.drop)
         return vary
 
@@ -245,7 +259,7 @@ class CachePart:
                  "stale")
 
     def __init__(self, core: CacheCore, plan: CachePlan, lookup: Lookup | None, head: bool,
-                 now: float, session_touched: Callable[[], bool],
+                 now: float, session_touched: Callable[[], SessionUse],
                  bypass: str = "redis-unavailable") -> None:
         self.core = core
         self.plan = plan
@@ -298,6 +312,16 @@ class CachePart:
     def body(self, chunk: bytes, more: bool) -> None:
         if self.capture is not None:
             self.capture.body(chunk, more)
+
+    @property
+    def complete(self) -> bool:
+        """The body to store is whole, and not stored yet."""
+        capture = self.capture
+        return capture is not None and capture.complete and capture.lookup is not None
+
+    @property
+    def wants_rest(self) -> bool:
+        return self.capture is not None and self.capture.wants_rest
 
     def on_app_error(self, exc: Exception, passed: bool) -> Response | None:
         if passed or isinstance(exc, SessionUnavailableError):

@@ -140,12 +140,16 @@ def _whole_seconds(name: str, value: Any, minimum: int) -> None:
 @dataclass(frozen=True, slots=True)
 class CacheRouteSpec:
     """A cached route: its default freshness, purge tags, cookies whose values split
-    entries, and how the origin's own freshness is used.
+    entries, whether its page depends on the user, and how the origin's own freshness
+    is used.
 
     ``ttl`` is the freshness of a response that states none (``freshness="default"``);
     with ``freshness="origin"`` only what the response makes cacheable is stored and
     ``ttl`` may be 0. ``max_ttl`` caps any lifetime (0: no cap). ``None`` takes the
-    global setting (``cache_freshness``, ``cache_max_ttl``).
+    global setting (``cache_freshness``, ``cache_max_ttl``). ``per_user=False`` says the
+    page is the same whoever asks: stored and served to signed-in users too, though the
+    app read the session (by default such a page is stored only for requests without a
+    session cookie).
     """
 
     ttl: int
@@ -153,8 +157,11 @@ class CacheRouteSpec:
     vary_cookies: tuple[str, ...] = ()
     freshness: Freshness | None = None
     max_ttl: int | None = None
+    per_user: bool = True
 
     def __post_init__(self) -> None:
+        if not isinstance(self.per_user, bool):
+            raise ValueError(f"per_user must be true or false, got {self.per_user!r}")
         if self.freshness is not None and self.freshness not in FRESHNESS_MODES:
             raise ValueError(f"freshness must be {one_of(FRESHNESS_MODES)}, "
                              f"got {self.freshness!r}")
@@ -169,7 +176,8 @@ def _cache_spec(value: Any) -> CacheRouteSpec:
     if isinstance(value, int) and not isinstance(value, bool):
         return CacheRouteSpec(value)
     if isinstance(value, Mapping):
-        unknown = set(value) - {"ttl", "tags", "vary_cookies", "freshness", "max_ttl"}
+        unknown = set(value) - {"ttl", "tags", "vary_cookies", "freshness", "max_ttl",
+                                "per_user"}
         if unknown:
             raise ValueError(f"unknown route option(s): {', '.join(sorted(unknown))}")
         return CacheRouteSpec(
@@ -178,6 +186,7 @@ def _cache_spec(value: Any) -> CacheRouteSpec:
             vary_cookies=tuple(str(c) for c in value.get("vary_cookies", ())),
             freshness=value.get("freshness"),
             max_ttl=value.get("max_ttl"),
+            per_user=value.get("per_user", True),
         )
     raise ValueError(f"a route must be a TTL or a mapping, got {type(value).__name__}")
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from ..errors import RedisMiddlewareError, SessionLimitError, SessionUnavailableError
 from ..settings import Settings
 
-__all__ = ["JSON", "Codec", "Limits", "Loader", "Session", "encode"]
+__all__ = ["JSON", "Codec", "Limits", "Loader", "Session", "encode", "session_use"]
 
 
 class Codec(Protocol):
@@ -112,6 +112,7 @@ class Session(dict[str, Any]):
         self._also_user_fields = also_user_fields  # read when user_field is absent
         self.codec = codec
         self.degraded = False  # Redis failed and the session carries on empty, read-only
+        self._settled = False  # the response is made: a failed store no longer raises
         self.unavailable_raised = False  # the app was told the store is unavailable
         self.accessed = False
         self.cleared = False
@@ -136,7 +137,14 @@ class Session(dict[str, Any]):
             self.unavailable_raised = mark or self.unavailable_raised
             raise SessionUnavailableError("the session store is unavailable") from self._unavailable
 
+    @property
+    def pending(self) -> bool:
+        """Not loaded yet, and loading is still to be tried."""
+        return self._loader is not None
+
     def set_loaded(self, loaded: tuple[dict[str, Any], dict[str, str]] | None) -> None:
+        """Take what a load flow read (the lazy loader, if any, is then not needed)."""
+        self._loader = None
         if loaded is None:
             self.exists = False
             return
@@ -149,10 +157,21 @@ class Session(dict[str, Any]):
     def fail(self, exc: RedisMiddlewareError) -> None:
         """Loading failed: become unavailable (503) or degraded (empty, read-only)."""
         self._loader = None
-        if self._readonly_on_error:
+        if self._readonly_on_error or self._settled:
             self.degraded = True
         else:
             self._unavailable = exc
+
+    def settle(self) -> None:
+        """The app's response is made: from here on, a store that failed reads as an
+        empty, read-only session instead of raising. An extension's after-request hook
+        (Flask-Login's reads the session on every response) then cannot turn a response
+        made without the session into an error; whether the app itself was refused the
+        session (the 503) is decided already."""
+        self._settled = True
+        if self._unavailable is not None:
+            self._unavailable = None
+            self.degraded = True
 
     @property
     def user_id(self) -> str | None:
@@ -376,3 +395,11 @@ class Session(dict[str, Any]):
             self._limits.check_totals(dict.__len__(self), total)
         deleted = [key for key in stored if not dict.__contains__(self, key)]
         return written, deleted
+
+
+def session_use(session: object) -> Literal["", "read", "written"]:
+    """What the request did with the session so far, for the response cache: ``""``
+    (nothing, or not our session), ``"read"``, or ``"written"`` (changes to save)."""
+    if not isinstance(session, Session) or not session.accessed:
+        return ""
+    return "written" if session.modified else "read"

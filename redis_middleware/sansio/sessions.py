@@ -4,21 +4,25 @@ Data layout (``docs/sessions.md``): one HASH per session at
 ``<prefix>:session:{<tag>}:<sha256(id)>``, one field per session key holding its
 JSON encoding, plus the metadata field ``\\x00t`` = ``"<created>:<last seen>"`` (epoch
 ms in base 36: it keeps a 3-field session in the same allocation bin as the leanest peer)
-(user keys that start with ``\\x00`` or ``\\x01`` are stored behind a ``\\x01``,
-so no user key can take a metadata name). A user's sessions are indexed in the
-ZSET ``<prefix>:session:user:{<sha256(user id)>}`` (member: session ref, score:
-last write) for "log out everywhere".
+(user keys that start with ``\\x00``, ``\\x01`` or ``\\x02`` are stored behind a
+``\\x01``, so no user key can take a metadata name). A value that is a JSON string of
+64 to 128 lower-case hex digits (over 64 bytes as JSON) is stored as the bytes they
+spell, under ``\\x02`` + its field name, so a hex digest (Flask-Login's ``_id``) keeps
+the hash compact. A user's sessions are indexed in the ZSET
+``<prefix>:session:user:{<sha256(user id)>}`` (member: session ref, score: last write)
+for "log out everywhere".
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import SessionLimitError
+from ..errors import RedisMiddlewareError, SessionLimitError
 from ..keys import KeySpace, digest
 from ..settings import Settings
 from . import metrics
@@ -83,12 +87,27 @@ elseif mode == 'move' then
     redis.call('PEXPIRE', old, grace)
   end
 end
+-- A key is stored under its name, or packed under \2 + its name: writing one form
+-- deletes the other (its "twin"), and a deletion deletes both.
+local function twin(f)
+  if string.byte(f, 1) == 2 then return string.sub(f, 2) end
+  return '\2' .. f
+end
 local i = 9
 local nset = tonumber(ARGV[i])
-if nset > 0 then redis.call('HSET', key, unpack(ARGV, i + 1, i + 2 * nset)) end
+if nset > 0 then
+  redis.call('HSET', key, unpack(ARGV, i + 1, i + 2 * nset))
+  local twins = {}
+  for j = i + 1, i + 2 * nset, 2 do twins[#twins + 1] = twin(ARGV[j]) end
+  redis.call('HDEL', key, unpack(twins))
+end
 i = i + 2 * nset + 1
 local ndel = tonumber(ARGV[i])
-if ndel > 0 then redis.call('HDEL', key, unpack(ARGV, i + 1, i + ndel)) end
+if ndel > 0 then
+  local gone = {}
+  for j = i + 1, i + ndel do gone[#gone + 1] = ARGV[j]; gone[#gone + 1] = twin(ARGV[j]) end
+  redis.call('HDEL', key, unpack(gone))
+end
 local ttl = math.min(idle, created + absolute - now)
 if ttl <= 0 then redis.call('DEL', key) return 0 end
 redis.call('HSET', key, metaf, created36 .. ':' .. ARGV[6])
@@ -97,11 +116,26 @@ return result
 """)
 
 MOVED = "\x00m"
-# Redis keeps a hash in its compact encoding while every value is at most
+# Redis keeps a hash in its compact encoding while every field and value is at most
 # hash-max-listpack-value bytes and it has at most hash-max-listpack-entries fields
 # (64 and 128 by default): about 168 B for a 3-field session, several times more past.
 COMPACT_VALUE, COMPACT_FIELDS = 64, 128
 _compact_warned = False
+# A value that is a JSON string of lower-case hex digits, too long for the compact
+# encoding but not twice too long, is stored as the bytes the digits spell, under
+# PACKED + its field name: Flask-Login's "_id" (a SHA-512 hex digest, 130 bytes as
+# JSON) takes 64 bytes and the session keeps the compact encoding.
+PACKED = "\x02"
+_HEX = re.compile(r"[0-9a-f]+")
+
+
+def packed(encoded: str) -> bytes | None:
+    """The bytes a long hex-string value is stored as, or None (stored as it is)."""
+    n = len(encoded)
+    if COMPACT_VALUE < n <= 2 * COMPACT_VALUE + 2 and n % 2 == 0 and (
+            encoded[0] == '"' == encoded[-1]) and _HEX.fullmatch(encoded, 1, n - 1):
+        return bytes.fromhex(encoded[1:-1])
+    return None
 
 
 def _note_encoding(written: dict[str, str], fields: int) -> None:
@@ -109,7 +143,10 @@ def _note_encoding(written: dict[str, str], fields: int) -> None:
     global _compact_warned
     if _compact_warned:
         return
-    if fields > COMPACT_FIELDS or any(len(v) > COMPACT_VALUE for v in written.values()):
+    if fields > COMPACT_FIELDS or any(
+            len(v) > COMPACT_VALUE and packed(v) is None and len(
+                v.encode("utf-8", "surrogatepass")) > COMPACT_VALUE
+            for v in written.values()):
         _compact_warned = True
         logger.warning(
             "a session holds a value over %d bytes or over %d fields: Redis stores such "
@@ -135,7 +172,7 @@ def _b36(n: int) -> str:
 
 
 def field_name(key: str) -> str:
-    return "\x01" + key if key.startswith(("\x00", "\x01")) else key
+    return "\x01" + key if key.startswith(("\x00", "\x01", PACKED)) else key
 
 
 def key_name(field: str) -> str:
@@ -244,7 +281,10 @@ class SessionCore:
             name = f.decode("utf-8", "surrogatepass")
             if name.startswith("\x00"):
                 continue
-            text = v.decode("utf-8", "surrogatepass")
+            if name.startswith(PACKED):
+                name, text = name[1:], f'"{v.hex()}"'
+            else:
+                text = v.decode("utf-8", "surrogatepass")
             try:
                 data[key_name(name)] = loads(text)
             except ValueError:
@@ -276,9 +316,22 @@ class SessionCore:
     def save_flow(
         self, session: Session, incoming: IncomingCookie, https: bool
     ) -> Flow[SaveResult]:
-        """Write what changed (at most one round trip) and decide the Set-Cookie header."""
+        """Write what changed (at most one round trip) and decide the Set-Cookie header.
+
+        A session the request never loaded is loaded now only to refresh its cookie
+        (``refresh_each_request``: the cookie of a persistent session slides on every
+        request, and the load slides the data's idle expiry with it); if that fails, the
+        request, which did not need its session, goes on without the refresh.
+        """
         if not session.loaded:
-            return SaveResult(None, False)
+            session_id = session.session_id
+            if not (self.rules.refresh_each_request and session.pending
+                    and session_id is not None):
+                return SaveResult(None, False)
+            try:
+                session.set_loaded((yield from self.load_flow(session_id)))
+            except RedisMiddlewareError:
+                return SaveResult(None, False)  # logged once by the breaker
         try:
             written, deleted = session.changes()
         except SessionLimitError as exc:  # an in-place mutation outgrew a limit
@@ -358,7 +411,8 @@ class SessionCore:
                            _b36(now), MOVED, int(s.session_regenerate_grace * 1000),
                            len(written)]
         for k, v in written.items():
-            args += [field_name(k), v]
+            raw = packed(v)
+            args += [field_name(k), v] if raw is None else [PACKED + field_name(k), raw]
         args.append(len(deleted))
         args += [field_name(k) for k in deleted]
         ops: list[Call] = [_SAVE([key, old_key], args)]

@@ -29,7 +29,7 @@ from .presence import PresenceCore
 from .ratelimit import Check, Decision, RateLimitCore
 from .request import RequestInfo
 from .responses import Headers, Refusals, Response
-from .session import Session
+from .session import Session, session_use
 from .sessions import SessionCore
 
 __all__ = ["Before", "StackCore", "resolve_stack_settings"]
@@ -99,7 +99,7 @@ class StackCore:
         session = before.session
         if self.cache is not None and before.plan is not None:
             parts.append(CachePart(self.cache, before.plan, before.lookup, head, now,
-                                   lambda: session is not None and session.accessed,
+                                   lambda: session_use(session),
                                    before.bypass))
         if self.sessions is not None and session is not None and before.incoming is not None:
             request, refusals = before.request, self.refusals
@@ -123,7 +123,7 @@ class StackCore:
         alone; what the app does to the session there is not saved."""
         assert self.cache is not None and before.plan is not None
         return Exchange((CachePart(self.cache, before.plan, before.lookup, False, now,
-                                   lambda: False),))
+                                   lambda: ""),))
 
     def rejection(self, before: Before, decision: Decision) -> tuple[Response, Flow[None]]:
         """The 429 (or fail-closed 503) and the flow that frees what the request held."""

@@ -40,7 +40,9 @@ class _Flight:
         self.passed = False
         self.replaced: Response | None = None
         self.app_iter: Iterable[bytes] = ()
-        self._finished = False
+        self._chunks: Iterator[bytes] | None = None
+        self._finished = False  # closed
+        self._stored = False  # the exchange's finish flow ran
 
     def wrapped_start_response(self, status: str, headers: list[tuple[str, str]],
                                exc_info: Any = None) -> Any:
@@ -70,11 +72,18 @@ class _Flight:
         return [self.replaced.body]
 
     def __iter__(self) -> Iterator[bytes]:
+        exchange = self.exchange
+        self._chunks = chunks = iter(self.app_iter)
         try:
-            for chunk in self.app_iter:
+            for chunk in chunks:
                 if self.replaced is not None:
                     break
-                self.exchange.body(chunk, True)
+                exchange.body(chunk, True)
+                if exchange.body_complete:
+                    # The declared length is reached: store now, not at close(), which a
+                    # client may call late or never (Flask's test client without
+                    # .close()), holding the stampede guard until its timeout.
+                    self._finish()
                 yield chunk
         except Exception as exc:
             yield from self.failed(exc)
@@ -82,18 +91,39 @@ class _Flight:
         if self.replaced is not None:
             yield self.replaced.body
         else:
-            self.exchange.body(b"", False)
+            exchange.body(b"", False)
+            self._finish()
+
+    def _finish(self) -> None:
+        if not self._stored:
+            self._stored = True
+            self.redis.run(self.exchange.finish_flow())
+
+    def _read_rest(self) -> None:
+        """The client stopped reading a body the cache would store: read the rest, as a
+        caching proxy does, so that "stored" holds. Only a body with a declared length
+        (bounded, at most ``cache_max_body``) is read; a stream is left as it is."""
+        chunks = self._chunks if self._chunks is not None else iter(self.app_iter)
+        try:
+            for chunk in chunks:
+                self.exchange.body(chunk, True)
+                if not self.exchange.wants_rest:
+                    break
+        except Exception as exc:  # the app's own error, after the client left
+            log_incident("cache-rest", "response not stored, its body failed: %r", exc)
 
     def close(self) -> None:
         if self._finished:
             return
         self._finished = True
         try:
+            if not self._stored and self.replaced is None and self.exchange.wants_rest:
+                self._read_rest()
             close = getattr(self.app_iter, "close", None)
             if close is not None:
                 close()
         finally:
-            self.redis.run(self.exchange.finish_flow())
+            self._finish()
 
 
 def respond(app: Any, environ: dict[str, Any], start_response: Any, exchange: Exchange,

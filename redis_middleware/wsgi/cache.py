@@ -15,6 +15,7 @@ from ..sansio.exchange import CachePart, Exchange
 from ..sansio.incidents import log_failure
 from ..sansio.request import from_environ
 from ..sansio.responses import status_line
+from ..sansio.session import session_use
 from ..settings import Settings
 from ._respond import refresh, respond, with_conditional
 from .sessions import ENVIRON_KEY
@@ -80,11 +81,11 @@ class CacheMiddleware:
                     start_response(status_line(status), headers)
                     if resolved.refresh:
                         refresh(self.app, environ, Exchange((CachePart(
-                            self.core, plan, lookup, False, time.time(), lambda: False),)),
+                            self.core, plan, lookup, False, time.time(), lambda: ""),)),
                             self.redis, self.refreshers)
                     return [body]
-        part = CachePart(self.core, plan, lookup, head, now, lambda: bool(
-            getattr(environ.get(ENVIRON_KEY), "accessed", False)), bypass)
+        part = CachePart(self.core, plan, lookup, head, now,
+                         lambda: session_use(environ.get(ENVIRON_KEY)), bypass)
         return respond(self.app, with_conditional(environ, part.conditional), start_response,
                        Exchange((part,)), self.redis)
 
