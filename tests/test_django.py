@@ -6,10 +6,7 @@ redis-server, through Django's test client and real servers (gunicorn, uvicorn).
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,49 +14,9 @@ import pytest
 from redis_middleware.settings import Settings
 
 from .conftest import SECRET, raw_client
+from .django_project import configured, django_project, redis_keys, store
 
-_DB = Path(os.environ.get("TMPDIR", "/tmp")) / f"redis-middleware-tests-{os.getpid()}.sqlite3"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def django_project() -> Iterator[None]:
-    """Django configured with the example project's settings, its database migrated."""
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "examples.django_app.settings")
-    os.environ["DJANGO_DB"] = str(_DB)
-    import django
-    from django.core.management import call_command
-
-    django.setup()
-    call_command("migrate", verbosity=0, interactive=False)
-    yield
-    _DB.unlink(missing_ok=True)
-
-
-@pytest.fixture
-def configured(settings: Settings) -> Iterator[Settings]:
-    """This test's Redis and key prefix as the project's ``REDIS_MIDDLEWARE``."""
-    from django.test import override_settings
-
-    from examples._pages import OPTIONS
-
-    with override_settings(REDIS_MIDDLEWARE={**OPTIONS, "redis_url": settings.redis_url,
-                                             "key_prefix": settings.key_prefix,
-                                             "secret_key": (SECRET,)}):
-        yield settings
-
-
-def store(key: str | None = None) -> Any:
-    from redis_middleware.django.sessions import SessionStore
-
-    return SessionStore(key)
-
-
-def redis_keys(settings: Settings, component: str = "session") -> list[bytes]:
-    client = raw_client(settings)
-    try:
-        return sorted(client.scan_iter(match=f"{settings.key_prefix}:{component}:*"))
-    finally:
-        client.close()
+__all__ = ["configured", "django_project"]  # the fixtures this module uses
 
 
 # -- the engine: what Django's backend tests check ---------------------------------------
