@@ -614,3 +614,96 @@ def test_a_background_refresh_runs_the_view_with_the_request_s_attributes(
         time.sleep(0.2)
         assert c.get("/swr").content == b"render 2"
     assert not [r for r in caplog.records if "refresh failed" in r.getMessage()]
+
+
+# -- configuration: Django's SECRET_KEY, the system check -------------------------------------
+def _project_settings(monkeypatch: pytest.MonkeyPatch, **django: Any) -> Any:
+    """Django's settings changed as given, with no redis-middleware secret of our own
+    (neither in REDIS_MIDDLEWARE nor in the environment)."""
+    from django.test import override_settings
+
+    monkeypatch.delenv("REDIS_MIDDLEWARE_SECRET_KEY", raising=False)
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    return override_settings(**django)
+
+
+def test_a_short_django_secret_is_named_in_the_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from redis_middleware.django import django_settings
+    from redis_middleware.errors import ConfigError
+
+    with _project_settings(monkeypatch, SECRET_KEY="only-twenty-chars-ab", REDIS_MIDDLEWARE={
+            "redis_url": "redis://127.0.0.1:6399/0"}), pytest.raises(ConfigError) as caught:
+        django_settings()
+    assert caught.value.name == "SECRET_KEY"
+    message = str(caught.value)
+    assert "Django's SECRET_KEY" in message and "20 characters" in message
+    assert "32" in message and "REDIS_MIDDLEWARE['secret_key']" in message
+
+
+def test_a_short_secret_of_our_own_keeps_its_own_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from redis_middleware.django import django_settings
+    from redis_middleware.errors import ConfigError
+
+    with _project_settings(monkeypatch, SECRET_KEY="short", REDIS_MIDDLEWARE={
+            "redis_url": "redis://127.0.0.1:6399/0", "secret_key": "also-short"}), \
+            pytest.raises(ConfigError) as caught:
+        django_settings()
+    assert caught.value.name == "REDIS_MIDDLEWARE_SECRET_KEY"
+
+
+@pytest.mark.parametrize("key", [bytes(range(200, 232)), "é".encode() * 40],
+                         ids=["random-bytes", "utf-8-bytes"])
+def test_a_bytes_secret_key_signs_our_cookies(monkeypatch: pytest.MonkeyPatch,
+                                              key: bytes) -> None:
+    """``SECRET_KEY = os.urandom(32)`` (not UTF-8) or UTF-8 bytes: used, never a
+    UnicodeDecodeError; all its bytes count."""
+    from redis_middleware.django import django_settings
+
+    with _project_settings(monkeypatch, SECRET_KEY=key, SECRET_KEY_FALLBACKS=[b"\xff" * 40],
+                           REDIS_MIDDLEWARE={"redis_url": "redis://127.0.0.1:6399/0"}):
+        secrets = django_settings().secret_key
+    assert len(secrets) == 2 and len(secrets[1]) == 40
+    first = key.decode() if key[0] < 0x80 or key.startswith(b"\xc3") else None
+    assert secrets[0] == (first or key.decode("latin-1"))
+    with _project_settings(monkeypatch, SECRET_KEY=key[:16],
+                           REDIS_MIDDLEWARE={"redis_url": "redis://127.0.0.1:6399/0"}):
+        from redis_middleware.errors import ConfigError
+
+        with pytest.raises(ConfigError, match="Django's SECRET_KEY"):
+            django_settings()
+
+
+def test_short_fallbacks_are_skipped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fallback under 32 characters never signed a cookie of ours: skipped, while
+    SECRET_KEY and the long fallbacks verify."""
+    from redis_middleware.django import django_settings
+
+    with _project_settings(monkeypatch, SECRET_KEY="k" * 40,
+                           SECRET_KEY_FALLBACKS=["old-short", "o" * 32],
+                           REDIS_MIDDLEWARE={"redis_url": "redis://127.0.0.1:6399/0"}):
+        assert django_settings().secret_key == ("k" * 40, "o" * 32)
+
+
+def test_manage_py_check_reports_the_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``"redis_middleware.django"`` in INSTALLED_APPS: ``check`` fails on a setting
+    that cannot work, and warns when a short SECRET_KEY leaves a random secret."""
+    from django.core.management import call_command
+    from django.core.management.base import SystemCheckError
+
+    with _project_settings(monkeypatch, SECRET_KEY="x" * 20, REDIS_MIDDLEWARE={
+            "redis_url": "redis://127.0.0.1:6399/0"}), \
+            pytest.raises(SystemCheckError) as caught:
+        call_command("check")
+    assert "redis_middleware.E001" in str(caught.value)
+    assert "Django's SECRET_KEY was found but has 20 characters" in str(caught.value)
+    with _project_settings(monkeypatch, REDIS_MIDDLEWARE={"ratelimit_limit": "lots"}), \
+            pytest.raises(SystemCheckError, match=r"redis_middleware\.E001"):
+        call_command("check")
+
+    from redis_middleware.django.checks import check_settings
+
+    with _project_settings(monkeypatch, SECRET_KEY="x" * 20, REDIS_MIDDLEWARE={
+            "redis_url": "memory://"}):
+        (warning,) = check_settings()
+    assert warning.id == "redis_middleware.W001" and "20 characters" in warning.msg
+    assert check_settings() == []  # the project's own settings are fine

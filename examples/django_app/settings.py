@@ -28,6 +28,8 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
+    # manage.py check reports a redis-middleware setting that cannot work
+    "redis_middleware.django",
 ]
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",

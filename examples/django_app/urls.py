@@ -8,7 +8,7 @@ import functools
 import re
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model, login, logout
@@ -21,15 +21,32 @@ from django.views.decorators.http import require_GET, require_POST
 
 from redis_middleware.django import django_settings
 from redis_middleware.errors import RedisMiddlewareError
+from redis_middleware.settings import Settings
 from redis_middleware.wsgi import Cache, Presence, SessionStore
 
 from .._pages import PRODUCTS, home, online, products, profile, unavailable
 
-settings = django_settings()
-presence = Presence(settings)
-sessions = SessionStore(settings)
-cache = Cache(settings)
 catalogue = dict(PRODUCTS)
+
+
+class Tools(NamedTuple):
+    presence: Presence
+    sessions: SessionStore
+    cache: Cache
+
+
+@functools.lru_cache(maxsize=4)
+def _tools(settings: Settings) -> Tools:
+    return Tools(Presence(settings), SessionStore(settings), Cache(settings))
+
+
+def redis() -> Tools:
+    """Presence, the session store and the cache for the project's settings, built when
+    a view first needs them: not at import, so that ``manage.py check`` reports a setting
+    that cannot work (``redis_middleware.E001``) instead of failing on this module."""
+    return _tools(django_settings())
+
+
 
 
 def redis_or_503(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
@@ -84,7 +101,7 @@ def log_in(request: HttpRequest) -> HttpResponse:
 @redis_or_503
 def log_out(request: HttpRequest) -> HttpResponse:
     if request.user.is_authenticated:
-        presence.remove(str(request.user.pk))
+        redis().presence.remove(str(request.user.pk))
     logout(request)  # flushes the session: its Redis hash is deleted
     return redirect("/")
 
@@ -94,8 +111,8 @@ def log_out(request: HttpRequest) -> HttpResponse:
 def log_out_everywhere(request: HttpRequest) -> HttpResponse:
     if request.user.is_authenticated:
         user_id = str(request.user.pk)
-        sessions.revoke_all(user_id)  # every session of this user, on every device
-        presence.remove(user_id)
+        redis().sessions.revoke_all(user_id)  # every session of this user, on every device
+        redis().presence.remove(user_id)
     logout(request)
     return redirect("/")
 
@@ -107,7 +124,7 @@ def show_profile(request: HttpRequest) -> HttpResponse:
     if name is None:
         return redirect("/")
     request.session["visits"] = request.session.get("visits", 0) + 1
-    live = [(s.ref, s.created, s.last_seen) for s in sessions.list(str(request.user.pk))]
+    live = [(s.ref, s.created, s.last_seen) for s in redis().sessions.list(str(request.user.pk))]
     return HttpResponse(with_messages(request, profile(name, request.session["visits"], live)))
 
 
@@ -119,7 +136,7 @@ def product_list(request: HttpRequest) -> HttpResponse:
         pid, name = request.POST.get("id", ""), request.POST.get("name", "")
         if pid in catalogue:
             catalogue[pid] = str(name).strip()[:40] or catalogue[pid]
-        cache.purge_tag("products")
+        redis().cache.purge_tag("products")
         return redirect("/products")
     return HttpResponse(products(catalogue, time.time()))  # cached for 30 s
 
@@ -134,6 +151,7 @@ def _names(ids: list[str]) -> list[str]:
 @require_GET
 @redis_or_503
 def who_is_online(request: HttpRequest) -> HttpResponse:
+    presence = redis().presence
     users = _names(presence.online_users(limit=100))
     return HttpResponse(online(users, presence.online_count(), username(request), live=False))
 
@@ -141,6 +159,7 @@ def who_is_online(request: HttpRequest) -> HttpResponse:
 @require_GET
 @redis_or_503
 def api_online(request: HttpRequest) -> JsonResponse:
+    presence = redis().presence
     return JsonResponse({"count": presence.online_count(),
                          "users": _names(presence.online_users(limit=100))})
 

@@ -3,6 +3,7 @@
 In ``settings.py``::
 
     SESSION_ENGINE = "redis_middleware.django.sessions"
+    INSTALLED_APPS = [..., "redis_middleware.django"]  # optional: its system checks
     MIDDLEWARE = [
         "django.middleware.security.SecurityMiddleware",
         "redis_middleware.django.middleware.SessionMiddleware",   # Django's, + 503s
