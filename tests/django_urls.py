@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.urls import path
 
 from examples.django_app.urls import urlpatterns as example_urls
@@ -20,4 +20,9 @@ def stale_while_revalidate(request: HttpRequest) -> HttpResponse:
     return response
 
 
-urlpatterns = [*example_urls, path("swr", stale_while_revalidate)]
+def streamed(request: HttpRequest) -> StreamingHttpResponse:
+    """A body in chunks, as a generator yields it."""
+    return StreamingHttpResponse(f"chunk {i};".encode() for i in range(3))
+
+
+urlpatterns = [*example_urls, path("swr", stale_while_revalidate), path("stream", streamed)]

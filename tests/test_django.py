@@ -707,3 +707,25 @@ def test_manage_py_check_reports_the_configuration(monkeypatch: pytest.MonkeyPat
         (warning,) = check_settings()
     assert warning.id == "redis_middleware.W001" and "20 characters" in warning.msg
     assert check_settings() == []  # the project's own settings are fine
+
+
+# -- streaming responses ----------------------------------------------------------------------
+def test_streaming_responses_pass_through_the_cache_middleware(configured: Settings) -> None:
+    """A streaming response (``StreamingHttpResponse``, ``FileResponse``): the whole body
+    arrives, and the cached one is served again from Redis."""
+    from django.test import override_settings
+
+    with override_settings(ROOT_URLCONF="tests.django_urls", REDIS_MIDDLEWARE={
+            "redis_url": configured.redis_url, "key_prefix": configured.key_prefix,
+            "secret_key": (SECRET,), "routes": {"/stream": 60}}):
+        c = client()
+        first = c.get("/stream")
+        assert first.headers["X-Cache"] == "MISS"
+        assert b"".join(first.streaming_content) == b"chunk 0;chunk 1;chunk 2;"
+        second = c.get("/stream")
+        assert second.headers["X-Cache"] == "HIT"
+        assert second.content == b"chunk 0;chunk 1;chunk 2;"
+        plain = c.get("/swr")  # a route the cache does not know: passed through
+        assert plain.status_code == 200 and "X-Cache" not in plain.headers
+        streamed = client().get("/stream", HTTP_CACHE_CONTROL="no-cache")
+        assert b"".join(streamed.streaming_content) == b"chunk 0;chunk 1;chunk 2;"

@@ -270,7 +270,9 @@ class CacheMiddleware:
             self._current.response = response
         start_response(status_line(response.status_code), _wsgi_headers(response))
         if response.streaming:
-            return _closing(response)
+            # The chunks are taken now: pass_through() replaces the response's content
+            # with what the cache hands back, which reads from these.
+            return _closing(iter(response))
         content: bytes = response.content
         return [content]
 
@@ -298,9 +300,9 @@ def _wsgi_headers(response: HttpResponseBase) -> list[tuple[str, str]]:
             *(("Set-Cookie", c.output(header="").strip()) for c in response.cookies.values())]
 
 
-def _closing(response: HttpResponseBase) -> Iterator[bytes]:
+def _closing(chunks: Iterator[bytes]) -> Iterator[bytes]:
     """A streaming response's chunks (closing is left to the outer handler)."""
-    yield from response
+    yield from chunks
 
 
 class _Sent:
