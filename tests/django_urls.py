@@ -25,4 +25,13 @@ def streamed(request: HttpRequest) -> StreamingHttpResponse:
     return StreamingHttpResponse(f"chunk {i};".encode() for i in range(3))
 
 
-urlpatterns = [*example_urls, path("swr", stale_while_revalidate), path("stream", streamed)]
+def forget(request: HttpRequest) -> HttpResponse:
+    """Deletes the session (``?change=1``: then changes it), as a view may by mistake."""
+    request.session.delete()
+    if request.GET.get("change"):
+        request.session["theme"] = "dark"
+    return HttpResponse("forgotten")
+
+
+urlpatterns = [*example_urls, path("forget", forget), path("swr", stale_while_revalidate),
+               path("stream", streamed)]

@@ -393,18 +393,25 @@ def client() -> Any:
     return Client(REMOTE_ADDR="10.1.2.3")
 
 
+def log_in(c: Any, name: str) -> Any:
+    """The demo's login form, with the account's password."""
+    from examples.django_app.accounts import DEMO_USERS
+
+    return c.post("/login", {"username": name, "password": DEMO_USERS[name]})
+
+
 def test_auth_login_rotates_the_key_and_logout_deletes_the_session(
         configured: Settings) -> None:
     c = client()
     c.get("/")
-    c.post("/login", {"username": "carol"})
+    log_in(c, "alice")
     first = c.cookies["sessionid"].value
     page = c.get("/profile").content.decode()
-    assert "carol" in page and "Signed in as carol." in page  # contrib.messages, in Redis
+    assert "alice" in page and "Signed in as alice." in page  # contrib.messages, in Redis
     assert "Signed in as" not in c.get("/profile").content.decode()  # shown once
-    c.post("/login", {"username": "dave"})  # another user: the session is flushed
+    log_in(c, "bob")  # another user: the session is flushed
     assert c.cookies["sessionid"].value != first
-    assert "dave" in c.get("/profile").content.decode()
+    assert "bob" in c.get("/profile").content.decode()
     assert not store(first).exists(first)
     c.post("/logout")
     assert redis_keys(configured, "session:{*") == []
@@ -437,8 +444,8 @@ def test_the_middleware_counts_request_user(configured: Settings) -> None:
             "redis_url": configured.redis_url, "key_prefix": configured.key_prefix,
             "secret_key": (SECRET,), "limit": "3/minute", "key": "user"}):
         alice, bob = client(), client()  # same address, two users
-        alice.post("/login", {"username": "alice"})
-        bob.post("/login", {"username": "bob"})
+        log_in(alice, "alice")
+        log_in(bob, "bob")
         statuses = [alice.get("/api/ping").status_code for _ in range(4)]
         assert statuses == [200, 200, 200, 429]  # the anonymous login was not counted
         assert bob.get("/api/ping").status_code == 200  # a different user, a fresh budget
@@ -512,7 +519,7 @@ def test_redis_down_with_read_only_sessions(caplog: pytest.LogCaptureFixture,
         with caplog.at_level(logging.WARNING):
             pages = [c.get("/api/ping") for _ in range(3)]
             home = c.get("/", HTTP_ACCEPT="text/html")
-            login = c.post("/login", {"username": "ivo"})
+            login = log_in(c, "alice")
         assert [p.json() for p in pages] == [{"pong": True, "user": None}] * 3
         assert home.status_code == 200
         assert login.status_code < 500
@@ -729,3 +736,89 @@ def test_streaming_responses_pass_through_the_cache_middleware(configured: Setti
         assert plain.status_code == 200 and "X-Cache" not in plain.headers
         streamed = client().get("/stream", HTTP_CACHE_CONTROL="no-cache")
         assert b"".join(streamed.streaming_content) == b"chunk 0;chunk 1;chunk 2;"
+
+
+# -- Django's default middleware --------------------------------------------------------------
+def _django_default_middleware() -> list[str]:
+    """MIDDLEWARE of Django's startproject template."""
+    import ast
+    import re
+    from pathlib import Path
+
+    import django
+
+    template = (Path(django.__file__).parent / "conf" / "project_template" / "project_name"
+                / "settings.py-tpl").read_text()
+    found = re.search(r"^MIDDLEWARE = (\[.*?\])$", template, re.S | re.M)
+    assert found
+    names: list[str] = ast.literal_eval(found[1])
+    return names
+
+
+def test_the_documented_and_example_stacks_keep_django_s_defaults() -> None:
+    """docs/django.md's MIDDLEWARE and the example project's: every middleware of
+    Django's default list, its SessionMiddleware replaced by ours, in Django's order."""
+    import re
+    from pathlib import Path
+
+    from django.conf import settings as django_conf
+
+    ours = "redis_middleware.django.middleware.SessionMiddleware"
+    expected = [ours if m.endswith(".SessionMiddleware") else m
+                for m in _django_default_middleware()]
+    assert "django.middleware.clickjacking.XFrameOptionsMiddleware" in expected
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "django.md").read_text()
+    documented = re.findall(r'"([\w.]+)"', doc.split("MIDDLEWARE = [", 1)[1].split("]", 1)[0])
+    for where, stack in {"the example": django_conf.MIDDLEWARE,
+                         "docs/django.md": documented}.items():
+        assert [m for m in stack if m in expected] == expected, where
+
+
+def test_the_example_sends_x_frame_options(configured: Settings) -> None:
+    assert client().get("/").headers["X-Frame-Options"] == "DENY"
+
+
+# -- the demo: real authentication, the admin's static files ----------------------------------
+def test_the_demo_logs_in_with_a_password_only(configured: Settings) -> None:
+    """A name alone, or a wrong password, signs nobody in (the form says why); the
+    demo account's password does."""
+    from examples.django_app.accounts import DEMO_USERS
+
+    c = client()
+    assert 'type="password"' in c.get("/").content.decode()
+    wrong = "Please enter a correct username and password"
+    for data, error in (({"username": "alice"}, "This field is required"),
+                        ({"username": "alice", "password": "wrong"}, wrong),
+                        ({"username": "nobody", "password": "x"}, wrong)):
+        refused = c.post("/login", data)
+        assert refused.status_code == 200
+        assert error in refused.content.decode()
+        assert "sessionid" not in refused.cookies
+        assert c.get("/api/ping").json()["user"] is None
+    signed_in = c.post("/login", {"username": "alice", "password": DEMO_USERS["alice"]})
+    assert signed_in.status_code == 302 and signed_in.headers["Location"] == "/profile"
+    assert c.get("/api/ping").json()["user"] == "alice"
+
+
+def test_typing_a_superuser_s_name_opens_no_admin(configured: Settings) -> None:
+    """After ``createsuperuser admin``, "admin" in the demo's box is refused without the
+    password; the admin's login page with it works (its CSS loads, DEBUG off)."""
+    from django.contrib.auth import get_user_model
+
+    User = get_user_model()
+    if not User.objects.filter(username="root").exists():
+        User.objects.create_superuser("root", "root@example.com", "a-long-password-43")
+    c = client()
+    c.post("/login", {"username": "root"})
+    assert c.get("/api/ping").json()["user"] is None
+    assert c.get("/admin/").status_code == 302  # to the admin's login page
+    page = c.get("/admin/login/").content.decode()
+    assert '/static/admin/css/base.css' in page
+    css = c.get("/static/admin/css/base.css")  # a FileResponse, streamed
+    assert css.status_code == 200 and css.headers["Content-Type"].startswith("text/css")
+    body = b"".join(css.streaming_content)
+    css.close()
+    assert b"body" in body and len(body) > 1000
+    c.post("/admin/login/?next=/admin/", {"username": "root", "password": "a-long-password-43",
+                                          "next": "/admin/"})
+    assert c.get("/admin/").status_code == 200

@@ -14,6 +14,7 @@ import pytest
 
 from redis_middleware.settings import Settings
 
+from .conftest import SECRET
 from .django_project import configured, django_project, redis_keys, store
 
 __all__ = ["configured", "django_project"]  # the fixtures this module uses
@@ -471,3 +472,30 @@ def test_an_emptied_session_keeps_its_key(middleware: Any) -> None:
     assert request.session.session_key == key
     assert response.cookies["sessionid"].value == key
     assert store().exists(key) and dict(store(key).items()) == {}
+
+
+# -- a whole request: the demo's stack, with either SessionMiddleware ----------------------------
+@pytest.mark.parametrize("save_every_request", [False, True])
+def test_a_user_whose_session_a_view_deleted_is_signed_out(
+        middleware: Any, configured: Settings, save_every_request: bool) -> None:
+    """A signed-in user's request whose view deletes the session (then changes it, or
+    the project saves every request): Django's 400 (``SessionInterrupted``), and the
+    next request is anonymous."""
+    from django.conf import settings as django_conf
+    from django.test import Client, override_settings
+
+    from examples.django_app.accounts import DEMO_USERS
+
+    stack = [f"{middleware.__module__}.{middleware.__name__}"
+             if m.endswith(".SessionMiddleware") else m for m in django_conf.MIDDLEWARE]
+    with override_settings(ROOT_URLCONF="tests.django_urls", MIDDLEWARE=stack,
+                           SESSION_SAVE_EVERY_REQUEST=save_every_request,
+                           REDIS_MIDDLEWARE={"redis_url": configured.redis_url,
+                                             "key_prefix": configured.key_prefix,
+                                             "secret_key": (SECRET,)}):
+        c = Client()
+        c.post("/login", {"username": "alice", "password": DEMO_USERS["alice"]})
+        assert c.get("/api/ping").json()["user"] == "alice"
+        query = "" if save_every_request else "?change=1"
+        assert c.get(f"/forget{query}").status_code == 400
+        assert c.get("/api/ping").json()["user"] is None

@@ -14,6 +14,7 @@ In ``settings.py``::
         "redis_middleware.django.middleware.PresenceMiddleware",
         "redis_middleware.django.middleware.CacheMiddleware",
         "django.contrib.messages.middleware.MessageMiddleware",
+        "django.middleware.clickjacking.XFrameOptionsMiddleware",
     ]
     REDIS_MIDDLEWARE = {"redis_url": "redis://localhost:6379/0",
                         "ratelimit_limit": "100/minute"}
