@@ -25,6 +25,16 @@ def streamed(request: HttpRequest) -> StreamingHttpResponse:
     return StreamingHttpResponse(f"chunk {i};".encode() for i in range(3))
 
 
+def greeting(request: HttpRequest) -> HttpResponse:
+    """A page that names the signed-in user: it depends on the session."""
+    return HttpResponse(f"hello {request.user.get_username() or 'visitor'}")
+
+
+def anonymous_page(request: HttpRequest) -> HttpResponse:
+    """A page that reads nothing of the visitor (middleware still may)."""
+    return HttpResponse("the same for everyone")
+
+
 def forget(request: HttpRequest) -> HttpResponse:
     """Deletes the session (``?change=1``: then changes it), as a view may by mistake."""
     request.session.delete()
@@ -34,4 +44,4 @@ def forget(request: HttpRequest) -> HttpResponse:
 
 
 urlpatterns = [*example_urls, path("forget", forget), path("swr", stale_while_revalidate),
-               path("stream", streamed)]
+               path("stream", streamed), path("hello", greeting), path("same", anonymous_page)]

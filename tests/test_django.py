@@ -822,3 +822,48 @@ def test_typing_a_superuser_s_name_opens_no_admin(configured: Settings) -> None:
     c.post("/admin/login/?next=/admin/", {"username": "root", "password": "a-long-password-43",
                                           "next": "/admin/"})
     assert c.get("/admin/").status_code == 200
+
+
+# -- the response cache and the session -------------------------------------------------------
+def test_a_signed_in_user_s_page_is_never_served_to_others(configured: Settings) -> None:
+    """A cached route whose page names the user: the page computed for a signed-in user
+    (its session read) is not stored for everyone; the page of a visitor without a
+    session cookie is, even though the middleware (auth, the per-user limit) read the
+    empty session."""
+    from django.test import override_settings
+
+    with override_settings(ROOT_URLCONF="tests.django_urls", REDIS_MIDDLEWARE={
+            "redis_url": configured.redis_url, "key_prefix": configured.key_prefix,
+            "secret_key": (SECRET,), "key": "user_or_ip",
+            "routes": {"/hello": 60, "/same": 60}}):
+        alice, visitor, other = client(), client(), client()
+        log_in(alice, "alice")
+        mine = alice.get("/hello")
+        assert mine.content == b"hello alice" and mine.headers["X-Cache"] == "MISS"
+        assert "Cookie" in mine.headers["Vary"]
+        seen = visitor.get("/hello")
+        assert seen.content == b"hello visitor"  # not alice's page
+        assert seen.headers["X-Cache"] == "MISS"
+        again = other.get("/hello")
+        assert again.content == b"hello visitor" and again.headers["X-Cache"] == "HIT"
+        assert "sessionid" not in again.cookies
+        # A page that reads nothing of the user, asked for by visitors without a cookie
+        assert visitor.get("/same").headers["X-Cache"] == "MISS"
+        assert other.get("/same").headers["X-Cache"] == "HIT"
+
+
+def test_vary_cookies_stores_a_signed_in_user_s_page_per_session(configured: Settings) -> None:
+    from django.test import override_settings
+
+    with override_settings(ROOT_URLCONF="tests.django_urls", REDIS_MIDDLEWARE={
+            "redis_url": configured.redis_url, "key_prefix": configured.key_prefix,
+            "secret_key": (SECRET,),
+            "routes": {"/hello": {"ttl": 60, "vary_cookies": ["sessionid"]}}}):
+        alice, bob = client(), client()
+        log_in(alice, "alice")
+        log_in(bob, "bob")
+        assert alice.get("/hello").headers["X-Cache"] == "MISS"
+        again = alice.get("/hello")
+        assert again.headers["X-Cache"] == "HIT" and again.content == b"hello alice"
+        other = bob.get("/hello")
+        assert other.headers["X-Cache"] == "MISS" and other.content == b"hello bob"
