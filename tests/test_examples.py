@@ -293,32 +293,43 @@ def _csrf(html: str) -> str:
 
 
 def _drive_the_django_shop(base: str) -> None:
-    """Log in through a real form (CSRF included), see the profile and the flashed
-    message, the cached product page, who is online, and the login limit."""
+    """The cached product page, a refused login (wrong password), a login through the
+    real form (CSRF included), the profile and the flashed message, who is online, the
+    admin's CSS, and the login limit."""
     import httpx
 
+    from examples.django_app.accounts import DEMO_USERS
+
     with httpx.Client(base_url=base, follow_redirects=True) as http:
-        token = _csrf(http.get("/").text)
-        page = http.post("/login", data={"username": "erin", "csrfmiddlewaretoken": token})
-        assert page.status_code == 200 and "erin" in page.text
-        assert "Signed in as erin." in page.text  # contrib.messages, in the Redis session
-        assert "<b>1</b>" in page.text
-        assert "<b>2</b>" in http.get("/profile").text  # the session keeps its count
         assert http.get("/products").headers["x-cache"] == "MISS"
         assert http.get("/products").headers["x-cache"] == "HIT"
-        assert "erin" in http.get("/online").text
-        assert http.get("/api/ping").json() == {"pong": True, "user": "erin"}
+        token = _csrf(http.get("/").text)
+        wrong = http.post("/login", data={"username": "alice", "password": "wrong",
+                                          "csrfmiddlewaretoken": token})
+        assert wrong.status_code == 200 and "Please enter a correct username" in wrong.text
+        assert http.get("/api/ping").json() == {"pong": True, "user": None}
+        page = http.post("/login", data={"username": "alice", "password": DEMO_USERS["alice"],
+                                         "csrfmiddlewaretoken": token})
+        assert page.status_code == 200 and "alice" in page.text
+        assert "Signed in as alice." in page.text  # contrib.messages, in the Redis session
+        assert "<b>1</b>" in page.text
+        assert "<b>2</b>" in http.get("/profile").text  # the session keeps its count
+        assert "alice" in http.get("/online").text
+        assert http.get("/api/ping").json() == {"pong": True, "user": "alice"}
+        css = http.get("/static/admin/css/base.css")  # the admin is styled
+        assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
         token = _csrf(http.get("/").text)
         http.post("/logout", data={"csrfmiddlewaretoken": token})
         assert "Log in" in http.get("/").text
     with httpx.Client(base_url=base) as http:
         statuses = []
-        for i in range(6):  # login() rotates the CSRF token: a fresh form each time
+        for i in range(6):  # a fresh form each time
             token = _csrf(http.get("/").text)
             statuses.append(http.post("/login", headers={"Accept": "text/html"}, data={
-                "username": f"x{i}", "csrfmiddlewaretoken": token}).status_code)
-        # 5 logins a minute per address, erin's included, on whichever worker
-        assert statuses == [302] * 4 + [429] * 2
+                "username": f"x{i}", "password": "guess", "csrfmiddlewaretoken": token
+            }).status_code)
+        # 5 logins a minute per address, alice's two included, on whichever worker
+        assert statuses == [200] * 3 + [429] * 3
         token = _csrf(http.get("/").text)
         refused = http.post("/login", data={"username": "y", "csrfmiddlewaretoken": token},
                             headers={"Accept": "text/html"})

@@ -11,8 +11,10 @@ value changed written back, and the per-user index that "log out everywhere" use
 - a session key is one this engine issued (47 characters); any other cookie value is no
   session, without a round trip to Redis;
 - ``save()`` writes only the keys that changed, so two requests that change different
-  keys both keep their change, and a session deleted meanwhile (a logout elsewhere) is
-  never resurrected (``UpdateError``, as Django's engines);
+  keys both keep their change, and a session deleted meanwhile (a logout elsewhere), or
+  by this request's own ``delete()``, is never written back (``UpdateError``, as
+  Django's engines); ``save(must_create=True)`` never writes into a live session
+  (``CreateError``);
 - ``cycle_key()`` (``login()``) renames the hash in one round trip; a request still
   holding the old key for ``session_regenerate_grace`` seconds writes into the new one;
 - expiry is Redis's: ``clear_expired()`` has nothing to do.
@@ -100,6 +102,10 @@ class SessionStore(SessionBase):
         self._stored: dict[str, str] = {}  # key -> its encoding in Redis, as loaded/saved
         self._loaded_user: str | None = None  # the user the index has this session under
         self._live = False  # a hash stands behind the key (loaded or saved by us)
+        # A key this store issued that nothing was stored under yet: its first save
+        # creates the hash. Any other key is only ever updated, so a session deleted
+        # meanwhile (or by this request) is refused, never written back.
+        self._new_key: str | None = None
         self._degraded = False  # Redis failed, "readonly" policy: empty, nothing saved
         super().__init__(session_key)
 
@@ -166,11 +172,24 @@ class SessionStore(SessionBase):
         if stored:
             kept = {k: v for k, v in self._stored.items() if k in data}
             self._stored = {**kept, **written}
-            self._loaded_user, self._live = user, True
+            self._loaded_user, self._live, self._new_key = user, True, None
+        else:
+            # Refused (the session is gone): the user's index got this key in the same
+            # round trip; take it out again.
+            yield from self._core.delete_flow(new_key, user)
         return stored
 
     def _save_mode(self, must_create: bool) -> str:
-        return "create" if must_create or not self._live else "update"
+        if must_create or self.session_key == self._new_key:
+            return "create"
+        return "update"  # refused (UpdateError) when the hash is gone
+
+    def _taken(self, must_create: bool) -> bool:
+        """``save(must_create=True)`` of a key this store did not just issue: it may be
+        in use, and Django's contract is ``CreateError`` then, never a write into it
+        (one more round trip, only on this path: ``create()`` and ``cycle_key()`` issue
+        256-bit keys)."""
+        return must_create and self.session_key != self._new_key
 
     def _cycle_plan(self) -> str | None:
         """The key to rotate away from, or None when nothing is stored under it yet."""
@@ -219,7 +238,7 @@ class SessionStore(SessionBase):
             self._run(self._core.exists_flow(session_key)))  # type: ignore[arg-type]
 
     def create(self) -> None:
-        self._session_key = self._get_new_session_key()
+        self._session_key = self._new_key = self._get_new_session_key()
         self.save(must_create=True)
         self.modified = True
 
@@ -232,6 +251,8 @@ class SessionStore(SessionBase):
             self._get_session()  # load first: only what changed is written
             if self.session_key is None:  # nothing stood behind the key
                 return self.create()
+        if self._taken(must_create) and self._run(self._core.exists_flow(self.session_key)):
+            raise CreateError
         if not self._run(self._write_flow(self._save_mode(must_create), self.session_key,
                                           None)):
             raise CreateError if must_create else UpdateError
@@ -246,7 +267,10 @@ class SessionStore(SessionBase):
     def _deleting(self, session_key: str | None) -> tuple[str | None, str | None]:
         if session_key is None or session_key == self.session_key:
             key, user = self.session_key, self._loaded_user
-            self._live = False
+            # Deleted, not new: a later save() of this key raises UpdateError, as with
+            # Django's engines (SessionMiddleware answers 400), instead of writing the
+            # session back.
+            self._live, self._new_key = False, None
         else:
             key, user = session_key, None
         return (key, user) if key and self._validate_session_key(key) else (None, None)
@@ -260,11 +284,10 @@ class SessionStore(SessionBase):
         new = new_session_id(old[:4] if old else None)  # same Cluster slot as the old
         self._session_key = new
         self.modified = True
-        if old is None:
-            self._live = False  # nothing stored yet: created at the next save
-            return
-        if not self._run(self._write_flow("move", new, old)):  # deleted meanwhile
-            self._live = False
+        if old is None or not self._run(self._write_flow("move", new, old)):
+            # Nothing stored under the old key (never saved, or deleted meanwhile): the
+            # data is created under the new key at the next save.
+            self._live, self._new_key = False, new
 
     @classmethod
     def clear_expired(cls) -> None:
@@ -288,7 +311,7 @@ class SessionStore(SessionBase):
             await self._arun(self._core.exists_flow(session_key)))  # type: ignore[arg-type]
 
     async def acreate(self) -> None:
-        self._session_key = await self._aget_new_session_key()
+        self._session_key = self._new_key = await self._aget_new_session_key()
         await self.asave(must_create=True)
         self.modified = True
 
@@ -301,6 +324,9 @@ class SessionStore(SessionBase):
             await self._aget_session()
             if self.session_key is None:
                 return await self.acreate()
+        if self._taken(must_create) and await self._arun(
+                self._core.exists_flow(self.session_key)):
+            raise CreateError
         if not await self._arun(self._write_flow(self._save_mode(must_create),
                                                  self.session_key, None)):
             raise CreateError if must_create else UpdateError
@@ -320,11 +346,8 @@ class SessionStore(SessionBase):
         new = new_session_id(old[:4] if old else None)
         self._session_key = new
         self.modified = True
-        if old is None:
-            self._live = False
-            return
-        if not await self._arun(self._write_flow("move", new, old)):
-            self._live = False
+        if old is None or not await self._arun(self._write_flow("move", new, old)):
+            self._live, self._new_key = False, new
 
     @classmethod
     async def aclear_expired(cls) -> None:
