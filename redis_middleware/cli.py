@@ -187,6 +187,26 @@ def _info_flow() -> Flow[tuple[Any, Any]]:
     return info, policy
 
 
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _field(reply: Any, name: str) -> str | None:
+    """One field of an ``INFO`` or ``CONFIG GET`` reply, in each shape redis-py hands it
+    over: a mapping (its callbacks; RESP3), the flat name, value, ... array or the
+    ``name:value`` lines the server sends (redis-py 5.2's Cluster pipeline applies no
+    callback)."""
+    if isinstance(reply, (bytes, str)):
+        pairs: Any = (line.partition(":")[::2] for line in _text(reply).splitlines())
+    elif isinstance(reply, dict):
+        pairs = reply.items()
+    elif isinstance(reply, (list, tuple)):
+        pairs = zip(reply[0::2], reply[1::2], strict=False)
+    else:
+        return None
+    return next((_text(value) for key, value in pairs if _text(key) == name), None)
+
+
 def _ping() -> Flow[bool]:
     (pong,) = yield (Call.of("PING"),)
     return bool(pong)
@@ -213,14 +233,12 @@ def _check(ctx: _Context) -> tuple[dict[str, Any], int]:
         report["maxmemory_policy"] = None
         warnings.append(f"could not read maxmemory-policy ({exc}); check it in your provider")
         return report, 0
-    report["redis_version"] = info.get("redis_version") if isinstance(info, dict) else None
+    report["redis_version"] = _field(info, "redis_version")
     old = too_old({"version": str(report["redis_version"] or "")})
     if old is not None:
         report["error"] = f"the server is {old}: redis-middleware needs Redis 6.2 or newer"
         return report, 1
-    value = policy.get(b"maxmemory-policy") or policy.get("maxmemory-policy") if isinstance(
-        policy, dict) else None
-    name = value.decode() if isinstance(value, bytes) else value
+    name = _field(policy, "maxmemory-policy")
     report["maxmemory_policy"] = name
     if name and name != "noeviction":
         warnings.append(

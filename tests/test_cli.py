@@ -40,6 +40,17 @@ def test_check_reports_the_server(env: Any, capsys: pytest.CaptureFixture[str]) 
     assert report["maxmemory_policy"] == "noeviction" and report["warnings"] == []
 
 
+def test_check_reports_a_cluster(redis_cluster: Any, monkeypatch: pytest.MonkeyPatch,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """Through redis-py's Cluster pipeline, whose replies redis-py 5.2 leaves unparsed
+    (CONFIG GET as a flat name, value array)."""
+    monkeypatch.setenv("REDIS_URL", redis_cluster.url)
+    monkeypatch.setenv("REDIS_MIDDLEWARE_SECRET_KEY", SECRET)
+    code, report = run(capsys, "check")
+    assert code == 0 and report["redis_version"].count(".") == 2
+    assert report["maxmemory_policy"] == "noeviction" and report["warnings"] == []
+
+
 def test_check_fails_cleanly(monkeypatch: pytest.MonkeyPatch,
                              capsys: pytest.CaptureFixture[str]) -> None:
     from .conftest import free_port
