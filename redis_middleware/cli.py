@@ -140,6 +140,16 @@ class _Context:
         return self.found.best(component) if self.found is not None else self.settings
 
 
+def _secret_missing(settings: Settings) -> bool:
+    """No secret key was given, and the app would refuse to start without one."""
+    return settings.secret_generated and settings.target.kind != "memory"
+
+
+def _reads_only(args: argparse.Namespace) -> bool:
+    return args.command in ("check", "online", "config") or (
+        args.command in ("sessions", "ratelimit") and args.action in ("list", "show"))
+
+
 def _context(args: argparse.Namespace) -> _Context:
     overrides = {k: v for k, v in (("redis_url", getattr(args, "redis_url", None)),
                                    ("key_prefix", getattr(args, "prefix", None))) if v}
@@ -152,7 +162,8 @@ def _context(args: argparse.Namespace) -> _Context:
             found = dataclasses.replace(found, settings=tuple(
                 s.replace(**overrides) for s in found.settings))
         return _Context(found.best(), f"the app {found.where}", found)
-    settings = Settings.from_env()
+    # A command that only reads signs no cookie: an operator may look without the key.
+    settings = Settings._signing_nothing() if _reads_only(args) else Settings.from_env()
     if overrides:
         settings = settings.replace(**overrides)
     return _Context(settings, "the environment (no --app)")
@@ -225,6 +236,9 @@ def _check(ctx: _Context) -> tuple[dict[str, Any], int]:
         warnings.append("REDIS_URL is memory://: every process has its own data, so sessions, "
                         "limits and presence are not shared between workers")
         return report, 0
+    if _secret_missing(settings):
+        warnings.append("REDIS_MIDDLEWARE_SECRET_KEY is not set here: check does not need "
+                        "it, the app does")
     conns = connections_for(settings)
     conns.run(_ping())  # a failure here is reported by main(), once
     try:
@@ -361,6 +375,8 @@ def _config(args: argparse.Namespace, ctx: _Context | None) -> tuple[Any, int]:
         value = getattr(settings, f.name)
         if f.metadata.get("secret") and f.name == "redis_url":
             value = _mask_url(value)
+        elif f.metadata.get("secret") and _secret_missing(settings):
+            value = "<not set: the app needs one, this command does not>"
         elif f.metadata.get("secret"):
             value = f"<{len(value)} secret(s), generated>" if settings.secret_generated else (
                 f"<{len(value)} secret(s)>")

@@ -653,6 +653,20 @@ class Settings:
                 )
         return cls(**values)
 
+    @classmethod
+    def _signing_nothing(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """``from_env`` for a process that signs and verifies no cookie (the CLI's
+        read-only commands): without ``REDIS_MIDDLEWARE_SECRET_KEY``, a random secret
+        stands in (``secret_generated``), whatever ``REDIS_URL`` is. A key that is set
+        is still validated."""
+        env = os.environ if environ is None else environ
+        name = cls.env_name("secret_key")
+        if env.get(name):
+            return cls.from_env(env)
+        settings = cls.from_env({**env, name: secrets.token_urlsafe(48)})
+        object.__setattr__(settings, "_secret_generated", True)
+        return settings
+
     @property
     def derived(self) -> frozenset[str]:
         """The settings left unset and derived from others (``DERIVED``)."""
