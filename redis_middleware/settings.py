@@ -202,7 +202,9 @@ class Settings:
     )
     session_absolute_lifetime: int = _setting(
         30 * 86400, "REDIS_MIDDLEWARE_SESSION_ABSOLUTE_LIFETIME", p.parse_int,
-        "Seconds after creation after which a session expires, however active.",
+        "Seconds after creation after which a session expires, however active; also the "
+        "cookie's Max-Age. `0` or less: the session expires at once (no session is kept "
+        "and the cookie is expired), as Starlette's `max_age=-1`.",
     )
     session_regenerate_grace: float = _setting(
         60.0, "REDIS_MIDDLEWARE_SESSION_REGENERATE_GRACE", p.parse_float,
@@ -483,13 +485,18 @@ class Settings:
             if not 0 < getattr(self, name) <= 60:
                 self._fail(name, "must be a number of seconds in (0, 60]")
         positive_ints = (
-            "max_connections", "session_idle_timeout", "session_absolute_lifetime",
-            "session_max_fields", "session_max_value_bytes", "session_max_bytes", "presence_ttl",
+            "max_connections", "session_idle_timeout", "session_max_fields",
+            "session_max_value_bytes", "session_max_bytes", "presence_ttl",
         )
         for name in positive_ints:
+            if name in self.derived:  # follows the setting it is derived from
+                continue
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 self._fail(name, "must be a positive whole number")
+        lifetime = self.session_absolute_lifetime  # <= 0: expires at once (Starlette's)
+        if isinstance(lifetime, bool) or not isinstance(lifetime, int):
+            self._fail("session_absolute_lifetime", "must be a whole number of seconds")
         if not _FIELD_RE.match(self.user_field):
             self._fail("user_field", "must be an identifier of at most 64 characters")
         self._validate_cookie()
@@ -645,6 +652,20 @@ class Settings:
                     name, env[name], f.metadata["parser"], secret=f.metadata["secret"]
                 )
         return cls(**values)
+
+    @classmethod
+    def _signing_nothing(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """``from_env`` for a process that signs and verifies no cookie (the CLI's
+        read-only commands): without ``REDIS_MIDDLEWARE_SECRET_KEY``, a random secret
+        stands in (``secret_generated``), whatever ``REDIS_URL`` is. A key that is set
+        is still validated."""
+        env = os.environ if environ is None else environ
+        name = cls.env_name("secret_key")
+        if env.get(name):
+            return cls.from_env(env)
+        settings = cls.from_env({**env, name: secrets.token_urlsafe(48)})
+        object.__setattr__(settings, "_secret_generated", True)
+        return settings
 
     @property
     def derived(self) -> frozenset[str]:

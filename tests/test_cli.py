@@ -9,10 +9,13 @@ from typing import Any
 
 import pytest
 
+from redis_middleware import ConfigError
+from redis_middleware.asgi import SessionMiddleware
 from redis_middleware.cli import main
 from redis_middleware.wsgi import Presence, RateLimiter, SessionStore
 
 from .conftest import SECRET, make_settings
+from .test_session_contract import starlette_app
 
 pytestmark = pytest.mark.real_redis
 ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
@@ -35,6 +38,17 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, Any]:
 
 
 def test_check_reports_the_server(env: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    code, report = run(capsys, "check")
+    assert code == 0 and report["redis_version"].count(".") == 2
+    assert report["maxmemory_policy"] == "noeviction" and report["warnings"] == []
+
+
+def test_check_reports_a_cluster(redis_cluster: Any, monkeypatch: pytest.MonkeyPatch,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """Through redis-py's Cluster pipeline, whose replies redis-py 5.2 leaves unparsed
+    (CONFIG GET as a flat name, value array)."""
+    monkeypatch.setenv("REDIS_URL", redis_cluster.url)
+    monkeypatch.setenv("REDIS_MIDDLEWARE_SECRET_KEY", SECRET)
     code, report = run(capsys, "check")
     assert code == 0 and report["redis_version"].count(".") == 2
     assert report["maxmemory_policy"] == "noeviction" and report["warnings"] == []
@@ -131,6 +145,34 @@ def test_config_shows_the_effective_settings_with_secrets_masked(env: Any) -> No
         "the environment")
     assert "hunter2" not in out.stdout and SECRET not in out.stdout
     assert shown["secret_key"] == "<1 secret(s)>"
+
+
+def test_commands_that_only_read_need_no_secret_key(env: Any,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """An operator looks without the cookie-signing key: the CLI signs no cookie. The
+    app still refuses to start without it (a ConfigError), and check says so."""
+    Presence(env).heartbeat("ops")
+    plain = {"REDIS_URL": env.redis_url, "REDIS_MIDDLEWARE_KEY_PREFIX": env.key_prefix,
+             "REDIS_MIDDLEWARE_RATELIMIT_LIMIT": "5/minute"}
+    checked = cli("check", "--json", env=plain)
+    assert checked.returncode == 0, checked.stderr
+    assert json.loads(checked.stdout)["warnings"] == [
+        "REDIS_MIDDLEWARE_SECRET_KEY is not set here: check does not need it, the app does"]
+    online = cli("online", "--json", env=plain)
+    assert online.returncode == 0, online.stderr
+    assert json.loads(online.stdout) == {"count": 1, "users": ["ops"]}
+    for argv in (("sessions", "list", "--user", "ops"),
+                 ("ratelimit", "show", "--key", "ip:1.2.3.4"), ("config",)):
+        out = cli(*argv, "--json", env=plain)
+        assert out.returncode == 0, (argv, out.stderr)
+    shown = json.loads(cli("config", "--json", env=plain).stdout)
+    assert shown["secret_key"] == "<not set: the app needs one, this command does not>"
+    # A key that is given is still checked; the middleware still requires one.
+    short = cli("check", env={**plain, "REDIS_MIDDLEWARE_SECRET_KEY": "short"})
+    assert short.returncode == 2 and "REDIS_MIDDLEWARE_SECRET_KEY" in short.stderr
+    monkeypatch.delenv("REDIS_MIDDLEWARE_SECRET_KEY")
+    with pytest.raises(ConfigError, match="REDIS_MIDDLEWARE_SECRET_KEY"):
+        SessionMiddleware(starlette_app())  # settings from the environment
 
 
 @pytest.mark.parametrize(("url", "message"), [

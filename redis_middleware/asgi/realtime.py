@@ -501,7 +501,8 @@ async def join_room(websocket: Any, broadcast: Broadcast, room: str, *,
         async def chat(websocket: WebSocket, room: str) -> None:
             user = websocket.session.get("user_id")       # authorise first
             if user is None:
-                await websocket.close(code=4401)
+                await websocket.accept()                   # then close: the client
+                await websocket.close(code=4401)           # sees the code
                 return
             async with join_room(websocket, broadcast, room, user=user,
                                  presence=presence) as joined:
@@ -513,6 +514,8 @@ async def join_room(websocket: Any, broadcast: Broadcast, room: str, *,
     the user is in the room's presence while connected and the room gets
     ``{"presence": "online" | "offline", "user": ...}`` messages when they arrive and
     leave. ``since``: a durable room's last message id the client saw (it reconnects).
+    Refuse a client by accepting, then closing: an ASGI server answers a close before
+    ``accept()`` with an HTTP 403, and the browser never sees the code.
     """
     broadcast.core.check_room(room)
     joined = RoomSocket(websocket, broadcast, room, user, presence)
