@@ -7,6 +7,7 @@ this package exports what both share.
 
 from __future__ import annotations
 
+from .config.settings import Settings
 from .errors import (
     ConfigError,
     RedisCommandError,
@@ -18,7 +19,6 @@ from .errors import (
     SubscriberOverflow,
 )
 from .keys import KeySpace
-from .settings import Settings
 
 __version__ = "0.1.0"
 

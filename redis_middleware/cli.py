@@ -13,9 +13,9 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+from .config.settings import Settings, _mask_url
 from .errors import ConfigError, RedisMiddlewareError
 from .sansio.flow import Call, Flow
-from .settings import Settings, _mask_url
 
 __all__ = ["main"]
 
@@ -365,7 +365,7 @@ def _ratelimit(args: argparse.Namespace, ctx: _Context) -> tuple[Any, int]:
 
 def _config(args: argparse.Namespace, ctx: _Context | None) -> tuple[Any, int]:
     if args.reference:
-        from ._reference import settings_table
+        from .config.reference import settings_table
 
         return settings_table(), 0
     assert ctx is not None

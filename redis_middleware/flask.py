@@ -33,17 +33,17 @@ from flask import request as flask_request
 from flask.json.tag import TaggedJSONSerializer
 from flask.sessions import SessionInterface, SessionMixin
 
-from ._options import resolve_settings
 from ._redis.connections import RedisConnections, connections_for
+from .config.options import resolve_settings
+from .config.settings import Settings
 from .errors import RedisMiddlewareError, SessionUnavailableError
-from .sansio.cookies import IncomingCookie
 from .sansio.incidents import log_failure
 from .sansio.request import from_environ
 from .sansio.responses import Refusals, Response
-from .sansio.session import Codec, Session
-from .sansio.sessions import CookieRules, SessionCore
+from .sansio.sessions.cookies import IncomingCookie
+from .sansio.sessions.core import CookieRules, SessionCore
+from .sansio.sessions.mapping import Codec, Session
 from .sansio.stack import stack_field
-from .settings import Settings
 from .wsgi.sessions import ENVIRON_KEY
 from .wsgi.stack import RedisMiddleware
 

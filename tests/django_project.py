@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from redis_middleware.settings import Settings
+from redis_middleware.config.settings import Settings
 
 from .conftest import SECRET, raw_client
 

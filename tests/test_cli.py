@@ -68,8 +68,8 @@ def test_check_fails_cleanly(monkeypatch: pytest.MonkeyPatch,
 
 def test_sessions_online_cache_and_ratelimit(env: Any, capsys: pytest.CaptureFixture[str]) -> None:
     from redis_middleware._redis.connections import connections_for
-    from redis_middleware.sansio.cookies import IncomingCookie
-    from redis_middleware.sansio.sessions import SessionCore
+    from redis_middleware.sansio.sessions.cookies import IncomingCookie
+    from redis_middleware.sansio.sessions.core import SessionCore
 
     core = SessionCore(env)
     session = core.session_for(IncomingCookie(None))
@@ -267,8 +267,8 @@ def test_app_option_reads_limits_set_in_code(redis_server: Any, tmp_path: Any) -
 def test_revoking_a_user_ends_their_presence_and_all_users_at_once(
         env: Any, capsys: pytest.CaptureFixture[str]) -> None:
     from redis_middleware._redis.connections import connections_for
-    from redis_middleware.sansio.cookies import IncomingCookie
-    from redis_middleware.sansio.sessions import SessionCore
+    from redis_middleware.sansio.sessions.cookies import IncomingCookie
+    from redis_middleware.sansio.sessions.core import SessionCore
 
     core = SessionCore(env)
     for user in ("alice", "bob", "carol"):

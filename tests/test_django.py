@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from redis_middleware.settings import Settings
+from redis_middleware.config.settings import Settings
 
 from .conftest import SECRET, raw_client
 from .django_project import configured, django_project, redis_keys, store
@@ -111,7 +111,7 @@ def test_cycle_key_of_an_unsaved_session_creates_it_at_save(configured: Settings
 
 
 def test_keys_this_engine_did_not_issue_are_no_session(configured: Settings) -> None:
-    from redis_middleware.sansio.cookies import new_session_id
+    from redis_middleware.sansio.sessions.cookies import new_session_id
 
     for bad in ("1", "", "12345678", "x" * 47, "../../etc/passwd" + "a" * 31, "a}b{" * 12):
         s = store(bad)
@@ -480,7 +480,7 @@ def test_redis_down_answers_503_with_one_log_line(caplog: pytest.LogCaptureFixtu
             "redis_url": f"redis://127.0.0.1:{free_port()}/0", "secret_key": (SECRET,),
             "connect_timeout": 0.2, "socket_timeout": 0.2,
             "session_on_redis_error": "fail"}):
-        from redis_middleware.sansio.cookies import new_session_id
+        from redis_middleware.sansio.sessions.cookies import new_session_id
 
         c = client()
         c.cookies["sessionid"] = new_session_id()
@@ -503,7 +503,7 @@ def test_redis_down_with_read_only_sessions(caplog: pytest.LogCaptureFixture,
     from django.test import override_settings
 
     from redis_middleware.sansio import incidents
-    from redis_middleware.sansio.cookies import new_session_id
+    from redis_middleware.sansio.sessions.cookies import new_session_id
 
     monkeypatch.setattr(incidents, "_last_logged", {})  # a fresh incident
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from redis_middleware.settings import Settings
+from redis_middleware.config.settings import Settings
 
 from .conftest import SECRET
 from .django_project import configured, django_project, redis_keys, store
@@ -215,7 +215,7 @@ async def test_a_session_deleted_elsewhere_is_not_resurrected(api: Api) -> None:
 
 async def test_keys_not_issued_here_are_no_session_and_create_nothing(
         api: Api, configured: Settings) -> None:
-    from redis_middleware.sansio.cookies import new_session_id
+    from redis_middleware.sansio.sessions.cookies import new_session_id
 
     for bad in ("", "1", "1234567", "12345678", "someunknownkey",
                 "abcdefghijklmnopqrstuvwxyz0123456789" * 20):

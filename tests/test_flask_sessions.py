@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from redis_middleware import Settings
-from redis_middleware.sansio.sessions import SessionCore
+from redis_middleware.sansio.sessions.core import SessionCore
 
 from .conftest import audit_keyspace
 

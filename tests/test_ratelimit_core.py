@@ -7,10 +7,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from redis_middleware import ConfigError, Settings
-from redis_middleware.sansio.client_ip import UNKNOWN, ProxyTrust
+from redis_middleware.config.patterns import PathPattern, RouteTable
 from redis_middleware.sansio.flow import run_pure
-from redis_middleware.sansio.patterns import PathPattern, RouteTable
-from redis_middleware.sansio.ratelimit import RateLimitCore
+from redis_middleware.sansio.ratelimit.client_ip import UNKNOWN, ProxyTrust
+from redis_middleware.sansio.ratelimit.core import RateLimitCore
 from redis_middleware.sansio.request import RequestInfo
 
 
@@ -174,7 +174,7 @@ def test_per_method_usage_and_reset_cover_every_method() -> None:
     """The CLI's show/reset see per-method counters: show lists the used ones, reset
     deletes them all."""
     from redis_middleware.sansio.flow import run_pure
-    from redis_middleware.sansio.ratelimit import RateLimitCore
+    from redis_middleware.sansio.ratelimit.core import RateLimitCore
 
     from .sansio.helpers import settings
 
@@ -206,7 +206,7 @@ def test_per_method_usage_and_reset_cover_every_method() -> None:
 def test_credential_identities(kind: str, headers: tuple[tuple[str, str], ...],
                                identity: str) -> None:
     """``bearer`` and ``header:<Name>``: the credential, hashed; none: the address."""
-    from redis_middleware.sansio.ratelimit import RateLimitCore
+    from redis_middleware.sansio.ratelimit.core import RateLimitCore
 
     from .sansio.helpers import request, settings
 
@@ -218,7 +218,7 @@ def test_credential_identities(kind: str, headers: tuple[tuple[str, str], ...],
 
 
 def test_the_same_credential_is_the_same_bucket() -> None:
-    from redis_middleware.sansio.ratelimit import RateLimitCore
+    from redis_middleware.sansio.ratelimit.core import RateLimitCore
 
     from .sansio.helpers import request, settings
 

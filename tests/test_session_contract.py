@@ -264,7 +264,7 @@ def test_size_caps_still_hold(make_client: Clients) -> None:
 def test_a_large_value_is_logged_once_as_not_compact(
     make_client: Clients, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from redis_middleware.sansio import sessions
+    from redis_middleware.sansio.sessions import core as sessions
 
     monkeypatch.setattr(sessions, "_compact_warned", False)
     client = make_client()

@@ -22,9 +22,9 @@ from django.urls import path, re_path
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
+from redis_middleware.config.settings import Settings
 from redis_middleware.django import django_settings
 from redis_middleware.errors import RedisMiddlewareError
-from redis_middleware.settings import Settings
 from redis_middleware.wsgi import Cache, Presence, SessionStore
 
 from .._pages import PRODUCTS, home, online, page, products, profile, unavailable

@@ -21,10 +21,10 @@ import redis.asyncio
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisClusterException
 
-from .._urls import RedisTarget
+from ..config.settings import Settings, _mask_url
+from ..config.urls import RedisTarget
 from ..errors import RedisUnavailableError
 from ..sansio.flow import PausingFlow
-from ..settings import Settings, _mask_url
 from .breaker import Breaker
 from .driver import (
     AsyncExecute,

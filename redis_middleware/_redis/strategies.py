@@ -23,7 +23,7 @@ from redis import exceptions as rex
 
 from ..errors import RedisMiddlewareError, RedisUnavailableError
 from ..keys import KeySpace
-from ..sansio.ratelimit import Check, Decision, RateLimitCore, limits_key
+from ..sansio.ratelimit.core import Check, Decision, RateLimitCore, limits_key
 from .breaker import Breaker
 from .connections import RedisConnections
 

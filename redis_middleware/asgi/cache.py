@@ -7,15 +7,15 @@ from typing import Any
 
 from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 
-from .._options import resolve_settings
 from .._redis.connections import connections_for
+from ..config.options import resolve_settings
+from ..config.settings import Settings
 from ..errors import RedisMiddlewareError
-from ..sansio.cache import CacheCore, CachePlan, Entry, Lookup, Resolved, SessionUse
+from ..sansio.cache.core import CacheCore, CachePlan, Entry, Lookup, Resolved, SessionUse
 from ..sansio.exchange import CachePart, Exchange
 from ..sansio.incidents import log_failure
 from ..sansio.request import from_scope
-from ..sansio.session import session_use
-from ..settings import Settings
+from ..sansio.sessions.mapping import session_use
 from ._respond import refresh, respond, with_conditional
 
 __all__ = ["Cache", "CacheMiddleware"]

@@ -6,14 +6,14 @@ from typing import Any
 
 from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 
-from .._options import resolve_settings
 from .._redis.connections import connections_for
 from .._redis.strategies import LimitsStrategy
+from ..config.options import resolve_settings
+from ..config.settings import Settings
 from ..errors import RedisMiddlewareError
-from ..sansio.ratelimit import Check, Decision, RateLimitCore, Usage
+from ..sansio.ratelimit.core import Check, Decision, RateLimitCore, Usage
 from ..sansio.request import from_scope
 from ..sansio.responses import Refusals
-from ..settings import Settings
 from ._http import with_headers
 from ._respond import send_response
 

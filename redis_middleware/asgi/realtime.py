@@ -12,10 +12,11 @@ import weakref
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from .._options import resolve_settings
 from .._redis.connections import RedisConnections, connections_for
 from .._redis.pubsub import SharedPubSub
 from .._tasks import Every, detach, finish, stop_tasks
+from ..config.options import resolve_settings
+from ..config.settings import Settings
 from ..errors import RedisMiddlewareError
 from ..sansio.incidents import log_failure
 from ..sansio.realtime import (
@@ -27,7 +28,6 @@ from ..sansio.realtime import (
     RealtimeCore,
     parse_payload,
 )
-from ..settings import Settings
 from .presence import Presence
 
 __all__ = ["Broadcast", "Gap", "Message", "Published", "RoomSocket", "Subscription",

@@ -6,17 +6,17 @@ from typing import Any
 
 from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 
-from .._options import resolve_settings
 from .._redis.connections import RedisConnections, connections_for
+from ..config.options import resolve_settings
+from ..config.settings import Settings
 from ..errors import RedisMiddlewareError
-from ..sansio.cookies import IncomingCookie
 from ..sansio.exchange import Exchange, SessionPart
 from ..sansio.incidents import log_incident
 from ..sansio.request import from_scope
 from ..sansio.responses import Refusals
-from ..sansio.session import Session
-from ..sansio.sessions import SessionCore, SessionInfo
-from ..settings import Settings
+from ..sansio.sessions.cookies import IncomingCookie
+from ..sansio.sessions.core import SessionCore, SessionInfo
+from ..sansio.sessions.mapping import Session
 from ._http import request_cookies
 from ._respond import respond
 

@@ -9,12 +9,12 @@ from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 
 from .._redis.connections import connections_for
 from .._redis.strategies import LimitsStrategy
-from ..sansio.cache import encode_headers
+from ..config.settings import Settings
+from ..sansio.cache.core import encode_headers
 from ..sansio.flow import step
 from ..sansio.request import from_scope
 from ..sansio.responses import Response
 from ..sansio.stack import Before, StackCore, resolve_stack_settings
-from ..settings import Settings
 from ._respond import refresh, respond, send_response, with_conditional
 from .presence import PresenceMiddleware
 from .sessions import save_after_websocket

@@ -9,9 +9,9 @@ from typing import Any
 from django.conf import settings as django_conf
 from django.core.signals import setting_changed
 
+from ..config.settings import Settings
 from ..errors import ConfigError
 from ..sansio.stack import stack_field
-from ..settings import Settings
 
 __all__ = ["MIN_SECRET", "SETTING", "django_secrets", "django_settings", "forget_settings",
            "secret_text"]

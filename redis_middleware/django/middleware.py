@@ -25,7 +25,7 @@ from ..asgi.presence import Presence as AsyncPresence
 from ..asgi.ratelimit import RateLimiter as AsyncRateLimiter
 from ..errors import RedisMiddlewareError, SessionUnavailableError
 from ..sansio.incidents import log_failure, log_incident
-from ..sansio.ratelimit import Check, Decision
+from ..sansio.ratelimit.core import Check, Decision
 from ..sansio.request import RequestInfo, from_environ
 from ..sansio.responses import Refusals, Response, status_line
 from ..wsgi.cache import CacheMiddleware as WSGICacheMiddleware

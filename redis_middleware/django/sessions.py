@@ -31,11 +31,11 @@ from django.utils.module_loading import import_string
 
 from .._redis.connections import RedisConnections, connections_for
 from ..errors import RedisMiddlewareError, SessionUnavailableError
-from ..sansio.cookies import new_session_id, valid_session_id
 from ..sansio.flow import Flow
 from ..sansio.incidents import log_incident
-from ..sansio.session import JSON, Codec, Limits, encode
-from ..sansio.sessions import SessionCore
+from ..sansio.sessions.cookies import new_session_id, valid_session_id
+from ..sansio.sessions.core import SessionCore
+from ..sansio.sessions.mapping import JSON, Codec, Limits, encode
 from .conf import django_settings
 
 __all__ = ["AUTH_USER_FIELD", "SessionStore", "forget_engine"]

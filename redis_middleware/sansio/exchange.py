@@ -22,13 +22,13 @@ from typing import Protocol
 
 from ..errors import RedisCommandError, RedisMiddlewareError, SessionUnavailableError
 from . import metrics
-from .cache import CacheCore, CachePlan, Capture, Lookup, SessionUse
-from .cookies import IncomingCookie
+from .cache.core import CacheCore, CachePlan, Capture, Lookup, SessionUse
 from .flow import Flow, gather
 from .incidents import log_failure
 from .responses import Headers, Response
-from .session import Session
-from .sessions import SessionCore
+from .sessions.cookies import IncomingCookie
+from .sessions.core import SessionCore
+from .sessions.mapping import Session
 
 __all__ = ["CachePart", "Exchange", "Part", "Reply", "SessionPart", "header_values",
            "vary_with"]

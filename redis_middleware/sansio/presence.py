@@ -25,14 +25,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .._memo import Recent
+from ..config.settings import Settings
 from ..errors import RedisMiddlewareError
 from ..keys import KeySpace, escape
-from ..settings import Settings
 from . import metrics
 from .flow import Call, Flow, Script, gather
 from .incidents import log_incident
-from .memo import Recent
-from .ratelimit import credential_of
+from .ratelimit.core import credential_of
 from .request import RequestInfo
 
 __all__ = ["PresenceCore", "PresenceEvent"]

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any
 
+from ..config.settings import Settings
 from ..errors import SubscriberOverflow
 from ..keys import KeySpace
-from ..settings import Settings
 from .flow import Call, Flow, Script
 
 __all__ = ["Cursor", "Gap", "Inbox", "Message", "Published", "RealtimeCore", "parse_payload",

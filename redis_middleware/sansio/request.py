@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from .cookies import parse_cookies
-from .memo import Memo
+from .._memo import Memo
+from .sessions.cookies import parse_cookies
 
 __all__ = ["RequestInfo", "from_environ", "from_scope"]
 

@@ -16,21 +16,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .._options import resolve_settings
+from ..config.options import resolve_settings
+from ..config.patterns import PathPattern
+from ..config.settings import Settings
 from ..errors import RedisMiddlewareError
-from ..settings import Settings
-from .cache import CacheCore, CachePlan, Lookup, Resolved
-from .cookies import IncomingCookie
+from .cache.core import CacheCore, CachePlan, Lookup, Resolved
 from .exchange import CachePart, Exchange, Part, SessionPart
 from .flow import Delegate, Flow, PausingFlow, gather
 from .incidents import log_failure
-from .patterns import PathPattern
 from .presence import PresenceCore
-from .ratelimit import Check, Decision, RateLimitCore
+from .ratelimit.core import Check, Decision, RateLimitCore
 from .request import RequestInfo
 from .responses import Headers, Refusals, Response
-from .session import Session, session_use
-from .sessions import SessionCore
+from .sessions.cookies import IncomingCookie
+from .sessions.core import SessionCore
+from .sessions.mapping import Session, session_use
 
 __all__ = ["Before", "StackCore", "resolve_stack_settings"]
 

@@ -7,16 +7,16 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from .._options import resolve_settings
 from .._redis.connections import connections_for
+from ..config.options import resolve_settings
+from ..config.settings import Settings
 from ..errors import RedisMiddlewareError
-from ..sansio.cache import CacheCore, CachePlan, Lookup, Resolved
+from ..sansio.cache.core import CacheCore, CachePlan, Lookup, Resolved
 from ..sansio.exchange import CachePart, Exchange
 from ..sansio.incidents import log_failure
 from ..sansio.request import from_environ
 from ..sansio.responses import status_line
-from ..sansio.session import session_use
-from ..settings import Settings
+from ..sansio.sessions.mapping import session_use
 from ._respond import refresh, respond, with_conditional
 from .sessions import ENVIRON_KEY
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from .._options import resolve_settings
 from .._redis.connections import connections_for
 from .._redis.strategies import LimitsStrategy
+from ..config.options import resolve_settings
+from ..config.settings import Settings
 from ..errors import RedisMiddlewareError
-from ..sansio.ratelimit import Check, Decision, RateLimitCore, Usage
+from ..sansio.ratelimit.core import Check, Decision, RateLimitCore, Usage
 from ..sansio.request import environ_user, from_environ
 from ..sansio.responses import Refusals
-from ..settings import Settings
 from ._respond import start
 
 __all__ = ["RateLimitMiddleware", "RateLimiter"]

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._options import resolve_settings
 from .._redis.connections import connections_for
+from ..config.options import resolve_settings
+from ..config.settings import Settings
 from ..sansio.realtime import Message, Published, RealtimeCore
-from ..settings import Settings
 
 __all__ = ["Broadcast"]
 

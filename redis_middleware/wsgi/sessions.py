@@ -5,15 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from .._options import resolve_settings
 from .._redis.connections import connections_for
-from ..sansio.cookies import IncomingCookie
+from ..config.options import resolve_settings
+from ..config.settings import Settings
 from ..sansio.exchange import Exchange, SessionPart
 from ..sansio.request import from_environ
 from ..sansio.responses import Refusals
-from ..sansio.session import Session
-from ..sansio.sessions import SessionCore, SessionInfo
-from ..settings import Settings
+from ..sansio.sessions.cookies import IncomingCookie
+from ..sansio.sessions.core import SessionCore, SessionInfo
+from ..sansio.sessions.mapping import Session
 from ._http import request_cookies
 from ._respond import respond
 

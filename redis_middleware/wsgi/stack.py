@@ -8,10 +8,10 @@ from typing import Any
 
 from .._redis.connections import connections_for
 from .._redis.strategies import LimitsStrategy
+from ..config.settings import Settings
 from ..sansio.request import from_environ
 from ..sansio.responses import status_line
 from ..sansio.stack import Before, StackCore, resolve_stack_settings
-from ..settings import Settings
 from ._respond import refresh, respond, start, with_conditional
 from .cache import refresh_workers
 from .sessions import ENVIRON_KEY

@@ -11,8 +11,8 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from redis_middleware import SessionLimitError, Settings
-from redis_middleware.sansio.session import Limits, Session
-from redis_middleware.sansio.sessions import SessionCore
+from redis_middleware.sansio.sessions.core import SessionCore
+from redis_middleware.sansio.sessions.mapping import Limits, Session
 
 
 @hsettings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -46,7 +46,7 @@ def test_bad_values_raise_from_the_mutation(value: Any, message: str) -> None:
 
 
 def test_reserved_looking_keys_round_trip() -> None:
-    from redis_middleware.sansio.sessions import field_name, key_name
+    from redis_middleware.sansio.sessions.core import field_name, key_name
 
     for key in ["\x00t", "\x01x", "\x02x", "plain", ""]:
         assert key_name(field_name(key)) == key
@@ -70,14 +70,14 @@ def test_reserved_looking_keys_round_trip() -> None:
     ],
 )
 def test_long_hex_strings_are_packed(encoded: str, stored: bytes | None) -> None:
-    from redis_middleware.sansio.sessions import packed
+    from redis_middleware.sansio.sessions.core import packed
 
     assert packed(encoded) == stored
 
 
 def test_a_packed_value_reads_back_as_its_encoding_and_drops_its_twin() -> None:
     from redis_middleware.sansio.flow import run_pure
-    from redis_middleware.sansio.sessions import META, PACKED, SessionCore
+    from redis_middleware.sansio.sessions.core import META, PACKED, SessionCore
 
     core = SessionCore(Settings())
     digest = "0f" * 64

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from redis_middleware.sansio.cookies import IncomingCookie, new_session_id
-from redis_middleware.sansio.session import Session
-from redis_middleware.sansio.sessions import META, SaveResult, SessionCore
+from redis_middleware.sansio.sessions.cookies import IncomingCookie, new_session_id
+from redis_middleware.sansio.sessions.core import META, SaveResult, SessionCore
+from redis_middleware.sansio.sessions.mapping import Session
 
 from .helpers import batches, commands, settings
 
@@ -30,7 +30,7 @@ def loaded(c: SessionCore, data: dict[str, Any] | None) -> Session:
 
 
 def c_encode(value: Any) -> str:
-    from redis_middleware.sansio.session import encode
+    from redis_middleware.sansio.sessions.mapping import encode
 
     return encode(value)
 

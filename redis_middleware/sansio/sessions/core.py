@@ -22,15 +22,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import RedisMiddlewareError, SessionLimitError
-from ..keys import KeySpace, digest
-from ..settings import Settings
-from . import metrics
+from ..._memo import Memo
+from ...config.settings import Settings
+from ...errors import RedisMiddlewareError, SessionLimitError
+from ...keys import KeySpace, digest
+from .. import metrics
+from ..flow import Batch, Call, Flow, Script
+from ..incidents import log_incident
 from .cookies import CookieSigner, IncomingCookie, new_session_id
-from .flow import Batch, Call, Flow, Script
-from .incidents import log_incident
-from .memo import Memo
-from .session import JSON, Codec, Limits, Loader, Session, encode
+from .mapping import JSON, Codec, Limits, Loader, Session, encode
 
 __all__ = ["SaveResult", "SessionCore", "SessionInfo"]
 

@@ -17,11 +17,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from . import _parse as p
-from ._urls import RedisTarget, parse_redis_url
-from .errors import ConfigError
-from .sansio.patterns import PathPattern
-from .sansio.rules import (
+from ..errors import ConfigError
+from . import parse as p
+from .patterns import PathPattern
+from .rules import (
     FAIL_MODES,
     FRESHNESS_MODES,
     IDENTITY_CHOICES,
@@ -36,6 +35,7 @@ from .sansio.rules import (
     parse_rules_env,
     valid_identity,
 )
+from .urls import RedisTarget, parse_redis_url
 
 __all__ = ["Settings"]
 

@@ -6,8 +6,8 @@ import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Literal, Protocol
 
-from ..errors import RedisMiddlewareError, SessionLimitError, SessionUnavailableError
-from ..settings import Settings
+from ...config.settings import Settings
+from ...errors import RedisMiddlewareError, SessionLimitError, SessionUnavailableError
 
 __all__ = ["JSON", "Codec", "Limits", "Loader", "Session", "encode", "session_use"]
 

@@ -17,7 +17,7 @@ server's job (ASGI ``path`` and WSGI ``PATH_INFO`` arrive decoded); a decoded ``
 
 from __future__ import annotations
 
-from .memo import memoized
+from .._memo import memoized
 
 __all__ = ["route_path"]
 

@@ -24,18 +24,18 @@ from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import urlsplit
 
-from ..errors import RedisMiddlewareError
-from ..keys import KeySpace, digest
-from ..settings import Settings
-from . import metrics
+from ..._memo import Memo, Recent
+from ...config.patterns import RouteTable
+from ...config.rules import CacheRouteSpec
+from ...config.settings import Settings
+from ...errors import RedisMiddlewareError
+from ...keys import KeySpace, digest
+from .. import metrics
+from ..flow import Call, Flow, Pause, PausingFlow, Script
+from ..request import RequestInfo
 from .cache_control import Directives, delta_seconds, parse_cache_control, split_tokens
-from .flow import Call, Flow, Pause, PausingFlow, Script
 from .freshness import Freshness, current_age, freshness, stored_fields, updated_fields
 from .http_dates import parse_http_date
-from .memo import Memo, Recent
-from .patterns import RouteTable
-from .request import RequestInfo
-from .rules import CacheRouteSpec
 
 __all__ = ["CacheCore", "CachePlan", "Capture", "Entry", "Lookup", "Resolved", "SessionUse",
            "Verdict"]

@@ -20,15 +20,15 @@ from typing import Any
 
 from limits import RateLimitItem
 
-from ..keys import KeySpace, escape
-from ..settings import Settings
-from . import metrics
+from ...config.patterns import PathPattern, RouteTable
+from ...config.rules import IdentityKind, RuleSpec, parse_limits
+from ...config.settings import Settings
+from ...keys import KeySpace, escape
+from .. import metrics
+from ..flow import Call, Flow, Script
+from ..incidents import log_failure
+from ..request import RequestInfo
 from .client_ip import ProxyTrust
-from .flow import Call, Flow, Script
-from .incidents import log_failure
-from .patterns import PathPattern, RouteTable
-from .request import RequestInfo
-from .rules import IdentityKind, RuleSpec, parse_limits
 
 __all__ = ["Check", "Decision", "RateLimitCore", "Rule", "Usage"]
 

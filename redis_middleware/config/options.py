@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import Any
 
-from .errors import ConfigError
+from ..errors import ConfigError
 from .settings import Settings
 
 _FIELDS = frozenset(f.name for f in fields(Settings))

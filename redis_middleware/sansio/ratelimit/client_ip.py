@@ -13,7 +13,7 @@ import logging
 import re
 from collections.abc import Iterable
 
-from .memo import memoized
+from ..._memo import memoized
 
 __all__ = ["UNKNOWN", "ProxyTrust"]
 

@@ -11,8 +11,8 @@ from email.utils import formatdate
 
 from itsdangerous import BadSignature, Signer
 
-from ..settings import Settings
-from .memo import Memo, memoized
+from ..._memo import Memo, memoized
+from ...config.settings import Settings
 
 # An id is a 4-hex-digit slot tag + 256 random bits. The tag is no secret: it only
 # puts an id and the id that regenerate() replaces it with in one Redis Cluster slot.
