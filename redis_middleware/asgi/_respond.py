@@ -12,7 +12,7 @@ from typing import Any
 from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 
 from .._redis.connections import RedisConnections
-from ..sansio.cache.core import CONDITIONAL
+from ..sansio.cache import CONDITIONAL
 from ..sansio.exchange import Exchange
 from ..sansio.flow import step
 from ..sansio.incidents import log_incident

@@ -11,7 +11,7 @@ from .._redis.connections import connections_for
 from ..config.options import resolve_settings
 from ..config.settings import Settings
 from ..errors import RedisMiddlewareError
-from ..sansio.cache.core import CacheCore, CachePlan, Entry, Lookup, Resolved, SessionUse
+from ..sansio.cache import CacheCore, CachePlan, Entry, Lookup, Resolved, SessionUse
 from ..sansio.exchange import CachePart, Exchange
 from ..sansio.incidents import log_failure
 from ..sansio.request import from_scope

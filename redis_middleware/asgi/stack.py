@@ -10,7 +10,7 @@ from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 from .._redis.connections import connections_for
 from .._redis.strategies import LimitsStrategy
 from ..config.settings import Settings
-from ..sansio.cache.core import encode_headers
+from ..sansio.cache import encode_headers
 from ..sansio.flow import step
 from ..sansio.request import from_scope
 from ..sansio.responses import Response

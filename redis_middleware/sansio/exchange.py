@@ -22,7 +22,7 @@ from typing import Protocol
 
 from ..errors import RedisCommandError, RedisMiddlewareError, SessionUnavailableError
 from . import metrics
-from .cache.core import CacheCore, CachePlan, Capture, Lookup, SessionUse
+from .cache import CacheCore, CachePlan, Capture, Lookup, SessionUse
 from .flow import Flow, gather
 from .incidents import log_failure
 from .responses import Headers, Response

@@ -20,7 +20,7 @@ from ..config.options import resolve_settings
 from ..config.patterns import PathPattern
 from ..config.settings import Settings
 from ..errors import RedisMiddlewareError
-from .cache.core import CacheCore, CachePlan, Lookup, Resolved
+from .cache import CacheCore, CachePlan, Lookup, Resolved
 from .exchange import CachePart, Exchange, Part, SessionPart
 from .flow import Delegate, Flow, PausingFlow, gather
 from .incidents import log_failure

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .._redis.connections import RedisConnections
-from ..sansio.cache.core import CONDITIONAL
+from ..sansio.cache import CONDITIONAL
 from ..sansio.exchange import Exchange
 from ..sansio.incidents import log_incident
 from ..sansio.responses import Headers, Response, status_line

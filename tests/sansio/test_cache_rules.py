@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from redis_middleware.sansio.cache.core import CacheCore, CachePlan, Entry, Lookup, byte_range
+from redis_middleware.sansio.cache import CacheCore, CachePlan, Entry, Lookup, byte_range
 from redis_middleware.sansio.flow import run_pure
 
 from .helpers import request, settings
