@@ -24,14 +24,14 @@ from ..errors import RedisCommandError, RedisMiddlewareError, SessionUnavailable
 from . import metrics
 from .cache import CacheCore, CachePlan, Capture, Lookup, SessionUse
 from .flow import Flow, gather
-from .incidents import log_failure
+from .incidents import log_failure, log_incident
 from .responses import Headers, Response
 from .sessions.cookies import IncomingCookie
 from .sessions.core import SessionCore
 from .sessions.mapping import Session
 
-__all__ = ["CachePart", "Exchange", "Part", "Reply", "SessionPart", "header_values",
-           "vary_with"]
+__all__ = ["CachePart", "Exchange", "Part", "Reply", "SessionPart", "SocketSessionPart",
+           "header_values", "vary_with"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +243,40 @@ class SessionPart:
     def finish_flow(self) -> Flow[None]:
         return
         yield  # a flow with nothing to write
+
+
+class SocketSessionPart:
+    """A WebSocket's session: no cookie can be set on a socket, so when it ends only a
+    live session's changes are written (a failure is logged once per incident)."""
+
+    __slots__ = ("core", "incoming", "session")
+    conditional: Headers = ()
+
+    def __init__(self, core: SessionCore, session: Session, incoming: IncomingCookie) -> None:
+        self.core = core
+        self.session = session
+        self.incoming = incoming
+
+    def replace(self, status: int) -> Response | None:
+        return None
+
+    def start_flow(self, status: int, headers: Sequence[tuple[str, str]]) -> Flow[Reply]:
+        return _NOTHING
+        yield  # nothing to write at a start
+
+    def body(self, chunk: bytes, more: bool) -> None:
+        pass
+
+    def on_app_error(self, exc: Exception, passed: bool) -> Response | None:
+        return None
+
+    def finish_flow(self) -> Flow[None]:
+        if not self.session.exists:
+            return
+        try:
+            yield from self.core.save_flow(self.session, self.incoming, False)
+        except RedisMiddlewareError as exc:
+            log_incident("session-save", "session changes of a websocket were lost: %s", exc)
 
 
 class CachePart:

@@ -12,12 +12,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .._redis.connections import RedisConnections
+from ..config.settings import Settings
 from ..sansio.cache import CONDITIONAL
 from ..sansio.exchange import Exchange
 from ..sansio.incidents import log_incident
 from ..sansio.responses import Headers, Response, status_line
 
-__all__ = ["refresh", "respond", "start", "with_conditional"]
+__all__ = ["refresh", "refresh_workers", "respond", "start", "with_conditional"]
 
 
 def start(start_response: Any, response: Response, exc_info: Any = None) -> list[bytes]:
@@ -180,3 +181,9 @@ def refresh(app: Any, environ: dict[str, Any], exchange: Exchange, redis: RedisC
             log_incident("cache-refresh", "background refresh failed: %r", exc)
 
     workers.submit(run)
+
+
+def refresh_workers(settings: Settings) -> ThreadPoolExecutor:
+    """The threads that run background refreshes (created lazily by the executor)."""
+    return ThreadPoolExecutor(settings.cache_refresh_workers,
+                              thread_name_prefix="redis-middleware-refresh")
