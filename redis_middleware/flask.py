@@ -280,7 +280,7 @@ def _settle_after_the_view(session: Session) -> None:
 def _unavailable(settings: Settings) -> Response:
     """The session store's 503 for this request (the app's refusal handler, or the
     default in the format the client prefers)."""
-    request = from_environ(flask_request.environ, settings.user_field)
+    request = from_environ(flask_request.environ)
     return Refusals(settings.refusal_handler, settings.breaker_cooldown).session_unavailable(
         request)
 

@@ -119,13 +119,13 @@ def test_environ_headers_match_their_cgi_names(items: list[tuple[str, str]]) -> 
     expected = [(k[5:].replace("_", "-").lower(), v) for k, v in environ.items()
                 if k.startswith("HTTP_") or (k in ("CONTENT_TYPE", "CONTENT_LENGTH") and v)]
     for _ in range(2):  # the second pass answers from the remembered names
-        assert list(from_environ(environ, "user_id").headers) == expected
+        assert list(from_environ(environ).headers) == expected
 
 
 def test_many_distinct_header_names_stay_bounded() -> None:
     from redis_middleware.sansio.request import _HEADER_NAMES, from_environ
 
     for i in range(3 * _HEADER_NAMES.limit):
-        info = from_environ({"PATH_INFO": "/", f"HTTP_X_H{i}": "v", "CONTENT_TYPE": ""}, "u")
+        info = from_environ({"PATH_INFO": "/", f"HTTP_X_H{i}": "v", "CONTENT_TYPE": ""})
         assert info.headers == ((f"x-h{i}", "v"),)
     assert len(_HEADER_NAMES) <= _HEADER_NAMES.limit

@@ -45,7 +45,7 @@ def request_info(request: HttpRequest) -> RequestInfo:
     meta = request.META
     if "wsgi.url_scheme" not in meta:  # ASGI: Django knows the scheme from the scope
         meta["wsgi.url_scheme"] = request.scheme
-    return from_environ(meta, "")
+    return from_environ(meta)
 
 
 def django_user(user: Any) -> str | None:

@@ -101,7 +101,7 @@ class PresenceMiddleware:
         # A due sweep and a due heartbeat share one round trip.
         flow = self.core.request_flow(self.core.identity(
             environ_user(environ, self.settings.user_field),
-            lambda: from_environ(environ, self.settings.user_field)))
+            lambda: from_environ(environ)))
         if flow is not None:
             try:
                 self.presence.redis.run(flow)

@@ -35,7 +35,7 @@ class Stack:
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         field, redis = self.settings.user_field, self.redis
         action = redis.run(self.core.decide(Incoming(
-            from_environ(environ, field), True, environ.get("wsgi.url_scheme") == "https",
+            from_environ(environ), True, environ.get("wsgi.url_scheme") == "https",
             environ.get("REQUEST_METHOD") == "HEAD", False,
             lambda: environ_user(environ, field), lambda: environ.get(ENVIRON_KEY),
             self._loader), time.time()))
