@@ -3,7 +3,8 @@
 A client is an *execute* function: commands in, replies out (error replies as
 exceptions, in place), one round trip per call. The built-in client
 (``wire_sync.py``, ``wire_async.py``) is one; :func:`redispy_execute` makes one of a
-redis-py client (Cluster, Sentinel, ``memory://``). Everything but that call is shared by the two drivers.
+redis-py client (Cluster, Sentinel, ``memory://``). Everything but that call is shared
+by the two drivers.
 """
 
 from __future__ import annotations
