@@ -7,8 +7,9 @@ from typing import Any
 import pytest
 
 from redis_middleware.sansio.sessions.cookies import IncomingCookie, new_session_id
-from redis_middleware.sansio.sessions.core import META, SaveResult, SessionCore
+from redis_middleware.sansio.sessions.core import SaveResult, SessionCore
 from redis_middleware.sansio.sessions.mapping import Session
+from redis_middleware.sansio.sessions.scripts import META
 
 from .helpers import batches, commands, settings
 
