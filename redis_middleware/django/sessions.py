@@ -156,13 +156,20 @@ class SessionStore(SessionBase):
 
     def _write_flow(self, mode: str, new_key: str, old_key: str | None
                     ) -> Generator[Any, Any, int]:
-        """Store the session under ``new_key`` (``mode`` as ``SessionCore.store_flow``);
-        an expiry already past deletes it instead (Django: it expires at once)."""
+        """Store the session under ``new_key`` (``mode`` as ``SessionCore.store_flow``:
+        a create of a key in use, or an update of a session gone, is refused, and no
+        user's index keeps it); an expiry already past deletes it instead (Django: it
+        expires at once)."""
         data = self._get_session(no_load=mode == "create")
         user = self._user_of(data)
         lifetime = self.get_expiry_age()
         if lifetime <= 0:
-            yield from self._core.delete_flow(old_key or new_key, self._loaded_user)
+            if mode == "create":  # nothing to delete; a key in use is still refused
+                if self._new_key != new_key and (
+                        yield from self._core.exists_flow(new_key)):
+                    return 0
+            else:
+                yield from self._core.delete_flow(old_key or new_key, self._loaded_user)
             self._stored, self._loaded_user, self._live = {}, None, False
             return 1
         written, deleted = self._changes(data, everything=mode == "create")
@@ -173,23 +180,12 @@ class SessionStore(SessionBase):
             kept = {k: v for k, v in self._stored.items() if k in data}
             self._stored = {**kept, **written}
             self._loaded_user, self._live, self._new_key = user, True, None
-        else:
-            # Refused (the session is gone): the user's index got this key in the same
-            # round trip; take it out again.
-            yield from self._core.delete_flow(new_key, user)
         return stored
 
     def _save_mode(self, must_create: bool) -> str:
         if must_create or self.session_key == self._new_key:
             return "create"
         return "update"  # refused (UpdateError) when the hash is gone
-
-    def _taken(self, must_create: bool) -> bool:
-        """``save(must_create=True)`` of a key this store did not just issue: it may be
-        in use, and Django's contract is ``CreateError`` then, never a write into it
-        (one more round trip, only on this path: ``create()`` and ``cycle_key()`` issue
-        256-bit keys)."""
-        return must_create and self.session_key != self._new_key
 
     def _cycle_plan(self) -> str | None:
         """The key to rotate away from, or None when nothing is stored under it yet."""
@@ -251,8 +247,6 @@ class SessionStore(SessionBase):
             self._get_session()  # load first: only what changed is written
             if self.session_key is None:  # nothing stood behind the key
                 return self.create()
-        if self._taken(must_create) and self._run(self._core.exists_flow(self.session_key)):
-            raise CreateError
         if not self._run(self._write_flow(self._save_mode(must_create), self.session_key,
                                           None)):
             raise CreateError if must_create else UpdateError
@@ -324,9 +318,6 @@ class SessionStore(SessionBase):
             await self._aget_session()
             if self.session_key is None:
                 return await self.acreate()
-        if self._taken(must_create) and await self._arun(
-                self._core.exists_flow(self.session_key)):
-            raise CreateError
         if not await self._arun(self._write_flow(self._save_mode(must_create),
                                                  self.session_key, None)):
             raise CreateError if must_create else UpdateError

@@ -277,7 +277,9 @@ class SessionCore:
         ``old_id`` to ``new_id`` first (a login). ``written`` maps keys to their stored
         encodings. ``lifetime``: this save's idle expiry in seconds (default
         ``session_idle_timeout``), never past the absolute lifetime. Returns 1 when
-        stored, 2 when the changes followed a concurrent move, 0 when refused.
+        stored, 2 when the changes followed a concurrent move, 0 when refused (also a
+        ``"create"`` of an id that holds a session). Only a stored session stays in
+        ``user``'s index.
         """
         s = self.settings
         now = _now_ms() if now is None else now
@@ -291,9 +293,16 @@ class SessionCore:
             ops.append(Call.of("DEL", old_key))
         if mode != "update" or user != loaded_user:
             ops += self._index_ops(loaded_user, old_id, None)
+        added = len(ops)  # where the ZADD of ``user``'s index answers
         ops += self._index_ops(user, new_id, now)
         results = yield tuple(ops)
         stored = int(results[0] or 0)
+        if stored != 1 and user is not None and results[added] == 1:
+            # The session is not (or no longer) under ``new_id``: take back the index
+            # entry this round trip added. The index lives in another Cluster slot than
+            # the session, so the script cannot decide it; a refused save is the rare
+            # case (a race), and costs this one more round trip.
+            yield (Call.of("ZREM", self.keys.session_index(user), self.ref(new_id)),)
         if metrics.hook is not None:
             metrics.hook.session(("regenerate" if mode == "move" else "write") if stored
                                  else "conflict")

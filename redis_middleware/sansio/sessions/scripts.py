@@ -92,20 +92,24 @@ def load(key: str, now: int, idle: int, absolute: int) -> Call:
 # KEYS: the session, the session it moves from (``move``; else the session again).
 # ARGV: mode, now, idle, absolute, meta field, now in base 36, moved field, grace,
 # n_set, (field, value)*, n_del, field*
-# mode 'create' writes a fresh hash; 'update' refuses a hash deleted meanwhile
-# (a logout racing a slow request must not resurrect it), but follows a hash that
-# regenerate() moved: the old key then holds only the moved field, naming the new key
-# (same slot: the new id keeps the old id's slot tag), for ``grace`` ms, and the
-# changes land there (returns 2). No load ever follows it: an old cookie is no session.
-# 'move' renames the old hash (KEYS[2]) to the new id first, keeping concurrent changes
-# to it, and leaves that forwarding field behind (refused when the old hash is gone).
+# mode 'create' writes a fresh hash, and refuses a key that exists: a create never writes
+# into a session in use (Django's save(must_create=True)). 'update' refuses a hash
+# deleted meanwhile (a logout racing a slow request must not resurrect it), but follows
+# a hash that regenerate() moved: the old key then holds only the moved field, naming
+# the new key (same slot: the new id keeps the old id's slot tag), for ``grace`` ms, and
+# the changes land there (returns 2). No load ever follows it: an old cookie is no
+# session. 'move' renames the old hash (KEYS[2]) to the new id first, keeping concurrent
+# changes to it, and leaves that forwarding field behind (refused when the old hash is
+# gone).
 # Returns 1 when stored; 0 also when the session's lifetime is over (it is deleted).
 _SAVE = Script("""
 local key, old, mode = KEYS[1], KEYS[2], ARGV[1]
 local now, idle, absolute, metaf = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
 local movedf, grace = ARGV[7], tonumber(ARGV[8])
 local created, created36, result = now, ARGV[6], 1
-if mode == 'update' then
+if mode == 'create' then
+  if redis.call('EXISTS', key) == 1 then return 0 end
+elseif mode == 'update' then
   local meta = redis.call('HGET', key, metaf)
   if not meta then
     local moved = redis.call('HGET', key, movedf)
