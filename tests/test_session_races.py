@@ -5,7 +5,9 @@ for ASGI and WSGI on fakeredis, a real redis-server and a Redis Cluster."""
 
 from __future__ import annotations
 
+import logging
 import threading
+from typing import Any
 
 import pytest
 
@@ -23,6 +25,13 @@ pytestmark = [pytest.mark.usefixtures("audit"), pytest.mark.scenarios]
 def session_keys(settings: Settings) -> list[str]:
     """Every session key of this test: hashes and users' indexes."""
     return [k for k in audit_keyspace(settings) if ":session:" in k]
+
+
+def set_cookie(response: Any) -> str | None:
+    for header in response.headers.get_list("set-cookie"):
+        if header.startswith("session="):
+            return str(header)
+    return None
 
 
 def test_a_logout_racing_a_slow_request_leaves_no_index_entry(
@@ -58,3 +67,23 @@ def test_a_create_never_writes_into_a_session_in_use(settings: Settings) -> None
     assert conns.run(core.list_flow("mallory")) == []
     assert [k for k in session_keys(settings) if ":session:user:" in k] == [
         core.keys.session_index("erin")]
+
+
+@pytest.mark.parametrize("lifetime", [0, -1])
+def test_a_lifetime_of_zero_or_less_expires_the_cookie_without_a_write(
+        make_client: Clients, settings: Settings, caplog: pytest.LogCaptureFixture,
+        lifetime: int) -> None:
+    """Starlette's ``max_age=-1``: nothing can be kept, so nothing is sent to Redis and
+    nothing is "refused"; the cookie is expired at once."""
+    short = settings.replace(session_absolute_lifetime=lifetime)
+    client = make_client(settings=short)
+    conns = connections_for(short)
+    before = conns.round_trips
+    with caplog.at_level(logging.DEBUG, logger="redis_middleware"):
+        response = client.post("/set", json={"a": 1})
+    assert response.status_code == 200
+    header = set_cookie(response)
+    assert header is not None and "Max-Age=0" in header
+    assert conns.round_trips == before
+    assert not [r for r in caplog.records if "refused" in r.getMessage()]
+    assert session_keys(settings) == []

@@ -154,3 +154,14 @@ def test_the_user_index_keeps_only_a_stored_session(stored: int, zadd: int,
     assert [commands(b) for b in seen[1:]] == ([then] if then else [])
     if then:
         assert seen[1][0].args[2] == c.ref(SID)
+
+
+@pytest.mark.parametrize("lifetime", [0, -1])
+def test_a_lifetime_of_zero_or_less_writes_nothing_and_expires_the_cookie(
+        lifetime: int) -> None:
+    c = SessionCore(settings(session_absolute_lifetime=lifetime))
+    session = loaded(c, None)
+    session["a"] = 1
+    seen, result = batches(c.save_flow(session, IncomingCookie(None), https=False), [])
+    assert seen == []
+    assert result.set_cookie is not None and "Max-Age=0" in result.set_cookie

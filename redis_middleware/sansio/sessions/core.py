@@ -224,13 +224,17 @@ class SessionCore:
                              "is unavailable")
             return SaveResult(None, False)
 
-        if session.is_empty():  # nothing to keep
-            if old_id is None:
+        # A lifetime of 0 or less (Starlette's max_age=-1) keeps no session: nothing is
+        # written, and the cookie is expired at once.
+        lasting = self.settings.session_absolute_lifetime > 0
+        if session.is_empty() or not lasting:  # nothing to keep
+            if old_id is not None:
+                ops: list[Call] = [Call.of("DEL", self._key(self.ref(old_id)))]
+                ops += self._index_ops(session.loaded_user, old_id, None)
+                yield tuple(ops)
+            elif session.is_empty():
                 return SaveResult(None, False)
-            ops: list[Call] = [Call.of("DEL", self._key(self.ref(old_id)))]
-            ops += self._index_ops(session.loaded_user, old_id, None)
-            yield tuple(ops)
-            return SaveResult(self.cookies.expire_cookie(https), True)
+            return SaveResult(self.cookies.expire_cookie(https), old_id is not None)
 
         s = self.settings
         rules = self.rules
