@@ -903,3 +903,26 @@ def test_vary_cookies_stores_a_signed_in_user_s_page_per_session(configured: Set
         assert again.headers["X-Cache"] == "HIT" and again.content == b"hello alice"
         other = bob.get("/hello")
         assert other.headers["X-Cache"] == "MISS" and other.content == b"hello bob"
+
+
+def test_no_two_django_modules_import_each_other() -> None:
+    """The settings module knows nothing of the session engine: the engine notices new
+    settings by itself (no import runs back up)."""
+    import ast
+    from pathlib import Path
+
+    import redis_middleware.django
+
+    root = Path(redis_middleware.django.__file__).parent
+    imports: dict[str, set[str]] = {}
+    for path in root.glob("*.py"):
+        names: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                if node.module:
+                    names.add(node.module.split(".")[0])
+                else:
+                    names.update(alias.name for alias in node.names)
+        imports[path.stem] = names
+    assert [(a, b) for a in imports for b in imports[a] if a in imports.get(b, set())] == []
+

@@ -38,7 +38,7 @@ from ..sansio.sessions.core import SessionCore
 from ..sansio.sessions.mapping import JSON, Codec, Limits, encode
 from .conf import django_settings
 
-__all__ = ["AUTH_USER_FIELD", "SessionStore", "forget_engine"]
+__all__ = ["AUTH_USER_FIELD", "SessionStore"]
 
 
 # contrib.auth keeps the logged-in user's id under this key: it names the user for the
@@ -72,17 +72,15 @@ _engine: SessionCore | None = None
 
 
 def engine() -> tuple[SessionCore, RedisConnections]:
-    """The session core (built once per configuration) and the process's connections
-    for its settings (looked up each time: closed connections are replaced there)."""
+    """The session core (built once per configuration: a change of Django's settings,
+    ``SESSION_SERIALIZER`` included, gives new settings and so a new core) and the
+    process's connections for its settings (looked up each time: closed connections are
+    replaced there)."""
     global _engine
-    if _engine is None:
-        _engine = SessionCore(django_settings(), _codec(), also_user_fields=AUTH_USER_FIELD)
-    return _engine, connections_for(_engine.settings)
-
-
-def forget_engine() -> None:
-    global _engine
-    _engine = None
+    settings = django_settings()
+    if _engine is None or _engine.settings is not settings:
+        _engine = SessionCore(settings, _codec(), also_user_fields=AUTH_USER_FIELD)
+    return _engine, connections_for(settings)
 
 
 Loaded = tuple[dict[str, Any], dict[str, str]]
