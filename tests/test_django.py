@@ -299,6 +299,42 @@ def test_round_trips(configured: Settings) -> None:
     assert conns.round_trips - before == 1
 
 
+def test_must_create_of_a_given_key_is_one_round_trip(configured: Settings) -> None:
+    """``save(must_create=True)`` of a key the store did not issue: the save script
+    itself refuses a key in use, so no existence check goes first; a user's index
+    never lists a session whose create was refused."""
+    from django.contrib.sessions.backends.base import CreateError
+
+    from redis_middleware._redis.connections import connections_for
+    from redis_middleware.sansio.sessions.cookies import new_session_id
+    from redis_middleware.sansio.sessions.core import SessionCore
+
+    conns = connections_for(configured)
+    store().save()  # the script is loaded on the server
+    key = new_session_id()
+    before = conns.round_trips
+    store(key).save(must_create=True)
+    assert conns.round_trips - before == 1
+    assert store().exists(key)
+    owner = store(key)
+    owner["_auth_user_id"] = "7"
+    owner.save()
+    taken = store(key)
+    before = conns.round_trips
+    with pytest.raises(CreateError):
+        taken.save(must_create=True)
+    assert conns.round_trips - before == 1
+    assert store(key)["_auth_user_id"] == "7"
+    claimer = store(key)
+    claimer["_auth_user_id"] = "8"  # loads user 7's session, then claims it
+    with pytest.raises(CreateError):
+        claimer.save(must_create=True)
+    assert store(key)["_auth_user_id"] == "7"
+    core = SessionCore(configured)
+    assert conns.run(core.list_flow("8")) == []
+    assert [i.ref for i in conns.run(core.list_flow("7"))] == [core.ref(key)]
+
+
 def test_a_subclass_changes_the_cookie_age(configured: Settings) -> None:
     from redis_middleware.django.sessions import SessionStore
 
@@ -867,3 +903,26 @@ def test_vary_cookies_stores_a_signed_in_user_s_page_per_session(configured: Set
         assert again.headers["X-Cache"] == "HIT" and again.content == b"hello alice"
         other = bob.get("/hello")
         assert other.headers["X-Cache"] == "MISS" and other.content == b"hello bob"
+
+
+def test_no_two_django_modules_import_each_other() -> None:
+    """The settings module knows nothing of the session engine: the engine notices new
+    settings by itself (no import runs back up)."""
+    import ast
+    from pathlib import Path
+
+    import redis_middleware.django
+
+    root = Path(redis_middleware.django.__file__).parent
+    imports: dict[str, set[str]] = {}
+    for path in root.glob("*.py"):
+        names: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                if node.module:
+                    names.add(node.module.split(".")[0])
+                else:
+                    names.update(alias.name for alias in node.names)
+        imports[path.stem] = names
+    assert [(a, b) for a in imports for b in imports[a] if a in imports.get(b, set())] == []
+

@@ -11,7 +11,7 @@ import pytest
 
 from redis_middleware import Settings
 from redis_middleware._redis.connections import connections_for
-from redis_middleware.sansio.sessions.core import META, MOVED
+from redis_middleware.sansio.sessions.scripts import META, MOVED
 
 from . import apps
 from .conftest import Clients, audit_keyspace, make_settings, raw_client

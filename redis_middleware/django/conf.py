@@ -131,12 +131,10 @@ def _secret_error(exc: ConfigError) -> ConfigError:
 
 
 def forget_settings(**_: Any) -> None:
-    """Drop the computed settings (and what was built from them) after a change."""
+    """Drop the computed settings after a change (what was built from them, the session
+    engine's core, is rebuilt when it sees new settings)."""
     global _cached
     _cached = None
-    from . import sessions  # the engine keeps its core per settings
-
-    sessions.forget_engine()
 
 
 def _on_setting_changed(*, setting: str, **_: Any) -> None:

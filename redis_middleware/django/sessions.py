@@ -38,7 +38,7 @@ from ..sansio.sessions.core import SessionCore
 from ..sansio.sessions.mapping import JSON, Codec, Limits, encode
 from .conf import django_settings
 
-__all__ = ["AUTH_USER_FIELD", "SessionStore", "forget_engine"]
+__all__ = ["AUTH_USER_FIELD", "SessionStore"]
 
 
 # contrib.auth keeps the logged-in user's id under this key: it names the user for the
@@ -72,17 +72,15 @@ _engine: SessionCore | None = None
 
 
 def engine() -> tuple[SessionCore, RedisConnections]:
-    """The session core (built once per configuration) and the process's connections
-    for its settings (looked up each time: closed connections are replaced there)."""
+    """The session core (built once per configuration: a change of Django's settings,
+    ``SESSION_SERIALIZER`` included, gives new settings and so a new core) and the
+    process's connections for its settings (looked up each time: closed connections are
+    replaced there)."""
     global _engine
-    if _engine is None:
-        _engine = SessionCore(django_settings(), _codec(), also_user_fields=AUTH_USER_FIELD)
-    return _engine, connections_for(_engine.settings)
-
-
-def forget_engine() -> None:
-    global _engine
-    _engine = None
+    settings = django_settings()
+    if _engine is None or _engine.settings is not settings:
+        _engine = SessionCore(settings, _codec(), also_user_fields=AUTH_USER_FIELD)
+    return _engine, connections_for(settings)
 
 
 Loaded = tuple[dict[str, Any], dict[str, str]]
@@ -156,13 +154,20 @@ class SessionStore(SessionBase):
 
     def _write_flow(self, mode: str, new_key: str, old_key: str | None
                     ) -> Generator[Any, Any, int]:
-        """Store the session under ``new_key`` (``mode`` as ``SessionCore.store_flow``);
-        an expiry already past deletes it instead (Django: it expires at once)."""
+        """Store the session under ``new_key`` (``mode`` as ``SessionCore.store_flow``:
+        a create of a key in use, or an update of a session gone, is refused, and no
+        user's index keeps it); an expiry already past deletes it instead (Django: it
+        expires at once)."""
         data = self._get_session(no_load=mode == "create")
         user = self._user_of(data)
         lifetime = self.get_expiry_age()
         if lifetime <= 0:
-            yield from self._core.delete_flow(old_key or new_key, self._loaded_user)
+            if mode == "create":  # nothing to delete; a key in use is still refused
+                if self._new_key != new_key and (
+                        yield from self._core.exists_flow(new_key)):
+                    return 0
+            else:
+                yield from self._core.delete_flow(old_key or new_key, self._loaded_user)
             self._stored, self._loaded_user, self._live = {}, None, False
             return 1
         written, deleted = self._changes(data, everything=mode == "create")
@@ -173,23 +178,12 @@ class SessionStore(SessionBase):
             kept = {k: v for k, v in self._stored.items() if k in data}
             self._stored = {**kept, **written}
             self._loaded_user, self._live, self._new_key = user, True, None
-        else:
-            # Refused (the session is gone): the user's index got this key in the same
-            # round trip; take it out again.
-            yield from self._core.delete_flow(new_key, user)
         return stored
 
     def _save_mode(self, must_create: bool) -> str:
         if must_create or self.session_key == self._new_key:
             return "create"
         return "update"  # refused (UpdateError) when the hash is gone
-
-    def _taken(self, must_create: bool) -> bool:
-        """``save(must_create=True)`` of a key this store did not just issue: it may be
-        in use, and Django's contract is ``CreateError`` then, never a write into it
-        (one more round trip, only on this path: ``create()`` and ``cycle_key()`` issue
-        256-bit keys)."""
-        return must_create and self.session_key != self._new_key
 
     def _cycle_plan(self) -> str | None:
         """The key to rotate away from, or None when nothing is stored under it yet."""
@@ -251,8 +245,6 @@ class SessionStore(SessionBase):
             self._get_session()  # load first: only what changed is written
             if self.session_key is None:  # nothing stood behind the key
                 return self.create()
-        if self._taken(must_create) and self._run(self._core.exists_flow(self.session_key)):
-            raise CreateError
         if not self._run(self._write_flow(self._save_mode(must_create), self.session_key,
                                           None)):
             raise CreateError if must_create else UpdateError
@@ -324,9 +316,6 @@ class SessionStore(SessionBase):
             await self._aget_session()
             if self.session_key is None:
                 return await self.acreate()
-        if self._taken(must_create) and await self._arun(
-                self._core.exists_flow(self.session_key)):
-            raise CreateError
         if not await self._arun(self._write_flow(self._save_mode(must_create),
                                                  self.session_key, None)):
             raise CreateError if must_create else UpdateError

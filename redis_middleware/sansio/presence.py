@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -312,9 +312,3 @@ class PresenceCore:
     def last_seen_flow(self, user: str, room: str = "") -> Flow[float | None]:
         (score,) = yield (Call.of("ZSCORE", self.keys.presence("seen", room), user),)
         return None if score is None else float(score) / 1000
-
-    def last_seen_many_flow(self, users: Sequence[str], room: str = "") -> Flow[list[float | None]]:
-        if not users:
-            return []
-        (scores,) = yield (Call.of("ZMSCORE", self.keys.presence("seen", room), *users),)
-        return [None if s is None else float(s) / 1000 for s in scores]

@@ -8,7 +8,8 @@ from typing import Any
 from .._redis.connections import connections_for
 from ..config.options import resolve_settings
 from ..config.settings import Settings
-from ..sansio.realtime import Message, Published, RealtimeCore
+from ..sansio.realtime.core import Published, RealtimeCore
+from ..sansio.realtime.messages import Message
 
 __all__ = ["Broadcast"]
 

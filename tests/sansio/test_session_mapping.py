@@ -46,7 +46,7 @@ def test_bad_values_raise_from_the_mutation(value: Any, message: str) -> None:
 
 
 def test_reserved_looking_keys_round_trip() -> None:
-    from redis_middleware.sansio.sessions.core import field_name, key_name
+    from redis_middleware.sansio.sessions.scripts import field_name, key_name
 
     for key in ["\x00t", "\x01x", "\x02x", "plain", ""]:
         assert key_name(field_name(key)) == key
@@ -70,14 +70,15 @@ def test_reserved_looking_keys_round_trip() -> None:
     ],
 )
 def test_long_hex_strings_are_packed(encoded: str, stored: bytes | None) -> None:
-    from redis_middleware.sansio.sessions.core import packed
+    from redis_middleware.sansio.sessions.scripts import packed
 
     assert packed(encoded) == stored
 
 
 def test_a_packed_value_reads_back_as_its_encoding_and_drops_its_twin() -> None:
     from redis_middleware.sansio.flow import run_pure
-    from redis_middleware.sansio.sessions.core import META, PACKED, SessionCore
+    from redis_middleware.sansio.sessions.core import SessionCore
+    from redis_middleware.sansio.sessions.scripts import META, PACKED
 
     core = SessionCore(Settings())
     digest = "0f" * 64

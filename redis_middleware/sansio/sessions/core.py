@@ -1,14 +1,9 @@
 """Sessions, decided without I/O: cookie -> load flow -> Session -> save flow -> Set-Cookie.
 
-Data layout (``docs/sessions.md``): one HASH per session at
-``<prefix>:session:{<tag>}:<sha256(id)>``, one field per session key holding its
-JSON encoding, plus the metadata field ``\\x00t`` = ``"<created>:<last seen>"`` (epoch
-ms in base 36: it keeps a 3-field session in the same allocation bin as the leanest peer)
-(user keys that start with ``\\x00``, ``\\x01`` or ``\\x02`` are stored behind a
-``\\x01``, so no user key can take a metadata name). A value that is a JSON string of
-64 to 128 lower-case hex digits (over 64 bytes as JSON) is stored as the bytes they
-spell, under ``\\x02`` + its field name, so a hex digest (Flask-Login's ``_id``) keeps
-the hash compact. A user's sessions are indexed in the ZSET
+:class:`SessionCore` holds the flows and the decisions; the hash's layout and the scripts
+that read and write it are in ``scripts.py``, the ``dict`` handed to applications in
+``mapping.py``, the cookies in ``cookies.py`` (``docs/sessions.md`` tells the whole
+story). A user's sessions are indexed in the ZSET
 ``<prefix>:session:user:{<sha256(user id)>}`` (member: session ref, score: last write)
 for "log out everywhere".
 """
@@ -16,7 +11,6 @@ for "log out everywhere".
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,115 +21,18 @@ from ...config.settings import Settings
 from ...errors import RedisMiddlewareError, SessionLimitError
 from ...keys import KeySpace, digest
 from .. import metrics
-from ..flow import Batch, Call, Flow, Script
+from ..flow import Batch, Call, Flow
 from ..incidents import log_incident
+from . import scripts
 from .cookies import CookieSigner, IncomingCookie, new_session_id
 from .mapping import JSON, Codec, Limits, Loader, Session, encode
+from .scripts import COMPACT_FIELDS, COMPACT_VALUE, META, PACKED, key_name, packed
 
 __all__ = ["SaveResult", "SessionCore", "SessionInfo"]
 
 logger = logging.getLogger("redis_middleware.sessions")
 
-META = "\x00t"
-
-# ARGV: now ms, idle ms, absolute ms, meta field, now in base 36.
-_LOAD = Script("""
-local meta = redis.call('HGET', KEYS[1], ARGV[4])
-if not meta then return false end
-local created36 = string.match(meta, '^(%w+)')
-local created = tonumber(created36, 36)
-local now = tonumber(ARGV[1])
-local ttl = math.min(tonumber(ARGV[2]), created + tonumber(ARGV[3]) - now)
-if ttl <= 0 then redis.call('DEL', KEYS[1]) return false end
--- pcall: under maxmemory/noeviction the read still succeeds; sliding is best effort
-redis.pcall('HSET', KEYS[1], ARGV[4], created36 .. ':' .. ARGV[5])
-redis.pcall('PEXPIRE', KEYS[1], ttl)
-return redis.call('HGETALL', KEYS[1])
-""")
-
-# Times are epoch milliseconds, durations milliseconds.
-# ARGV: mode, now, idle, absolute, meta field, now in base 36, moved field, grace,
-# n_set, (field, value)*, n_del, field*
-# mode 'create' writes a fresh hash; 'update' refuses a hash deleted meanwhile (a
-# logout racing a slow request must not resurrect it), but follows a hash that
-# regenerate() moved: the old key then holds only the moved field, naming the new key
-# (same slot: the new id keeps the old id's slot tag), for ``grace`` ms, and the
-# changes land there (returns 2). No load ever follows it: an old cookie is no session.
-# 'move' renames the old hash (KEYS[2]) to the new id first, keeping concurrent changes
-# to it, and leaves that forwarding field behind.
-_SAVE = Script("""
-local key, old, mode = KEYS[1], KEYS[2], ARGV[1]
-local now, idle, absolute, metaf = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
-local movedf, grace = ARGV[7], tonumber(ARGV[8])
-local created, created36, result = now, ARGV[6], 1
-if mode == 'update' then
-  local meta = redis.call('HGET', key, metaf)
-  if not meta then
-    local moved = redis.call('HGET', key, movedf)
-    if not moved then return 0 end
-    key, result = moved, 2
-    meta = redis.call('HGET', key, metaf)
-    if not meta then return 0 end
-  end
-  created36 = string.match(meta, '^(%w+)')
-  created = tonumber(created36, 36)
-elseif mode == 'move' then
-  if redis.call('EXISTS', old) == 0 then return 0 end
-  redis.call('RENAME', old, key)
-  if grace > 0 then
-    redis.call('HSET', old, movedf, key)
-    redis.call('PEXPIRE', old, grace)
-  end
-end
--- A key is stored under its name, or packed under \2 + its name: writing one form
--- deletes the other (its "twin"), and a deletion deletes both.
-local function twin(f)
-  if string.byte(f, 1) == 2 then return string.sub(f, 2) end
-  return '\2' .. f
-end
-local i = 9
-local nset = tonumber(ARGV[i])
-if nset > 0 then
-  redis.call('HSET', key, unpack(ARGV, i + 1, i + 2 * nset))
-  local twins = {}
-  for j = i + 1, i + 2 * nset, 2 do twins[#twins + 1] = twin(ARGV[j]) end
-  redis.call('HDEL', key, unpack(twins))
-end
-i = i + 2 * nset + 1
-local ndel = tonumber(ARGV[i])
-if ndel > 0 then
-  local gone = {}
-  for j = i + 1, i + ndel do gone[#gone + 1] = ARGV[j]; gone[#gone + 1] = twin(ARGV[j]) end
-  redis.call('HDEL', key, unpack(gone))
-end
-local ttl = math.min(idle, created + absolute - now)
-if ttl <= 0 then redis.call('DEL', key) return 0 end
-redis.call('HSET', key, metaf, created36 .. ':' .. ARGV[6])
-redis.call('PEXPIRE', key, ttl)
-return result
-""")
-
-MOVED = "\x00m"
-# Redis keeps a hash in its compact encoding while every field and value is at most
-# hash-max-listpack-value bytes and it has at most hash-max-listpack-entries fields
-# (64 and 128 by default): about 168 B for a 3-field session, several times more past.
-COMPACT_VALUE, COMPACT_FIELDS = 64, 128
 _compact_warned = False
-# A value that is a JSON string of lower-case hex digits, too long for the compact
-# encoding but not twice too long, is stored as the bytes the digits spell, under
-# PACKED + its field name: Flask-Login's "_id" (a SHA-512 hex digest, 130 bytes as
-# JSON) takes 64 bytes and the session keeps the compact encoding.
-PACKED = "\x02"
-_HEX = re.compile(r"[0-9a-f]+")
-
-
-def packed(encoded: str) -> bytes | None:
-    """The bytes a long hex-string value is stored as, or None (stored as it is)."""
-    n = len(encoded)
-    if COMPACT_VALUE < n <= 2 * COMPACT_VALUE + 2 and n % 2 == 0 and (
-            encoded[0] == '"' == encoded[-1]) and _HEX.fullmatch(encoded, 1, n - 1):
-        return bytes.fromhex(encoded[1:-1])
-    return None
 
 
 def _note_encoding(written: dict[str, str], fields: int) -> None:
@@ -157,26 +54,6 @@ def _note_encoding(written: dict[str, str], fields: int) -> None:
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-_DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
-
-
-def _b36(n: int) -> str:
-    out = ""
-    while True:
-        n, r = divmod(n, 36)
-        out = _DIGITS[r] + out
-        if not n:
-            return out
-
-
-def field_name(key: str) -> str:
-    return "\x01" + key if key.startswith(("\x00", "\x01", PACKED)) else key
-
-
-def key_name(field: str) -> str:
-    return field[1:] if field.startswith("\x01") else field
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,8 +128,8 @@ class SessionCore:
         s = self.settings
         key = self._key(self.ref(session_id))
         now = _now_ms()
-        (raw,) = yield (_LOAD([key], [now, s.session_idle_timeout * 1000,
-                                      s.session_absolute_lifetime * 1000, META, _b36(now)]),)
+        (raw,) = yield (scripts.load(key, now, s.session_idle_timeout * 1000,
+                                     s.session_absolute_lifetime * 1000),)
         if metrics.hook is not None:
             metrics.hook.session("load")
         return self._decode(raw) if raw else None
@@ -347,13 +224,17 @@ class SessionCore:
                              "is unavailable")
             return SaveResult(None, False)
 
-        if session.is_empty():  # nothing to keep
-            if old_id is None:
+        # A lifetime of 0 or less (Starlette's max_age=-1) keeps no session: nothing is
+        # written, and the cookie is expired at once.
+        lasting = self.settings.session_absolute_lifetime > 0
+        if session.is_empty() or not lasting:  # nothing to keep
+            if old_id is not None:
+                ops: list[Call] = [Call.of("DEL", self._key(self.ref(old_id)))]
+                ops += self._index_ops(session.loaded_user, old_id, None)
+                yield tuple(ops)
+            elif session.is_empty():
                 return SaveResult(None, False)
-            ops: list[Call] = [Call.of("DEL", self._key(self.ref(old_id)))]
-            ops += self._index_ops(session.loaded_user, old_id, None)
-            yield tuple(ops)
-            return SaveResult(self.cookies.expire_cookie(https), True)
+            return SaveResult(self.cookies.expire_cookie(https), old_id is not None)
 
         s = self.settings
         rules = self.rules
@@ -400,29 +281,32 @@ class SessionCore:
         ``old_id`` to ``new_id`` first (a login). ``written`` maps keys to their stored
         encodings. ``lifetime``: this save's idle expiry in seconds (default
         ``session_idle_timeout``), never past the absolute lifetime. Returns 1 when
-        stored, 2 when the changes followed a concurrent move, 0 when refused.
+        stored, 2 when the changes followed a concurrent move, 0 when refused (also a
+        ``"create"`` of an id that holds a session). Only a stored session stays in
+        ``user``'s index.
         """
         s = self.settings
         now = _now_ms() if now is None else now
         idle = s.session_idle_timeout if lifetime is None else lifetime
         key = self._key(self.ref(new_id))
         old_key = self._key(self.ref(old_id)) if old_id else key
-        args: list[Any] = [mode, now, idle * 1000, s.session_absolute_lifetime * 1000, META,
-                           _b36(now), MOVED, int(s.session_regenerate_grace * 1000),
-                           len(written)]
-        for k, v in written.items():
-            raw = packed(v)
-            args += [field_name(k), v] if raw is None else [PACKED + field_name(k), raw]
-        args.append(len(deleted))
-        args += [field_name(k) for k in deleted]
-        ops: list[Call] = [_SAVE([key, old_key], args)]
+        ops: list[Call] = [scripts.save(
+            mode, key, old_key, now, idle * 1000, s.session_absolute_lifetime * 1000,
+            int(s.session_regenerate_grace * 1000), written, deleted)]
         if clear_old and old_id and old_id != new_id:
             ops.append(Call.of("DEL", old_key))
         if mode != "update" or user != loaded_user:
             ops += self._index_ops(loaded_user, old_id, None)
+        added = len(ops)  # where the ZADD of ``user``'s index answers
         ops += self._index_ops(user, new_id, now)
         results = yield tuple(ops)
         stored = int(results[0] or 0)
+        if stored != 1 and user is not None and results[added] == 1:
+            # The session is not (or no longer) under ``new_id``: take back the index
+            # entry this round trip added. The index lives in another Cluster slot than
+            # the session, so the script cannot decide it; a refused save is the rare
+            # case (a race), and costs this one more round trip.
+            yield (Call.of("ZREM", self.keys.session_index(user), self.ref(new_id)),)
         if metrics.hook is not None:
             metrics.hook.session(("regenerate" if mode == "move" else "write") if stored
                                  else "conflict")
