@@ -8,26 +8,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar, get_args
 
-from limits import RateLimitItem, parse_many
-
 from .patterns import PathPattern
+from .rates import parse_limits
 
-__all__ = ["RuleSpec", "normalise_rules", "parse_limits", "parse_rules_env"]
+__all__ = ["RuleSpec", "normalise_rules", "parse_rules_env"]
 
 T = TypeVar("T")
-
-
-def parse_limits(text: str) -> tuple[RateLimitItem, ...]:
-    """``"10/second;100/minute"`` -> rate-limit items, via the ``limits`` library."""
-    if not text.strip():
-        return ()
-    try:
-        items = tuple(parse_many(text))
-    except ValueError as exc:
-        raise ValueError(f"invalid rate limit {text!r}: {exc}") from None
-    if not items:
-        raise ValueError(f"invalid rate limit {text!r}")
-    return items
 
 
 # The names users write, defined once (settings validate against these tuples).

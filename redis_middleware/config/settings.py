@@ -20,6 +20,7 @@ from typing import Any
 from ..errors import ConfigError
 from . import parse as p
 from .patterns import PathPattern
+from .rates import parse_limits
 from .rules import (
     FAIL_MODES,
     FRESHNESS_MODES,
@@ -31,7 +32,6 @@ from .rules import (
     normalise_rules,
     one_of,
     parse_cache_routes_env,
-    parse_limits,
     parse_rules_env,
     valid_identity,
 )

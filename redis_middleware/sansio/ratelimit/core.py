@@ -18,10 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from limits import RateLimitItem
-
 from ...config.patterns import PathPattern, RouteTable
-from ...config.rules import IdentityKind, RuleSpec, parse_limits
+from ...config.rates import Rate, parse_limits
+from ...config.rules import IdentityKind, RuleSpec
 from ...config.settings import Settings
 from ...keys import KeySpace, escape
 from .. import metrics
@@ -66,7 +65,7 @@ class Rule:
     """A compiled rule: its name (pattern or ``default``), limits, cost, methods, failure mode."""
 
     name: str
-    items: tuple[RateLimitItem, ...]
+    items: tuple[Rate, ...]
     cost: int
     methods: frozenset[str] | None
     fail_closed: bool
@@ -85,7 +84,7 @@ class Rule:
         if not self.sources:
             object.__setattr__(self, "sources", tuple((self.name, i)
                                                       for i in range(len(self.items))))
-        windows = tuple(_window(item) for item in self.items)
+        windows = tuple(item.seconds for item in self.items)
         names = tuple(f'"{item.amount}-per-{w}s"' for item, w in zip(self.items, windows,
                                                                        strict=True))
         args: list[int] = [self.cost]
@@ -132,15 +131,6 @@ class Decision:
     retry_after: int = 0
     detail: str = ""
     status: int = 429
-
-
-def _window(item: RateLimitItem) -> int:
-    return int(item.get_expiry())
-
-
-def describe(item: RateLimitItem) -> str:
-    multiples = "" if item.multiples == 1 else f"{item.multiples} "
-    return f"{item.amount} per {multiples}{item.GRANULARITY.name}"
 
 
 USER_KINDS: frozenset[IdentityKind] = frozenset({"user", "user_or_ip"})  # need the session
@@ -258,7 +248,7 @@ class RateLimitCore:
                 self._key_cache.pop(next(iter(self._key_cache)))
             cached = self._key_cache[(rule.name, identity, scope)] = tuple(
                 self.keys.ratelimit(identity, counter_name(source, scope),
-                                    f"{item.amount}-{_window(item)}")
+                                    f"{item.amount}-{item.seconds}")
                 for item, (source, _) in zip(rule.items, rule.sources, strict=True)
             )
         return cached
@@ -297,7 +287,7 @@ class RateLimitCore:
             worst = max(over, key=lambda i: reset_s[i])
             headers = self._headers(check, worst, 0, retry, remaining, reset_s)
             headers += (("Retry-After", str(retry)),)
-            detail = f"Rate limit exceeded: {describe(items[worst])}"
+            detail = f"Rate limit exceeded: {items[worst].text}"
             if self.dry_run:
                 logger.warning("dry run: would limit %s on %s (%s)", check.identity,
                                check.rule.name, detail)
@@ -364,7 +354,7 @@ class RateLimitCore:
                 if scope and not used:
                     continue  # a method never used: nothing to show
                 out.setdefault(counter_name(rule.name, scope), []).append(Usage(
-                    describe(item), item.amount, used, max(0, item.amount - used),
+                    item.text, item.amount, used, max(0, item.amount - used),
                     max(0, math.ceil(ttl / 1000)) if ttl > 0 else 0))
         return out
 
