@@ -29,9 +29,11 @@ class Rate:
 
     @property
     def text(self) -> str:
-        """``5 per minute``: the limit in the 429's detail and the CLI's usage."""
-        multiples = "" if self.multiples == 1 else f"{self.multiples} "
-        return f"{self.amount} per {multiples}{self.granularity}"
+        """``5 per minute``, ``10 per 2 seconds``: the limit in words, as the 429's detail
+        and the CLI's usage show it."""
+        if self.multiples == 1:
+            return f"{self.amount} per {self.granularity}"
+        return f"{self.amount} per {self.multiples} {self.granularity}s"
 
     @property
     def spec(self) -> str:
