@@ -18,13 +18,13 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ..errors import ConfigError
+from . import identity
 from . import parse as p
 from .patterns import PathPattern
 from .rates import parse_limits
 from .rules import (
     FAIL_MODES,
     FRESHNESS_MODES,
-    IDENTITY_CHOICES,
     STRATEGIES,
     CacheRouteSpec,
     RuleSpec,
@@ -33,7 +33,6 @@ from .rules import (
     one_of,
     parse_cache_routes_env,
     parse_rules_env,
-    valid_identity,
 )
 from .urls import RedisTarget, parse_redis_url
 
@@ -250,10 +249,7 @@ class Settings:
     )
     ratelimit_key: Any = _setting(  # noqa: RUF009 (str or callable)
         "ip", "REDIS_MIDDLEWARE_RATELIMIT_KEY", p.parse_str,
-        "Whom a limit counts: `ip`, `user`, `user_or_ip`, `bearer` (the token of "
-        "`Authorization: Bearer`, hashed), `header:<Name>` (that header's value, hashed: "
-        "an API key), or, in code, a callable. `bearer` and `header:` count a request "
-        "without one by IP.",
+        "Whom a limit counts: " + identity.help_text(),
     )
     refusal_handler: Any = _setting(  # noqa: RUF009 (a callable)
         None, "REDIS_MIDDLEWARE_REFUSAL_HANDLER", p.parse_import,
@@ -403,8 +399,9 @@ class Settings:
     )
     presence_key: str = _setting(
         "user", "REDIS_MIDDLEWARE_PRESENCE_KEY", p.parse_str,
-        "Who is online: `user` (the session's or the framework's user), or `bearer` / "
-        "`header:<Name>` (API clients: the request's credential, hashed, else the user).",
+        "Who is online: `user` (the session's or the framework's user), or "
+        + " / ".join(f"`{k}`" for k in identity.PRESENCE_CHOICES if k != "user")
+        + " (API clients: the request's credential, hashed, else the user).",
     )
 
     # -- real-time fan-out (Broadcast) --------------------------------------
@@ -554,12 +551,11 @@ class Settings:
                 self._fail("ratelimit_exempt", str(exc))
         if self.refusal_handler is not None and not callable(self.refusal_handler):
             self._fail("refusal_handler", "must be a callable (request, refusal) -> Response")
-        if self.presence_key != "user" and (
-                self.presence_key in ("ip", "user_or_ip") or not valid_identity(self.presence_key)):
-            self._fail("presence_key", "must be 'user', 'bearer' or 'header:<Name>'")
+        if not identity.counts_presence(self.presence_key):
+            self._fail("presence_key", f"must be {one_of(identity.PRESENCE_CHOICES)}")
         key = self.ratelimit_key
-        if not callable(key) and not valid_identity(key):
-            self._fail("ratelimit_key", f"must be {one_of((*IDENTITY_CHOICES, 'a callable'))}")
+        if not callable(key) and not identity.settable(key):
+            self._fail("ratelimit_key", f"must be {one_of((*identity.CHOICES, 'a callable'))}")
         choices = {
             "ratelimit_strategy": STRATEGIES,
             "ratelimit_headers": ("legacy", "draft", "both", "none"),

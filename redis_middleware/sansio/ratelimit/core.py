@@ -1,4 +1,5 @@
-"""Rate limiting, decided without I/O: which rule, whose bucket, and what the answer is.
+"""Rate limiting, decided without I/O: which rule applies and what the answer is (whose
+bucket a request is counted in: :mod:`.identity`; its address: :mod:`.client_ip`).
 
 Fixed window (the default) costs one round trip for any number of limits: one
 script checks every limit of the rule, increments all or none (a rejected
@@ -10,7 +11,6 @@ counters of one identity share a Cluster hash slot.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import time
@@ -18,9 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ...config.identity import kind_of
 from ...config.patterns import PathPattern, RouteTable
 from ...config.rates import Rate, parse_limits
-from ...config.rules import IdentityKind, RuleSpec
+from ...config.rules import RuleSpec
 from ...config.settings import Settings
 from ...keys import KeySpace, escape
 from .. import metrics
@@ -28,6 +29,7 @@ from ..flow import Call, Flow, Script
 from ..incidents import log_failure
 from ..request import RequestInfo
 from .client_ip import ProxyTrust
+from .identity import IdentityResolver, identity_kind
 
 __all__ = ["Check", "Decision", "RateLimitCore", "Rule", "Usage"]
 
@@ -133,9 +135,6 @@ class Decision:
     status: int = 429
 
 
-USER_KINDS: frozenset[IdentityKind] = frozenset({"user", "user_or_ip"})  # need the session
-
-
 class RateLimitCore:
     """Every rate-limit decision; the ASGI and WSGI adapters only run its flows."""
 
@@ -159,6 +158,7 @@ class RateLimitCore:
             s.ratelimit_key if callable(s.ratelimit_key) else None
         )
         self.key_kind: str = "custom" if self.key_func else s.ratelimit_key
+        self.identities = IdentityResolver(self.trust, self.key_func)
         self.legacy = s.ratelimit_headers in ("legacy", "both")
         self.epoch_reset = s.ratelimit_reset == "epoch"
         self.draft = s.ratelimit_headers in ("draft", "both")
@@ -197,35 +197,22 @@ class RateLimitCore:
         return self.default
 
     def kind_for(self, rule: Rule | None) -> str:
-        """The identity kind a rule counts by: ``ip``, ``user``, ``user_or_ip``, ``custom``."""
+        """The identity kind a rule counts by (``config.identity``; ``custom`` for a
+        callable)."""
         return rule.key if rule is not None and rule.key else self.key_kind
 
     def needs_user(self, request: RequestInfo) -> bool:
         """Whether this request's bucket depends on who the user is."""
         rule = self.rule_for(request.method, request.path)
-        return rule is not None and self.kind_for(rule) in USER_KINDS
+        if rule is None:
+            return False
+        kind = kind_of(self.kind_for(rule))
+        return kind is not None and kind.needs_user
 
     def identity(self, request: RequestInfo, user: Callable[[], str | None],
                  kind: str | None = None) -> str | None:
-        """Whose bucket: ``ip:...``, ``user:...`` or ``custom:...`` (None: not limited)."""
-        kind = kind or self.key_kind
-        if kind == "custom" and self.key_func is not None:
-            value = self.key_func(request)
-            return None if value is None else "custom:" + str(value)
-        if kind == "bearer" or kind.startswith("header:"):
-            credential = credential_of(request, kind)
-            if credential is not None:
-                return credential
-            kind = "ip"  # no credential: counted by address, like any anonymous client
-        if kind != "ip":
-            uid = user()
-            if uid is not None:
-                return "user:" + uid
-            if kind == "user":
-                return None  # anonymous requests are not counted by a per-user limit
-        return "ip:" + self.trust.client(
-            request.peer, request.header_list("x-forwarded-for"), request.header_list("forwarded")
-        )
+        """Whose bucket: ``ip:...``, ``user:...``, ``bearer:...``, ... (None: not limited)."""
+        return self.identities.resolve(kind or self.key_kind, request, user)
 
     def prepare(self, request: RequestInfo, user: Callable[[], str | None]) -> Check | None:
         """The check this request needs, or None when nothing limits it."""
@@ -369,33 +356,6 @@ class RateLimitCore:
 
 
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
-_MAX_CREDENTIAL = 4096  # longer values are no credential (and cost no hashing)
-
-
-def credential_of(request: RequestInfo, kind: str) -> str | None:
-    """``bearer:<digest>`` or ``header:<name>:<digest>`` for a request that carries one.
-
-    The value is hashed (SHA-256, 128 bits kept) before it becomes part of a key: a
-    token is never stored in clear, and any byte it holds stays out of the key's
-    syntax."""
-    if kind == "bearer":
-        value = request.header("authorization") or ""
-        scheme, _, token = value.strip().partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            return None
-        value, label = token.strip(), "bearer"
-    else:
-        name = kind.partition(":")[2].lower()
-        value, label = (request.header(name) or "").strip(), f"header:{name}"
-    if not value or len(value) > _MAX_CREDENTIAL:
-        return None
-    return f"{label}:{hashlib.sha256(value.encode('utf-8', 'surrogateescape')).hexdigest()[:32]}"
-
-
-def identity_kind(identity: str) -> str:
-    """``ip``, ``user``, ``custom``, ``bearer`` or ``header``: a metric label that never
-    holds who it is."""
-    return identity.partition(":")[0]
 
 
 def counter_name(rule: str, scope: str) -> str:
