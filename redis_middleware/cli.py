@@ -12,7 +12,8 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from .config.identity import IDENTITIES, check_identity
-from .config.settings import Settings, _mask_url
+from .config.settings import Settings
+from .config.urls import mask_url as _mask_url
 from .errors import ConfigError, RedisMiddlewareError
 from .sansio.flow import Call, Flow
 

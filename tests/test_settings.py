@@ -158,7 +158,7 @@ def test_sentinel_and_cluster_urls_are_parsed() -> None:
 
 
 def test_generated_secret_is_warned_about_once(caplog: pytest.LogCaptureFixture) -> None:
-    import redis_middleware.config.settings as mod
+    import redis_middleware.config.validation as mod
 
     mod._warned_generated_secret = False
     with caplog.at_level(logging.WARNING, logger="redis_middleware"):

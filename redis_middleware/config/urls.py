@@ -7,6 +7,7 @@ no redis-py.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -135,3 +136,8 @@ def parse_redis_url(url: str) -> RedisTarget:
         tls=scheme.startswith("rediss"),
         tls_options=_tls_options(query),
     )
+
+
+def mask_url(url: str) -> str:
+    """Hide the password in a URL for logs and repr."""
+    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", re.sub(r"://[^:/@]+@", "://***@", url))
