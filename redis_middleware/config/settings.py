@@ -200,7 +200,7 @@ class Settings(FieldSettings):
     ratelimit_rules: tuple[tuple[str, RuleSpec], ...] = setting(
         (), "REDIS_MIDDLEWARE_RATELIMIT_RULES", parse_rules_env,
         'Per-path limits as JSON: `{"/login": "5/minute", "/api/*": {"limit": '
-        '"100/minute", "methods": ["POST"], "cost": 1, "fail": "closed"}}`.',
+        '"100/minute", "methods": ["POST"], "cost": 1, "fail": "closed", "key": "bearer"}}`.',
     )
     ratelimit_exempt: tuple[str, ...] = setting(
         (), "REDIS_MIDDLEWARE_RATELIMIT_EXEMPT", p.parse_csv,
@@ -249,7 +249,10 @@ class Settings(FieldSettings):
     cache_routes: tuple[tuple[str, CacheRouteSpec], ...] = setting(
         (), "REDIS_MIDDLEWARE_CACHE_ROUTES", parse_cache_routes_env,
         'Cached routes as JSON: `{"/items/{id}": 60, "/products": {"ttl": 30, "tags": '
-        '["products"], "vary_cookies": []}}` (TTL in seconds).',
+        '["products"], "vary_cookies": []}, "/catalogue": {"ttl": 60, "per_user": false}}` '
+        "(TTL in seconds). `per_user: false`: the page is the same for everyone, so it is "
+        "stored and served to signed-in users too; `freshness` and `max_ttl` override "
+        "`cache_freshness` and `cache_max_ttl` for the route.",
     )
     cache_freshness: str = setting(
         "default", "REDIS_MIDDLEWARE_CACHE_FRESHNESS", p.parse_str,
