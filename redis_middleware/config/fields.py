@@ -4,7 +4,8 @@
 its help (the configuration reference is generated from them) and, for a default that
 depends on another setting, how it is derived. :class:`FieldSettings` gives a frozen
 dataclass of such fields what every settings object does with them: read them from the
-environment, name a field's variable, derive the defaults left unset, copy with changes,
+environment, name a field's variable, derive the defaults left unset, run the checks
+(an :class:`Invalid` field becomes a ConfigError naming its variable), copy with changes,
 and show itself without its secrets.
 """
 
@@ -14,12 +15,25 @@ import dataclasses
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 from ..errors import ConfigError
 from .parse import parse_env
 
-__all__ = ["FieldSettings", "setting"]
+__all__ = ["FieldSettings", "Invalid", "setting"]
+
+T = TypeVar("T")
+
+
+class Invalid(ValueError):
+    """The setting ``name`` is not valid: ``message`` says what it must be (``show``: the
+    error may show the value)."""
+
+    def __init__(self, name: str, message: str, *, show: bool = True) -> None:
+        super().__init__(f"{name}: {message}")
+        self.name = name
+        self.message = message
+        self.show = show
 
 
 def setting(
@@ -83,6 +97,21 @@ class FieldSettings:
         derived = frozenset(found)
         object.__setattr__(self, "_derived", derived)
         return derived
+
+    def _check(self, check: Callable[[dict[str, Any]], T]) -> T:
+        """Run ``check`` on the values by field name and keep the normal forms it writes
+        back (a tuple for a comma-separated string, say); its :class:`Invalid` becomes a
+        ConfigError naming the variable."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        try:
+            result = check(values)
+        except Invalid as exc:
+            shown = f" (got {values[exc.name]!r})" if exc.show else ""
+            raise ConfigError(self.env_name(exc.name), exc.message + shown) from None
+        for name, value in values.items():
+            if value is not getattr(self, name):
+                object.__setattr__(self, name, value)
+        return result
 
     @property
     def derived(self) -> frozenset[str]:

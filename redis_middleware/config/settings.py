@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError
@@ -19,7 +19,7 @@ from . import parse as p
 from .fields import FieldSettings, setting
 from .rules import CacheRouteSpec, RuleSpec, parse_cache_routes_env, parse_rules_env
 from .urls import RedisTarget, mask_url, parse_redis_url
-from .validation import Invalid, secret_keys, validate
+from .validation import validate
 
 __all__ = ["Settings"]
 
@@ -389,18 +389,8 @@ class Settings(FieldSettings):
             raise ConfigError("REDIS_URL", f"invalid URL: {exc}") from None
         object.__setattr__(self, "_target", target)
         derived = self._derive()
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
-        try:
-            values["secret_key"], generated = secret_keys(self.secret_key,
-                                                          target.kind == "memory")
-            validate(values, derived)
-        except Invalid as exc:
-            shown = f" (got {values[exc.name]!r})" if exc.show else ""
-            raise ConfigError(self.env_name(exc.name), exc.message + shown) from None
+        generated = self._check(lambda v: validate(v, derived, target.kind == "memory"))
         object.__setattr__(self, "_secret_generated", generated)
-        for name, value in values.items():  # the normal forms the checks wrote back
-            if value is not getattr(self, name):
-                object.__setattr__(self, name, value)
 
     @property
     def secret_generated(self) -> bool:

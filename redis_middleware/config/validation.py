@@ -18,6 +18,7 @@ from typing import Any
 
 from . import identity
 from . import parse as p
+from .fields import Invalid
 from .patterns import PathPattern
 from .rates import parse_limits
 from .rules import (
@@ -29,7 +30,7 @@ from .rules import (
     one_of,
 )
 
-__all__ = ["Invalid", "secret_keys", "validate"]
+__all__ = ["validate"]
 
 logger = logging.getLogger("redis_middleware")
 
@@ -45,18 +46,22 @@ _DOMAIN_RE = re.compile(r"^\.?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*$")
 _FIELD_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
 
-class Invalid(ValueError):
-    """The setting ``name`` is not valid: ``message`` says what it must be (``show``: the
-    error may show the value)."""
+def validate(v: Values, derived: frozenset[str], memory: bool) -> bool:
+    """Check (and normalise, in place) every setting in ``v``. ``derived``: the settings
+    computed from others, which follow them and are not checked on their own; ``memory``:
+    the URL is ``memory://``. True when the signing secret was generated."""
+    v["secret_key"], generated = _secret_keys(v["secret_key"], memory)
+    _connection(v, derived)
+    _cookie(v)
+    _session(v)
+    _ratelimit(v)
+    _cache(v)
+    _presence(v)
+    _realtime(v)
+    return generated
 
-    def __init__(self, name: str, message: str, *, show: bool = True) -> None:
-        super().__init__(f"{name}: {message}")
-        self.name = name
-        self.message = message
-        self.show = show
 
-
-def secret_keys(value: Any, memory: bool) -> tuple[tuple[str, ...], bool]:
+def _secret_keys(value: Any, memory: bool) -> tuple[tuple[str, ...], bool]:
     """The signing secrets (a comma-separated string is accepted too), each long enough;
     with none on ``memory://``, one generated for this process (then True)."""
     global _warned_generated_secret
@@ -74,18 +79,6 @@ def secret_keys(value: Any, memory: bool) -> tuple[tuple[str, ...], bool]:
         logger.warning("REDIS_MIDDLEWARE_SECRET_KEY is not set: using a random secret for "
                        "this process (sessions will not survive a restart)")
     return (secrets.token_urlsafe(48),), True
-
-
-def validate(v: Values, derived: frozenset[str]) -> None:
-    """Check (and normalise, in place) every setting in ``v``. ``derived``: the settings
-    computed from others, which follow them and are not checked on their own."""
-    _connection(v, derived)
-    _cookie(v)
-    _session(v)
-    _ratelimit(v)
-    _cache(v)
-    _presence(v)
-    _realtime(v)
 
 
 def _positive_ints(v: Values, names: Iterable[str], derived: frozenset[str] = frozenset()
