@@ -159,6 +159,10 @@ class RateLimitCore:
         )
         self.key_kind: str = "custom" if self.key_func else s.ratelimit_key
         self.identities = IdentityResolver(self.trust, self.key_func)
+        # The kinds this core counts by that need the user, decided once (not per request).
+        named = {self.key_kind, *(rule.key for rule in self.rules.values() if rule.key)}
+        self.user_kinds = frozenset(k for k in named if (kind := kind_of(k)) is not None
+                                    and kind.needs_user)
         self.legacy = s.ratelimit_headers in ("legacy", "both")
         self.epoch_reset = s.ratelimit_reset == "epoch"
         self.draft = s.ratelimit_headers in ("draft", "both")
@@ -204,10 +208,7 @@ class RateLimitCore:
     def needs_user(self, request: RequestInfo) -> bool:
         """Whether this request's bucket depends on who the user is."""
         rule = self.rule_for(request.method, request.path)
-        if rule is None:
-            return False
-        kind = kind_of(self.kind_for(rule))
-        return kind is not None and kind.needs_user
+        return rule is not None and self.kind_for(rule) in self.user_kinds
 
     def identity(self, request: RequestInfo, user: Callable[[], str | None],
                  kind: str | None = None) -> str | None:
