@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import ipaddress
 import json
 import logging
 import os
-import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from .config.settings import Settings, _mask_url
+from .config.identity import IDENTITIES, check_identity
+from .config.settings import Settings
+from .config.urls import mask_url as _mask_url
 from .errors import ConfigError, RedisMiddlewareError
 from .sansio.flow import Call, Flow
 
@@ -36,7 +36,6 @@ examples:
 exit codes: 0 success, 1 Redis not reached or a check failed, 2 bad configuration or usage
 """
 BATCH = 500  # URLs or users per round trip in long operations
-_KEY = re.compile(r"^(?:(?:user|custom):.+|bearer:[0-9a-f]{32}|header:[a-z0-9-]+:[0-9a-f]{32})$")
 
 
 def _common() -> argparse.ArgumentParser:
@@ -66,18 +65,12 @@ def _positive(text: str) -> int:
 
 
 def _identity(text: str) -> str:
-    """``ip:ADDRESS``, ``user:ID``, ``custom:VALUE``, ``bearer:<digest>`` or
-    ``header:<name>:<digest>``, as the limiter names buckets."""
-    if text.startswith("ip:"):
-        try:
-            ipaddress.ip_network(text[3:], strict=False)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not an IP address: {text[3:]!r}") from None
-        return text
-    if not _KEY.match(text):
-        raise argparse.ArgumentTypeError(
-            "expected ip:ADDRESS, user:ID, custom:VALUE, bearer:DIGEST or header:NAME:DIGEST")
-    return text
+    """An identity as the limiter names buckets (``ip:ADDRESS``, ``user:ID``, ...: the
+    forms of ``config.identity``)."""
+    try:
+        return check_identity(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -121,8 +114,7 @@ def _parser() -> argparse.ArgumentParser:
     ratelimit = command("ratelimit", "show or reset an identity's rate-limit counters")
     ratelimit.add_argument("action", choices=["show", "reset"], help="what to do")
     ratelimit.add_argument("--key", required=True, type=_identity, metavar="IDENTITY",
-                           help="ip:ADDRESS, user:ID, custom:VALUE, bearer:DIGEST, "
-                                "header:NAME:DIGEST")
+                           help=", ".join(IDENTITIES))
     config = command("config", "print the effective settings (secrets masked)")
     config.add_argument("--reference", action="store_true",
                         help="print the reference table of every setting instead")

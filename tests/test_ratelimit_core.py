@@ -239,3 +239,22 @@ def test_identity_kinds_are_validated() -> None:
     with pytest.raises(ConfigError):
         Settings(redis_url="memory://", ratelimit_rules={"/x": {"limit": "1/minute",
                                                                 "key": "cookie:x"}})
+
+
+@pytest.mark.parametrize(
+    ("limit", "amount", "text"),
+    [
+        pytest.param("5/minute", 5, "5 per minute", id="one-unit"),
+        pytest.param("10/2 seconds", 10, "10 per 2 seconds", id="several-units-plural"),
+        pytest.param("1 per 3 hours", 1, "1 per 3 hours", id="per-spelling"),
+    ],
+)
+def test_a_refusal_and_the_usage_name_the_limit_in_words(limit: str, amount: int,
+                                                          text: str) -> None:
+    c = core(ratelimit_limit=limit)
+    check = c.prepare(request(), lambda: None)
+    assert check is not None
+    refused = run_pure(c.fixed_window_flow(check), [[[1, amount, 1000]]])
+    assert refused.detail == f"Rate limit exceeded: {text}"
+    (usage,) = run_pure(c.usage_flow("ip:1.2.3.4"), [[b"1", 1000]])["default"]
+    assert usage.limit == text

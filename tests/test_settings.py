@@ -158,7 +158,7 @@ def test_sentinel_and_cluster_urls_are_parsed() -> None:
 
 
 def test_generated_secret_is_warned_about_once(caplog: pytest.LogCaptureFixture) -> None:
-    import redis_middleware.config.settings as mod
+    import redis_middleware.config.validation as mod
 
     mod._warned_generated_secret = False
     with caplog.at_level(logging.WARNING, logger="redis_middleware"):
@@ -215,3 +215,27 @@ def test_a_lifetime_of_zero_or_less_expires_the_session_at_once(settings: Settin
         assert int(response.headers["set-cookie"].split("Max-Age=")[1].split(";")[0]) <= 0
     assert seen[0] == seen[1] == ({"session": {"some": "data"}}, False, {"session": {}})
     assert audit_keyspace(settings) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "spec"),
+    [
+        pytest.param("ratelimit_rules", "RuleSpec", id="rule-options"),
+        pytest.param("cache_routes", "CacheRouteSpec", id="route-options"),
+    ],
+)
+def test_the_help_of_a_routes_setting_names_every_option(name: str, spec: str) -> None:
+    """The reference shows each per-route option (``per_user``, a rule's ``key``...), and
+    the JSON example in it is taken as it is written."""
+    import json
+    import re
+
+    from redis_middleware.config import rules
+
+    doc = next(f for f in dataclasses.fields(Settings) if f.name == name).metadata["doc"]
+    for option in dataclasses.fields(getattr(rules, spec)):
+        assert f'"{option.name}"' in doc or f"`{option.name}" in doc, option.name
+    example = re.search(r"`(\{.*\})`", doc)
+    assert example is not None
+    parsed = Settings.from_env({Settings.env_name(name): example.group(1)})
+    assert len(getattr(parsed, name)) == len(json.loads(example.group(1)))

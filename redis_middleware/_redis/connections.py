@@ -21,8 +21,9 @@ import redis.asyncio
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisClusterException
 
-from ..config.settings import Settings, _mask_url
+from ..config.settings import Settings
 from ..config.urls import RedisTarget
+from ..config.urls import mask_url as _mask_url
 from ..errors import RedisUnavailableError
 from ..sansio.flow import PausingFlow
 from .breaker import Breaker

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import MISSING, fields
 
-from .settings import DERIVED, Settings
+from .settings import Settings
 
 BEGIN = "<!-- settings-table:begin (generated: redis-middleware config) -->"
 END = "<!-- settings-table:end -->"
@@ -30,8 +30,8 @@ def settings_table() -> str:
     for f in fields(Settings):
         default = f.default if f.default is not MISSING else None
         shown = "`auto`" if f.name == "session_cookie_secure" else _default(default)
-        if f.name in DERIVED:
-            shown = f"`{DERIVED[f.name][1]}`"
+        if f.metadata["derived"] is not None:
+            shown = f"`{f.metadata['derived'][1]}`"
         rows.append(f"| `{f.metadata['env']}` | `{f.name}` | {shown} | {f.metadata['doc']} |")
     rows.append(END)
     return "\n".join(rows)

@@ -1,49 +1,21 @@
-"""Rate-limit rule specifications: parsed and validated at settings construction."""
+"""Per-route specifications, rate-limit rules and cached routes: parsed and validated at
+settings construction."""
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar, get_args
 
-from limits import RateLimitItem, parse_many
-
+from . import identity
 from .patterns import PathPattern
+from .rates import parse_limits
 
-__all__ = ["RuleSpec", "normalise_rules", "parse_limits", "parse_rules_env"]
+__all__ = ["RuleSpec", "normalise_rules", "parse_rules_env"]
 
 T = TypeVar("T")
 
-
-def parse_limits(text: str) -> tuple[RateLimitItem, ...]:
-    """``"10/second;100/minute"`` -> rate-limit items, via the ``limits`` library."""
-    if not text.strip():
-        return ()
-    try:
-        items = tuple(parse_many(text))
-    except ValueError as exc:
-        raise ValueError(f"invalid rate limit {text!r}: {exc}") from None
-    if not items:
-        raise ValueError(f"invalid rate limit {text!r}")
-    return items
-
-
-# The names users write, defined once (settings validate against these tuples).
-IdentityKind = Literal["ip", "user", "user_or_ip", "bearer"]
-IDENTITY_KINDS: tuple[IdentityKind, ...] = get_args(IdentityKind)
-# ``header:<Name>``: the value of that request header (an API key), hashed.
-_HEADER_KIND = re.compile(r"header:[A-Za-z0-9-]{1,64}")
-
-
-def valid_identity(kind: object) -> bool:
-    """One of :data:`IDENTITY_KINDS`, or ``header:<Name>``."""
-    return isinstance(kind, str) and (kind in IDENTITY_KINDS or bool(
-        _HEADER_KIND.fullmatch(kind)))
-
-
-IDENTITY_CHOICES = (*IDENTITY_KINDS, "header:<Name>")
 Strategy = Literal["fixed-window", "moving-window", "sliding-window-counter"]
 STRATEGIES: tuple[Strategy, ...] = get_args(Strategy)
 FailMode = Literal["open", "closed"]
@@ -68,8 +40,8 @@ class RuleSpec:
 
     def __post_init__(self) -> None:
         parse_limits(self.limit)
-        if self.key is not None and not valid_identity(self.key):
-            raise ValueError(f"key must be {one_of(IDENTITY_CHOICES)}, got {self.key!r}")
+        if self.key is not None and not identity.settable(self.key):
+            raise ValueError(f"key must be {one_of(identity.CHOICES)}, got {self.key!r}")
         if isinstance(self.cost, bool) or not isinstance(self.cost, int) or self.cost < 1:
             raise ValueError(f"cost must be a positive whole number, got {self.cost!r}")
         if self.fail is not None and self.fail not in FAIL_MODES:

@@ -1,12 +1,16 @@
-"""Parse and validate ``REDIS_URL`` once, at settings construction."""
+"""Parse and validate ``REDIS_URL`` once, at settings construction.
+
+redis-py's own parser checks a single server's URL; it is imported when such a URL is
+parsed, not with this module, so configuration (and the core, which reads it) imports
+no redis-py.
+"""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
-
-from redis.connection import parse_url
 
 Kind = Literal["memory", "standalone", "sentinel", "cluster"]
 
@@ -89,6 +93,8 @@ def parse_redis_url(url: str) -> RedisTarget:
     if kind == "memory":
         return RedisTarget(kind="memory", url=url)
     if kind == "standalone":
+        from redis.connection import parse_url
+
         options = parse_url(url)  # type: ignore[no-untyped-call] # redis-py's own parser: raises ValueError when malformed
         if scheme != "unix" and not urlsplit(url).hostname:
             raise ValueError("missing host")
@@ -130,3 +136,8 @@ def parse_redis_url(url: str) -> RedisTarget:
         tls=scheme.startswith("rediss"),
         tls_options=_tls_options(query),
     )
+
+
+def mask_url(url: str) -> str:
+    """Hide the password in a URL for logs and repr."""
+    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", re.sub(r"://[^:/@]+@", "://***@", url))

@@ -32,7 +32,7 @@ from ..keys import KeySpace, escape
 from . import metrics
 from .flow import Call, Flow, Script, gather
 from .incidents import log_incident
-from .ratelimit.core import credential_of
+from .ratelimit.identity import credential_of
 from .request import RequestInfo
 
 __all__ = ["PresenceCore", "PresenceEvent"]

@@ -1,4 +1,5 @@
-"""Rate limiting, decided without I/O: which rule, whose bucket, and what the answer is.
+"""Rate limiting, decided without I/O: which rule applies and what the answer is (whose
+bucket a request is counted in: :mod:`.identity`; its address: :mod:`.client_ip`).
 
 Fixed window (the default) costs one round trip for any number of limits: one
 script checks every limit of the rule, increments all or none (a rejected
@@ -10,7 +11,6 @@ counters of one identity share a Cluster hash slot.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import time
@@ -18,10 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from limits import RateLimitItem
-
+from ...config.identity import kind_of
 from ...config.patterns import PathPattern, RouteTable
-from ...config.rules import IdentityKind, RuleSpec, parse_limits
+from ...config.rates import Rate, parse_limits
+from ...config.rules import RuleSpec
 from ...config.settings import Settings
 from ...keys import KeySpace, escape
 from .. import metrics
@@ -29,6 +29,7 @@ from ..flow import Call, Flow, Script
 from ..incidents import log_failure
 from ..request import RequestInfo
 from .client_ip import ProxyTrust
+from .identity import IdentityResolver, identity_kind
 
 __all__ = ["Check", "Decision", "RateLimitCore", "Rule", "Usage"]
 
@@ -66,7 +67,7 @@ class Rule:
     """A compiled rule: its name (pattern or ``default``), limits, cost, methods, failure mode."""
 
     name: str
-    items: tuple[RateLimitItem, ...]
+    items: tuple[Rate, ...]
     cost: int
     methods: frozenset[str] | None
     fail_closed: bool
@@ -85,7 +86,7 @@ class Rule:
         if not self.sources:
             object.__setattr__(self, "sources", tuple((self.name, i)
                                                       for i in range(len(self.items))))
-        windows = tuple(_window(item) for item in self.items)
+        windows = tuple(item.seconds for item in self.items)
         names = tuple(f'"{item.amount}-per-{w}s"' for item, w in zip(self.items, windows,
                                                                        strict=True))
         args: list[int] = [self.cost]
@@ -134,18 +135,6 @@ class Decision:
     status: int = 429
 
 
-def _window(item: RateLimitItem) -> int:
-    return int(item.get_expiry())
-
-
-def describe(item: RateLimitItem) -> str:
-    multiples = "" if item.multiples == 1 else f"{item.multiples} "
-    return f"{item.amount} per {multiples}{item.GRANULARITY.name}"
-
-
-USER_KINDS: frozenset[IdentityKind] = frozenset({"user", "user_or_ip"})  # need the session
-
-
 class RateLimitCore:
     """Every rate-limit decision; the ASGI and WSGI adapters only run its flows."""
 
@@ -169,6 +158,11 @@ class RateLimitCore:
             s.ratelimit_key if callable(s.ratelimit_key) else None
         )
         self.key_kind: str = "custom" if self.key_func else s.ratelimit_key
+        self.identities = IdentityResolver(self.trust, self.key_func)
+        # The kinds this core counts by that need the user, decided once (not per request).
+        named = {self.key_kind, *(rule.key for rule in self.rules.values() if rule.key)}
+        self.user_kinds = frozenset(k for k in named if (kind := kind_of(k)) is not None
+                                    and kind.needs_user)
         self.legacy = s.ratelimit_headers in ("legacy", "both")
         self.epoch_reset = s.ratelimit_reset == "epoch"
         self.draft = s.ratelimit_headers in ("draft", "both")
@@ -207,35 +201,19 @@ class RateLimitCore:
         return self.default
 
     def kind_for(self, rule: Rule | None) -> str:
-        """The identity kind a rule counts by: ``ip``, ``user``, ``user_or_ip``, ``custom``."""
+        """The identity kind a rule counts by (``config.identity``; ``custom`` for a
+        callable)."""
         return rule.key if rule is not None and rule.key else self.key_kind
 
     def needs_user(self, request: RequestInfo) -> bool:
         """Whether this request's bucket depends on who the user is."""
         rule = self.rule_for(request.method, request.path)
-        return rule is not None and self.kind_for(rule) in USER_KINDS
+        return rule is not None and self.kind_for(rule) in self.user_kinds
 
     def identity(self, request: RequestInfo, user: Callable[[], str | None],
                  kind: str | None = None) -> str | None:
-        """Whose bucket: ``ip:...``, ``user:...`` or ``custom:...`` (None: not limited)."""
-        kind = kind or self.key_kind
-        if kind == "custom" and self.key_func is not None:
-            value = self.key_func(request)
-            return None if value is None else "custom:" + str(value)
-        if kind == "bearer" or kind.startswith("header:"):
-            credential = credential_of(request, kind)
-            if credential is not None:
-                return credential
-            kind = "ip"  # no credential: counted by address, like any anonymous client
-        if kind != "ip":
-            uid = user()
-            if uid is not None:
-                return "user:" + uid
-            if kind == "user":
-                return None  # anonymous requests are not counted by a per-user limit
-        return "ip:" + self.trust.client(
-            request.peer, request.header_list("x-forwarded-for"), request.header_list("forwarded")
-        )
+        """Whose bucket: ``ip:...``, ``user:...``, ``bearer:...``, ... (None: not limited)."""
+        return self.identities.resolve(kind or self.key_kind, request, user)
 
     def prepare(self, request: RequestInfo, user: Callable[[], str | None]) -> Check | None:
         """The check this request needs, or None when nothing limits it."""
@@ -258,7 +236,7 @@ class RateLimitCore:
                 self._key_cache.pop(next(iter(self._key_cache)))
             cached = self._key_cache[(rule.name, identity, scope)] = tuple(
                 self.keys.ratelimit(identity, counter_name(source, scope),
-                                    f"{item.amount}-{_window(item)}")
+                                    f"{item.amount}-{item.seconds}")
                 for item, (source, _) in zip(rule.items, rule.sources, strict=True)
             )
         return cached
@@ -297,7 +275,7 @@ class RateLimitCore:
             worst = max(over, key=lambda i: reset_s[i])
             headers = self._headers(check, worst, 0, retry, remaining, reset_s)
             headers += (("Retry-After", str(retry)),)
-            detail = f"Rate limit exceeded: {describe(items[worst])}"
+            detail = f"Rate limit exceeded: {items[worst].text}"
             if self.dry_run:
                 logger.warning("dry run: would limit %s on %s (%s)", check.identity,
                                check.rule.name, detail)
@@ -364,7 +342,7 @@ class RateLimitCore:
                 if scope and not used:
                     continue  # a method never used: nothing to show
                 out.setdefault(counter_name(rule.name, scope), []).append(Usage(
-                    describe(item), item.amount, used, max(0, item.amount - used),
+                    item.text, item.amount, used, max(0, item.amount - used),
                     max(0, math.ceil(ttl / 1000)) if ttl > 0 else 0))
         return out
 
@@ -379,33 +357,6 @@ class RateLimitCore:
 
 
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
-_MAX_CREDENTIAL = 4096  # longer values are no credential (and cost no hashing)
-
-
-def credential_of(request: RequestInfo, kind: str) -> str | None:
-    """``bearer:<digest>`` or ``header:<name>:<digest>`` for a request that carries one.
-
-    The value is hashed (SHA-256, 128 bits kept) before it becomes part of a key: a
-    token is never stored in clear, and any byte it holds stays out of the key's
-    syntax."""
-    if kind == "bearer":
-        value = request.header("authorization") or ""
-        scheme, _, token = value.strip().partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            return None
-        value, label = token.strip(), "bearer"
-    else:
-        name = kind.partition(":")[2].lower()
-        value, label = (request.header(name) or "").strip(), f"header:{name}"
-    if not value or len(value) > _MAX_CREDENTIAL:
-        return None
-    return f"{label}:{hashlib.sha256(value.encode('utf-8', 'surrogateescape')).hexdigest()[:32]}"
-
-
-def identity_kind(identity: str) -> str:
-    """``ip``, ``user``, ``custom``, ``bearer`` or ``header``: a metric label that never
-    holds who it is."""
-    return identity.partition(":")[0]
 
 
 def counter_name(rule: str, scope: str) -> str:
