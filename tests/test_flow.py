@@ -22,7 +22,8 @@ from redis_middleware.sansio.flow import (
     run_pure,
 )
 
-from .conftest import SECRET, free_port
+from .support.clients import SECRET
+from .support.servers import free_port
 
 INCR_WITH_TTL = Script(
     "local n = redis.call('INCRBY', KEYS[1], ARGV[1]) "

@@ -15,8 +15,9 @@ from hypothesis import strategies as st
 
 from redis_middleware import Settings
 
-from . import apps
-from .conftest import Clients, audit_keyspace, make_settings, raw_client
+from .support import apps
+from .support.audit import audit_keyspace
+from .support.clients import Clients, make_settings, raw_client
 
 OPTIONS: dict[str, Any] = {"limit": "100000/minute", "routes": {"/c/*": 60},
                            "key": "user_or_ip", "trusted_proxies": "127.0.0.0/8"}

@@ -199,7 +199,7 @@ def test_a_lifetime_of_zero_or_less_expires_the_session_at_once(settings: Settin
     from starlette.middleware.sessions import SessionMiddleware as CookieSessions
     from starlette.testclient import TestClient
 
-    from .conftest import audit_keyspace
+    from .support.audit import audit_keyspace
     from .test_session_contract import client_for, starlette_app
 
     env = Settings.from_env({**REAL, "REDIS_MIDDLEWARE_SESSION_ABSOLUTE_LIFETIME": "-1"})
