@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .browser import Browser, chromium
+from .support.browser import Browser, chromium
 
 ROOT = Path(__file__).resolve().parent.parent
 # Screenshots are kept here (or in $TEST_ARTIFACTS) for a person to look at.
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.skipif(
 
 
 def test_the_demo_in_a_browser_with_its_live_feed(tmp_path: Path) -> None:
-    from .test_examples import Served
+    from .support.servers import Served
 
     with Served(["examples.fastapi_app"], {"REDIS_URL": "memory://"},
                 tmp_path / "demo.log") as srv:
@@ -95,8 +95,8 @@ def test_the_chat_page_leaves_the_room_when_left_and_sees_a_refusal_as_4401(
     A socket the server refuses is closed with 4401, and the browser sees that code."""
     from redis_middleware.wsgi import Presence
 
-    from .conftest import SECRET, make_settings
-    from .test_examples import Served
+    from .support.clients import SECRET, make_settings
+    from .support.servers import Served
 
     settings = make_settings(redis_server.url, presence_ttl=8)  # a 2 s grace on leaving
     env = {"REDIS_URL": redis_server.url, "REDIS_MIDDLEWARE_KEY_PREFIX": settings.key_prefix,

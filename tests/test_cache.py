@@ -11,8 +11,9 @@ import pytest
 from redis_middleware import Settings
 from redis_middleware._redis.connections import connections_for
 
-from . import apps
-from .conftest import Clients, audit_keyspace, stale_if_error_is_served
+from .support import apps
+from .support.audit import audit_keyspace
+from .support.clients import Clients, stale_if_error_is_served
 
 pytestmark = [pytest.mark.usefixtures("audit"), pytest.mark.scenarios]
 ROUTES = {"/c/*": 60}
@@ -353,7 +354,8 @@ def test_a_disconnected_stream_is_not_stored(settings: Settings) -> None:
 @pytest.mark.real_redis
 @pytest.mark.parametrize("interface", ["asgi", "wsgi"])
 def test_redis_down_bypasses_the_cache(interface: str, tmp_path: Any) -> None:
-    from .conftest import make_settings, start_redis_server, stop_redis_server
+    from .support.clients import make_settings
+    from .support.servers import start_redis_server, stop_redis_server
 
     server = start_redis_server(tmp_path)
     settings = make_settings(server.url, breaker_cooldown=0.2)
@@ -379,7 +381,7 @@ def test_redis_down_bypasses_the_cache(interface: str, tmp_path: Any) -> None:
 
 
 def test_purge_indexes_hold_only_live_urls(make_client: Clients, settings: Settings) -> None:
-    from .conftest import raw_client
+    from .support.clients import raw_client
 
     client = cached(make_client, routes={"/c/*": {"ttl": 60, "tags": ["t"]}})
     client.get("/c/old?cc=max-age%3D1")

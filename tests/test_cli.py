@@ -14,7 +14,7 @@ from redis_middleware.asgi import SessionMiddleware
 from redis_middleware.cli import main
 from redis_middleware.wsgi import Presence, RateLimiter, SessionStore
 
-from .conftest import SECRET, make_settings
+from .support.clients import SECRET, make_settings
 from .test_session_contract import starlette_app
 
 pytestmark = pytest.mark.real_redis
@@ -56,7 +56,7 @@ def test_check_reports_a_cluster(redis_cluster: Any, monkeypatch: pytest.MonkeyP
 
 def test_check_fails_cleanly(monkeypatch: pytest.MonkeyPatch,
                              capsys: pytest.CaptureFixture[str]) -> None:
-    from .conftest import free_port
+    from .support.servers import free_port
 
     monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
     monkeypatch.setenv("REDIS_MIDDLEWARE_SECRET_KEY", SECRET)
@@ -182,7 +182,7 @@ def test_commands_that_only_read_need_no_secret_key(env: Any,
 ])
 def test_each_failure_is_one_clear_message_and_exit_1(
         redis_server: Any, tmp_path: Any, url: str, message: str) -> None:
-    from .conftest import free_port, start_redis_server, stop_redis_server
+    from .support.servers import free_port, start_redis_server, stop_redis_server
 
     guarded = start_redis_server(tmp_path)
     with guarded.client() as admin:
@@ -223,7 +223,7 @@ def test_app_option_reads_limits_set_in_code(redis_server: Any, tmp_path: Any) -
     """--app module:attr: the FastAPI and Flask examples' limits (set in code), a Django
     settings module, a Settings object and a factory; the counters the app made are the
     ones shown and reset."""
-    from .conftest import make_settings
+    from .support.clients import make_settings
 
     settings = make_settings(redis_server.url)
     (tmp_path / "shop.py").write_text(

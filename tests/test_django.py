@@ -13,8 +13,8 @@ import pytest
 
 from redis_middleware.config.settings import Settings
 
-from .conftest import SECRET, raw_client
-from .django_project import configured, django_project, redis_keys, store
+from .support.clients import SECRET, raw_client
+from .support.django_project import configured, django_project, redis_keys, store
 
 __all__ = ["configured", "django_project"]  # the fixtures this module uses
 
@@ -223,7 +223,7 @@ def test_only_changed_fields_are_written(configured: Settings) -> None:
 def test_the_layout_is_the_middleware_s(configured: Settings) -> None:
     """One hash per session under <prefix>:session:, one field per key holding its JSON,
     the session key itself nowhere in Redis, every key with a TTL."""
-    from .conftest import audit_keyspace
+    from .support.audit import audit_keyspace
 
     s = store()
     s.update({"user_id": "42", "cart": [1, 2], "theme": "dark"})
@@ -249,7 +249,7 @@ def test_a_three_field_session_takes_what_the_middleware_s_takes(redis_server: A
     from redis_middleware.wsgi import SessionMiddleware
     from redis_middleware.wsgi.sessions import ENVIRON_KEY
 
-    from .conftest import make_settings
+    from .support.clients import make_settings
 
     settings = make_settings(redis_server.url)
     with override_settings(REDIS_MIDDLEWARE={"redis_url": settings.redis_url,
@@ -510,7 +510,7 @@ def test_the_cache_serves_hits_and_keeps_the_view_s_response(configured: Setting
 def test_redis_down_answers_503_with_one_log_line(caplog: pytest.LogCaptureFixture) -> None:
     from django.test import override_settings
 
-    from .conftest import free_port
+    from .support.servers import free_port
 
     with override_settings(REDIS_MIDDLEWARE={
             "redis_url": f"redis://127.0.0.1:{free_port()}/0", "secret_key": (SECRET,),
@@ -543,7 +543,7 @@ def test_redis_down_with_read_only_sessions(caplog: pytest.LogCaptureFixture,
 
     monkeypatch.setattr(incidents, "_last_logged", {})  # a fresh incident
 
-    from .conftest import free_port
+    from .support.servers import free_port
 
     with override_settings(REDIS_MIDDLEWARE={
             "redis_url": f"redis://127.0.0.1:{free_port()}/0", "secret_key": (SECRET,),
@@ -638,10 +638,10 @@ def test_a_background_refresh_runs_the_view_with_the_request_s_attributes(
 
     from django.test import override_settings
 
-    from . import django_urls
+    from .support import django_urls
 
     django_urls.calls.clear()
-    with override_settings(ROOT_URLCONF="tests.django_urls", REDIS_MIDDLEWARE={
+    with override_settings(ROOT_URLCONF="tests.support.django_urls", REDIS_MIDDLEWARE={
             "redis_url": configured.redis_url, "key_prefix": configured.key_prefix,
             "secret_key": (SECRET,), "routes": {"/swr": {"ttl": 1, "freshness": "origin"}}}):
         c = client()
@@ -758,7 +758,7 @@ def test_streaming_responses_pass_through_the_cache_middleware(configured: Setti
     arrives, and the cached one is served again from Redis."""
     from django.test import override_settings
 
-    with override_settings(ROOT_URLCONF="tests.django_urls", REDIS_MIDDLEWARE={
+    with override_settings(ROOT_URLCONF="tests.support.django_urls", REDIS_MIDDLEWARE={
             "redis_url": configured.redis_url, "key_prefix": configured.key_prefix,
             "secret_key": (SECRET,), "routes": {"/stream": 60}}):
         c = client()
@@ -868,7 +868,7 @@ def test_a_signed_in_user_s_page_is_never_served_to_others(configured: Settings)
     empty session."""
     from django.test import override_settings
 
-    with override_settings(ROOT_URLCONF="tests.django_urls", REDIS_MIDDLEWARE={
+    with override_settings(ROOT_URLCONF="tests.support.django_urls", REDIS_MIDDLEWARE={
             "redis_url": configured.redis_url, "key_prefix": configured.key_prefix,
             "secret_key": (SECRET,), "key": "user_or_ip",
             "routes": {"/hello": 60, "/same": 60}}):
@@ -891,7 +891,7 @@ def test_a_signed_in_user_s_page_is_never_served_to_others(configured: Settings)
 def test_vary_cookies_stores_a_signed_in_user_s_page_per_session(configured: Settings) -> None:
     from django.test import override_settings
 
-    with override_settings(ROOT_URLCONF="tests.django_urls", REDIS_MIDDLEWARE={
+    with override_settings(ROOT_URLCONF="tests.support.django_urls", REDIS_MIDDLEWARE={
             "redis_url": configured.redis_url, "key_prefix": configured.key_prefix,
             "secret_key": (SECRET,),
             "routes": {"/hello": {"ttl": 60, "vary_cookies": ["sessionid"]}}}):

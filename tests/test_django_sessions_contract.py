@@ -14,8 +14,8 @@ import pytest
 
 from redis_middleware.config.settings import Settings
 
-from .conftest import SECRET
-from .django_project import configured, django_project, redis_keys, store
+from .support.clients import SECRET
+from .support.django_project import configured, django_project, redis_keys, store
 
 __all__ = ["configured", "django_project"]  # the fixtures this module uses
 
@@ -287,7 +287,7 @@ async def test_expiry_helpers(api: Api, use_tz: bool) -> None:
 async def test_the_hash_expires_when_django_says(api: Api, configured: Settings) -> None:
     from django.utils import timezone
 
-    from .conftest import raw_client
+    from .support.clients import raw_client
 
     s = store()
     await api(s, "set", "a", 1)
@@ -488,7 +488,7 @@ def test_a_user_whose_session_a_view_deleted_is_signed_out(
 
     stack = [f"{middleware.__module__}.{middleware.__name__}"
              if m.endswith(".SessionMiddleware") else m for m in django_conf.MIDDLEWARE]
-    with override_settings(ROOT_URLCONF="tests.django_urls", MIDDLEWARE=stack,
+    with override_settings(ROOT_URLCONF="tests.support.django_urls", MIDDLEWARE=stack,
                            SESSION_SAVE_EVERY_REQUEST=save_every_request,
                            REDIS_MIDDLEWARE={"redis_url": configured.redis_url,
                                              "key_prefix": configured.key_prefix,

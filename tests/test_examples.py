@@ -10,6 +10,8 @@ import pytest
 
 from redis_middleware._redis.connections import connections_for
 
+from .support.servers import Served
+
 _peers = itertools.count(1)
 
 
@@ -159,7 +161,7 @@ def test_the_fastapi_demo_under_uvicorn_with_a_real_websocket(tmp_path: Any) -> 
     import httpx
     import websockets
 
-    from .conftest import free_port
+    from .support.servers import free_port
 
     port = free_port()
     root = Path(__file__).resolve().parent.parent
@@ -210,7 +212,8 @@ def test_the_fastapi_demo_answers_503_pages_when_redis_is_down(tmp_path: Any) ->
 
     import httpx
 
-    from .conftest import SECRET, free_port
+    from .support.clients import SECRET
+    from .support.servers import free_port
 
     port, dead = free_port(), free_port()
     root = Path(__file__).resolve().parent.parent
@@ -238,50 +241,6 @@ def test_the_fastapi_demo_answers_503_pages_when_redis_is_down(tmp_path: Any) ->
         proc.terminate()
         proc.wait(10)
     assert "Traceback" not in (tmp_path / "demo.log").read_text()
-
-
-class Served:
-    """An example under a real server process, stopped (by its handle) afterwards."""
-
-    def __init__(self, command: list[str], env: dict[str, str], log: Any) -> None:
-        import os
-        import subprocess
-        import sys
-        from pathlib import Path
-
-        from .conftest import free_port
-
-        self.port = free_port()
-        self.log = log
-        root = Path(__file__).resolve().parent.parent
-        full_env = {**os.environ, "PYTHONPATH": str(root), "PORT": str(self.port), **env}
-        argv = [sys.executable, "-m", *[a.replace("{port}", str(self.port)) for a in command]]
-        with log.open("wb") as out:
-            self.proc = subprocess.Popen(argv, cwd=root, env=full_env, stdout=out, stderr=out)
-        self.base = f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> Served:
-        import time
-
-        import httpx
-
-        deadline = time.monotonic() + 30
-        while True:
-            assert self.proc.poll() is None, self.log.read_text()
-            try:
-                httpx.get(self.base + "/health")
-                return self
-            except httpx.HTTPError:
-                assert time.monotonic() < deadline, "the example did not start"
-                time.sleep(0.1)
-
-    def __exit__(self, *exc: object) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except Exception:
-            self.proc.kill()
-            self.proc.wait()
 
 
 def _csrf(html: str) -> str:
@@ -357,7 +316,7 @@ def test_the_django_demo_under_gunicorn_with_two_workers(tmp_path: Any, redis_se
                                                          ) -> None:
     """WSGI Django, two worker processes on one redis-server: the session, the limit and
     the cache are shared by both workers."""
-    from .conftest import SECRET, make_settings
+    from .support.clients import SECRET, make_settings
 
     settings = make_settings(redis_server.url)
     env = {**_migrated(tmp_path), "REDIS_URL": settings.redis_url,
@@ -384,7 +343,7 @@ def test_the_flask_demo_under_gunicorn(tmp_path: Any, redis_server: Any) -> None
     """The Flask example as it is deployed: gunicorn, two workers, one redis-server."""
     import httpx
 
-    from .conftest import SECRET, make_settings
+    from .support.clients import SECRET, make_settings
 
     settings = make_settings(redis_server.url)
     env = {"REDIS_URL": settings.redis_url, "REDIS_MIDDLEWARE_KEY_PREFIX": settings.key_prefix,
@@ -415,7 +374,7 @@ def test_the_chat_room_across_two_uvicorn_workers(tmp_path: Any, redis_server: A
 
     from redis_middleware.asgi import Broadcast
 
-    from .conftest import SECRET, make_settings
+    from .support.clients import SECRET, make_settings
 
     settings = make_settings(redis_server.url)
     env = {"REDIS_URL": settings.redis_url, "REDIS_MIDDLEWARE_KEY_PREFIX": settings.key_prefix,

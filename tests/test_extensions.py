@@ -18,7 +18,7 @@ from redis_middleware import Settings
 from redis_middleware._redis.connections import connections_for
 from redis_middleware.flask import init_app, init_stack
 
-from .conftest import audit_keyspace
+from .support.audit import audit_keyspace
 
 pytestmark = pytest.mark.usefixtures("audit")
 
@@ -314,7 +314,8 @@ def test_flask_login_during_an_outage_logs_one_line_and_answers_what_each_route_
     must be neither a traceback nor a 503 for a route that never needs the session."""
     from flask_login import LoginManager, UserMixin, login_required, login_user
 
-    from .conftest import make_settings, stop_redis_server
+    from .support.clients import make_settings
+    from .support.servers import stop_redis_server
 
     class User(UserMixin):
         def __init__(self, user_id: str) -> None:
@@ -357,7 +358,7 @@ def test_flask_login_sessions_keep_redis_compact_encoding(
     and the "larger encoding" warning says nothing at login."""
     from flask_login import LoginManager, UserMixin, current_user, login_user
 
-    from .conftest import make_settings, raw_client
+    from .support.clients import make_settings, raw_client
 
     class User(UserMixin):
         def __init__(self, user_id: str) -> None:

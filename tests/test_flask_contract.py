@@ -16,7 +16,8 @@ from markupsafe import Markup
 from redis_middleware import ConfigError, Settings
 from redis_middleware.flask import RedisSessionInterface, flask_settings, init_app, init_stack
 
-from .conftest import SECRET, audit_keyspace
+from .support.audit import audit_keyspace
+from .support.clients import SECRET
 
 pytestmark = pytest.mark.usefixtures("audit")
 

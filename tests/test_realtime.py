@@ -21,7 +21,8 @@ from redis_middleware.asgi import Broadcast
 from redis_middleware.asgi.realtime import Gap, Message
 from redis_middleware.wsgi import Broadcast as SyncBroadcast
 
-from .conftest import audit_keyspace, raw_client
+from .support.audit import audit_keyspace
+from .support.clients import raw_client
 
 pytestmark = pytest.mark.scenarios
 ROOT = Path(__file__).resolve().parent.parent
@@ -319,11 +320,11 @@ def _env(settings: Settings) -> dict[str, str]:
 
 @pytest.fixture
 def peer(settings: Settings) -> Iterator[Any]:
-    """Start tests/realtime_peer.py in another process (stopped after the test)."""
+    """Start tests/support/realtime_peer.py in another process (stopped after the test)."""
     started: list[subprocess.Popen[str]] = []
 
     def run(*args: str) -> subprocess.Popen[str]:
-        proc = subprocess.Popen([sys.executable, "-m", "tests.realtime_peer", *args],
+        proc = subprocess.Popen([sys.executable, "-m", "tests.support.realtime_peer", *args],
                                 cwd=ROOT, env=_env(settings), stdout=subprocess.PIPE, text=True)
         started.append(proc)
         return proc

@@ -29,7 +29,7 @@ from redis_middleware.asgi import Broadcast, Presence, join_room
 from redis_middleware.wsgi import Broadcast as SyncBroadcast
 from redis_middleware.wsgi import Presence as SyncPresence
 
-from .driven_socket import a_listener_ends_when_the_client_leaves
+from .support.driven_socket import a_listener_ends_when_the_client_leaves
 
 ended: list[str] = []  # what each handler saw at its end
 
@@ -136,8 +136,8 @@ def test_a_refused_client_sees_4401_under_a_real_server(redis_server: Any,
     code is lost: the handler accepts, then closes, and the client gets 4401."""
     import websockets
 
-    from .conftest import SECRET, make_settings
-    from .test_examples import Served
+    from .support.clients import SECRET, make_settings
+    from .support.servers import Served
 
     settings = make_settings(redis_server.url)
     env = {"REDIS_URL": settings.redis_url, "REDIS_MIDDLEWARE_KEY_PREFIX": settings.key_prefix,

@@ -16,8 +16,9 @@ from redis_middleware._redis.connections import connections_for
 from redis_middleware.sansio.sessions.cookies import new_session_id
 from redis_middleware.sansio.sessions.core import SessionCore
 
-from . import apps
-from .conftest import Clients, audit_keyspace
+from .support import apps
+from .support.audit import audit_keyspace
+from .support.clients import Clients
 
 pytestmark = [pytest.mark.usefixtures("audit"), pytest.mark.scenarios]
 

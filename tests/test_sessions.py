@@ -13,8 +13,9 @@ from redis_middleware import Settings
 from redis_middleware._redis.connections import connections_for
 from redis_middleware.sansio.sessions.scripts import META, MOVED
 
-from . import apps
-from .conftest import Clients, audit_keyspace, make_settings, raw_client
+from .support import apps
+from .support.audit import audit_keyspace
+from .support.clients import Clients, make_settings, raw_client
 
 pytestmark = [pytest.mark.usefixtures("audit"), pytest.mark.scenarios]
 

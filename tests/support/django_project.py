@@ -13,7 +13,7 @@ import pytest
 
 from redis_middleware.config.settings import Settings
 
-from .conftest import SECRET, raw_client
+from .clients import SECRET, raw_client
 
 _DB = Path(os.environ.get("TMPDIR", "/tmp")) / f"redis-middleware-tests-{os.getpid()}.sqlite3"
 

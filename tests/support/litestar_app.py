@@ -2,7 +2,7 @@
 per-user limit, a cached route, presence, and a chat room over a Litestar WebSocket
 (``join_room``, authorised by the session); installed either way Litestar allows.
 
-``uvicorn tests.litestar_app:app`` serves it wrapped (settings from the environment).
+``uvicorn tests.support.litestar_app:app`` serves it wrapped (settings from the environment).
 """
 
 from __future__ import annotations

@@ -176,7 +176,7 @@ def test_per_method_usage_and_reset_cover_every_method() -> None:
     from redis_middleware.sansio.flow import run_pure
     from redis_middleware.sansio.ratelimit.core import RateLimitCore
 
-    from .sansio.helpers import settings
+    from .helpers import settings
 
     core = RateLimitCore(settings(ratelimit_rules={"/x": "2/minute"}, ratelimit_per_method=True))
     n = len(core._all_rules()) * 7  # seven methods, one limit per rule
@@ -208,7 +208,7 @@ def test_credential_identities(kind: str, headers: tuple[tuple[str, str], ...],
     """``bearer`` and ``header:<Name>``: the credential, hashed; none: the address."""
     from redis_middleware.sansio.ratelimit.core import RateLimitCore
 
-    from .sansio.helpers import request, settings
+    from .helpers import request, settings
 
     core = RateLimitCore(settings(ratelimit_limit="5/minute", ratelimit_key=kind))
     found = core.identity(request(headers=headers), lambda: None, kind)
@@ -220,7 +220,7 @@ def test_credential_identities(kind: str, headers: tuple[tuple[str, str], ...],
 def test_the_same_credential_is_the_same_bucket() -> None:
     from redis_middleware.sansio.ratelimit.core import RateLimitCore
 
-    from .sansio.helpers import request, settings
+    from .helpers import request, settings
 
     core = RateLimitCore(settings(ratelimit_limit="5/minute", ratelimit_key="bearer"))
     one = core.identity(request(headers=(("authorization", "Bearer a"),)), lambda: None)
