@@ -70,9 +70,6 @@ class KeySpace:
         """One counter; the counters of one identity share a hash tag."""
         return self._key("ratelimit", "{" + escape(identity) + "}", escape(rule), window)
 
-    def ratelimit_tag(self, identity: str) -> str:
-        return "{" + escape(identity) + "}"
-
     # -- cache --------------------------------------------------------------
     def cache_entry(self, url_digest: str, variant_digest: str) -> str:
         return self._key("cache", "{" + url_digest + "}", "e", variant_digest)

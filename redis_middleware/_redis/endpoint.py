@@ -57,8 +57,8 @@ class Negotiated:
         self.checked = False  # the server's version was looked at
 
 
-# The newest command redis-middleware sends is ZMSCORE (Redis 6.2): presence's last_seen
-# of several users. Valkey forked from Redis 7.2, so every Valkey release qualifies.
+# The newest command redis-middleware sends is XTRIM ... MINID (Redis 6.2): durable rooms
+# trimmed by age. Valkey forked from Redis 7.2, so every Valkey release qualifies.
 MIN_VERSION = (6, 2)
 
 
