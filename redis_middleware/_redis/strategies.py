@@ -54,6 +54,12 @@ async def _close_storage(storage: Any) -> None:
         await client.aclose()
 
 
+def limiter_for(core: RateLimitCore | None, conns: RedisConnections) -> LimitsStrategy | None:
+    """The ``limits`` strategy that counts ``core``'s checks, or None for the fixed window
+    (counted by our own script, in the stack's shared round trips)."""
+    return LimitsStrategy(core, conns) if core is not None and not core.fixed_window else None
+
+
 class LimitsStrategy:
     """Runs checks with a ``limits`` strategy on a storage built from our settings."""
 

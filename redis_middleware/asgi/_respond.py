@@ -18,7 +18,7 @@ from ..sansio.flow import step
 from ..sansio.incidents import log_incident
 from ..sansio.responses import Headers, Response
 
-__all__ = ["refresh", "respond", "send_response", "with_conditional"]
+__all__ = ["refresh", "refuse", "respond", "respond_socket", "send_response", "with_conditional"]
 
 _REFRESHING: set[asyncio.Task[None]] = set()  # held so a running refresh is not collected
 
@@ -31,6 +31,28 @@ async def send_response(send: ASGISendCallable, response: Response,
     await send({"type": "http.response.start", "status": response.status,
                 "headers": response.raw_headers() if raw is None else raw, "trailers": False})
     await send({"type": "http.response.body", "body": response.body, "more_body": False})
+
+
+async def refuse(send: ASGISendCallable, response: Response, reason: str, http: bool) -> None:
+    """Send a refusal: ``response``, or for a WebSocket a close (1008) with ``reason``."""
+    if http:
+        await send_response(send, response)
+    else:
+        await send({"type": "websocket.close", "code": 1008, "reason": reason})
+
+
+async def respond_socket(app: Any, scope: Scope, receive: ASGIReceiveCallable,
+                         send: ASGISendCallable, exchange: Exchange, redis: RedisConnections,
+                         presence: Any = None, user: str | None = None) -> None:
+    """Call ``app`` for a WebSocket (under ``presence``'s lease when the user is known);
+    ``exchange``'s finish flow runs when the socket ends."""
+    if user is not None and presence is not None:
+        await presence.websocket(scope, receive, send, user)
+    else:
+        await app(scope, receive, send)
+    done, rest = step(exchange.finish_flow())
+    if not done:
+        await redis.arun(rest)
 
 
 class _Decoded(Sequence[tuple[str, str]]):

@@ -8,13 +8,12 @@ from typing import Any, ClassVar
 from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 
 from .._redis.connections import connections_for
-from .._redis.strategies import LimitsStrategy
+from .._redis.strategies import limiter_for
 from ..config.settings import Settings
 from ..sansio.flow import step
 from ..sansio.request import from_scope
-from ..sansio.responses import Response
 from ..sansio.stack import ALL_PARTS, Forward, Incoming, Refuse, Serve, StackCore, stack_settings
-from ._respond import refresh, respond, send_response, with_conditional
+from ._respond import refresh, refuse, respond, respond_socket, send_response, with_conditional
 from .presence import PresenceMiddleware
 
 __all__ = ["RedisMiddleware", "Stack"]
@@ -30,8 +29,7 @@ class Stack:
         self.settings = stack_settings(settings, options, self.parts)
         self.core = StackCore(self.settings, self.parts)
         self.redis = connections_for(self.settings)
-        if self.core.ratelimit is not None and not self.core.fixed_window:
-            self.core.limiter = LimitsStrategy(self.core.ratelimit, self.redis)
+        self.core.limiter = limiter_for(self.core.ratelimit, self.redis)
         # Presence serves the rarer paths (websocket leases, the lifespan sweeper).
         self._presence = PresenceMiddleware(app, self.settings) if self.core.presence else None
 
@@ -51,22 +49,15 @@ class Stack:
         if action.session is not None:
             scope["session"] = action.session  # type: ignore[typeddict-unknown-key]
         match action:
-            case Refuse(response=response) if http:
-                await send_response(send, response)
-            case Refuse(reason=reason):
-                await send({"type": "websocket.close", "code": 1008, "reason": reason})
-            case Serve(status=status, headers=headers, body=body, refresh=again):
-                await send_response(send, Response(status, (), body), headers)
+            case Refuse(response=response, reason=reason):
+                await refuse(send, response, reason, http)
+            case Serve(response=response, headers=headers, refresh=again):
+                await send_response(send, response, headers)
                 if again is not None:
                     refresh(self.app, scope, again, self.redis)
             case Forward(exchange=exchange, user=user) if not http:
-                if user is not None and self._presence is not None:  # the socket keeps it
-                    await self._presence.websocket(scope, receive, send, user)
-                else:
-                    await self.app(scope, receive, send)
-                done, rest = step(exchange.finish_flow())
-                if not done:
-                    await self.redis.arun(rest)
+                await respond_socket(self.app, scope, receive, send, exchange, self.redis,
+                                     self._presence, user)
             case Forward(exchange=exchange):
                 await respond(self.app, with_conditional(scope, exchange.conditional),
                               receive, send, exchange, self.redis)
@@ -79,13 +70,11 @@ class RedisMiddleware(Stack):
 
     Example::
 
-        app = RedisMiddleware(app)                       # everything from the environment
         app = RedisMiddleware(app, settings, limit="100/minute", key="user_or_ip",
                               routes={"/items/{id}": 60})
 
-    Options are the components' settings without their prefix (``limit``, ``rules``,
-    ``exempt``, ``routes``, ``cookie_name``, ...). The session is loaded first, so rate
-    limiting and presence see the user; rate limiting runs before the cache; exempt
-    paths skip everything. Before the app: at most two Redis round trips (one for an
-    anonymous request); after it: at most one, only when something changed.
+    Options are the components' settings without their prefix (``limit``, ``routes``,
+    ``cookie_name``, ...). The session loads first, so rate limiting and presence see the
+    user; rate limiting runs before the cache; exempt paths skip everything. Before the
+    app: at most two round trips (one when anonymous); after it, at most one.
     """

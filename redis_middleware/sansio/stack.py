@@ -119,12 +119,12 @@ class Refuse(Action):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Serve(Action):
-    """Answer from the cache: status, headers (bytes pairs when asked ``raw``) and body;
-    ``refresh``: then run the app again in the background under this exchange."""
+    """Answer from the cache: ``response`` (its status and body) with ``headers`` (bytes
+    pairs when asked ``raw``); ``refresh``: then run the app again in the background
+    under this exchange."""
 
-    status: int
+    response: Response
     headers: list[Any]
-    body: bytes
     refresh: Exchange | None = None
 
 
@@ -206,8 +206,8 @@ class StackCore:
                 else:
                     status, text, body = cache.hit(plan, resolved.serve, incoming.head)
                     headers = [*text, *extra]
-                return Serve(status=status, headers=headers, body=body, refresh=refresh,
-                             session=session, user=user)
+                return Serve(response=Response(status, (), body), headers=headers,
+                             refresh=refresh, session=session, user=user)
         exchange = self._exchange(before, incoming, now, extra)
         if not exchange.parts and not extra:
             return Pass(session=session, user=user)

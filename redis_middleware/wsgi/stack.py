@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from typing import Any, ClassVar
 
 from .._redis.connections import connections_for
-from .._redis.strategies import LimitsStrategy
+from .._redis.strategies import limiter_for
 from ..config.settings import Settings
 from ..sansio.request import environ_user, from_environ
 from ..sansio.responses import status_line
@@ -28,8 +28,7 @@ class Stack:
         self.settings = stack_settings(settings, options, self.parts)
         self.core = StackCore(self.settings, self.parts)
         self.redis = connections_for(self.settings)
-        if self.core.ratelimit is not None and not self.core.fixed_window:
-            self.core.limiter = LimitsStrategy(self.core.ratelimit, self.redis)
+        self.core.limiter = limiter_for(self.core.ratelimit, self.redis)
         self.refreshers = refresh_workers(self.settings) if self.core.cache else None
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
@@ -44,11 +43,11 @@ class Stack:
         match action:
             case Refuse(response=response):
                 return start(start_response, response)
-            case Serve(status=status, headers=headers, body=body, refresh=again):
-                start_response(status_line(status), headers)
+            case Serve(response=response, headers=headers, refresh=again):
+                start_response(status_line(response.status), headers)
                 if again is not None and self.refreshers is not None:
                     refresh(self.app, environ, again, redis, self.refreshers)
-                return [body]
+                return [response.body]
             case Forward(exchange=exchange):
                 return respond(self.app, with_conditional(environ, exchange.conditional),
                                start_response, exchange, redis)
