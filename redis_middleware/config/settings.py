@@ -145,6 +145,15 @@ class Settings(FieldSettings):
         "cookie's Max-Age. `0` or less: the session expires at once (no session is kept "
         "and the cookie is expired), as Starlette's `max_age=-1`.",
     )
+    session_slide_interval: float = setting(
+        None, "REDIS_MIDDLEWARE_SESSION_SLIDE_INTERVAL", p.parse_float,
+        "Seconds between two slides of a session's idle expiry: a read within this time of "
+        "the last slide writes nothing (the load is then one command in its script), so a "
+        "session expires between `idle_timeout - slide_interval` and `idle_timeout` after "
+        "its last request. `0`: every read slides.",
+        derived=(lambda s: max(0.0, min(60.0, s.session_idle_timeout / 10)),
+                 "min(60, session_idle_timeout / 10)"),
+    )
     session_regenerate_grace: float = setting(
         60.0, "REDIS_MIDDLEWARE_SESSION_REGENERATE_GRACE", p.parse_float,
         "Seconds a regenerated session's old id forwards the writes of requests that "

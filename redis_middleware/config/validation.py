@@ -113,6 +113,12 @@ def _connection(v: Values, derived: frozenset[str]) -> None:
     _positive_ints(v, ("max_connections", "session_idle_timeout", "session_max_fields",
                        "session_max_value_bytes", "session_max_bytes", "presence_ttl"),
                    derived)
+    slide = v["session_slide_interval"]
+    if "session_slide_interval" not in derived and (
+            isinstance(slide, bool) or not isinstance(slide, int | float) or not (
+                0 <= slide <= min(86400, max(0, v["session_idle_timeout"])))):
+        raise Invalid("session_slide_interval",
+                      "must be seconds in [0, session_idle_timeout], at most a day")
     lifetime = v["session_absolute_lifetime"]  # <= 0: expires at once (Starlette's)
     if isinstance(lifetime, bool) or not isinstance(lifetime, int):
         raise Invalid("session_absolute_lifetime", "must be a whole number of seconds")

@@ -95,6 +95,11 @@ def test_repr_hides_secrets_and_passwords() -> None:
                       "REDIS_MIDDLEWARE_SESSION_COOKIE_SECURE": "true",
                       "REDIS_MIDDLEWARE_SESSION_COOKIE_DOMAIN": "example.com"},
                      "REDIS_MIDDLEWARE_SESSION_COOKIE_DOMAIN", id="host-prefix-no-domain"),
+        pytest.param({"REDIS_MIDDLEWARE_SESSION_SLIDE_INTERVAL": "-1"},
+                     "REDIS_MIDDLEWARE_SESSION_SLIDE_INTERVAL", id="slide-negative"),
+        pytest.param({"REDIS_MIDDLEWARE_SESSION_IDLE_TIMEOUT": "60",
+                      "REDIS_MIDDLEWARE_SESSION_SLIDE_INTERVAL": "61"},
+                     "REDIS_MIDDLEWARE_SESSION_SLIDE_INTERVAL", id="slide-over-idle"),
         pytest.param({"REDIS_MIDDLEWARE_SESSION_ON_REDIS_ERROR": "ignore"},
                      "REDIS_MIDDLEWARE_SESSION_ON_REDIS_ERROR", id="on-error"),
         pytest.param({"REDIS_MIDDLEWARE_USER_FIELD": "user id"},
@@ -178,6 +183,9 @@ def test_defaults_that_depend_on_another_setting_are_derived_from_it() -> None:
     assert Settings(redis_url="memory://", session_absolute_lifetime=3600
                     ).session_idle_timeout == 3600
     assert Settings(redis_url="memory://", cache_lock_timeout=2).cache_lock_wait == 2
+    slides = Settings(redis_url="memory://", session_idle_timeout=5)
+    assert slides.session_slide_interval == 0.5
+    assert slides.replace(session_idle_timeout=3600).session_slide_interval == 60
     env = Settings.from_env({"REDIS_URL": "memory://", "REDIS_MIDDLEWARE_PRESENCE_TTL": "40"})
     assert env.presence_heartbeat_interval == 4.0
 

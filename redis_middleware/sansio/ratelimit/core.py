@@ -36,9 +36,31 @@ __all__ = ["Check", "Decision", "RateLimitCore", "Rule", "Usage"]
 logger = logging.getLogger("redis_middleware.ratelimit")
 
 # KEYS: one counter per limit. ARGV: cost, then (amount, window ms) per limit.
-# Returns {breached index or 0, count_1..count_n, pttl_1..pttl_n}.
+# Returns {breached limit (1-based; 0: none), counts..., ms to reset...}. All or nothing:
+# a request over any limit counts against none. One limit (the common case) is counted
+# first and taken back when over, so that an allowed request runs two commands (INCRBY,
+# then PTTL, or PEXPIRE when the window starts) rather than three.
 _FIXED_WINDOW = Script("""
 local cost, n = tonumber(ARGV[1]), #KEYS
+if n == 1 then
+  local c = redis.call('INCRBY', KEYS[1], cost)
+  local ttl
+  if c == cost then
+    ttl = tonumber(ARGV[3])
+    redis.call('PEXPIRE', KEYS[1], ttl)
+  else
+    ttl = redis.call('PTTL', KEYS[1])
+    if ttl < 0 then
+      ttl = tonumber(ARGV[3])
+      redis.call('PEXPIRE', KEYS[1], ttl)
+    end
+  end
+  if c > tonumber(ARGV[2]) then
+    redis.call('DECRBY', KEYS[1], cost)
+    return {1, c - cost, ttl}
+  end
+  return {0, c, ttl}
+end
 local counts, ttls, breached = {}, {}, 0
 for i = 1, n do
   local c = tonumber(redis.call('GET', KEYS[i]) or '0')

@@ -107,6 +107,7 @@ class SessionCore:
         self.cookie_name = settings.session_cookie_name
         self.readonly_on_error = settings.session_on_redis_error == "readonly"
         self._refs: Memo[str, str] = Memo(4096)  # session id -> ref (a SHA-256 per id)
+        self._slide_ms = int(settings.session_slide_interval * 1000)
 
     # -- keys -----------------------------------------------------------------
     def ref(self, session_id: str) -> str:
@@ -124,12 +125,13 @@ class SessionCore:
         return self.cookies.verify(cookies.get(self.cookie_name))
 
     def load_flow(self, session_id: str) -> Flow[tuple[dict[str, Any], dict[str, str]] | None]:
-        """One round trip: read the hash and slide its idle expiry (bounded by lifetime)."""
+        """One round trip: read the hash, and slide its idle expiry (bounded by the
+        lifetime) when ``session_slide_interval`` has passed since the last slide."""
         s = self.settings
         key = self._key(self.ref(session_id))
         now = _now_ms()
         (raw,) = yield (scripts.load(key, now, s.session_idle_timeout * 1000,
-                                     s.session_absolute_lifetime * 1000),)
+                                     s.session_absolute_lifetime * 1000, self._slide_ms),)
         if metrics.hook is not None:
             metrics.hook.session("load")
         return self._decode(raw) if raw else None

@@ -66,27 +66,40 @@ def b36(n: int) -> str:
             return out
 
 
-# KEYS: the session. ARGV: now, idle, absolute, meta field, now in base 36.
-# Returns the hash (HGETALL) with its idle expiry slid (bounded by the absolute
-# lifetime), or false when there is no live session (one past its lifetime is deleted).
+# KEYS: the session. ARGV: now, idle, absolute, meta field, now in base 36, slide (ms).
+# Returns the hash (HGETALL), or false when there is no live session (one past its
+# lifetime is deleted). Its idle expiry slides (bounded by the absolute lifetime) only
+# when ``slide`` ms have passed since the last slide or write (the meta field's second
+# part): a read in between runs HGETALL alone, and the key's TTL still ends within the
+# absolute lifetime, as the last slide set it. The meta field comes back with the hash
+# (the caller skips metadata), so one command finds it.
 _LOAD = Script("""
-local meta = redis.call('HGET', KEYS[1], ARGV[4])
+local all = redis.call('HGETALL', KEYS[1])
+local meta
+for i = 1, #all, 2 do
+  if all[i] == ARGV[4] then meta = all[i + 1] break end
+end
 if not meta then return false end
-local created36 = string.match(meta, '^(%w+)')
+local created36, last36 = string.match(meta, '^(%w+):?(%w*)')
 local created = tonumber(created36, 36)
 local now = tonumber(ARGV[1])
 local ttl = math.min(tonumber(ARGV[2]), created + tonumber(ARGV[3]) - now)
 if ttl <= 0 then redis.call('DEL', KEYS[1]) return false end
--- pcall: under maxmemory/noeviction the read still succeeds; sliding is best effort
-redis.pcall('HSET', KEYS[1], ARGV[4], created36 .. ':' .. ARGV[5])
-redis.pcall('PEXPIRE', KEYS[1], ttl)
-return redis.call('HGETALL', KEYS[1])
+local last = tonumber(last36, 36) or 0
+-- abs: a server whose clock is behind slides rather than never
+if math.abs(now - last) >= tonumber(ARGV[6]) then
+  -- pcall: under maxmemory/noeviction the read still succeeds; sliding is best effort
+  redis.pcall('HSET', KEYS[1], ARGV[4], created36 .. ':' .. ARGV[5])
+  redis.pcall('PEXPIRE', KEYS[1], ttl)
+end
+return all
 """)
 
 
-def load(key: str, now: int, idle: int, absolute: int) -> Call:
-    """Read one session and slide its idle expiry (``idle``, ``absolute`` in ms)."""
-    return _LOAD([key], [now, idle, absolute, META, b36(now)])
+def load(key: str, now: int, idle: int, absolute: int, slide: int = 0) -> Call:
+    """Read one session and slide its idle expiry when ``slide`` has passed since the
+    last slide (``idle``, ``absolute``, ``slide`` in ms)."""
+    return _LOAD([key], [now, idle, absolute, META, b36(now), slide])
 
 
 # KEYS: the session, the session it moves from (``move``; else the session again).
