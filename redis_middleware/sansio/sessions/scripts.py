@@ -66,13 +66,14 @@ def b36(n: int) -> str:
             return out
 
 
-# KEYS: the session. ARGV: now, idle, absolute, meta field, now in base 36, slide (ms).
+# KEYS: the session. ARGV: now, idle, absolute, meta field, slide (ms).
 # Returns the hash (HGETALL), or false when there is no live session (one past its
 # lifetime is deleted). Its idle expiry slides (bounded by the absolute lifetime) only
 # when ``slide`` ms have passed since the last slide or write (the meta field's second
 # part): a read in between runs HGETALL alone, and the key's TTL still ends within the
 # absolute lifetime, as the last slide set it. The meta field comes back with the hash
-# (the caller skips metadata), so one command finds it.
+# (the caller skips metadata), so one command finds it. ``now`` is turned into base 36
+# here, only when it is written (a read that does not slide costs no conversion).
 _LOAD = Script("""
 local all = redis.call('HGETALL', KEYS[1])
 local meta
@@ -87,9 +88,15 @@ local ttl = math.min(tonumber(ARGV[2]), created + tonumber(ARGV[3]) - now)
 if ttl <= 0 then redis.call('DEL', KEYS[1]) return false end
 local last = tonumber(last36, 36) or 0
 -- abs: a server whose clock is behind slides rather than never
-if math.abs(now - last) >= tonumber(ARGV[6]) then
+if math.abs(now - last) >= tonumber(ARGV[5]) then
+  local digits, n, now36 = '0123456789abcdefghijklmnopqrstuvwxyz', now, ''
+  repeat
+    local r = n % 36
+    now36 = string.sub(digits, r + 1, r + 1) .. now36
+    n = (n - r) / 36
+  until n == 0
   -- pcall: under maxmemory/noeviction the read still succeeds; sliding is best effort
-  redis.pcall('HSET', KEYS[1], ARGV[4], created36 .. ':' .. ARGV[5])
+  redis.pcall('HSET', KEYS[1], ARGV[4], created36 .. ':' .. now36)
   redis.pcall('PEXPIRE', KEYS[1], ttl)
 end
 return all
@@ -99,7 +106,7 @@ return all
 def load(key: str, now: int, idle: int, absolute: int, slide: int = 0) -> Call:
     """Read one session and slide its idle expiry when ``slide`` has passed since the
     last slide (``idle``, ``absolute``, ``slide`` in ms)."""
-    return _LOAD([key], [now, idle, absolute, META, b36(now), slide])
+    return _LOAD([key], [now, idle, absolute, META, slide])
 
 
 # KEYS: the session, the session it moves from (``move``; else the session again).
