@@ -291,8 +291,9 @@ def test_websocket_connect_is_limited(settings: Settings) -> None:
     with TestClient(app, client=("4.4.4.4", 1)) as client:
         with client.websocket_connect("/ws") as socket:
             assert socket.receive_text() == "hi"
-        with pytest.raises(WebSocketDisconnect) as info, client.websocket_connect("/ws"):
-            pass
+        with pytest.raises(WebSocketDisconnect) as info, \
+                client.websocket_connect("/ws") as refused:
+            refused.receive_text()  # accepted, then closed: the client sees the code
         assert info.value.code == 1008
         client.portal.call(connections_for(settings).aclose)
 
@@ -445,3 +446,4 @@ def test_an_app_s_own_retry_after_http_date_is_left_as_it_is(
     refused = client.get("/c/down", params={"status": "503", "retry": date})
     assert refused.status_code == 429
     assert refused.headers["retry-after"].isdigit()
+

@@ -34,11 +34,16 @@ async def send_response(send: ASGISendCallable, response: Response,
 
 
 async def refuse(send: ASGISendCallable, response: Response, reason: str, http: bool) -> None:
-    """Send a refusal: ``response``, or for a WebSocket a close (1008) with ``reason``."""
+    """Send a refusal: ``response``, or for a WebSocket a close (1008) with ``reason``.
+
+    The socket is accepted first: a close before the handshake ends is answered by the
+    server with an HTTP 403, in which a browser sees neither the code nor the reason
+    (only 1006)."""
     if http:
         await send_response(send, response)
-    else:
-        await send({"type": "websocket.close", "code": 1008, "reason": reason})
+        return
+    await send({"type": "websocket.accept"})
+    await send({"type": "websocket.close", "code": 1008, "reason": reason})
 
 
 async def respond_socket(app: Any, scope: Scope, receive: ASGIReceiveCallable,

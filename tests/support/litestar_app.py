@@ -59,6 +59,7 @@ def rooms(settings: Settings) -> list[WebsocketRouteHandler]:
         name = socket.path_params["name"]
         user = socket.session.get("user_id")  # authorised by the session, before joining
         if user is None:
+            await socket.accept()  # then close: the client sees the code, not a 403
             await socket.close(code=4401)
             return
         async with join_room(socket, broadcast, f"room:{name}", user=user,
