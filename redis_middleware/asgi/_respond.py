@@ -42,7 +42,7 @@ async def refuse(send: ASGISendCallable, response: Response, reason: str, http: 
     if http:
         await send_response(send, response)
         return
-    await send({"type": "websocket.accept"})
+    await send({"type": "websocket.accept", "subprotocol": None, "headers": []})
     await send({"type": "websocket.close", "code": 1008, "reason": reason})
 
 
