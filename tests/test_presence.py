@@ -260,6 +260,8 @@ def test_redis_down_skips_heartbeats(interface: str, tmp_path: Any) -> None:
             assert client.get("/noop").status_code == 200
     finally:
         clients.close()
+        if server.proc.poll() is None:  # the test failed before stopping it
+            stop_redis_server(server)
 
 
 def test_due_sweep_and_heartbeat_share_one_round_trip(make_client: Clients,

@@ -3,6 +3,7 @@ served by a real server process; each stopped by its handle."""
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import socket
@@ -101,6 +102,7 @@ def _start_redis_server(workdir: Path, extra: tuple[str, ...], port: int
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     server = RedisServer(proc, port, workdir)
+    _started.append(proc)
     deadline = time.monotonic() + 10
     while True:
         try:
@@ -123,6 +125,20 @@ def _start_redis_server(workdir: Path, extra: tuple[str, ...], port: int
             proc.kill()  # never leave a server behind
             proc.wait()
             raise
+
+
+# Every server process this test process started: a test that fails before it stops its
+# own server leaves it running, so whatever is still alive when the process exits is
+# stopped then (by its handle), and no server outlives the run.
+_started: list[subprocess.Popen[bytes]] = []
+
+
+@atexit.register
+def _stop_leftovers() -> None:
+    for proc in _started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def stop_redis_server(server: RedisServer) -> None:
