@@ -433,6 +433,50 @@ class Settings:
         65536, "REDIS_MIDDLEWARE_REALTIME_MAX_MESSAGE_BYTES", p.parse_int,
         "Largest JSON message `publish` accepts (bytes); larger ones raise ValueError.",
     )
+    # -- data cache (DataCache, and the Django and Flask cache backends) ------
+    data_ttl: float = _setting(
+        300.0, "REDIS_MIDDLEWARE_DATA_TTL", p.parse_float,
+        "DataCache: seconds a value is fresh when a call names no `ttl`.",
+    )
+    data_max_ttl: float = _setting(
+        30 * 86400.0, "REDIS_MIDDLEWARE_DATA_MAX_TTL", p.parse_float,
+        "Seconds a framework cache backend keeps a value stored \"forever\" (Django's "
+        "`timeout=None`, Flask-Caching's `0`), so that every key still carries a TTL.",
+    )
+    data_lock_timeout: float = _setting(
+        10.0, "REDIS_MIDDLEWARE_DATA_LOCK_TIMEOUT", p.parse_float,
+        "Single-flight: seconds the caller computing a missing value holds its lease. It is "
+        "renewed while the loader runs, so this is how soon a crashed process's lease frees.",
+    )
+    data_lock_wait: float = _setting(
+        10.0, "REDIS_MIDDLEWARE_DATA_LOCK_WAIT", p.parse_float,
+        "Seconds other callers wait for that value before running the loader themselves.",
+    )
+    data_serializer: Any = _setting(  # noqa: RUF009 (a name or an object)
+        "json", "REDIS_MIDDLEWARE_DATA_SERIALIZER", p.parse_str,
+        "How values are stored: `json`, `msgpack` (the `msgpack` extra), `pickle` (signed "
+        "with the secret key: a value that fails the check is a miss, never unpickled), or "
+        "an object with `dumps`/`loads` (in the environment: `module:attribute`).",
+    )
+    data_compress_min: int = _setting(
+        0, "REDIS_MIDDLEWARE_DATA_COMPRESS_MIN", p.parse_int,
+        "Values of at least this many bytes are stored zlib-compressed (when that is "
+        "smaller); `0`: never.",
+    )
+    data_max_value_bytes: int = _setting(
+        1024 * 1024, "REDIS_MIDDLEWARE_DATA_MAX_VALUE_BYTES", p.parse_int,
+        "Largest value stored, in bytes (after compression). A larger one is returned to "
+        "its caller, not stored (logged once per incident).",
+    )
+    near_cache_size: int = _setting(
+        0, "REDIS_MIDDLEWARE_NEAR_CACHE_SIZE", p.parse_int,
+        "Data cache: values kept in the process and served with no round trip (Redis "
+        "tells the process when one changes: client-side caching); `0`: off.",
+    )
+    near_cache_ttl: float = _setting(
+        60.0, "REDIS_MIDDLEWARE_NEAR_CACHE_TTL", p.parse_float,
+        "Seconds a near-cache entry may be served at most, whatever Redis says.",
+    )
 
     def __post_init__(self) -> None:
         global _warned_generated_secret
@@ -506,6 +550,7 @@ class Settings:
         if self.session_on_redis_error not in {"fail", "readonly"}:
             self._fail("session_on_redis_error", "must be 'fail' or 'readonly'")
         self._validate_realtime()
+        self._validate_data()
 
     def _validate_realtime(self) -> None:
         rooms: Any = self.realtime_durable_rooms  # a comma-separated str is accepted too
@@ -518,6 +563,48 @@ class Settings:
                 self._fail(name, "must be a positive whole number")
         if self.realtime_overflow not in {"drop-oldest", "disconnect"}:
             self._fail("realtime_overflow", "must be 'drop-oldest' or 'disconnect'")
+
+    def _validate_data(self) -> None:
+        bounds = {"data_ttl": (0.0, 10 * 365 * 86400.0), "data_max_ttl": (0.0, 10 * 365 * 86400.0),
+                  "data_lock_timeout": (0.0, 3600.0), "near_cache_ttl": (0.0, 86400.0)}
+        for name, (low, high) in bounds.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not (
+                    low < value <= high):
+                self._fail(name, f"must be seconds in ({low:g}, {high:g}]")
+        if not 0 <= self.data_lock_wait <= 3600:
+            self._fail("data_lock_wait", "must be seconds in [0, 3600]")
+        for name, high in (("data_compress_min", 2**31), ("data_max_value_bytes", 512 * 2**20),
+                           ("near_cache_size", 10**8)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= high:
+                self._fail(name, f"must be a whole number in [0, {high}]")
+        if self.data_max_value_bytes == 0:
+            self._fail("data_max_value_bytes", "must be a positive whole number")
+        serializer = self.data_serializer
+        if isinstance(serializer, str):
+            name = serializer.strip().lower()
+            if ":" in name:
+                try:
+                    object.__setattr__(self, "data_serializer", p.parse_import(serializer))
+                except ValueError as exc:
+                    self._fail("data_serializer", str(exc))
+            elif name not in ("json", "msgpack", "pickle"):
+                self._fail("data_serializer", "must be 'json', 'msgpack', 'pickle' or "
+                           "module:attribute of an object with dumps and loads")
+            else:
+                if name == "msgpack":
+                    from importlib.util import find_spec  # an optional dependency
+
+                    if find_spec("msgpack") is None:
+                        self._fail("data_serializer", "'msgpack' needs the msgpack package "
+                                   "(pip install redis-middleware[msgpack])")
+                object.__setattr__(self, "data_serializer", name)
+        serializer = self.data_serializer
+        if not isinstance(serializer, str) and not (
+                callable(getattr(serializer, "dumps", None))
+                and callable(getattr(serializer, "loads", None))):
+            self._fail("data_serializer", "must be an object with dumps and loads methods")
 
     def _validate_ratelimit(self) -> None:
         for name in ("ratelimit_exempt", "trusted_proxies"):
