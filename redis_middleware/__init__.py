@@ -7,6 +7,8 @@ this package exports what both share.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from .errors import (
     ConfigError,
     RedisCommandError,
@@ -20,11 +22,16 @@ from .errors import (
 from .keys import KeySpace
 from .settings import Settings
 
+if TYPE_CHECKING:
+    from .datacache import DataCache, LockNotAcquired
+
 __version__ = "0.1.0"
 
 __all__ = [
     "ConfigError",
+    "DataCache",
     "KeySpace",
+    "LockNotAcquired",
     "RedisCommandError",
     "RedisMiddlewareError",
     "RedisUnavailableError",
@@ -35,3 +42,13 @@ __all__ = [
     "SubscriberOverflow",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # DataCache needs the Redis clients: imported on first use, so that importing the
+    # package (settings, the CLI's start) stays light.
+    if name in ("DataCache", "LockNotAcquired"):
+        from . import datacache
+
+        return getattr(datacache, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
