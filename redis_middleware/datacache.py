@@ -35,16 +35,17 @@ import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
-from typing import Any, NamedTuple, TypeVar, cast
+from typing import Any, NamedTuple, TypeVar, cast, overload
 
 from ._redis.connections import RedisConnections, connections_for
 from ._tasks import Every, detach, finish, stop_tasks
 from .errors import RedisMiddlewareError, RedisUnavailableError
 from .sansio import metrics
-from .sansio.datacache import DataCore, Entry
+from .sansio.datacache import MISS, DataCore, Entry
 from .sansio.datakeys import Binder, DefaultKey, KeyTemplate
 from .sansio.flow import Delegate, PausingFlow
 from .sansio.incidents import log_failure, log_incident
+from .sansio.memo import Memo
 from .settings import Settings
 
 __all__ = ["ALock", "DataCache", "Lock", "LockNotAcquired"]
@@ -75,6 +76,14 @@ def _tag_list(tags: Iterable[str] | str | None) -> list[str]:
     if isinstance(tags, str):
         return [tags]
     return list(tags)
+
+
+_NUMBERS = (int, float, type(None))
+_EARLY = (int, float, bool)
+
+
+def _no_tags() -> Sequence[str]:
+    return ()
 
 
 def _report(event: str, label: str, seconds: float = 0.0) -> None:
@@ -247,6 +256,7 @@ class DataCache:
                                 dict[str, list[asyncio.Future[Any]]]] | None = None
         self._refreshing: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._policies: Memo[tuple[Any, ...], _Policy] = Memo(256)
 
     def __repr__(self) -> str:
         ns = f", namespace={self.core.namespace!r}" if self.core.namespace else ""
@@ -272,7 +282,15 @@ class DataCache:
 
     def _policy(self, ttl: float | None, stale: float, early: float | bool, label: str
                 ) -> _Policy:
-        return _Policy(self.core.px(ttl), self.core.stale_ms(stale), _early(early), label)
+        """The validated options of a call (remembered: get_or_set pays this per hit)."""
+        memo = (ttl, stale, early, label)
+        plain = type(ttl) in _NUMBERS and type(stale) in _NUMBERS and type(early) in _EARLY
+        found = self._policies.get(memo) if plain else None  # (True == 1: bools not here)
+        if found is None:
+            found = _Policy(self.core.px(ttl), self.core.stale_ms(stale), _early(early), label)
+            if plain:
+                self._policies.put(memo, found)
+        return found
 
     def _tag_keys(self, tags: Iterable[str] | str | None) -> list[str]:
         names = _tag_list(tags)
@@ -298,12 +316,17 @@ class DataCache:
             return None
         return entry
 
-    def _verdict(self, entry: Entry, policy: _Policy) -> str:
+    def _verdict(self, raw: bytes | None, policy: _Policy) -> tuple[Entry, str] | None:
+        """A stored value and ``fresh``, ``stale`` or ``early`` (both: serve it and refresh
+        in the background); None for a miss."""
+        entry = None if raw is None else self.core.decode(raw)
+        if entry is None:
+            return None
         verdict = self.core.judge(entry, time.time() * 1000, policy.early,
                                   1.0 - random.random())
         if verdict == "stale" and not policy.stale_ms:
-            return "miss"  # stored with a stale window this caller does not accept
-        return verdict
+            return None  # stored with a stale window this caller does not accept
+        return entry, verdict
 
     # -- plain reads and writes: sync ----------------------------------------------------
     def get(self, key: str, default: Any = None) -> Any:
@@ -512,6 +535,8 @@ class DataCache:
         label (default ``get_or_set``).
         """
         policy = self._policy(ttl, stale, early, name or "get_or_set")
+        if tags is None:
+            return self._fetch(key, loader, policy, _no_tags)
         tag_keys = self._tag_keys(tags)
         return self._fetch(key, loader, policy, lambda: tag_keys)
 
@@ -523,21 +548,26 @@ class DataCache:
             self._failed(exc)
             _report("bypass", policy.label)
             return self._single_flight(name, loader, policy, tags, bypass=True)
-        if raw is not None:
-            entry = self.core.decode(raw)
-            if entry is not None:
-                if not entry.soft and not policy.early:  # the hot path: nothing to judge
-                    if metrics.hook is not None:
-                        metrics.hook.data("hit", policy.label)
-                    return entry.value
-                verdict = self._verdict(entry, policy)
-                if verdict == "fresh":
-                    _report("hit", policy.label)
-                    return entry.value
-                if verdict != "miss":
-                    _report("stale", policy.label)
-                    self._refresh_later(name, loader, policy, tags)
-                    return entry.value
+        if raw is not None and not policy.early:
+            value = self.core.hot(raw)
+            if value is not MISS:  # the hot path: a plain fresh hit
+                if metrics.hook is not None:
+                    metrics.hook.data("hit", policy.label)
+                return value
+        return self._fetched(name, raw, loader, policy, tags)
+
+    def _fetched(self, name: str, raw: bytes | None, loader: Callable[[], Any],
+                 policy: _Policy, tags: Callable[[], Sequence[str]]) -> Any:
+        """After the GET, anything but a plain hit: judge, serve stale, or load."""
+        verdict = self._verdict(raw, policy)
+        if verdict is not None:
+            entry, judged = verdict
+            if judged == "fresh":
+                _report("hit", policy.label)
+                return entry.value
+            _report("stale", policy.label)
+            self._refresh_later(name, loader, policy, tags)
+            return entry.value
         _report("miss", policy.label)
         return self._single_flight(name, loader, policy, tags)
 
@@ -660,8 +690,9 @@ class DataCache:
         """:meth:`get_or_set` for asyncio. ``loader`` may be async (awaited) or sync (run
         in a worker thread, so that it cannot block the event loop)."""
         policy = self._policy(ttl, stale, early, name or "get_or_set")
-        tag_keys = self._tag_keys(tags)
-        return await self._afetch(key, _async_loader(loader), policy, lambda: tag_keys)
+        tag_keys = _no_tags if tags is None else functools.partial(list, self._tag_keys(tags))
+        # Wrapped on a miss only: telling an async loader from a sync one costs a hit time.
+        return await self._afetch(key, lambda: _async_loader(loader)(), policy, tag_keys)
 
     async def _aread(self, name: str) -> bytes | None:
         """One GET, shared by the tasks of this event loop that read ``name`` while it is
@@ -705,24 +736,34 @@ class DataCache:
         try:
             raw = await self._aread(name)
         except RedisMiddlewareError as exc:
-            self._failed(exc)
-            _report("bypass", policy.label)
-            return await self._asingle_flight(name, loader, policy, tags, bypass=True)
-        if raw is not None:
-            entry = self.core.decode(raw)
-            if entry is not None:
-                if not entry.soft and not policy.early:  # the hot path: nothing to judge
-                    if metrics.hook is not None:
-                        metrics.hook.data("hit", policy.label)
-                    return entry.value
-                verdict = self._verdict(entry, policy)
-                if verdict == "fresh":
-                    _report("hit", policy.label)
-                    return entry.value
-                if verdict != "miss":
-                    _report("stale", policy.label)
-                    await self._arefresh_later(name, loader, policy, tags)
-                    return entry.value
+            return await self._abypass(exc, name, loader, policy, tags)
+        if raw is not None and not policy.early:
+            value = self.core.hot(raw)
+            if value is not MISS:
+                if metrics.hook is not None:
+                    metrics.hook.data("hit", policy.label)
+                return value
+        return await self._afetched(name, raw, loader, policy, tags)
+
+    async def _abypass(self, exc: RedisMiddlewareError, name: str,
+                       loader: Callable[[], Awaitable[Any]], policy: _Policy,
+                       tags: Callable[[], Sequence[str]]) -> Any:
+        self._failed(exc)
+        _report("bypass", policy.label)
+        return await self._asingle_flight(name, loader, policy, tags, bypass=True)
+
+    async def _afetched(self, name: str, raw: bytes | None,
+                        loader: Callable[[], Awaitable[Any]], policy: _Policy,
+                        tags: Callable[[], Sequence[str]]) -> Any:
+        verdict = self._verdict(raw, policy)
+        if verdict is not None:
+            entry, judged = verdict
+            if judged == "fresh":
+                _report("hit", policy.label)
+                return entry.value
+            _report("stale", policy.label)
+            await self._arefresh_later(name, loader, policy, tags)
+            return entry.value
         _report("miss", policy.label)
         return await self._asingle_flight(name, loader, policy, tags)
 
@@ -852,9 +893,17 @@ class DataCache:
             self._refreshing.discard(name)
 
     # -- the decorator ----------------------------------------------------------------------
+    @overload
+    def cached(self, ttl: F) -> F: ...
+
+    @overload
     def cached(self, ttl: float | None = None, key: str | None = None,
                tags: Iterable[str] | str | None = None, *, stale: float = 0,
-               early: float | bool = 0, name: str | None = None) -> Callable[[F], F]:
+               early: float | bool = 0, name: str | None = None) -> Callable[[F], F]: ...
+
+    def cached(self, ttl: Any = None, key: str | None = None,
+               tags: Iterable[str] | str | None = None, *, stale: float = 0,
+               early: float | bool = 0, name: str | None = None) -> Any:
         """Cache a function's results: ``@cache.cached(ttl=60, key="user:{user_id}")``.
 
         ``key`` is a ``str.format`` template of the function's parameters (defaults
@@ -865,8 +914,11 @@ class DataCache:
         object defines ``__cache_key__()``. The wrapper keeps the signature and adds
         ``invalidate(*args, **kwargs)`` (sync or awaitable, like the function) and
         ``key_for(*args, **kwargs)``. ``stale``, ``early``: as :meth:`get_or_set`;
-        ``name``: the metrics label (default: the qualified name).
+        ``name``: the metrics label (default: the qualified name). ``@cache.cached``
+        without parentheses uses the defaults.
         """
+        if callable(ttl):  # @cache.cached, bare
+            return self.cached()(ttl)
         tag_texts = _tag_list(tags)
         if tag_texts and self.core.raw:
             raise ValueError("raw values carry no tags")
@@ -881,43 +933,65 @@ class DataCache:
             label = name or f"{function.__module__}.{function.__qualname__}"
             policy = self._policy(ttl, stale, early, label)
             core = self.core
-            empty: tuple[str, ...] = ()
+            hot = not policy.early  # early refresh judges every hit
+            memo: Memo[tuple[Any, ...], str] = Memo(4096)
 
-            def no_tags() -> Sequence[str]:
-                return empty
+            def render(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+                if not kwargs:
+                    for arg in args:
+                        if type(arg) is not int and type(arg) is not str:
+                            break
+                    else:  # ints and strs alone: equal arguments render equal keys
+                        found = memo.get(args)
+                        if found is None:
+                            found = memo.put(args, keyer.render(binder.bind(args, kwargs)))
+                        return found
+                return keyer.render(binder.bind(args, kwargs))
 
-            def tags_of(bound: dict[str, Any]) -> Callable[[], Sequence[str]]:
+            def tags_of(args: tuple[Any, ...], kwargs: dict[str, Any]
+                        ) -> Callable[[], Sequence[str]]:
                 if not templates:
-                    return no_tags
-                return lambda: [core.tag_key(t.render(bound)) for t in templates]
+                    return _no_tags
+                return lambda: [core.tag_key(t.render(binder.bind(args, kwargs)))
+                                for t in templates]
 
             def key_for(*args: Any, **kwargs: Any) -> str:
                 """The rendered key of a call with these arguments."""
-                return keyer.render(binder.bind(args, kwargs))
+                return render(args, kwargs)
 
             wrapper: Any
             invalidate: Callable[..., Any]
             if _is_async(function):
                 @functools.wraps(function)
                 async def awrapper(*args: Any, **kwargs: Any) -> Any:
-                    bound = binder.bind(args, kwargs)
-                    return await self._afetch(keyer.render(bound),
-                                              lambda: function(*args, **kwargs), policy,
-                                              tags_of(bound))
+                    name = render(args, kwargs)
+                    # _afetch, inlined: one coroutine less per hit
+                    try:
+                        raw = await self._aread(name)
+                    except RedisMiddlewareError as exc:
+                        return await self._abypass(exc, name, lambda: function(*args, **kwargs),
+                                                   policy, tags_of(args, kwargs))
+                    if raw is not None and hot:
+                        value = core.hot(raw)
+                        if value is not MISS:
+                            if metrics.hook is not None:
+                                metrics.hook.data("hit", label)
+                            return value
+                    return await self._afetched(name, raw, lambda: function(*args, **kwargs),
+                                                policy, tags_of(args, kwargs))
 
                 async def ainvalidate(*args: Any, **kwargs: Any) -> bool:
-                    return await self.adelete(key_for(*args, **kwargs))
+                    return await self.adelete(render(args, kwargs))
 
                 wrapper, invalidate = awrapper, ainvalidate
             else:
                 @functools.wraps(function)
                 def swrapper(*args: Any, **kwargs: Any) -> Any:
-                    bound = binder.bind(args, kwargs)
-                    return self._fetch(keyer.render(bound), lambda: function(*args, **kwargs),
-                                       policy, tags_of(bound))
+                    return self._fetch(render(args, kwargs), lambda: function(*args, **kwargs),
+                                       policy, tags_of(args, kwargs))
 
                 def sinvalidate(*args: Any, **kwargs: Any) -> bool:
-                    return self.delete(key_for(*args, **kwargs))
+                    return self.delete(render(args, kwargs))
 
                 wrapper, invalidate = swrapper, sinvalidate
             invalidate.__doc__ = "Remove the cached result of a call with these arguments."

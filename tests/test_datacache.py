@@ -143,6 +143,22 @@ def test_templates_apply_defaults_and_keyword_only_arguments(cache: DataCache) -
     assert cache.get("report:2024:01:pdf") == "2024-1-pdf"
 
 
+def test_equal_looking_arguments_keep_their_own_keys(cache: DataCache) -> None:
+    @cache.cached(ttl=60, key="k:{x}")
+    def echo(x: Any) -> str:
+        return type(x).__name__
+
+    assert [echo(1), echo(True), echo(1.0), echo("1"), echo(1)] == [
+        "int", "bool", "float", "int", "int"]  # "1" renders as 1 does: documented
+    assert echo.key_for(True) == "k:True" and echo.key_for(1) == "k:1"
+
+    @cache.cached
+    def bare(x: int) -> int:
+        return x * 2
+
+    assert bare(2) == bare(2) == 4 and bare.key_for(2).endswith("bare:x=2")
+
+
 def test_template_errors_fail_at_decoration(cache: DataCache) -> None:
     with pytest.raises(ValueError, match="not a parameter"):
         @cache.cached(ttl=60, key="user:{uid}")

@@ -42,7 +42,7 @@ from .incidents import log_incident
 from .memo import Memo
 from .serializers import Serializer, serializer_named
 
-__all__ = ["DataCore", "Entry", "Judgement", "hash_slot_tag"]
+__all__ = ["MISS", "DataCore", "Entry", "Judgement", "hash_slot_tag"]
 
 MAGIC = 0xD1
 HEAD = struct.Struct(">BBBQI")
@@ -57,6 +57,7 @@ RESERVED = frozenset({"fill", "lock", "tag"})  # the bookkeeping words after dat
 _CHUNK = 500  # keys per script call or DEL when deleting many
 
 Judgement = Literal["fresh", "early", "stale"]
+MISS: Any = type("Miss", (), {"__repr__": lambda self: "MISS"})()  # not a stored value
 
 
 class Entry(NamedTuple):
@@ -294,6 +295,28 @@ class DataCore:
             self._unreadable(exc)
             return None
         return Entry(value, fresh_until, compute, bool(flags & SOFT))
+
+    def hot(self, raw: bytes) -> Any:
+        """The hot path of a hit: the value of a plain fresh entry (no stale window), or
+        :data:`MISS` for anything else (missing, soft, unreadable), which :meth:`decode`
+        and :meth:`judge` then decide. No header tuple or Entry: this runs on every hit."""
+        if self.raw:
+            try:
+                return self.serializer.loads(raw)
+            except Exception:
+                return MISS
+        if len(raw) < HEAD_SIZE or raw[0] != MAGIC:
+            return MISS
+        flags = raw[1]
+        if flags & SOFT or flags >> 4 != self.serializer_id:
+            return MISS
+        body = raw[HEAD_SIZE + DIGEST_SIZE * raw[2]:]
+        try:
+            if flags & COMPRESSED:
+                body = zlib.decompress(body)
+            return self.serializer.loads(body)
+        except Exception:
+            return MISS
 
     def _unreadable(self, why: object) -> None:
         log_incident("data-unreadable", "data cache: a stored value could not be read (%s); "
