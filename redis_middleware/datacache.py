@@ -14,7 +14,8 @@ Example::
 The decisions (keys, the value envelope, the scripts, when to refresh) are in
 ``sansio/datacache.py``; this module runs them on the process's Redis connections and
 keeps what lives in the process: who is already loading a key (threads share one
-event, tasks one future per event loop), lease renewal, background refreshes.
+event, tasks one future per event loop) and background refreshes. Leases and locks
+that renew themselves while held: ``_datalock.py``.
 """
 
 from __future__ import annotations
@@ -23,9 +24,7 @@ import asyncio
 import contextlib
 import contextvars
 import functools
-import heapq
 import inspect
-import itertools
 import logging
 import os
 import random
@@ -34,10 +33,10 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from types import TracebackType
 from typing import Any, NamedTuple, TypeVar, cast, overload
 
-from ._redis.connections import RedisConnections, connections_for
+from ._datalock import ALock, Lock, LockNotAcquired, arenew, renewer
+from ._redis.connections import connections_for
 from ._tasks import Every, detach, finish, stop_tasks
 from .errors import RedisMiddlewareError, RedisUnavailableError
 from .sansio import metrics
@@ -54,13 +53,7 @@ logger = logging.getLogger("redis_middleware")
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 _RETRY = object()  # a leader gave up without a result (cancelled): followers try again
-_MISSING = object()
 _REFRESH_WORKERS = 4
-
-
-class LockNotAcquired(RedisMiddlewareError, TimeoutError):
-    """``with cache.lock(...)`` could not take the lock (``blocking=False``, or ``wait``
-    seconds passed while another holder kept it)."""
 
 
 class _Policy(NamedTuple):
@@ -104,98 +97,8 @@ def _is_async(function: Any) -> bool:
         getattr(function, "__call__", None))  # noqa: B004 (an object with async __call__)
 
 
-# -- leases that renew themselves while held ----------------------------------------
-class _Lease:
-    __slots__ = ("held", "key", "lost", "px", "token")
-
-    def __init__(self, key: str, token: str, px: int) -> None:
-        self.key, self.token, self.px = key, token, px
-        self.held = True
-        self.lost = False
-
-
-class _Renewer:
-    """One thread per process and Redis target renews every held lease each third of
-    its timeout (a heap of due times); it ends after a few idle seconds and starts again
-    with the next lease, so an idle process keeps no thread."""
-
-    IDLE = 5.0
-
-    def __init__(self, conns: RedisConnections, core: DataCore) -> None:
-        self._conns = conns
-        self._core = core
-        self._heap: list[tuple[float, int, _Lease]] = []
-        self._cond = threading.Condition()
-        self._thread: threading.Thread | None = None
-        self._order = itertools.count()
-        self._pid = os.getpid()
-
-    def hold(self, key: str, token: str, px: int) -> _Lease:
-        lease = _Lease(key, token, px)
-        with self._cond:
-            heapq.heappush(self._heap, (time.monotonic() + px / 3000, next(self._order), lease))
-            if self._thread is None or self._pid != os.getpid():
-                self._pid = os.getpid()
-                self._thread = threading.Thread(target=self._loop, daemon=True,
-                                                name="redis-middleware data lease renewal")
-                self._thread.start()
-            self._cond.notify()
-        return lease
-
-    def _next(self) -> _Lease | None:
-        with self._cond:
-            idle_since = None
-            while True:
-                while self._heap and not self._heap[0][2].held:
-                    heapq.heappop(self._heap)
-                if not self._heap:
-                    now = time.monotonic()
-                    idle_since = idle_since or now
-                    if now - idle_since >= self.IDLE:
-                        self._thread = None
-                        return None
-                    self._cond.wait(self.IDLE)
-                    continue
-                idle_since = None
-                due, _, lease = self._heap[0]
-                left = due - time.monotonic()
-                if left > 0:
-                    self._cond.wait(left)
-                    continue
-                heapq.heappop(self._heap)
-                return lease
-
-    def _loop(self) -> None:
-        while (lease := self._next()) is not None:
-            try:
-                renewed = self._conns.run(self._core.renew_flow(lease.key, lease.token, lease.px))
-            except RedisMiddlewareError:
-                renewed = True  # unknown: try again next time (the breaker logged it)
-            if not renewed and lease.held:
-                lease.lost = True
-                log_incident("data-lease-lost", "data cache: the lease %r expired or was "
-                             "taken over while held (lengthen its timeout)", lease.key)
-                continue
-            with self._cond:
-                if lease.held:
-                    heapq.heappush(self._heap, (time.monotonic() + lease.px / 3000,
-                                                next(self._order), lease))
-
-
-_renewers: weakref.WeakKeyDictionary[RedisConnections, _Renewer] = weakref.WeakKeyDictionary()
-_renewers_lock = threading.Lock()
 _refresher: tuple[int, ThreadPoolExecutor] | None = None
 _refresher_lock = threading.Lock()
-
-
-def _renewer(conns: RedisConnections, core: DataCore) -> _Renewer:
-    found = _renewers.get(conns)
-    if found is None:
-        with _renewers_lock:
-            found = _renewers.get(conns)
-            if found is None:
-                found = _renewers[conns] = _Renewer(conns, core)
-    return found
 
 
 def _refresh_pool() -> ThreadPoolExecutor:
@@ -628,7 +531,7 @@ class DataCache:
         releasing the lease; the value and its encoded form."""
         core = self.core
         fill = core.fill_key(name)
-        lease = _renewer(self.redis, core).hold(fill, token, core.lease_ms) if token else None
+        lease = renewer(self.redis, core).hold(fill, token, core.lease_ms) if token else None
         try:
             started = time.perf_counter()
             value = loader()
@@ -829,7 +732,7 @@ class DataCache:
         renewal = None
         if token is not None:
             renewal = Every(core.lease_ms / 3000, functools.partial(
-                self._arenew, fill, token, core.lease_ms), "data cache lease renewal")
+                arenew, self.redis, core, fill, token, core.lease_ms), "data cache lease renewal")
         try:
             started = time.perf_counter()
             value = await loader()
@@ -863,11 +766,6 @@ class DataCache:
 
         with contextlib.suppress(asyncio.CancelledError):
             await finish(release())
-
-    async def _arenew(self, key: str, token: str, px: int) -> None:
-        if not await self._aquietly(self.core.renew_flow(key, token, px), True):
-            log_incident("data-lease-lost", "data cache: the lease %r expired or was taken "
-                         "over while held (lengthen its timeout)", key)
 
     async def _arefresh_later(self, name: str, loader: Callable[[], Awaitable[Any]],
                               policy: _Policy, tags: Callable[[], Sequence[str]]) -> None:
@@ -1013,12 +911,12 @@ class DataCache:
         :class:`LockNotAcquired`. Redis unavailable: ``RedisUnavailableError`` (who holds
         it cannot be known).
         """
-        return Lock(self, name, timeout, blocking, wait)
+        return Lock(self.redis, self.core, name, timeout, blocking, wait)
 
     def alock(self, name: str, timeout: float = 30, *, blocking: bool = True,
               wait: float | None = None) -> ALock:
         """:meth:`lock` for asyncio: ``async with cache.alock("rebuild"):``."""
-        return ALock(self, name, timeout, blocking, wait)
+        return ALock(self.redis, self.core, name, timeout, blocking, wait)
 
     # -- closing -----------------------------------------------------------------------------
     async def aclose(self) -> None:
@@ -1075,110 +973,3 @@ async def _acluster_clear(client: Any, patterns: Sequence[str]) -> int:
     except Exception as exc:
         raise RedisUnavailableError(f"clearing the data cache failed: {exc}") from exc
     return removed
-
-
-class _LockBase:
-    def __init__(self, cache: DataCache, name: str, timeout: float, blocking: bool,
-                 wait: float | None) -> None:
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not (
-                0 < timeout <= 86400):
-            raise ValueError(f"a lock's timeout is seconds in (0, 86400], not {timeout!r}")
-        if wait is not None and not wait >= 0:
-            raise ValueError(f"wait is seconds >= 0 or None, not {wait!r}")
-        self.cache = cache
-        self.name = name
-        self.key = cache.core.keys.data_lock(name)
-        self.px = max(1, round(timeout * 1000))
-        self.blocking = blocking
-        self.wait = wait
-        self.token: str | None = None
-
-    def _wait(self, blocking: bool | None, wait: float | object | None) -> float | None:
-        if not (self.blocking if blocking is None else blocking):
-            return 0.0
-        return self.wait if wait is _MISSING else cast("float | None", wait)
-
-    def locked(self) -> bool:
-        """Whether this object holds the lock now."""
-        return self.token is not None
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.name!r} {'held' if self.token else 'free'}>"
-
-
-class Lock(_LockBase):
-    """A cross-process lock (``DataCache.lock``): a context manager, or ``acquire()`` /
-    ``release()``. Only the holder's token releases it (compare-and-delete)."""
-
-    _lease: _Lease | None = None
-
-    def acquire(self, blocking: bool | None = None, wait: float | object | None = _MISSING
-                ) -> bool:
-        """Take the lock; whether it was taken. ``RedisUnavailableError`` when Redis is."""
-        if self.token is not None:
-            raise RuntimeError(f"lock {self.name!r} is held by this object already")
-        core = self.cache.core
-        token = core.token()
-        if not self.cache.redis.run(core.lock_flow(self.key, token, self.px,
-                                                   self._wait(blocking, wait))):
-            return False
-        self.token = token
-        self._lease = _renewer(self.cache.redis, core).hold(self.key, token, self.px)
-        return True
-
-    def release(self) -> bool:
-        """Free the lock if this object holds it; whether Redis had it still ours."""
-        token, self.token = self.token, None
-        if self._lease is not None:
-            self._lease.held = False
-            self._lease = None
-        if token is None:
-            return False
-        return self.cache._quietly(self.cache.core.release_flow(self.key, token), False)
-
-    def __enter__(self) -> Lock:
-        if not self.acquire():
-            raise LockNotAcquired(f"lock {self.name!r} is held by another owner")
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.release()
-
-
-class ALock(_LockBase):
-    """The asyncio twin of :class:`Lock` (``DataCache.alock``); renewed by a task."""
-
-    _renewal: Every | None = None
-
-    async def acquire(self, blocking: bool | None = None,
-                      wait: float | object | None = _MISSING) -> bool:
-        if self.token is not None:
-            raise RuntimeError(f"lock {self.name!r} is held by this object already")
-        core = self.cache.core
-        token = core.token()
-        if not await self.cache.redis.arun(core.lock_flow(self.key, token, self.px,
-                                                          self._wait(blocking, wait))):
-            return False
-        self.token = token
-        self._renewal = Every(self.px / 3000, functools.partial(
-            self.cache._arenew, self.key, token, self.px), "data cache lock renewal")
-        return True
-
-    async def release(self) -> bool:
-        token, self.token = self.token, None
-        renewal, self._renewal = self._renewal, None
-        if renewal is not None:
-            await renewal.stop()
-        if token is None:
-            return False
-        return await self.cache._aquietly(self.cache.core.release_flow(self.key, token), False)
-
-    async def __aenter__(self) -> ALock:
-        if not await self.acquire():
-            raise LockNotAcquired(f"lock {self.name!r} is held by another owner")
-        return self
-
-    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        await self.release()
