@@ -474,6 +474,34 @@ def test_redis_killed_mid_call(server: Any, tmp_path: Path,
 
 
 @pytest.mark.real_redis
+def test_callers_of_one_process_share_a_load_while_redis_is_down(server: Any) -> None:
+    cache = DataCache(make_settings(server.url, breaker_cooldown=5))
+    stop_redis_server(server)
+    runs = []
+
+    @cache.cached(ttl=60)
+    def load() -> str:
+        runs.append(1)
+        time.sleep(0.3)
+        return "value"
+
+    assert in_threads(8, load) == ["value"] * 8
+    assert len(runs) == 1  # no Redis lease to be had: the threads shared one load
+
+    async def main() -> list[str]:
+        @cache.cached(ttl=60)
+        async def aload() -> str:
+            runs.append(2)
+            await asyncio.sleep(0.3)
+            return "async value"
+
+        return await asyncio.gather(*(aload() for _ in range(20)))
+
+    assert asyncio.run(main()) == ["async value"] * 20
+    assert runs == [1, 2]
+
+
+@pytest.mark.real_redis
 async def test_redis_down_async(server: Any, caplog: pytest.LogCaptureFixture) -> None:
     settings = make_settings(server.url, breaker_cooldown=0.2)
     cache = DataCache(settings)
