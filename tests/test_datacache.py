@@ -6,6 +6,7 @@ hostile arguments and metrics. Concurrency, locks, stale values and outages:
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -94,6 +95,8 @@ def test_a_sync_function_is_computed_once_then_served(cache: DataCache, raw: Any
     assert 59_000 < raw.pttl(key) <= 60_000
     assert cache.get("user:42:profile") == {"id": 42, "name": "Ada"}
     assert load_profile.__name__ == "load_profile" and load_profile.__doc__ == "Load a profile."
+    assert inspect.signature(load_profile) == inspect.signature(load_profile.__wrapped__)
+    assert list(inspect.signature(load_profile).parameters) == ["user_id"]
     assert load_profile.key_for(42) == "user:42:profile"
 
 
