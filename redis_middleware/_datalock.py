@@ -214,6 +214,12 @@ class Lock(_LockBase):
                  tb: TracebackType | None) -> None:
         self.release()
 
+    def __del__(self) -> None:
+        # Dropped while held: no more renewal, so the lock expires by itself (instead of
+        # being renewed, unreleasable, for as long as the process lives).
+        if self._lease is not None:
+            self._lease.held = False
+
 
 class ALock(_LockBase):
     """The asyncio twin of :class:`Lock` (``DataCache.alock``); renewed by a task."""
@@ -254,3 +260,7 @@ class ALock(_LockBase):
     async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
         await self.release()
+
+    def __del__(self) -> None:
+        if self._renewal is not None:  # dropped while held: it expires by itself
+            self._renewal.halt()

@@ -369,7 +369,20 @@ def test_the_lock_is_renewed_while_held(settings: Settings) -> None:
         for _ in range(3):
             time.sleep(0.5)  # 1.5 s in all: past the timeout, but renewed
             assert cache.lock("long").acquire(blocking=False) is False
-    assert cache.lock("long").acquire(blocking=False) is True
+    after = cache.lock("long")
+    assert after.acquire(blocking=False) is True and after.release() is True
+
+
+def test_a_lock_dropped_while_held_expires(settings: Settings) -> None:
+    import gc
+
+    cache = DataCache(settings)
+    assert cache.lock("dropped", timeout=0.5).acquire()  # no reference kept, no release
+    gc.collect()
+    time.sleep(0.2)
+    assert cache.lock("dropped").acquire(blocking=False) is False  # not expired yet
+    with cache.lock("dropped", timeout=5, wait=3):  # not renewed: it expires
+        pass
 
 
 def test_only_the_holder_releases(settings: Settings, raw: Any) -> None:
