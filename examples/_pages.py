@@ -135,7 +135,7 @@ class="muted">connecting…</span><ul id="members">{here}</ul></div>
 <script>
 const room = {json.dumps(room)};
 const feed = document.getElementById("feed");
-let since = "", socket;
+let since = "", socket = null, left = false;
 function add(html) {{
   const li = document.createElement("li"); li.innerHTML = html;
   document.getElementById("messages").append(li);
@@ -150,11 +150,18 @@ function members() {{
   }});
 }}
 function connect() {{
+  if (socket || left) return;
   const scheme = location.protocol === "https:" ? "wss://" : "ws://";
-  socket = new WebSocket(`${{scheme}}${{location.host}}/ws/chat/${{room}}?since=${{since}}`);
-  socket.onopen = () => {{ feed.textContent = "live"; members(); }};
-  socket.onclose = () => {{ feed.textContent = "reconnecting…"; setTimeout(connect, 1000); }};
-  socket.onmessage = (m) => {{
+  const url = `${{scheme}}${{location.host}}/ws/chat/${{room}}?since=${{since}}`;
+  const s = socket = new WebSocket(url);
+  s.onopen = () => {{ feed.textContent = "live"; members(); }};
+  s.onclose = (e) => {{
+    if (socket !== s) return;  // closed when the page was left
+    socket = null;
+    if (e.code === 4401) {{ feed.textContent = "signed out"; return; }}
+    feed.textContent = "reconnecting…"; setTimeout(connect, 1000);
+  }};
+  s.onmessage = (m) => {{
     const e = JSON.parse(m.data);
     if (e.type === "gap") {{ add('<i class="muted">some messages may be missing</i>'); return; }}
     since = e.id || since;
@@ -172,5 +179,14 @@ document.getElementById("say").onsubmit = (ev) => {{
   const box = document.getElementById("text");
   if (socket && socket.readyState === 1) {{ socket.send(box.value); box.value = ""; }}
 }};
+// Leaving the page closes the socket, even when the browser keeps the page in its
+// back/forward cache (where it would stay open, and the user "here", for minutes);
+// coming back from that cache reconnects, from the last message seen.
+addEventListener("pagehide", () => {{
+  left = true;
+  const s = socket; socket = null;
+  if (s) s.close(1000, "left the page");
+}});
+addEventListener("pageshow", (e) => {{ if (e.persisted) {{ left = false; connect(); }} }});
 connect();
 </script>""", user)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .config.settings import Settings
 from .errors import (
     ConfigError,
     RedisCommandError,
@@ -20,7 +21,6 @@ from .errors import (
     SubscriberOverflow,
 )
 from .keys import KeySpace
-from .settings import Settings
 
 if TYPE_CHECKING:
     from .datacache import DataCache, LockNotAcquired

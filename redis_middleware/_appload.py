@@ -15,9 +15,9 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from ._options import resolve_settings
+from .config.options import resolve_settings
+from .config.settings import Settings
 from .errors import ConfigError
-from .settings import Settings
 
 __all__ = ["Found", "load_app_settings"]
 

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import ipaddress
 import json
 import logging
 import os
-import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+from .config.identity import IDENTITIES, check_identity
+from .config.settings import Settings
+from .config.urls import mask_url as _mask_url
 from .errors import ConfigError, RedisMiddlewareError
 from .sansio.flow import Call, Flow
-from .settings import Settings, _mask_url
 
 __all__ = ["main"]
 
@@ -36,7 +36,6 @@ examples:
 exit codes: 0 success, 1 Redis not reached or a check failed, 2 bad configuration or usage
 """
 BATCH = 500  # URLs or users per round trip in long operations
-_KEY = re.compile(r"^(?:(?:user|custom):.+|bearer:[0-9a-f]{32}|header:[a-z0-9-]+:[0-9a-f]{32})$")
 
 
 def _common() -> argparse.ArgumentParser:
@@ -66,18 +65,12 @@ def _positive(text: str) -> int:
 
 
 def _identity(text: str) -> str:
-    """``ip:ADDRESS``, ``user:ID``, ``custom:VALUE``, ``bearer:<digest>`` or
-    ``header:<name>:<digest>``, as the limiter names buckets."""
-    if text.startswith("ip:"):
-        try:
-            ipaddress.ip_network(text[3:], strict=False)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not an IP address: {text[3:]!r}") from None
-        return text
-    if not _KEY.match(text):
-        raise argparse.ArgumentTypeError(
-            "expected ip:ADDRESS, user:ID, custom:VALUE, bearer:DIGEST or header:NAME:DIGEST")
-    return text
+    """An identity as the limiter names buckets (``ip:ADDRESS``, ``user:ID``, ...: the
+    forms of ``config.identity``)."""
+    try:
+        return check_identity(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -121,8 +114,7 @@ def _parser() -> argparse.ArgumentParser:
     ratelimit = command("ratelimit", "show or reset an identity's rate-limit counters")
     ratelimit.add_argument("action", choices=["show", "reset"], help="what to do")
     ratelimit.add_argument("--key", required=True, type=_identity, metavar="IDENTITY",
-                           help="ip:ADDRESS, user:ID, custom:VALUE, bearer:DIGEST, "
-                                "header:NAME:DIGEST")
+                           help=", ".join(IDENTITIES))
     config = command("config", "print the effective settings (secrets masked)")
     config.add_argument("--reference", action="store_true",
                         help="print the reference table of every setting instead")
@@ -140,6 +132,16 @@ class _Context:
         return self.found.best(component) if self.found is not None else self.settings
 
 
+def _secret_missing(settings: Settings) -> bool:
+    """No secret key was given, and the app would refuse to start without one."""
+    return settings.secret_generated and settings.target.kind != "memory"
+
+
+def _reads_only(args: argparse.Namespace) -> bool:
+    return args.command in ("check", "online", "config") or (
+        args.command in ("sessions", "ratelimit") and args.action in ("list", "show"))
+
+
 def _context(args: argparse.Namespace) -> _Context:
     overrides = {k: v for k, v in (("redis_url", getattr(args, "redis_url", None)),
                                    ("key_prefix", getattr(args, "prefix", None))) if v}
@@ -152,7 +154,8 @@ def _context(args: argparse.Namespace) -> _Context:
             found = dataclasses.replace(found, settings=tuple(
                 s.replace(**overrides) for s in found.settings))
         return _Context(found.best(), f"the app {found.where}", found)
-    settings = Settings.from_env()
+    # A command that only reads signs no cookie: an operator may look without the key.
+    settings = Settings._signing_nothing() if _reads_only(args) else Settings.from_env()
     if overrides:
         settings = settings.replace(**overrides)
     return _Context(settings, "the environment (no --app)")
@@ -187,6 +190,26 @@ def _info_flow() -> Flow[tuple[Any, Any]]:
     return info, policy
 
 
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _field(reply: Any, name: str) -> str | None:
+    """One field of an ``INFO`` or ``CONFIG GET`` reply, in each shape redis-py hands it
+    over: a mapping (its callbacks; RESP3), the flat name, value, ... array or the
+    ``name:value`` lines the server sends (redis-py 5.2's Cluster pipeline applies no
+    callback)."""
+    if isinstance(reply, (bytes, str)):
+        pairs: Any = (line.partition(":")[::2] for line in _text(reply).splitlines())
+    elif isinstance(reply, dict):
+        pairs = reply.items()
+    elif isinstance(reply, (list, tuple)):
+        pairs = zip(reply[0::2], reply[1::2], strict=False)
+    else:
+        return None
+    return next((_text(value) for key, value in pairs if _text(key) == name), None)
+
+
 def _ping() -> Flow[bool]:
     (pong,) = yield (Call.of("PING"),)
     return bool(pong)
@@ -205,6 +228,9 @@ def _check(ctx: _Context) -> tuple[dict[str, Any], int]:
         warnings.append("REDIS_URL is memory://: every process has its own data, so sessions, "
                         "limits and presence are not shared between workers")
         return report, 0
+    if _secret_missing(settings):
+        warnings.append("REDIS_MIDDLEWARE_SECRET_KEY is not set here: check does not need "
+                        "it, the app does")
     conns = connections_for(settings)
     conns.run(_ping())  # a failure here is reported by main(), once
     try:
@@ -213,14 +239,12 @@ def _check(ctx: _Context) -> tuple[dict[str, Any], int]:
         report["maxmemory_policy"] = None
         warnings.append(f"could not read maxmemory-policy ({exc}); check it in your provider")
         return report, 0
-    report["redis_version"] = info.get("redis_version") if isinstance(info, dict) else None
+    report["redis_version"] = _field(info, "redis_version")
     old = too_old({"version": str(report["redis_version"] or "")})
     if old is not None:
         report["error"] = f"the server is {old}: redis-middleware needs Redis 6.2 or newer"
         return report, 1
-    value = policy.get(b"maxmemory-policy") or policy.get("maxmemory-policy") if isinstance(
-        policy, dict) else None
-    name = value.decode() if isinstance(value, bytes) else value
+    name = _field(policy, "maxmemory-policy")
     report["maxmemory_policy"] = name
     if name and name != "noeviction":
         warnings.append(
@@ -333,7 +357,7 @@ def _ratelimit(args: argparse.Namespace, ctx: _Context) -> tuple[Any, int]:
 
 def _config(args: argparse.Namespace, ctx: _Context | None) -> tuple[Any, int]:
     if args.reference:
-        from ._reference import settings_table
+        from .config.reference import settings_table
 
         return settings_table(), 0
     assert ctx is not None
@@ -343,6 +367,8 @@ def _config(args: argparse.Namespace, ctx: _Context | None) -> tuple[Any, int]:
         value = getattr(settings, f.name)
         if f.metadata.get("secret") and f.name == "redis_url":
             value = _mask_url(value)
+        elif f.metadata.get("secret") and _secret_missing(settings):
+            value = "<not set: the app needs one, this command does not>"
         elif f.metadata.get("secret"):
             value = f"<{len(value)} secret(s), generated>" if settings.secret_generated else (
                 f"<{len(value)} secret(s)>")

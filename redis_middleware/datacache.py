@@ -38,14 +38,14 @@ from typing import Any, NamedTuple, TypeVar, cast, overload
 from ._datalock import ALock, Lock, LockNotAcquired, arenew, renewer
 from ._redis.connections import connections_for
 from ._tasks import Every, detach, finish, stop_tasks
+from .config.settings import Settings
 from .errors import RedisMiddlewareError, RedisUnavailableError
 from .sansio import metrics
 from .sansio.datacache import MISS, DataCore, Entry
 from .sansio.datakeys import Binder, DefaultKey, KeyTemplate
 from .sansio.flow import Delegate, PausingFlow
 from .sansio.incidents import log_failure, log_incident
-from .sansio.memo import Memo
-from .settings import Settings
+from ._memo import Memo
 
 __all__ = ["ALock", "DataCache", "Lock", "LockNotAcquired"]
 

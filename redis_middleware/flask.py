@@ -23,25 +23,27 @@ middleware; the session it opens before the app is the one ``flask.session`` sho
 from __future__ import annotations
 
 import dataclasses
+import operator
 import os
 from datetime import timedelta
 from typing import Any, cast
 
-from flask import Flask
+from flask import Flask, after_this_request, has_request_context
 from flask import request as flask_request
 from flask.json.tag import TaggedJSONSerializer
 from flask.sessions import SessionInterface, SessionMixin
 
-from ._options import resolve_settings
 from ._redis.connections import RedisConnections, connections_for
+from .config.options import resolve_settings
+from .config.settings import Settings
 from .errors import RedisMiddlewareError, SessionUnavailableError
-from .sansio.cookies import IncomingCookie
 from .sansio.incidents import log_failure
 from .sansio.request import from_environ
 from .sansio.responses import Refusals, Response
-from .sansio.session import Codec, Session
-from .sansio.sessions import CookieRules, SessionCore
-from .settings import Settings
+from .sansio.sessions.cookies import IncomingCookie
+from .sansio.sessions.core import CookieRules, SessionCore
+from .sansio.sessions.mapping import Codec, Session
+from .sansio.stack import stack_field
 from .wsgi.sessions import ENVIRON_KEY
 from .wsgi.stack import RedisMiddleware
 
@@ -74,9 +76,22 @@ def _seconds(value: Any) -> int:
     return int(value.total_seconds()) if isinstance(value, timedelta) else int(value)
 
 
+def secret_text(key: str | bytes) -> str:
+    """A Flask secret as our secret (a ``str``): UTF-8 text as it reads, and any other
+    bytes (``os.urandom(32)``) one character per byte (Latin-1), which loses nothing and
+    keeps the 32-character rule a rule about the key's length in bytes."""
+    if not isinstance(key, bytes):
+        return str(key)
+    try:
+        return key.decode("utf-8")
+    except UnicodeDecodeError:
+        return key.decode("latin-1")
+
+
 def _from_config(config: Any) -> dict[str, Any]:
     """The settings Flask's configuration states: keys that differ from Flask's defaults
-    (a default says nothing the user chose), plus ``SECRET_KEY`` and its fallbacks."""
+    (a default says nothing the user chose), plus ``SECRET_KEY`` and its fallbacks and
+    ``PERMANENT_SESSION_LIFETIME`` (a permanent session lasts what Flask says it does)."""
     defaults = Flask.default_config
     out: dict[str, Any] = {}
 
@@ -86,7 +101,7 @@ def _from_config(config: Any) -> dict[str, Any]:
     if config.get("SECRET_KEY"):
         secret = config["SECRET_KEY"]
         keys = [secret, *(config.get("SECRET_KEY_FALLBACKS") or ())]
-        out["secret_key"] = tuple(k.decode() if isinstance(k, bytes) else str(k) for k in keys)
+        out["secret_key"] = tuple(secret_text(k) for k in keys)
     if chosen("SESSION_COOKIE_NAME"):
         out["session_cookie_name"] = config["SESSION_COOKIE_NAME"]
     if config.get("SESSION_COOKIE_DOMAIN"):
@@ -102,7 +117,7 @@ def _from_config(config: Any) -> dict[str, Any]:
         out["session_cookie_samesite"] = str(config["SESSION_COOKIE_SAMESITE"]).lower()
     if chosen("SESSION_COOKIE_PARTITIONED"):
         out["session_cookie_partitioned"] = bool(config["SESSION_COOKIE_PARTITIONED"])
-    if chosen("PERMANENT_SESSION_LIFETIME"):
+    if config.get("PERMANENT_SESSION_LIFETIME"):  # Flask's 31 days too: Flask's contract
         out["session_absolute_lifetime"] = _seconds(config["PERMANENT_SESSION_LIFETIME"])
     return out
 
@@ -118,18 +133,21 @@ def flask_settings(app: Flask, settings: Settings | None = None, **options: Any)
        ``SESSION_COOKIE_*``, ``APPLICATION_ROOT``, ``PERMANENT_SESSION_LIFETIME``);
     4. the defaults.
     """
-    from_flask = _from_config(app.config)
+    return resolve_settings(_base_settings(app.config, settings), "session", options)
+
+
+def _base_settings(config: Any, settings: Settings | None) -> Settings:
+    """Levels 2 to 4 of :func:`flask_settings`."""
+    from_flask = _from_config(config)
     if settings is None:
         explicit = {f.name for f in dataclasses.fields(Settings)
                     if Settings.env_name(f.name) in os.environ}
-        base = Settings.from_env(defaults={k: v for k, v in from_flask.items()
+        return Settings.from_env(defaults={k: v for k, v in from_flask.items()
                                            if k not in explicit})
-    else:
-        defaults = {f.name: f.default for f in dataclasses.fields(Settings)}
-        kept = {k: v for k, v in from_flask.items() if getattr(settings, k) == defaults[k]
-                or k in settings.derived or (k == "secret_key" and settings.secret_generated)}
-        base = settings.replace(**kept) if kept else settings
-    return resolve_settings(base, "session", options)
+    defaults = {f.name: f.default for f in dataclasses.fields(Settings)}
+    kept = {k: v for k, v in from_flask.items() if getattr(settings, k) == defaults[k]
+            or k in settings.derived or (k == "secret_key" and settings.secret_generated)}
+    return settings.replace(**kept) if kept else settings
 
 
 def cookie_rules(app: Flask) -> CookieRules:
@@ -138,6 +156,30 @@ def cookie_rules(app: Flask) -> CookieRules:
     ``SESSION_REFRESH_EACH_REQUEST``."""
     return CookieRules(follow_permanent=True, resend_on_change=True,
                        refresh_each_request=bool(app.config["SESSION_REFRESH_EACH_REQUEST"]))
+
+
+# The configuration the session follows, read on every request as Flask's own session
+# interface does (test suites and app factories change it after init_app).
+_CONFIG_KEYS = ("SECRET_KEY", "SECRET_KEY_FALLBACKS", "SESSION_COOKIE_NAME",
+                "SESSION_COOKIE_DOMAIN", "SESSION_COOKIE_PATH", "APPLICATION_ROOT",
+                "SESSION_COOKIE_SECURE", "SESSION_COOKIE_HTTPONLY", "SESSION_COOKIE_SAMESITE",
+                "SESSION_COOKIE_PARTITIONED", "PERMANENT_SESSION_LIFETIME",
+                "SESSION_REFRESH_EACH_REQUEST")
+
+
+_read_config = operator.itemgetter(*_CONFIG_KEYS)  # half the cost of a loop of .get
+
+
+def _snapshot(config: Any) -> tuple[Any, ...]:
+    try:
+        found: tuple[Any, ...] = _read_config(config)
+    except KeyError:  # a key deleted from the configuration reads as unset
+        found = tuple(map(config.get, _CONFIG_KEYS))
+    return found
+
+
+def _hashable(value: Any) -> Any:
+    return tuple(value) if isinstance(value, (list, set)) else value
 
 
 class RedisSessionInterface(SessionInterface):
@@ -152,30 +194,54 @@ class RedisSessionInterface(SessionInterface):
     def __init__(self, settings: Settings | None = None, **options: Any) -> None:
         self._settings = settings
         self._options = options
-        self._bound: dict[int, tuple[SessionCore, RedisConnections]] = {}
+        # Per app: the configuration last seen and its core, and the cores of the
+        # configurations seen before (a test suite flips settings back and forth).
+        self._bound: dict[int, tuple[tuple[Any, ...], SessionCore, RedisConnections]] = {}
+        self._known: dict[Any, SessionCore] = {}
 
     def core_for(self, app: Flask) -> tuple[SessionCore, RedisConnections]:
-        """The session core (Flask's codec and cookie rules) and connections of ``app``."""
-        found = self._bound.get(id(app))
-        if found is None:
+        """The session core (Flask's codec and cookie rules) and connections of ``app``,
+        for its configuration now: a request costs a tuple of dictionary reads and one
+        comparison, and a new core is built only when the configuration changed."""
+        snapshot = _snapshot(app.config)
+        bound = self._bound.get(id(app))
+        if bound is not None and bound[0] == snapshot:
+            return bound[1], bound[2]
+        key: Any = (id(app), tuple(map(_hashable, snapshot)))
+        try:
+            core = self._known.get(key)
+        except TypeError:  # a value that cannot be a dictionary key: not remembered
+            core, key = None, None
+        if core is None:
             settings = flask_settings(app, self._settings, **self._options)
-            found = (SessionCore(settings, FLASK_CODEC, cookie_rules(app), FLASK_LOGIN_FIELD),
-                     connections_for(settings))
-            self._bound[id(app)] = found
-        return found
+            if settings.secret_generated and bound is not None:
+                # memory:// and no secret anywhere: keep this process's random one, or a
+                # configuration change would make every cookie unreadable.
+                settings = settings.replace(secret_key=bound[1].settings.secret_key)
+            core = SessionCore(settings, FLASK_CODEC, cookie_rules(app), FLASK_LOGIN_FIELD)
+            if len(self._known) >= 16:
+                self._known.clear()
+            if key is not None:
+                self._known[key] = core
+        redis = connections_for(core.settings)
+        self._bound[id(app)] = (snapshot, core, redis)
+        return core, redis
 
     def open_session(self, app: Flask, request: Any) -> SessionMixin:
         opened = request.environ.get(ENVIRON_KEY)
         if isinstance(opened, Session):
+            if opened.session_id is not None:
+                _settle_after_the_view(opened)
             return cast(SessionMixin, opened)  # it has SessionMixin's attributes
         core, redis = self.core_for(app)
         incoming = core.read_cookie(request.cookies)
         request.environ[_INCOMING] = incoming
         session_id = incoming.session_id
-        if session_id is None:
+        if session_id is None:  # nothing to load, so nothing that can fail
             return cast(SessionMixin, core.session_for(incoming))
-        return cast(SessionMixin, core.session_for(
-            incoming, lambda: redis.run(core.load_flow(session_id))))
+        session = core.session_for(incoming, lambda: redis.run(core.load_flow(session_id)))
+        _settle_after_the_view(session)
+        return cast(SessionMixin, session)
 
     def save_session(self, app: Flask, session: Any, response: Any) -> None:
         environ = flask_request.environ
@@ -193,12 +259,28 @@ class RedisSessionInterface(SessionInterface):
             return
         if result.set_cookie:
             response.headers.add("Set-Cookie", result.set_cookie)
+            response.vary.add("Cookie")
+
+
+def _settle_after_the_view(session: Session) -> None:
+    """Settle the session once the view (or the error handler) made the response: Flask
+    runs this-request functions before every after_request hook, so an extension's hook
+    that reads the session during an outage (Flask-Login's) gets an empty one instead of
+    an error logged with its traceback and a 500 for a route that never used it."""
+    if not has_request_context():
+        return
+
+    def settle(response: Any) -> Any:
+        session.settle()
+        return response
+
+    after_this_request(settle)
 
 
 def _unavailable(settings: Settings) -> Response:
     """The session store's 503 for this request (the app's refusal handler, or the
     default in the format the client prefers)."""
-    request = from_environ(flask_request.environ, settings.user_field)
+    request = from_environ(flask_request.environ)
     return Refusals(settings.refusal_handler, settings.breaker_cooldown).session_unavailable(
         request)
 
@@ -222,18 +304,41 @@ def init_stack(app: Flask, settings: Settings | None = None, **options: Any) -> 
     """Install the whole stack (sessions, rate limiting, caching, presence) on a Flask app.
 
     ``options`` are the stack's (``limit``, ``routes``, ``cookie_name``, ...); Flask's
-    configuration fills the session cookie and secret as for :func:`init_app`.
+    configuration fills the session cookie and secret as for :func:`init_app`, also for
+    the other components (so ``SECRET_KEY`` alone is enough with a real ``REDIS_URL``).
     """
-    middleware = RedisMiddleware(app.wsgi_app, settings, **options)
-    interface = RedisSessionInterface(middleware.settings)
+    middleware = RedisMiddleware(app.wsgi_app, _base_settings(app.config, settings), **options)
+    # The session follows Flask's configuration per request: its interface starts from
+    # what was given (not from the stack's settings, where Flask's values are frozen).
+    interface = RedisSessionInterface(settings, **{stack_field(k): v for k, v in options.items()})
     core, _ = interface.core_for(app)
     if middleware.core.sessions is not None:
         # The stack's sessions take Flask's settings, codec and cookie rules, so that
         # the session it opens before the app is exactly Flask's.
         middleware.core.sessions = core
-    app.wsgi_app = middleware  # type: ignore[method-assign]
+        app.wsgi_app = _FollowConfig(app, middleware, interface)  # type: ignore[method-assign]
+    else:
+        app.wsgi_app = middleware  # type: ignore[method-assign]
     _install(app, interface, core.settings)
     return middleware
+
+
+class _FollowConfig:
+    """The stack under a Flask app: its sessions follow the app's configuration, read
+    per request as :meth:`RedisSessionInterface.core_for` reads it."""
+
+    def __init__(self, flask_app: Flask, app: RedisMiddleware,
+                 interface: RedisSessionInterface) -> None:
+        self.flask_app = flask_app
+        self.app = app
+        self.interface = interface
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        core = self.interface.core_for(self.flask_app)[0]
+        stack = self.app.core
+        if stack.sessions is not core:
+            stack.sessions = core
+        return self.app(environ, start_response)
 
 
 def _install(app: Flask, interface: RedisSessionInterface, settings: Settings) -> None:

@@ -94,9 +94,6 @@ class KeySpace:
     def cache_tag(self, tag: str) -> str:
         return self._key("cache", "tag", "{" + escape(tag) + "}")
 
-    def cache_generation(self) -> str:
-        return self._key("cache", "{gen}")
-
     # -- presence -----------------------------------------------------------
     def presence(self, name: str, room: str = "") -> str:
         """Presence structures; all in one slot per room so scripts stay single-slot."""

@@ -108,7 +108,7 @@ class PrometheusRecorder:
             self.redis_errors.labels(error).inc()
 
     def breaker(self, target: str, is_open: bool) -> None:
-        from .settings import _mask_url
+        from .config.urls import mask_url as _mask_url
 
         self.breaker_open.labels(_mask_url(target)).set(1 if is_open else 0)
 

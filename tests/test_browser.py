@@ -8,13 +8,14 @@ import asyncio
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from .browser import Browser, chromium
+from .support.browser import Browser, chromium
 
 ROOT = Path(__file__).resolve().parent.parent
 # Screenshots are kept here (or in $TEST_ARTIFACTS) for a person to look at.
@@ -26,7 +27,7 @@ pytestmark = pytest.mark.skipif(
 
 
 def test_the_demo_in_a_browser_with_its_live_feed(tmp_path: Path) -> None:
-    from .test_examples import Served
+    from .support.servers import Served
 
     with Served(["examples.fastapi_app"], {"REDIS_URL": "memory://"},
                 tmp_path / "demo.log") as srv:
@@ -85,3 +86,53 @@ def test_the_configuration_table_fits_1280_pixels(tmp_path: Path) -> None:
 
     scroll, client = asyncio.run(measure())
     assert scroll <= client <= 1280, (scroll, client)
+
+
+def test_the_chat_page_leaves_the_room_when_left_and_sees_a_refusal_as_4401(
+        redis_server: Any, tmp_path: Path) -> None:
+    """A page left for another keeps running in the back/forward cache, socket open,
+    unless it closes the socket itself: the user would stay in "Here now" for minutes.
+    A socket the server refuses is closed with 4401, and the browser sees that code."""
+    from redis_middleware.wsgi import Presence
+
+    from .support.clients import SECRET, make_settings
+    from .support.servers import Served
+
+    settings = make_settings(redis_server.url, presence_ttl=8)  # a 2 s grace on leaving
+    env = {"REDIS_URL": redis_server.url, "REDIS_MIDDLEWARE_KEY_PREFIX": settings.key_prefix,
+           "REDIS_MIDDLEWARE_SECRET_KEY": SECRET, "REDIS_MIDDLEWARE_PRESENCE_TTL": "8"}
+    presence = Presence(settings)
+
+    async def here(expected: bool) -> None:
+        deadline = time.monotonic() + 8
+        while ("alice" in presence.online_users(room="chat:lobby")) != expected:
+            assert time.monotonic() < deadline, f"alice here: not {expected} in 8 s"
+            await asyncio.sleep(0.2)
+
+    with Served(["examples.fastapi_app"], env, tmp_path / "demo.log") as srv:
+        async def story() -> int:
+            page = await Browser().start()
+            try:
+                await page.goto(srv.base + "/")
+                refused = await page.evaluate(  # not signed in yet
+                    f"new Promise(done => new WebSocket('{srv.base.replace('http', 'ws')}"
+                    "/ws/chat/lobby').onclose = (e) => done(e.code))")
+                await page.evaluate(
+                    "document.querySelector('input[name=username]').value = 'alice';"
+                    "document.querySelector('form[action=\"/login\"]').submit()")
+                await page.wait_for("location.pathname === '/profile'")
+                await page.goto(srv.base + "/chat")
+                await page.wait_for("document.getElementById('feed').textContent === 'live'")
+                await here(True)
+                await page.goto(srv.base + "/products")  # away: out of the room
+                await here(False)
+                await page.evaluate("history.back()")  # back: in the room again
+                await page.wait_for("location.pathname === '/chat' && "
+                                    "document.getElementById('feed').textContent === 'live'")
+                await here(True)
+                return int(refused)
+            finally:
+                await page.close()
+
+        assert asyncio.run(story()) == 4401
+    assert "Traceback" not in (tmp_path / "demo.log").read_text()

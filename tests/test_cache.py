@@ -11,8 +11,9 @@ import pytest
 from redis_middleware import Settings
 from redis_middleware._redis.connections import connections_for
 
-from . import apps
-from .conftest import Clients, audit_keyspace, stale_if_error_is_served
+from .support import apps
+from .support.audit import audit_keyspace
+from .support.clients import Clients, stale_if_error_is_served
 
 pytestmark = [pytest.mark.usefixtures("audit"), pytest.mark.scenarios]
 ROUTES = {"/c/*": 60}
@@ -70,7 +71,6 @@ def test_unsafe_methods_are_not_cached_and_invalidate(make_client: Clients) -> N
         pytest.param("vary=%2A", "vary-star", id="vary-star"),
         pytest.param("status=404", "status", id="status"),
         pytest.param("status=500", "status", id="error"),
-        pytest.param("vary=Cookie", "session", id="vary-cookie"),
     ],
 )
 def test_never_stored(make_client: Clients, settings: Settings, query: str, reason: str) -> None:
@@ -238,11 +238,44 @@ def test_large_and_streaming_bodies(make_client: Clients, settings: Settings) ->
     assert client.get("/c/stream").headers["x-cache"] == "HIT"
 
 
-def test_session_touching_responses_are_not_stored(make_client: Clients) -> None:
-    client = make_client("CacheMiddleware", routes=ROUTES, outer=(("SessionMiddleware", {}),))
+def test_session_reading_pages_are_stored_for_requests_without_a_session_cookie(
+        make_client: Clients, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Extensions read the (empty) session on every response: an anonymous request stays
+    cacheable; a signed-in one computes its own page, unless the route says the page is
+    the same for everyone (per_user=False); a page after which the session changed is
+    never stored."""
+    routes = {"/c/item": 60, "/c/shared": {"ttl": 60, "per_user": False}, "/c/login": 60}
+    client = make_client("CacheMiddleware", routes=routes, outer=(("SessionMiddleware", {}),))
     first = client.get("/c/item?touch=1")
-    assert first.headers["cache-status"] == 'rmw; fwd=uri-miss; detail="session"'
-    assert client.get("/c/item?touch=1").headers["x-cache"] == "MISS"
+    assert first.headers["cache-status"] == "rmw; fwd=uri-miss; stored"
+    hit = client.get("/c/item?touch=1")
+    assert hit.headers["x-cache"] == "HIT" and hit.headers["vary"] == "Cookie"
+    client.get("/c/shared?touch=1")
+    monkeypatch.setattr(apps, "write_session", True)
+    login = client.get("/c/login")  # writes the session: a cookie, never stored
+    assert login.headers["cache-status"] == 'rmw; fwd=uri-miss; detail="session-written"'
+    monkeypatch.setattr(apps, "write_session", False)
+    assert "session" in client.cookies
+    for _ in range(2):
+        mine = client.get("/c/item?touch=1")
+        assert mine.headers["cache-status"] == 'rmw; fwd=uri-miss; detail="session"'
+    assert apps.calls["/c/item"] == 3
+    assert client.get("/c/shared?touch=1").headers["x-cache"] == "HIT"
+    assert apps.calls["/c/shared"] == 1
+
+
+def test_vary_cookie_is_stored_only_for_requests_without_cookies(make_client: Clients) -> None:
+    """RFC 9111 4.1 with the Cookie header as the varying field: the variant without
+    cookies is stored, the others never (one entry per cookie value is no shared cache)."""
+    client = cached(make_client)
+    assert client.get("/c/item?vary=Cookie").headers["cache-status"] == (
+        "rmw; fwd=uri-miss; stored")
+    assert client.get("/c/item?vary=Cookie").headers["x-cache"] == "HIT"
+    with_cookie = client.get("/c/item?vary=Cookie", headers={"cookie": "theme=dark"})
+    assert with_cookie.headers["cache-status"] == 'rmw; fwd=uri-miss; detail="session"'
+    assert client.get("/c/item?vary=Cookie", headers={"cookie": "theme=dark"}).headers[
+        "x-cache"] == "MISS"
+    assert apps.calls["/c/item"] == 3
 
 
 def test_purge_url_tag_and_all(make_client: Clients, settings: Settings) -> None:
@@ -321,7 +354,8 @@ def test_a_disconnected_stream_is_not_stored(settings: Settings) -> None:
 @pytest.mark.real_redis
 @pytest.mark.parametrize("interface", ["asgi", "wsgi"])
 def test_redis_down_bypasses_the_cache(interface: str, tmp_path: Any) -> None:
-    from .conftest import make_settings, start_redis_server, stop_redis_server
+    from .support.clients import make_settings
+    from .support.servers import start_redis_server, stop_redis_server
 
     server = start_redis_server(tmp_path)
     settings = make_settings(server.url, breaker_cooldown=0.2)
@@ -347,7 +381,7 @@ def test_redis_down_bypasses_the_cache(interface: str, tmp_path: Any) -> None:
 
 
 def test_purge_indexes_hold_only_live_urls(make_client: Clients, settings: Settings) -> None:
-    from .conftest import raw_client
+    from .support.clients import raw_client
 
     client = cached(make_client, routes={"/c/*": {"ttl": 60, "tags": ["t"]}})
     client.get("/c/old?cc=max-age%3D1")

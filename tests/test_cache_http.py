@@ -14,8 +14,8 @@ import pytest
 from redis_middleware import Settings
 from redis_middleware._redis.connections import connections_for
 
-from . import apps
-from .conftest import Clients
+from .support import apps
+from .support.clients import Clients
 
 pytestmark = [pytest.mark.usefixtures("audit"), pytest.mark.scenarios]
 

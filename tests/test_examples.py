@@ -10,6 +10,8 @@ import pytest
 
 from redis_middleware._redis.connections import connections_for
 
+from .support.servers import Served
+
 _peers = itertools.count(1)
 
 
@@ -159,7 +161,7 @@ def test_the_fastapi_demo_under_uvicorn_with_a_real_websocket(tmp_path: Any) -> 
     import httpx
     import websockets
 
-    from .conftest import free_port
+    from .support.servers import free_port
 
     port = free_port()
     root = Path(__file__).resolve().parent.parent
@@ -210,7 +212,8 @@ def test_the_fastapi_demo_answers_503_pages_when_redis_is_down(tmp_path: Any) ->
 
     import httpx
 
-    from .conftest import SECRET, free_port
+    from .support.clients import SECRET
+    from .support.servers import free_port
 
     port, dead = free_port(), free_port()
     root = Path(__file__).resolve().parent.parent
@@ -240,50 +243,6 @@ def test_the_fastapi_demo_answers_503_pages_when_redis_is_down(tmp_path: Any) ->
     assert "Traceback" not in (tmp_path / "demo.log").read_text()
 
 
-class Served:
-    """An example under a real server process, stopped (by its handle) afterwards."""
-
-    def __init__(self, command: list[str], env: dict[str, str], log: Any) -> None:
-        import os
-        import subprocess
-        import sys
-        from pathlib import Path
-
-        from .conftest import free_port
-
-        self.port = free_port()
-        self.log = log
-        root = Path(__file__).resolve().parent.parent
-        full_env = {**os.environ, "PYTHONPATH": str(root), "PORT": str(self.port), **env}
-        argv = [sys.executable, "-m", *[a.replace("{port}", str(self.port)) for a in command]]
-        with log.open("wb") as out:
-            self.proc = subprocess.Popen(argv, cwd=root, env=full_env, stdout=out, stderr=out)
-        self.base = f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> Served:
-        import time
-
-        import httpx
-
-        deadline = time.monotonic() + 30
-        while True:
-            assert self.proc.poll() is None, self.log.read_text()
-            try:
-                httpx.get(self.base + "/health")
-                return self
-            except httpx.HTTPError:
-                assert time.monotonic() < deadline, "the example did not start"
-                time.sleep(0.1)
-
-    def __exit__(self, *exc: object) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except Exception:
-            self.proc.kill()
-            self.proc.wait()
-
-
 def _csrf(html: str) -> str:
     import re
 
@@ -293,32 +252,43 @@ def _csrf(html: str) -> str:
 
 
 def _drive_the_django_shop(base: str) -> None:
-    """Log in through a real form (CSRF included), see the profile and the flashed
-    message, the cached product page, who is online, and the login limit."""
+    """The cached product page, a refused login (wrong password), a login through the
+    real form (CSRF included), the profile and the flashed message, who is online, the
+    admin's CSS, and the login limit."""
     import httpx
 
+    from examples.django_app.accounts import DEMO_USERS
+
     with httpx.Client(base_url=base, follow_redirects=True) as http:
-        token = _csrf(http.get("/").text)
-        page = http.post("/login", data={"username": "erin", "csrfmiddlewaretoken": token})
-        assert page.status_code == 200 and "erin" in page.text
-        assert "Signed in as erin." in page.text  # contrib.messages, in the Redis session
-        assert "<b>1</b>" in page.text
-        assert "<b>2</b>" in http.get("/profile").text  # the session keeps its count
         assert http.get("/products").headers["x-cache"] == "MISS"
         assert http.get("/products").headers["x-cache"] == "HIT"
-        assert "erin" in http.get("/online").text
-        assert http.get("/api/ping").json() == {"pong": True, "user": "erin"}
+        token = _csrf(http.get("/").text)
+        wrong = http.post("/login", data={"username": "alice", "password": "wrong",
+                                          "csrfmiddlewaretoken": token})
+        assert wrong.status_code == 200 and "Please enter a correct username" in wrong.text
+        assert http.get("/api/ping").json() == {"pong": True, "user": None}
+        page = http.post("/login", data={"username": "alice", "password": DEMO_USERS["alice"],
+                                         "csrfmiddlewaretoken": token})
+        assert page.status_code == 200 and "alice" in page.text
+        assert "Signed in as alice." in page.text  # contrib.messages, in the Redis session
+        assert "<b>1</b>" in page.text
+        assert "<b>2</b>" in http.get("/profile").text  # the session keeps its count
+        assert "alice" in http.get("/online").text
+        assert http.get("/api/ping").json() == {"pong": True, "user": "alice"}
+        css = http.get("/static/admin/css/base.css")  # the admin is styled
+        assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
         token = _csrf(http.get("/").text)
         http.post("/logout", data={"csrfmiddlewaretoken": token})
         assert "Log in" in http.get("/").text
     with httpx.Client(base_url=base) as http:
         statuses = []
-        for i in range(6):  # login() rotates the CSRF token: a fresh form each time
+        for i in range(6):  # a fresh form each time
             token = _csrf(http.get("/").text)
             statuses.append(http.post("/login", headers={"Accept": "text/html"}, data={
-                "username": f"x{i}", "csrfmiddlewaretoken": token}).status_code)
-        # 5 logins a minute per address, erin's included, on whichever worker
-        assert statuses == [302] * 4 + [429] * 2
+                "username": f"x{i}", "password": "guess", "csrfmiddlewaretoken": token
+            }).status_code)
+        # 5 logins a minute per address, alice's two included, on whichever worker
+        assert statuses == [200] * 3 + [429] * 3
         token = _csrf(http.get("/").text)
         refused = http.post("/login", data={"username": "y", "csrfmiddlewaretoken": token},
                             headers={"Accept": "text/html"})
@@ -346,7 +316,7 @@ def test_the_django_demo_under_gunicorn_with_two_workers(tmp_path: Any, redis_se
                                                          ) -> None:
     """WSGI Django, two worker processes on one redis-server: the session, the limit and
     the cache are shared by both workers."""
-    from .conftest import SECRET, make_settings
+    from .support.clients import SECRET, make_settings
 
     settings = make_settings(redis_server.url)
     env = {**_migrated(tmp_path), "REDIS_URL": settings.redis_url,
@@ -373,7 +343,7 @@ def test_the_flask_demo_under_gunicorn(tmp_path: Any, redis_server: Any) -> None
     """The Flask example as it is deployed: gunicorn, two workers, one redis-server."""
     import httpx
 
-    from .conftest import SECRET, make_settings
+    from .support.clients import SECRET, make_settings
 
     settings = make_settings(redis_server.url)
     env = {"REDIS_URL": settings.redis_url, "REDIS_MIDDLEWARE_KEY_PREFIX": settings.key_prefix,
@@ -404,7 +374,7 @@ def test_the_chat_room_across_two_uvicorn_workers(tmp_path: Any, redis_server: A
 
     from redis_middleware.asgi import Broadcast
 
-    from .conftest import SECRET, make_settings
+    from .support.clients import SECRET, make_settings
 
     settings = make_settings(redis_server.url)
     env = {"REDIS_URL": settings.redis_url, "REDIS_MIDDLEWARE_KEY_PREFIX": settings.key_prefix,

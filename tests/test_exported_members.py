@@ -1,8 +1,15 @@
-"""The public API: the names SPEC fixes exist, in both interfaces, and nothing leaks."""
+"""The public API: the names SPEC fixes exist, in both interfaces, and nothing leaks;
+every import path the docs show keeps working."""
 
 from __future__ import annotations
 
+import ast
+import importlib
 import inspect
+import re
+from pathlib import Path
+
+import pytest
 
 import redis_middleware
 import redis_middleware.asgi as asgi
@@ -18,6 +25,65 @@ def test_top_level_exports() -> None:
     for name in redis_middleware.__all__:
         assert hasattr(redis_middleware, name)
     assert issubclass(redis_middleware.ConfigError, ValueError)
+
+
+# Every module path and name that the docs and the README show, in code samples and in
+# inline code: a module that moves keeps these working (re-exports), or this fails.
+PUBLISHED: dict[str, set[str]] = {
+    "redis_middleware": {"ConfigError", "RedisMiddlewareError", "Settings"},
+    "redis_middleware.asgi": {"Broadcast", "Cache", "CacheMiddleware", "Presence",
+                              "PresenceMiddleware", "RateLimitMiddleware", "RateLimiter",
+                              "RedisMiddleware", "SessionMiddleware", "SessionStore",
+                              "join_room"},
+    "redis_middleware.wsgi": {"Presence", "RedisMiddleware", "SessionStore"},
+    "redis_middleware.flask": {"flask_settings", "init_app", "init_stack"},
+    "redis_middleware.django": {"django_settings"},  # also an INSTALLED_APPS entry
+    "redis_middleware.django.middleware": {"CacheMiddleware", "PresenceMiddleware",
+                                           "RateLimitMiddleware", "SessionMiddleware"},
+    "redis_middleware.django.sessions": {"SessionStore"},  # SESSION_ENGINE: Django's name
+    "redis_middleware.prometheus": {"enable"},
+    "redis_middleware.sansio.request": {"RequestInfo"},  # a refusal handler's types
+    "redis_middleware.sansio.responses": {"Refusal", "Response"},
+}
+# Dotted names in the docs that are no import path.
+NOT_PATHS = {
+    "redis_middleware.session",  # the WSGI environ key of the session
+    "redis_middleware.sessions",  # a logger
+    "redis_middleware.E001", "redis_middleware.W001",  # Django system check ids
+}
+ROOT = Path(__file__).resolve().parent.parent
+FENCE = re.compile(r"```(\w*)\n(.*?)```", re.DOTALL)
+DOTTED = re.compile(r"\bredis_middleware(?:\.[A-Za-z_]\w*)+")
+
+
+def _shown_in_docs() -> set[str]:
+    """``module`` or ``module.name`` for every import of the package the docs show."""
+    shown: set[str] = set()
+    for page in [*sorted((ROOT / "docs").glob("*.md")), ROOT / "README.md"]:
+        text = page.read_text()
+        shown |= set(DOTTED.findall(text))  # inline code, settings strings, prose
+        for language, code in FENCE.findall(text):
+            if language != "python":
+                continue
+            for node in ast.walk(ast.parse(code)):
+                if isinstance(node, ast.ImportFrom) and node.module:
+                    shown |= {f"{node.module}.{alias.name}" for alias in node.names}
+                elif isinstance(node, ast.Import):
+                    shown |= {alias.name for alias in node.names}
+    return {name for name in shown if name.split(".")[0] == "redis_middleware"} - NOT_PATHS
+
+
+@pytest.mark.parametrize("module", sorted(PUBLISHED))
+def test_the_import_paths_the_docs_show_work(module: str) -> None:
+    imported = importlib.import_module(module)
+    missing = sorted(name for name in PUBLISHED[module] if not hasattr(imported, name))
+    assert not missing, f"{module} no longer has {missing}"
+
+
+def test_every_path_the_docs_show_is_guarded() -> None:
+    """A sample that shows a new path adds it to PUBLISHED, so that it stays working."""
+    guarded = {*PUBLISHED, *(f"{m}.{n}" for m, names in PUBLISHED.items() for n in names)}
+    assert _shown_in_docs() - guarded == set()
 
 
 def test_asgi_and_wsgi_export_the_same_names() -> None:

@@ -4,6 +4,7 @@ Authlib (Starlette and Flask, against a local fake OAuth provider) and SQLAdmin.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -17,7 +18,7 @@ from redis_middleware import Settings
 from redis_middleware._redis.connections import connections_for
 from redis_middleware.flask import init_app, init_stack
 
-from .conftest import audit_keyspace
+from .support.audit import audit_keyspace
 
 pytestmark = pytest.mark.usefixtures("audit")
 
@@ -301,3 +302,92 @@ def test_sqladmin_login_and_logout_on_our_sessions(settings: Settings) -> None:
             assert client.get("/admin/", follow_redirects=False).status_code == 302
         finally:
             client.portal.call(connections_for(settings).aclose)
+
+
+# -- Flask-Login during a Redis outage ----------------------------------------------------
+@pytest.mark.real_redis
+@pytest.mark.parametrize("stack", [False, True], ids=["init_app", "init_stack"])
+def test_flask_login_during_an_outage_logs_one_line_and_answers_what_each_route_needs(
+    stack: bool, own_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Flask-Login reads the session in its after_request hook: during an outage that
+    must be neither a traceback nor a 503 for a route that never needs the session."""
+    from flask_login import LoginManager, UserMixin, login_required, login_user
+
+    from .support.clients import make_settings
+    from .support.servers import stop_redis_server
+
+    class User(UserMixin):
+        def __init__(self, user_id: str) -> None:
+            self.id = user_id
+
+    settings = make_settings(own_server.url, breaker_cooldown=30)
+    app = Flask(__name__)
+    app.config["TESTING"] = False  # errors are logged and answered, as in production
+    if stack:
+        init_stack(app, settings, limit="1000/minute")
+    else:
+        init_app(app, settings)
+    LoginManager(app).user_loader(lambda user_id: User(user_id))
+    app.add_url_rule("/login", "login", lambda: login_user(User("ann")) and {"ok": True},
+                     methods=["POST"])
+    app.add_url_rule("/health", "health", lambda: {"ok": True})
+    app.add_url_rule("/private", "private", login_required(lambda: {"ok": True}))
+    client = app.test_client()
+    assert client.post("/login").status_code == 200
+    assert client.get("/private").status_code == 200
+    stop_redis_server(own_server)
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG):
+        statuses = [client.get(path).status_code
+                    for path in ("/health", "/private", "/health", "/private")]
+    assert statuses == [200, 503, 200, 503]
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR], [
+        r.getMessage() for r in caplog.records]
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    assert len(caplog.records) == 1
+
+
+@pytest.mark.real_redis
+def test_flask_login_sessions_keep_redis_compact_encoding(
+    redis_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Flask-Login's _id is a 128-digit hex digest (130 bytes as JSON, over Redis'
+    hash-max-listpack-value of 64): stored as its 64 bytes, the session stays a listpack,
+    and the "larger encoding" warning says nothing at login."""
+    from flask_login import LoginManager, UserMixin, current_user, login_user
+
+    from .support.clients import make_settings, raw_client
+
+    class User(UserMixin):
+        def __init__(self, user_id: str) -> None:
+            self.id = user_id
+
+    settings = make_settings(redis_server.url)
+    app = Flask(__name__)
+    app.config.update(TESTING=True, SESSION_PROTECTION="strong")
+    init_app(app, settings)
+    LoginManager(app).user_loader(lambda user_id: User(user_id))
+    app.add_url_rule("/login", "login", lambda: login_user(User("ann")) and {"ok": True},
+                     methods=["POST"])
+    app.add_url_rule("/me", "me", lambda: {"user": current_user.get_id(),
+                                           "id": session.get("_id")})
+    app.add_url_rule("/digest/<value>", "digest",
+                     lambda value: session.update(digest=value) or "ok", methods=["POST"])
+    client = app.test_client()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="redis_middleware"):
+        assert client.post("/login").status_code == 200
+    assert not caplog.records
+    me = client.get("/me").json
+    assert me["user"] == "ann" and len(me["id"]) == 128  # "strong" protection compared it
+    redis = raw_client(settings)
+    (key,) = [k for k in audit_keyspace(settings) if ":session:{" in k]
+    assert redis.object("encoding", key) == b"listpack"
+    client.post("/digest/" + "0a" * 64)
+    client.post("/digest/short")  # stored as it is now: its packed twin goes
+    assert sorted(f for f in redis.hkeys(key) if f.endswith(b"digest")) == [b"digest"]
+    client.post("/digest/" + "0b" * 64)
+    assert sorted(f for f in redis.hkeys(key) if f.endswith(b"digest")) == [b"\x02digest"]
+    assert client.get("/me").json["user"] == "ann"

@@ -4,6 +4,7 @@ flash tests rely on, for a server-side store (our tests, through the public API)
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -15,7 +16,8 @@ from markupsafe import Markup
 from redis_middleware import ConfigError, Settings
 from redis_middleware.flask import RedisSessionInterface, flask_settings, init_app, init_stack
 
-from .conftest import SECRET, audit_keyspace
+from .support.audit import audit_keyspace
+from .support.clients import SECRET
 
 pytestmark = pytest.mark.usefixtures("audit")
 
@@ -181,6 +183,40 @@ def test_permanent_sessions_follow_flask(make_app: Any) -> None:
     assert refreshed is not None and "Max-Age=7200" in refreshed
 
 
+def test_refresh_each_request_resends_an_untouched_permanent_session(make_app: Any) -> None:
+    """Flask's default: a permanent session's cookie is re-sent by every request, also
+    by one that never reads the session, with Vary: Cookie and both Max-Age and Expires."""
+    from email.utils import parsedate_to_datetime
+
+    app = make_app(PERMANENT_SESSION_LIFETIME=dt.timedelta(hours=2))
+
+    @app.post("/login")
+    def login() -> str:
+        session["user_id"] = "7"
+        session.permanent = True
+        return "ok"
+
+    app.get("/nothing")(lambda: "")
+    client = app.test_client()
+    first = cookie_header(client.post("/login"))
+    assert first is not None
+    response = client.get("/nothing")
+    refreshed = cookie_header(response)
+    assert refreshed is not None and "Max-Age=7200" in refreshed
+    expires = re.search(r"Expires=([^;]+)", refreshed)
+    assert expires is not None
+    expected = dt.datetime.now(dt.UTC) + dt.timedelta(hours=2)
+    assert abs((parsedate_to_datetime(expires[1]) - expected).total_seconds()) < 5
+    assert refreshed.split(";")[0] == first.split(";")[0]  # the same session
+    assert response.headers["Vary"] == "Cookie"
+    assert client.get("/nothing").headers.get("Vary") == "Cookie"
+    browser_only = app.test_client()
+    browser_only.post("/login")
+    with browser_only.session_transaction() as sess:
+        sess.permanent = False
+    assert cookie_header(browser_only.get("/nothing")) is None  # not permanent: nothing
+
+
 def test_no_refresh_each_request(make_app: Any) -> None:
     app = make_app(SESSION_REFRESH_EACH_REQUEST=False)
 
@@ -298,3 +334,132 @@ def test_init_stack_on_memory_uses_flasks_secret(monkeypatch: pytest.MonkeyPatch
     middleware = init_stack(app, limit="100/minute")
     assert middleware.core.sessions is not None
     assert middleware.core.sessions.settings.secret_key == (FLASK_SECRET,)
+
+
+# -- configuration read per request ---------------------------------------------------
+def test_cookie_configuration_changed_after_install_is_followed(make_app: Any) -> None:
+    """App factories and test suites change app.config after init_app / init_stack."""
+    app = make_app()
+    app.post("/set")(lambda: session.update(a=1) or "ok")
+    app.config.update(SESSION_COOKIE_NAME="late", APPLICATION_ROOT="/shop",
+                      SESSION_COOKIE_SAMESITE="Strict", SESSION_COOKIE_SECURE=True,
+                      PERMANENT_SESSION_LIFETIME=dt.timedelta(minutes=5))
+    client = app.test_client()
+    header = cookie_header(client.post("/set"), "late")
+    assert header is not None
+    assert "Path=/shop" in header and "SameSite=Strict" in header and "Secure" in header
+    app.config["SESSION_COOKIE_PATH"] = "/other"
+    header = cookie_header(app.test_client().post("/set"), "late")
+    assert header is not None and "Path=/other" in header
+
+
+def test_permanent_lifetime_changed_after_install_is_followed(make_app: Any) -> None:
+    app = make_app()
+
+    @app.post("/login")
+    def login() -> str:
+        session["user_id"] = "7"
+        session.permanent = True
+        return "ok"
+
+    app.config["PERMANENT_SESSION_LIFETIME"] = dt.timedelta(minutes=5)
+    header = cookie_header(app.test_client().post("/login"))
+    assert header is not None and "Max-Age=300" in header
+
+
+@pytest.mark.parametrize("install", [init_app, init_stack])
+def test_secret_key_rotated_after_install_is_followed(
+    install: Any, monkeypatch: pytest.MonkeyPatch, settings: Settings
+) -> None:
+    """As Flask's own sessions: a new SECRET_KEY no longer reads the old cookies until the
+    old key is listed in SECRET_KEY_FALLBACKS."""
+    monkeypatch.setenv("REDIS_URL", settings.redis_url)
+    monkeypatch.setenv("REDIS_MIDDLEWARE_KEY_PREFIX", settings.key_prefix)
+    monkeypatch.delenv("REDIS_MIDDLEWARE_SECRET_KEY", raising=False)
+    app = App()
+    app.config.update(TESTING=True, SECRET_KEY="0" * 40)
+    install(app)
+    app.post("/")(lambda: session.update(a=1) or "")
+    app.get("/")(lambda: dict(session))
+    client = app.test_client()
+    client.post("/")
+    assert client.get("/").json == {"a": 1}
+    app.config["SECRET_KEY"] = "?" * 40
+    assert client.get("/").json == {}
+    app.config.update(SECRET_KEY="+" * 40, SECRET_KEY_FALLBACKS=["0" * 40])
+    assert client.get("/").json == {"a": 1}
+
+
+def test_refresh_each_request_changed_after_install_is_followed(make_app: Any) -> None:
+    app = make_app(SESSION_REFRESH_EACH_REQUEST=False)
+
+    @app.post("/login")
+    def login() -> str:
+        session["user_id"] = "7"
+        session.permanent = True
+        return "ok"
+
+    app.get("/read")(lambda: str(session.get("user_id")))
+    client = app.test_client()
+    client.post("/login")
+    assert cookie_header(client.get("/read")) is None
+    app.config["SESSION_REFRESH_EACH_REQUEST"] = True
+    assert cookie_header(client.get("/read")) is not None
+
+
+# -- secrets ------------------------------------------------------------------------------
+def test_a_bytes_secret_key_that_is_not_utf8_signs(make_app: Any) -> None:
+    """``os.urandom(32)`` is a usual Flask SECRET_KEY: one character per byte."""
+    app = make_app(SECRET_KEY=bytes(range(200, 232)))
+    app.post("/set")(lambda: session.update(a=1) or "ok")
+    app.get("/get")(lambda: str(session.get("a")))
+    client = app.test_client()
+    assert client.post("/set").status_code == 200
+    assert client.get("/get").text == "1"
+
+
+def test_bytes_secrets_keep_the_length_rule_and_utf8_text_reads_as_before() -> None:
+    from redis_middleware.flask import secret_text
+
+    assert secret_text(b"\xff" * 32) == "\xff" * 32  # lossless, one character per byte
+    assert secret_text("é".encode() * 20) == "é" * 20  # UTF-8 text: as it always read
+    assert secret_text(b"\xff" * 31) != secret_text(b"\xff" * 32)
+    app = App()
+    app.config["SECRET_KEY"] = b"\xff" * 16  # 16 random bytes: too short
+    with pytest.raises(ConfigError, match="32"):
+        flask_settings(app, Settings(redis_url="memory://"))
+
+
+def test_a_bytes_secret_key_beside_settings_with_their_own_secret(settings: Settings) -> None:
+    app = App()
+    app.config["SECRET_KEY"] = b"\x80" * 32
+    init_app(app, settings)  # used to raise UnicodeDecodeError
+    app.post("/set")(lambda: session.update(a=1) or "ok")
+    assert app.test_client().post("/set").status_code == 200
+
+
+def test_init_stack_with_a_real_redis_url_takes_flasks_secret(
+    monkeypatch: pytest.MonkeyPatch, settings: Settings
+) -> None:
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")  # never reached here
+    monkeypatch.delenv("REDIS_MIDDLEWARE_SECRET_KEY", raising=False)
+    app = App()
+    app.config["SECRET_KEY"] = FLASK_SECRET
+    middleware = init_stack(app, limit="100/minute")
+    assert middleware.settings.secret_key == (FLASK_SECRET,)
+    assert middleware.core.sessions is not None
+    assert middleware.core.sessions.settings.secret_key == (FLASK_SECRET,)
+
+
+def test_a_permanent_session_lasts_flasks_default_lifetime(make_app: Any) -> None:
+    """PERMANENT_SESSION_LIFETIME left at Flask's 31 days is still Flask's word."""
+    app = make_app()
+
+    @app.post("/login")
+    def login() -> str:
+        session["user_id"] = "7"
+        session.permanent = True
+        return "ok"
+
+    header = cookie_header(app.test_client().post("/login"))
+    assert header is not None and f"Max-Age={31 * 86400}" in header

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from redis_middleware import Settings
-from redis_middleware.sansio.sessions import SessionCore
+from redis_middleware.sansio.sessions.core import SessionCore
 
-from .conftest import audit_keyspace
+from .support.audit import audit_keyspace
 
 
 def test_flask_session_through_the_adapter(settings: Settings) -> None:
@@ -46,7 +46,8 @@ def test_flask_answers_503_without_a_traceback_when_redis_is_down(
 
     from redis_middleware.flask import init_app
 
-    from .conftest import SECRET, free_port
+    from .support.clients import SECRET
+    from .support.servers import free_port
 
     settings = Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0", secret_key=SECRET)
     app = Flask(__name__)

@@ -1,4 +1,5 @@
-"""The decide-once core: flows are pure; both drivers run them on both backends."""
+"""The decide-once core: both drivers run the flows on both backends (the flows alone,
+with no I/O: tests/sansio/test_flow.py)."""
 
 from __future__ import annotations
 
@@ -17,48 +18,12 @@ from redis_middleware.sansio.flow import (
     Flow,
     Pause,
     PausingFlow,
-    Script,
     gather,
-    run_pure,
 )
 
-from .conftest import SECRET, free_port
-
-INCR_WITH_TTL = Script(
-    "local n = redis.call('INCRBY', KEYS[1], ARGV[1]) "
-    "if n == tonumber(ARGV[1]) then redis.call('EXPIRE', KEYS[1], ARGV[2]) end return n"
-)
-
-
-def counter_flow(key: str, by: int) -> Flow[int]:
-    (value,) = yield (INCR_WITH_TTL([key], [by, 60]),)
-    return int(value)
-
-
-def two_step_flow(key: str) -> Flow[tuple[int, int]]:
-    first, _ = yield (Call.of("INCR", key), Call.of("EXPIRE", key, 60))
-    (second,) = yield (Call.of("INCR", key),)
-    return int(first), int(second)
-
-
-def test_run_pure_drives_a_flow_without_io() -> None:
-    assert run_pure(two_step_flow("k"), [[1, True], [2]]) == (1, 2)
-
-
-def test_gather_merges_batches_into_shared_round_trips() -> None:
-    flow = gather(counter_flow("a", 1), two_step_flow("b"))
-    first = next(flow)
-    assert [op.args[0] for op in first] == ["EVALSHA", "INCR", "EXPIRE"]
-    second = flow.send([5, 1, True])
-    assert [op.args for op in second] == [("INCR", "b")]
-    with pytest.raises(StopIteration) as stop:
-        flow.send([2])
-    assert stop.value.value == [5, (1, 2)]
-
-
-def test_run_pure_rejects_mismatched_answers() -> None:
-    with pytest.raises(ValueError, match="batch of 2 ops"):
-        run_pure(two_step_flow("k"), [[1]])
+from .sansio.test_flow import counter_flow, two_step_flow
+from .support.clients import SECRET
+from .support.servers import free_port
 
 
 @pytest.fixture(params=["sync", "async"])

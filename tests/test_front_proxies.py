@@ -14,7 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from .conftest import free_port, make_settings
+from .support.clients import make_settings
+from .support.servers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.real_redis
@@ -28,7 +29,7 @@ def _serve(redis_url: str, tmp_path: Path, *flags: str) -> tuple[subprocess.Pope
            "PYTHONPATH": str(ROOT)}
     env.pop("FORWARDED_ALLOW_IPS", None)
     with (tmp_path / f"uvicorn-{port}.log").open("wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "tests.proxy_app:app",
+        proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "tests.support.proxy_app:app",
                                  "--port", str(port), "--log-level", "warning", *flags],
                                 env=env, cwd=ROOT, stdout=log, stderr=log)
     url = f"http://127.0.0.1:{port}"

@@ -15,8 +15,9 @@ from hypothesis import strategies as st
 
 from redis_middleware import Settings
 
-from . import apps
-from .conftest import Clients, audit_keyspace, make_settings, raw_client
+from .support import apps
+from .support.audit import audit_keyspace
+from .support.clients import Clients, make_settings, raw_client
 
 OPTIONS: dict[str, Any] = {"limit": "100000/minute", "routes": {"/c/*": 60},
                            "key": "user_or_ip", "trusted_proxies": "127.0.0.0/8"}
@@ -103,29 +104,3 @@ def test_odd_paths(stack_client: Any, path: str) -> None:
     response = client.get(path)
     assert response.status_code in (200, 404)
     _no_foreign_keys(settings)
-
-
-environ_keys = st.from_regex(r"\A[A-Z][A-Z0-9_]{0,30}\Z")
-
-
-@FUZZ
-@given(items=st.lists(st.tuples(environ_keys, latin1), max_size=30, unique_by=lambda kv: kv[0]))
-def test_environ_headers_match_their_cgi_names(items: list[tuple[str, str]]) -> None:
-    """WSGI headers come from ``HTTP_*`` keys (empty values kept) and non-empty
-    ``CONTENT_TYPE``/``CONTENT_LENGTH``, in environ order, whatever names a client sends."""
-    from redis_middleware.sansio.request import from_environ
-
-    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/", **dict(items)}
-    expected = [(k[5:].replace("_", "-").lower(), v) for k, v in environ.items()
-                if k.startswith("HTTP_") or (k in ("CONTENT_TYPE", "CONTENT_LENGTH") and v)]
-    for _ in range(2):  # the second pass answers from the remembered names
-        assert list(from_environ(environ, "user_id").headers) == expected
-
-
-def test_many_distinct_header_names_stay_bounded() -> None:
-    from redis_middleware.sansio.request import _HEADER_NAMES, from_environ
-
-    for i in range(3 * _HEADER_NAMES.limit):
-        info = from_environ({"PATH_INFO": "/", f"HTTP_X_H{i}": "v", "CONTENT_TYPE": ""}, "u")
-        assert info.headers == ((f"x-h{i}", "v"),)
-    assert len(_HEADER_NAMES) <= _HEADER_NAMES.limit

@@ -10,7 +10,7 @@ import pytest
 
 from redis_middleware import Settings
 
-from .conftest import Clients, make_settings
+from .support.clients import Clients, make_settings
 
 pytestmark = pytest.mark.scenarios
 

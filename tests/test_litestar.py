@@ -14,8 +14,8 @@ import pytest
 from redis_middleware import Settings
 from redis_middleware._redis.connections import connections_for
 
-from . import litestar_app
-from .conftest import audit_keyspace
+from .support import litestar_app
+from .support.audit import audit_keyspace
 
 
 @pytest.fixture(params=["wrapped", "defined"])
@@ -110,7 +110,7 @@ async def test_a_litestar_handler_that_only_sends_notices_the_client_left(
     """Driven as a server drives it: after the client's close the handler returns on its
     own (Litestar's WebSocket never raises in a handler that does not read), and the
     room's shared subscription ends with it."""
-    from .driven_socket import a_listener_ends_when_the_client_leaves
+    from .support.driven_socket import a_listener_ends_when_the_client_leaves
 
     litestar_app.ended.clear()
     app = getattr(litestar_app, install)(settings)
@@ -122,13 +122,13 @@ async def test_a_litestar_handler_that_only_sends_notices_the_client_left(
 def test_under_uvicorn(tmp_path: Any, redis_server: Any) -> None:
     import httpx
 
-    from .conftest import SECRET, make_settings
-    from .test_examples import Served
+    from .support.clients import SECRET, make_settings
+    from .support.servers import Served
 
     settings = make_settings(redis_server.url)
     env = {"REDIS_URL": settings.redis_url, "REDIS_MIDDLEWARE_KEY_PREFIX": settings.key_prefix,
            "REDIS_MIDDLEWARE_SECRET_KEY": SECRET}
-    with Served(["uvicorn", "--port", "{port}", "tests.litestar_app:app"], env,
+    with Served(["uvicorn", "--port", "{port}", "tests.support.litestar_app:app"], env,
                 tmp_path / "uvicorn.log") as srv, httpx.Client(base_url=srv.base) as http:
         http.post("/login", json={"user": "pia"})
         assert http.get("/me").json() == {"user": "pia", "visits": 1}

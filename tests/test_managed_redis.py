@@ -13,7 +13,8 @@ import pytest
 
 from redis_middleware import Settings
 
-from .conftest import SECRET, RedisServer
+from .support.clients import SECRET
+from .support.servers import RedisServer
 from .test_cache import test_second_get_is_a_hit_restored_exactly  # noqa: F401
 from .test_presence import (  # noqa: F401
     events,

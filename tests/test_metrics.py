@@ -13,7 +13,7 @@ import pytest
 from redis_middleware import Settings
 from redis_middleware.sansio import metrics
 
-from .conftest import Clients
+from .support.clients import Clients
 
 pytest.importorskip("prometheus_client")
 
@@ -78,7 +78,8 @@ def test_the_breaker_and_errors_are_reported(registry: Any, tmp_path: Any) -> No
     from redis_middleware.errors import RedisUnavailableError
     from redis_middleware.sansio.flow import Call
 
-    from .conftest import SECRET, free_port
+    from .support.clients import SECRET
+    from .support.servers import free_port
 
     settings = Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0", secret_key=(SECRET,),
                         connect_timeout=0.2, socket_timeout=0.2)
@@ -121,15 +122,15 @@ def test_the_asgi_and_wsgi_metrics_apps(registry: Any, monkeypatch: pytest.Monke
 def test_gunicorn_workers_add_up(tmp_path: Any, redis_server: Any) -> None:
     import httpx
 
-    from .conftest import SECRET, make_settings
-    from .test_examples import Served
+    from .support.clients import SECRET, make_settings
+    from .support.servers import Served
 
     settings = make_settings(redis_server.url)
     multiproc = tmp_path / "prom"
     multiproc.mkdir()
     env = {"REDIS_URL": settings.redis_url, "REDIS_MIDDLEWARE_KEY_PREFIX": settings.key_prefix,
            "REDIS_MIDDLEWARE_SECRET_KEY": SECRET, "PROMETHEUS_MULTIPROC_DIR": str(multiproc)}
-    with Served(["gunicorn", "-w", "2", "-b", "127.0.0.1:{port}", "tests.metrics_app:app"],
+    with Served(["gunicorn", "-w", "2", "-b", "127.0.0.1:{port}", "tests.support.metrics_app:app"],
                 env, tmp_path / "gunicorn.log") as srv:
         pids = set()
         with httpx.Client(base_url=srv.base) as http:

@@ -20,7 +20,7 @@ from redis_middleware import Settings
 from redis_middleware.asgi import RedisMiddleware as AsgiStack
 from redis_middleware.wsgi import RedisMiddleware as WsgiStack
 
-from .conftest import make_settings
+from .support.clients import make_settings
 
 OPTIONS: dict[str, Any] = {"rules": {"/limited": "3/minute", "/items/{id}": "4/minute"},
                            "limit": "1000/minute", "exempt": ["/health"], "key": "ip"}

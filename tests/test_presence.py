@@ -15,7 +15,8 @@ from redis_middleware._redis.connections import connections_for
 from redis_middleware.sansio.flow import gather
 from redis_middleware.wsgi import Presence
 
-from .conftest import Clients, audit_keyspace, make_settings, raw_client
+from .support.audit import audit_keyspace
+from .support.clients import Clients, make_settings, raw_client
 
 pytestmark = [pytest.mark.usefixtures("audit"), pytest.mark.scenarios]
 
@@ -146,7 +147,7 @@ def test_websocket_leases_and_reload_grace(fast: Settings, events: Events) -> No
 
     from redis_middleware.asgi import PresenceMiddleware, SessionMiddleware
 
-    from . import apps
+    from .support import apps
 
     async def ws(websocket: WebSocket) -> None:
         await websocket.accept()
@@ -244,7 +245,7 @@ def test_event_helpers(settings: Settings) -> None:
 @pytest.mark.real_redis
 @pytest.mark.parametrize("interface", ["asgi", "wsgi"])
 def test_redis_down_skips_heartbeats(interface: str, tmp_path: Any) -> None:
-    from .conftest import start_redis_server, stop_redis_server
+    from .support.servers import start_redis_server, stop_redis_server
 
     server = start_redis_server(tmp_path)
     settings = make_settings(server.url, breaker_cooldown=0.2, presence_heartbeat_interval=0.1,
@@ -309,7 +310,7 @@ def test_a_wsgi_sweeper_stops_when_closed_and_starts_again_on_use(settings: Sett
     sweeps; a later request starts a new one."""
     from redis_middleware.wsgi import PresenceMiddleware
 
-    from . import apps
+    from .support import apps
 
     middleware = PresenceMiddleware(apps.wsgi_app, settings.replace(
         presence_sweep_interval=30))

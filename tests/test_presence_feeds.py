@@ -11,7 +11,7 @@ import pytest
 
 from redis_middleware import RedisMiddlewareError
 
-from .conftest import make_settings
+from .support.clients import make_settings
 
 
 @pytest.mark.real_redis
@@ -23,7 +23,7 @@ def test_event_feeds_resubscribe_and_stop_when_idle(interface: str, tmp_path: An
     from redis_middleware.asgi import Presence as AsyncPresence
     from redis_middleware.wsgi import Presence as SyncPresence
 
-    from .conftest import start_redis_server, stop_redis_server
+    from .support.servers import start_redis_server, stop_redis_server
 
     server = start_redis_server(tmp_path / "a")
     settings = make_settings(server.url)

@@ -12,8 +12,9 @@ import pytest
 from redis_middleware import Settings
 from redis_middleware._redis.connections import connections_for
 
-from . import apps
-from .conftest import Clients, audit_keyspace, make_settings
+from .support import apps
+from .support.audit import audit_keyspace
+from .support.clients import Clients, make_settings
 
 pytestmark = [pytest.mark.usefixtures("audit"), pytest.mark.scenarios]
 
@@ -248,7 +249,7 @@ def _hammer(args: tuple[str, str, int]) -> int:
     from redis_middleware.sansio.request import RequestInfo
     from redis_middleware.wsgi import RateLimiter
 
-    from .conftest import SECRET
+    from .support.clients import SECRET
 
     settings = Settings(redis_url=url, key_prefix=prefix, secret_key=SECRET,
                         ratelimit_limit="50/minute")
@@ -300,7 +301,7 @@ def test_websocket_connect_is_limited(settings: Settings) -> None:
 @pytest.mark.parametrize("strategy", ["fixed-window", "moving-window"])
 @pytest.mark.parametrize("interface", ["asgi", "wsgi"])
 def test_fail_open_and_fail_closed(interface: str, strategy: str, tmp_path: Any) -> None:
-    from .conftest import start_redis_server, stop_redis_server
+    from .support.servers import start_redis_server, stop_redis_server
 
     server = start_redis_server(tmp_path)
     settings = make_settings(server.url, breaker_cooldown=0.2)

@@ -14,13 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from redis_middleware import Settings, SubscriberOverflow
 from redis_middleware.asgi import Broadcast
 from redis_middleware.asgi.realtime import Gap, Message
 from redis_middleware.wsgi import Broadcast as SyncBroadcast
 
-from .conftest import audit_keyspace, raw_client
+from .support.audit import audit_keyspace
+from .support.clients import raw_client
 
 pytestmark = pytest.mark.scenarios
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,16 +35,34 @@ async def _next(subscription: Any, timeout: float = 5.0) -> Message | Gap:
 
 
 def _numsub(settings: Settings, channel: str) -> int:
-    """Subscribers Redis counts on ``channel`` (sharded on a Cluster: on its node)."""
+    """Subscribers Redis counts on ``channel`` (sharded on a Cluster: asked of the node
+    that owns its slot, with a plain connection: redis-py's cluster client merges the
+    nodes' replies, and 8.2 no longer merges a reply it has not split into pairs)."""
     client = raw_client(settings)
     try:
         if settings.target.kind == "cluster":
             node = client.get_node_from_key(channel)
-            reply = client.execute_command("PUBSUB", "SHARDNUMSUB", channel, target_nodes=node)
-            return int(reply[1])
-        return int(client.pubsub_numsub(channel)[0][1])
+            with redis.Redis(host=node.host, port=node.port) as on_node:
+                return _count(on_node.execute_command("PUBSUB", "SHARDNUMSUB", channel), channel)
+        return _count(client.execute_command("PUBSUB", "NUMSUB", channel), channel)
     finally:
         client.close()
+
+
+def _count(reply: Any, channel: str) -> int:
+    """The count for ``channel`` in a ``PUBSUB (SHARD)NUMSUB`` reply, as the server sends
+    it (a flat channel, count, ... array) or as a redis-py callback shapes it (pairs, or
+    a mapping)."""
+    if isinstance(reply, dict):
+        pairs = list(reply.items())
+    elif reply and isinstance(reply[0], (list, tuple)):
+        pairs = [tuple(pair) for pair in reply]
+    else:
+        pairs = list(zip(reply[0::2], reply[1::2], strict=True))
+    counts = [int(n) for name, n in pairs
+              if (name.decode() if isinstance(name, bytes) else name) == channel]
+    assert len(counts) == 1, f"no single count for {channel!r} in {reply!r}"
+    return counts[0]
 
 
 async def test_every_local_subscriber_gets_each_message_over_one_subscription(
@@ -300,11 +320,11 @@ def _env(settings: Settings) -> dict[str, str]:
 
 @pytest.fixture
 def peer(settings: Settings) -> Iterator[Any]:
-    """Start tests/realtime_peer.py in another process (stopped after the test)."""
+    """Start tests/support/realtime_peer.py in another process (stopped after the test)."""
     started: list[subprocess.Popen[str]] = []
 
     def run(*args: str) -> subprocess.Popen[str]:
-        proc = subprocess.Popen([sys.executable, "-m", "tests.realtime_peer", *args],
+        proc = subprocess.Popen([sys.executable, "-m", "tests.support.realtime_peer", *args],
                                 cwd=ROOT, env=_env(settings), stdout=subprocess.PIPE, text=True)
         started.append(proc)
         return proc

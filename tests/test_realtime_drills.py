@@ -18,14 +18,9 @@ from redis_middleware.asgi import Broadcast
 from redis_middleware.asgi.realtime import Gap, Message
 from redis_middleware.errors import RedisMiddlewareError
 
-from .conftest import (
-    make_settings,
-    master_of,
-    replication_role,
-    start_redis_cluster,
-    start_redis_server,
-    stop_redis_server,
-)
+from .support.clients import make_settings
+from .support.cluster import master_of, replication_role, start_redis_cluster
+from .support.servers import start_redis_server, stop_redis_server
 
 pytestmark = [pytest.mark.real_redis, pytest.mark.slow]
 

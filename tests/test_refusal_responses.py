@@ -12,7 +12,8 @@ import pytest
 from redis_middleware.sansio.request import RequestInfo
 from redis_middleware.sansio.responses import Refusal, Response
 
-from .conftest import Clients, make_settings, start_redis_server, stop_redis_server
+from .support.clients import Clients, make_settings
+from .support.servers import start_redis_server, stop_redis_server
 
 BROWSER = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
 

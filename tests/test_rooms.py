@@ -3,6 +3,7 @@ members authorised by Starlette's own authentication (``websocket.user``)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Any
@@ -28,7 +29,7 @@ from redis_middleware.asgi import Broadcast, Presence, join_room
 from redis_middleware.wsgi import Broadcast as SyncBroadcast
 from redis_middleware.wsgi import Presence as SyncPresence
 
-from .driven_socket import a_listener_ends_when_the_client_leaves
+from .support.driven_socket import a_listener_ends_when_the_client_leaves
 
 ended: list[str] = []  # what each handler saw at its end
 
@@ -48,6 +49,7 @@ def make_app(settings: Settings) -> Starlette:
 
     async def chat(websocket: WebSocket) -> None:
         if not websocket.user.is_authenticated:  # the framework's user, before joining
+            await websocket.accept()  # then close: the client sees the code
             await websocket.close(code=4401)
             return
         user = websocket.user.display_name
@@ -119,6 +121,38 @@ def test_an_unauthorised_socket_is_closed_before_joining(client: Any) -> None:
             client.websocket_connect("/chat/lobby") as socket:
         socket.receive_text()
     assert refused.value.code == 4401
+
+
+def app_from_env() -> Starlette:
+    """The same app in a server process (``uvicorn --factory``), settings from the
+    environment."""
+    return make_app(Settings.from_env())
+
+
+@pytest.mark.real_redis
+def test_a_refused_client_sees_4401_under_a_real_server(redis_server: Any,
+                                                        tmp_path: Any) -> None:
+    """uvicorn answers a close before the handshake ends with an HTTP 403, in which the
+    code is lost: the handler accepts, then closes, and the client gets 4401."""
+    import websockets
+
+    from .support.clients import SECRET, make_settings
+    from .support.servers import Served
+
+    settings = make_settings(redis_server.url)
+    env = {"REDIS_URL": settings.redis_url, "REDIS_MIDDLEWARE_KEY_PREFIX": settings.key_prefix,
+           "REDIS_MIDDLEWARE_SECRET_KEY": SECRET}
+
+    async def refused(port: int) -> int | None:
+        async with websockets.connect(f"ws://127.0.0.1:{port}/chat/lobby") as socket:
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await asyncio.wait_for(socket.recv(), 10)
+        return None if closed.value.rcvd is None else closed.value.rcvd.code
+
+    with Served(["uvicorn", "--port", "{port}", "--factory", "tests.test_rooms:app_from_env"],
+                env, tmp_path / "uvicorn.log") as srv:
+        assert asyncio.run(refused(srv.port)) == 4401
+    assert "Traceback" not in (tmp_path / "uvicorn.log").read_text()
 
 
 def test_a_client_too_slow_for_the_room_is_closed_with_1013(settings: Settings) -> None:

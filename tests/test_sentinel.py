@@ -13,11 +13,10 @@ from typing import Any
 import pytest
 import redis
 
-from .conftest import (
-    Clients,
+from .support.clients import Clients, make_settings
+from .support.servers import (
     RedisServer,
     free_port,
-    make_settings,
     server_binary,
     start_redis_server,
     stop_redis_server,

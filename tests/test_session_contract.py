@@ -21,8 +21,8 @@ from redis_middleware import ConfigError, Settings
 from redis_middleware._redis.connections import connections_for
 from redis_middleware.asgi import SessionMiddleware
 
-from . import apps
-from .conftest import Clients, make_settings
+from .support import apps
+from .support.clients import Clients, make_settings
 
 pytestmark = [pytest.mark.usefixtures("audit"), pytest.mark.scenarios]
 
@@ -188,7 +188,7 @@ def test_vary_merge_on_wsgi(settings: Settings) -> None:
     from redis_middleware.wsgi import ENVIRON_KEY
     from redis_middleware.wsgi import SessionMiddleware as WSGISessions
 
-    from .wsgi_transport import WSGITransport
+    from .support.wsgi_transport import WSGITransport
 
     def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
         environ[ENVIRON_KEY].get("a")
@@ -264,7 +264,7 @@ def test_size_caps_still_hold(make_client: Clients) -> None:
 def test_a_large_value_is_logged_once_as_not_compact(
     make_client: Clients, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from redis_middleware.sansio import sessions
+    from redis_middleware.sansio.sessions import core as sessions
 
     monkeypatch.setattr(sessions, "_compact_warned", False)
     client = make_client()

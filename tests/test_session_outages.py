@@ -11,7 +11,8 @@ import pytest
 
 from redis_middleware.sansio import incidents
 
-from .conftest import Clients, make_settings, start_redis_server, stop_redis_server
+from .support.clients import Clients, make_settings
+from .support.servers import start_redis_server, stop_redis_server
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ def test_websocket_scope_gets_the_session(settings: Settings) -> None:
     from redis_middleware._redis.connections import connections_for
     from redis_middleware.asgi import SessionMiddleware
 
-    from . import apps
+    from .support import apps
 
     async def ws(websocket: WebSocket) -> None:
         await websocket.accept()

@@ -11,10 +11,11 @@ import pytest
 
 from redis_middleware import Settings
 from redis_middleware._redis.connections import connections_for
-from redis_middleware.sansio.sessions import META, MOVED
+from redis_middleware.sansio.sessions.scripts import META, MOVED
 
-from . import apps
-from .conftest import Clients, audit_keyspace, make_settings, raw_client
+from .support import apps
+from .support.audit import audit_keyspace
+from .support.clients import Clients, make_settings, raw_client
 
 pytestmark = [pytest.mark.usefixtures("audit"), pytest.mark.scenarios]
 
@@ -63,6 +64,20 @@ def test_cookie_attributes(make_client: Clients) -> None:
     assert "Secure" not in header and "Max-Age=2592000" in header
     https = make_client(https=True).post("/set", json={"a": 1})
     assert "; Secure" in (cookie_of(https) or "")
+
+
+def test_a_persistent_cookie_carries_expires_beside_max_age(make_client: Clients) -> None:
+    """Clients that predate Max-Age (and some test tools) read only Expires."""
+    from email.utils import parsedate_to_datetime
+
+    before = time.time()
+    header = cookie_of(make_client(session_absolute_lifetime=7200).post("/set", json={"a": 1}))
+    assert header is not None and "Max-Age=7200" in header
+    attrs = dict(p.strip().split("=", 1) for p in header.split(";")[1:] if "=" in p)
+    expires = parsedate_to_datetime(attrs["Expires"]).timestamp()
+    assert before + 7200 - 1 <= expires <= time.time() + 7200 + 1
+    browser_only = make_client(session_cookie_persistent=False).post("/set", json={"a": 1})
+    assert "Expires" not in (cookie_of(browser_only) or "Expires")
 
 
 @pytest.mark.parametrize(

@@ -17,8 +17,8 @@ import pytest
 from redis_middleware import Settings
 from redis_middleware.asgi import PresenceMiddleware
 
-from .conftest import make_settings
-from .driven_socket import websocket_scope
+from .support.clients import make_settings
+from .support.driven_socket import websocket_scope
 
 
 class SlowCall:

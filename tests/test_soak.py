@@ -15,8 +15,8 @@ import pytest
 from redis_middleware._redis.connections import connections_for
 from redis_middleware.asgi import RedisMiddleware
 
-from . import apps
-from .conftest import make_settings, raw_client
+from .support import apps
+from .support.clients import make_settings, raw_client
 
 pytestmark = [pytest.mark.real_redis, pytest.mark.slow]
 REQUESTS = int(os.environ.get("SOAK_REQUESTS", "30000"))

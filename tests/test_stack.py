@@ -10,8 +10,9 @@ import pytest
 from redis_middleware import Settings
 from redis_middleware._redis.connections import connections_for
 
-from . import apps
-from .conftest import Clients, audit_keyspace, make_settings, stale_if_error_is_served
+from .support import apps
+from .support.audit import audit_keyspace
+from .support.clients import Clients, make_settings, stale_if_error_is_served
 
 pytestmark = [pytest.mark.usefixtures("audit"), pytest.mark.scenarios]
 

@@ -20,7 +20,8 @@ from redis_middleware._redis.wire_sync import SyncWire
 from redis_middleware.errors import RedisCommandError, RedisUnavailableError
 from redis_middleware.sansio.flow import Call, Script
 
-from .conftest import RedisServer, make_settings, start_redis_server, stop_redis_server
+from .support.clients import make_settings
+from .support.servers import RedisServer, start_redis_server, stop_redis_server
 
 pytestmark = pytest.mark.real_redis
 
@@ -341,7 +342,7 @@ def test_a_server_that_refuses_hello_and_setname_still_works(
     """RESP2-only proxies and managed services that rename HELLO or CLIENT away: the
     built-in client falls back to RESP2 and an unnamed connection, logs each once, and
     every component works (sessions, limits, cache)."""
-    from .conftest import Clients
+    from .support.clients import Clients
 
     server = start_redis_server(tmp_path, "--rename-command", "HELLO", "",
                                 "--rename-command", "CLIENT", "")

@@ -15,7 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-from .conftest import SECRET, free_port, make_settings, raw_client
+from .support.clients import SECRET, make_settings, raw_client
+from .support.servers import free_port
 
 pytestmark = [pytest.mark.real_redis, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,11 +29,11 @@ def workers(request: pytest.FixtureRequest, redis_server: Any, tmp_path: Path) -
     env = {**os.environ, "REDIS_URL": redis_server.url, "REDIS_MIDDLEWARE_SECRET_KEY": SECRET,
            "REDIS_MIDDLEWARE_KEY_PREFIX": settings.key_prefix, "PYTHONPATH": str(ROOT)}
     if request.param == "uvicorn":
-        cmd = [sys.executable, "-m", "uvicorn", "tests.worker_app:asgi", "--workers", "4",
+        cmd = [sys.executable, "-m", "uvicorn", "tests.support.worker_app:asgi", "--workers", "4",
                "--port", str(port), "--log-level", "warning"]
     else:
         cmd = [sys.executable, "-m", "gunicorn", "-w", "4", "-k", "gthread", "--threads", "4",
-               "-b", f"127.0.0.1:{port}", "--log-level", "warning", "tests.worker_app:wsgi"]
+               "-b", f"127.0.0.1:{port}", "--log-level", "warning", "tests.support.worker_app:wsgi"]
     ready = tmp_path / "ready"
     ready.mkdir()
     env["WORKER_READY_DIR"] = str(ready)

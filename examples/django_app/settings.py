@@ -1,5 +1,6 @@
 """Django settings of the demo: Django's own session, auth, messages and admin, with
-``request.session`` on Redis and the rate limits, cache and presence of the other demos."""
+``request.session`` on Redis and the rate limits, cache and presence of the other demos.
+Django's default middleware are all here, its ``SessionMiddleware`` replaced by ours."""
 
 from __future__ import annotations
 
@@ -20,6 +21,9 @@ WSGI_APPLICATION = "examples.django_app.wsgi.application"
 USE_TZ = True
 TIME_ZONE = "UTC"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# The admin's CSS and scripts, found by django.contrib.staticfiles and served by its
+# view (urls.py), also with DEBUG off: a demo convenience. A deployment runs
+# collectstatic and lets its web server (or a CDN) serve STATIC_ROOT.
 STATIC_URL = "static/"
 
 INSTALLED_APPS = [
@@ -28,6 +32,11 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
+    "django.contrib.staticfiles",
+    # manage.py check reports a redis-middleware setting that cannot work
+    "redis_middleware.django",
+    # the demo's accounts (a data migration), so logins need a password
+    "examples.django_app",
 ]
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
@@ -41,12 +50,14 @@ MIDDLEWARE = [
     "redis_middleware.django.middleware.PresenceMiddleware",
     "redis_middleware.django.middleware.CacheMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 SESSION_ENGINE = "redis_middleware.django.sessions"
 MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
 # The options of the other demos: a site-wide limit per user (or address), a strict login
-# limit per address, an API limit and the cached product list.
-REDIS_MIDDLEWARE = dict(OPTIONS)
+# limit per address, an API limit and the cached product list; the admin's static files
+# are not counted.
+REDIS_MIDDLEWARE = {**OPTIONS, "exempt": [*OPTIONS["exempt"], "/static/*"]}
 
 DATABASES = {
     "default": {

@@ -1,6 +1,6 @@
-"""The demo's views: Django's auth logs users in (``login()`` rotates the session key),
-``messages`` flashes through the Redis session, presence and the cache as in the other
-demos."""
+"""The demo's views: Django's auth logs users in with their password (``login()``
+rotates the session key), ``messages`` flashes through the Redis session, presence and
+the cache as in the other demos; the admin and its static files."""
 
 from __future__ import annotations
 
@@ -8,28 +8,47 @@ import functools
 import re
 import time
 from collections.abc import Callable
-from typing import Any
+from html import escape
+from typing import Any, NamedTuple
 
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model, login, logout
+from django.contrib.auth.forms import AuthenticationForm
+from django.contrib.staticfiles.views import serve as serve_static
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.middleware.csrf import get_token
 from django.shortcuts import redirect
-from django.urls import path
+from django.urls import path, re_path
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
+from redis_middleware.config.settings import Settings
 from redis_middleware.django import django_settings
 from redis_middleware.errors import RedisMiddlewareError
 from redis_middleware.wsgi import Cache, Presence, SessionStore
 
-from .._pages import PRODUCTS, home, online, products, profile, unavailable
+from .._pages import PRODUCTS, home, online, page, products, profile, unavailable
+from .accounts import DEMO_USERS
 
-settings = django_settings()
-presence = Presence(settings)
-sessions = SessionStore(settings)
-cache = Cache(settings)
 catalogue = dict(PRODUCTS)
+
+
+class Tools(NamedTuple):
+    presence: Presence
+    sessions: SessionStore
+    cache: Cache
+
+
+@functools.lru_cache(maxsize=4)
+def _tools(settings: Settings) -> Tools:
+    return Tools(Presence(settings), SessionStore(settings), Cache(settings))
+
+
+def redis() -> Tools:
+    """Presence, the session store and the cache for the project's settings, built when
+    a view first needs them: not at import, so that ``manage.py check`` reports a setting
+    that cannot work (``redis_middleware.E001``) instead of failing on this module."""
+    return _tools(django_settings())
 
 
 def redis_or_503(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
@@ -61,9 +80,30 @@ def with_messages(request: HttpRequest, html: str) -> str:
     return html.replace("</h1>", "</h1>" + flashed, 1)
 
 
+def login_page(request: HttpRequest, form: AuthenticationForm) -> str:
+    """The home page of a visitor: Django's login form (username and password)."""
+    accounts = ", ".join(f"<code>{escape(name)}</code> / <code>{escape(password)}</code>"
+                         for name, password in DEMO_USERS.items())
+    body = f"""<div class="box"><form method="post" action="/login">
+<input type="hidden" name="csrfmiddlewaretoken" value="{get_token(request)}">
+{form.as_div()}<button>Log in</button></form>
+<p class="muted">Demo accounts: {accounts}. Login is limited to 5 attempts a minute per
+address (fail-closed: 503 if Redis is down). Try a wrong password six times.</p></div>
+<p>Every request passes through the session engine and the middleware: a session in a
+Redis hash, rate limits (see the <code>X-RateLimit-*</code> headers), a cached product
+list (<code>X-Cache: HIT</code>), and presence. The admin is at <a href="/admin/">/admin/</a>
+(create its account with <code>python -m examples.django_app createsuperuser</code>).</p>"""
+    return page("redis-middleware demo", body)
+
+
 @require_GET
 def index(request: HttpRequest) -> HttpResponse:
-    return HttpResponse(with_csrf(request, with_messages(request, home(username(request)))))
+    name = username(request)
+    if name is None:
+        html = login_page(request, AuthenticationForm(request))
+    else:
+        html = with_csrf(request, home(name))
+    return HttpResponse(with_messages(request, html))
 
 
 @require_GET
@@ -73,10 +113,15 @@ def health(request: HttpRequest) -> JsonResponse:
 
 @require_POST
 def log_in(request: HttpRequest) -> HttpResponse:
-    name = str(request.POST.get("username", "")).strip()[:40] or "anonymous"
-    user, _ = get_user_model().objects.get_or_create(username=name)
+    """Django's authentication: the user's password, checked by ``authenticate()``
+    (``AuthenticationForm``); a wrong one shows the form again with its error, as
+    Django's ``LoginView`` does, and nobody is signed in."""
+    form = AuthenticationForm(request, data=request.POST)
+    if not form.is_valid():
+        return HttpResponse(login_page(request, form))
+    user = form.get_user()
     login(request, user)  # a new session key (cycle_key), the user in the session
-    messages.success(request, f"Signed in as {name}.")
+    messages.success(request, f"Signed in as {user.get_username()}.")
     return redirect("/profile", permanent=False)
 
 
@@ -84,7 +129,7 @@ def log_in(request: HttpRequest) -> HttpResponse:
 @redis_or_503
 def log_out(request: HttpRequest) -> HttpResponse:
     if request.user.is_authenticated:
-        presence.remove(str(request.user.pk))
+        redis().presence.remove(str(request.user.pk))
     logout(request)  # flushes the session: its Redis hash is deleted
     return redirect("/")
 
@@ -94,8 +139,8 @@ def log_out(request: HttpRequest) -> HttpResponse:
 def log_out_everywhere(request: HttpRequest) -> HttpResponse:
     if request.user.is_authenticated:
         user_id = str(request.user.pk)
-        sessions.revoke_all(user_id)  # every session of this user, on every device
-        presence.remove(user_id)
+        redis().sessions.revoke_all(user_id)  # every session of this user, on every device
+        redis().presence.remove(user_id)
     logout(request)
     return redirect("/")
 
@@ -107,7 +152,7 @@ def show_profile(request: HttpRequest) -> HttpResponse:
     if name is None:
         return redirect("/")
     request.session["visits"] = request.session.get("visits", 0) + 1
-    live = [(s.ref, s.created, s.last_seen) for s in sessions.list(str(request.user.pk))]
+    live = [(s.ref, s.created, s.last_seen) for s in redis().sessions.list(str(request.user.pk))]
     return HttpResponse(with_messages(request, profile(name, request.session["visits"], live)))
 
 
@@ -119,7 +164,7 @@ def product_list(request: HttpRequest) -> HttpResponse:
         pid, name = request.POST.get("id", ""), request.POST.get("name", "")
         if pid in catalogue:
             catalogue[pid] = str(name).strip()[:40] or catalogue[pid]
-        cache.purge_tag("products")
+        redis().cache.purge_tag("products")
         return redirect("/products")
     return HttpResponse(products(catalogue, time.time()))  # cached for 30 s
 
@@ -134,6 +179,7 @@ def _names(ids: list[str]) -> list[str]:
 @require_GET
 @redis_or_503
 def who_is_online(request: HttpRequest) -> HttpResponse:
+    presence = redis().presence
     users = _names(presence.online_users(limit=100))
     return HttpResponse(online(users, presence.online_count(), username(request), live=False))
 
@@ -141,6 +187,7 @@ def who_is_online(request: HttpRequest) -> HttpResponse:
 @require_GET
 @redis_or_503
 def api_online(request: HttpRequest) -> JsonResponse:
+    presence = redis().presence
     return JsonResponse({"count": presence.online_count(),
                          "users": _names(presence.online_users(limit=100))})
 
@@ -162,4 +209,7 @@ urlpatterns = [
     path("api/online", api_online),
     path("api/ping", api_ping),
     path("admin/", admin.site.urls),
+    # The admin's CSS and scripts, with DEBUG off too (staticfiles' view, insecure=True):
+    # fine for a demo; a deployment serves collectstatic's STATIC_ROOT from its web server.
+    re_path(r"^static/(?P<path>.*)$", serve_static, {"insecure": True}),
 ]

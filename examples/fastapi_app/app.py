@@ -241,7 +241,10 @@ async def chat_socket(websocket: WebSocket, room: str) -> None:
     open; what it sends is published to the room on every worker."""
     user = websocket.session.get(settings.user_field)
     if user is None or not ROOM_NAME.match(room):
-        await websocket.close(code=4401)  # not signed in (or no such room)
+        # Not signed in (or no such room). Accepted first: a close before the handshake
+        # ends reaches the browser as an HTTP 403, without the code.
+        await websocket.accept()
+        await websocket.close(code=4401)
         return
     since = websocket.query_params.get("since") or None
     async with join_room(websocket, broadcast, f"chat:{room}", user=str(user),

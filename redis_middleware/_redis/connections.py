@@ -21,10 +21,11 @@ import redis.asyncio
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisClusterException
 
-from .._urls import RedisTarget
+from ..config.settings import Settings
+from ..config.urls import RedisTarget
+from ..config.urls import mask_url as _mask_url
 from ..errors import RedisUnavailableError
 from ..sansio.flow import PausingFlow
-from ..settings import Settings, _mask_url
 from .breaker import Breaker
 from .driver import (
     AsyncExecute,
@@ -79,7 +80,8 @@ class RedisConnections:
         self.script_loads = 0
         self._sync: Any = None
         # A standalone server is reached through the built-in pipelined client
-        # (``_wire``); Cluster, Sentinel, memory:// and Pub/Sub through redis-py.
+        # (``wire_sync.py``, ``wire_async.py``); Cluster, Sentinel, memory:// and Pub/Sub
+        # through redis-py.
         self.endpoint: Endpoint | None = None
         if self.target.kind == "standalone":
             self.endpoint = endpoint_for(
@@ -89,7 +91,6 @@ class RedisConnections:
         self._async_execute: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, tuple[AsyncExecute, AsyncWire | None]
         ] = weakref.WeakKeyDictionary()
-        self._extra: list[Any] = []  # clients a client depends on (Sentinel's sentinels)
         # The executor of the loop that ran the last flow: a weak-dict lookup per flow
         # showed in the driver micro-benchmark (bench/flow_overhead.py).
         self._last_async: tuple[weakref.ref[asyncio.AbstractEventLoop], AsyncExecute] | None = (

@@ -1,9 +1,10 @@
 """The two drivers: run a flow's batches on a sync or an asyncio client.
 
 A client is an *execute* function: commands in, replies out (error replies as
-exceptions, in place), one round trip per call. The built-in client (``_wire``)
-is one; :func:`redispy_execute` makes one of a redis-py client (Cluster, Sentinel,
-``memory://``). Everything but that call is shared by the two drivers.
+exceptions, in place), one round trip per call. The built-in client
+(``wire_sync.py``, ``wire_async.py``) is one; :func:`redispy_execute` makes one of a
+redis-py client (Cluster, Sentinel, ``memory://``). Everything but that call is shared
+by the two drivers.
 """
 
 from __future__ import annotations

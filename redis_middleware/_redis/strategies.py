@@ -15,15 +15,16 @@ import weakref
 from collections.abc import Generator
 from typing import Any
 
-from limits import RateLimitItem
+from limits import RateLimitItem, parse
 from limits import strategies as sync_strategies
 from limits.aio import strategies as async_strategies
 from limits.storage import storage_from_string
 from redis import exceptions as rex
 
+from ..config.rates import Rate
 from ..errors import RedisMiddlewareError, RedisUnavailableError
 from ..keys import KeySpace
-from ..sansio.ratelimit import Check, Decision, RateLimitCore, limits_key
+from ..sansio.ratelimit.core import Check, Decision, RateLimitCore, limits_key
 from .breaker import Breaker
 from .connections import RedisConnections
 
@@ -64,6 +65,15 @@ class LimitsStrategy:
         self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
             weakref.WeakKeyDictionary()
         )
+        self._items: dict[Rate, RateLimitItem] = {}
+
+    def _item(self, rate: Rate) -> RateLimitItem:
+        """The ``limits`` item of one of the core's rates, parsed once (the configured
+        rates are few)."""
+        item = self._items.get(rate)
+        if item is None:
+            item = self._items[rate] = parse(rate.spec)
+        return item
 
     def _options(self, asyncio_storage: bool) -> dict[str, Any]:
         s = self.core.settings
@@ -95,7 +105,7 @@ class LimitsStrategy:
         Test every limit, count them all only if all pass, then read their windows. The
         sync and asyncio limiters have the same methods, so one sequence serves both.
         """
-        items: tuple[RateLimitItem, ...] = check.rule.items
+        items = [self._item(rate) for rate in check.rule.items]
         ids = [limits_key(check, i) for i in range(len(items))]
         cost = {"cost": check.rule.cost}
         ok = []

@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, Scope
-
-from .._options import resolve_settings
 from .._redis.connections import connections_for
-from ..errors import RedisMiddlewareError
-from ..sansio.cache import CacheCore, CachePlan, Entry, Lookup, Resolved
-from ..sansio.exchange import CachePart, Exchange
-from ..sansio.incidents import log_failure
-from ..sansio.request import from_scope
-from ..settings import Settings
-from ._respond import refresh, respond, with_conditional
+from ..config.options import resolve_settings
+from ..config.settings import Settings
+from ..sansio.cache import CacheCore, SessionUse
+from ..sansio.sessions.mapping import session_use
+from .stack import Stack
 
 __all__ = ["Cache", "CacheMiddleware"]
 
 
-def session_touched(scope: Any) -> bool:
-    return bool(getattr(scope.get("session"), "accessed", False))
+def session_touched(scope: Any) -> SessionUse:
+    return session_use(scope.get("session"))
 
 
 class Cache:
@@ -42,7 +36,7 @@ class Cache:
         return await self.redis.arun(self.core.purge_all_flow())
 
 
-class CacheMiddleware:
+class CacheMiddleware(Stack):
     """Caches GET responses of the configured routes in Redis, by HTTP's rules.
 
     Example::
@@ -52,58 +46,7 @@ class CacheMiddleware:
 
     A hit costs one round trip and never calls the app; concurrent misses compute
     once (stampede guard). Responses with Set-Cookie, ``private``/``no-store``, or
-    that touched the session are never stored. Redis down: the cache is bypassed.
+    that changed the session are never stored. Redis down: the cache is bypassed.
     """
 
-    def __init__(self, app: Any, settings: Settings | None = None, **options: Any) -> None:
-        self.app = app
-        self.cache = Cache(settings, **options)
-        self.settings = self.cache.settings
-        self.core = self.cache.core
-        self.redis = self.cache.redis
-
-    async def __call__(
-        self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
-    ) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        plan = self.core.plan(from_scope(scope, None))  # the cache needs no user
-        if plan is None:
-            await self.app(scope, receive, send)
-            return
-        head = scope.get("method") == "HEAD"
-        now = time.time()
-        lookup: Lookup | None = None
-        bypass = "redis-unavailable"
-        if not plan.invalidate:
-            try:
-                lookup = await self.redis.arun(self.core.lookup_flow(plan))
-            except RedisMiddlewareError as exc:
-                log_failure("cache", "cache bypassed: %s", exc)
-            if lookup is not None:
-                resolved = await self.resolve(plan, lookup)
-                lookup, bypass = resolved.lookup, resolved.bypass or bypass
-                if resolved.serve is not None:
-                    await self._serve(send, plan, resolved.serve, head)
-                    if resolved.refresh:
-                        refresh(self.app, scope, Exchange((CachePart(
-                            self.core, plan, lookup, False, time.time(), lambda: False),)),
-                            self.redis)
-                    return
-        part = CachePart(self.core, plan, lookup, head, now, lambda: session_touched(scope),
-                         bypass)
-        await respond(self.app, with_conditional(scope, part.conditional), receive, send,
-                      Exchange((part,)), self.redis)
-
-    async def _serve(self, send: ASGISendCallable, plan: CachePlan, entry: Entry,
-                     head: bool) -> None:
-        status, headers, body = self.core.hit_raw(plan, entry, head)
-        await send({"type": "http.response.start", "status": status,
-                    "headers": headers, "trailers": False})
-        await send({"type": "http.response.body", "body": body, "more_body": False})
-
-    async def resolve(self, plan: CachePlan, lookup: Lookup) -> Resolved:
-        """Serve, refresh, wait for the guard's holder, or compute
-        (:meth:`CacheCore.resolve_flow`)."""
-        return await self.redis.arun(self.core.resolve_flow(plan, lookup))
+    parts = ("cache",)

@@ -12,14 +12,14 @@ from typing import Any
 
 from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 
-from .._options import resolve_settings
 from .._redis.connections import connections_for
 from .._tasks import Every, finish
+from ..config.options import resolve_settings
+from ..config.settings import Settings
 from ..errors import RedisMiddlewareError
 from ..sansio.incidents import log_failure
 from ..sansio.presence import EventFeed, PresenceCore, PresenceEvent
 from ..sansio.request import from_scope, scope_user
-from ..settings import Settings
 
 __all__ = ["Presence", "PresenceMiddleware"]
 

@@ -4,18 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, Scope
-
-from .._options import resolve_settings
 from .._redis.connections import connections_for
 from .._redis.strategies import LimitsStrategy
+from ..config.options import resolve_settings
+from ..config.settings import Settings
 from ..errors import RedisMiddlewareError
-from ..sansio.ratelimit import Check, Decision, RateLimitCore, Usage
-from ..sansio.request import from_scope
+from ..sansio.ratelimit.core import Check, Decision, RateLimitCore, Usage
 from ..sansio.responses import Refusals
-from ..settings import Settings
-from ._http import with_headers
-from ._respond import send_response
+from .stack import Stack
 
 __all__ = ["RateLimitMiddleware", "RateLimiter"]
 
@@ -55,7 +51,7 @@ class RateLimiter:
         return await self.redis.arun(self.core.reset_flow(identity))
 
 
-class RateLimitMiddleware:
+class RateLimitMiddleware(Stack):
     """Per-IP or per-user rate limits, exact across processes sharing one Redis.
 
     Example::
@@ -69,32 +65,4 @@ class RateLimitMiddleware:
     Security: ``X-Forwarded-For`` counts only from ``trusted_proxies``.
     """
 
-    def __init__(self, app: Any, settings: Settings | None = None, **options: Any) -> None:
-        self.app = app
-        self.limiter = RateLimiter(settings, **options)
-        self.settings = self.limiter.settings
-        self.core = self.limiter.core
-
-    async def __call__(
-        self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
-    ) -> None:
-        if scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
-        request = from_scope(scope, self.settings.user_field)
-        check = self.core.prepare(request, lambda: request.user)
-        decision = None if check is None else await self.limiter.check(check)
-        if decision is None:
-            await self.app(scope, receive, send)
-        elif not decision.allowed:
-            await self.reject(scope, send, decision, request)
-        else:
-            await self.app(scope, receive, with_headers(send, _raw(decision.headers)))
-
-    async def reject(self, scope: Scope, send: ASGISendCallable, decision: Decision,
-                     request: Any = None) -> None:
-        if scope["type"] == "websocket":
-            await send({"type": "websocket.close", "code": 1008, "reason": decision.detail})
-            return
-        await send_response(send, self.limiter.refusals.rate_limited(
-            request, decision.status, decision.detail, decision.headers))
+    parts = ("ratelimit",)

@@ -12,22 +12,17 @@ import weakref
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from .._options import resolve_settings
 from .._redis.connections import RedisConnections, connections_for
 from .._redis.pubsub import SharedPubSub
 from .._tasks import Every, detach, finish, stop_tasks
+from ..config.options import resolve_settings
+from ..config.settings import Settings
 from ..errors import RedisMiddlewareError
 from ..sansio.incidents import log_failure
-from ..sansio.realtime import (
-    Cursor,
-    Gap,
-    Inbox,
-    Message,
-    Published,
-    RealtimeCore,
-    parse_payload,
-)
-from ..settings import Settings
+from ..sansio.realtime.core import Published, RealtimeCore
+from ..sansio.realtime.inbox import Inbox
+from ..sansio.realtime.messages import Gap, Message
+from ..sansio.realtime.rooms import REPLAY_TRIES, Rooms
 from .presence import Presence
 
 __all__ = ["Broadcast", "Gap", "Message", "Published", "RoomSocket", "Subscription",
@@ -82,21 +77,13 @@ class Broadcast:
         """
         hub = _hub(self.redis)
         subscription = Subscription(self, room)
-        replay = since is not None and self.core.durable(room)
-        if replay:
+        after = self.core.replay_after(room, since)
+        if after is not None:
             subscription.inbox.hold()
         await hub.join(self.core, room, subscription.inbox)
         try:
-            if replay:
-                assert since is not None
-                try:
-                    found = await self.redis.arun(self.core.replay_flow(room, since))
-                except RedisMiddlewareError as exc:
-                    log_failure("realtime", "real-time replay skipped: %s", exc)
-                    subscription.inbox.replayed([])
-                    subscription.inbox.gap("unavailable")
-                else:
-                    subscription.inbox.replayed(found)
+            if after is not None:  # one try: the subscriber waits for it
+                subscription.inbox.caught_up(await hub.replay(self.core, room, after, 1))
             yield subscription
         finally:
             subscription.inbox.close()
@@ -170,108 +157,59 @@ class Subscription:
         return len(self.inbox.queue)
 
 
-REPLAY_TRIES = 4  # over about 1.2 s
-
-
-class _Room:
-    __slots__ = ("core", "cursor", "healing", "inboxes", "name")
-
-    def __init__(self, core: RealtimeCore, name: str) -> None:
-        self.core, self.name = core, name
-        self.inboxes: set[Inbox] = set()
-        self.cursor = Cursor()  # the newest message seen (durable rooms)
-        self.healing: asyncio.Task[None] | None = None  # reading skipped messages back
-
-
 class _Hub:
-    """The rooms with local subscribers in one event loop, and their shared subscription."""
+    """The rooms with local subscribers in one event loop (what to do with their
+    messages is decided in ``sansio/realtime/rooms.py``), their shared subscription and
+    the tasks that read back what a durable room's subscription skipped."""
 
     def __init__(self, conns: RedisConnections) -> None:
         self.conns = conns
-        self.rooms: dict[str, _Room] = {}
+        self.rooms = Rooms()
+        self.healing: set[asyncio.Task[None]] = set()
         self.pubsub = SharedPubSub(conns, self._deliver, self._resumed)
 
     async def join(self, core: RealtimeCore, name: str, inbox: Inbox) -> None:
-        channel = core.channel(name)
-        room = self.rooms.get(channel)
-        if room is None:
-            room = self.rooms[channel] = _Room(core, name)
-        room.inboxes.add(inbox)
-        await self.pubsub.add(channel)
+        await self.pubsub.add(self.rooms.join(core, name, inbox))
 
     async def leave(self, core: RealtimeCore, name: str, inbox: Inbox) -> None:
-        channel = core.channel(name)
-        room = self.rooms.get(channel)
-        if room is None:
-            return
-        room.inboxes.discard(inbox)
-        if not room.inboxes:
-            del self.rooms[channel]
+        channel = self.rooms.leave(core, name, inbox)
+        if channel is not None:
             await self.pubsub.discard(channel)
 
     def _deliver(self, channel: str, payload: bytes) -> None:
         room = self.rooms.get(channel)
-        message = parse_payload(room.name, payload) if room is not None else None
-        if room is None or message is None:
+        after = room.deliver(payload) if room is not None else None
+        if room is None or after is None:
             return
-        if message.id:
-            after = room.cursor.advance(message)
-            if after is not None and room.healing is None:
-                self._heal(room, after)
-        for inbox in tuple(room.inboxes):
-            inbox.push(message)
-
-    def _heal(self, room: _Room, after: str) -> None:
-        """A durable room's live message skipped numbers: Pub/Sub lost some on the way
-        (a Cluster node that changed roles under the subscription, say). Its subscribers
-        hold live messages while the missing ones are read back from the stream."""
-        inboxes = tuple(room.inboxes)
-        for inbox in inboxes:
-            inbox.hold()
 
         async def read_back() -> None:
             found: list[Message] | None = None
             try:
-                found = await self._replay(room, after, REPLAY_TRIES)
+                found = await self.replay(room.core, room.name, after, REPLAY_TRIES)
             finally:
-                room.healing = None
-                for inbox in inboxes:  # what is still missing then is marked as a gap
-                    inbox.replayed(found or [])
+                room.healed(found)
 
-        room.healing = asyncio.get_running_loop().create_task(
-            read_back(), name="redis-middleware-heal")
+        task = asyncio.get_running_loop().create_task(read_back(),
+                                                      name="redis-middleware-heal")
+        self.healing.add(task)
+        task.add_done_callback(self.healing.discard)
 
     async def _resumed(self, channels: list[str]) -> None:
-        """After a lost connection: durable rooms replay from the last id seen, plain
-        rooms tell their subscribers they may have missed messages."""
-        tries = REPLAY_TRIES  # once Redis refused them all, one try for each other room
-        for channel in channels:
-            room = self.rooms.get(channel)
-            if room is None:
-                continue
-            if not (room.cursor.last_id and room.core.durable(room.name)):
-                for inbox in tuple(room.inboxes):
-                    inbox.gap("reconnect")
-                continue
-            found = await self._replay(room, room.cursor.last_id, tries)
-            if found is None:
-                tries = 1
-                for inbox in tuple(room.inboxes):
-                    inbox.gap("unavailable")
-                continue
-            for message in found:
-                room.cursor.advance(message)
-                for inbox in tuple(room.inboxes):
-                    inbox.push(message)
+        """After a lost connection: the rooms replay or mark a gap, one after another."""
+        resume = self.rooms.resume(channels)
+        found: list[Message] | None = None
+        with contextlib.suppress(StopIteration):
+            while True:
+                room, after, tries = resume.send(found)
+                found = await self.replay(room.core, room.name, after, tries)
 
-    async def _replay(self, room: _Room, after: str, tries: int) -> list[Message] | None:
-        """What a durable room missed (None: Redis did not answer). A few tries: the
-        subscription is back, but a breaker still open after the outage or a Cluster
-        slot map not yet refreshed can refuse the first. Live messages wait meanwhile
-        (the subscription is not read), so the order stays."""
+    async def replay(self, core: RealtimeCore, room: str, after: str, tries: int
+                     ) -> list[Message] | None:
+        """A durable room's messages after ``after`` (None: Redis did not answer
+        ``tries`` times, a little longer apart each time)."""
         for attempt in range(1, tries + 1):
             try:
-                return await self.conns.arun(room.core.replay_flow(room.name, after))
+                return await self.conns.arun(core.replay_flow(room, after))
             except RedisMiddlewareError as exc:
                 if attempt == tries:
                     log_failure("realtime", "real-time replay skipped: %s", exc)
@@ -280,12 +218,8 @@ class _Hub:
         return None
 
     async def aclose(self) -> None:
-        await stop_tasks(*(room.healing for room in self.rooms.values()),
-                         what="room read-back")
-        for room in self.rooms.values():
-            for inbox in room.inboxes:
-                inbox.close()
-        self.rooms.clear()
+        await stop_tasks(*self.healing, what="room read-back")
+        self.rooms.close()
         await self.pubsub.aclose()
 
 
@@ -501,7 +435,8 @@ async def join_room(websocket: Any, broadcast: Broadcast, room: str, *,
         async def chat(websocket: WebSocket, room: str) -> None:
             user = websocket.session.get("user_id")       # authorise first
             if user is None:
-                await websocket.close(code=4401)
+                await websocket.accept()                   # then close: the client
+                await websocket.close(code=4401)           # sees the code
                 return
             async with join_room(websocket, broadcast, room, user=user,
                                  presence=presence) as joined:
@@ -513,6 +448,8 @@ async def join_room(websocket: Any, broadcast: Broadcast, room: str, *,
     the user is in the room's presence while connected and the room gets
     ``{"presence": "online" | "offline", "user": ...}`` messages when they arrive and
     leave. ``since``: a durable room's last message id the client saw (it reconnects).
+    Refuse a client by accepting, then closing: an ASGI server answers a close before
+    ``accept()`` with an HTTP 403, and the browser never sees the code.
     """
     broadcast.core.check_room(room)
     joined = RoomSocket(websocket, broadcast, room, user, presence)

@@ -4,28 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, Scope
-
-from .._options import resolve_settings
-from .._redis.connections import RedisConnections, connections_for
-from ..errors import RedisMiddlewareError
-from ..sansio.cookies import IncomingCookie
-from ..sansio.exchange import Exchange, SessionPart
-from ..sansio.incidents import log_incident
-from ..sansio.request import from_scope
-from ..sansio.responses import Refusals
-from ..sansio.session import Session
-from ..sansio.sessions import SessionCore, SessionInfo
-from ..settings import Settings
-from ._http import request_cookies
-from ._respond import respond
+from .._redis.connections import connections_for
+from ..config.settings import Settings
+from ..sansio.sessions.core import SessionCore, SessionInfo
+from .stack import Stack
 
 __all__ = ["SessionMiddleware", "SessionStore"]
 
 ASGIApp = Any
 
 
-class SessionMiddleware:
+class SessionMiddleware(Stack):
     """Server-side sessions in Redis behind a signed cookie.
 
     ``scope["session"]`` is a mutable mapping of JSON values, loaded (one round trip)
@@ -41,54 +30,7 @@ class SessionMiddleware:
     hash of the id; a forged or unknown cookie is simply no session.
     """
 
-    def __init__(self, app: ASGIApp, settings: Settings | None = None, **options: Any) -> None:
-        self.app = app
-        self.settings = resolve_settings(settings, "session", options)
-        self.core = SessionCore(self.settings)
-        self.redis = connections_for(self.settings)
-        self.refusals = Refusals(self.settings.refusal_handler, self.settings.breaker_cooldown)
-
-    async def load(self, scope: Scope) -> tuple[Session, IncomingCookie]:
-        incoming = self.core.read_cookie(request_cookies(scope))
-        session = self.core.session_for(incoming)
-        if incoming.session_id is not None:
-            try:
-                session.set_loaded(await self.redis.arun(self.core.load_flow(incoming.session_id)))
-            except RedisMiddlewareError as exc:
-                session.fail(exc)
-        return session, incoming
-
-    def exchange(self, session: Session, incoming: IncomingCookie, https: bool,
-                 scope: Any = None) -> Exchange:
-        refusals = self.refusals
-        return Exchange((SessionPart(self.core, session, incoming, https, lambda: (
-            refusals.session_unavailable(from_scope(scope, None) if scope else None))),))
-
-    async def __call__(
-        self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
-    ) -> None:
-        if scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
-        session, incoming = await self.load(scope)
-        scope["session"] = session  # type: ignore[typeddict-unknown-key]
-        if scope["type"] == "websocket":
-            await self.app(scope, receive, send)
-            await save_after_websocket(self.redis, self.core, session, incoming)
-            return
-        https = scope.get("scheme") == "https"
-        await respond(self.app, scope, receive, send,
-                      self.exchange(session, incoming, https, scope), self.redis)
-
-
-async def save_after_websocket(redis: RedisConnections, core: SessionCore, session: Session,
-                               incoming: IncomingCookie) -> None:
-    """No cookie can be set on a socket: only a live session's changes are written."""
-    if session.exists:
-        try:
-            await redis.arun(core.save_flow(session, incoming, False))
-        except RedisMiddlewareError as exc:
-            log_incident("session-save", "session changes of a websocket were lost: %s", exc)
+    parts = ("session",)
 
 
 class SessionStore:

@@ -1,28 +1,80 @@
-"""``RedisMiddleware`` for ASGI: sessions, rate limiting, caching and presence in one line."""
+"""The stack for ASGI: the core decides one Action per request; this carries it out."""
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 
 from .._redis.connections import connections_for
 from .._redis.strategies import LimitsStrategy
-from ..sansio.cache import encode_headers
+from ..config.settings import Settings
 from ..sansio.flow import step
 from ..sansio.request import from_scope
 from ..sansio.responses import Response
-from ..sansio.stack import Before, StackCore, resolve_stack_settings
-from ..settings import Settings
+from ..sansio.stack import ALL_PARTS, Forward, Incoming, Refuse, Serve, StackCore, stack_settings
 from ._respond import refresh, respond, send_response, with_conditional
 from .presence import PresenceMiddleware
-from .sessions import save_after_websocket
 
-__all__ = ["RedisMiddleware"]
+__all__ = ["RedisMiddleware", "Stack"]
 
 
-class RedisMiddleware:
+class Stack:
+    """Pure ASGI middleware running the stack's ``parts``; other scopes pass through."""
+
+    parts: ClassVar[tuple[str, ...]] = ALL_PARTS
+
+    def __init__(self, app: Any, settings: Settings | None = None, **options: Any) -> None:
+        self.app = app
+        self.settings = stack_settings(settings, options, self.parts)
+        self.core = StackCore(self.settings, self.parts)
+        self.redis = connections_for(self.settings)
+        if self.core.ratelimit is not None and not self.core.fixed_window:
+            self.core.limiter = LimitsStrategy(self.core.ratelimit, self.redis)
+        # Presence serves the rarer paths (websocket leases, the lifespan sweeper).
+        self._presence = PresenceMiddleware(app, self.settings) if self.core.presence else None
+
+    async def __call__(self, scope: Scope, receive: ASGIReceiveCallable,
+                       send: ASGISendCallable) -> None:
+        if scope["type"] == "lifespan" and self._presence is not None:
+            receive = self._presence.watch_lifespan(receive)
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        request, http = from_scope(scope, self.settings.user_field), scope["type"] == "http"
+        done, action = step(self.core.decide(Incoming(
+            request, http, scope.get("scheme") == "https", scope.get("method") == "HEAD",
+            True, lambda: request.user, lambda: scope.get("session")), time.time()))
+        if not done:
+            action = await self.redis.arun(action)
+        if action.session is not None:
+            scope["session"] = action.session  # type: ignore[typeddict-unknown-key]
+        match action:
+            case Refuse(response=response) if http:
+                await send_response(send, response)
+            case Refuse(reason=reason):
+                await send({"type": "websocket.close", "code": 1008, "reason": reason})
+            case Serve(status=status, headers=headers, body=body, refresh=again):
+                await send_response(send, Response(status, (), body), headers)
+                if again is not None:
+                    refresh(self.app, scope, again, self.redis)
+            case Forward(exchange=exchange, user=user) if not http:
+                if user is not None and self._presence is not None:  # the socket keeps it
+                    await self._presence.websocket(scope, receive, send, user)
+                else:
+                    await self.app(scope, receive, send)
+                done, rest = step(exchange.finish_flow())
+                if not done:
+                    await self.redis.arun(rest)
+            case Forward(exchange=exchange):
+                await respond(self.app, with_conditional(scope, exchange.conditional),
+                              receive, send, exchange, self.redis)
+            case _:
+                await self.app(scope, receive, send)
+
+
+class RedisMiddleware(Stack):
     """Sessions, rate limiting, response caching and presence, in the right order.
 
     Example::
@@ -37,76 +89,3 @@ class RedisMiddleware:
     paths skip everything. Before the app: at most two Redis round trips (one for an
     anonymous request); after it: at most one, only when something changed.
     """
-
-    def __init__(self, app: Any, settings: Settings | None = None, **options: Any) -> None:
-        self.app = app
-        self.settings = resolve_stack_settings(settings, options)
-        self.core = StackCore(self.settings)
-        self.redis = connections_for(self.settings)
-        s = self.settings
-        # Presence serves the rarer paths (websocket leases, the lifespan sweeper).
-        self._presence = PresenceMiddleware(app, s) if self.core.presence else None
-        if self.core.ratelimit is not None and not self.core.fixed_window:
-            self.core.limiter = LimitsStrategy(self.core.ratelimit, self.redis)
-
-    async def __call__(
-        self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
-    ) -> None:
-        if scope["type"] == "lifespan" and self._presence is not None:
-            await self.app(scope, self._presence.watch_lifespan(receive), send)
-            return
-        if scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
-        request = from_scope(scope, self.settings.user_field)
-        if self.core.is_exempt(request.path):
-            await self.app(scope, receive, send)
-            return
-        http = scope["type"] == "http"
-        before: Before = await self.redis.arun(self.core.before_flow(
-            request, request.user, http))
-        if before.session is not None:
-            scope["session"] = before.session  # type: ignore[typeddict-unknown-key]
-        decision = before.decision
-        if decision is not None and not decision.allowed:
-            response, release = self.core.rejection(before, decision)
-            done, rest = step(release)
-            if not done:
-                await self.redis.arun(rest)
-            if http:
-                await send_response(send, response)
-            else:
-                await send({"type": "websocket.close", "code": 1008, "reason": decision.detail})
-            return
-        extra = decision.headers if decision is not None else ()
-        if not http:
-            await self._websocket(scope, receive, send, before)
-            return
-        head = scope.get("method") == "HEAD"
-        done, resolved = step(self.core.hit_flow(before))
-        if not done:
-            resolved = await self.redis.arun(resolved)
-        if resolved is not None and resolved.serve is not None and \
-                self.core.cache is not None and before.plan is not None:
-            status, headers, body = self.core.cache.hit_raw(before.plan, resolved.serve, head)
-            await send_response(send, Response(status, extra, body),
-                                [*headers, *encode_headers(list(extra))])
-            if resolved.refresh:
-                refresh(self.app, scope, self.core.refresh_exchange(before, time.time()),
-                        self.redis)
-            return
-        exchange = self.core.exchange(before, scope.get("scheme") == "https", head,
-                                      time.time(), extra)
-        await respond(self.app, with_conditional(scope, exchange.conditional), receive, send,
-                      exchange, self.redis)
-
-    async def _websocket(self, scope: Scope, receive: ASGIReceiveCallable,
-                         send: ASGISendCallable, before: Before) -> None:
-        if before.user is not None and self._presence is not None:
-            await self._presence.websocket(scope, receive, send, before.user)
-        else:
-            await self.app(scope, receive, send)
-        if before.session is not None and before.incoming is not None and \
-                self.core.sessions is not None:
-            await save_after_websocket(self.redis, self.core.sessions, before.session,
-                                       before.incoming)

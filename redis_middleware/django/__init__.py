@@ -3,6 +3,7 @@
 In ``settings.py``::
 
     SESSION_ENGINE = "redis_middleware.django.sessions"
+    INSTALLED_APPS = [..., "redis_middleware.django"]  # optional: its system checks
     MIDDLEWARE = [
         "django.middleware.security.SecurityMiddleware",
         "redis_middleware.django.middleware.SessionMiddleware",   # Django's, + 503s
@@ -13,6 +14,7 @@ In ``settings.py``::
         "redis_middleware.django.middleware.PresenceMiddleware",
         "redis_middleware.django.middleware.CacheMiddleware",
         "django.contrib.messages.middleware.MessageMiddleware",
+        "django.middleware.clickjacking.XFrameOptionsMiddleware",
     ]
     REDIS_MIDDLEWARE = {"redis_url": "redis://localhost:6379/0",
                         "ratelimit_limit": "100/minute"}

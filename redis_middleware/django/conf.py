@@ -9,11 +9,12 @@ from typing import Any
 from django.conf import settings as django_conf
 from django.core.signals import setting_changed
 
+from ..config.settings import Settings
 from ..errors import ConfigError
 from ..sansio.stack import stack_field
-from ..settings import Settings
 
-__all__ = ["SETTING", "django_settings", "forget_settings"]
+__all__ = ["MIN_SECRET", "SETTING", "django_secrets", "django_settings", "forget_settings",
+           "secret_text"]
 
 SETTING = "REDIS_MIDDLEWARE"  # the dict in settings.py: Settings field names -> values
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
@@ -21,18 +22,46 @@ _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 _WATCHED = frozenset({SETTING, "SECRET_KEY", "SECRET_KEY_FALLBACKS", "SESSION_COOKIE_AGE",
                       "SESSION_COOKIE_NAME", "SESSION_SERIALIZER"})
 _DEFAULT_LIFETIME: int = _FIELDS["session_absolute_lifetime"].default  # type: ignore[assignment]
+MIN_SECRET = 32  # characters; the length REDIS_MIDDLEWARE_SECRET_KEY requires
 _cached: Settings | None = None
 
 
+def secret_text(key: Any) -> str:
+    """A Django secret as text: ``str`` as it is, ``bytes`` decoded as UTF-8, or, when
+    they are not UTF-8 (``os.urandom(32)``), one character per byte (Latin-1), so a
+    random key keeps all its bytes and its length counts them."""
+    if isinstance(key, bytes):
+        try:
+            return key.decode()
+        except UnicodeDecodeError:
+            return key.decode("latin-1")
+    return str(key)
+
+
+def django_secrets() -> tuple[tuple[str, ...], str | None]:
+    """The secrets Django's settings give ours, and, when ``SECRET_KEY`` cannot be one,
+    why (a sentence naming Django's setting): ``SECRET_KEY`` first, then each of
+    ``SECRET_KEY_FALLBACKS`` of 32+ characters (a shorter fallback never signed a
+    cookie of ours, so it is skipped)."""
+    key = secret_text(django_conf.SECRET_KEY) if django_conf.SECRET_KEY else ""
+    if not key:
+        return (), None
+    if len(key) < MIN_SECRET:
+        return (), (f"Django's SECRET_KEY was found but has {len(key)} characters; "
+                    f"redis-middleware signs its cookies with it only when it has "
+                    f"{MIN_SECRET} or more")
+    fallbacks = [secret_text(k) for k in getattr(django_conf, "SECRET_KEY_FALLBACKS", ()) if k]
+    return (key, *(k for k in fallbacks if len(k) >= MIN_SECRET)), None
+
+
 def _from_django() -> dict[str, Any]:
-    """What Django's own settings say: the secret (when long enough for ours) and the
-    session lifetime (``SESSION_COOKIE_AGE``; Django has no absolute lifetime, so ours is
-    at least as long)."""
+    """What Django's own settings say: the secrets (:func:`django_secrets`) and the
+    session lifetime (``SESSION_COOKIE_AGE``; Django has no absolute lifetime, so ours
+    is at least as long)."""
     out: dict[str, Any] = {}
-    keys = [django_conf.SECRET_KEY, *getattr(django_conf, "SECRET_KEY_FALLBACKS", ())]
-    keys = [k.decode() if isinstance(k, bytes) else str(k) for k in keys if k]
-    if keys and all(len(k) >= 32 for k in keys):
-        out["secret_key"] = tuple(keys)
+    keys, _ = django_secrets()
+    if keys:
+        out["secret_key"] = keys
     age = int(django_conf.SESSION_COOKIE_AGE)
     out["session_idle_timeout"] = age
     out["session_absolute_lifetime"] = max(age, _DEFAULT_LIFETIME)
@@ -60,8 +89,8 @@ def django_settings(**options: Any) -> Settings:
     1. ``options`` (a middleware's keyword arguments, in code);
     2. ``settings.REDIS_MIDDLEWARE`` (field names of :class:`Settings`, any case);
     3. the ``REDIS_MIDDLEWARE_*`` / ``REDIS_URL`` environment variables that are set;
-    4. Django's settings: ``SECRET_KEY`` (+ ``SECRET_KEY_FALLBACKS``) when each is 32+
-       characters, ``SESSION_COOKIE_AGE``, ``SESSION_COOKIE_NAME``;
+    4. Django's settings: ``SECRET_KEY`` when it has 32+ characters (+ those of
+       ``SECRET_KEY_FALLBACKS`` that do), ``SESSION_COOKIE_AGE``, ``SESSION_COOKIE_NAME``;
     5. the defaults.
 
     Without ``options`` the result is computed once per configuration (Django's
@@ -78,19 +107,34 @@ def django_settings(**options: Any) -> Settings:
     # The environment fills what the code did not set; Django's settings what neither did.
     hidden = {Settings.env_name(name) for name in explicit}
     environ = {k: v for k, v in os.environ.items() if k not in hidden}
-    base = Settings.from_env(environ, defaults={**_from_django(), **explicit})
+    try:
+        base = Settings.from_env(environ, defaults={**_from_django(), **explicit})
+    except ConfigError as exc:
+        if "secret_key" in explicit or Settings.env_name("secret_key") in environ:
+            raise  # the secret given to us is at fault, not Django's
+        raise _secret_error(exc) from None
     if not options:
         _cached = base
     return base
 
 
+def _secret_error(exc: ConfigError) -> ConfigError:
+    """``exc``, or, when no secret was given to us and Django's is too short, an error
+    that says so (the bare "REDIS_MIDDLEWARE_SECRET_KEY: required" hid why)."""
+    _, why = django_secrets()
+    if exc.name != Settings.env_name("secret_key") or why is None:
+        return exc
+    return ConfigError("SECRET_KEY", f"{why}, and needs a secret when REDIS_URL is not "
+                       f"memory://. Set a SECRET_KEY of {MIN_SECRET}+ random characters, or "
+                       f"a separate secret: {SETTING}['secret_key'] or the {exc.name} "
+                       f"environment variable")
+
+
 def forget_settings(**_: Any) -> None:
-    """Drop the computed settings (and what was built from them) after a change."""
+    """Drop the computed settings after a change (what was built from them, the session
+    engine's core, is rebuilt when it sees new settings)."""
     global _cached
     _cached = None
-    from . import sessions  # the engine keeps its core per settings
-
-    sessions.forget_engine()
 
 
 def _on_setting_changed(*, setting: str, **_: Any) -> None:

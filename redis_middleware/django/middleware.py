@@ -25,7 +25,7 @@ from ..asgi.presence import Presence as AsyncPresence
 from ..asgi.ratelimit import RateLimiter as AsyncRateLimiter
 from ..errors import RedisMiddlewareError, SessionUnavailableError
 from ..sansio.incidents import log_failure, log_incident
-from ..sansio.ratelimit import Check, Decision
+from ..sansio.ratelimit.core import Check, Decision
 from ..sansio.request import RequestInfo, from_environ
 from ..sansio.responses import Refusals, Response, status_line
 from ..wsgi.cache import CacheMiddleware as WSGICacheMiddleware
@@ -34,7 +34,7 @@ from ..wsgi.ratelimit import RateLimiter
 from .conf import django_settings
 
 __all__ = ["CacheMiddleware", "PresenceMiddleware", "RateLimitMiddleware",
-           "SessionMiddleware", "django_auser", "django_user"]
+           "SessionMiddleware", "django_auser", "django_user", "session_touched"]
 
 _UNAVAILABLE = "_redis_middleware_session_unavailable"
 _REQUEST = "redis_middleware.django.request"  # environ key: the request being answered
@@ -45,7 +45,7 @@ def request_info(request: HttpRequest) -> RequestInfo:
     meta = request.META
     if "wsgi.url_scheme" not in meta:  # ASGI: Django knows the scheme from the scope
         meta["wsgi.url_scheme"] = request.scheme
-    return from_environ(meta, "")
+    return from_environ(meta)
 
 
 def django_user(user: Any) -> str | None:
@@ -232,6 +232,10 @@ class CacheMiddleware:
     Sync only: under ASGI, Django runs it in a worker thread. Place it after the
     middleware that sets what views read (sessions, auth), so a revalidation or a
     background refresh runs the view with the same request attributes.
+
+    A response computed while a live session was read (a signed-in user's, or one
+    holding data) gets ``Vary: Cookie`` here, before the cache decides, so it is never
+    stored for everyone (``vary_cookies`` on the route stores it per cookie instead).
     """
 
     sync_capable = True
@@ -268,11 +272,28 @@ class CacheMiddleware:
         response = self.get_response(request)
         if getattr(self._current, "request", None) is not None:
             self._current.response = response
+        if session_touched(request):
+            # What Django's SessionMiddleware adds on the way out, added here, where the
+            # cache decides: a page that read a live session is never shared.
+            patch_vary_headers(response, ("Cookie",))
         start_response(status_line(response.status_code), _wsgi_headers(response))
         if response.streaming:
-            return _closing(response)
+            # The chunks are taken now: pass_through() replaces the response's content
+            # with what the cache hands back, which reads from these.
+            return _closing(iter(response))
         content: bytes = response.content
         return [content]
+
+
+def session_touched(request: HttpRequest) -> bool:
+    """Whether the response may depend on the visitor's session: it was read, and it is
+    a live one (a key, or data). The empty session of a visitor without a session
+    cookie, read by ``AuthenticationMiddleware`` or ``messages``, does not count: that
+    page is the same for every such visitor, and stays cacheable."""
+    session: Any = getattr(request, "session", None)
+    if session is None or not getattr(session, "accessed", False):
+        return False
+    return not session.is_empty()
 
 
 def _request_for(original: HttpRequest | None, environ: dict[str, Any]) -> HttpRequest:
@@ -298,9 +319,9 @@ def _wsgi_headers(response: HttpResponseBase) -> list[tuple[str, str]]:
             *(("Set-Cookie", c.output(header="").strip()) for c in response.cookies.values())]
 
 
-def _closing(response: HttpResponseBase) -> Iterator[bytes]:
+def _closing(chunks: Iterator[bytes]) -> Iterator[bytes]:
     """A streaming response's chunks (closing is left to the outer handler)."""
-    yield from response
+    yield from chunks
 
 
 class _Sent:

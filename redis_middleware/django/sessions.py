@@ -11,8 +11,10 @@ value changed written back, and the per-user index that "log out everywhere" use
 - a session key is one this engine issued (47 characters); any other cookie value is no
   session, without a round trip to Redis;
 - ``save()`` writes only the keys that changed, so two requests that change different
-  keys both keep their change, and a session deleted meanwhile (a logout elsewhere) is
-  never resurrected (``UpdateError``, as Django's engines);
+  keys both keep their change, and a session deleted meanwhile (a logout elsewhere), or
+  by this request's own ``delete()``, is never written back (``UpdateError``, as
+  Django's engines); ``save(must_create=True)`` never writes into a live session
+  (``CreateError``);
 - ``cycle_key()`` (``login()``) renames the hash in one round trip; a request still
   holding the old key for ``session_regenerate_grace`` seconds writes into the new one;
 - expiry is Redis's: ``clear_expired()`` has nothing to do.
@@ -29,14 +31,14 @@ from django.utils.module_loading import import_string
 
 from .._redis.connections import RedisConnections, connections_for
 from ..errors import RedisMiddlewareError, SessionUnavailableError
-from ..sansio.cookies import new_session_id, valid_session_id
 from ..sansio.flow import Flow
 from ..sansio.incidents import log_incident
-from ..sansio.session import JSON, Codec, Limits, encode
-from ..sansio.sessions import SessionCore
+from ..sansio.sessions.cookies import new_session_id, valid_session_id
+from ..sansio.sessions.core import SessionCore
+from ..sansio.sessions.mapping import JSON, Codec, Limits, encode
 from .conf import django_settings
 
-__all__ = ["AUTH_USER_FIELD", "SessionStore", "forget_engine"]
+__all__ = ["AUTH_USER_FIELD", "SessionStore"]
 
 
 # contrib.auth keeps the logged-in user's id under this key: it names the user for the
@@ -70,17 +72,15 @@ _engine: SessionCore | None = None
 
 
 def engine() -> tuple[SessionCore, RedisConnections]:
-    """The session core (built once per configuration) and the process's connections
-    for its settings (looked up each time: closed connections are replaced there)."""
+    """The session core (built once per configuration: a change of Django's settings,
+    ``SESSION_SERIALIZER`` included, gives new settings and so a new core) and the
+    process's connections for its settings (looked up each time: closed connections are
+    replaced there)."""
     global _engine
-    if _engine is None:
-        _engine = SessionCore(django_settings(), _codec(), also_user_fields=AUTH_USER_FIELD)
-    return _engine, connections_for(_engine.settings)
-
-
-def forget_engine() -> None:
-    global _engine
-    _engine = None
+    settings = django_settings()
+    if _engine is None or _engine.settings is not settings:
+        _engine = SessionCore(settings, _codec(), also_user_fields=AUTH_USER_FIELD)
+    return _engine, connections_for(settings)
 
 
 Loaded = tuple[dict[str, Any], dict[str, str]]
@@ -100,6 +100,10 @@ class SessionStore(SessionBase):
         self._stored: dict[str, str] = {}  # key -> its encoding in Redis, as loaded/saved
         self._loaded_user: str | None = None  # the user the index has this session under
         self._live = False  # a hash stands behind the key (loaded or saved by us)
+        # A key this store issued that nothing was stored under yet: its first save
+        # creates the hash. Any other key is only ever updated, so a session deleted
+        # meanwhile (or by this request) is refused, never written back.
+        self._new_key: str | None = None
         self._degraded = False  # Redis failed, "readonly" policy: empty, nothing saved
         super().__init__(session_key)
 
@@ -150,13 +154,20 @@ class SessionStore(SessionBase):
 
     def _write_flow(self, mode: str, new_key: str, old_key: str | None
                     ) -> Generator[Any, Any, int]:
-        """Store the session under ``new_key`` (``mode`` as ``SessionCore.store_flow``);
-        an expiry already past deletes it instead (Django: it expires at once)."""
+        """Store the session under ``new_key`` (``mode`` as ``SessionCore.store_flow``:
+        a create of a key in use, or an update of a session gone, is refused, and no
+        user's index keeps it); an expiry already past deletes it instead (Django: it
+        expires at once)."""
         data = self._get_session(no_load=mode == "create")
         user = self._user_of(data)
         lifetime = self.get_expiry_age()
         if lifetime <= 0:
-            yield from self._core.delete_flow(old_key or new_key, self._loaded_user)
+            if mode == "create":  # nothing to delete; a key in use is still refused
+                if self._new_key != new_key and (
+                        yield from self._core.exists_flow(new_key)):
+                    return 0
+            else:
+                yield from self._core.delete_flow(old_key or new_key, self._loaded_user)
             self._stored, self._loaded_user, self._live = {}, None, False
             return 1
         written, deleted = self._changes(data, everything=mode == "create")
@@ -166,11 +177,13 @@ class SessionStore(SessionBase):
         if stored:
             kept = {k: v for k, v in self._stored.items() if k in data}
             self._stored = {**kept, **written}
-            self._loaded_user, self._live = user, True
+            self._loaded_user, self._live, self._new_key = user, True, None
         return stored
 
     def _save_mode(self, must_create: bool) -> str:
-        return "create" if must_create or not self._live else "update"
+        if must_create or self.session_key == self._new_key:
+            return "create"
+        return "update"  # refused (UpdateError) when the hash is gone
 
     def _cycle_plan(self) -> str | None:
         """The key to rotate away from, or None when nothing is stored under it yet."""
@@ -219,7 +232,7 @@ class SessionStore(SessionBase):
             self._run(self._core.exists_flow(session_key)))  # type: ignore[arg-type]
 
     def create(self) -> None:
-        self._session_key = self._get_new_session_key()
+        self._session_key = self._new_key = self._get_new_session_key()
         self.save(must_create=True)
         self.modified = True
 
@@ -246,7 +259,10 @@ class SessionStore(SessionBase):
     def _deleting(self, session_key: str | None) -> tuple[str | None, str | None]:
         if session_key is None or session_key == self.session_key:
             key, user = self.session_key, self._loaded_user
-            self._live = False
+            # Deleted, not new: a later save() of this key raises UpdateError, as with
+            # Django's engines (SessionMiddleware answers 400), instead of writing the
+            # session back.
+            self._live, self._new_key = False, None
         else:
             key, user = session_key, None
         return (key, user) if key and self._validate_session_key(key) else (None, None)
@@ -260,11 +276,10 @@ class SessionStore(SessionBase):
         new = new_session_id(old[:4] if old else None)  # same Cluster slot as the old
         self._session_key = new
         self.modified = True
-        if old is None:
-            self._live = False  # nothing stored yet: created at the next save
-            return
-        if not self._run(self._write_flow("move", new, old)):  # deleted meanwhile
-            self._live = False
+        if old is None or not self._run(self._write_flow("move", new, old)):
+            # Nothing stored under the old key (never saved, or deleted meanwhile): the
+            # data is created under the new key at the next save.
+            self._live, self._new_key = False, new
 
     @classmethod
     def clear_expired(cls) -> None:
@@ -288,7 +303,7 @@ class SessionStore(SessionBase):
             await self._arun(self._core.exists_flow(session_key)))  # type: ignore[arg-type]
 
     async def acreate(self) -> None:
-        self._session_key = await self._aget_new_session_key()
+        self._session_key = self._new_key = await self._aget_new_session_key()
         await self.asave(must_create=True)
         self.modified = True
 
@@ -320,11 +335,8 @@ class SessionStore(SessionBase):
         new = new_session_id(old[:4] if old else None)
         self._session_key = new
         self.modified = True
-        if old is None:
-            self._live = False
-            return
-        if not await self._arun(self._write_flow("move", new, old)):
-            self._live = False
+        if old is None or not await self._arun(self._write_flow("move", new, old)):
+            self._live, self._new_key = False, new
 
     @classmethod
     async def aclear_expired(cls) -> None:

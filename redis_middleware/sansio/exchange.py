@@ -22,16 +22,16 @@ from typing import Protocol
 
 from ..errors import RedisCommandError, RedisMiddlewareError, SessionUnavailableError
 from . import metrics
-from .cache import CacheCore, CachePlan, Capture, Lookup
-from .cookies import IncomingCookie
+from .cache import CacheCore, CachePlan, Capture, Lookup, SessionUse
 from .flow import Flow, gather
-from .incidents import log_failure
+from .incidents import log_failure, log_incident
 from .responses import Headers, Response
-from .session import Session
-from .sessions import SessionCore
+from .sessions.cookies import IncomingCookie
+from .sessions.core import SessionCore
+from .sessions.mapping import Session
 
-__all__ = ["CachePart", "Exchange", "Part", "Reply", "SessionPart", "header_values",
-           "vary_with"]
+__all__ = ["CachePart", "Exchange", "Part", "Reply", "SessionPart", "SocketSessionPart",
+           "header_values", "vary_with"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +164,17 @@ class Exchange:
         for part in self.parts:
             part.body(chunk, more)
 
+    @property
+    def body_complete(self) -> bool:
+        """A part waits for the body, and has it whole already (its declared length
+        reached): the finish flow may run now, before the last chunk leaves."""
+        return any(isinstance(p, CachePart) and p.complete for p in self.parts)
+
+    @property
+    def wants_rest(self) -> bool:
+        """A part would store the response if it had the rest of the body."""
+        return any(isinstance(p, CachePart) and p.wants_rest for p in self.parts)
+
     def on_app_error(self, exc: Exception, passed: bool) -> Response | None:
         for part in self.parts:
             response = part.on_app_error(exc, passed)
@@ -215,6 +226,9 @@ class SessionPart:
                 metrics.hook.session("unavailable")
             return Reply(replace=self.unavailable())
         if result.set_cookie:
+            # A response that sets or expires the cookie varies on it, read or not (Flask).
+            if not self.session.accessed:
+                vary = vary_with(headers, "Cookie")
             return Reply((*vary.add, ("Set-Cookie", result.set_cookie)), vary.drop)
         return vary
 
@@ -231,6 +245,40 @@ class SessionPart:
         yield  # a flow with nothing to write
 
 
+class SocketSessionPart:
+    """A WebSocket's session: no cookie can be set on a socket, so when it ends only a
+    live session's changes are written (a failure is logged once per incident)."""
+
+    __slots__ = ("core", "incoming", "session")
+    conditional: Headers = ()
+
+    def __init__(self, core: SessionCore, session: Session, incoming: IncomingCookie) -> None:
+        self.core = core
+        self.session = session
+        self.incoming = incoming
+
+    def replace(self, status: int) -> Response | None:
+        return None
+
+    def start_flow(self, status: int, headers: Sequence[tuple[str, str]]) -> Flow[Reply]:
+        return _NOTHING
+        yield  # nothing to write at a start
+
+    def body(self, chunk: bytes, more: bool) -> None:
+        pass
+
+    def on_app_error(self, exc: Exception, passed: bool) -> Response | None:
+        return None
+
+    def finish_flow(self) -> Flow[None]:
+        if not self.session.exists:
+            return
+        try:
+            yield from self.core.save_flow(self.session, self.incoming, False)
+        except RedisMiddlewareError as exc:
+            log_incident("session-save", "session changes of a websocket were lost: %s", exc)
+
+
 class CachePart:
     """Decides whether the computed response is stored, copies its body, stores it.
 
@@ -245,7 +293,7 @@ class CachePart:
                  "stale")
 
     def __init__(self, core: CacheCore, plan: CachePlan, lookup: Lookup | None, head: bool,
-                 now: float, session_touched: Callable[[], bool],
+                 now: float, session_touched: Callable[[], SessionUse],
                  bypass: str = "redis-unavailable") -> None:
         self.core = core
         self.plan = plan
@@ -298,6 +346,16 @@ class CachePart:
     def body(self, chunk: bytes, more: bool) -> None:
         if self.capture is not None:
             self.capture.body(chunk, more)
+
+    @property
+    def complete(self) -> bool:
+        """The body to store is whole, and not stored yet."""
+        capture = self.capture
+        return capture is not None and capture.complete and capture.lookup is not None
+
+    @property
+    def wants_rest(self) -> bool:
+        return self.capture is not None and self.capture.wants_rest
 
     def on_app_error(self, exc: Exception, passed: bool) -> Response | None:
         if passed or isinstance(exc, SessionUnavailableError):

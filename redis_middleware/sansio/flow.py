@@ -2,7 +2,7 @@
 
 A *flow* is a generator that yields batches of operations and receives their
 results (in the style of httpx's auth flows). It does no I/O; the drivers in
-``_driver`` run each batch as one pipeline round trip on the sync or the
+``_redis/driver.py`` run each batch as one pipeline round trip on the sync or the
 asyncio client. :func:`gather` runs several flows in lock-step so that several
 features of one request share round trips.
 """
@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from ..errors import RedisCommandError
 
-__all__ = ["Batch", "Call", "Delegate", "Flow", "Op", "Pause", "PausingFlow", "Script",
+__all__ = ["Batch", "Call", "Delegate", "Flow", "Pause", "PausingFlow", "Script",
            "gather", "run_pure", "step"]
 
 T = TypeVar("T")
@@ -70,7 +70,6 @@ class Delegate:
     acall: Callable[[], Awaitable[Any]]
 
 
-Op = Call
 Batch = tuple[Call, ...]
 Flow = Generator[Batch, list[Any], T]
 PausingFlow = Generator[Batch | Pause | Delegate, Any, T]  # a Flow that may also wait

@@ -21,18 +21,18 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .._memo import Recent
+from ..config.settings import Settings
 from ..errors import RedisMiddlewareError
 from ..keys import KeySpace, escape
-from ..settings import Settings
 from . import metrics
 from .flow import Call, Flow, Script, gather
 from .incidents import log_incident
-from .memo import Recent
-from .ratelimit import credential_of
+from .ratelimit.identity import credential_of
 from .request import RequestInfo
 
 __all__ = ["PresenceCore", "PresenceEvent"]
@@ -312,9 +312,3 @@ class PresenceCore:
     def last_seen_flow(self, user: str, room: str = "") -> Flow[float | None]:
         (score,) = yield (Call.of("ZSCORE", self.keys.presence("seen", room), user),)
         return None if score is None else float(score) / 1000
-
-    def last_seen_many_flow(self, users: Sequence[str], room: str = "") -> Flow[list[float | None]]:
-        if not users:
-            return []
-        (scores,) = yield (Call.of("ZMSCORE", self.keys.presence("seen", room), *users),)
-        return [None if s is None else float(s) / 1000 for s in scores]

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from .cookies import parse_cookies
-from .memo import Memo
+from .._memo import Memo
+from .sessions.cookies import parse_cookies
 
 __all__ = ["RequestInfo", "from_environ", "from_scope"]
 
@@ -131,7 +131,8 @@ def _header_name(key: str) -> str:
     return _HEADER_NAMES.put(key, name)
 
 
-def from_environ(environ: Mapping[str, Any], user_field: str) -> RequestInfo:
+def from_environ(environ: Mapping[str, Any]) -> RequestInfo:
+    """The request of a WSGI environ (its user is resolved lazily: see environ_user)."""
     names = _HEADER_NAMES
     headers = []
     for key, value in environ.items():

@@ -7,6 +7,8 @@ from typing import Any
 
 from ..sansio.request import NO_COOKIES, cookies_of
 
+ENVIRON_KEY = "redis_middleware.session"  # where the WSGI session is (SPEC)
+
 
 def request_cookies(environ: dict[str, Any]) -> Mapping[str, str]:
     """The request's cookies (shared: read only)."""

@@ -12,12 +12,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .._redis.connections import RedisConnections
+from ..config.settings import Settings
 from ..sansio.cache import CONDITIONAL
 from ..sansio.exchange import Exchange
 from ..sansio.incidents import log_incident
 from ..sansio.responses import Headers, Response, status_line
 
-__all__ = ["refresh", "respond", "start", "with_conditional"]
+__all__ = ["refresh", "refresh_workers", "respond", "start", "with_conditional"]
 
 
 def start(start_response: Any, response: Response, exc_info: Any = None) -> list[bytes]:
@@ -40,7 +41,9 @@ class _Flight:
         self.passed = False
         self.replaced: Response | None = None
         self.app_iter: Iterable[bytes] = ()
-        self._finished = False
+        self._chunks: Iterator[bytes] | None = None
+        self._finished = False  # closed
+        self._stored = False  # the exchange's finish flow ran
 
     def wrapped_start_response(self, status: str, headers: list[tuple[str, str]],
                                exc_info: Any = None) -> Any:
@@ -70,11 +73,18 @@ class _Flight:
         return [self.replaced.body]
 
     def __iter__(self) -> Iterator[bytes]:
+        exchange = self.exchange
+        self._chunks = chunks = iter(self.app_iter)
         try:
-            for chunk in self.app_iter:
+            for chunk in chunks:
                 if self.replaced is not None:
                     break
-                self.exchange.body(chunk, True)
+                exchange.body(chunk, True)
+                if exchange.body_complete:
+                    # The declared length is reached: store now, not at close(), which a
+                    # client may call late or never (Flask's test client without
+                    # .close()), holding the stampede guard until its timeout.
+                    self._finish()
                 yield chunk
         except Exception as exc:
             yield from self.failed(exc)
@@ -82,18 +92,39 @@ class _Flight:
         if self.replaced is not None:
             yield self.replaced.body
         else:
-            self.exchange.body(b"", False)
+            exchange.body(b"", False)
+            self._finish()
+
+    def _finish(self) -> None:
+        if not self._stored:
+            self._stored = True
+            self.redis.run(self.exchange.finish_flow())
+
+    def _read_rest(self) -> None:
+        """The client stopped reading a body the cache would store: read the rest, as a
+        caching proxy does, so that "stored" holds. Only a body with a declared length
+        (bounded, at most ``cache_max_body``) is read; a stream is left as it is."""
+        chunks = self._chunks if self._chunks is not None else iter(self.app_iter)
+        try:
+            for chunk in chunks:
+                self.exchange.body(chunk, True)
+                if not self.exchange.wants_rest:
+                    break
+        except Exception as exc:  # the app's own error, after the client left
+            log_incident("cache-rest", "response not stored, its body failed: %r", exc)
 
     def close(self) -> None:
         if self._finished:
             return
         self._finished = True
         try:
+            if not self._stored and self.replaced is None and self.exchange.wants_rest:
+                self._read_rest()
             close = getattr(self.app_iter, "close", None)
             if close is not None:
                 close()
         finally:
-            self.redis.run(self.exchange.finish_flow())
+            self._finish()
 
 
 def respond(app: Any, environ: dict[str, Any], start_response: Any, exchange: Exchange,
@@ -150,3 +181,9 @@ def refresh(app: Any, environ: dict[str, Any], exchange: Exchange, redis: RedisC
             log_incident("cache-refresh", "background refresh failed: %r", exc)
 
     workers.submit(run)
+
+
+def refresh_workers(settings: Settings) -> ThreadPoolExecutor:
+    """The threads that run background refreshes (created lazily by the executor)."""
+    return ThreadPoolExecutor(settings.cache_refresh_workers,
+                              thread_name_prefix="redis-middleware-refresh")

@@ -10,13 +10,13 @@ import weakref
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from .._options import resolve_settings
 from .._redis.connections import connections_for
+from ..config.options import resolve_settings
+from ..config.settings import Settings
 from ..errors import RedisMiddlewareError
 from ..sansio.incidents import log_failure
 from ..sansio.presence import EventFeed, PresenceCore, PresenceEvent
 from ..sansio.request import environ_user, from_environ
-from ..settings import Settings
 
 __all__ = ["Presence", "PresenceMiddleware"]
 
@@ -101,7 +101,7 @@ class PresenceMiddleware:
         # A due sweep and a due heartbeat share one round trip.
         flow = self.core.request_flow(self.core.identity(
             environ_user(environ, self.settings.user_field),
-            lambda: from_environ(environ, self.settings.user_field)))
+            lambda: from_environ(environ)))
         if flow is not None:
             try:
                 self.presence.redis.run(flow)

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
-from .._options import resolve_settings
 from .._redis.connections import connections_for
 from .._redis.strategies import LimitsStrategy
+from ..config.options import resolve_settings
+from ..config.settings import Settings
 from ..errors import RedisMiddlewareError
-from ..sansio.ratelimit import Check, Decision, RateLimitCore, Usage
-from ..sansio.request import environ_user, from_environ
+from ..sansio.ratelimit.core import Check, Decision, RateLimitCore, Usage
 from ..sansio.responses import Refusals
-from ..settings import Settings
-from ._respond import start
+from .stack import Stack
 
 __all__ = ["RateLimitMiddleware", "RateLimiter"]
 
@@ -46,7 +44,7 @@ class RateLimiter:
         return self.redis.run(self.core.reset_flow(identity))
 
 
-class RateLimitMiddleware:
+class RateLimitMiddleware(Stack):
     """Per-IP or per-user rate limits for WSGI apps (see the ASGI twin for options).
 
     Example::
@@ -54,26 +52,4 @@ class RateLimitMiddleware:
         app.wsgi_app = RateLimitMiddleware(app.wsgi_app, settings, limit="100/minute")
     """
 
-    def __init__(self, app: Any, settings: Settings | None = None, **options: Any) -> None:
-        self.app = app
-        self.limiter = RateLimiter(settings, **options)
-        self.settings = self.limiter.settings
-        self.core = self.limiter.core
-
-    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-        request = from_environ(environ, self.settings.user_field)
-        check = self.core.prepare(request, lambda: environ_user(environ, self.settings.user_field))
-        decision = None if check is None else self.limiter.check(check)
-        if decision is None:
-            result: Iterable[bytes] = self.app(environ, start_response)
-            return result
-        if not decision.allowed:
-            return start(start_response, self.limiter.refusals.rate_limited(
-                request, decision.status, decision.detail, decision.headers))
-        extra = list(decision.headers)
-
-        def limited_start_response(status: str, headers: list[Any], exc_info: Any = None) -> Any:
-            return start_response(status, [*headers, *extra], exc_info)
-
-        result = self.app(environ, limited_start_response)
-        return result
+    parts = ("ratelimit",)

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._options import resolve_settings
 from .._redis.connections import connections_for
-from ..sansio.realtime import Message, Published, RealtimeCore
-from ..settings import Settings
+from ..config.options import resolve_settings
+from ..config.settings import Settings
+from ..sansio.realtime.core import Published, RealtimeCore
+from ..sansio.realtime.messages import Message
 
 __all__ = ["Broadcast"]
 

@@ -2,28 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
-
-from .._options import resolve_settings
 from .._redis.connections import connections_for
-from ..sansio.cookies import IncomingCookie
-from ..sansio.exchange import Exchange, SessionPart
-from ..sansio.request import from_environ
-from ..sansio.responses import Refusals
-from ..sansio.session import Session
-from ..sansio.sessions import SessionCore, SessionInfo
-from ..settings import Settings
-from ._http import request_cookies
-from ._respond import respond
+from ..config.settings import Settings
+from ..sansio.sessions.core import SessionCore, SessionInfo
+from ._http import ENVIRON_KEY
+from .stack import Stack
 
 __all__ = ["ENVIRON_KEY", "SessionMiddleware", "SessionStore"]
 
-ENVIRON_KEY = "redis_middleware.session"
-WSGIApp = Any
 
-
-class SessionMiddleware:
+class SessionMiddleware(Stack):
     """Server-side sessions in Redis behind a signed cookie, for WSGI apps.
 
     The session is ``environ["redis_middleware.session"]``, loaded on first access
@@ -34,32 +22,11 @@ class SessionMiddleware:
 
         app.wsgi_app = SessionMiddleware(app.wsgi_app, settings)
 
-    Security: Redis never holds the cookie, only a one-way hash of the id.
+    Options are session settings without the ``session_`` prefix. Security: Redis never
+    holds the cookie, only a one-way hash of the id.
     """
 
-    def __init__(self, app: WSGIApp, settings: Settings | None = None, **options: Any) -> None:
-        self.app = app
-        self.settings = resolve_settings(settings, "session", options)
-        self.core = SessionCore(self.settings)
-        self.redis = connections_for(self.settings)
-        self.refusals = Refusals(self.settings.refusal_handler, self.settings.breaker_cooldown)
-
-    def open(self, environ: dict[str, Any]) -> tuple[Session, IncomingCookie]:
-        incoming = self.core.read_cookie(request_cookies(environ))
-        session_id = incoming.session_id
-        if session_id is None:
-            return self.core.session_for(incoming), incoming
-        return self.core.session_for(
-            incoming, lambda: self.redis.run(self.core.load_flow(session_id))), incoming
-
-    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-        session, incoming = self.open(environ)
-        environ[ENVIRON_KEY] = session
-        https = environ.get("wsgi.url_scheme") == "https"
-        refusals, field = self.refusals, self.settings.user_field
-        exchange = Exchange((SessionPart(self.core, session, incoming, https, lambda: (
-            refusals.session_unavailable(from_environ(environ, field)))),))
-        return respond(self.app, environ, start_response, exchange, self.redis)
+    parts = ("session",)
 
 
 class SessionStore:

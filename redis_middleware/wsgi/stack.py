@@ -1,25 +1,67 @@
-"""``RedisMiddleware`` for WSGI: sessions, rate limiting, caching and presence in one line."""
+"""The stack for WSGI: the core decides one Action per request; this carries it out."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, ClassVar
 
 from .._redis.connections import connections_for
 from .._redis.strategies import LimitsStrategy
-from ..sansio.request import from_environ
+from ..config.settings import Settings
+from ..sansio.request import environ_user, from_environ
 from ..sansio.responses import status_line
-from ..sansio.stack import Before, StackCore, resolve_stack_settings
-from ..settings import Settings
-from ._respond import refresh, respond, start, with_conditional
-from .cache import refresh_workers
-from .sessions import ENVIRON_KEY
+from ..sansio.stack import ALL_PARTS, Forward, Incoming, Refuse, Serve, StackCore, stack_settings
+from ._http import ENVIRON_KEY
+from ._respond import refresh, refresh_workers, respond, start, with_conditional
 
-__all__ = ["RedisMiddleware"]
+__all__ = ["RedisMiddleware", "Stack"]
 
 
-class RedisMiddleware:
+class Stack:
+    """WSGI middleware running the stack's ``parts`` (sync Redis client)."""
+
+    parts: ClassVar[tuple[str, ...]] = ALL_PARTS
+
+    def __init__(self, app: Any, settings: Settings | None = None, **options: Any) -> None:
+        self.app = app
+        self.settings = stack_settings(settings, options, self.parts)
+        self.core = StackCore(self.settings, self.parts)
+        self.redis = connections_for(self.settings)
+        if self.core.ratelimit is not None and not self.core.fixed_window:
+            self.core.limiter = LimitsStrategy(self.core.ratelimit, self.redis)
+        self.refreshers = refresh_workers(self.settings) if self.core.cache else None
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        field, redis = self.settings.user_field, self.redis
+        action = redis.run(self.core.decide(Incoming(
+            from_environ(environ), True, environ.get("wsgi.url_scheme") == "https",
+            environ.get("REQUEST_METHOD") == "HEAD", False,
+            lambda: environ_user(environ, field), lambda: environ.get(ENVIRON_KEY),
+            self._loader), time.time()))
+        if action.session is not None:
+            environ[ENVIRON_KEY] = action.session
+        match action:
+            case Refuse(response=response):
+                return start(start_response, response)
+            case Serve(status=status, headers=headers, body=body, refresh=again):
+                start_response(status_line(status), headers)
+                if again is not None and self.refreshers is not None:
+                    refresh(self.app, environ, again, redis, self.refreshers)
+                return [body]
+            case Forward(exchange=exchange):
+                return respond(self.app, with_conditional(environ, exchange.conditional),
+                               start_response, exchange, redis)
+        result: Iterable[bytes] = self.app(environ, start_response)
+        return result
+
+    def _loader(self, session_id: str) -> Any:
+        """What loads a session on its first access (sessions alone load lazily)."""
+        sessions, redis = self.core.sessions, self.redis
+        return lambda: redis.run(sessions.load_flow(session_id)) if sessions else None
+
+
+class RedisMiddleware(Stack):
     """Sessions, rate limiting, response caching and presence, in the right order (WSGI).
 
     Example::
@@ -29,42 +71,3 @@ class RedisMiddleware:
     Flask users add ``app.session_interface = RedisSessionInterface()`` (or call
     :func:`redis_middleware.flask.init_stack`) so ``flask.session`` is this session.
     """
-
-    def __init__(self, app: Any, settings: Settings | None = None, **options: Any) -> None:
-        self.app = app
-        self.settings = resolve_stack_settings(settings, options)
-        self.core = StackCore(self.settings)
-        self.redis = connections_for(self.settings)
-        if self.core.ratelimit is not None and not self.core.fixed_window:
-            self.core.limiter = LimitsStrategy(self.core.ratelimit, self.redis)
-        self.refreshers = refresh_workers(self.settings)
-
-    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-        request = from_environ(environ, self.settings.user_field)
-        if self.core.is_exempt(request.path):
-            result: Iterable[bytes] = self.app(environ, start_response)
-            return result
-        before: Before = self.redis.run(self.core.before_flow(
-            request, environ.get("REMOTE_USER") or None, True))
-        if before.session is not None:
-            environ[ENVIRON_KEY] = before.session
-        decision = before.decision
-        if decision is not None and not decision.allowed:
-            response, release = self.core.rejection(before, decision)
-            self.redis.run(release)
-            return start(start_response, response)
-        extra = decision.headers if decision is not None else ()
-        head = environ.get("REQUEST_METHOD") == "HEAD"
-        resolved = self.redis.run(self.core.hit_flow(before))
-        if resolved is not None and resolved.serve is not None and \
-                self.core.cache is not None and before.plan is not None:
-            status, headers, body = self.core.cache.hit(before.plan, resolved.serve, head)
-            start_response(status_line(status), [*headers, *extra])
-            if resolved.refresh:
-                refresh(self.app, environ, self.core.refresh_exchange(before, time.time()),
-                        self.redis, self.refreshers)
-            return [body]
-        exchange = self.core.exchange(before, environ.get("wsgi.url_scheme") == "https", head,
-                                      time.time(), extra)
-        return respond(self.app, with_conditional(environ, exchange.conditional),
-                       start_response, exchange, self.redis)

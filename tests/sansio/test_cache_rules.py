@@ -74,8 +74,8 @@ DATE = "Mon, 12 Jan 1970 13:46:40 GMT"  # NOW as an HTTP date
                      id="4.1-vary-star-never-matches"),
         pytest.param(200, [("Vary", "accept"), ("Vary", "*")], False, False, "vary-star", 0,
                      id="4.1-vary-star-on-another-line"),
-        pytest.param(200, [], True, False, "session", 0,
-                     id="a-response-that-read-the-session-is-per-user"),
+        pytest.param(200, [], True, True, "", 60,
+                     id="read-an-empty-session-without-a-cookie-is-the-anonymous-entry"),
         pytest.param(404, [], False, False, "status", 0,
                      id="default-freshness-only-for-configured-statuses"),
         pytest.param(404, [("Cache-Control", "max-age=30")], False, True, "", 30,
@@ -430,3 +430,102 @@ def test_an_entry_stored_without_lifetime_is_never_fresh_even_if_the_clock_steps
     assert c.next_step(plan(c), lookup, NOW - 3) == "compute"  # no wait for another
     lived = Entry(200, (("ETag", '"e"'),), b"hello", NOW, NOW + 1, 0.0, revalidate=True)
     assert not lived.never_fresh and c.servable(plan(c), lived, NOW + 0.5) == "fresh"
+
+
+ANON = (("host", "a.test"),)
+OTHER_COOKIE = (("host", "a.test"), ("cookie", "theme=dark"))
+SIGNED_IN = (("host", "a.test"), ("cookie", "session=abc; theme=dark"))
+ROUTES = {"/x": 60, "/shared": {"ttl": 60, "per_user": False},
+          "/c": {"ttl": 60, "vary_cookies": ["theme"]}}
+
+
+@pytest.mark.parametrize(
+    ("path", "request_headers", "response_headers", "use", "reason", "vary"),
+    [
+        pytest.param("/x", ANON, [], "read", "", ("cookie?session",),
+                     id="session-read-without-a-session-cookie-shared-by-such-requests"),
+        pytest.param("/x", OTHER_COOKIE, [], "read", "", ("cookie?session",),
+                     id="session-read-other-cookies-do-not-matter"),
+        pytest.param("/x", SIGNED_IN, [], "read", "session", (),
+                     id="session-read-with-the-session-cookie-is-per-user"),
+        pytest.param("/x", ANON, [], "written", "session-written", (),
+                     id="session-written-never-stored"),
+        pytest.param("/shared", ANON, [], "written", "session-written", (),
+                     id="session-written-never-stored-even-shared"),
+        pytest.param("/x", ANON, [], "", "", (), id="session-untouched-varies-on-nothing"),
+        pytest.param("/x", SIGNED_IN, [], "", "", (),
+                     id="session-untouched-signed-in-is-stored-for-all"),
+        pytest.param("/x", ANON, [("Vary", "Cookie")], "", "", ("cookie?",),
+                     id="4.1-vary-cookie-stored-for-requests-without-any-cookie"),
+        pytest.param("/x", OTHER_COOKIE, [("Vary", "Accept, Cookie")], "", "session", (),
+                     id="4.1-vary-cookie-any-cookie-is-per-user"),
+        pytest.param("/x", ANON, [("Vary", "cookie, Accept")], "read", "",
+                     ("accept", "cookie?"), id="4.1-vary-cookie-wins-over-the-session-rule"),
+        pytest.param("/shared", SIGNED_IN, [], "read", "", (),
+                     id="per-user-false-signed-in-stored-for-everyone"),
+        pytest.param("/shared", OTHER_COOKIE, [("Vary", "Cookie")], "read", "", (),
+                     id="per-user-false-ignores-vary-cookie"),
+        pytest.param("/c", SIGNED_IN, [], "read", "", ("cookie:theme",),
+                     id="vary-cookies-one-entry-per-value"),
+    ],
+)
+def test_session_and_cookie_dependence(
+    path: str, request_headers: tuple[tuple[str, str], ...],
+    response_headers: list[tuple[str, str]], use: Any, reason: str, vary: tuple[str, ...],
+) -> None:
+    c = core(routes=ROUTES)
+    verdict = c.verdict(plan(c, path=path, headers=request_headers), 200, response_headers,
+                        use, NOW, NOW)
+    assert (verdict.store, verdict.reason, verdict.vary) == (not reason, reason, vary)
+
+
+@pytest.mark.parametrize(
+    ("names", "request_headers", "guarded"),
+    [
+        pytest.param("", SIGNED_IN, True, id="no-marker-guarded"),
+        pytest.param("cookie?session", ANON, True, id="anonymous-may-store-guarded"),
+        pytest.param("cookie?session", OTHER_COOKIE, True, id="other-cookies-guarded"),
+        pytest.param("cookie?session", SIGNED_IN, False, id="signed-in-never-stored-no-guard"),
+        pytest.param("cookie?", OTHER_COOKIE, False, id="any-cookie-never-stored-no-guard"),
+    ],
+)
+def test_no_stampede_guard_where_nothing_can_be_stored(
+    names: str, request_headers: tuple[tuple[str, str], ...], guarded: bool,
+) -> None:
+    """Requests that can only compute their own response do not queue behind each other."""
+    c = core(routes=ROUTES, cache_lock_timeout=5)
+    p = plan(c, headers=request_headers)
+    c.verdict(p, 200, [], "read", NOW, NOW)  # nothing learnt; names come from Redis
+    lookup, batches = _lookup_with_names(c, p, names)
+    assert lookup.guarded is guarded
+    lock_ms = batches[-1][0].args[-2]
+    assert (lock_ms > 0) is guarded
+    assert (c.next_step(p, lookup, NOW) == "compute") or guarded
+
+
+def _lookup_with_names(c: CacheCore, p: CachePlan, names: str) -> tuple[Lookup, list[Any]]:
+    seen: list[Any] = []
+    flow = c.lookup_flow(p, NOW)
+    batch = next(flow)
+    try:
+        while True:
+            seen.append(batch)
+            batch = flow.send([[names.encode(), None, 0]])
+    except StopIteration as stop:
+        return stop.value, seen
+
+
+def test_a_hit_of_an_entry_for_requests_without_cookies_says_vary_cookie() -> None:
+    c = core(routes=ROUTES)
+    p = plan(c)
+    verdict = c.verdict(p, 200, [], "read", NOW, NOW)
+    entry = c.entry_of(verdict, 200, [("Content-Type", "text/plain")], b"x", NOW)
+    lookup = Lookup("v", None, True, "t")
+    run_pure(c.store_flow(p, lookup, verdict, entry, NOW), [[1, 1, 1, 1]])
+    _, headers, _ = c.hit(p, entry, False, NOW)
+    assert ("Vary", "Cookie") in headers
+    shared = plan(c, path="/shared", headers=SIGNED_IN)
+    verdict = c.verdict(shared, 200, [], "read", NOW, NOW)
+    entry = c.entry_of(verdict, 200, [], b"x", NOW)
+    run_pure(c.store_flow(shared, lookup, verdict, entry, NOW), [[1, 1, 1, 1]])
+    assert not [h for h in c.hit(shared, entry, False, NOW)[1] if h[0] == "Vary"]

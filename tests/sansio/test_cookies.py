@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from redis_middleware.sansio.cookies import parse_cookies
 from redis_middleware.sansio.request import cookies_of
+from redis_middleware.sansio.sessions.cookies import parse_cookies
 
 
 @pytest.mark.parametrize(

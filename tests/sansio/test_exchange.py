@@ -10,10 +10,10 @@ import pytest
 from redis_middleware import RedisCommandError, RedisUnavailableError, SessionUnavailableError
 from redis_middleware.sansio import incidents
 from redis_middleware.sansio.cache import CacheCore, Entry, Lookup
-from redis_middleware.sansio.cookies import IncomingCookie, new_session_id
 from redis_middleware.sansio.exchange import CachePart, Exchange, Reply, SessionPart, vary_with
 from redis_middleware.sansio.responses import Response, store_unavailable
-from redis_middleware.sansio.sessions import SessionCore
+from redis_middleware.sansio.sessions.cookies import IncomingCookie, new_session_id
+from redis_middleware.sansio.sessions.core import SessionCore
 
 from .helpers import batches, commands, request, settings
 

@@ -9,14 +9,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from redis_middleware.sansio.cache_control import (
+from redis_middleware.sansio.cache.cache_control import (
     MAX_DELTA,
     age_value,
     delta_seconds,
     parse_cache_control,
     parse_targeted,
 )
-from redis_middleware.sansio.http_dates import format_http_date, parse_http_date
+from redis_middleware.sansio.cache.http_dates import format_http_date, parse_http_date
 
 EPOCH_1994 = calendar.timegm((1994, 11, 6, 8, 49, 37, 0, 0, 0))
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from redis_middleware.sansio.paths import route_path
-from redis_middleware.sansio.patterns import PathPattern
+from redis_middleware.config.paths import route_path
+from redis_middleware.config.patterns import PathPattern
 
 
 @pytest.mark.parametrize(

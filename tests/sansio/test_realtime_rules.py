@@ -8,14 +8,10 @@ import pytest
 
 from redis_middleware import SubscriberOverflow
 from redis_middleware.sansio.flow import run_pure
-from redis_middleware.sansio.realtime import (
-    Cursor,
-    Gap,
-    Inbox,
-    Message,
-    RealtimeCore,
-    parse_payload,
-)
+from redis_middleware.sansio.realtime.core import RealtimeCore
+from redis_middleware.sansio.realtime.inbox import Inbox
+from redis_middleware.sansio.realtime.messages import Gap, Message, parse_payload
+from redis_middleware.sansio.realtime.rooms import Cursor
 
 from .helpers import settings
 

@@ -11,8 +11,8 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from redis_middleware import SessionLimitError, Settings
-from redis_middleware.sansio.session import Limits, Session
-from redis_middleware.sansio.sessions import SessionCore
+from redis_middleware.sansio.sessions.core import SessionCore
+from redis_middleware.sansio.sessions.mapping import Limits, Session
 
 
 @hsettings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -46,8 +46,55 @@ def test_bad_values_raise_from_the_mutation(value: Any, message: str) -> None:
 
 
 def test_reserved_looking_keys_round_trip() -> None:
-    from redis_middleware.sansio.sessions import field_name, key_name
+    from redis_middleware.sansio.sessions.scripts import field_name, key_name
 
-    for key in ["\x00t", "\x01x", "plain", ""]:
+    for key in ["\x00t", "\x01x", "\x02x", "plain", ""]:
         assert key_name(field_name(key)) == key
     assert not field_name("\x00t").startswith("\x00")
+    assert not field_name("\x02x").startswith("\x02")  # never read as a packed value
+
+
+@pytest.mark.parametrize(
+    ("encoded", "stored"),
+    [
+        pytest.param('"' + "ab" * 64 + '"', bytes.fromhex("ab" * 64),
+                     id="sha512-hex-digest-is-64-bytes"),
+        pytest.param('"' + "ab" * 31 + '"', None, id="fits-already"),
+        pytest.param('"' + "ab" * 32 + '"', bytes.fromhex("ab" * 32),
+                     id="sha256-hex-digest-is-just-too-long"),
+        pytest.param('"' + "ab" * 65 + '"', None, id="too-long-even-packed"),
+        pytest.param('"' + "AB" * 64 + '"', None, id="upper-case-would-not-round-trip"),
+        pytest.param('"' + "a" * 127 + '"', None, id="odd-digits"),
+        pytest.param('"' + "xy" * 64 + '"', None, id="not-hex"),
+        pytest.param("[" + "1," * 40 + "1]", None, id="not-a-string"),
+    ],
+)
+def test_long_hex_strings_are_packed(encoded: str, stored: bytes | None) -> None:
+    from redis_middleware.sansio.sessions.scripts import packed
+
+    assert packed(encoded) == stored
+
+
+def test_a_packed_value_reads_back_as_its_encoding_and_drops_its_twin() -> None:
+    from redis_middleware.sansio.flow import run_pure
+    from redis_middleware.sansio.sessions.core import SessionCore
+    from redis_middleware.sansio.sessions.scripts import META, PACKED
+
+    core = SessionCore(Settings())
+    digest = "0f" * 64
+    encoded = '"' + digest + '"'
+    (call,) = next(core.store_flow("update", "a" * 47, "a" * 47, {"_id": encoded, "n": "1"},
+                                   [], user=None, loaded_user=None))
+    args = list(call.args)
+    assert args[args.index(PACKED + "_id") + 1] == bytes.fromhex(digest)
+    assert args[args.index("n") + 1] == "1"
+    raw = [META.encode(), b"0:0", (PACKED + "_id").encode(), bytes.fromhex(digest),
+           b"n", b"1"]
+    flow = core.read_flow("a" * 47)
+    next(flow)
+    try:
+        flow.send([raw])
+    except StopIteration as stop:
+        data, stored = stop.value
+    assert data == {"_id": digest, "n": 1} and stored == {"_id": encoded, "n": "1"}
+    assert run_pure(core.exists_flow("a" * 47), [[1]]) is True

@@ -6,9 +6,10 @@ from typing import Any
 
 import pytest
 
-from redis_middleware.sansio.cookies import IncomingCookie, new_session_id
-from redis_middleware.sansio.session import Session
-from redis_middleware.sansio.sessions import META, SaveResult, SessionCore
+from redis_middleware.sansio.sessions.cookies import IncomingCookie, new_session_id
+from redis_middleware.sansio.sessions.core import SaveResult, SessionCore
+from redis_middleware.sansio.sessions.mapping import Session
+from redis_middleware.sansio.sessions.scripts import META
 
 from .helpers import batches, commands, settings
 
@@ -30,7 +31,7 @@ def loaded(c: SessionCore, data: dict[str, Any] | None) -> Session:
 
 
 def c_encode(value: Any) -> str:
-    from redis_middleware.sansio.session import encode
+    from redis_middleware.sansio.sessions.mapping import encode
 
     return encode(value)
 
@@ -128,4 +129,39 @@ def test_a_refused_update_expires_the_cookie_and_reports_not_stored() -> None:
     session["a"] = 2
     _, result = batches(c.save_flow(session, IncomingCookie(SID, present=True), False), [[0]])
     assert result == SaveResult(result.set_cookie, False)
+    assert result.set_cookie is not None and "Max-Age=0" in result.set_cookie
+
+
+@pytest.mark.parametrize(
+    ("stored", "zadd", "then"),
+    [
+        pytest.param(1, 1, [], id="stored-keeps-its-index-entry"),
+        pytest.param(0, 1, ["ZREM"], id="refused-takes-back-the-entry-it-added"),
+        pytest.param(2, 1, ["ZREM"], id="followed-a-login-takes-back-the-old-id"),
+        pytest.param(0, 0, [], id="refused-leaves-an-entry-it-did-not-add"),
+    ],
+)
+def test_the_user_index_keeps_only_a_stored_session(stored: int, zadd: int,
+                                                    then: list[str]) -> None:
+    """The index lives in another Cluster slot than the session, so the script cannot
+    update it: a save that was not stored takes back what its round trip added."""
+    c = core()
+    session = loaded(c, {"user_id": "7", "a": 1})
+    session["a"] = 2
+    answers = [[stored, zadd, 0, 1]] + ([[1]] if then else [])
+    seen, _ = batches(c.save_flow(session, IncomingCookie(SID, present=True), False), answers)
+    assert commands(seen[0]) == ["EVALSHA", "ZADD", "ZREMRANGEBYSCORE", "EXPIRE"]
+    assert [commands(b) for b in seen[1:]] == ([then] if then else [])
+    if then:
+        assert seen[1][0].args[2] == c.ref(SID)
+
+
+@pytest.mark.parametrize("lifetime", [0, -1])
+def test_a_lifetime_of_zero_or_less_writes_nothing_and_expires_the_cookie(
+        lifetime: int) -> None:
+    c = SessionCore(settings(session_absolute_lifetime=lifetime))
+    session = loaded(c, None)
+    session["a"] = 1
+    seen, result = batches(c.save_flow(session, IncomingCookie(None), https=False), [])
+    assert seen == []
     assert result.set_cookie is not None and "Max-Age=0" in result.set_cookie

@@ -1,0 +1,494 @@
+"""Response caching, decided without I/O: what may be served, what may be stored, and how.
+
+Data layout (``docs/cache.md``), per URL (path + canonical query) digest ``U``:
+``<prefix>:cache:{U}:vary`` (the request headers that the URL's responses vary
+on, learned from ``Vary`` as Django does), ``<prefix>:cache:{U}:e:<variant>``
+(one stored response; the variant is a SHA-1 of the host and the values of the
+varied headers; each process remembers a URL's vary names, so a hit costs one
+round trip),
+``<prefix>:cache:{U}:lock:<variant>`` (the stampede guard) and
+``<prefix>:cache:{U}:variants`` (for purging a URL). Tag sets and the URL
+registry (``<prefix>:cache:tag:{t}``, ``<prefix>:cache:{urls}``) make purges
+proportional to what they purge.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import secrets
+import time
+from collections.abc import Iterable, Sequence
+from urllib.parse import urlsplit
+
+from ..._memo import Memo, Recent
+from ...config.patterns import RouteTable
+from ...config.rules import CacheRouteSpec
+from ...config.settings import Settings
+from ...errors import RedisMiddlewareError
+from ...keys import KeySpace, digest
+from .. import metrics
+from ..flow import Call, Flow, Pause, PausingFlow
+from ..request import RequestInfo
+from .cache_control import parse_cache_control, split_tokens
+from .entry import (
+    ANY_COOKIE,
+    CachePlan,
+    Entry,
+    Lookup,
+    NextStep,
+    Outcome,
+    Resolved,
+    SessionUse,
+    Verdict,
+    canonical_query,
+    encode_headers,
+    lp,
+    lpb,
+)
+from .freshness import freshness, stored_fields, updated_fields
+from .scripts import INVALIDATE, LOOKUP, RELEASE, STORE
+from .serve import servable, served, usable_if_error, validators, weak_equal
+
+__all__ = ["OWN_TARGET", "CacheCore"]
+
+OWN_TARGET = "redismiddleware-cache-control"  # the targeted field aimed at this cache only
+_MEMO_MAX_ENTRY = 32 * 1024  # larger entries are decoded per hit (the memo stays small)
+
+
+class CacheCore:
+    """Every caching decision; the ASGI and WSGI adapters only run its flows."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.keys = KeySpace(settings.key_prefix)
+        self.routes: RouteTable[CacheRouteSpec] = RouteTable(settings.cache_routes)
+        self.statuses = frozenset(settings.cache_statuses)
+        self.max_body = settings.cache_max_body
+        self.lock_ms = int(settings.cache_lock_timeout * 1000)
+        self.allowed_hosts = frozenset(settings.cache_allowed_hosts)
+        self.targets = settings.cache_targets
+        self.own_targets = frozenset({OWN_TARGET} & set(self.targets))
+        self.keep_stale = settings.cache_keep_stale
+        # Per-process memos of pure computations, bounded (their keys come from requests).
+        self._names: Recent[str, str] = Recent(10_000)  # url digest -> vary names, as last seen
+        self._routes: Memo[str, CacheRouteSpec | None] = Memo(4096)  # path -> route
+        self._route_names = {id(spec): pattern for pattern, spec in settings.cache_routes}
+        self._urls: Memo[tuple[str, bytes], str] = Memo(4096)  # path, query -> url digest
+        self._hosts: Memo[str, str] = Memo(256)  # host -> variant, for a URL without Vary
+        self._lookup_keys: Memo[tuple[str, str], tuple[str, str, str]] = Memo(4096)
+        # Decoding a stored entry (JSON metadata, headers) happens once per entry and
+        # process, not per hit: small entries are remembered by their exact bytes.
+        self._decoded: Memo[bytes, Entry | None] = Memo(128)
+        self._tokens = itertools.count()
+        self._token_prefix = secrets.token_hex(6) + "-"
+        self.session_marker = ANY_COOKIE + settings.session_cookie_name
+
+    # -- planning -------------------------------------------------------------
+    def url_digest(self, path: str, query: str) -> str:
+        return digest(lp(path, canonical_query(query)))
+
+    def route_name(self, plan: CachePlan) -> str:
+        """The pattern of the plan's route, as configured (a bounded metric label)."""
+        return str(self._route_names.get(id(plan.route), "?"))
+
+    def route(self, path: str) -> CacheRouteSpec | None:
+        try:
+            return self._routes[path]
+        except KeyError:
+            found = self.routes.match(path)
+            return self._routes.put(path, found[1] if found is not None else None)
+
+    def plan(self, request: RequestInfo) -> CachePlan | None:
+        """None when the cache has nothing to do with this request."""
+        method = request.method
+        if method in ("OPTIONS", "TRACE"):
+            return None  # safe, never stored
+        route = self.route(request.path)
+        if route is None:
+            return None
+        host = cache_control = pragma = authorization = inm = ims = ranges = None
+        if_range = False
+        for k, v in request.headers:  # one pass; the first of a repeated header counts
+            if k == "host":
+                host = host if host is not None else v.lower()
+            elif k == "cache-control":
+                cache_control = v if cache_control is None else f"{cache_control}, {v}"
+            elif k == "pragma":
+                pragma = pragma if pragma is not None else v
+            elif k == "authorization":
+                authorization = authorization if authorization is not None else v
+            elif k == "if-none-match":
+                inm = v if inm is None else f"{inm}, {v}"
+            elif k == "if-modified-since":
+                ims = ims if ims is not None else v
+            elif k == "range":
+                ranges = ranges if ranges is not None else v
+            elif k == "if-range":
+                if_range = True
+        host = host or ""
+        if self.allowed_hosts and host not in self.allowed_hosts:
+            return None  # unknown Host: bypass (no poisoning through odd Host values)
+        url_key = (request.path, request.query_string)
+        url = self._urls.get(url_key)
+        if url is None:
+            url = self._urls.put(url_key, self.url_digest(
+                request.path, request.query_string.decode("latin-1")))
+        if not self.settings.cache_request_directives:
+            cache_control = pragma = None  # as nginx and Varnish: clients cannot force misses
+        req_cc = parse_cache_control(cache_control) if cache_control else {}
+        safe = method in ("GET", "HEAD")
+        headers = request.headers
+        jar = request.cookies
+        has_cookie, has_session = bool(jar), self.settings.session_cookie_name in jar
+        headers += ((ANY_COOKIE, "1" if has_cookie else ""),
+                    (self.session_marker, "1" if has_session else ""))
+        if route.vary_cookies:
+            headers += tuple((f"cookie:{name}", jar.get(name, "")) for name in route.vary_cookies)
+        return CachePlan(
+            route=route, url=url, host=host,
+            # 5.2.1.4 and RFC 9111 5.4 (Pragma, when the request has no Cache-Control)
+            lookup=safe and "no-cache" not in req_cc and (
+                cache_control is not None or pragma != "no-cache"),
+            store=method == "GET" and "no-store" not in req_cc,
+            invalidate=not safe,
+            authorization=authorization is not None,
+            headers=headers,
+            if_none_match=inm,
+            if_modified_since=ims,
+            directives=req_cc,
+            path=request.path,
+            range=None if if_range else ranges,  # If-Range: the whole entry (allowed)
+            cookie=has_cookie,
+            session_cookie=has_session,
+        )
+
+    # -- flows ------------------------------------------------------------------
+    def lookup_flow(self, plan: CachePlan, now: float | None = None) -> Flow[Lookup]:
+        """Find the entry for this request's variant and take the stampede guard.
+
+        One round trip when this process knows the URL's vary names; two when it
+        learns them (first request per URL, or after the app changed its Vary).
+        """
+        token = self._token_prefix + str(next(self._tokens))  # unique: owns the guard
+        now_ms = int((time.time() if now is None else now) * 1000)
+        names = self._names.get(plan.url, "")
+        for _ in range(3):
+            split = tuple(n for n in names.split("\n") if n)
+            variant = self.variant(plan, split)
+            # No guard where nothing can be stored: a request with the cookie that the
+            # URL's entries vary on the absence of (signed-in users) computes its own
+            # response, and such requests must not wait for each other.
+            guarded = self.storable_variant(plan, split)
+            keys = self._lookup_keys.get((plan.url, variant))
+            if keys is None:
+                keys = self._lookup_keys.put((plan.url, variant), (
+                    self.keys.cache_vary(plan.url), self.keys.cache_entry(plan.url, variant),
+                    self.keys.cache_lock(plan.url, variant)))
+            (reply,) = yield (LOOKUP(keys, [names, now_ms, self.lock_ms if guarded else 0,
+                                             token]),)
+            stored = reply[0].decode("latin-1") if isinstance(reply[0], bytes) else str(reply[0])
+            if stored == names:
+                return Lookup(variant, self.decode(reply[1]) if reply[1] else None,
+                              bool(reply[2]), token, now_ms / 1000, guarded)
+            names = self._remember(plan.url, stored)
+        return Lookup(variant, None, False, token)  # names keep changing: treat as a miss
+
+    def storable_variant(self, plan: CachePlan, names: tuple[str, ...]) -> bool:
+        """Whether a response to this request could be stored under ``names``: not when
+        the entries vary on the absence of a cookie that the request carries."""
+        return not ((plan.cookie and ANY_COOKIE in names) or (
+            plan.session_cookie and self.session_marker in names))
+
+    def decode(self, raw: bytes) -> Entry | None:
+        """A stored entry, decoded once per process while it stays small and recent."""
+        try:
+            return self._decoded[raw]
+        except KeyError:
+            entry = Entry.decode(raw)
+            return self._decoded.put(raw, entry) if len(raw) <= _MEMO_MAX_ENTRY else entry
+
+    def _remember(self, url: str, names: str) -> str:
+        return self._names.put(url, names)
+
+    def poll_flow(self, plan: CachePlan, lookup: Lookup) -> Flow[Entry | None]:
+        (raw,) = yield (Call.of("GET", self.keys.cache_entry(plan.url, lookup.variant)),)
+        return self.decode(raw) if raw else None
+
+    def release_flow(self, plan: CachePlan, lookup: Lookup) -> Flow[None]:
+        if lookup.locked:
+            yield (RELEASE([self.keys.cache_lock(plan.url, lookup.variant)], [lookup.token]),)
+
+    def entry_of(self, verdict: Verdict, status: int, headers: Sequence[tuple[str, str]],
+                 body: bytes, response_time: float) -> Entry:
+        """The entry a storable response becomes."""
+        f = verdict.fresh
+        assert f is not None
+        return Entry(status, stored_fields(headers, self.own_targets), body, response_time,
+                     response_time - f.initial_age + f.lifetime, f.initial_age, f.swr, f.sie,
+                     f.public, f.revalidate)
+
+    def store_flow(self, plan: CachePlan, lookup: Lookup, verdict: Verdict, entry: Entry,
+                   now: float | None = None) -> Flow[None]:
+        """One round trip: the entry, the URL's vary names and indexes; releases the guard.
+
+        The entry stays in Redis while fresh, then while it may be served stale
+        (stale-while-revalidate, stale-if-error) or, with a validator, revalidated
+        (``cache_keep_stale``).
+        """
+        now = time.time() if now is None else now
+        keep = max(entry.swr, entry.sie, self.keep_stale if entry.validated else 0)
+        life = max(entry.fresh_until - now, 0.0) + keep
+        px = max(1000, int(life * 1000))
+        # The lookup's variant came from the vary names stored before; this response
+        # may vary on other headers, so the variant is computed for its own names.
+        names = "\n".join(verdict.vary)
+        variant = self.variant(plan, verdict.vary)
+        self._remember(plan.url, names)
+        # The URL registry and tag sets are ZSETs scored by expiry, pruned as they are
+        # written, so they stay bounded by the live entries however long traffic lasts.
+        expires = int(now * 1000) + px
+        encoded = entry.encode()
+        if len(encoded) <= _MEMO_MAX_ENTRY:
+            self._decoded.put(encoded, entry)  # this process's next hit skips decoding
+        ops = [
+            STORE([self.keys.cache_vary(plan.url), self.keys.cache_variants(plan.url),
+                    self.keys.cache_entry(plan.url, variant),
+                    self.keys.cache_lock(plan.url, lookup.variant)],
+                   [names, encoded, px, lookup.token, int(now * 1000)]),
+        ]
+        tags = (self.keys.cache_tag(t) for t in plan.route.tags)
+        for index in (self.keys.cache_registry(), *tags):
+            ops += [Call.of("ZADD", index, "GT", expires, plan.url),
+                    Call.of("ZREMRANGEBYSCORE", index, "-inf", int(now * 1000)),
+                    Call.of("EXPIRE", index, max(self._max_life(), px // 1000 + 60))]
+        yield tuple(ops)
+
+    def variant(self, plan: CachePlan, names: tuple[str, ...]) -> str:
+        """The entry of this request among the URL's variants, for the given vary names."""
+        if not names:  # the common case: a URL whose responses vary on nothing
+            found = self._hosts.get(plan.host)
+            if found is None:
+                found = self._hosts.put(plan.host, hashlib.sha1(lpb(plan.host)).hexdigest())
+            return found
+        values = dict(_joined([(k, v) for k, v in plan.headers if k not in ("cookie", "host")]))
+        material = lpb(plan.host) + b"".join(lpb(n) + lpb(values.get(n, "")) for n in names)
+        return hashlib.sha1(material).hexdigest()
+
+    def invalidate_flow(self, url: str, *more: str) -> Flow[int]:
+        """Drop every stored variant of the URLs (digests)."""
+        answers = yield tuple(
+            INVALIDATE([self.keys.cache_variants(u), self.keys.cache_vary(u)], [])
+            for u in (url, *more))
+        return sum(int(n) for n in answers)
+
+    def invalidated_urls(self, plan: CachePlan, headers: Sequence[tuple[str, str]]
+                         ) -> list[str]:
+        """4.4: the URL itself, and the same-origin URLs in Location and Content-Location
+        that a route caches."""
+        urls = [plan.url]
+        for name in ("location", "content-location"):
+            for value in (v for k, v in headers if k.lower() == name):
+                parts = urlsplit(value.strip())
+                if parts.netloc and parts.netloc.lower() != plan.host:
+                    continue  # another origin: never ours to invalidate (4.4)
+                path = parts.path if parts.path.startswith("/") else None
+                if path is None or self.route(path) is None:
+                    continue
+                url = self.url_digest(path, parts.query)
+                if url not in urls:
+                    urls.append(url)
+        return urls
+
+    def purge_url_flow(self, path: str, query: str = "") -> Flow[int]:
+        """Drop every stored variant of one URL."""
+        return (yield from self.invalidate_flow(self.url_digest(path, query)))
+
+    def _purge_set_flow(self, set_key: str) -> Flow[int]:
+        urls = yield from self.stored_urls_flow(set_key)
+        return (yield from self.purge_urls_flow(urls, set_key))
+
+    def stored_urls_flow(self, set_key: str | None = None) -> Flow[list[str]]:
+        """The URL digests a registry (default: every stored URL) holds."""
+        key = set_key or self.keys.cache_registry()
+        (members,) = yield (Call.of("ZRANGE", key, 0, -1),)
+        return sorted(m.decode() for m in members)
+
+    def purge_urls_flow(self, urls: list[str], set_key: str | None = None) -> Flow[int]:
+        """Drop the responses of ``urls`` (digests from :meth:`stored_urls_flow`) in one
+        round trip and take them out of the registry; returns how many were stored.
+        Callers with many URLs purge them in batches (the CLI shows the progress)."""
+        key = set_key or self.keys.cache_registry()
+        # One script per URL: each URL's keys live in their own Cluster slot.
+        ops = tuple(INVALIDATE([self.keys.cache_variants(u), self.keys.cache_vary(u)], [])
+                    for u in urls)
+        answers = yield (*ops, Call.of("ZREM", key, *urls) if urls else Call.of(
+            "EXISTS", key))
+        return sum(int(a) for a in answers[:-1])
+
+    def purge_tag_flow(self, tag: str) -> Flow[int]:
+        """Drop every stored response of the routes carrying ``tag``."""
+        return (yield from self._purge_set_flow(self.keys.cache_tag(tag)))
+
+    def purge_all_flow(self) -> Flow[int]:
+        """Drop every stored response (proportional to what is stored; no SCAN)."""
+        return (yield from self._purge_set_flow(self.keys.cache_registry()))
+
+    def _max_life(self) -> int:
+        longest = max((spec.ttl for _, spec in self.settings.cache_routes), default=60)
+        return longest * 2 + 60 + self.keep_stale
+
+    # -- decisions ----------------------------------------------------------------
+    # Pure rules of serving a stored entry (``serve.py``), kept reachable from here.
+    servable = staticmethod(servable)
+    conditional = staticmethod(validators)
+    usable_if_error = staticmethod(usable_if_error)
+
+    def _route_freshness(self, route: CacheRouteSpec) -> tuple[int, int]:
+        """The route's default TTL (0 in origin mode) and cap (0: none)."""
+        mode = route.freshness or self.settings.cache_freshness
+        cap = route.max_ttl if route.max_ttl is not None else self.settings.cache_max_ttl
+        return (route.ttl if mode == "default" else 0), cap
+
+    def verdict(
+        self, plan: CachePlan, status: int, headers: Sequence[tuple[str, str]],
+        session: SessionUse | bool = "", request_time: float | None = None,
+        response_time: float | None = None,
+    ) -> Verdict:
+        """May this response be stored (RFC 9111 for a shared cache), and for how long?
+
+        ``session``: what the request did with the session (``True`` reads as
+        ``"read"``). A response that depends on the session or on cookies (``Vary:
+        Cookie``) is stored only as the entry of the requests without them, which every
+        such request shares; a request that carries them computes its own response.
+        The route's ``per_user=False`` says the page is the same for everyone (stored
+        and served whoever asks), and its ``vary_cookies`` keep one entry per value of
+        those cookies. A response after which the session is changed is never stored.
+        """
+        if not plan.store:
+            return Verdict(False, "request")
+        use = ("read" if session else "") if isinstance(session, bool) else session
+        if use == "written":
+            return Verdict(False, "session-written")
+        names = {k.lower() for k, _ in headers}
+        if "set-cookie" in names:
+            return Verdict(False, "set-cookie")
+        vary = sorted({t.lower() for t in split_tokens(
+            [v for k, v in headers if k.lower() == "vary"])})
+        if "*" in vary:
+            return Verdict(False, "vary-star")
+        if "cookie" in vary or use:
+            cookies = "cookie" in vary  # the app's own word: it may mean any cookie
+            vary = [v for v in vary if v != "cookie"]
+            route = plan.route
+            if route.vary_cookies:
+                vary += [f"cookie:{c}" for c in route.vary_cookies]
+            elif not route.per_user:
+                pass  # the same page for everyone: cookies are not part of the key
+            elif (plan.cookie if cookies else plan.session_cookie):
+                return Verdict(False, "session")
+            else:  # the entry of every request without them
+                vary.append(ANY_COOKIE if cookies else self.session_marker)
+        now = time.time()
+        default_ttl, cap = self._route_freshness(plan.route)
+        f = freshness(
+            status, headers, request_time=request_time if request_time is not None else now,
+            response_time=response_time if response_time is not None else now,
+            default_ttl=default_ttl, default_statuses=self.statuses, max_ttl=cap,
+            authorization=plan.authorization, targets=self.targets,
+            default_sie=self.settings.cache_stale_if_error)
+        if not f.store:
+            return Verdict(False, f.reason)
+        return Verdict(True, "", f, tuple(sorted(vary)))
+
+    def next_step(self, plan: CachePlan, lookup: Lookup, now: float) -> NextStep:
+        """``serve`` the entry, serve it and ``refresh`` it in the background, ``wait``
+        for another request computing it, or ``compute``."""
+        state = self.servable(plan, lookup.entry, now)
+        if state == "fresh":
+            return "serve"
+        if state == "stale":  # stale-while-revalidate: the guard's holder refreshes
+            return "refresh" if lookup.locked and plan.store else "serve"
+        entry = lookup.entry
+        fresh_elsewhere = entry is not None and now < entry.fresh_until
+        # An entry that is never fresh (no-cache) is revalidated by every request: waiting
+        # for another request's revalidation would never end in a fresh entry.
+        if lookup.locked or not lookup.guarded or self.lock_ms == 0 or not plan.lookup or (
+                fresh_elsewhere or (entry is not None and entry.never_fresh)):
+            return "compute"  # ours to compute (or this request may not use the entry)
+        return "wait"  # missing or expired, and another request holds the guard
+
+    def resolve_flow(self, plan: CachePlan, lookup: Lookup) -> PausingFlow[Resolved]:
+        """After a lookup: serve, refresh, wait for the guard's holder, or compute.
+
+        Costs nothing unless it must wait: then it polls every 20 ms; after
+        ``cache_lock_wait`` it computes uncached (``Resolved.lookup`` is None).
+        """
+        # Judged by the clock the script used, so both agree on whether it was fresh.
+        step = self.next_step(plan, lookup, lookup.at or time.time())
+        if step in ("serve", "refresh"):
+            return Resolved(lookup.entry, lookup, step == "refresh")
+        if step == "compute":
+            return Resolved(None, lookup)
+        deadline = time.monotonic() + self.settings.cache_lock_wait
+        while time.monotonic() < deadline:
+            yield Pause(0.02)
+            try:
+                entry = yield from self.poll_flow(plan, lookup)
+            except RedisMiddlewareError:
+                return Resolved(None, None, bypass="redis-unavailable")
+            if self.servable(plan, entry, time.time()) == "fresh":
+                return Resolved(entry, lookup)
+        return Resolved(None, None, bypass="lock-timeout")
+
+    def freshened(self, plan: CachePlan, entry: Entry, headers: Sequence[tuple[str, str]],
+                  request_time: float, response_time: float, session: SessionUse = ""
+                  ) -> tuple[Entry, Verdict] | None:
+        """4.3.4: ``entry`` updated by the app's 304, and its verdict (None: the 304 is
+        for another representation, or the updated response may not be stored)."""
+        etag = next((v for k, v in headers if k.lower() == "etag"), "")
+        if etag and entry.etag and not weak_equal(etag, entry.etag):
+            return None
+        merged = updated_fields(entry.headers, headers, self.own_targets)
+        ages = tuple((k, v) for k, v in headers if k.lower() == "age")
+        verdict = self.verdict(plan, entry.status, (*merged, *ages), session,
+                               request_time, response_time)
+        if not verdict.store:
+            return None
+        return self.entry_of(verdict, entry.status, merged, entry.body, response_time), verdict
+
+    # -- serving ------------------------------------------------------------------
+    def hit(
+        self, plan: CachePlan, entry: Entry, head: bool, now: float | None = None,
+        outcome: Outcome = "hit",
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        """The stored response as served: status, headers and body (or a 304)."""
+        code, kept, extra, body = self._served(plan, entry, head, now, outcome)
+        return code, [*(entry.headers if kept is None else kept), *extra], body
+
+    def hit_raw(
+        self, plan: CachePlan, entry: Entry, head: bool, now: float | None = None
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """:meth:`hit` with ASGI headers: the stored ones were encoded once, with the entry."""
+        code, kept, extra, body = self._served(plan, entry, head, now, "hit")
+        stored = entry.raw_headers if kept is None else encode_headers(kept)
+        return code, [*stored, *encode_headers(extra)], body
+
+    def _served(
+        self, plan: CachePlan, entry: Entry, head: bool, now: float | None, outcome: Outcome,
+    ) -> tuple[int, list[tuple[str, str]] | None, list[tuple[str, str]], bytes]:
+        found = served(plan, entry, head, time.time() if now is None else now, outcome,
+                       ANY_COOKIE in self._names.get(plan.url, ""))
+        if metrics.hook is not None:
+            x_cache = found[2][1][1]
+            metrics.hook.cache(outcome if outcome != "hit" else x_cache.lower(),
+                               self.route_name(plan), "")
+        return found
+
+
+def _joined(headers: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    """Repeated request headers joined with ', ' (RFC 9110 5.3), in first-seen order."""
+    out: dict[str, str] = {}
+    for k, v in headers:
+        out[k] = f"{out[k]}, {v}" if k in out else v
+    return tuple(out.items())

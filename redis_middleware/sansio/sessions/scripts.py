@@ -1,0 +1,170 @@
+"""A session's hash in Redis: its field layout and the two scripts that read and write it.
+
+One HASH per session at ``<prefix>:session:{<tag>}:<sha256(id)>``, one field per session
+key holding its encoding, plus the metadata field :data:`META` = ``"<created>:<last
+seen>"`` (epoch ms in base 36: it keeps a 3-field session in the same allocation bin as
+the leanest peer). User keys that start with ``\\x00``, ``\\x01`` or ``\\x02`` are stored
+behind a ``\\x01`` (:func:`field_name`), so no user key can take a metadata name. A value
+that is a JSON string of 64 to 128 lower-case hex digits is stored as the bytes they
+spell, under :data:`PACKED` + its field name (:func:`packed`). Times are epoch
+milliseconds, durations milliseconds.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from ..flow import Call, Script
+
+__all__ = ["COMPACT_FIELDS", "COMPACT_VALUE", "META", "MOVED", "PACKED", "b36", "field_name",
+           "key_name", "load", "packed", "save"]
+
+META = "\x00t"
+MOVED = "\x00m"  # in an old id's hash after a login: the key the session moved to
+# Redis keeps a hash in its compact encoding while every field and value is at most
+# hash-max-listpack-value bytes and it has at most hash-max-listpack-entries fields
+# (64 and 128 by default): about 168 B for a 3-field session, several times more past.
+COMPACT_VALUE, COMPACT_FIELDS = 64, 128
+# A value that is a JSON string of lower-case hex digits, too long for the compact
+# encoding but not twice too long, is stored as the bytes the digits spell, under
+# PACKED + its field name: Flask-Login's "_id" (a SHA-512 hex digest, 130 bytes as
+# JSON) takes 64 bytes and the session keeps the compact encoding.
+PACKED = "\x02"
+_HEX = re.compile(r"[0-9a-f]+")
+
+
+def packed(encoded: str) -> bytes | None:
+    """The bytes a long hex-string value is stored as, or None (stored as it is)."""
+    n = len(encoded)
+    if COMPACT_VALUE < n <= 2 * COMPACT_VALUE + 2 and n % 2 == 0 and (
+            encoded[0] == '"' == encoded[-1]) and _HEX.fullmatch(encoded, 1, n - 1):
+        return bytes.fromhex(encoded[1:-1])
+    return None
+
+
+def field_name(key: str) -> str:
+    """The hash field of a session key (a key that looks like metadata is escaped)."""
+    return "\x01" + key if key.startswith(("\x00", "\x01", PACKED)) else key
+
+
+def key_name(field: str) -> str:
+    """The session key of a hash field (:func:`field_name` undone)."""
+    return field[1:] if field.startswith("\x01") else field
+
+
+_DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def b36(n: int) -> str:
+    out = ""
+    while True:
+        n, r = divmod(n, 36)
+        out = _DIGITS[r] + out
+        if not n:
+            return out
+
+
+# KEYS: the session. ARGV: now, idle, absolute, meta field, now in base 36.
+# Returns the hash (HGETALL) with its idle expiry slid (bounded by the absolute
+# lifetime), or false when there is no live session (one past its lifetime is deleted).
+_LOAD = Script("""
+local meta = redis.call('HGET', KEYS[1], ARGV[4])
+if not meta then return false end
+local created36 = string.match(meta, '^(%w+)')
+local created = tonumber(created36, 36)
+local now = tonumber(ARGV[1])
+local ttl = math.min(tonumber(ARGV[2]), created + tonumber(ARGV[3]) - now)
+if ttl <= 0 then redis.call('DEL', KEYS[1]) return false end
+-- pcall: under maxmemory/noeviction the read still succeeds; sliding is best effort
+redis.pcall('HSET', KEYS[1], ARGV[4], created36 .. ':' .. ARGV[5])
+redis.pcall('PEXPIRE', KEYS[1], ttl)
+return redis.call('HGETALL', KEYS[1])
+""")
+
+
+def load(key: str, now: int, idle: int, absolute: int) -> Call:
+    """Read one session and slide its idle expiry (``idle``, ``absolute`` in ms)."""
+    return _LOAD([key], [now, idle, absolute, META, b36(now)])
+
+
+# KEYS: the session, the session it moves from (``move``; else the session again).
+# ARGV: mode, now, idle, absolute, meta field, now in base 36, moved field, grace,
+# n_set, (field, value)*, n_del, field*
+# mode 'create' writes a fresh hash, and refuses a key that exists: a create never writes
+# into a session in use (Django's save(must_create=True)). 'update' refuses a hash
+# deleted meanwhile (a logout racing a slow request must not resurrect it), but follows
+# a hash that regenerate() moved: the old key then holds only the moved field, naming
+# the new key (same slot: the new id keeps the old id's slot tag), for ``grace`` ms, and
+# the changes land there (returns 2). No load ever follows it: an old cookie is no
+# session. 'move' renames the old hash (KEYS[2]) to the new id first, keeping concurrent
+# changes to it, and leaves that forwarding field behind (refused when the old hash is
+# gone).
+# Returns 1 when stored; 0 also when the session's lifetime is over (it is deleted).
+_SAVE = Script("""
+local key, old, mode = KEYS[1], KEYS[2], ARGV[1]
+local now, idle, absolute, metaf = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+local movedf, grace = ARGV[7], tonumber(ARGV[8])
+local created, created36, result = now, ARGV[6], 1
+if mode == 'create' then
+  if redis.call('EXISTS', key) == 1 then return 0 end
+elseif mode == 'update' then
+  local meta = redis.call('HGET', key, metaf)
+  if not meta then
+    local moved = redis.call('HGET', key, movedf)
+    if not moved then return 0 end
+    key, result = moved, 2
+    meta = redis.call('HGET', key, metaf)
+    if not meta then return 0 end
+  end
+  created36 = string.match(meta, '^(%w+)')
+  created = tonumber(created36, 36)
+elseif mode == 'move' then
+  if redis.call('EXISTS', old) == 0 then return 0 end
+  redis.call('RENAME', old, key)
+  if grace > 0 then
+    redis.call('HSET', old, movedf, key)
+    redis.call('PEXPIRE', old, grace)
+  end
+end
+-- A key is stored under its name, or packed under \2 + its name: writing one form
+-- deletes the other (its "twin"), and a deletion deletes both.
+local function twin(f)
+  if string.byte(f, 1) == 2 then return string.sub(f, 2) end
+  return '\2' .. f
+end
+local i = 9
+local nset = tonumber(ARGV[i])
+if nset > 0 then
+  redis.call('HSET', key, unpack(ARGV, i + 1, i + 2 * nset))
+  local twins = {}
+  for j = i + 1, i + 2 * nset, 2 do twins[#twins + 1] = twin(ARGV[j]) end
+  redis.call('HDEL', key, unpack(twins))
+end
+i = i + 2 * nset + 1
+local ndel = tonumber(ARGV[i])
+if ndel > 0 then
+  local gone = {}
+  for j = i + 1, i + ndel do gone[#gone + 1] = ARGV[j]; gone[#gone + 1] = twin(ARGV[j]) end
+  redis.call('HDEL', key, unpack(gone))
+end
+local ttl = math.min(idle, created + absolute - now)
+if ttl <= 0 then redis.call('DEL', key) return 0 end
+redis.call('HSET', key, metaf, created36 .. ':' .. ARGV[6])
+redis.call('PEXPIRE', key, ttl)
+return result
+""")
+
+
+def save(mode: str, key: str, old_key: str, now: int, idle: int, absolute: int, grace: int,
+         written: Mapping[str, str], deleted: list[str]) -> Call:
+    """Write one session (``mode`` and the returns as the script above says): ``written``
+    maps session keys to their encodings, ``deleted`` lists session keys; durations ms."""
+    args: list[Any] = [mode, now, idle, absolute, META, b36(now), MOVED, grace, len(written)]
+    for k, v in written.items():
+        raw = packed(v)
+        args += [field_name(k), v] if raw is None else [PACKED + field_name(k), raw]
+    args.append(len(deleted))
+    args += [field_name(k) for k in deleted]
+    return _SAVE([key, old_key], args)
