@@ -22,7 +22,7 @@ from typing import cast
 from ._redis.connections import RedisConnections
 from ._tasks import Every
 from .errors import RedisMiddlewareError
-from .sansio.datacache import DataCore
+from .sansio.cache.data import DataCore
 from .sansio.incidents import log_failure, log_incident
 
 __all__ = ["ALock", "Lease", "Lock", "LockNotAcquired", "arenew", "renewer"]

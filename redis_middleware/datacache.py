@@ -36,16 +36,16 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple, TypeVar, cast, overload
 
 from ._datalock import ALock, Lock, LockNotAcquired, arenew, renewer
+from ._memo import Memo
 from ._redis.connections import connections_for
 from ._tasks import Every, detach, finish, stop_tasks
 from .config.settings import Settings
 from .errors import RedisMiddlewareError, RedisUnavailableError
 from .sansio import metrics
-from .sansio.datacache import MISS, DataCore, Entry
-from .sansio.datakeys import Binder, DefaultKey, KeyTemplate
+from .sansio.cache.data import MISS, DataCore, Entry
+from .sansio.cache.datakeys import Binder, DefaultKey, KeyTemplate
 from .sansio.flow import Delegate, PausingFlow
 from .sansio.incidents import log_failure, log_incident
-from ._memo import Memo
 
 __all__ = ["ALock", "DataCache", "Lock", "LockNotAcquired"]
 

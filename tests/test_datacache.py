@@ -17,7 +17,7 @@ import pytest
 from redis_middleware import DataCache, Settings
 from redis_middleware.keys import KeySpace
 from redis_middleware.sansio import incidents, metrics
-from redis_middleware.sansio.datacache import hash_slot_tag
+from redis_middleware.sansio.cache.data import hash_slot_tag
 
 from .support.clients import make_settings, raw_client
 

@@ -14,20 +14,20 @@ import pytest
 
 from redis_middleware import ConfigError, Settings
 from redis_middleware.sansio import incidents
-from redis_middleware.sansio.datacache import (
+from redis_middleware.sansio.cache.data import (
     HEAD_SIZE,
     DataCore,
     Entry,
     hash_slot_tag,
 )
-from redis_middleware.sansio.datakeys import Binder, DefaultKey, KeyTemplate
-from redis_middleware.sansio.flow import run_pure, step
-from redis_middleware.sansio.serializers import (
+from redis_middleware.sansio.cache.datakeys import Binder, DefaultKey, KeyTemplate
+from redis_middleware.sansio.cache.serializers import (
     JsonSerializer,
     MsgpackSerializer,
     SignedPickleSerializer,
     UnreadableValue,
 )
+from redis_middleware.sansio.flow import run_pure, step
 
 from .helpers import SECRET, batches, commands, settings
 

@@ -35,11 +35,11 @@ import zlib
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal, NamedTuple
 
-from .._memo import Memo
-from ..config.settings import Settings
-from ..keys import KeySpace, digest
-from .flow import Call, Flow, Pause, PausingFlow, Script
-from .incidents import log_incident
+from ..._memo import Memo
+from ...config.settings import Settings
+from ...keys import KeySpace, digest
+from ..flow import Call, Flow, Pause, PausingFlow, Script
+from ..incidents import log_incident
 from .serializers import Serializer, serializer_named
 
 __all__ = ["MISS", "DataCore", "Entry", "Judgement", "hash_slot_tag"]

@@ -17,7 +17,7 @@ import string
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
-from ..keys import escape
+from ...keys import escape
 
 __all__ = ["Binder", "DefaultKey", "KeyTemplate", "escape_part"]
 
