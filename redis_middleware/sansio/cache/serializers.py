@@ -4,7 +4,7 @@ A serializer is any object with ``dumps(value) -> bytes`` and ``loads(data) -> v
 ``dumps`` raises ``TypeError`` for a value it cannot store (the caller's mistake: it
 propagates); anything ``loads`` raises means the stored bytes are unreadable (the cache
 treats them as a miss). Compression is not a serializer's business: the envelope
-(``sansio/datacache.py``) compresses what any of them produces.
+(``dataenvelope.py``) compresses what any of them produces.
 """
 
 from __future__ import annotations
