@@ -19,24 +19,21 @@ from redis_middleware.keys import KeySpace
 from redis_middleware.sansio import incidents, metrics
 from redis_middleware.sansio.cache.data import hash_slot_tag
 
+from .support.audit import audit_keyspace
 from .support.clients import make_settings, raw_client
 
 pytestmark = [pytest.mark.usefixtures("data_audit"), pytest.mark.scenarios]
 
 
 def audit_data_keys(settings: Settings) -> list[str]:
-    """Every key of the test's prefix is a data-cache key with a TTL; return them."""
+    """The suite's keyspace audit (the prefix, a component, a TTL on every key), and
+    every key a data-cache key; return those still there."""
+    keys = audit_keyspace(settings)
+    for key in keys:
+        assert key.startswith(f"{settings.key_prefix}:data:"), key
     client = raw_client(settings)
     try:
-        keys = []
-        for key in sorted(k.decode() for k in client.scan_iter(
-                match=f"{settings.key_prefix}:*")):
-            assert key.startswith(f"{settings.key_prefix}:data:"), key
-            ttl = client.pttl(key)
-            assert ttl != -1, f"{key!r} has no TTL"
-            if ttl != -2:  # not expired since the scan
-                keys.append(key)
-        return keys
+        return [key for key in keys if client.exists(key)]  # not expired since the scan
     finally:
         client.close()
 
