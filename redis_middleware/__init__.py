@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from .config.settings import Settings
 from .errors import (
     ConfigError,
+    LockNotAcquired,
     RedisCommandError,
     RedisMiddlewareError,
     RedisUnavailableError,
@@ -23,7 +24,7 @@ from .errors import (
 from .keys import KeySpace
 
 if TYPE_CHECKING:
-    from .datacache import DataCache, LockNotAcquired
+    from .datacache import DataCache
 
 __version__ = "0.1.0"
 
@@ -47,8 +48,8 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     # DataCache needs the Redis clients: imported on first use, so that importing the
     # package (settings, the CLI's start) stays light.
-    if name in ("DataCache", "LockNotAcquired"):
-        from . import datacache
+    if name == "DataCache":
+        from .datacache import DataCache
 
-        return getattr(datacache, name)
+        return DataCache
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -367,6 +367,32 @@ async def test_async_plain_methods(acache: DataCache) -> None:
     assert await acache.aget_or_set("e", aload, ttl=30) == "sync loader"
 
 
+def test_a_miss_costs_three_round_trips_and_a_hit_one_sync_and_async(
+        settings: Settings) -> None:
+    """One decision for both sides: the GET, the lease, the store; then one GET."""
+    cache = DataCache(settings)
+    conns = cache.redis
+
+    def trips(call: Any) -> int:
+        before = conns.round_trips - conns.script_loads
+        call()
+        return conns.round_trips - conns.script_loads - before
+
+    assert trips(lambda: cache.get_or_set("rt", lambda: 1, ttl=60)) == 3
+    assert trips(lambda: cache.get_or_set("rt", lambda: 2, ttl=60)) == 1
+
+    async def main() -> list[int]:
+        counts = []
+        for value in (1, 2):
+            before = conns.round_trips - conns.script_loads
+            assert await cache.aget_or_set("art", lambda v=value: v, ttl=60) == 1
+            counts.append(conns.round_trips - conns.script_loads - before)
+        await cache.redis.aclose()
+        return counts
+
+    assert asyncio.run(main()) == [3, 1]
+
+
 def test_raw_mode_counts_with_incr(settings: Settings) -> None:
     raw_cache = DataCache(settings, namespace="counters", raw=True)
     assert raw_cache.set("hits", 10, ttl=60) is True

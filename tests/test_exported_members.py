@@ -32,6 +32,7 @@ def test_top_level_exports() -> None:
 PUBLISHED: dict[str, set[str]] = {
     "redis_middleware": {"ConfigError", "DataCache", "LockNotAcquired", "RedisMiddlewareError",
                          "Settings"},
+    "redis_middleware.datacache": {"DataCache", "LockNotAcquired"},  # the class's module
     "redis_middleware.asgi": {"Broadcast", "Cache", "CacheMiddleware", "Presence",
                               "PresenceMiddleware", "RateLimitMiddleware", "RateLimiter",
                               "RedisMiddleware", "SessionMiddleware", "SessionStore",
