@@ -189,7 +189,7 @@ class DataCache:
         label (default ``get_or_set``).
         """
         policy = self._fill.policy(ttl, stale, early, name or "get_or_set")
-        return self._fetch(key, policy, loader, self._tags(tags))
+        return self._fetch(key, policy, loader, no_tags if tags is None else self._tags(tags))
 
     async def aget_or_set(self, key: str, loader: Callable[[], Any], ttl: float | None = None,
                           *, tags: Iterable[str] | str | None = None, stale: float = 0,
@@ -197,7 +197,7 @@ class DataCache:
         """:meth:`get_or_set` for asyncio. ``loader`` may be async (awaited) or sync (run
         in a worker thread, so that it cannot block the event loop)."""
         policy = self._fill.policy(ttl, stale, early, name or "get_or_set")
-        tag_keys = self._tags(tags)
+        tag_keys = no_tags if tags is None else self._tags(tags)
         try:
             raw: Any = await self._reads.read(key)
         except RedisMiddlewareError as exc:
@@ -227,9 +227,7 @@ class DataCache:
                     return value
         return self.redis.run(self._fill.flow(key, policy, _loader(loader), tags, raw))
 
-    def _tags(self, tags: Iterable[str] | str | None) -> Callable[[], Sequence[str]]:
-        if tags is None:
-            return no_tags
+    def _tags(self, tags: Iterable[str] | str) -> Callable[[], Sequence[str]]:
         tag_keys = self.core.tag_keys(tags)
         return lambda: tag_keys
 
