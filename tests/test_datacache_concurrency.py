@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from redis_middleware import DataCache, LockNotAcquired, Settings
+from redis_middleware import DataCache, LockNotAcquired, RedisUnavailableError, Settings
 from redis_middleware.keys import KeySpace
 from redis_middleware.sansio import incidents, metrics
 
@@ -202,6 +202,46 @@ async def test_a_failing_async_loader_propagates(settings: Settings) -> None:
     assert all(isinstance(r, LookupError) for r in results)
     assert await cache.aget_or_set("f", lambda: 1, ttl=60) == 1
     await cache.redis.aclose()
+
+
+@pytest.mark.parametrize("side", ["sync", "async"])
+def test_a_loaders_slowness_or_failure_is_no_redis_outage(
+        backend_url: str, side: str, caplog: pytest.LogCaptureFixture) -> None:
+    """The loader runs between the flow's round trips: longer than the socket timeout,
+    or raising the package's own RedisUnavailableError, it opens no breaker, its error
+    reaches the caller, and the lease is free at once."""
+    settings = make_settings(backend_url, socket_timeout=0.2)
+    cache = DataCache(settings)
+
+    def slow() -> str:
+        time.sleep(0.4)
+        return "slow"
+
+    def down() -> str:
+        raise RedisUnavailableError("the loader's own Redis")
+
+    async def run(loader: Callable[[], str], key: str) -> Any:
+        try:
+            if side == "sync":
+                return cache.get_or_set(key, loader, ttl=60)
+            return await cache.aget_or_set(key, loader, ttl=60)
+        finally:
+            if side == "async":
+                await cache.redis.aclose()
+
+    with caplog.at_level(logging.WARNING, logger="redis_middleware"):
+        assert asyncio.run(run(slow, "slow")) == "slow"
+        assert cache.get("slow") == "slow"  # stored: the store did not time out either
+        with pytest.raises(RedisUnavailableError, match="loader's own"):
+            asyncio.run(run(down, "down"))
+        started = time.monotonic()
+        assert asyncio.run(run(lambda: "now", "down")) == "now"  # the lease was freed
+        assert time.monotonic() - started < 1
+    assert not cache.redis.breaker.failing
+    outage = [m for r in caplog.records if "unavailable" in (m := r.getMessage())
+              or "bypassed" in m]
+    assert outage == []  # nothing logged as a Redis failure
+    audit_data_keys(settings)
 
 
 async def test_a_cancelled_leader_hands_over(settings: Settings) -> None:
