@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigError",
+    "LockNotAcquired",
     "RedisCommandError",
     "RedisMiddlewareError",
     "RedisUnavailableError",
@@ -44,6 +45,11 @@ class RedisCommandError(RedisMiddlewareError):
     def __init__(self, message: str, replies: list[object] | None = None) -> None:
         super().__init__(message)
         self.replies = replies
+
+
+class LockNotAcquired(RedisMiddlewareError, TimeoutError):
+    """``with cache.lock(...)`` could not take the lock (``blocking=False``, or ``wait``
+    seconds passed while another holder kept it)."""
 
 
 class SessionError(RedisMiddlewareError):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 __all__ = ["COMPONENTS", "KeySpace", "digest", "escape"]
 
-COMPONENTS = ("session", "ratelimit", "cache", "presence")
+COMPONENTS = ("session", "ratelimit", "cache", "presence", "realtime", "data")
 
 _SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-@")
 _MAX_ESCAPED = 96
@@ -105,6 +105,40 @@ class KeySpace:
         room share its hash tag, so a publish script and a sharded channel stay in one slot."""
         tag = "{" + escape(room) + "}"
         return self._key("realtime", tag, name) if name else self._key("realtime", tag)
+
+    # -- data cache -----------------------------------------------------------
+    # A value is ``<prefix>:data:[<namespace>:]{<name>}``: the braces make its Cluster slot
+    # depend on ``name`` alone (a hash tag inside ``name`` decides it the same way for
+    # each of its keys), so its fill lease shares its slot. Bookkeeping follows ``data:``
+    # with a word (``fill:``, ``lock:``, ``tag:``), never with ``{``, and namespaces are
+    # such words too (``DataCore`` refuses the bookkeeping ones): no name lands there.
+    def data(self, name: str, namespace: str = "") -> str:
+        """A cached value; ``name`` is the rendered key (its arguments escaped already)."""
+        if namespace:
+            return f"{self.prefix}:data:{namespace}:{{{name}}}"
+        return f"{self.prefix}:data:{{{name}}}"  # on every hit: an f-string, not a join
+
+    def data_fill(self, name: str, namespace: str = "") -> str:
+        """The single-flight lease of a cached value (same slot as the value)."""
+        if namespace:
+            return self._key("data", "fill", namespace, "{" + name + "}")
+        return self._key("data", "fill", "{" + name + "}")
+
+    def data_lock(self, name: str) -> str:
+        """A lock taken with ``DataCache.lock``."""
+        return self._key("data", "lock", "{" + escape(name) + "}")
+
+    def data_tag(self, tag: str, namespace: str = "") -> str:
+        """The ZSET of the values stored with ``tag`` (scored by their expiry)."""
+        if namespace:
+            return self._key("data", "tag", namespace, "{" + escape(tag) + "}")
+        return self._key("data", "tag", "{" + escape(tag) + "}")
+
+    def data_patterns(self, namespace: str = "") -> tuple[str, ...]:
+        """SCAN patterns of a namespace's values, leases and tags (for clearing it)."""
+        ns = namespace + ":" if namespace else ""
+        base = self._key("data", "")
+        return (f"{base}{ns}{{*", f"{base}fill:{ns}{{*", f"{base}tag:{ns}{{*")
 
     def limits_prefix(self) -> str:
         """The prefix the ``limits`` library's storages put before our escaped identifiers."""

@@ -36,6 +36,7 @@ __all__ = ["PrometheusRecorder", "asgi_app", "disable", "enable", "registry", "w
 
 _PREFIX = "redis_middleware"
 _ROUND_TRIP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+_LOAD_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
 class PrometheusRecorder:
@@ -57,6 +58,18 @@ class PrometheusRecorder:
         self.presence_events = counter(
             "presence_events", "Presence heartbeats written, and users coming online and "
             "going offline.", ("event",))
+        self.data_lookups = counter(
+            "data_lookups", "Data cache lookups by outcome (hit, stale: served while one "
+            "caller refreshes it, miss, bypass: Redis failed) and cached function.",
+            ("outcome", "function"))
+        self.data_loads = Histogram(
+            f"{_PREFIX}_data_load_seconds", "Data cache loader runs (the count) and their "
+            "duration, by cached function.", ("function",), registry=registry,
+            buckets=_LOAD_BUCKETS)
+        self.data_waits = Histogram(
+            f"{_PREFIX}_data_wait_seconds", "Callers that waited for another caller's load "
+            "of the same key (the stampede guard), and how long, by cached function.",
+            ("function",), registry=registry, buckets=_LOAD_BUCKETS)
         self.redis_round_trips = Histogram(
             f"{_PREFIX}_redis_round_trip_seconds", "Duration of one Redis round trip (one "
             "pipeline of commands).", registry=registry, buckets=_ROUND_TRIP_BUCKETS)
@@ -79,6 +92,14 @@ class PrometheusRecorder:
 
     def presence(self, event: str, count: int = 1) -> None:
         self.presence_events.labels(event).inc(count)
+
+    def data(self, event: str, function: str, seconds: float = 0.0) -> None:
+        if event == "load":
+            self.data_loads.labels(function).observe(seconds)
+        elif event == "wait":
+            self.data_waits.labels(function).observe(seconds)
+        else:
+            self.data_lookups.labels(event, function).inc()
 
     def redis(self, seconds: float, commands: int, error: str | None) -> None:
         self.redis_round_trips.observe(seconds)

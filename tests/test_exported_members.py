@@ -30,7 +30,9 @@ def test_top_level_exports() -> None:
 # Every module path and name that the docs and the README show, in code samples and in
 # inline code: a module that moves keeps these working (re-exports), or this fails.
 PUBLISHED: dict[str, set[str]] = {
-    "redis_middleware": {"ConfigError", "RedisMiddlewareError", "Settings"},
+    "redis_middleware": {"ConfigError", "DataCache", "LockNotAcquired", "RedisMiddlewareError",
+                         "Settings"},
+    "redis_middleware.datacache": {"DataCache", "LockNotAcquired"},  # the class's module
     "redis_middleware.asgi": {"Broadcast", "Cache", "CacheMiddleware", "Presence",
                               "PresenceMiddleware", "RateLimitMiddleware", "RateLimiter",
                               "RedisMiddleware", "SessionMiddleware", "SessionStore",
@@ -114,3 +116,18 @@ def test_broadcast_publishes_async_in_asgi_and_sync_in_wsgi() -> None:
         assert inspect.iscoroutinefunction(getattr(asgi.Broadcast, method))
         assert not inspect.iscoroutinefunction(getattr(wsgi.Broadcast, method))
     assert not hasattr(wsgi.Broadcast, "subscribe")  # subscribing needs an event loop
+
+
+def test_data_cache_has_sync_methods_and_async_twins() -> None:
+    from redis_middleware import DataCache, LockNotAcquired
+
+    assert redis_middleware.DataCache is DataCache
+    assert issubclass(LockNotAcquired, redis_middleware.RedisMiddlewareError)
+    for method in ("get", "set", "delete", "get_or_set", "get_many", "set_many",
+                   "delete_many", "add", "has", "touch", "ttl", "incr", "decr", "invalidate",
+                   "clear"):
+        assert not inspect.iscoroutinefunction(getattr(DataCache, method)), method
+        assert inspect.iscoroutinefunction(getattr(DataCache, "a" + method)), method
+    params = list(inspect.signature(DataCache).parameters.values())
+    assert params[0].name == "settings" and params[0].default is None
+    assert {"cached", "lock", "alock"} <= set(dir(DataCache))

@@ -22,7 +22,7 @@ from redis_middleware.sansio.flow import (
 )
 
 from .sansio.test_flow import counter_flow, two_step_flow
-from .support.clients import SECRET
+from .support.clients import SECRET, make_settings
 from .support.servers import free_port
 
 
@@ -145,6 +145,104 @@ def test_a_flow_can_delegate_to_a_client_library(settings: Settings, run: Any) -
     first, answer = run(conns, delegating())
     assert first == (1, 2) and answer in ("from-sync", "from-async")
     assert calls == [answer.removeprefix("from-")]
+
+
+def holding(key: str, delegate: Delegate) -> PausingFlow[Any]:
+    """Holds ``key`` while ``delegate`` runs, and frees it whatever happens there."""
+    yield (Call.of("SET", key, "held", "PX", 60_000),)
+    try:
+        answer = yield delegate
+    except GeneratorExit:
+        raise  # closed: no more round trips
+    except BaseException:
+        yield (Call.of("DEL", key),)
+        raise
+    yield (Call.of("DEL", key),)
+    return answer
+
+
+@pytest.mark.usefixtures("audit")
+def test_a_delegates_exception_is_thrown_into_the_flow(settings: Settings, run: Any) -> None:
+    """The flow hears what its delegate raised (a loader's error): it may free what it
+    holds with a round trip before the exception reaches the caller, and the breaker
+    does not count it."""
+    conns = connections_for(settings)
+    key = f"{settings.key_prefix}:data:{{held}}"
+
+    def fail() -> None:
+        raise LookupError("no such row")
+
+    async def afail() -> None:
+        raise LookupError("no such row")
+
+    with pytest.raises(LookupError, match="no such row"):
+        run(conns, holding(key, Delegate(fail, afail)))
+    assert run(conns, exists_flow(key)) == 0  # freed on the way out
+    assert not conns.breaker.failing
+
+
+def exists_flow(key: str) -> Flow[int]:
+    (found,) = yield (Call.of("EXISTS", key),)
+    return int(found)
+
+
+@pytest.mark.usefixtures("audit")
+async def test_a_cancelled_delegate_lets_the_flow_free_what_it_holds(
+        settings: Settings) -> None:
+    conns = connections_for(settings)
+    key = f"{settings.key_prefix}:data:{{cancelled}}"
+    started = asyncio.Event()
+
+    async def forever() -> None:
+        started.set()
+        await asyncio.sleep(60)
+
+    task = asyncio.create_task(conns.arun(holding(key, Delegate(lambda: None, forever))))
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await conns.arun(exists_flow(key)) == 0
+    await conns.aclose()
+
+
+async def test_a_driver_stopped_by_a_cancellation_closes_its_flow(settings: Settings) -> None:
+    """The flow's ``finally`` runs when its driver stops, not when the flow is collected
+    (the cancelled task still holds the flow through its exception's traceback)."""
+    conns = connections_for(settings)
+    ended: list[str] = []
+
+    def waiting() -> PausingFlow[None]:
+        try:
+            yield Pause(60)
+        finally:
+            ended.append("finally")
+
+    task = asyncio.create_task(conns.arun(waiting()))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert ended == ["finally"]
+
+
+def test_a_slow_delegate_is_no_redis_timeout(backend_url: str, run: Any) -> None:
+    """A delegate longer than the socket timeout (a slow loader) opens no breaker."""
+    settings = make_settings(backend_url, socket_timeout=0.2)
+    conns = connections_for(settings)
+    key = f"{settings.key_prefix}:data:{{slow}}"
+
+    def slow() -> str:
+        time.sleep(0.4)
+        return "late"
+
+    async def aslow() -> str:
+        await asyncio.sleep(0.4)
+        return "late"
+
+    assert run(conns, holding(key, Delegate(slow, aslow))) == "late"
+    assert not conns.breaker.failing
+    assert run(conns, exists_flow(key)) == 0
 
 
 @pytest.mark.parametrize("kind", ["standalone", "cluster"])

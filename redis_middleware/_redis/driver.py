@@ -153,9 +153,14 @@ def _wrap(exc: BaseException, breaker: Breaker) -> BaseException:
 
 def run_sync(flow: PausingFlow[T], execute: Execute, breaker: Breaker, counter: Counter
              ) -> T:
-    """Drive ``flow`` on a sync client: one round trip per batch; a :class:`Pause` sleeps.
+    """Drive ``flow`` on a sync client: one round trip per batch; a :class:`Pause` sleeps;
+    a :class:`Delegate` is called.
 
-    A failed batch is thrown into the flow, which may handle it and go on.
+    A failed batch is thrown into the flow, which may handle it and go on. So is whatever
+    a delegate raises (its own failure, never the breaker's: a slow or failing loader is
+    no Redis outage): the flow may free what it holds with a round trip, then let it go
+    on. A driver stopped by anything else (an interrupt, a cancelled task) closes the
+    flow, so that its ``finally`` blocks run now rather than when it is collected.
     """
     try:
         batch = next(flow)
@@ -165,7 +170,12 @@ def run_sync(flow: PausingFlow[T], execute: Execute, breaker: Breaker, counter: 
                 batch = flow.send(None)
                 continue
             if isinstance(batch, Delegate):
-                batch = flow.send(batch.call())
+                try:
+                    answer = batch.call()
+                except BaseException as exc:
+                    batch = flow.throw(exc)
+                    continue
+                batch = flow.send(answer)
                 continue
             try:
                 results = execute_sync(batch, execute, breaker, counter)
@@ -175,11 +185,15 @@ def run_sync(flow: PausingFlow[T], execute: Execute, breaker: Breaker, counter: 
             batch = flow.send(results)
     except StopIteration as stop:
         return stop.value  # type: ignore[no-any-return]
+    except BaseException:
+        flow.close()
+        raise
 
 
 async def run_async(flow: PausingFlow[T], execute: AsyncExecute, breaker: Breaker,
                     counter: Counter) -> T:
-    """The asyncio twin of :func:`run_sync`."""
+    """The asyncio twin of :func:`run_sync` (a delegate's ``acall()`` is awaited; a
+    cancellation there is thrown into the flow like any exception of the delegate)."""
     try:
         batch = next(flow)
         while True:
@@ -188,7 +202,12 @@ async def run_async(flow: PausingFlow[T], execute: AsyncExecute, breaker: Breake
                 batch = flow.send(None)
                 continue
             if isinstance(batch, Delegate):
-                batch = flow.send(await batch.acall())
+                try:
+                    answer = await batch.acall()
+                except BaseException as exc:
+                    batch = flow.throw(exc)
+                    continue
+                batch = flow.send(answer)
                 continue
             try:
                 results = await execute_async(batch, execute, breaker, counter)
@@ -198,6 +217,9 @@ async def run_async(flow: PausingFlow[T], execute: AsyncExecute, breaker: Breake
             batch = flow.send(results)
     except StopIteration as stop:
         return stop.value  # type: ignore[no-any-return]
+    except BaseException:
+        flow.close()
+        raise
 
 
 def execute_sync(batch: Batch, execute: Execute, breaker: Breaker, counter: Counter

@@ -390,6 +390,50 @@ class Settings(FieldSettings):
         65536, "REDIS_MIDDLEWARE_REALTIME_MAX_MESSAGE_BYTES", p.parse_int,
         "Largest JSON message `publish` accepts (bytes); larger ones raise ValueError.",
     )
+    # -- data cache (DataCache, and the Django and Flask cache backends) ------
+    data_ttl: float = setting(
+        300.0, "REDIS_MIDDLEWARE_DATA_TTL", p.parse_float,
+        "DataCache: seconds a value is fresh when a call names no `ttl`.",
+    )
+    data_max_ttl: float = setting(
+        30 * 86400.0, "REDIS_MIDDLEWARE_DATA_MAX_TTL", p.parse_float,
+        "Seconds a framework cache backend keeps a value stored \"forever\" (Django's "
+        "`timeout=None`, Flask-Caching's `0`), so that every key still carries a TTL.",
+    )
+    data_lock_timeout: float = setting(
+        10.0, "REDIS_MIDDLEWARE_DATA_LOCK_TIMEOUT", p.parse_float,
+        "Single-flight: seconds the caller computing a missing value holds its lease. It is "
+        "renewed while the loader runs, so this is how soon a crashed process's lease frees.",
+    )
+    data_lock_wait: float = setting(
+        10.0, "REDIS_MIDDLEWARE_DATA_LOCK_WAIT", p.parse_float,
+        "Seconds other callers wait for that value before running the loader themselves.",
+    )
+    data_serializer: Any = setting(  # noqa: RUF009 (a name or an object)
+        "json", "REDIS_MIDDLEWARE_DATA_SERIALIZER", p.parse_str,
+        "How values are stored: `json`, `msgpack` (the `msgpack` extra), `pickle` (signed "
+        "with the secret key: a value that fails the check is a miss, never unpickled), or "
+        "an object with `dumps`/`loads` (in the environment: `module:attribute`).",
+    )
+    data_compress_min: int = setting(
+        0, "REDIS_MIDDLEWARE_DATA_COMPRESS_MIN", p.parse_int,
+        "Values of at least this many bytes are stored zlib-compressed (when that is "
+        "smaller); `0`: never.",
+    )
+    data_max_value_bytes: int = setting(
+        1024 * 1024, "REDIS_MIDDLEWARE_DATA_MAX_VALUE_BYTES", p.parse_int,
+        "Largest value stored, in bytes (after compression). A larger one is returned to "
+        "its caller, not stored (logged once per incident).",
+    )
+    near_cache_size: int = setting(
+        0, "REDIS_MIDDLEWARE_NEAR_CACHE_SIZE", p.parse_int,
+        "Data cache: values kept in the process and served with no round trip (Redis "
+        "tells the process when one changes: client-side caching); `0`: off.",
+    )
+    near_cache_ttl: float = setting(
+        60.0, "REDIS_MIDDLEWARE_NEAR_CACHE_TTL", p.parse_float,
+        "Seconds a near-cache entry may be served at most, whatever Redis says.",
+    )
 
     def __post_init__(self) -> None:
         try:

@@ -58,6 +58,7 @@ def validate(v: Values, derived: frozenset[str], memory: bool) -> bool:
     _cache(v)
     _presence(v)
     _realtime(v)
+    _data(v)
     return generated
 
 
@@ -240,3 +241,46 @@ def _realtime(v: Values) -> None:
                        "realtime_queue_size", "realtime_max_message_bytes"))
     if v["realtime_overflow"] not in {"drop-oldest", "disconnect"}:
         raise Invalid("realtime_overflow", "must be 'drop-oldest' or 'disconnect'")
+
+
+def _data(v: Values) -> None:
+    bounds = {"data_ttl": (0.0, 10 * 365 * 86400.0), "data_max_ttl": (0.0, 10 * 365 * 86400.0),
+              "data_lock_timeout": (0.0, 3600.0), "near_cache_ttl": (0.0, 86400.0)}
+    for name, (low, high) in bounds.items():
+        value = v[name]
+        if isinstance(value, bool) or not isinstance(value, int | float) or not (
+                low < value <= high):
+            raise Invalid(name, f"must be seconds in ({low:g}, {high:g}]")
+    if not 0 <= v["data_lock_wait"] <= 3600:
+        raise Invalid("data_lock_wait", "must be seconds in [0, 3600]")
+    for name, high in (("data_compress_min", 2**31), ("data_max_value_bytes", 512 * 2**20),
+                       ("near_cache_size", 10**8)):
+        value = v[name]
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= high:
+            raise Invalid(name, f"must be a whole number in [0, {high}]")
+    if v["data_max_value_bytes"] == 0:
+        raise Invalid("data_max_value_bytes", "must be a positive whole number")
+    serializer = v["data_serializer"]
+    if isinstance(serializer, str):
+        name = serializer.strip().lower()
+        if ":" in name:
+            try:
+                v["data_serializer"] = p.parse_import(serializer)
+            except ValueError as exc:
+                raise Invalid("data_serializer", str(exc)) from None
+        elif name not in ("json", "msgpack", "pickle"):
+            raise Invalid("data_serializer", "must be 'json', 'msgpack', 'pickle' or "
+                          "module:attribute of an object with dumps and loads")
+        else:
+            if name == "msgpack":
+                from importlib.util import find_spec  # an optional dependency
+
+                if find_spec("msgpack") is None:
+                    raise Invalid("data_serializer", "'msgpack' needs the msgpack package "
+                                  "(pip install redis-middleware[msgpack])")
+            v["data_serializer"] = name
+    serializer = v["data_serializer"]
+    if not isinstance(serializer, str) and not (
+            callable(getattr(serializer, "dumps", None))
+            and callable(getattr(serializer, "loads", None))):
+        raise Invalid("data_serializer", "must be an object with dumps and loads methods")

@@ -62,9 +62,15 @@ class Pause:
 
 @dataclass(frozen=True, slots=True)
 class Delegate:
-    """Yielded instead of a batch: work a client library does on its own connection (the
-    ``limits`` strategies). The sync driver sends back ``call()``, the asyncio driver
-    ``await acall()``. Only for a flow run on its own, like :class:`Pause`."""
+    """Yielded instead of a batch: work done outside the flow's round trips, by a client
+    library on its own connection (the ``limits`` strategies) or by the process (the
+    data cache's loader). The sync driver sends back ``call()``, the asyncio driver
+    ``await acall()``; what either raises (a cancellation too) is thrown into the flow,
+    which may free what it holds with a round trip before letting it go on. Neither
+    counts for the circuit breaker. Only for a flow run on its own, like :class:`Pause`.
+
+    A driver that stops on anything else closes the flow: its cleanup on
+    ``GeneratorExit`` must not yield."""
 
     call: Callable[[], Any]
     acall: Callable[[], Awaitable[Any]]
@@ -74,7 +80,6 @@ Batch = tuple[Call, ...]
 Flow = Generator[Batch, list[Any], T]
 PausingFlow = Generator[Batch | Pause | Delegate, Any, T]  # a Flow that may also wait
 # or delegate
-
 
 
 def step(flow: PausingFlow[T]) -> tuple[bool, Any]:

@@ -32,6 +32,13 @@ class Recorder(Protocol):
     def presence(self, event: str, count: int = 1) -> None:
         """``heartbeat``, ``online`` (came online), ``offline`` (swept or removed)."""
 
+    def data(self, event: str, function: str, seconds: float = 0.0) -> None:
+        """The data cache, per cached function (its qualified name, or the ``name=`` of a
+        ``get_or_set``, else ``get_or_set``/``get``): a lookup's outcome (``hit``,
+        ``stale``: served while one caller refreshes it, ``miss``, ``bypass``: Redis
+        failed), ``load`` (the loader ran ``seconds``) or ``wait`` (a caller waited
+        ``seconds`` for another's load: the stampede guard at work)."""
+
     def redis(self, seconds: float, commands: int, error: str | None) -> None:
         """One round trip: its duration, its commands, and its failure class if any."""
 

@@ -7,7 +7,7 @@ from redis_middleware import Settings
 
 from .clients import raw_client
 
-KEY_RE_COMPONENTS = ("session", "ratelimit", "cache", "presence", "realtime")
+KEY_RE_COMPONENTS = ("session", "ratelimit", "cache", "presence", "realtime", "data")
 
 
 def audit_keyspace(settings: Settings) -> list[str]:

@@ -1,0 +1,125 @@
+"""``DataCache.cached``: a function's calls cached by their arguments.
+
+The wrapper renders the call's key (``sansio/cache/datakeys.py``), serves a plain fresh
+hit itself (one ``GET``, one decode) and hands anything else to the get_or_set flow
+(``sansio/cache/datafill.py``), with the call as its loader. It keeps the function's
+signature and adds ``invalidate`` and ``key_for``.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+from .._memo import Memo
+from ..errors import RedisMiddlewareError
+from ..sansio import metrics
+from ..sansio.cache.data import MISS, tag_list
+from ..sansio.cache.datakeys import Binder, DefaultKey, KeyTemplate
+from ..sansio.flow import Delegate
+
+if TYPE_CHECKING:
+    from .cache import DataCache
+
+__all__ = ["cached", "is_async"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def is_async(function: Any) -> bool:
+    return inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(
+        getattr(function, "__call__", None))  # noqa: B004 (an object with async __call__)
+
+
+def no_tags() -> Sequence[str]:
+    return ()
+
+
+def cached(cache: DataCache, ttl: float | None, key: str | None,
+           tags: Iterable[str] | str | None, stale: float, early: float | bool,
+           name: str | None) -> Callable[[F], F]:
+    """The decorator of ``cache.cached(...)`` (its docstring says what it does)."""
+    tag_texts = tag_list(tags)
+    core = cache.core
+    if tag_texts and core.raw:
+        raise ValueError("raw values carry no tags")
+
+    def decorate(function: F) -> F:
+        if inspect.isasyncgenfunction(function) or inspect.isgeneratorfunction(function):
+            raise TypeError("cached() wraps functions that return a value, not generators")
+        binder = Binder(function)
+        keyer = KeyTemplate(key, binder.names) if key is not None else DefaultKey(
+            function, binder)
+        templates = [KeyTemplate(t, binder.names, escaped=False) for t in tag_texts]
+        label = name or f"{function.__module__}.{function.__qualname__}"
+        policy = cache._fill.policy(ttl, stale, early, label)
+        hot = not policy.early  # early refresh judges every hit
+        memo: Memo[tuple[Any, ...], str] = Memo(4096)
+
+        def render(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+            if not kwargs:
+                for arg in args:
+                    if type(arg) is not int and type(arg) is not str:
+                        break
+                else:  # ints and strs alone: equal arguments render equal keys
+                    found = memo.get(args)
+                    if found is None:
+                        found = memo.put(args, keyer.render(binder.bind(args, kwargs)))
+                    return found
+            return keyer.render(binder.bind(args, kwargs))
+
+        def tags_of(args: tuple[Any, ...], kwargs: dict[str, Any]
+                    ) -> Callable[[], Sequence[str]]:
+            if not templates:
+                return no_tags
+            return lambda: [core.tag_key(t.render(binder.bind(args, kwargs)))
+                            for t in templates]
+
+        def key_for(*args: Any, **kwargs: Any) -> str:
+            """The rendered key of a call with these arguments."""
+            return render(args, kwargs)
+
+        wrapper: Any
+        invalidate: Callable[..., Any]
+        if is_async(function):
+            @functools.wraps(function)
+            async def awrapper(*args: Any, **kwargs: Any) -> Any:
+                name = render(args, kwargs)
+                try:
+                    raw: Any = await cache._reads.read(name)
+                except RedisMiddlewareError as exc:
+                    raw = exc
+                else:
+                    if raw is not None and hot:  # the hot path, inlined: a plain fresh hit
+                        value = core.hot(raw)
+                        if value is not MISS:
+                            if metrics.hook is not None:
+                                metrics.hook.data("hit", label)
+                            return value
+                load = functools.partial(function, *args, **kwargs)
+                return await cache.redis.arun(cache._fill.flow(
+                    name, policy, Delegate(load, load), tags_of(args, kwargs), raw))
+
+            async def ainvalidate(*args: Any, **kwargs: Any) -> bool:
+                return await cache.adelete(render(args, kwargs))
+
+            wrapper, invalidate = awrapper, ainvalidate
+        else:
+            @functools.wraps(function)
+            def swrapper(*args: Any, **kwargs: Any) -> Any:
+                return cache._fetch(render(args, kwargs), policy,
+                                    lambda: function(*args, **kwargs), tags_of(args, kwargs))
+
+            def sinvalidate(*args: Any, **kwargs: Any) -> bool:
+                return cache.delete(render(args, kwargs))
+
+            wrapper, invalidate = swrapper, sinvalidate
+        invalidate.__doc__ = "Remove the cached result of a call with these arguments."
+        wrapper.invalidate = invalidate
+        wrapper.key_for = key_for
+        wrapper.cache = cache
+        return cast(F, wrapper)
+
+    return decorate

@@ -1,0 +1,162 @@
+"""In-process single-flight: the callers of one process that miss a key share one load.
+
+Threads share a per-key event, the tasks of one event loop a per-key future; the first
+caller leads (the get_or_set flow, ``sansio/cache/datafill.py``, goes on to Redis for
+it), the others wait at most ``data_lock_wait`` seconds for its outcome. The tasks of one
+loop that read a key at the same moment also share one ``GET`` (:class:`SharedReads`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import weakref
+from typing import Any, cast
+
+from .._redis.connections import RedisConnections
+from ..errors import RedisMiddlewareError
+from ..sansio.cache.data import DataCore
+from ..sansio.cache.datafill import Followed, Ticket
+
+__all__ = ["Flights", "SharedReads"]
+
+_RETRY = object()  # a reader gave up without a reply (cancelled): the others read again
+
+
+class _Flight:
+    """One key being loaded by a thread of this process; the others wait on ``done``."""
+
+    __slots__ = ("done", "error", "flights", "lock", "name", "stored")
+
+    def __init__(self, flights: dict[str, _Flight], lock: threading.Lock, name: str) -> None:
+        self.flights, self.lock, self.name = flights, lock, name
+        self.done = threading.Event()
+        self.stored: bytes | None = None  # the encoded value (followers decode their own)
+        self.error: BaseException | None = None
+
+    def settle(self, stored: bytes) -> None:
+        self.stored = stored
+
+    def fail(self, error: BaseException) -> None:
+        self.error = error
+
+    def close(self) -> None:
+        with self.lock:
+            if self.flights.get(self.name) is self:
+                del self.flights[self.name]
+        self.done.set()
+
+
+class _TaskFlight:
+    """One key being loaded by a task of this event loop; the others await ``future``."""
+
+    __slots__ = ("flights", "future", "name")
+
+    def __init__(self, flights: dict[str, asyncio.Future[Any]], name: str) -> None:
+        self.flights, self.name = flights, name
+        self.future = flights[name] = asyncio.get_running_loop().create_future()
+
+    def settle(self, stored: bytes) -> None:
+        self.future.set_result(stored)
+
+    def fail(self, error: BaseException) -> None:
+        self.future.set_exception(error)
+        self.future.exception()  # retrieved: no "never retrieved" log when nobody waited
+
+    def close(self) -> None:
+        if not self.future.done():  # cancelled (or another BaseException): followers retry
+            self.future.set_result(None)
+        if self.flights.get(self.name) is self.future:
+            del self.flights[self.name]
+
+
+class Flights:
+    """The loads in flight in this process, by key: ``join`` for threads, ``ajoin`` for
+    the tasks of the running loop."""
+
+    def __init__(self, wait: float) -> None:
+        self.wait = wait
+        self._threads: dict[str, _Flight] = {}
+        self._lock = threading.Lock()
+        self._loops: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, dict[str, asyncio.Future[Any]]] = (
+            weakref.WeakKeyDictionary())
+
+    def join(self, name: str) -> Ticket | Followed:
+        with self._lock:
+            flight = self._threads.get(name)
+            if flight is None:
+                flight = self._threads[name] = _Flight(self._threads, self._lock, name)
+                return flight
+        started = time.perf_counter()
+        if not flight.done.wait(self.wait):
+            return Followed(None, None, None)
+        return Followed(flight.stored, flight.error, time.perf_counter() - started)
+
+    async def ajoin(self, name: str) -> Ticket | Followed:
+        loop = asyncio.get_running_loop()
+        flights = self._loops.get(loop)
+        if flights is None:
+            flights = self._loops[loop] = {}
+        future = flights.get(name)
+        if future is None:
+            return _TaskFlight(flights, name)
+        started = time.perf_counter()
+        try:
+            stored = await asyncio.wait_for(asyncio.shield(future), self.wait)
+        except TimeoutError:
+            return Followed(None, None, None)
+        except Exception as exc:  # the leader's loader failed
+            return Followed(None, exc, time.perf_counter() - started)
+        return Followed(stored, None, time.perf_counter() - started)
+
+
+class SharedReads:
+    """One ``GET`` per key in flight, shared by the tasks of an event loop that read it
+    meanwhile (a hot key read by many requests at once costs one command; each caller
+    still decodes its own copy)."""
+
+    def __init__(self, conns: RedisConnections, core: DataCore) -> None:
+        self._conns = conns
+        self._core = core
+        self._loops: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, dict[str, list[asyncio.Future[Any]]]] = (
+            weakref.WeakKeyDictionary())
+        # The dictionary of the loop that read last: a weak-dict lookup per hit showed.
+        self._last: tuple[weakref.ref[asyncio.AbstractEventLoop],
+                          dict[str, list[asyncio.Future[Any]]]] | None = None
+
+    async def read(self, name: str) -> bytes | None:
+        loop = asyncio.get_running_loop()
+        last = self._last
+        if last is not None and last[0]() is loop:
+            reads = last[1]
+        else:
+            found = self._loops.get(loop)
+            reads = self._loops[loop] = {} if found is None else found
+            self._last = (weakref.ref(loop), reads)
+        while (waiters := reads.get(name)) is not None:
+            mine = loop.create_future()  # its own: a cancelled reader cancels only itself
+            waiters.append(mine)
+            raw = await mine
+            if raw is not _RETRY:
+                return cast("bytes | None", raw)
+        waiters = reads[name] = []
+        outcome: Any = _RETRY  # cancelled: the others read for themselves
+        try:
+            stored: bytes | None = await self._conns.arun(self._core.read_flow(name))
+            outcome = stored
+            return stored
+        except RedisMiddlewareError as exc:
+            outcome = exc
+            raise
+        finally:
+            if reads.get(name) is waiters:
+                del reads[name]
+            for waiter in waiters:
+                if not waiter.done():
+                    if isinstance(outcome, BaseException):
+                        waiter.set_exception(outcome)
+                    else:
+                        waiter.set_result(outcome)

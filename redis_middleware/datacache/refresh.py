@@ -1,0 +1,82 @@
+"""Background refreshes of stale values: a thread pool for sync callers, a task for
+async ones. The flow that refreshes (load, store, free the lease) is the core's
+(``Fill._refresh``); this only runs it on its own, one per key in this process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from .._redis.connections import RedisConnections
+from .._tasks import detach, stop_tasks
+from ..sansio.flow import PausingFlow
+
+__all__ = ["Refresher"]
+
+_WORKERS = 4
+_pool: tuple[int, ThreadPoolExecutor] | None = None
+_pool_lock = threading.Lock()
+
+
+def _threads() -> ThreadPoolExecutor:
+    """The threads that refresh stale values for sync callers (one pool per process)."""
+    global _pool
+    pid = os.getpid()
+    if _pool is None or _pool[0] != pid:  # a forked child needs its own threads
+        with _pool_lock:
+            if _pool is None or _pool[0] != pid:
+                _pool = (pid, ThreadPoolExecutor(
+                    _WORKERS, thread_name_prefix="redis-middleware-data-refresh"))
+    return _pool[1]
+
+
+class Refresher:
+    """The refreshes one ``DataCache`` runs in the background, by key."""
+
+    def __init__(self, conns: RedisConnections) -> None:
+        self._conns = conns
+        self._refreshing: set[str] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def refreshing(self, name: str) -> bool:
+        return name in self._refreshing
+
+    def refresh(self, name: str, flow: PausingFlow[None]) -> bool:
+        """Run ``flow`` in a worker thread; False when none can start (shutting down)."""
+        self._refreshing.add(name)
+        try:
+            _threads().submit(contextvars.copy_context().run, self._run, name, flow)
+        except RuntimeError:  # the interpreter is shutting down
+            self._refreshing.discard(name)
+            return False
+        return True
+
+    def _run(self, name: str, flow: PausingFlow[None]) -> None:
+        try:
+            self._conns.run(flow)  # it logs what failed itself
+        finally:
+            self._refreshing.discard(name)
+
+    async def arefresh(self, name: str, flow: PausingFlow[None]) -> bool:
+        """Run ``flow`` in a task of its own (a cancelled caller does not stop it)."""
+        self._refreshing.add(name)
+        task = detach(self._arun(name, flow))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return True
+
+    async def _arun(self, name: str, flow: PausingFlow[None]) -> None:
+        try:
+            await self._conns.arun(flow)
+        finally:
+            self._refreshing.discard(name)
+
+    async def aclose(self) -> None:
+        """Stop the running loop's refreshes (they are cancelled)."""
+        loop = asyncio.get_running_loop()
+        mine = [t for t in self._tasks if t.get_loop() is loop]
+        await stop_tasks(*mine, what="data cache refresh")
