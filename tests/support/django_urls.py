@@ -35,6 +35,12 @@ def anonymous_page(request: HttpRequest) -> HttpResponse:
     return HttpResponse("the same for everyone")
 
 
+def visits(request: HttpRequest) -> HttpResponse:
+    """Counts the visitor's visits in the session: a page that writes the session."""
+    request.session["visits"] = request.session.get("visits", 0) + 1
+    return HttpResponse("visits counted")
+
+
 def forget(request: HttpRequest) -> HttpResponse:
     """Deletes the session (``?change=1``: then changes it), as a view may by mistake."""
     request.session.delete()
@@ -44,4 +50,5 @@ def forget(request: HttpRequest) -> HttpResponse:
 
 
 urlpatterns = [*example_urls, path("forget", forget), path("swr", stale_while_revalidate),
-               path("stream", streamed), path("hello", greeting), path("same", anonymous_page)]
+               path("stream", streamed), path("hello", greeting), path("same", anonymous_page),
+               path("visits", visits)]
