@@ -650,7 +650,7 @@ def test_options_are_checked_and_named(configured: Settings, options: dict[str, 
 
     with (override_settings(CACHES={"default": ours(configured, OPTIONS=options)}),
           pytest.raises(ConfigError) as caught):
-        caches["default"]
+        caches["default"].get("k")  # unknown names fail at once, values at first use
     assert caught.value.name == named
 
 
@@ -661,7 +661,7 @@ def test_location_takes_one_url(configured: Settings) -> None:
     replicas = [configured.redis_url, configured.redis_url]
     with (override_settings(CACHES={"default": ours(configured, LOCATION=replicas)}),
           pytest.raises(ConfigError, match="LOCATION")):
-        caches["default"]
+        caches["default"].get("k")
 
 
 def test_settings_fields_in_options_and_location_from_redis_middleware(
@@ -686,6 +686,7 @@ def test_instances_of_one_configuration_share_their_store(cache: Any) -> None:
     thread = threading.Thread(target=lambda: other.append(caches["default"]))
     thread.start()
     thread.join()
+    cache.set("k", "v")
     assert other[0] is not cache
     assert other[0]._data is cache._data
     cache.set("k", "v")

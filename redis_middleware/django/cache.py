@@ -117,8 +117,28 @@ def _location(server: Any) -> str:
     return servers[0].strip() if servers else ""
 
 
-def _shared_cache(server: Any, options: Mapping[str, Any]) -> tuple[DataCache, float]:
-    location = _location(server)
+def _split_options(options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """OPTIONS as the backend's own (``SERIALIZER``, ``NAMESPACE``) and Settings fields;
+    anything else is a ConfigError naming it."""
+    own: dict[str, Any] = {}
+    fields: dict[str, Any] = {}
+    for name, value in options.items():
+        upper, lower = str(name).upper(), str(name).lower()
+        if upper in _OWN_OPTIONS:
+            own[upper] = value
+        elif lower in _FIELDS and lower != "redis_url":
+            fields[lower] = value
+        else:
+            raise ConfigError(f"OPTIONS[{name!r}]", "not an option of redis_middleware."
+                              "django.cache.RedisCache: SERIALIZER, NAMESPACE, or a "
+                              "redis-middleware setting (docs/configuration.md); the Redis "
+                              "URL is LOCATION" + (" (culling is for local caches; Redis "
+                              "expires keys by their TTL)" if upper in (
+                                  "MAX_ENTRIES", "CULL_FREQUENCY") else ""))
+    return own, fields
+
+
+def _shared_cache(location: str, options: Mapping[str, Any]) -> tuple[DataCache, float]:
     memo = (location, tuple(sorted((str(k), _hashable(v)) for k, v in options.items())))
     found = _shared.get(memo)
     if found is None:
@@ -130,21 +150,7 @@ def _shared_cache(server: Any, options: Mapping[str, Any]) -> tuple[DataCache, f
 
 
 def _build(location: str, options: Mapping[str, Any]) -> tuple[DataCache, float]:
-    fields: dict[str, Any] = {}
-    own: dict[str, Any] = {}
-    for name, value in options.items():
-        upper = str(name).upper()
-        if upper in _OWN_OPTIONS:
-            own[upper] = value
-        elif str(name).lower() in _FIELDS and str(name).lower() != "redis_url":
-            fields[str(name).lower()] = value
-        else:
-            raise ConfigError(f"OPTIONS[{name!r}]", "not an option of redis_middleware."
-                              "django.cache.RedisCache: SERIALIZER, NAMESPACE, or a "
-                              "redis-middleware setting (docs/configuration.md); the Redis "
-                              "URL is LOCATION" + (" (culling is for local caches; Redis "
-                              "expires keys by their TTL)" if upper in (
-                                  "MAX_ENTRIES", "CULL_FREQUENCY") else ""))
+    own, fields = _split_options(options)
     if location:
         fields["redis_url"] = location
     settings = django_settings(**fields) if fields else django_settings()
@@ -195,8 +201,19 @@ class RedisCache(BaseCache):
     def __init__(self, server: Any, params: dict[str, Any]) -> None:
         options = dict(params.get("OPTIONS") or {})
         super().__init__({**params, "OPTIONS": {}})
-        self._data, self._max_ttl = _shared_cache(server, options)
+        _split_options(options)  # an unknown option fails here, naming itself
+        self._location = _location(server)
+        self._options = options
+
+    def __getattr__(self, name: str) -> Any:
+        # The store is found on first use, not in __init__: Django builds a backend per
+        # thread and task, and its system checks build every alias (a setting that
+        # cannot work is then reported by the check, not by a crash of manage.py).
+        if name not in ("_data", "_max_ttl", "_namespace"):
+            raise AttributeError(name)
+        self._data, self._max_ttl = _shared_cache(self._location, self._options)
         self._namespace = self._data.core.namespace
+        return getattr(self, name)
 
     # -- keys and timeouts ----------------------------------------------------------------
     def validate_key(self, key: str) -> None:
