@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from flask import Flask, g, has_app_context
@@ -36,7 +37,9 @@ from . import DataCache
 from .config.settings import Settings
 from .errors import ConfigError, RedisMiddlewareError
 from .flask import flask_settings
+from .sansio import metrics
 from .sansio.cache.serializers import SignedPickleSerializer
+from .sansio.flow import gather
 from .sansio.incidents import log_failure
 
 __all__ = ["FlaskCache"]
@@ -48,6 +51,13 @@ _FIELDS = frozenset(f.name for f in dataclasses.fields(Settings))
 _OWN = frozenset({"default_timeout", "ignore_delete_many_errors", "namespace", "single_flight",
                   "lock_wait"})
 _HOST_KEYS = ("CACHE_REDIS_HOST", "CACHE_REDIS_PORT", "CACHE_REDIS_PASSWORD", "CACHE_REDIS_DB")
+# memoize's version keys (Flask-Caching names them "<function>_memver"): read before every
+# memoized call, changed only by delete_memoized. Served from the process for this long
+# after Redis last confirmed them; the get that follows confirms them again in its round
+# trip, and misses when one changed (the call is computed again: never a stale value).
+_MEMVER = "_memver"
+_MEMO_SECONDS = 1.0
+_MEMO_SIZE = 4096
 
 
 class _RawInts:
@@ -123,6 +133,8 @@ class FlaskCache(BaseCache):
         self.lock_wait = self.settings.data_lock_wait if lock_wait is None else lock_wait
         self._max_ttl = self.settings.data_max_ttl
         self._leases = f"_redis_middleware_leases_{id(self)}"  # in flask.g
+        self._versions: dict[str, tuple[Any, float]] = {}  # memver name -> value, confirmed
+        self._checks = threading.local()  # .pending: versions the next get confirms
         self._serializer: Any = SignedPickleSerializer(self.settings.secret_key)
         self._data = _data_cache(self.settings, namespace, self._serializer)
 
@@ -192,12 +204,72 @@ class FlaskCache(BaseCache):
         ``set`` that follows stores the value and frees it): another request missing the
         same key meanwhile waits for that value instead of computing it too."""
         name = self._name(key)
+        check: dict[str, Any] | None = getattr(self._checks, "pending", None)
+        if check is not None:
+            self._checks.pending = None
+            return self._confirmed_get(name, check)
         value = self._data.get(name, _MISSING)
         if value is not _MISSING:
             return value
         if not self.single_flight or not has_app_context():
             return None
         return self._lease_or_wait(name)
+
+    def _confirmed_get(self, name: str, check: dict[str, Any]) -> Any:
+        """The memoized value, and the version keys it was found with read again, in one
+        round trip: a version changed since (another process's ``delete_memoized``) makes
+        it a miss."""
+        core, redis = self._data.core, self._data.redis
+        names = list(check)
+        try:
+            raw, versions = redis.run(gather(core.read_flow(name), core.get_many_flow(names)))
+        except RedisMiddlewareError as exc:
+            log_failure("data", "data cache bypassed: %s", exc)
+            return None
+        if not self._remember(names, [self._value(v) for v in versions], check):
+            return None  # keyed by a version that is gone: computed again, under the new one
+        value = _MISSING if raw is None else self._value(raw)
+        if metrics.hook is not None:
+            metrics.hook.data("miss" if value is _MISSING else "hit", "get")
+        if value is not _MISSING:
+            return value
+        if not self.single_flight or not has_app_context():
+            return None
+        return self._lease_or_wait(name)
+
+    def _value(self, raw: bytes | None) -> Any:
+        entry = None if raw is None else self._data.core.decode(raw)
+        return _MISSING if entry is None else entry.value
+
+    def _remember(self, names: Sequence[str], values: Sequence[Any],
+                  expected: Mapping[str, Any] | None = None) -> bool:
+        """Keep version keys as Redis has them now; whether they are what was expected."""
+        if len(self._versions) > _MEMO_SIZE:
+            self._versions.clear()
+        now, same = time.monotonic(), True
+        for name, value in zip(names, values, strict=True):
+            if expected is not None and (value is _MISSING or value != expected[name]):
+                same = False
+            if value is _MISSING:
+                self._versions.pop(name, None)
+            else:
+                self._versions[name] = (value, now)
+        return same
+
+    def _memoized_versions(self, names: Sequence[str]) -> list[Any] | None:
+        now, out = time.monotonic(), []
+        for name in names:
+            found = self._versions.get(name)
+            if found is None or now - found[1] > _MEMO_SECONDS:
+                return None
+            out.append(found[0])
+        return out
+
+    def _forget(self, names: Sequence[str]) -> None:
+        self._checks.pending = None
+        for name in names:
+            if name.endswith(_MEMVER):
+                self._versions.pop(name, None)
 
     def _lease_or_wait(self, name: str) -> Any:
         leases: dict[str, str] | None = g.get(self._leases)
@@ -227,7 +299,15 @@ class FlaskCache(BaseCache):
 
     def get_many(self, *keys: str) -> list[Any]:
         names = [self._name(k) for k in keys]
+        versions = bool(names) and all(n.endswith(_MEMVER) for n in names)
+        if versions:
+            served = self._memoized_versions(names)
+            if served is not None:  # memoize's first read: confirmed by its next get
+                self._checks.pending = dict(zip(names, served, strict=True))
+                return served
         found = self._data.get_many(names)
+        if versions:
+            self._remember(list(found), list(found.values()))
         return [found.get(name) for name in names]
 
     # -- writes -----------------------------------------------------------------------------
@@ -235,6 +315,8 @@ class FlaskCache(BaseCache):
         """Store ``value``; False when Redis failed (or it is over the size cap). Frees
         the key's lease when this context's ``get`` took it."""
         name, ttl = self._name(key), self._ttl(timeout)
+        if name.endswith(_MEMVER):
+            self._forget((name,))
         token = self._lease_of(name)
         if token is not None:
             return self._store_leased(name, value, ttl, token)
@@ -269,6 +351,7 @@ class FlaskCache(BaseCache):
 
     def add(self, key: str, value: Any, timeout: Any = None) -> bool:
         name, ttl = self._name(key), self._ttl(timeout)
+        self._forget((name,))
         if ttl is None:
             return not self._data.has(name)
         return self._data.add(name, value, ttl)
@@ -277,6 +360,7 @@ class FlaskCache(BaseCache):
         """The keys stored (all of them, or none when Redis failed)."""
         ttl = self._ttl(timeout)
         names = {self._name(k): k for k in mapping}
+        self._forget(list(names))
         if ttl is None:
             self._data.delete_many(list(names))
             return list(mapping)
@@ -284,12 +368,16 @@ class FlaskCache(BaseCache):
         return [k for n, k in names.items() if n not in refused]
 
     def delete(self, key: str) -> bool:
-        return self._data.delete(self._name(key))
+        name = self._name(key)
+        self._forget((name,))
+        return self._data.delete(name)
 
     def delete_many(self, *keys: str) -> list[Any]:
         """The keys deleted (a key that was not there counts, as in cachelib)."""
         if keys:
-            self._data.delete_many([self._name(k) for k in keys])
+            names = [self._name(k) for k in keys]
+            self._forget(names)
+            self._data.delete_many(names)
         return list(keys)
 
     def unlink(self, *keys: str) -> list[Any]:
@@ -299,6 +387,8 @@ class FlaskCache(BaseCache):
         """Remove this backend's keys (SCAN of its namespace on each primary, never
         FLUSHDB, whatever CACHE_KEY_PREFIX is): every app's and alias's under this
         namespace, sessions and other components untouched."""
+        self._checks.pending = None
+        self._versions.clear()
         self._data.clear()
         return True
 

@@ -326,6 +326,56 @@ def test_a_real_redis_needs_a_secret(settings: Settings, monkeypatch: pytest.Mon
         Cache(app)
 
 
+def test_a_memoize_hit_is_one_round_trip(app: Flask, cache: Cache, settings: Settings) -> None:
+    """memoize reads the function's version keys, then the value: the versions are kept
+    in the process and read again with the value, in one round trip (Flask-Caching's own
+    Redis backend takes two)."""
+    @cache.memoize(60)
+    def square(n: int) -> int:
+        return n * n
+
+    conns = connections_for(settings)
+    with app.app_context():
+        square(3)
+        square(3)
+        before = conns.round_trips
+        assert [square(3) for _ in range(10)] == [9] * 10
+        assert conns.round_trips - before == 10
+
+
+def test_delete_memoized_in_another_process_is_seen_at_once(settings: Settings) -> None:
+    """Two backends (as two processes would have): the versions one keeps are read again
+    with every value, so the other's delete_memoized makes the next call compute."""
+    cache = Cache()
+    here, there = (make_app(settings, CACHE_KEY_PREFIX="shared_") for _ in range(2))
+    cache.init_app(here)
+    cache.init_app(there)
+    calls: list[int] = []
+
+    @cache.memoize(60)
+    def price(n: int) -> int:
+        calls.append(n)
+        return len(calls)
+
+    with here.app_context():
+        assert [price(1), price(1), price(1)] == [1, 1, 1]
+    with there.app_context():
+        assert price(1) == 1
+        cache.delete_memoized(price)
+    with here.app_context():
+        # Never the old value. (The first call after the change is computed under the
+        # version it had read, and once more under the new one: see docs/flask.md.)
+        fresh = price(1)
+        assert fresh > 1 and price(1) == price(1) >= fresh
+    with there.app_context():
+        settled = price(1)
+        assert settled > 1
+        cache.delete_memoized(price, 1)
+    with here.app_context():
+        assert price(1) > settled
+        cache.clear()
+
+
 # -- one computation per missing value ------------------------------------------------------
 def run_in_threads(count: int, target: Callable[[], Any]) -> list[Any]:
     start = threading.Barrier(count)
