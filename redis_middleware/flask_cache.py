@@ -28,7 +28,7 @@ import dataclasses
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from flask import Flask, g, has_app_context
 from flask_caching.backends.base import BaseCache
@@ -38,8 +38,9 @@ from .config.settings import Settings
 from .errors import ConfigError, RedisMiddlewareError
 from .flask import flask_settings
 from .sansio import metrics
+from .sansio.cache.data import DataCore
 from .sansio.cache.serializers import SignedPickleSerializer
-from .sansio.flow import gather
+from .sansio.flow import Call, Flow
 from .sansio.incidents import log_failure
 
 __all__ = ["FlaskCache"]
@@ -133,7 +134,8 @@ class FlaskCache(BaseCache):
         self.lock_wait = self.settings.data_lock_wait if lock_wait is None else lock_wait
         self._max_ttl = self.settings.data_max_ttl
         self._leases = f"_redis_middleware_leases_{id(self)}"  # in flask.g
-        self._versions: dict[str, tuple[Any, float]] = {}  # memver name -> value, confirmed
+        # memver name -> (value, stored bytes, when Redis last confirmed them)
+        self._versions: dict[str, tuple[Any, bytes, float]] = {}
         self._checks = threading.local()  # .pending: versions the next get confirms
         self._serializer: Any = SignedPickleSerializer(self.settings.secret_key)
         self._data = _data_cache(self.settings, namespace, self._serializer)
@@ -204,7 +206,7 @@ class FlaskCache(BaseCache):
         ``set`` that follows stores the value and frees it): another request missing the
         same key meanwhile waits for that value instead of computing it too."""
         name = self._name(key)
-        check: dict[str, Any] | None = getattr(self._checks, "pending", None)
+        check: dict[str, bytes] | None = getattr(self._checks, "pending", None)
         if check is not None:
             self._checks.pending = None
             return self._confirmed_get(name, check)
@@ -215,55 +217,69 @@ class FlaskCache(BaseCache):
             return None
         return self._lease_or_wait(name)
 
-    def _confirmed_get(self, name: str, check: dict[str, Any]) -> Any:
+    def _confirmed_get(self, name: str, check: dict[str, bytes]) -> Any:
         """The memoized value, and the version keys it was found with read again, in one
         round trip: a version changed since (another process's ``delete_memoized``) makes
         it a miss."""
-        core, redis = self._data.core, self._data.redis
-        names = list(check)
+        core = self._data.core
         try:
-            raw, versions = redis.run(gather(core.read_flow(name), core.get_many_flow(names)))
+            raw, versions = self._data.redis.run(_confirm_flow(core, name, list(check)))
         except RedisMiddlewareError as exc:
             log_failure("data", "data cache bypassed: %s", exc)
             return None
-        if not self._remember(names, [self._value(v) for v in versions], check):
+        now, same = time.monotonic(), True
+        for (version, expected), found in zip(check.items(), versions, strict=True):
+            if found == expected:
+                memo = self._versions.get(version)
+                if memo is not None:
+                    self._versions[version] = (memo[0], memo[1], now)
+            else:
+                same = False
+                self._remember(version, found, now)
+        if not same:
             return None  # keyed by a version that is gone: computed again, under the new one
-        value = _MISSING if raw is None else self._value(raw)
+        entry = None if raw is None else core.decode(raw)
         if metrics.hook is not None:
-            metrics.hook.data("miss" if value is _MISSING else "hit", "get")
-        if value is not _MISSING:
-            return value
+            metrics.hook.data("miss" if entry is None else "hit", "get")
+        if entry is not None:
+            return entry.value
         if not self.single_flight or not has_app_context():
             return None
         return self._lease_or_wait(name)
 
-    def _value(self, raw: bytes | None) -> Any:
+    def _remember(self, name: str, raw: bytes | None, now: float) -> Any:
+        """Keep a version key as Redis has it (or forget it); its value."""
         entry = None if raw is None else self._data.core.decode(raw)
-        return _MISSING if entry is None else entry.value
-
-    def _remember(self, names: Sequence[str], values: Sequence[Any],
-                  expected: Mapping[str, Any] | None = None) -> bool:
-        """Keep version keys as Redis has them now; whether they are what was expected."""
-        if len(self._versions) > _MEMO_SIZE:
+        if entry is None:
+            self._versions.pop(name, None)
+            return None
+        if len(self._versions) >= _MEMO_SIZE:
             self._versions.clear()
-        now, same = time.monotonic(), True
-        for name, value in zip(names, values, strict=True):
-            if expected is not None and (value is _MISSING or value != expected[name]):
-                same = False
-            if value is _MISSING:
-                self._versions.pop(name, None)
-            else:
-                self._versions[name] = (value, now)
-        return same
+        self._versions[name] = (entry.value, cast(bytes, raw), now)
+        return entry.value
+
+    def _read_versions(self, names: list[str]) -> list[Any]:
+        """memoize's version keys from Redis, kept in the process."""
+        try:
+            raws = self._data.redis.run(self._data.core.get_many_flow(names))
+        except RedisMiddlewareError as exc:
+            log_failure("data", "data cache bypassed: %s", exc)
+            return [None] * len(names)
+        now = time.monotonic()
+        return [self._remember(name, raw, now) for name, raw in zip(names, raws, strict=True)]
 
     def _memoized_versions(self, names: Sequence[str]) -> list[Any] | None:
-        now, out = time.monotonic(), []
+        """The version keys as kept, when Redis confirmed each of them lately; the next
+        ``get`` confirms them again (``pending``)."""
+        now, values, pending = time.monotonic(), [], {}
         for name in names:
             found = self._versions.get(name)
-            if found is None or now - found[1] > _MEMO_SECONDS:
+            if found is None or now - found[2] > _MEMO_SECONDS:
                 return None
-            out.append(found[0])
-        return out
+            values.append(found[0])
+            pending[name] = found[1]
+        self._checks.pending = pending
+        return values
 
     def _forget(self, names: Sequence[str]) -> None:
         self._checks.pending = None
@@ -299,15 +315,10 @@ class FlaskCache(BaseCache):
 
     def get_many(self, *keys: str) -> list[Any]:
         names = [self._name(k) for k in keys]
-        versions = bool(names) and all(n.endswith(_MEMVER) for n in names)
-        if versions:
+        if names and all(n.endswith(_MEMVER) for n in names):  # memoize's first read
             served = self._memoized_versions(names)
-            if served is not None:  # memoize's first read: confirmed by its next get
-                self._checks.pending = dict(zip(names, served, strict=True))
-                return served
+            return served if served is not None else self._read_versions(names)
         found = self._data.get_many(names)
-        if versions:
-            self._remember(list(found), list(found.values()))
         return [found.get(name) for name in names]
 
     # -- writes -----------------------------------------------------------------------------
@@ -430,3 +441,15 @@ class FlaskCache(BaseCache):
                 redis.run(core.release_flow(core.fill_key(name), token))
             except RedisMiddlewareError as exc_:
                 log_failure("data", "data cache: a lease was not freed: %s", exc_)
+
+
+def _confirm_flow(core: DataCore, name: str, versions: list[str]
+                  ) -> Flow[tuple[bytes | None, list[bytes | None]]]:
+    """One round trip: the value of ``name`` and the version keys it was found with (a
+    GET each on a Cluster, where they live in other slots)."""
+    keys = [core.key(v) for v in versions]
+    if core.cluster:
+        replies = yield (Call(("GET", core.key(name))), *(Call(("GET", k)) for k in keys))
+        return replies[0], list(replies[1:])
+    raw, found = yield (Call(("GET", core.key(name))), Call(("MGET", *keys)))
+    return raw, list(found)
