@@ -38,7 +38,7 @@ from .config.settings import Settings
 from .errors import ConfigError, RedisMiddlewareError
 from .flask import flask_settings
 from .sansio import metrics
-from .sansio.cache.data import DataCore
+from .sansio.cache.data import MISS, DataCore
 from .sansio.cache.serializers import SignedPickleSerializer
 from .sansio.flow import Call, Flow
 from .sansio.incidents import log_failure
@@ -210,8 +210,21 @@ class FlaskCache(BaseCache):
         if check is not None:
             self._checks.pending = None
             return self._confirmed_get(name, check)
-        value = self._data.get(name, _MISSING)
-        if value is not _MISSING:
+        data = self._data
+        try:  # DataCache.get, on its hot path (one GET, the value decoded as it is)
+            raw = data.redis.run(data.core.read_flow(name))
+        except RedisMiddlewareError as exc:
+            return _bypassed(exc)
+        return self._found(name, raw)
+
+    def _found(self, name: str, raw: bytes | None) -> Any:
+        """The value read, or (a miss) the lease or another request's value."""
+        value = MISS if raw is None else self._data.core.hot(raw)
+        if value is MISS and raw is not None:
+            self._data.core.decode(raw)  # says why it cannot be read (once per incident)
+        if metrics.hook is not None:
+            metrics.hook.data("miss" if value is MISS else "hit", "get")
+        if value is not MISS:
             return value
         if not self.single_flight or not has_app_context():
             return None
@@ -225,8 +238,7 @@ class FlaskCache(BaseCache):
         try:
             raw, versions = self._data.redis.run(_confirm_flow(core, name, list(check)))
         except RedisMiddlewareError as exc:
-            log_failure("data", "data cache bypassed: %s", exc)
-            return None
+            return _bypassed(exc)
         now, same = time.monotonic(), True
         for (version, expected), found in zip(check.items(), versions, strict=True):
             if found == expected:
@@ -238,14 +250,7 @@ class FlaskCache(BaseCache):
                 self._remember(version, found, now)
         if not same:
             return None  # keyed by a version that is gone: computed again, under the new one
-        entry = None if raw is None else core.decode(raw)
-        if metrics.hook is not None:
-            metrics.hook.data("miss" if entry is None else "hit", "get")
-        if entry is not None:
-            return entry.value
-        if not self.single_flight or not has_app_context():
-            return None
-        return self._lease_or_wait(name)
+        return self._found(name, raw)
 
     def _remember(self, name: str, raw: bytes | None, now: float) -> Any:
         """Keep a version key as Redis has it (or forget it); its value."""
@@ -441,6 +446,12 @@ class FlaskCache(BaseCache):
                 redis.run(core.release_flow(core.fill_key(name), token))
             except RedisMiddlewareError as exc_:
                 log_failure("data", "data cache: a lease was not freed: %s", exc_)
+
+
+def _bypassed(exc: RedisMiddlewareError) -> None:
+    log_failure("data", "data cache bypassed: %s", exc)
+    if metrics.hook is not None:
+        metrics.hook.data("bypass", "get")
 
 
 def _confirm_flow(core: DataCore, name: str, versions: list[str]
