@@ -148,6 +148,8 @@ def _shared_cache(location: str, options: Mapping[str, Any]) -> tuple[DataCache,
         with _shared_lock:
             found = _shared.get(memo)
             if found is None:
+                if len(_shared) >= 64:  # options holding new objects each time: stay bounded
+                    _shared.clear()
                 found = _shared[memo] = _build(location, options)
     return found
 
