@@ -1,7 +1,9 @@
-"""Server-rendered HTML shared by the FastAPI and Flask examples (no build step)."""
+"""Server-rendered HTML shared by the FastAPI, Flask and Django examples (no build step),
+and their stand-in for a database."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from html import escape
@@ -14,6 +16,36 @@ code{background:#f4f4f4;padding:0 .2rem} li{margin:.2rem 0} .muted{color:#777}
 """
 
 PRODUCTS = {"1": "Teapot", "2": "Kettle", "3": "Mug"}
+
+
+class Database:
+    """The demos' database: a product table whose reads take a while and are counted
+    (``queries``), so that what the data cache saves shows. The apps read it through
+    ``DataCache.cached`` (key ``products:list``, tag ``products``) and invalidate the
+    tag when a product is renamed."""
+
+    LATENCY = 0.02  # seconds a query takes
+
+    def __init__(self) -> None:
+        self.products = dict(PRODUCTS)
+        self.queries = 0
+
+    def select_products(self) -> dict[str, str]:
+        """``SELECT id, name FROM products``."""
+        self.queries += 1
+        time.sleep(self.LATENCY)
+        return dict(self.products)
+
+    async def aselect_products(self) -> dict[str, str]:
+        """The same query on an async driver."""
+        self.queries += 1
+        await asyncio.sleep(self.LATENCY)
+        return dict(self.products)
+
+    def rename(self, pid: str, name: str) -> None:
+        """``UPDATE products SET name = ... WHERE id = ...`` (unknown ids change nothing)."""
+        if pid in self.products:
+            self.products[pid] = name.strip()[:40] or self.products[pid]
 
 # The middleware options both examples use: a site-wide limit per user (or address), a
 # strict fail-closed login limit per address, an API limit, and a cached product list.
@@ -90,7 +122,9 @@ def products(items: dict[str, str], rendered_at: float) -> str:
 <button>Rename</button></form></li>""" for pid, name in items.items())
     return page("Products", f"""<p class="muted">Rendered at {clock(rendered_at)}: reload,
 and the time stays the same while the page is served from the cache (look for
-<code>X-Cache: HIT</code>). Renaming a product invalidates it.</p><ul>{rows}</ul>""",
+<code>X-Cache: HIT</code>). The list itself is read through the data cache
+(<code>products:list</code>; <a href="/api/products">/api/products</a> counts the
+database's queries). Renaming a product invalidates both.</p><ul>{rows}</ul>""",
                 shared=True)
 
 

@@ -26,7 +26,7 @@ import dataclasses
 import operator
 import os
 from datetime import timedelta
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from flask import Flask, after_this_request, has_request_context
 from flask import request as flask_request
@@ -47,7 +47,10 @@ from .sansio.stack import stack_field
 from .wsgi.sessions import ENVIRON_KEY
 from .wsgi.stack import RedisMiddleware
 
-__all__ = ["RedisSessionInterface", "flask_settings", "init_app", "init_stack"]
+if TYPE_CHECKING:
+    from .flask_cache import FlaskCache
+
+__all__ = ["FlaskCache", "RedisSessionInterface", "flask_settings", "init_app", "init_stack"]
 
 _INCOMING = "redis_middleware.flask.incoming"  # environ: the cookie an own session came from
 
@@ -350,3 +353,13 @@ def _install(app: Flask, interface: RedisSessionInterface, settings: Settings) -
         return unavailable.body, unavailable.status, list(unavailable.headers)
 
     app.register_error_handler(SessionUnavailableError, answer_unavailable)
+
+
+def __getattr__(name: str) -> Any:
+    # FlaskCache needs Flask-Caching, an optional dependency: imported when asked for
+    # (Flask-Caching's CACHE_TYPE = "redis_middleware.flask.FlaskCache" does).
+    if name == "FlaskCache":
+        from .flask_cache import FlaskCache
+
+        return FlaskCache
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -905,6 +905,62 @@ def test_vary_cookies_stores_a_signed_in_user_s_page_per_session(configured: Set
         assert other.headers["X-Cache"] == "MISS" and other.content == b"hello bob"
 
 
+def test_a_visitor_s_stored_page_is_not_served_to_a_signed_in_user(
+        configured: Settings) -> None:
+    """The page a visitor without a session cookie stored (the empty session read by
+    auth) is the entry of requests without that cookie: a signed-in user computes her
+    own."""
+    from django.test import override_settings
+
+    with override_settings(ROOT_URLCONF="tests.support.django_urls", REDIS_MIDDLEWARE={
+            "redis_url": configured.redis_url, "key_prefix": configured.key_prefix,
+            "secret_key": (SECRET,), "routes": {"/hello": 60}}):
+        visitor, other, alice = client(), client(), client()
+        stored = visitor.get("/hello")
+        assert stored.content == b"hello visitor" and stored.headers["X-Cache"] == "MISS"
+        assert other.get("/hello").headers["X-Cache"] == "HIT"
+        log_in(alice, "alice")
+        mine = alice.get("/hello")
+        assert mine.content == b"hello alice" and mine.headers["X-Cache"] == "MISS"
+        assert alice.get("/hello").content == b"hello alice"  # hers is not stored either
+
+
+def test_a_route_the_same_for_everyone_serves_a_user_s_page_to_others(
+        configured: Settings) -> None:
+    """``per_user: False``: the route's word that its page does not depend on who asks,
+    so the page computed for alice (her session read) is stored and bob gets it."""
+    from django.test import override_settings
+
+    with override_settings(ROOT_URLCONF="tests.support.django_urls", REDIS_MIDDLEWARE={
+            "redis_url": configured.redis_url, "key_prefix": configured.key_prefix,
+            "secret_key": (SECRET,),
+            "routes": {"/hello": {"ttl": 60, "per_user": False}}}):
+        alice, bob, visitor = client(), client(), client()
+        log_in(alice, "alice")
+        log_in(bob, "bob")
+        first = alice.get("/hello")
+        assert first.content == b"hello alice" and first.headers["X-Cache"] == "MISS"
+        shared = bob.get("/hello")
+        assert shared.headers["X-Cache"] == "HIT" and shared.content == b"hello alice"
+        assert visitor.get("/hello").headers["X-Cache"] == "HIT"
+
+
+def test_a_page_that_changed_the_session_is_never_stored(configured: Settings) -> None:
+    """Even on a route the same for everyone: the response that wrote the session (its
+    cookie is set by Django's middleware, outside the cache) is not kept."""
+    from django.test import override_settings
+
+    with override_settings(ROOT_URLCONF="tests.support.django_urls", REDIS_MIDDLEWARE={
+            "redis_url": configured.redis_url, "key_prefix": configured.key_prefix,
+            "secret_key": (SECRET,),
+            "routes": {"/visits": {"ttl": 60, "per_user": False}}}):
+        alice, bob = client(), client()
+        log_in(alice, "alice")
+        assert alice.get("/visits").headers["X-Cache"] == "MISS"
+        counted = bob.get("/visits")
+        assert counted.headers["X-Cache"] == "MISS" and "sessionid" in counted.cookies
+
+
 def test_no_two_django_modules_import_each_other() -> None:
     """The settings module knows nothing of the session engine: the engine notices new
     settings by itself (no import runs back up)."""

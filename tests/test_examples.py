@@ -31,7 +31,10 @@ def fastapi_client() -> Any:
 
 
 def test_fastapi_story(fastapi_client: Any) -> None:
+    from examples.fastapi_app.app import data
+
     client = fastapi_client
+    client.portal.call(data.aclear)  # the examples share this process's memory:// server
     assert "Log in" in client.get("/").text
     response = client.post("/login", data={"username": "alice"}, follow_redirects=False)
     assert response.status_code == 303 and "session=" in response.headers["set-cookie"]
@@ -56,6 +59,26 @@ def test_fastapi_story(fastapi_client: Any) -> None:
     assert ping.headers["x-ratelimit-limit"] == "30"
     client.post("/logout-everywhere")
     assert "Log in" in client.get("/").text
+
+
+def test_fastapi_product_query_is_cached_until_a_rename(fastapi_client: Any) -> None:
+    """The simulated database query runs once for two requests that miss the page cache
+    (the JSON API, then the page), and again after a rename invalidates its tag."""
+    from examples.fastapi_app.app import data, database
+
+    client = fastapi_client
+    client.portal.call(data.aclear)
+    before = database.queries
+    listed = client.get("/api/products").json()
+    assert listed["database_queries"] == before + 1
+    assert client.get("/api/products").json() == listed  # a data cache hit
+    assert client.get("/products", headers={"cache-control": "no-cache"}).status_code == 200
+    assert database.queries == before + 1
+    client.post("/products", data={"id": "2", "name": "Samovar"})
+    renamed = client.get("/api/products").json()
+    assert renamed["products"]["2"] == "Samovar"
+    assert renamed["database_queries"] == before + 2
+    client.post("/products", data={"id": "2", "name": "Kettle"})
 
 
 def test_fastapi_login_is_strictly_limited(fastapi_client: Any) -> None:
@@ -122,9 +145,10 @@ def test_fastapi_chat_room(fastapi_client: Any) -> None:
 
 
 def test_flask_story() -> None:
-    from examples.flask_app.app import app, cache
+    from examples.flask_app.app import app, cache, data, database
 
     cache.purge_all()  # the examples share this process's memory:// server
+    data.clear()
     client = app.test_client()
     client.environ_base["REMOTE_ADDR"] = peer()[0]
     assert "Log in" in client.get("/").text
@@ -136,8 +160,13 @@ def test_flask_story() -> None:
     # buffered: read each body fully, as a server does, so the entry is committed
     assert client.get("/products", buffered=True).headers["X-Cache"] == "MISS"
     assert client.get("/products", buffered=True).headers["X-Cache"] == "HIT"
+    queries = database.queries  # the page's query ran once: the API reads the cache
+    assert client.get("/api/products").json["database_queries"] == queries
     client.post("/products", data={"id": "2", "name": "Urn"})
     assert "Urn" in client.get("/products").text
+    assert client.get("/api/products").json == {
+        "products": {"1": "Teapot", "2": "Urn", "3": "Mug"}, "database_queries": queries + 1}
+    client.post("/products", data={"id": "2", "name": "Kettle"})
     client.post("/logout")
     assert "Log in" in client.get("/").text
     statuses = [client.post("/login", data={"username": "x"}).status_code for _ in range(6)]
@@ -262,6 +291,8 @@ def _drive_the_django_shop(base: str) -> None:
     with httpx.Client(base_url=base, follow_redirects=True) as http:
         assert http.get("/products").headers["x-cache"] == "MISS"
         assert http.get("/products").headers["x-cache"] == "HIT"
+        listed = http.get("/api/products").json()["products"]
+        assert listed == {"1": "Teapot", "2": "Kettle", "3": "Mug"}
         token = _csrf(http.get("/").text)
         wrong = http.post("/login", data={"username": "alice", "password": "wrong",
                                           "csrfmiddlewaretoken": token})
@@ -331,10 +362,19 @@ def test_the_django_demo_under_gunicorn_with_two_workers(tmp_path: Any, redis_se
 def test_the_django_demo_under_uvicorn(tmp_path: Any) -> None:
     """ASGI Django on memory://: the middleware and the session engine on their async
     paths (request.auser(), aload), the cache in Django's worker thread."""
+    import httpx
+
     env = {**_migrated(tmp_path), "REDIS_URL": "memory://"}
     with Served(["uvicorn", "--port", "{port}", "examples.django_app.asgi:application"], env,
                 tmp_path / "uvicorn.log") as srv:
         _drive_the_django_shop(srv.base)
+        # One process (its database is the demo's only one): the product query ran once
+        # for the page and the API, and runs again after a rename.
+        with httpx.Client(base_url=srv.base, follow_redirects=True) as http:
+            assert http.get("/api/products").json()["database_queries"] == 1
+            assert "Samovar" in http.post("/products", data={"id": "1", "name": "Samovar"}).text
+            assert http.get("/api/products").json() == {
+                "products": {"1": "Samovar", "2": "Kettle", "3": "Mug"}, "database_queries": 2}
     assert "Traceback" not in (tmp_path / "uvicorn.log").read_text()
 
 

@@ -53,6 +53,9 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 SESSION_ENGINE = "redis_middleware.django.sessions"
+# Django's cache API (cache.get_or_set, cache_page, {% cache %}) on the same Redis: an
+# empty LOCATION is REDIS_MIDDLEWARE's redis_url, else REDIS_URL.
+CACHES = {"default": {"BACKEND": "redis_middleware.django.cache.RedisCache", "LOCATION": ""}}
 MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
 # The options of the other demos: a site-wide limit per user (or address), a strict login
 # limit per address, an API limit and the cached product list; the admin's static files

@@ -1,13 +1,14 @@
 """The demo's views: Django's auth logs users in with their password (``login()``
 rotates the session key), ``messages`` flashes through the Redis session, presence and
-the cache as in the other demos; the admin and its static files."""
+the caches as in the other demos (the product query through ``DataCache.cached``, user
+names through Django's cache API on our backend); the admin and its static files."""
 
 from __future__ import annotations
 
 import functools
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from html import escape
 from typing import Any, NamedTuple
 
@@ -15,6 +16,7 @@ from django.contrib import admin, messages
 from django.contrib.auth import get_user_model, login, logout
 from django.contrib.auth.forms import AuthenticationForm
 from django.contrib.staticfiles.views import serve as serve_static
+from django.core.cache import cache as django_cache
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.middleware.csrf import get_token
 from django.shortcuts import redirect
@@ -22,26 +24,38 @@ from django.urls import path, re_path
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
+from redis_middleware import DataCache
 from redis_middleware.config.settings import Settings
 from redis_middleware.django import django_settings
 from redis_middleware.errors import RedisMiddlewareError
 from redis_middleware.wsgi import Cache, Presence, SessionStore
 
-from .._pages import PRODUCTS, home, online, page, products, profile, unavailable
+from .._pages import Database, home, online, page, products, profile, unavailable
 from .accounts import DEMO_USERS
 
-catalogue = dict(PRODUCTS)
+database = Database()
 
 
 class Tools(NamedTuple):
     presence: Presence
     sessions: SessionStore
     cache: Cache
+    data: DataCache
+    load_products: Callable[[], dict[str, str]]
 
 
 @functools.lru_cache(maxsize=4)
 def _tools(settings: Settings) -> Tools:
-    return Tools(Presence(settings), SessionStore(settings), Cache(settings))
+    data = DataCache(settings)
+
+    @data.cached(ttl=300, key="products:list", tags=["products"])
+    def load_products() -> dict[str, str]:
+        """The product list, from the database once, then from Redis (every worker)
+        until a rename invalidates the ``products`` tag."""
+        return database.select_products()
+
+    return Tools(Presence(settings), SessionStore(settings), Cache(settings), data,
+                 load_products)
 
 
 def redis() -> Tools:
@@ -161,18 +175,33 @@ def show_profile(request: HttpRequest) -> HttpResponse:
 @csrf_exempt
 def product_list(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
-        pid, name = request.POST.get("id", ""), request.POST.get("name", "")
-        if pid in catalogue:
-            catalogue[pid] = str(name).strip()[:40] or catalogue[pid]
-        redis().cache.purge_tag("products")
+        database.rename(request.POST.get("id", ""), str(request.POST.get("name", "")))
+        redis().data.invalidate(tags=["products"])  # the cached query, in every worker
+        redis().cache.purge_tag("products")  # the cached pages
         return redirect("/products")
-    return HttpResponse(products(catalogue, time.time()))  # cached for 30 s
+    return HttpResponse(products(redis().load_products(), time.time()))  # cached for 30 s
 
 
-def _names(ids: list[str]) -> list[str]:
-    """Presence knows users by id; the pages show their names."""
-    users = get_user_model().objects.filter(pk__in=[i for i in ids if i.isdigit()])
-    by_id = {str(u.pk): u.get_username() for u in users}
+@require_GET
+def api_products(request: HttpRequest) -> JsonResponse:
+    """The product list as JSON (not a cached page: each request reads the data cache),
+    and how many queries this process's database answered so far."""
+    return JsonResponse({"products": redis().load_products(),
+                         "database_queries": database.queries})
+
+
+def _names(ids: Iterable[str]) -> list[str]:
+    """Presence knows users by id; the pages show their names, kept a minute in Django's
+    cache (``CACHES`` is redis-middleware's backend: the same Redis)."""
+    ids = list(ids)
+    by_id = {key.removeprefix("username:"): name for key, name in django_cache.get_many(
+        [f"username:{i}" for i in ids]).items()}
+    missing = [i for i in ids if i not in by_id and i.isdigit()]
+    if missing:
+        found = {str(u.pk): u.get_username()
+                 for u in get_user_model().objects.filter(pk__in=missing)}
+        django_cache.set_many({f"username:{i}": name for i, name in found.items()}, 60)
+        by_id.update(found)
     return [by_id.get(i, i) for i in ids]
 
 
@@ -207,6 +236,7 @@ urlpatterns = [
     path("products", product_list),
     path("online", who_is_online),
     path("api/online", api_online),
+    path("api/products", api_products),
     path("api/ping", api_ping),
     path("admin/", admin.site.urls),
     # The admin's CSS and scripts, with DEBUG off too (staticfiles' view, insecure=True):

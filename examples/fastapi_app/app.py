@@ -16,7 +16,7 @@ from typing import Any
 from fastapi import FastAPI, Form, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
-from redis_middleware import Settings
+from redis_middleware import DataCache, Settings
 from redis_middleware.asgi import (
     Broadcast,
     Cache,
@@ -33,7 +33,7 @@ from redis_middleware.errors import (
 
 from .._pages import (
     OPTIONS,
-    PRODUCTS,
+    Database,
     chat,
     home,
     online,
@@ -96,7 +96,15 @@ broadcast = Broadcast(settings, durable_rooms=["chat:*"])
 ROOM_NAME = re.compile(r"^[a-z0-9-]{1,32}$")
 sessions = SessionStore(settings)
 cache = Cache(settings, routes=OPTIONS["routes"])
-catalogue = dict(PRODUCTS)
+data = DataCache(settings)
+database = Database()
+
+
+@data.cached(ttl=300, key="products:list", tags=["products"])
+async def load_products() -> dict[str, str]:
+    """The product list, from the database once, then from Redis (every worker) until a
+    rename invalidates the ``products`` tag."""
+    return await database.aselect_products()
 
 
 @app.exception_handler(RedisUnavailableError)
@@ -160,19 +168,26 @@ async def show_profile(request: Request) -> Any:
 
 @app.get("/products", response_class=HTMLResponse)
 async def list_products() -> str:
-    return products(catalogue, time.time())  # cached for 30 s by the middleware
+    return products(await load_products(), time.time())  # cached for 30 s by the middleware
 
 
 @app.post("/products")
 async def rename_product(
     product_id: str = Form(..., alias="id"), name: str = Form(...)
 ) -> RedirectResponse:
-    if product_id in catalogue:
-        catalogue[product_id] = name.strip()[:40] or catalogue[product_id]
+    database.rename(product_id, name)
+    await data.ainvalidate(tags=["products"])  # the cached query, in every worker
     # This POST already invalidated GET /products (RFC 9111 4.4); purging the tag also
     # drops any other page that lists products.
     await cache.purge_tag("products")
     return RedirectResponse("/products", status_code=303)
+
+
+@app.get("/api/products")
+async def api_products() -> dict[str, Any]:
+    """The product list as JSON (not a cached page: each request reads the data cache),
+    and how many queries this process's database answered so far."""
+    return {"products": await load_products(), "database_queries": database.queries}
 
 
 @app.get("/online", response_class=HTMLResponse)

@@ -10,7 +10,7 @@ from typing import Any
 
 from flask import Flask, redirect, request, session
 
-from redis_middleware import Settings
+from redis_middleware import DataCache, Settings
 from redis_middleware.errors import (
     RedisCommandError,
     RedisUnavailableError,
@@ -19,7 +19,7 @@ from redis_middleware.errors import (
 from redis_middleware.flask import init_stack
 from redis_middleware.wsgi import Cache, Presence, SessionStore
 
-from .._pages import OPTIONS, PRODUCTS, home, online, products, profile, unavailable
+from .._pages import OPTIONS, Database, home, online, products, profile, unavailable
 
 settings = Settings.from_env()
 
@@ -28,7 +28,15 @@ init_stack(app, settings, **OPTIONS)
 presence = Presence(settings)
 sessions = SessionStore(settings)
 cache = Cache(settings, routes=OPTIONS["routes"])
-catalogue = dict(PRODUCTS)
+data = DataCache(settings)
+database = Database()
+
+
+@data.cached(ttl=300, key="products:list", tags=["products"])
+def load_products() -> dict[str, str]:
+    """The product list, from the database once, then from Redis (every worker) until a
+    rename invalidates the ``products`` tag."""
+    return database.select_products()
 
 
 @app.errorhandler(RedisUnavailableError)
@@ -92,16 +100,22 @@ def show_profile() -> Any:
 
 @app.get("/products")
 def list_products() -> str:
-    return products(catalogue, time.time())  # cached for 30 s by the middleware
+    return products(load_products(), time.time())  # cached for 30 s by the middleware
 
 
 @app.post("/products")
 def rename_product() -> Any:
-    pid, name = request.form.get("id", ""), request.form.get("name", "")
-    if pid in catalogue:
-        catalogue[pid] = name.strip()[:40] or catalogue[pid]
-    cache.purge_tag("products")
+    database.rename(request.form.get("id", ""), request.form.get("name", ""))
+    data.invalidate(tags=["products"])  # the cached query, in every worker
+    cache.purge_tag("products")  # the cached pages
     return redirect("/products", code=303)
+
+
+@app.get("/api/products")
+def api_products() -> dict[str, Any]:
+    """The product list as JSON (not a cached page: each request reads the data cache),
+    and how many queries this process's database answered so far."""
+    return {"products": load_products(), "database_queries": database.queries}
 
 
 @app.get("/online")

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.conf import settings as django_conf
 from django.contrib.sessions.middleware import SessionMiddleware as DjangoSessionMiddleware
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
 from django.utils.cache import patch_vary_headers
@@ -24,17 +25,20 @@ from django.utils.cache import patch_vary_headers
 from ..asgi.presence import Presence as AsyncPresence
 from ..asgi.ratelimit import RateLimiter as AsyncRateLimiter
 from ..errors import RedisMiddlewareError, SessionUnavailableError
+from ..sansio.cache import SessionUse
 from ..sansio.incidents import log_failure, log_incident
 from ..sansio.ratelimit.core import Check, Decision
 from ..sansio.request import RequestInfo, from_environ
 from ..sansio.responses import Refusals, Response, status_line
+from ..sansio.sessions.mapping import Session
 from ..wsgi.cache import CacheMiddleware as WSGICacheMiddleware
 from ..wsgi.presence import PresenceMiddleware as WSGIPresenceMiddleware
 from ..wsgi.ratelimit import RateLimiter
+from ..wsgi.sessions import ENVIRON_KEY
 from .conf import django_settings
 
 __all__ = ["CacheMiddleware", "PresenceMiddleware", "RateLimitMiddleware",
-           "SessionMiddleware", "django_auser", "django_user", "session_touched"]
+           "SessionMiddleware", "django_auser", "django_session_use", "django_user"]
 
 _UNAVAILABLE = "_redis_middleware_session_unavailable"
 _REQUEST = "redis_middleware.django.request"  # environ key: the request being answered
@@ -233,9 +237,11 @@ class CacheMiddleware:
     middleware that sets what views read (sessions, auth), so a revalidation or a
     background refresh runs the view with the same request attributes.
 
-    A response computed while a live session was read (a signed-in user's, or one
-    holding data) gets ``Vary: Cookie`` here, before the cache decides, so it is never
-    stored for everyone (``vary_cookies`` on the route stores it per cookie instead).
+    The cache is told what the view did with Django's ``request.session``
+    (:func:`django_session_use`), as the WSGI stack is told of its own session: a page
+    that read the session is kept only for requests without the session cookie (a
+    signed-in user computes her own), unless the route says ``per_user: False``; a page
+    after which the session changed is never kept.
     """
 
     sync_capable = True
@@ -258,6 +264,7 @@ class CacheMiddleware:
             view_response: HttpResponseBase | None = self._current.response
         finally:
             self._current.request = self._current.response = None
+            request.META.pop(ENVIRON_KEY, None)
         # The WSGI respond() hands back the app's body, marked when the cache replaced
         # it (a 304 revalidation answered from the entry, a stale entry on an error).
         if view_response is not None and getattr(body, "replaced", None) is None:
@@ -270,12 +277,12 @@ class CacheMiddleware:
         if request is None or environ is not request.META:
             request = _request_for(request, environ)  # a revalidation or a refresh
         response = self.get_response(request)
-        if getattr(self._current, "request", None) is not None:
+        current = getattr(self._current, "request", None)
+        if current is not None:
             self._current.response = response
-        if session_touched(request):
-            # What Django's SessionMiddleware adds on the way out, added here, where the
-            # cache decides: a page that read a live session is never shared.
-            patch_vary_headers(response, ("Cookie",))
+            # Where the WSGI stack reads the session of an outer layer, when the response
+            # starts: what the view did with Django's session, in the core's terms.
+            current.META[ENVIRON_KEY] = _SessionUseOf(request)
         start_response(status_line(response.status_code), _wsgi_headers(response))
         if response.streaming:
             # The chunks are taken now: pass_through() replaces the response's content
@@ -285,15 +292,45 @@ class CacheMiddleware:
         return [content]
 
 
-def session_touched(request: HttpRequest) -> bool:
-    """Whether the response may depend on the visitor's session: it was read, and it is
-    a live one (a key, or data). The empty session of a visitor without a session
-    cookie, read by ``AuthenticationMiddleware`` or ``messages``, does not count: that
-    page is the same for every such visitor, and stays cacheable."""
+def django_session_use(request: HttpRequest) -> SessionUse:
+    """What the view did with Django's ``request.session``, for the response cache:
+    ``""`` (not read), ``"read"``, or ``"written"`` (changed: Django's middleware will
+    save it and set, or delete, the cookie). A change that writes nothing, to the empty
+    session of a visitor without a session cookie, counts as a read: that visitor's page
+    is still the one every such visitor shares."""
     session: Any = getattr(request, "session", None)
     if session is None or not getattr(session, "accessed", False):
-        return False
-    return not session.is_empty()
+        return ""
+    if getattr(session, "modified", False) and (
+            not session.is_empty() or django_conf.SESSION_COOKIE_NAME in request.COOKIES):
+        return "written"
+    return "read"
+
+
+class _SessionUseOf(Session):
+    """What the view did with Django's session, as the response cache reads the session
+    of an outer layer (``accessed``, ``modified``); it holds no data. Made when the view
+    has answered: Django's session no longer changes before the cache decides."""
+
+    def __init__(self, request: HttpRequest) -> None:
+        dict.__init__(self)
+        self._use = django_session_use(request)
+
+    @property
+    def accessed(self) -> bool:
+        return self._use != ""
+
+    @accessed.setter
+    def accessed(self, value: bool) -> None:
+        """Ignored: Django's session says."""
+
+    @property
+    def modified(self) -> bool:
+        return self._use == "written"
+
+    @modified.setter
+    def modified(self, value: bool) -> None:
+        """Ignored: Django's session says."""
 
 
 def _request_for(original: HttpRequest | None, environ: dict[str, Any]) -> HttpRequest:
