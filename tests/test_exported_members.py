@@ -38,7 +38,8 @@ PUBLISHED: dict[str, set[str]] = {
                               "RedisMiddleware", "SessionMiddleware", "SessionStore",
                               "join_room"},
     "redis_middleware.wsgi": {"Presence", "RedisMiddleware", "SessionStore"},
-    "redis_middleware.flask": {"flask_settings", "init_app", "init_stack"},
+    "redis_middleware.flask": {"FlaskCache", "flask_settings", "init_app", "init_stack"},
+    "redis_middleware.django.cache": {"RedisCache"},
     "redis_middleware.django": {"django_settings"},  # also an INSTALLED_APPS entry
     "redis_middleware.django.middleware": {"CacheMiddleware", "PresenceMiddleware",
                                            "RateLimitMiddleware", "SessionMiddleware"},
