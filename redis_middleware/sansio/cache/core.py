@@ -174,33 +174,21 @@ class CacheCore:
 
         One round trip when this process knows the URL's vary names; two when it
         learns them (first request per URL, or after the app changed its Vary). None
-        with the near cache, when it holds the URL's vary names and a fresh entry: the
-        flow then returns before its first batch (a stale or missing entry goes to
-        Redis, whose script decides the guard).
+        when the near cache holds a fresh entry (:meth:`near_hit`): the flow then returns
+        before its first batch.
         """
-        token = self._token_prefix + str(next(self._tokens))  # unique: owns the guard
         at = time.time() if now is None else now
+        found = self.near_hit(plan, at)
+        if found is not None:
+            return found
+        token = self._token_prefix + str(next(self._tokens))  # unique: owns the guard
         now_ms = int(at * 1000)
         names = self._names.get(plan.url, "")
         near = self.near
         for _ in range(3):
-            split = tuple(n for n in names.split("\n") if n)
-            variant = self.variant(plan, split)
-            # No guard where nothing can be stored: a request with the cookie that the
-            # URL's entries vary on the absence of (signed-in users) computes its own
-            # response, and such requests must not wait for each other.
-            guarded = self.storable_variant(plan, split)
-            keys = self._lookup_keys.get((plan.url, variant))
-            if keys is None:
-                keys = self._lookup_keys.put((plan.url, variant), (
-                    self.keys.cache_vary(plan.url), self.keys.cache_entry(plan.url, variant),
-                    self.keys.cache_lock(plan.url, variant)))
+            variant, guarded, keys = self._variant_keys(plan, names)
             tickets: tuple[Ticket | None, Ticket | None] = (None, None)
             if near is not None:
-                kept_names, entry = near.get_many(keys[:2])
-                if kept_names == names and entry is not MISS and self.servable(
-                        plan, entry, at) == "fresh":
-                    return Lookup(variant, entry, False, token, at, guarded)
                 tickets = (near.ticket(keys[0]), near.ticket(keys[1]))
             try:
                 (reply,) = yield (LOOKUP(keys, [names, now_ms, self.lock_ms if guarded else 0,
@@ -220,6 +208,48 @@ class CacheCore:
                 self._keep(near, tickets, stored, None, None, at)
             names = self._remember(plan.url, stored)
         return Lookup(variant, None, False, token)  # names keep changing: treat as a miss
+
+    def near_hit(self, plan: CachePlan, now: float | None = None) -> Lookup | None:
+        """The lookup of a fresh entry the near cache holds, with the URL's vary names this
+        process knows; None for anything else (missing, stale, other names, a request's
+        directives asking for more), which Redis decides: its script takes the guard."""
+        if self.near is None:
+            return None
+        at = time.time() if now is None else now
+        found = self.near_entry(plan, at)
+        if found is None:
+            return None
+        variant, guarded, entry = found
+        return Lookup(variant, entry, False, self._token_prefix + str(next(self._tokens)), at,
+                      guarded)
+
+    def near_entry(self, plan: CachePlan, now: float) -> tuple[str, bool, Entry] | None:
+        """:meth:`near_hit`'s variant, guard and entry, without building a lookup."""
+        near = self.near
+        if near is None:
+            return None
+        variant, guarded, keys = self._variant_keys(plan, self._names.get(plan.url, ""))
+        kept_names, entry = near.get_many(keys[:2])
+        if entry is MISS or kept_names != self._names.get(plan.url, "") or self.servable(
+                plan, entry, now) != "fresh":
+            return None
+        return variant, guarded, entry
+
+    def _variant_keys(self, plan: CachePlan, names: str
+                      ) -> tuple[str, bool, tuple[str, str, str]]:
+        """The variant of ``names``, whether it is guarded, and its lookup keys."""
+        split = tuple(n for n in names.split("\n") if n) if names else ()
+        variant = self.variant(plan, split)
+        # No guard where nothing can be stored: a request with the cookie that the URL's
+        # entries vary on the absence of (signed-in users) computes its own response,
+        # and such requests must not wait for each other.
+        guarded = self.storable_variant(plan, split)
+        keys = self._lookup_keys.get((plan.url, variant))
+        if keys is None:
+            keys = self._lookup_keys.put((plan.url, variant), (
+                self.keys.cache_vary(plan.url), self.keys.cache_entry(plan.url, variant),
+                self.keys.cache_lock(plan.url, variant)))
+        return variant, guarded, keys
 
     @staticmethod
     def _keep(near: NearView, tickets: tuple[Ticket | None, Ticket | None], names: str,
