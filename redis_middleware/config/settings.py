@@ -418,9 +418,9 @@ class Settings(FieldSettings):
     )
     near_cache_size: int = setting(
         0, "REDIS_MIDDLEWARE_NEAR_CACHE_SIZE", p.parse_int,
-        "Near cache: entries (data-cache values, fresh cached responses) kept in the "
-        "process and served with no round trip; Redis tells the process when one changes "
-        "(client-side caching, `CLIENT TRACKING`); `0`: off.",
+        "Near cache: hot cache entries kept in the process and served with no round "
+        "trip; Redis tells the process when one changes (client-side caching, `CLIENT "
+        "TRACKING`); `0`: off.",
     )
     near_cache_ttl: float = setting(
         60.0, "REDIS_MIDDLEWARE_NEAR_CACHE_TTL", p.parse_float,
