@@ -173,9 +173,9 @@ class CacheCore:
         """Find the entry for this request's variant and take the stampede guard.
 
         One round trip when this process knows the URL's vary names; two when it
-        learns them (first request per URL, or after the app changed its Vary). None
-        when the near cache holds a fresh entry (:meth:`near_hit`): the flow then returns
-        before its first batch.
+        learns them (first request per URL, or after the app changed its Vary). None at
+        all when the near cache holds a fresh entry (:meth:`near_hit`): the flow returns
+        before its first batch. A lookup that goes to Redis keeps what it read there.
         """
         at = time.time() if now is None else now
         found = self.near_hit(plan, at)
@@ -228,10 +228,10 @@ class CacheCore:
         near = self.near
         if near is None:
             return None
-        variant, guarded, keys = self._variant_keys(plan, self._names.get(plan.url, ""))
+        names = self._names.get(plan.url, "")
+        variant, guarded, keys = self._variant_keys(plan, names)
         kept_names, entry = near.get_many(keys[:2])
-        if entry is MISS or kept_names != self._names.get(plan.url, "") or self.servable(
-                plan, entry, now) != "fresh":
+        if entry is MISS or kept_names != names or self.servable(plan, entry, now) != "fresh":
             return None
         return variant, guarded, entry
 
