@@ -70,6 +70,10 @@ class PrometheusRecorder:
             f"{_PREFIX}_data_wait_seconds", "Callers that waited for another caller's load "
             "of the same key (the stampede guard), and how long, by cached function.",
             ("function",), registry=registry, buckets=_LOAD_BUCKETS)
+        self.near_events = counter(
+            "near_cache_events", "Near cache: lookups served from memory (hit) or not "
+            "(miss), entries dropped by an invalidation or an eviction, flushes (by "
+            "reason) and turning off (by reason).", ("event", "reason"))
         self.redis_round_trips = Histogram(
             f"{_PREFIX}_redis_round_trip_seconds", "Duration of one Redis round trip (one "
             "pipeline of commands).", registry=registry, buckets=_ROUND_TRIP_BUCKETS)
@@ -100,6 +104,9 @@ class PrometheusRecorder:
             self.data_waits.labels(function).observe(seconds)
         else:
             self.data_lookups.labels(event, function).inc()
+
+    def near(self, event: str, reason: str = "", count: int = 1) -> None:
+        self.near_events.labels(event, reason).inc(count)
 
     def redis(self, seconds: float, commands: int, error: str | None) -> None:
         self.redis_round_trips.observe(seconds)

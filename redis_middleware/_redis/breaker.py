@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from ..errors import RedisUnavailableError
 from ..sansio import metrics
@@ -30,6 +31,9 @@ class Breaker:
         self._open_until = 0.0
         self._recovered_at = float("-inf")
         self._reported = False
+        # Told when the breaker opens (True) and closes (False): the near cache empties
+        # itself when Redis fails, since it can no longer hear what changes there.
+        self.listeners: list[Callable[[bool], None]] = []
 
     def check(self) -> None:
         """Raise RedisUnavailableError while open; otherwise let the call (or probe) go."""
@@ -46,6 +50,8 @@ class Breaker:
             self.failing = True
             if metrics.hook is not None:
                 metrics.hook.breaker(self.name, True)
+            for listener in self.listeners:
+                listener(True)
             if now - self._recovered_at > self.SAME_INCIDENT:
                 self._reported = True
                 logger.warning(
@@ -59,6 +65,8 @@ class Breaker:
             self.failing = False
             if metrics.hook is not None:
                 metrics.hook.breaker(self.name, False)
+            for listener in self.listeners:
+                listener(False)
             self._open_until = 0.0
             self._recovered_at = time.monotonic()
             if self._reported:

@@ -25,6 +25,7 @@ from ..config.settings import Settings
 from ..config.urls import RedisTarget
 from ..config.urls import mask_url as _mask_url
 from ..errors import RedisUnavailableError
+from ..sansio.cache import near as near_decisions
 from ..sansio.flow import PausingFlow
 from .breaker import Breaker
 from .driver import (
@@ -38,10 +39,11 @@ from .driver import (
     run_sync,
 )
 from .endpoint import Endpoint, endpoint_for
+from .tracking import NearCache
 from .wire_async import AsyncWire
 from .wire_sync import SyncWire
 
-__all__ = ["RedisConnections", "connections_for"]
+__all__ = ["RedisConnections", "connections_for", "near_cache_for"]
 
 logger = logging.getLogger("redis_middleware")
 T = TypeVar("T")
@@ -105,6 +107,7 @@ class RedisConnections:
         self._closers: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, list[Callable[[], Awaitable[None]]]
         ] = weakref.WeakKeyDictionary()
+        self._near: dict[tuple[Any, ...], NearCache] = {}
 
     def on_aclose(self, closer: Callable[[], Awaitable[None]]) -> None:
         """Run ``closer`` when :meth:`aclose` is called in the running loop."""
@@ -236,6 +239,21 @@ class RedisConnections:
         node = client.get_node_from_key(key)
         return str(node.host), int(node.port)
 
+    def near_cache(self, settings: Settings) -> NearCache | None:
+        """The near cache of ``settings``' key prefix on this target (one per prefix and
+        near-cache settings), or None when ``near_cache_size`` is 0."""
+        if not settings.near_cache_size:
+            return None
+        key = (settings.key_prefix, settings.near_cache_size, settings.near_cache_bytes,
+               settings.near_cache_ttl)
+        found = self._near.get(key)
+        if found is None:
+            with self._lock:
+                found = self._near.get(key)
+                if found is None:
+                    found = self._near[key] = NearCache(self, settings)
+        return found
+
     # -- running flows ------------------------------------------------------
     def _sync_executor(self) -> Execute:
         if self._sync_execute is None:
@@ -314,7 +332,10 @@ class RedisConnections:
             client._rmw_ready = True
 
     def close(self) -> None:
-        """Close the sync clients' connections (asyncio clients close with their loops)."""
+        """Close the sync clients' connections and the near caches' tracking connections
+        (asyncio clients close with their loops)."""
+        for near in list(self._near.values()):
+            near.close()
         if self._sync_wire is not None:
             self._sync_wire.close()
         if self._sync is not None:
@@ -352,3 +373,13 @@ def connections_for(settings: Settings) -> RedisConnections:
         if conns is None:
             conns = _registry[key] = RedisConnections(settings)
         return conns
+
+
+def near_cache_for(settings: Settings) -> NearCache | None:
+    """The process's near cache for ``settings`` (their Redis target and key prefix), or
+    None when ``near_cache_size`` is 0. Its tracking connections start on first use."""
+    return connections_for(settings).near_cache(settings)
+
+
+# How the cores find a settings' near cache (``sansio/cache/near.py``: ``near_for``).
+near_decisions.install(near_cache_for)

@@ -427,12 +427,18 @@ class Settings(FieldSettings):
     )
     near_cache_size: int = setting(
         0, "REDIS_MIDDLEWARE_NEAR_CACHE_SIZE", p.parse_int,
-        "Data cache: values kept in the process and served with no round trip (Redis "
-        "tells the process when one changes: client-side caching); `0`: off.",
+        "Near cache: hot cache entries kept in the process and served with no round "
+        "trip; Redis tells the process when one changes (client-side caching, `CLIENT "
+        "TRACKING`); `0`: off.",
     )
     near_cache_ttl: float = setting(
         60.0, "REDIS_MIDDLEWARE_NEAR_CACHE_TTL", p.parse_float,
         "Seconds a near-cache entry may be served at most, whatever Redis says.",
+    )
+    near_cache_bytes: int = setting(
+        64 * 1024 * 1024, "REDIS_MIDDLEWARE_NEAR_CACHE_BYTES", p.parse_int,
+        "Most bytes the near cache holds (keys, values and ~300 bytes of bookkeeping an "
+        "entry); an entry over an eighth of it is not kept.",
     )
 
     def __post_init__(self) -> None:

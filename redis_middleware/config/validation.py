@@ -253,11 +253,12 @@ def _data(v: Values) -> None:
             raise Invalid(name, f"must be seconds in ({low:g}, {high:g}]")
     if not 0 <= v["data_lock_wait"] <= 3600:
         raise Invalid("data_lock_wait", "must be seconds in [0, 3600]")
-    for name, high in (("data_compress_min", 2**31), ("data_max_value_bytes", 512 * 2**20),
-                       ("near_cache_size", 10**8)):
+    for name, low, high in (("data_compress_min", 0, 2**31),
+                            ("data_max_value_bytes", 0, 512 * 2**20),
+                            ("near_cache_size", 0, 10**8), ("near_cache_bytes", 1024, 2**40)):
         value = v[name]
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= high:
-            raise Invalid(name, f"must be a whole number in [0, {high}]")
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise Invalid(name, f"must be a whole number in [{low}, {high}]")
     if v["data_max_value_bytes"] == 0:
         raise Invalid("data_max_value_bytes", "must be a positive whole number")
     serializer = v["data_serializer"]

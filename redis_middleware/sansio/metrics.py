@@ -39,6 +39,13 @@ class Recorder(Protocol):
         failed), ``load`` (the loader ran ``seconds``) or ``wait`` (a caller waited
         ``seconds`` for another's load: the stampede guard at work)."""
 
+    def near(self, event: str, reason: str = "", count: int = 1) -> None:
+        """The near cache: a lookup's ``hit`` or ``miss`` (while it serves), entries
+        dropped by an ``invalidation`` (Redis said their key changed, or this process
+        wrote it) or an ``eviction`` (over its bounds), a ``flush`` (``reason``:
+        ``disconnect``, ``failover``, ``breaker``, ``flushdb``), or ``off`` (``reason``:
+        ``refused``, ``memory``, ``url``)."""
+
     def redis(self, seconds: float, commands: int, error: str | None) -> None:
         """One round trip: its duration, its commands, and its failure class if any."""
 

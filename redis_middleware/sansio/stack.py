@@ -21,7 +21,7 @@ from ..config.options import resolve_settings
 from ..config.patterns import PathPattern
 from ..config.settings import Settings
 from ..errors import RedisMiddlewareError
-from .cache import CacheCore, CachePlan, Lookup, SessionUse, encode_headers
+from .cache import CacheCore, CachePlan, Entry, Lookup, SessionUse, encode_headers
 from .exchange import CachePart, Exchange, Part, SessionPart, SocketSessionPart
 from .flow import Delegate, Flow, PausingFlow, gather
 from .incidents import log_failure
@@ -172,6 +172,10 @@ class StackCore:
         # Set by the adapter for strategies other than the fixed window (they need a
         # client of the limits library, which lives on the Redis floor).
         self.limiter: Limiter | None = None
+        # The cache alone before the app, with a near cache: a fresh entry held in memory
+        # is served before anything else is built (no flow, no round trip).
+        self.near_first = self.cache is not None and self.cache.near is not None and (
+            self.sessions is None and self.ratelimit is None and self.presence is None)
 
     def decide(self, incoming: Incoming, now: float) -> PausingFlow[Action]:
         """Everything before the app, in at most two round trips (plus a wait for the
@@ -179,6 +183,10 @@ class StackCore:
         request = incoming.request
         if self.exempt and self.is_exempt(request.path):
             return Pass()
+        if self.near_first and incoming.http:
+            served = self._near_hit(incoming)
+            if served is not None:
+                return served
         before = yield from self.before_flow(incoming)
         session, user = before.session, before.user
         decision = before.decision
@@ -200,18 +208,39 @@ class StackCore:
             if resolved.serve is not None:
                 refresh = Exchange((CachePart(cache, plan, before.lookup, False, now,
                                               lambda: ""),)) if resolved.refresh else None
-                if incoming.raw:
-                    status, raw, body = cache.hit_raw(plan, resolved.serve, incoming.head)
-                    headers: list[Any] = [*raw, *encode_headers(list(extra))]
-                else:
-                    status, text, body = cache.hit(plan, resolved.serve, incoming.head)
-                    headers = [*text, *extra]
-                return Serve(response=Response(status, (), body), headers=headers,
-                             refresh=refresh, session=session, user=user)
+                return self._serve(cache, plan, resolved.serve, incoming, extra, refresh,
+                                   session, user)
         exchange = self._exchange(before, incoming, now, extra)
         if not exchange.parts and not extra:
             return Pass(session=session, user=user)
         return Forward(exchange=exchange, session=session, user=user)
+
+    @staticmethod
+    def _serve(cache: CacheCore, plan: CachePlan, entry: Entry, incoming: Incoming,
+               extra: Headers, refresh: Exchange | None, session: Session | None,
+               user: str | None) -> Serve:
+        if incoming.raw:
+            status, raw, body = cache.hit_raw(plan, entry, incoming.head)
+            headers: list[Any] = [*raw, *encode_headers(list(extra))] if extra else raw
+        else:
+            status, text, body = cache.hit(plan, entry, incoming.head)
+            headers = [*text, *extra]
+        return Serve(response=Response(status, (), body), headers=headers, refresh=refresh,
+                     session=session, user=user)
+
+    def _near_hit(self, incoming: Incoming) -> Serve | None:
+        """A stack of the cache alone: a fresh entry the near cache holds (the rest of the
+        way, a miss included, is :meth:`before_flow`'s)."""
+        cache = self.cache
+        assert cache is not None
+        plan = cache.plan(incoming.request)
+        if plan is None or not plan.lookup or plan.invalidate:
+            return None
+        found = cache.near_entry(plan, time.time())
+        if found is None:
+            return None
+        return self._serve(cache, plan, found[2], incoming, (), None, None,
+                           incoming.outer_user())
 
     def _exchange(self, before: Before, incoming: Incoming, now: float,
                   extra: Headers) -> Exchange:

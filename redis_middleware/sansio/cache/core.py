@@ -19,6 +19,7 @@ import itertools
 import secrets
 import time
 from collections.abc import Iterable, Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
 from ..._memo import Memo, Recent
@@ -47,6 +48,7 @@ from .entry import (
     lpb,
 )
 from .freshness import freshness, stored_fields, updated_fields
+from .near import MISS, NearView, Ticket, near_for
 from .scripts import INVALIDATE, LOOKUP, RELEASE, STORE
 from .serve import servable, served, usable_if_error, validators, weak_equal
 
@@ -83,6 +85,9 @@ class CacheCore:
         self._tokens = itertools.count()
         self._token_prefix = secrets.token_hex(6) + "-"
         self.session_marker = ANY_COOKIE + settings.session_cookie_name
+        # The near cache (``near_cache_size``): a fresh entry whose vary names and entry
+        # this process holds is served with no round trip (``lookup_flow``).
+        self.near: NearView | None = near_for(settings)
 
     # -- planning -------------------------------------------------------------
     def url_digest(self, path: str, query: str) -> str:
@@ -168,31 +173,94 @@ class CacheCore:
         """Find the entry for this request's variant and take the stampede guard.
 
         One round trip when this process knows the URL's vary names; two when it
-        learns them (first request per URL, or after the app changed its Vary).
+        learns them (first request per URL, or after the app changed its Vary). None at
+        all when the near cache holds a fresh entry (:meth:`near_hit`): the flow returns
+        before its first batch. A lookup that goes to Redis keeps what it read there.
         """
+        at = time.time() if now is None else now
+        found = self.near_hit(plan, at)
+        if found is not None:
+            return found
         token = self._token_prefix + str(next(self._tokens))  # unique: owns the guard
-        now_ms = int((time.time() if now is None else now) * 1000)
+        now_ms = int(at * 1000)
         names = self._names.get(plan.url, "")
+        near = self.near
         for _ in range(3):
-            split = tuple(n for n in names.split("\n") if n)
-            variant = self.variant(plan, split)
-            # No guard where nothing can be stored: a request with the cookie that the
-            # URL's entries vary on the absence of (signed-in users) computes its own
-            # response, and such requests must not wait for each other.
-            guarded = self.storable_variant(plan, split)
-            keys = self._lookup_keys.get((plan.url, variant))
-            if keys is None:
-                keys = self._lookup_keys.put((plan.url, variant), (
-                    self.keys.cache_vary(plan.url), self.keys.cache_entry(plan.url, variant),
-                    self.keys.cache_lock(plan.url, variant)))
-            (reply,) = yield (LOOKUP(keys, [names, now_ms, self.lock_ms if guarded else 0,
-                                             token]),)
+            variant, guarded, keys = self._variant_keys(plan, names)
+            tickets: tuple[Ticket | None, Ticket | None] = (None, None)
+            if near is not None:
+                tickets = (near.ticket(keys[0]), near.ticket(keys[1]))
+            try:
+                (reply,) = yield (LOOKUP(keys, [names, now_ms, self.lock_ms if guarded else 0,
+                                                 token]),)
+            except BaseException:
+                if near is not None:
+                    near.drop(tickets[0])
+                    near.drop(tickets[1])
+                raise
             stored = reply[0].decode("latin-1") if isinstance(reply[0], bytes) else str(reply[0])
             if stored == names:
-                return Lookup(variant, self.decode(reply[1]) if reply[1] else None,
-                              bool(reply[2]), token, now_ms / 1000, guarded)
+                entry = self.decode(reply[1]) if reply[1] else None
+                if near is not None:
+                    self._keep(near, tickets, stored, reply[1], entry, at)
+                return Lookup(variant, entry, bool(reply[2]), token, now_ms / 1000, guarded)
+            if near is not None:
+                self._keep(near, tickets, stored, None, None, at)
             names = self._remember(plan.url, stored)
         return Lookup(variant, None, False, token)  # names keep changing: treat as a miss
+
+    def near_hit(self, plan: CachePlan, now: float | None = None) -> Lookup | None:
+        """The lookup of a fresh entry the near cache holds, with the URL's vary names this
+        process knows; None for anything else (missing, stale, other names, a request's
+        directives asking for more), which Redis decides: its script takes the guard."""
+        if self.near is None:
+            return None
+        at = time.time() if now is None else now
+        found = self.near_entry(plan, at)
+        if found is None:
+            return None
+        variant, guarded, entry = found
+        return Lookup(variant, entry, False, self._token_prefix + str(next(self._tokens)), at,
+                      guarded)
+
+    def near_entry(self, plan: CachePlan, now: float) -> tuple[str, bool, Entry] | None:
+        """:meth:`near_hit`'s variant, guard and entry, without building a lookup."""
+        near = self.near
+        if near is None:
+            return None
+        names = self._names.get(plan.url, "")
+        variant, guarded, keys = self._variant_keys(plan, names)
+        kept_names, entry = near.get_many(keys[:2])
+        if entry is MISS or kept_names != names or self.servable(plan, entry, now) != "fresh":
+            return None
+        return variant, guarded, entry
+
+    def _variant_keys(self, plan: CachePlan, names: str
+                      ) -> tuple[str, bool, tuple[str, str, str]]:
+        """The variant of ``names``, whether it is guarded, and its lookup keys."""
+        split = tuple(n for n in names.split("\n") if n) if names else ()
+        variant = self.variant(plan, split)
+        # No guard where nothing can be stored: a request with the cookie that the URL's
+        # entries vary on the absence of (signed-in users) computes its own response,
+        # and such requests must not wait for each other.
+        guarded = self.storable_variant(plan, split)
+        keys = self._lookup_keys.get((plan.url, variant))
+        if keys is None:
+            keys = self._lookup_keys.put((plan.url, variant), (
+                self.keys.cache_vary(plan.url), self.keys.cache_entry(plan.url, variant),
+                self.keys.cache_lock(plan.url, variant)))
+        return variant, guarded, keys
+
+    @staticmethod
+    def _keep(near: NearView, tickets: tuple[Ticket | None, Ticket | None], names: str,
+              raw: bytes | None, entry: Entry | None, now: float) -> None:
+        """Keep what a lookup read in the near cache: the vary names, and the entry while
+        it is fresh (a decoded entry is shared: nothing changes it)."""
+        near.put(tickets[0], names, len(names), copy=False)
+        if raw and entry is not None and not entry.never_fresh and entry.fresh_until > now:
+            near.put(tickets[1], entry, len(raw), (entry.fresh_until - now) * 1000, copy=False)
+        else:
+            near.drop(tickets[1])
 
     def storable_variant(self, plan: CachePlan, names: tuple[str, ...]) -> bool:
         """Whether a response to this request could be stored under ``names``: not when
@@ -251,18 +319,32 @@ class CacheCore:
         encoded = entry.encode()
         if len(encoded) <= _MEMO_MAX_ENTRY:
             self._decoded.put(encoded, entry)  # this process's next hit skips decoding
+        vary_key, entry_key = self.keys.cache_vary(plan.url), self.keys.cache_entry(
+            plan.url, variant)
         ops = [
-            STORE([self.keys.cache_vary(plan.url), self.keys.cache_variants(plan.url),
-                    self.keys.cache_entry(plan.url, variant),
-                    self.keys.cache_lock(plan.url, lookup.variant)],
-                   [names, encoded, px, lookup.token, int(now * 1000)]),
+            STORE([vary_key, self.keys.cache_variants(plan.url), entry_key,
+                   self.keys.cache_lock(plan.url, lookup.variant)],
+                  [names, encoded, px, lookup.token, int(now * 1000)]),
         ]
         tags = (self.keys.cache_tag(t) for t in plan.route.tags)
         for index in (self.keys.cache_registry(), *tags):
             ops += [Call.of("ZADD", index, "GT", expires, plan.url),
                     Call.of("ZREMRANGEBYSCORE", index, "-inf", int(now * 1000)),
                     Call.of("EXPIRE", index, max(self._max_life(), px // 1000 + 60))]
-        yield tuple(ops)
+        yield from self._writing((vary_key, entry_key), tuple(ops))
+
+    def _writing(self, keys: Sequence[str], batch: tuple[Call, ...]) -> Flow[list[Any]]:
+        """Send a batch that writes ``keys``: this process's near cache forgets them
+        before and after, so that it never serves what the write replaced (Redis tells
+        it too, but the other processes' way: by the next drain)."""
+        near = self.near
+        if near is None:
+            return (yield batch)
+        near.forget(*keys)
+        try:
+            return (yield batch)
+        finally:
+            near.forget(*keys)
 
     def variant(self, plan: CachePlan, names: tuple[str, ...]) -> str:
         """The entry of this request among the URL's variants, for the given vary names."""
@@ -277,9 +359,10 @@ class CacheCore:
 
     def invalidate_flow(self, url: str, *more: str) -> Flow[int]:
         """Drop every stored variant of the URLs (digests)."""
-        answers = yield tuple(
+        urls = (url, *more)
+        answers = yield from self._writing([self.keys.cache_vary(u) for u in urls], tuple(
             INVALIDATE([self.keys.cache_variants(u), self.keys.cache_vary(u)], [])
-            for u in (url, *more))
+            for u in urls))
         return sum(int(n) for n in answers)
 
     def invalidated_urls(self, plan: CachePlan, headers: Sequence[tuple[str, str]]
@@ -322,8 +405,8 @@ class CacheCore:
         # One script per URL: each URL's keys live in their own Cluster slot.
         ops = tuple(INVALIDATE([self.keys.cache_variants(u), self.keys.cache_vary(u)], [])
                     for u in urls)
-        answers = yield (*ops, Call.of("ZREM", key, *urls) if urls else Call.of(
-            "EXISTS", key))
+        answers = yield from self._writing([self.keys.cache_vary(u) for u in urls], (
+            *ops, Call.of("ZREM", key, *urls) if urls else Call.of("EXISTS", key)))
         return sum(int(a) for a in answers[:-1])
 
     def purge_tag_flow(self, tag: str) -> Flow[int]:
