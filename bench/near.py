@@ -7,11 +7,11 @@ Starts its own redis-server on a free loopback port (stopped at the end, with ev
 server it started) and measures, with and without the near cache, alternating runs so
 that noise hits both alike (medians reported):
 
-1. **A data-cache hot hit** through the core's flows, one call at a time: the near
-   cache's ``get`` (a fresh copy of a small dict) against a Redis hit through
-   ``RedisConnections.run``/``arun`` and the data core's decode (what ``DataCache``
-   pays today); sync and asyncio. CPU (``process_time``) and wall time per call, and
-   Redis commands per call (the server's ``total_commands_processed``).
+1. **A data-cache hot hit**, one call at a time: a ``DataCache.cached`` function (a
+   small dict, each hit its own copy) on a cache with the near cache against the same
+   function on one without it (one ``GET`` and a decode per hit); sync and asyncio. CPU
+   (``process_time``) and wall time per call, and Redis commands per call (the server's
+   ``total_commands_processed``).
 2. **A response-cache hit in process**: ``CacheMiddleware`` (ASGI and WSGI) called
    directly with a request for a fresh cached route (no HTTP server): the middleware's
    own cost per hit.
@@ -168,44 +168,46 @@ def medians(samples: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, f
 
 
 def data_hits(url: str, calls: int, runs: int) -> dict[str, Any]:
-    """The near cache's get against the data core's Redis hit."""
-    from redis_middleware._redis.connections import connections_for, near_cache_for
-    from redis_middleware.sansio.cache.data import DataCore
-    from redis_middleware.sansio.cache.near import MISS
+    """A ``DataCache.cached`` function's hot hit with the near cache against the same
+    function on a cache without it (one GET per hit), as an application calls it."""
+    from redis_middleware import DataCache
+    from redis_middleware._redis.connections import near_cache_for
 
-    s = settings(url, True, "bench-data")
-    core, conns, near = DataCore(s), connections_for(s), near_cache_for(s)
-    assert near is not None
-    conns.run(core.store_flow("user:1", core.encode(VALUE, 3_600_000), 3_600_000))
-    key = core.key("user:1")
-    assert near.wait_ready(5), "the near cache did not start"
-    ticket = near.ticket(key)
-    raw = conns.run(core.read_flow("user:1"))
-    near.put(ticket, core.hot(raw), len(raw))
+    on, off = settings(url, True, "bench-data"), settings(url, False, "bench-data")
+    near = near_cache_for(on)
+    assert near is not None and near.wait_ready(5), "the near cache did not start"
+    near_cache, redis_cache = DataCache(on), DataCache(off)
 
-    def near_hit() -> Any:
-        value = near.get(key)
-        assert value is not MISS
-        return value
+    def load(uid: int) -> dict[str, Any]:
+        return dict(VALUE)
 
-    def redis_hit() -> Any:
-        return core.hot(conns.run(core.read_flow("user:1")))
+    async def aload(uid: int) -> dict[str, Any]:
+        return dict(VALUE)
+
+    near_hit = near_cache.cached(ttl=3600, key="user:{uid}")(load)
+    redis_hit = redis_cache.cached(ttl=3600, key="user:{uid}")(load)
+    anear = near_cache.cached(ttl=3600, key="auser:{uid}")(aload)
+    aredis = redis_cache.cached(ttl=3600, key="auser:{uid}")(aload)
+    for _ in range(3):  # stored, then read from Redis and kept in memory
+        near_hit(1)
+        asyncio.run(anear(1))
+    assert near_hit(1) == VALUE and redis_hit(1) == VALUE
 
     async def anear_hit() -> Any:
-        return near_hit()
+        return await anear(1)
 
     async def aredis_hit() -> Any:
-        return core.hot(await conns.arun(core.read_flow("user:1")))
+        return await aredis(1)
 
     samples: dict[str, list[dict[str, float]]] = {
         "sync near hit": [], "sync Redis hit": [], "async near hit": [],
         "async Redis hit": []}
     for _ in range(runs):
-        samples["sync near hit"].append(measure(near_hit, calls, url))
-        samples["sync Redis hit"].append(measure(redis_hit, calls // 4, url))
+        samples["sync near hit"].append(measure(lambda: near_hit(1), calls, url))
+        samples["sync Redis hit"].append(measure(lambda: redis_hit(1), calls // 4, url))
         samples["async near hit"].append(ameasure(anear_hit, calls, url))
         samples["async Redis hit"].append(ameasure(aredis_hit, calls // 4, url))
-    conns.close()
+    near_cache.redis.close()
     return medians(samples)
 
 

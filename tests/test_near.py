@@ -24,12 +24,11 @@ from typing import Any
 import pytest
 import redis
 
-from redis_middleware import Settings
+from redis_middleware import DataCache, Settings
 from redis_middleware._redis.connections import connections_for, near_cache_for
 from redis_middleware._redis.tracking import NearCache
 from redis_middleware.errors import RedisMiddlewareError
 from redis_middleware.sansio import metrics
-from redis_middleware.sansio.cache.data import DataCore
 from redis_middleware.sansio.cache.near import MISS, NAME
 
 from .support import apps
@@ -43,12 +42,13 @@ TTL_MS = 60_000
 
 
 class DataPath:
-    """Reads and writes of the data cache's values through the near cache: a read asks
-    memory first, else takes a ticket and reads Redis; a write forgets before and after.
-    ``reads``: reads that went to Redis."""
+    """A DataCache with the near cache on, as an application uses it: ``get`` asks
+    memory first, else reads Redis (and keeps a plain fresh value); ``set`` writes.
+    ``reads``: the round trips the reads took."""
 
     def __init__(self, settings: Settings) -> None:
-        self.core = DataCore(settings)
+        self.cache = DataCache(settings)
+        self.core = self.cache.core
         self.conns = connections_for(settings)
         near = near_cache_for(settings)
         assert near is not None
@@ -56,53 +56,22 @@ class DataPath:
         self.reads = 0
 
     def get(self, name: str) -> Any:
-        key = self.core.key(name)
-        value = self.near.get(key)
-        if value is not MISS:
-            return value
-        ticket = self.near.ticket(key)
-        try:
-            raw = self.conns.run(self.core.read_flow(name))
-        except BaseException:
-            self.near.drop(ticket)
-            raise
-        return self._kept(ticket, raw)
+        before = self.conns.round_trips
+        value = self.cache.get(name)
+        self.reads += self.conns.round_trips - before
+        return value
 
     async def aget(self, name: str) -> Any:
-        key = self.core.key(name)
-        value = self.near.get(key)
-        if value is not MISS:
-            return value
-        ticket = self.near.ticket(key)
-        try:
-            raw = await self.conns.arun(self.core.read_flow(name))
-        except BaseException:
-            self.near.drop(ticket)
-            raise
-        return self._kept(ticket, raw)
-
-    def _kept(self, ticket: Any, raw: bytes | None) -> Any:
-        self.reads += 1
-        entry = self.core.decode(raw) if raw is not None else None
-        if entry is None:
-            self.near.drop(ticket)
-            return None
-        self.near.put(ticket, entry.value, len(raw or b""),
-                      entry.fresh_until - time.time() * 1000)
-        return entry.value
+        before = self.conns.round_trips
+        value = await self.cache.aget(name)
+        self.reads += self.conns.round_trips - before
+        return value
 
     def set(self, name: str, value: Any) -> None:
-        key = self.core.key(name)
-        self.near.forget(key)
-        self.conns.run(self.core.store_flow(name, self.core.encode(value, TTL_MS), TTL_MS))
-        self.near.forget(key)
+        assert self.cache.set(name, value, TTL_MS / 1000)
 
     async def aset(self, name: str, value: Any) -> None:
-        key = self.core.key(name)
-        self.near.forget(key)
-        await self.conns.arun(self.core.store_flow(name, self.core.encode(value, TTL_MS),
-                                                   TTL_MS))
-        self.near.forget(key)
+        assert await self.cache.aset(name, value, TTL_MS / 1000)
 
     def from_memory(self, name: str) -> bool:
         reads = self.reads
@@ -188,6 +157,53 @@ async def test_repeated_hits_cost_no_command_in_asyncio(path: DataPath,
     for _ in range(1000):
         assert await path.aget("user:1") == "ada"
     assert calls(admin, "get") == gets and path.reads == 1
+    admin.close()
+    await path.conns.aclose()
+
+
+def test_cached_functions_and_get_or_set_hit_memory(path: DataPath,
+                                                    redis_server: RedisServer) -> None:
+    """A decorated function's and get_or_set's repeated hits cost no command; a value
+    written again (or a key deleted) by this process is read again from Redis."""
+    cache, loads = path.cache, []
+
+    @cache.cached(ttl=60, key="profile:{uid}")
+    def profile(uid: int) -> dict[str, Any]:
+        loads.append(uid)
+        return {"uid": uid, "name": f"user {uid}"}
+
+    for _ in range(2):  # a miss (loaded, stored), then a hit read from Redis and kept
+        assert profile(1) == {"uid": 1, "name": "user 1"}
+        assert cache.get_or_set("config", lambda: {"v": 1}, ttl=60) == {"v": 1}
+    admin = redis_server.client()
+    gets, round_trips = calls(admin, "get"), path.conns.round_trips
+    for _ in range(500):
+        found = profile(1)
+        assert found == {"uid": 1, "name": "user 1"}
+        found["name"] = "changed by the caller"  # each hit is its own copy
+        assert cache.get_or_set("config", lambda: {"v": 1}, ttl=60) == {"v": 1}
+    assert loads == [1]
+    assert calls(admin, "get") == gets and path.conns.round_trips == round_trips
+    profile.invalidate(1)
+    assert profile(1) == {"uid": 1, "name": "user 1"} and loads == [1, 1]
+    admin.close()
+
+
+async def test_async_cached_functions_hit_memory(path: DataPath,
+                                                 redis_server: RedisServer) -> None:
+    cache, loads = path.cache, []
+
+    @cache.cached(ttl=60)
+    async def price(sku: str) -> float:
+        loads.append(sku)
+        return 9.5
+
+    assert await price("a") == 9.5 and await price("a") == 9.5
+    admin = redis_server.client()
+    gets = calls(admin, "get")
+    for _ in range(500):
+        assert await price("a") == 9.5
+    assert calls(admin, "get") == gets and loads == ["a"]
     admin.close()
     await path.conns.aclose()
 

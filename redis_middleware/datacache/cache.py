@@ -19,21 +19,22 @@ from typing import Any, TypeVar, overload
 from .._redis.connections import connections_for
 from ..config.settings import Settings
 from ..errors import RedisMiddlewareError
-from ..sansio import metrics
 from ..sansio.cache.data import MISS, DataCore
-from ..sansio.cache.datacalls import Calls
+from ..sansio.cache.datacalls import Calls, report
 from ..sansio.cache.datafill import Fill, Local, Policy
-from ..sansio.flow import Delegate
+from ..sansio.flow import Delegate, PausingFlow
 from .clearing import per_primary
 from .decorator import cached, is_async, no_tags
 from .flight import Flights, SharedReads
 from .leases import Leases
 from .locks import ALock, Lock
+from .near import near_reads
 from .refresh import Refresher
 
 __all__ = ["DataCache"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 
 class DataCache:
@@ -64,6 +65,7 @@ class DataCache:
         self._refresher = Refresher(self.redis)
         self._fill = Fill(self.core, Local(Flights(self.core.lock_wait),
                                            Leases(self.redis, self.core), self._refresher))
+        self._near = near_reads(self.core)  # None unless near_cache_size > 0
 
     def __repr__(self) -> str:
         ns = f", namespace={self.core.namespace!r}" if self.core.namespace else ""
@@ -72,34 +74,56 @@ class DataCache:
     # -- plain reads and writes ----------------------------------------------------------
     def get(self, key: str, default: Any = None) -> Any:
         """The value stored under ``key``, or ``default`` (also when Redis fails)."""
-        return self.redis.run(self._calls.get(key, default))
+        near = self._near
+        if near is None:
+            return self.redis.run(self._calls.get(key, default))
+        value, ticket = near.lookup(key)
+        if value is not MISS:
+            report("hit", "get")
+            return value
+        try:
+            return self.redis.run(self._calls.get(key, default, near.keeper(ticket)))
+        except BaseException:
+            near.drop(ticket)
+            raise
 
     async def aget(self, key: str, default: Any = None) -> Any:
-        return await self.redis.arun(self._calls.get(key, default))
+        near = self._near
+        if near is None:
+            return await self.redis.arun(self._calls.get(key, default))
+        value, ticket = near.lookup(key)
+        if value is not MISS:
+            report("hit", "get")
+            return value
+        try:
+            return await self.redis.arun(self._calls.get(key, default, near.keeper(ticket)))
+        except BaseException:
+            near.drop(ticket)
+            raise
 
     def set(self, key: str, value: Any, ttl: float | None = None, *,
             tags: Iterable[str] | str | None = None, stale: float = 0) -> bool:
         """Store ``value`` for ``ttl`` seconds (default ``Settings.data_ttl``) with
         ``tags``; False when it was not stored (Redis failed, or over the size cap)."""
-        return self.redis.run(self._calls.set(key, value, ttl, tags, stale))
+        return self._write((key,), self._calls.set(key, value, ttl, tags, stale))
 
     async def aset(self, key: str, value: Any, ttl: float | None = None, *,
                    tags: Iterable[str] | str | None = None, stale: float = 0) -> bool:
-        return await self.redis.arun(self._calls.set(key, value, ttl, tags, stale))
+        return await self._awrite((key,), self._calls.set(key, value, ttl, tags, stale))
 
     def add(self, key: str, value: Any, ttl: float | None = None) -> bool:
         """Store ``value`` only if ``key`` holds nothing; whether it did."""
-        return self.redis.run(self._calls.add(key, value, ttl))
+        return self._write((key,), self._calls.add(key, value, ttl))
 
     async def aadd(self, key: str, value: Any, ttl: float | None = None) -> bool:
-        return await self.redis.arun(self._calls.add(key, value, ttl))
+        return await self._awrite((key,), self._calls.add(key, value, ttl))
 
     def delete(self, key: str) -> bool:
         """Remove ``key``; whether it was there."""
-        return self.redis.run(self._calls.delete(key))
+        return self._write((key,), self._calls.delete(key))
 
     async def adelete(self, key: str) -> bool:
-        return await self.redis.arun(self._calls.delete(key))
+        return await self._awrite((key,), self._calls.delete(key))
 
     def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
         """The stored values of ``keys`` (those found), in one round trip."""
@@ -112,18 +136,20 @@ class DataCache:
                  tags: Iterable[str] | str | None = None) -> list[str]:
         """Store every item in one round trip; the keys that were *not* stored (all of
         them when Redis failed; an empty list on success)."""
-        return self.redis.run(self._calls.set_many(mapping, ttl, tags))
+        return self._write(mapping, self._calls.set_many(mapping, ttl, tags))
 
     async def aset_many(self, mapping: Mapping[str, Any], ttl: float | None = None, *,
                         tags: Iterable[str] | str | None = None) -> list[str]:
-        return await self.redis.arun(self._calls.set_many(mapping, ttl, tags))
+        return await self._awrite(mapping, self._calls.set_many(mapping, ttl, tags))
 
     def delete_many(self, keys: Iterable[str]) -> int:
         """Remove ``keys`` in one round trip; how many were there."""
-        return self.redis.run(self._calls.delete_many(keys))
+        keys = list(keys)
+        return self._write(keys, self._calls.delete_many(keys))
 
     async def adelete_many(self, keys: Iterable[str]) -> int:
-        return await self.redis.arun(self._calls.delete_many(keys))
+        keys = list(keys)
+        return await self._awrite(keys, self._calls.delete_many(keys))
 
     def has(self, key: str) -> bool:
         return self.redis.run(self._calls.has(key))
@@ -134,10 +160,10 @@ class DataCache:
     def touch(self, key: str, ttl: float | None = None) -> bool:
         """Give ``key`` a new TTL; whether it exists. (A value with a stale window keeps
         the freshness it was stored with.)"""
-        return self.redis.run(self._calls.touch(key, ttl))
+        return self._write((key,), self._calls.touch(key, ttl))
 
     async def atouch(self, key: str, ttl: float | None = None) -> bool:
-        return await self.redis.arun(self._calls.touch(key, ttl))
+        return await self._awrite((key,), self._calls.touch(key, ttl))
 
     def ttl(self, key: str) -> float | None:
         """Seconds ``key`` stays in Redis, or None when it is missing (or Redis fails)."""
@@ -150,10 +176,10 @@ class DataCache:
         """Raw mode: add ``delta`` to a stored integer (atomic, TTL kept); the new value.
         ``ValueError`` when the key is missing (or Redis fails), ``TypeError`` when its
         value is no integer."""
-        return self.redis.run(self._calls.incr(key, delta))
+        return self._write((key,), self._calls.incr(key, delta))
 
     async def aincr(self, key: str, delta: int = 1) -> int:
-        return await self.redis.arun(self._calls.incr(key, delta))
+        return await self._awrite((key,), self._calls.incr(key, delta))
 
     def decr(self, key: str, delta: int = 1) -> int:
         return self.incr(key, -delta)
@@ -171,10 +197,37 @@ class DataCache:
     def clear(self) -> int:
         """Remove every value (and tag) of this cache's namespace, by SCAN on each
         primary: never FLUSHDB, so sessions and other namespaces stay. How many keys."""
+        if self._near is not None:
+            self._near.view.flush("clear")
         return self.redis.run(self._calls.clear(per_primary(self.redis, self.core)))
 
     async def aclear(self) -> int:
+        if self._near is not None:
+            self._near.view.flush("clear")
         return await self.redis.arun(self._calls.clear(per_primary(self.redis, self.core)))
+
+    def _write(self, names: Iterable[str], flow: PausingFlow[T]) -> T:
+        """Run a write of ``names``: the near cache forgets them before it is sent and
+        after its reply (this process reads its own writes, whatever the invalidation's
+        way back takes)."""
+        near = self._near
+        if near is None:
+            return self.redis.run(flow)
+        near.forget(names)
+        try:
+            return self.redis.run(flow)
+        finally:
+            near.forget(names)
+
+    async def _awrite(self, names: Iterable[str], flow: PausingFlow[T]) -> T:
+        near = self._near
+        if near is None:
+            return await self.redis.arun(flow)
+        near.forget(names)
+        try:
+            return await self.redis.arun(flow)
+        finally:
+            near.forget(names)
 
     # -- get_or_set ------------------------------------------------------------------------
     def get_or_set(self, key: str, loader: Callable[[], Any], ttl: float | None = None, *,
@@ -198,34 +251,64 @@ class DataCache:
         in a worker thread, so that it cannot block the event loop)."""
         policy = self._fill.policy(ttl, stale, early, name or "get_or_set")
         tag_keys = no_tags if tags is None else self._tags(tags)
-        try:
-            raw: Any = await self._reads.read(key)
-        except RedisMiddlewareError as exc:
-            raw = exc
-        else:
-            if raw is not None and not policy.early:
-                value = self.core.hot(raw)
-                if value is not MISS:  # the hot path: a plain fresh hit
-                    if metrics.hook is not None:
-                        metrics.hook.data("hit", policy.label)
-                    return value
-        return await self.redis.arun(self._fill.flow(key, policy, _loader(loader), tag_keys,
-                                                     raw))
+        return await self._afetch(key, policy, _loader(loader), tag_keys)
 
     def _fetch(self, key: str, policy: Policy, loader: Callable[[], Any],
                tags: Callable[[], Sequence[str]]) -> Any:
+        near, ticket = self._near, None
+        if near is not None and not policy.early:
+            value, ticket = near.lookup(key)
+            if value is not MISS:  # from memory: no round trip
+                report("hit", policy.label)
+                return value
         try:
             raw: Any = self.redis.run(self.core.read_flow(key))
         except RedisMiddlewareError as exc:
             raw = exc
-        else:
-            if raw is not None and not policy.early:
-                value = self.core.hot(raw)
-                if value is not MISS:  # the hot path: a plain fresh hit
-                    if metrics.hook is not None:
-                        metrics.hook.data("hit", policy.label)
-                    return value
+        except BaseException:
+            if near is not None:
+                near.drop(ticket)
+            raise
+        value = self._hit(raw, policy, ticket)
+        if value is not MISS:  # the hot path: a plain fresh hit
+            return value
         return self.redis.run(self._fill.flow(key, policy, _loader(loader), tags, raw))
+
+    async def _afetch(self, key: str, policy: Policy, loader: Delegate,
+                      tags: Callable[[], Sequence[str]]) -> Any:
+        """:meth:`_fetch` for asyncio (tasks reading one key at once share its GET)."""
+        near, ticket = self._near, None
+        if near is not None and not policy.early:
+            value, ticket = near.lookup(key)
+            if value is not MISS:  # from memory: no round trip
+                report("hit", policy.label)
+                return value
+        try:
+            raw: Any = await self._reads.read(key)
+        except RedisMiddlewareError as exc:
+            raw = exc
+        except BaseException:
+            if near is not None:
+                near.drop(ticket)
+            raise
+        value = self._hit(raw, policy, ticket)
+        if value is not MISS:  # the hot path: a plain fresh hit
+            return value
+        return await self.redis.arun(self._fill.flow(key, policy, loader, tags, raw))
+
+    def _hit(self, raw: Any, policy: Policy, ticket: Any) -> Any:
+        """The value of a plain fresh hit read from Redis (kept in the near cache under
+        ``ticket``), or MISS: the flow decides the rest."""
+        value = self.core.hot(raw) if type(raw) is bytes and not policy.early else MISS
+        near = self._near
+        if near is not None and ticket is not None:
+            if value is MISS:
+                near.drop(ticket)
+            else:
+                near.keep(ticket, raw, value)
+        if value is not MISS:
+            report("hit", policy.label)
+        return value
 
     def _tags(self, tags: Iterable[str] | str) -> Callable[[], Sequence[str]]:
         tag_keys = self.core.tag_keys(tags)

@@ -1,8 +1,9 @@
 """``DataCache.cached``: a function's calls cached by their arguments.
 
-The wrapper renders the call's key (``sansio/cache/datakeys.py``), serves a plain fresh
-hit itself (one ``GET``, one decode) and hands anything else to the get_or_set flow
-(``sansio/cache/datafill.py``), with the call as its loader. It keeps the function's
+The wrapper renders the call's key (``sansio/cache/datakeys.py``) and fetches it as
+``get_or_set`` does (``DataCache._fetch``: a plain fresh hit from the near cache or one
+``GET``; anything else through the get_or_set flow, ``sansio/cache/datafill.py``), with
+the call as its loader. It keeps the function's
 signature and adds ``invalidate`` and ``key_for``.
 """
 
@@ -14,9 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from .._memo import Memo
-from ..errors import RedisMiddlewareError
-from ..sansio import metrics
-from ..sansio.cache.data import MISS, tag_list
+from ..sansio.cache.data import tag_list
 from ..sansio.cache.datakeys import Binder, DefaultKey, KeyTemplate
 from ..sansio.flow import Delegate
 
@@ -55,7 +54,6 @@ def cached(cache: DataCache, ttl: float | None, key: str | None,
         templates = [KeyTemplate(t, binder.names, escaped=False) for t in tag_texts]
         label = name or f"{function.__module__}.{function.__qualname__}"
         policy = cache._fill.policy(ttl, stale, early, label)
-        hot = not policy.early  # early refresh judges every hit
         memo: Memo[tuple[Any, ...], str] = Memo(4096)
 
         def render(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
@@ -86,21 +84,9 @@ def cached(cache: DataCache, ttl: float | None, key: str | None,
         if is_async(function):
             @functools.wraps(function)
             async def awrapper(*args: Any, **kwargs: Any) -> Any:
-                name = render(args, kwargs)
-                try:
-                    raw: Any = await cache._reads.read(name)
-                except RedisMiddlewareError as exc:
-                    raw = exc
-                else:
-                    if raw is not None and hot:  # the hot path, inlined: a plain fresh hit
-                        value = core.hot(raw)
-                        if value is not MISS:
-                            if metrics.hook is not None:
-                                metrics.hook.data("hit", label)
-                            return value
                 load = functools.partial(function, *args, **kwargs)
-                return await cache.redis.arun(cache._fill.flow(
-                    name, policy, Delegate(load, load), tags_of(args, kwargs), raw))
+                return await cache._afetch(render(args, kwargs), policy, Delegate(load, load),
+                                           tags_of(args, kwargs))
 
             async def ainvalidate(*args: Any, **kwargs: Any) -> bool:
                 return await cache.adelete(render(args, kwargs))

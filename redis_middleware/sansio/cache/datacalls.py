@@ -9,7 +9,7 @@ command is logged once per incident (an outage is logged by the circuit breaker)
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar, cast
 
 from ...errors import RedisMiddlewareError
@@ -17,6 +17,7 @@ from .. import metrics
 from ..flow import Call, Delegate, Flow, PausingFlow
 from ..incidents import log_failure
 from .data import DataCore, tag_list
+from .dataenvelope import Entry
 
 __all__ = ["Calls", "failed", "quietly", "report"]
 
@@ -47,14 +48,20 @@ class Calls:
     def __init__(self, core: DataCore) -> None:
         self.core = core
 
-    def get(self, name: str, default: Any) -> Flow[Any]:
+    def get(self, name: str, default: Any,
+            keep: Callable[[bytes | None, Entry | None], None] | None = None) -> Flow[Any]:
+        """``keep``: told what was read (the near cache keeps a plain fresh value)."""
         try:  # read_flow, inlined: a generator less per get (the backends' hot path)
             (raw,) = yield (Call(("GET", self.core.key(name))),)
         except RedisMiddlewareError as exc:
             failed(exc)
             report("bypass", "get")
+            if keep is not None:
+                keep(None, None)
             return default
         entry = self.core.usable(raw)
+        if keep is not None:
+            keep(raw, entry)
         report("miss" if entry is None else "hit", "get")
         return default if entry is None else entry.value
 

@@ -348,6 +348,9 @@ class NearView(Protocol):
     def forget(self, *keys: str) -> None:
         """Around this process's own writes of ``keys``: before sending, and after."""
 
+    def flush(self, reason: str = "") -> None:
+        """Forget everything (a clear of keys this process cannot name)."""
+
 
 _source: Callable[[Settings], NearView | None] | None = None
 
