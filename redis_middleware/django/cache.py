@@ -25,23 +25,18 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import re
-import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 from asgiref.sync import iscoroutinefunction, sync_to_async
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
-from django.core.signals import setting_changed
-from django.utils.module_loading import import_string
 
-from .. import DataCache
 from ..config.settings import Settings
-from ..errors import ConfigError, RedisMiddlewareError
+from ..errors import RedisMiddlewareError
 from ..sansio import metrics
 from ..sansio.cache.data import MISS
-from ..sansio.cache.serializers import SignedPickleSerializer
 from ..sansio.incidents import log_failure
-from .conf import django_settings
+from .cache_store import PickleSerializer, location_of, shared_cache, split_options
 
 if TYPE_CHECKING:
     from ..datacache import ALock, Lock
@@ -58,132 +53,6 @@ _MEMCACHED_MAX = 250
 _INT64 = (-(2**63), 2**63 - 1)
 _DIGITS = frozenset(b"-0123456789")
 _LOCK_TIMEOUT = 30.0  # lock(timeout=None): renewed while held, so this bounds a crash
-
-
-class PickleSerializer:
-    """Signed pickle (``SignedPickleSerializer``), with 64-bit integers stored as plain
-    decimal digits, so that Redis can ``INCRBY`` them (Django's own Redis backend stores
-    integers the same way). ``bool`` is pickled: ``True`` stays ``True``."""
-
-    def __init__(self, secrets: Iterable[str]) -> None:
-        self._pickle = SignedPickleSerializer(tuple(secrets))
-
-    def dumps(self, value: Any) -> bytes:
-        if type(value) is int and _INT64[0] <= value <= _INT64[1]:
-            return b"%d" % value
-        return self._pickle.dumps(value)
-
-    def loads(self, data: bytes) -> Any:
-        if len(data) <= 20 and data and data[0] in _DIGITS:
-            try:
-                return int(data)
-            except ValueError:
-                pass  # a signature that happens to start with a digit
-        return self._pickle.loads(data)
-
-
-# -- one DataCache per configuration, shared by the instances Django makes -------------------
-# Django builds a backend per thread and per asyncio task (its CacheHandler is
-# context-local), so __init__ must not parse settings or open connections: the instances
-# of one configuration share one DataCache (and through it the process's connections).
-_shared: dict[tuple[Any, ...], tuple[DataCache, float]] = {}
-_shared_lock = threading.Lock()
-_WATCHED = frozenset({"REDIS_MIDDLEWARE", "SECRET_KEY", "SECRET_KEY_FALLBACKS", "CACHES"})
-
-
-def _forget(*, setting: str, **_: Any) -> None:
-    if setting in _WATCHED:
-        with _shared_lock:
-            _shared.clear()
-
-
-setting_changed.connect(_forget, dispatch_uid="redis_middleware.django.cache")
-
-
-def _hashable(value: Any) -> Any:
-    try:
-        hash(value)
-    except TypeError:
-        return id(value)
-    return value
-
-
-def _location(server: Any) -> str:
-    if isinstance(server, list | tuple):
-        servers = [str(s) for s in server if s]
-    else:
-        servers = [str(server)] if server else []
-    if len(servers) > 1 or any(s.count("://") > 1 for s in servers):
-        raise ConfigError("LOCATION", "one Redis URL (redis://, rediss://, unix://, "
-                          "redis+sentinel://, redis+cluster://): a list of servers is "
-                          "Django's primary/replica form, which this backend does not take")
-    return servers[0].strip() if servers else ""
-
-
-def _split_options(options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """OPTIONS as the backend's own (``SERIALIZER``, ``NAMESPACE``) and Settings fields;
-    anything else is a ConfigError naming it."""
-    own: dict[str, Any] = {}
-    fields: dict[str, Any] = {}
-    for name, value in options.items():
-        upper, lower = str(name).upper(), str(name).lower()
-        if upper in _OWN_OPTIONS:
-            own[upper] = value
-        elif lower in _FIELDS and lower != "redis_url":
-            fields[lower] = value
-        else:
-            raise ConfigError(f"OPTIONS[{name!r}]", "not an option of redis_middleware."
-                              "django.cache.RedisCache: SERIALIZER, NAMESPACE, or a "
-                              "redis-middleware setting (docs/configuration.md); the Redis "
-                              "URL is LOCATION" + (" (culling is for local caches; Redis "
-                              "expires keys by their TTL)" if upper in (
-                                  "MAX_ENTRIES", "CULL_FREQUENCY") else ""))
-    return own, fields
-
-
-def _shared_cache(location: str, options: Mapping[str, Any]) -> tuple[DataCache, float]:
-    memo = (location, tuple(sorted((str(k), _hashable(v)) for k, v in options.items())))
-    found = _shared.get(memo)
-    if found is None:
-        with _shared_lock:
-            found = _shared.get(memo)
-            if found is None:
-                if len(_shared) >= 64:  # options holding new objects each time: stay bounded
-                    _shared.clear()
-                found = _shared[memo] = _build(location, options)
-    return found
-
-
-def _build(location: str, options: Mapping[str, Any]) -> tuple[DataCache, float]:
-    own, fields = _split_options(options)
-    if location:
-        fields["redis_url"] = location
-    settings = django_settings(**fields) if fields else django_settings()
-    serializer = _serializer(own.get("SERIALIZER", "pickle"), settings)
-    namespace = own.get("NAMESPACE", "django")
-    try:
-        data = DataCache(settings, namespace=namespace, serializer=serializer, raw=True)
-    except ValueError as exc:
-        raise ConfigError("OPTIONS['NAMESPACE']", str(exc)) from None
-    return data, settings.data_max_ttl
-
-
-def _serializer(spec: Any, settings: Settings) -> Any:
-    if spec is None or spec == "pickle":
-        return PickleSerializer(settings.secret_key)
-    if spec in ("json", "msgpack"):
-        return spec
-    if isinstance(spec, str):
-        if "." not in spec:
-            raise ConfigError("OPTIONS['SERIALIZER']", f"{spec!r}: 'pickle' (signed, the "
-                              "default), 'json', 'msgpack' or a dotted path to a serializer")
-        spec = import_string(spec)
-    if inspect.isclass(spec):
-        spec = spec()
-    if not (callable(getattr(spec, "dumps", None)) and callable(getattr(spec, "loads", None))):
-        raise ConfigError("OPTIONS['SERIALIZER']", "a serializer has dumps(value) -> bytes "
-                          "and loads(data) methods")
-    return spec
 
 
 class RedisCache(BaseCache):
@@ -206,8 +75,8 @@ class RedisCache(BaseCache):
     def __init__(self, server: Any, params: dict[str, Any]) -> None:
         options = dict(params.get("OPTIONS") or {})
         super().__init__({**params, "OPTIONS": {}})
-        _split_options(options)  # an unknown option fails here, naming itself
-        self._location = _location(server)
+        split_options(options)  # an unknown option fails here, naming itself
+        self._location = location_of(server)
         self._options = options
 
     def __getattr__(self, name: str) -> Any:
@@ -216,7 +85,7 @@ class RedisCache(BaseCache):
         # cannot work is then reported by the check, not by a crash of manage.py).
         if name not in ("_data", "_max_ttl", "_namespace"):
             raise AttributeError(name)
-        self._data, self._max_ttl = _shared_cache(self._location, self._options)
+        self._data, self._max_ttl = shared_cache(self._location, self._options)
         self._namespace = self._data.core.namespace
         return getattr(self, name)
 
