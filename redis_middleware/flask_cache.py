@@ -36,7 +36,7 @@ from flask_caching.backends.base import BaseCache
 from . import DataCache
 from .config.settings import Settings
 from .errors import ConfigError, RedisMiddlewareError
-from .flask import flask_settings
+from .flask_conf import flask_settings
 from .sansio import metrics
 from .sansio.cache.data import MISS, DataCore
 from .sansio.cache.serializers import SignedPickleSerializer

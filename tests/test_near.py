@@ -26,7 +26,7 @@ import redis
 
 from redis_middleware import DataCache, Settings
 from redis_middleware._redis.connections import connections_for, near_cache_for
-from redis_middleware._redis.tracking import NearCache
+from redis_middleware._redis.near import NearCache
 from redis_middleware.errors import RedisMiddlewareError
 from redis_middleware.sansio import metrics
 from redis_middleware.sansio.cache.near import MISS, NAME

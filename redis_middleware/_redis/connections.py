@@ -39,7 +39,7 @@ from .driver import (
     run_sync,
 )
 from .endpoint import Endpoint, endpoint_for
-from .tracking import NearCache
+from .near import NearCache
 from .wire_async import AsyncWire
 from .wire_sync import SyncWire
 

@@ -253,6 +253,11 @@ class DataCache:
         tag_keys = no_tags if tags is None else self._tags(tags)
         return await self._afetch(key, policy, _loader(loader), tag_keys)
 
+    def _policy(self, ttl: float | None, stale: float, early: float | bool, label: str
+               ) -> Policy:
+        """A call's options, validated once (``cached`` and ``get_or_set``)."""
+        return self._fill.policy(ttl, stale, early, label)
+
     def _fetch(self, key: str, policy: Policy, loader: Callable[[], Any],
                tags: Callable[[], Sequence[str]]) -> Any:
         near, ticket = self._near, None

@@ -12,17 +12,15 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 from .._memo import Memo
-from ..sansio.cache.data import tag_list
+from ..sansio.cache.data import DataCore, tag_list
+from ..sansio.cache.datafill import Policy
 from ..sansio.cache.datakeys import Binder, DefaultKey, KeyTemplate
 from ..sansio.flow import Delegate
 
-if TYPE_CHECKING:
-    from .cache import DataCache
-
-__all__ = ["cached", "is_async"]
+__all__ = ["Owner", "cached", "is_async"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -36,7 +34,28 @@ def no_tags() -> Sequence[str]:
     return ()
 
 
-def cached(cache: DataCache, ttl: float | None, key: str | None,
+class Owner(Protocol):
+    """What a cached function needs of its ``DataCache`` (``cache.py``): the core, a
+    call's validated options, the fetch of a key (memory or Redis, else the get_or_set
+    flow), and the delete of one."""
+
+    core: DataCore
+
+    def _policy(self, ttl: float | None, stale: float, early: float | bool, label: str
+               ) -> Policy: ...
+
+    def _fetch(self, key: str, policy: Policy, loader: Callable[[], Any],
+               tags: Callable[[], Sequence[str]]) -> Any: ...
+
+    async def _afetch(self, key: str, policy: Policy, loader: Delegate,
+                      tags: Callable[[], Sequence[str]]) -> Any: ...
+
+    def delete(self, key: str) -> bool: ...
+
+    async def adelete(self, key: str) -> bool: ...
+
+
+def cached(cache: Owner, ttl: float | None, key: str | None,
            tags: Iterable[str] | str | None, stale: float, early: float | bool,
            name: str | None) -> Callable[[F], F]:
     """The decorator of ``cache.cached(...)`` (its docstring says what it does)."""
@@ -53,7 +72,7 @@ def cached(cache: DataCache, ttl: float | None, key: str | None,
             function, binder)
         templates = [KeyTemplate(t, binder.names, escaped=False) for t in tag_texts]
         label = name or f"{function.__module__}.{function.__qualname__}"
-        policy = cache._fill.policy(ttl, stale, early, label)
+        policy = cache._policy(ttl, stale, early, label)
         memo: Memo[tuple[Any, ...], str] = Memo(4096)
 
         def render(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:

@@ -20,7 +20,6 @@ import secrets
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
 from ..._memo import Memo, Recent
 from ...config.patterns import RouteTable
@@ -31,7 +30,7 @@ from ...keys import KeySpace, digest
 from .. import metrics
 from ..flow import Call, Flow, Pause, PausingFlow
 from ..request import RequestInfo
-from .cache_control import parse_cache_control, split_tokens
+from .cache_control import parse_cache_control
 from .entry import (
     ANY_COOKIE,
     CachePlan,
@@ -40,17 +39,17 @@ from .entry import (
     NextStep,
     Outcome,
     Resolved,
-    SessionUse,
     Verdict,
     canonical_query,
     encode_headers,
     lp,
     lpb,
 )
-from .freshness import freshness, stored_fields, updated_fields
 from .near import MISS, NearView, Ticket, near_for
-from .scripts import INVALIDATE, LOOKUP, RELEASE, STORE
-from .serve import servable, served, usable_if_error, validators, weak_equal
+from .purge import Purging
+from .scripts import LOOKUP, RELEASE, STORE
+from .serve import servable, served, usable_if_error, validators
+from .storing import Storing
 
 __all__ = ["OWN_TARGET", "CacheCore"]
 
@@ -58,7 +57,7 @@ OWN_TARGET = "redismiddleware-cache-control"  # the targeted field aimed at this
 _MEMO_MAX_ENTRY = 32 * 1024  # larger entries are decoded per hit (the memo stays small)
 
 
-class CacheCore:
+class CacheCore(Purging, Storing):
     """Every caching decision; the ASGI and WSGI adapters only run its flows."""
 
     def __init__(self, settings: Settings) -> None:
@@ -287,15 +286,6 @@ class CacheCore:
         if lookup.locked:
             yield (RELEASE([self.keys.cache_lock(plan.url, lookup.variant)], [lookup.token]),)
 
-    def entry_of(self, verdict: Verdict, status: int, headers: Sequence[tuple[str, str]],
-                 body: bytes, response_time: float) -> Entry:
-        """The entry a storable response becomes."""
-        f = verdict.fresh
-        assert f is not None
-        return Entry(status, stored_fields(headers, self.own_targets), body, response_time,
-                     response_time - f.initial_age + f.lifetime, f.initial_age, f.swr, f.sie,
-                     f.public, f.revalidate)
-
     def store_flow(self, plan: CachePlan, lookup: Lookup, verdict: Verdict, entry: Entry,
                    now: float | None = None) -> Flow[None]:
         """One round trip: the entry, the URL's vary names and indexes; releases the guard.
@@ -357,66 +347,6 @@ class CacheCore:
         material = lpb(plan.host) + b"".join(lpb(n) + lpb(values.get(n, "")) for n in names)
         return hashlib.sha1(material).hexdigest()
 
-    def invalidate_flow(self, url: str, *more: str) -> Flow[int]:
-        """Drop every stored variant of the URLs (digests)."""
-        urls = (url, *more)
-        answers = yield from self._writing([self.keys.cache_vary(u) for u in urls], tuple(
-            INVALIDATE([self.keys.cache_variants(u), self.keys.cache_vary(u)], [])
-            for u in urls))
-        return sum(int(n) for n in answers)
-
-    def invalidated_urls(self, plan: CachePlan, headers: Sequence[tuple[str, str]]
-                         ) -> list[str]:
-        """4.4: the URL itself, and the same-origin URLs in Location and Content-Location
-        that a route caches."""
-        urls = [plan.url]
-        for name in ("location", "content-location"):
-            for value in (v for k, v in headers if k.lower() == name):
-                parts = urlsplit(value.strip())
-                if parts.netloc and parts.netloc.lower() != plan.host:
-                    continue  # another origin: never ours to invalidate (4.4)
-                path = parts.path if parts.path.startswith("/") else None
-                if path is None or self.route(path) is None:
-                    continue
-                url = self.url_digest(path, parts.query)
-                if url not in urls:
-                    urls.append(url)
-        return urls
-
-    def purge_url_flow(self, path: str, query: str = "") -> Flow[int]:
-        """Drop every stored variant of one URL."""
-        return (yield from self.invalidate_flow(self.url_digest(path, query)))
-
-    def _purge_set_flow(self, set_key: str) -> Flow[int]:
-        urls = yield from self.stored_urls_flow(set_key)
-        return (yield from self.purge_urls_flow(urls, set_key))
-
-    def stored_urls_flow(self, set_key: str | None = None) -> Flow[list[str]]:
-        """The URL digests a registry (default: every stored URL) holds."""
-        key = set_key or self.keys.cache_registry()
-        (members,) = yield (Call.of("ZRANGE", key, 0, -1),)
-        return sorted(m.decode() for m in members)
-
-    def purge_urls_flow(self, urls: list[str], set_key: str | None = None) -> Flow[int]:
-        """Drop the responses of ``urls`` (digests from :meth:`stored_urls_flow`) in one
-        round trip and take them out of the registry; returns how many were stored.
-        Callers with many URLs purge them in batches (the CLI shows the progress)."""
-        key = set_key or self.keys.cache_registry()
-        # One script per URL: each URL's keys live in their own Cluster slot.
-        ops = tuple(INVALIDATE([self.keys.cache_variants(u), self.keys.cache_vary(u)], [])
-                    for u in urls)
-        answers = yield from self._writing([self.keys.cache_vary(u) for u in urls], (
-            *ops, Call.of("ZREM", key, *urls) if urls else Call.of("EXISTS", key)))
-        return sum(int(a) for a in answers[:-1])
-
-    def purge_tag_flow(self, tag: str) -> Flow[int]:
-        """Drop every stored response of the routes carrying ``tag``."""
-        return (yield from self._purge_set_flow(self.keys.cache_tag(tag)))
-
-    def purge_all_flow(self) -> Flow[int]:
-        """Drop every stored response (proportional to what is stored; no SCAN)."""
-        return (yield from self._purge_set_flow(self.keys.cache_registry()))
-
     def _max_life(self) -> int:
         longest = max((spec.ttl for _, spec in self.settings.cache_routes), default=60)
         return longest * 2 + 60 + self.keep_stale
@@ -426,63 +356,6 @@ class CacheCore:
     servable = staticmethod(servable)
     conditional = staticmethod(validators)
     usable_if_error = staticmethod(usable_if_error)
-
-    def _route_freshness(self, route: CacheRouteSpec) -> tuple[int, int]:
-        """The route's default TTL (0 in origin mode) and cap (0: none)."""
-        mode = route.freshness or self.settings.cache_freshness
-        cap = route.max_ttl if route.max_ttl is not None else self.settings.cache_max_ttl
-        return (route.ttl if mode == "default" else 0), cap
-
-    def verdict(
-        self, plan: CachePlan, status: int, headers: Sequence[tuple[str, str]],
-        session: SessionUse | bool = "", request_time: float | None = None,
-        response_time: float | None = None,
-    ) -> Verdict:
-        """May this response be stored (RFC 9111 for a shared cache), and for how long?
-
-        ``session``: what the request did with the session (``True`` reads as
-        ``"read"``). A response that depends on the session or on cookies (``Vary:
-        Cookie``) is stored only as the entry of the requests without them, which every
-        such request shares; a request that carries them computes its own response.
-        The route's ``per_user=False`` says the page is the same for everyone (stored
-        and served whoever asks), and its ``vary_cookies`` keep one entry per value of
-        those cookies. A response after which the session is changed is never stored.
-        """
-        if not plan.store:
-            return Verdict(False, "request")
-        use = ("read" if session else "") if isinstance(session, bool) else session
-        if use == "written":
-            return Verdict(False, "session-written")
-        names = {k.lower() for k, _ in headers}
-        if "set-cookie" in names:
-            return Verdict(False, "set-cookie")
-        vary = sorted({t.lower() for t in split_tokens(
-            [v for k, v in headers if k.lower() == "vary"])})
-        if "*" in vary:
-            return Verdict(False, "vary-star")
-        if "cookie" in vary or use:
-            cookies = "cookie" in vary  # the app's own word: it may mean any cookie
-            vary = [v for v in vary if v != "cookie"]
-            route = plan.route
-            if route.vary_cookies:
-                vary += [f"cookie:{c}" for c in route.vary_cookies]
-            elif not route.per_user:
-                pass  # the same page for everyone: cookies are not part of the key
-            elif (plan.cookie if cookies else plan.session_cookie):
-                return Verdict(False, "session")
-            else:  # the entry of every request without them
-                vary.append(ANY_COOKIE if cookies else self.session_marker)
-        now = time.time()
-        default_ttl, cap = self._route_freshness(plan.route)
-        f = freshness(
-            status, headers, request_time=request_time if request_time is not None else now,
-            response_time=response_time if response_time is not None else now,
-            default_ttl=default_ttl, default_statuses=self.statuses, max_ttl=cap,
-            authorization=plan.authorization, targets=self.targets,
-            default_sie=self.settings.cache_stale_if_error)
-        if not f.store:
-            return Verdict(False, f.reason)
-        return Verdict(True, "", f, tuple(sorted(vary)))
 
     def next_step(self, plan: CachePlan, lookup: Lookup, now: float) -> NextStep:
         """``serve`` the entry, serve it and ``refresh`` it in the background, ``wait``
@@ -523,22 +396,6 @@ class CacheCore:
             if self.servable(plan, entry, time.time()) == "fresh":
                 return Resolved(entry, lookup)
         return Resolved(None, None, bypass="lock-timeout")
-
-    def freshened(self, plan: CachePlan, entry: Entry, headers: Sequence[tuple[str, str]],
-                  request_time: float, response_time: float, session: SessionUse = ""
-                  ) -> tuple[Entry, Verdict] | None:
-        """4.3.4: ``entry`` updated by the app's 304, and its verdict (None: the 304 is
-        for another representation, or the updated response may not be stored)."""
-        etag = next((v for k, v in headers if k.lower() == "etag"), "")
-        if etag and entry.etag and not weak_equal(etag, entry.etag):
-            return None
-        merged = updated_fields(entry.headers, headers, self.own_targets)
-        ages = tuple((k, v) for k, v in headers if k.lower() == "age")
-        verdict = self.verdict(plan, entry.status, (*merged, *ages), session,
-                               request_time, response_time)
-        if not verdict.store:
-            return None
-        return self.entry_of(verdict, entry.status, merged, entry.body, response_time), verdict
 
     # -- serving ------------------------------------------------------------------
     def hit(

@@ -324,7 +324,7 @@ def classify(frame: Any, push: bool) -> tuple[str, list[str]]:
 
 # -- what the cores call ------------------------------------------------------------------------
 class NearView(Protocol):
-    """A near cache as the cores see it (``_redis/tracking.NearCache``). Every method is
+    """A near cache as the cores see it (``_redis/near.NearCache``). Every method is
     safe from any thread and from coroutines (it never blocks: a lock held for
     microseconds, a non-blocking read of the invalidations already received)."""
 
