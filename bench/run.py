@@ -218,14 +218,25 @@ def count_redis(server: Server, workload: str, admin: redis.Redis) -> dict[str, 
     with httpx.Client(base_url=server.url) as client:
         client.request(method, path, headers=headers)
         time.sleep(0.2)
-        before = admin.info("stats")
+        before, usec = admin.info("stats"), redis_usec(admin)
         for _ in range(COUNTED_REQUESTS):
             client.cookies.clear()  # like wrk: only the workload's own cookie is sent
             client.request(method, path, headers=headers).raise_for_status()
-        after = admin.info("stats")
-    commands = after["total_commands_processed"] - before["total_commands_processed"] - 1
-    reads = after["total_reads_processed"] - before["total_reads_processed"] - 1
-    return {"commands": commands / COUNTED_REQUESTS, "round_trips": reads / COUNTED_REQUESTS}
+        usec, after = redis_usec(admin) - usec, admin.info("stats")
+    # the INFO of the first snapshot and the two INFO commandstats are counted too
+    commands = after["total_commands_processed"] - before["total_commands_processed"] - 3
+    reads = after["total_reads_processed"] - before["total_reads_processed"] - 3
+    return {"commands": commands / COUNTED_REQUESTS, "round_trips": reads / COUNTED_REQUESTS,
+            "redis_us": usec / COUNTED_REQUESTS}
+
+
+def redis_usec(admin: redis.Redis) -> int:
+    """Microseconds the server spent running commands so far (INFO commandstats: each
+    command's usec, a script's inner commands inside its EVALSHA's; the INFO calls of
+    this measurement excluded)."""
+    stats: dict[str, Any] = admin.info("commandstats")
+    return sum(int(v["usec"]) for name, v in stats.items() if not name.startswith(
+        ("cmdstat_info", "cmdstat_config")))
 
 
 def session_memory(server: Server, admin_port: int) -> dict[str, Any]:
@@ -469,6 +480,14 @@ def render(report: dict[str, Any]) -> str:
         for workload in WORKLOADS:
             cells = [f"{stacks[s]['workloads'][workload]['commands']:.2f} / "
                      f"{stacks[s]['workloads'][workload]['round_trips']:.2f}" for s in stacks]
+            out.append(f"| {workload} | " + " | ".join(cells) + " |")
+        out.append("")
+        out.append("| Workload: Redis CPU per request (µs, INFO commandstats) | " +
+                   " | ".join(LABELS[s] for s in stacks) + " |")
+        out.append("| --- " * (len(stacks) + 1) + "|")
+        for workload in WORKLOADS:
+            cells = [f"{stacks[s]['workloads'][workload].get('redis_us', 0):.1f}"
+                     for s in stacks]
             out.append(f"| {workload} | " + " | ".join(cells) + " |")
         out.append("")
         out.append("| | " + " | ".join(LABELS[s] for s in stacks) + " |")
