@@ -487,15 +487,11 @@ def test_single_flight_can_be_turned_off(settings: Settings) -> None:
     assert time.monotonic() - started < 1
 
 
-def compute_in_a_child(url: str, prefix: str, loads_key: str) -> None:
-    """Run by each child process: the memoized report, counted in Redis."""
+def memoized_report(cache: Cache, url: str, loads_key: str) -> Callable[[], str]:
+    """The memoized report, counted in Redis. Flask-Caching names a memoized function by
+    its module and qualified name, so the parent and its children build it here: the
+    same name, the same version key."""
     import redis
-
-    from redis_middleware import Settings as _Settings
-
-    settings = _Settings(redis_url=url, key_prefix=prefix, secret_key=(SECRET,))
-    app = make_app(settings)
-    cache = Cache(app)
 
     @cache.memoize(60)
     def report() -> str:
@@ -503,21 +499,29 @@ def compute_in_a_child(url: str, prefix: str, loads_key: str) -> None:
         time.sleep(0.5)
         return "report"
 
+    return report
+
+
+def compute_in_a_child(url: str, prefix: str, loads_key: str) -> None:
+    """Run by each child process: the memoized report."""
+    from redis_middleware import Settings as _Settings
+
+    settings = _Settings(redis_url=url, key_prefix=prefix, secret_key=(SECRET,))
+    app = make_app(settings)
+    report = memoized_report(Cache(app), url, loads_key)
     with app.app_context():
         print(report(), flush=True)
 
 
 @pytest.mark.real_redis
 def test_processes_compute_a_missing_memoized_value_once(redis_server: RedisServer) -> None:
+    """Three processes miss the same memoized value at once: one computes it, the others
+    wait for it. (The version key exists first: docs/flask.md says why.)"""
     settings = make_settings(redis_server.url)
     app = make_app(settings)
     cache = Cache(app)
     loads_key = f"{settings.key_prefix}:data:test-loads"
-
-    @cache.memoize(60)
-    def report() -> str:  # the same function name and module as the children's
-        return "report"
-
+    report = memoized_report(cache, settings.redis_url, loads_key)
     with app.app_context():
         cache._memoize_version(report)  # the version key exists (see docs/flask.md)
     code = ("import sys; from tests.test_flask_cache_backend import compute_in_a_child; "
