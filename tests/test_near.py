@@ -34,7 +34,7 @@ from redis_middleware.sansio.cache.near import MISS, NAME
 from .support import apps
 from .support.clients import SECRET, Clients, make_settings
 from .support.cluster import master_of, replication_role, start_redis_cluster
-from .support.servers import RedisServer, start_redis_server, stop_redis_server
+from .support.servers import RedisServer, free_port, start_redis_server, stop_redis_server
 from .test_sentinel import SERVICE, SentinelSetup, sentinel_setup  # noqa: F401
 
 pytestmark = pytest.mark.real_redis
@@ -400,6 +400,28 @@ def test_no_stale_value_after_a_restart(own_server: RedisServer) -> None:
     finally:
         path.conns.close()
         stop_redis_server(again)
+
+
+def test_a_server_down_at_start_logs_once_then_tracks_when_it_comes(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Nothing listens yet: one WARNING for the incident however many attempts fail (they
+    back off from 50 ms), reads go to Redis; the server comes up: the near cache tracks."""
+    port = free_port()
+    settings = near_settings(f"redis://127.0.0.1:{port}/0", socket_timeout=0.5)
+    with caplog.at_level(logging.WARNING, logger="redis_middleware"):
+        path = DataPath(settings)
+        assert not path.near.wait_ready(1)  # about five attempts
+        connecting = [m for m in near_warnings(caplog) if "connecting to" in m]
+        assert len(connecting) == 1, near_warnings(caplog)
+    server = start_redis_server(tmp_path, port=port)
+    try:
+        assert path.near.wait_ready(10), "the near cache did not start once Redis was up"
+        path.set("k", "v")
+        path.get("k")
+        assert path.from_memory("k")
+    finally:
+        path.conns.close()
+        stop_redis_server(server)
 
 
 def test_an_open_breaker_empties_memory_and_bypasses_it(path: DataPath) -> None:

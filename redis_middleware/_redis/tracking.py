@@ -282,7 +282,11 @@ class Tracker:
                     self.near.refused(str(exc))
                     return
                 except Exception as exc:  # OSError, a Sentinel naming no master, ...
-                    logger.debug("near cache: connecting to %s failed: %s", self.where, exc)
+                    # One WARNING per incident (a lost connection logged it already).
+                    (logger.debug if self.incident else logger.warning)(
+                        "near cache: connecting to %s failed: %s; reads go to Redis until "
+                        "it tracks", self.where, exc)
+                    self.incident = True
                     self._pause(delay)
                     delay = min(delay * 2, RECONNECT[1])
                     continue
