@@ -179,8 +179,9 @@ def test_a_million_distinct_keys_stay_within_both_bounds() -> None:
     """Entries and accounted bytes never pass their bounds, and what the process really
     allocates stays within the accounted bytes (the per-entry overhead is measured)."""
     s = NearStore(5_000, 4 << 20, 60)
+    values = ["x" * (10 + size) for size in range(2000)]  # sizes from 10 to 2,009 bytes
     for i in range(1_000_000):
-        value = "x" * (10 + i % 2000)
+        value = values[i % 2000]
         s.store(s.begin(f"t:data:{{k{i}}}"), value, len(value), NOW)
         if i % 1000 == 0:
             assert len(s) <= 5_000 and s.bytes <= 4 << 20
