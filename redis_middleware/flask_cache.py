@@ -17,7 +17,8 @@ Example::
 cachelib return values; values are pickled and signed with the secret key (integers
 stay digits, so ``inc`` is atomic); ``clear()`` removes this backend's keys only; a
 missing value is computed by one request at a time (a lease taken by the ``get`` that
-missed, released by the ``set`` that follows, or at the end of the app context); when
+missed, renewed while it is held, released by the ``set`` that follows, or at the end
+of the app context); when
 Redis is down, reads miss and writes return False, with one WARNING per incident.
 ``docs/flask.md`` has the whole story and the caveats.
 """
@@ -35,6 +36,7 @@ from flask_caching.backends.base import BaseCache
 
 from . import DataCache
 from .config.settings import Settings
+from .datacache.leases import Held, renewer
 from .errors import ConfigError, RedisMiddlewareError
 from .flask_conf import flask_settings
 from .sansio import metrics
@@ -293,7 +295,7 @@ class FlaskCache(BaseCache):
                 self._versions.pop(name, None)
 
     def _lease_or_wait(self, name: str) -> Any:
-        leases: dict[str, str] | None = g.get(self._leases)
+        leases: dict[str, Held] | None = g.get(self._leases)
         if leases is None:
             leases = {}
             setattr(g, self._leases, leases)
@@ -308,8 +310,9 @@ class FlaskCache(BaseCache):
         except RedisMiddlewareError as exc:
             log_failure("data", "data cache bypassed: %s", exc)
             return None
-        if ours:
-            leases[name] = token
+        if ours:  # renewed while the view computes the value, until set() or teardown
+            leases[name] = renewer(data.redis, data.core).hold(
+                data.core.fill_key(name), token, data.core.lease_ms)
         if raw is None:
             return None
         entry = data.core.decode(raw)
@@ -344,8 +347,12 @@ class FlaskCache(BaseCache):
     def _lease_of(self, name: str) -> str | None:
         if not self.single_flight or not has_app_context():
             return None
-        leases: dict[str, str] | None = g.get(self._leases)
-        return None if not leases else leases.pop(name, None)
+        leases: dict[str, Held] | None = g.get(self._leases)
+        held = None if not leases else leases.pop(name, None)
+        if held is None:
+            return None
+        held.held = False
+        return held.token
 
     def _store_leased(self, name: str, value: Any, ttl: float | None, token: str) -> bool:
         """One round trip: the value, and the lease freed (both in the key's slot)."""
@@ -437,13 +444,14 @@ class FlaskCache(BaseCache):
     def _release_leases(self, exc: BaseException | None = None) -> None:
         """Teardown: free the leases this context took and never stored (the function
         raised, a response filter refused the value, a ``get`` had no ``set``)."""
-        leases: dict[str, str] | None = g.pop(self._leases, None)
+        leases: dict[str, Held] | None = g.pop(self._leases, None)
         if not leases:
             return
         core, redis = self._data.core, self._data.redis
-        for name, token in leases.items():
+        for name, held in leases.items():
+            held.held = False
             try:
-                redis.run(core.release_flow(core.fill_key(name), token))
+                redis.run(core.release_flow(core.fill_key(name), held.token))
             except RedisMiddlewareError as exc_:
                 log_failure("data", "data cache: a lease was not freed: %s", exc_)
 

@@ -413,6 +413,33 @@ def test_memoize_computes_a_missing_value_once_for_concurrent_callers(
     assert calls == [0, 1]
 
 
+def test_a_view_slower_than_the_lease_still_computes_once(settings: Settings) -> None:
+    """The lease a miss takes is renewed while the view computes: a view that takes 1 s
+    under a 0.3 s lease is not computed again by the requests waiting for it."""
+    app = make_app(settings, CACHE_OPTIONS={"data_lock_timeout": 0.3})
+    cache = Cache(app)
+    calls: list[int] = []
+
+    @cache.memoize(60)
+    def report(n: int) -> str:
+        calls.append(n)
+        time.sleep(1.0)
+        return f"report {n}"
+
+    def call() -> str:
+        with app.app_context():
+            return str(report(1))
+
+    try:
+        with app.app_context():
+            cache._memoize_version(report)  # the version key exists (see docs/flask.md)
+        assert run_in_threads(4, call) == ["report 1"] * 4
+        assert calls == [1]
+    finally:
+        with app.app_context():
+            cache.clear()
+
+
 def test_a_cached_view_runs_once_for_concurrent_requests(app: Flask, cache: Cache) -> None:
     calls: list[int] = []
 
