@@ -30,6 +30,7 @@ import asyncio
 import json
 import multiprocessing
 import platform
+import resource
 import shutil
 import socket
 import statistics
@@ -180,13 +181,22 @@ def measure_sync(fn: Callable[[], Any], calls: int, url: str) -> dict[str, float
     for _ in range(min(500, calls)):
         fn()
     before = commands_processed(url)
-    cpu, wall = time.process_time(), time.perf_counter()
+    cpu, wall, modes = time.process_time(), time.perf_counter(), cpu_modes()
     for _ in range(calls):
         fn()
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    user, system = (b - a for a, b in zip(modes, cpu_modes(), strict=True))
     commands = commands_processed(url) - before - 1  # the INFO itself
     return {"cpu_us": cpu / calls * 1e6, "wall_us": wall / calls * 1e6,
+            "user_us": user / calls * 1e6, "system_us": system / calls * 1e6,
             "commands": commands / calls}
+
+
+def cpu_modes() -> tuple[float, float]:
+    """This process's CPU seconds so far in user mode and in the kernel (the system
+    calls of a round trip, the same whoever makes them)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime, usage.ru_stime
 
 
 async def measure_async(fn: Callable[[], Awaitable[Any]], calls: int, url: str,
@@ -199,12 +209,14 @@ async def measure_async(fn: Callable[[], Awaitable[Any]], calls: int, url: str,
 
     await asyncio.gather(*(loop(min(500, calls) // in_flight + 1) for _ in range(in_flight)))
     before = commands_processed(url)
-    cpu, wall = time.process_time(), time.perf_counter()
+    cpu, wall, modes = time.process_time(), time.perf_counter(), cpu_modes()
     await asyncio.gather(*(loop(per_task) for _ in range(in_flight)))
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    user, system = (b - a for a, b in zip(modes, cpu_modes(), strict=True))
     done = per_task * in_flight
     commands = commands_processed(url) - before - 1
     return {"cpu_us": cpu / done * 1e6, "wall_us": wall / done * 1e6,
+            "user_us": user / done * 1e6, "system_us": system / done * 1e6,
             "commands": commands / done}
 
 
@@ -433,9 +445,10 @@ def stampedes(url: str) -> dict[str, Any]:
     return out
 
 
-def ratios(table: dict[str, dict[str, float]], ours: str) -> dict[str, float]:
-    base = table[ours]["cpu_us"]
-    return {name: round(row["cpu_us"] / base, 2) for name, row in table.items()}
+def ratios(table: dict[str, dict[str, float]], ours: str, unit: str = "cpu_us"
+           ) -> dict[str, float]:
+    base = table[ours][unit]
+    return {name: round(row[unit] / base, 2) for name, row in table.items()}
 
 
 def main() -> None:
@@ -458,6 +471,9 @@ def main() -> None:
                 "async_1_in_flight": ratios(hits["async_1_in_flight"], "DataCache @cached"),
                 "async_16_in_flight": ratios(hits["async_16_in_flight"], "DataCache @cached"),
             },
+            "user_cpu_ratio_to_datacache": {  # the libraries' own work, without the kernel's
+                kind: ratios(hits[kind], "DataCache @cached", "user_us")
+                for kind in ("sync", "async_1_in_flight", "async_16_in_flight")},
         }
         if not args.skip_stampede:
             result["stampede_loader_runs"] = stampedes(url)

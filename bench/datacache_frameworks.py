@@ -29,6 +29,7 @@ import asyncio
 import json
 import os
 import platform
+import resource
 import shutil
 import statistics
 import sys
@@ -63,13 +64,14 @@ def measure(fn: Callable[[], Any], calls: int, url: str, trips: Callable[[], int
     for _ in range(min(500, calls)):
         fn()
     commands, rt = commands_processed(url), trips() if trips else 0
-    cpu, wall = time.process_time(), time.perf_counter()
+    cpu, wall, user = time.process_time(), time.perf_counter(), user_cpu()
     for _ in range(calls):
         fn()
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    user = user_cpu() - user
     commands = commands_processed(url) - commands - 1  # INFO itself
     out = {"cpu_us": cpu / calls * 1e6, "wall_us": wall / calls * 1e6,
-           "commands": commands / calls}
+           "user_us": user / calls * 1e6, "commands": commands / calls}
     out["round_trips"] = (trips() - rt) / calls if trips else out["commands"]
     return out
 
@@ -80,17 +82,24 @@ def ameasure(fn: Callable[[], Awaitable[Any]], calls: int, url: str,
         for _ in range(min(500, calls)):
             await fn()
         commands, rt = commands_processed(url), trips() if trips else 0
-        cpu, wall = time.process_time(), time.perf_counter()
+        cpu, wall, user = time.process_time(), time.perf_counter(), user_cpu()
         for _ in range(calls):
             await fn()
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        user = user_cpu() - user
         commands = commands_processed(url) - commands - 1
         out = {"cpu_us": cpu / calls * 1e6, "wall_us": wall / calls * 1e6,
-               "commands": commands / calls}
+               "user_us": user / calls * 1e6, "commands": commands / calls}
         out["round_trips"] = (trips() - rt) / calls if trips else out["commands"]
         return out
 
     return asyncio.run(run())
+
+
+def user_cpu() -> float:
+    """This process's CPU seconds in user mode: the libraries' own work, without the
+    system calls of a round trip (the same whoever makes them)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_utime
 
 
 def medians(samples: dict[str, list[Measure]]) -> dict[str, Measure]:
@@ -104,7 +113,7 @@ def ratios(samples: dict[str, list[Measure]], ours: str) -> dict[str, dict[str, 
     mine = samples[ours]
     return {name: {unit: round(statistics.median(
         theirs[k][f"{unit}_us"] / mine[k][f"{unit}_us"] for k in range(len(mine))), 2)
-        for unit in ("cpu", "wall")} for name, theirs in samples.items()}
+        for unit in ("cpu", "user", "wall")} for name, theirs in samples.items()}
 
 
 # -- Django -------------------------------------------------------------------------------
