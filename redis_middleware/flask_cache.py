@@ -18,8 +18,8 @@ cachelib return values; values are pickled and signed with the secret key (integ
 stay digits, so ``inc`` is atomic); ``clear()`` removes this backend's keys only; a
 missing value is computed by one request at a time (a lease taken by the ``get`` that
 missed, renewed while it is held, released by the ``set`` that follows, or at the end
-of the app context); when
-Redis is down, reads miss and writes return False, with one WARNING per incident.
+of the app context); when Redis is down, reads miss and writes return False, with one
+WARNING per incident.
 ``docs/flask.md`` has the whole story and the caveats.
 """
 
