@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..._memo import Memo
 from ...config.identity import kind_of
 from ...config.patterns import PathPattern, RouteTable
 from ...config.rates import Rate, parse_limits
@@ -193,6 +194,10 @@ class RateLimitCore:
         # other strategies by the limits library (``_redis.strategies``).
         self.fixed_window = s.ratelimit_strategy == "fixed-window"
         self._key_cache: dict[tuple[str, str, str], tuple[str, ...]] = {}
+        # (method, path) -> its rule: asked twice per signed-in request (whether the
+        # bucket needs the user, then the check itself); paths come from clients, so
+        # the memo is bounded.
+        self._rule_memo: Memo[tuple[str, str], Rule | None] = Memo(4096)
 
     @staticmethod
     def _compile(pattern: str, spec: RuleSpec, fail_closed: bool, stack: Rule | None
@@ -215,6 +220,13 @@ class RateLimitCore:
 
     # -- what applies -----------------------------------------------------------
     def rule_for(self, method: str, path: str) -> Rule | None:
+        """The rule that counts this request (None: nothing limits it)."""
+        found: Any = self._rule_memo.get((method, path), _UNSEEN)
+        if found is _UNSEEN:
+            found = self._rule_memo.put((method, path), self._find_rule(method, path))
+        return found  # type: ignore[no-any-return]
+
+    def _find_rule(self, method: str, path: str) -> Rule | None:
         if any(p.matches(path) for p in self.exempt):
             return None
         for _, rule in self.rules.matches(path):
@@ -378,6 +390,7 @@ class RateLimitCore:
         return sum(int(a) for a in answers)
 
 
+_UNSEEN = object()  # not in the rule memo yet (None is a rule answer: not limited)
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
