@@ -81,6 +81,32 @@ def test_garbage_chains_collapse_to_few_buckets(lines: list[str]) -> None:
     assert result == UNKNOWN or ":" in result or result.count(".") == 3
 
 
+
+def test_remembered_buckets_answer_alike_and_stay_bounded() -> None:
+    trust = ProxyTrust(["10.0.0.0/8"])
+    for _ in range(2):  # the second pass answers from memory
+        assert trust.client("10.0.0.1", ["203.0.113.9"], []) == "203.0.113.9"
+        assert trust.client("10.0.0.1", ["not-an-ip"], []) == UNKNOWN
+        assert trust.client("10.0.0.1", [], []) == "10.0.0.1"
+    limit = trust._buckets.limit
+    for i in range(3 * limit):  # a client choosing a new chain per request
+        assert trust.client("10.0.0.1", [f"198.51.{i // 256 % 256}.{i % 256}"], []) == (
+            f"198.51.{i // 256 % 256}.{i % 256}")
+    assert len(trust._buckets) <= limit
+
+
+def test_remembered_rules_answer_alike_and_stay_bounded() -> None:
+    c = core(ratelimit_limit="100/minute", ratelimit_exempt=("/health",),
+             ratelimit_rules={"/login": {"limit": "5/minute", "methods": ["POST"]}})
+    for _ in range(2):
+        assert c.rule_for("GET", "/health") is None
+        assert c.rule_for("POST", "/login") is not None
+        assert c.rule_for("POST", "/login").name == "/login"  # type: ignore[union-attr]
+        assert c.rule_for("GET", "/login").name == "default"  # type: ignore[union-attr]
+    for i in range(3 * c._rule_memo.limit):  # a client choosing a new path per request
+        assert c.rule_for("GET", f"/p/{i}").name == "default"  # type: ignore[union-attr]
+    assert len(c._rule_memo) <= c._rule_memo.limit
+
 def request(path: str = "/", method: str = "GET", peer: str = "1.2.3.4") -> RequestInfo:
     return RequestInfo(method, path, b"", (), peer, "http")
 

@@ -13,7 +13,7 @@ import logging
 import re
 from collections.abc import Iterable
 
-from ..._memo import memoized
+from ..._memo import Memo, memoized
 
 __all__ = ["UNKNOWN", "ProxyTrust"]
 
@@ -57,6 +57,11 @@ class ProxyTrust:
             )
         self.networks = [ipaddress.ip_network(e, strict=False) for e in entries if e != "*"]
         self.ipv6_prefix = ipv6_prefix
+        # (peer, X-Forwarded-For lines, Forwarded lines) -> bucket: parsing and printing
+        # addresses was a measured part of every counted request; bounded, as clients
+        # choose the header lines.
+        self._buckets: Memo[tuple[str | None, tuple[str, ...], tuple[str, ...]], str] = (
+            Memo(4096))
 
     def trusts(self, address: IPAddress | None) -> bool:
         if address is None:
@@ -74,6 +79,13 @@ class ProxyTrust:
 
     def client(self, peer: str | None, xff: list[str], forwarded: list[str]) -> str:
         """The client's bucket for a request from ``peer`` with these header lines."""
+        lines = (peer, tuple(xff), tuple(forwarded))
+        found = self._buckets.get(lines)
+        if found is None:
+            found = self._buckets.put(lines, self._client(peer, xff, forwarded))
+        return found
+
+    def _client(self, peer: str | None, xff: list[str], forwarded: list[str]) -> str:
         address = parse_address(peer) if peer else None
         if not self.trusts(address) or not (xff or forwarded):
             return self.key(address)
