@@ -19,6 +19,7 @@ from typing import Any, TypeVar, overload
 from .._redis.connections import connections_for
 from ..config.settings import Settings
 from ..errors import RedisMiddlewareError
+from ..sansio import metrics
 from ..sansio.cache.data import MISS, DataCore
 from ..sansio.cache.datacalls import Calls, report
 from ..sansio.cache.datafill import Fill, Local, Policy
@@ -251,7 +252,7 @@ class DataCache:
         in a worker thread, so that it cannot block the event loop)."""
         policy = self._fill.policy(ttl, stale, early, name or "get_or_set")
         tag_keys = no_tags if tags is None else self._tags(tags)
-        return await self._afetch(key, policy, _loader(loader), tag_keys)
+        return await self._afetch(key, policy, lambda: _loader(loader), tag_keys)
 
     def _policy(self, ttl: float | None, stale: float, early: float | bool, label: str
                ) -> Policy:
@@ -264,7 +265,8 @@ class DataCache:
         if near is not None and not policy.early:
             value, ticket = near.lookup(key)
             if value is not MISS:  # from memory: no round trip
-                report("hit", policy.label)
+                if metrics.hook is not None:
+                    report("hit", policy.label)
                 return value
         try:
             raw: Any = self.redis.run(self.core.read_flow(key))
@@ -279,14 +281,16 @@ class DataCache:
             return value
         return self.redis.run(self._fill.flow(key, policy, _loader(loader), tags, raw))
 
-    async def _afetch(self, key: str, policy: Policy, loader: Delegate,
+    async def _afetch(self, key: str, policy: Policy, loader: Callable[[], Delegate],
                       tags: Callable[[], Sequence[str]]) -> Any:
-        """:meth:`_fetch` for asyncio (tasks reading one key at once share its GET)."""
+        """:meth:`_fetch` for asyncio (tasks reading one key at once share its GET);
+        ``loader`` makes the loader's delegate, only on a miss."""
         near, ticket = self._near, None
         if near is not None and not policy.early:
             value, ticket = near.lookup(key)
             if value is not MISS:  # from memory: no round trip
-                report("hit", policy.label)
+                if metrics.hook is not None:
+                    report("hit", policy.label)
                 return value
         try:
             raw: Any = await self._reads.read(key)
@@ -299,7 +303,7 @@ class DataCache:
         value = self._hit(raw, policy, ticket)
         if value is not MISS:  # the hot path: a plain fresh hit
             return value
-        return await self.redis.arun(self._fill.flow(key, policy, loader, tags, raw))
+        return await self.redis.arun(self._fill.flow(key, policy, loader(), tags, raw))
 
     def _hit(self, raw: Any, policy: Policy, ticket: Any) -> Any:
         """The value of a plain fresh hit read from Redis (kept in the near cache under
@@ -311,7 +315,7 @@ class DataCache:
                 near.drop(ticket)
             else:
                 near.keep(ticket, raw, value)
-        if value is not MISS:
+        if value is not MISS and metrics.hook is not None:  # no call per hit when off
             report("hit", policy.label)
         return value
 

@@ -47,7 +47,7 @@ class Owner(Protocol):
     def _fetch(self, key: str, policy: Policy, loader: Callable[[], Any],
                tags: Callable[[], Sequence[str]]) -> Any: ...
 
-    async def _afetch(self, key: str, policy: Policy, loader: Delegate,
+    async def _afetch(self, key: str, policy: Policy, loader: Callable[[], Delegate],
                       tags: Callable[[], Sequence[str]]) -> Any: ...
 
     def delete(self, key: str) -> bool: ...
@@ -103,9 +103,10 @@ def cached(cache: Owner, ttl: float | None, key: str | None,
         if is_async(function):
             @functools.wraps(function)
             async def awrapper(*args: Any, **kwargs: Any) -> Any:
-                load = functools.partial(function, *args, **kwargs)
-                return await cache._afetch(render(args, kwargs), policy, Delegate(load, load),
-                                           tags_of(args, kwargs))
+                # The loader's delegate and the tags are made on a miss only.
+                return await cache._afetch(render(args, kwargs), policy,
+                                           lambda: _delegate(function, args, kwargs),
+                                           tags_of(args, kwargs) if templates else no_tags)
 
             async def ainvalidate(*args: Any, **kwargs: Any) -> bool:
                 return await cache.adelete(render(args, kwargs))
@@ -115,7 +116,8 @@ def cached(cache: Owner, ttl: float | None, key: str | None,
             @functools.wraps(function)
             def swrapper(*args: Any, **kwargs: Any) -> Any:
                 return cache._fetch(render(args, kwargs), policy,
-                                    lambda: function(*args, **kwargs), tags_of(args, kwargs))
+                                    lambda: function(*args, **kwargs),
+                                    tags_of(args, kwargs) if templates else no_tags)
 
             def sinvalidate(*args: Any, **kwargs: Any) -> bool:
                 return cache.delete(render(args, kwargs))
@@ -128,3 +130,10 @@ def cached(cache: Owner, ttl: float | None, key: str | None,
         return cast(F, wrapper)
 
     return decorate
+
+
+def _delegate(function: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+              ) -> Delegate:
+    """A call of an async ``function`` as the flow runs it (awaited by the asyncio driver)."""
+    load = functools.partial(function, *args, **kwargs)
+    return Delegate(load, load)
