@@ -15,6 +15,7 @@ from .._redis.connections import RedisConnections
 from ..config.settings import Settings
 from ..sansio.cache import CONDITIONAL
 from ..sansio.exchange import Exchange
+from ..sansio.flow import step
 from ..sansio.incidents import log_incident
 from ..sansio.responses import Headers, Response, status_line
 
@@ -48,7 +49,10 @@ class _Flight:
     def wrapped_start_response(self, status: str, headers: list[tuple[str, str]],
                                exc_info: Any = None) -> Any:
         code = int(status.split(" ", 1)[0])
-        reply = self.redis.run(self.exchange.start_flow(code, list(headers)))
+        # Most response starts decide with no round trip: stepped here, no driver.
+        done, reply = step(self.exchange.start_flow(code, list(headers)))
+        if not done:
+            reply = self.redis.run(reply)
         if reply.replace is not None:
             self.replaced = reply.replace
             start(self.start_response, reply.replace, exc_info)
@@ -98,7 +102,9 @@ class _Flight:
     def _finish(self) -> None:
         if not self._stored:
             self._stored = True
-            self.redis.run(self.exchange.finish_flow())
+            done, rest = step(self.exchange.finish_flow())
+            if not done:
+                self.redis.run(rest)
 
     def _read_rest(self) -> None:
         """The client stopped reading a body the cache would store: read the rest, as a

@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 from .._redis.connections import connections_for
 from .._redis.strategies import limiter_for
 from ..config.settings import Settings
+from ..sansio.flow import step
 from ..sansio.request import environ_user, from_environ
 from ..sansio.responses import status_line
 from ..sansio.stack import ALL_PARTS, Forward, Incoming, Refuse, Serve, StackCore, stack_settings
@@ -33,11 +34,13 @@ class Stack:
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         field, redis = self.settings.user_field, self.redis
-        action = redis.run(self.core.decide(Incoming(
+        done, action = step(self.core.decide(Incoming(
             from_environ(environ), True, environ.get("wsgi.url_scheme") == "https",
             environ.get("REQUEST_METHOD") == "HEAD", False,
             lambda: environ_user(environ, field), lambda: environ.get(ENVIRON_KEY),
             self._loader), time.time()))
+        if not done:  # most requests: their round trips (a near-cache hit needs none)
+            action = redis.run(action)
         if action.session is not None:
             environ[ENVIRON_KEY] = action.session
         match action:
