@@ -106,7 +106,9 @@ def from_scope(scope: Mapping[str, Any], user_field: str | None) -> RequestInfo:
         cookies=cookies_of(cookie_lines),
         peer=client[0] if client else None,
         scheme=scope.get("scheme", "http"),
-        user=scope_user(scope, user_field) if user_field is not None else None,
+        # No outer session or user in the scope (most requests): nobody to look up.
+        user=scope_user(scope, user_field) if user_field is not None and (
+            scope.get("session") is not None or scope.get("user") is not None) else None,
     )
 
 

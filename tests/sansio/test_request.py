@@ -33,3 +33,32 @@ def test_many_distinct_header_names_stay_bounded() -> None:
         info = from_environ({"PATH_INFO": "/", f"HTTP_X_H{i}": "v", "CONTENT_TYPE": ""})
         assert info.headers == ((f"x-h{i}", "v"),)
     assert len(_HEADER_NAMES) <= _HEADER_NAMES.limit
+
+
+class _Auth:
+    """A Starlette-style ``scope["user"]``."""
+
+    def __init__(self, authenticated: bool, identity: str = "", display_name: str = "") -> None:
+        self.is_authenticated = authenticated
+        if identity:
+            self.identity = identity
+        self.display_name = display_name
+
+
+def test_the_user_of_a_scope_comes_from_its_session_else_its_authenticated_user() -> None:
+    from redis_middleware.sansio.request import from_scope
+
+    base = {"type": "http", "method": "GET", "path": "/", "headers": [], "client": None}
+    cases = [
+        ({}, None),  # no session, no user: nobody
+        ({"session": None, "user": None}, None),
+        ({"session": {"user_id": 7}}, "7"),  # an outer session's user field
+        ({"session": {"user_id": {"nested": 1}}}, None),  # not an id
+        ({"session": {}, "user": _Auth(True, identity="ada")}, "ada"),
+        ({"user": _Auth(True, display_name="grace")}, "grace"),
+        ({"user": _Auth(False, identity="nobody")}, None),
+    ]
+    for extra, expected in cases:
+        scope = {**base, **extra}
+        assert from_scope(scope, "user_id").user == expected, extra
+        assert from_scope(scope, None).user is None  # not looked up
