@@ -30,10 +30,7 @@ import io
 import json
 import os
 import shutil
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -45,6 +42,9 @@ if not os.environ.get("PYTHONPATH"):  # else the checkout it names is measured
 import uvloop
 
 from redis_middleware import Settings
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from datacache import start_server
 
 SECRET = "bench-secret-" + "x" * 40
 LIMIT = "1000000/minute"  # counted on every request, never reached
@@ -253,19 +253,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=3200)
     parser.add_argument("--runs", type=int, default=9)
     args = parser.parse_args()
-    server_bin = shutil.which("redis-server")
-    if server_bin is None:
-        raise SystemExit("redis-server is not on PATH")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    workdir = tempfile.mkdtemp()
-    proc = subprocess.Popen([server_bin, "--port", str(port), "--bind", "127.0.0.1",
-                             "--save", "", "--appendonly", "no", "--dir", workdir],
-                            stdout=subprocess.DEVNULL)
+    proc, url, workdir = start_server()  # bench/datacache.py's: a free loopback port
     try:
-        time.sleep(0.3)
-        url = f"redis://127.0.0.1:{port}/0"
         print("| Side | Stack | Python calls per request | CPU per request (µs, min) |"
               " over the floor (µs) |")
         print("| --- | --- | --- | --- | --- |")
