@@ -81,7 +81,6 @@ def test_garbage_chains_collapse_to_few_buckets(lines: list[str]) -> None:
     assert result == UNKNOWN or ":" in result or result.count(".") == 3
 
 
-
 def test_remembered_buckets_answer_alike_and_stay_bounded() -> None:
     trust = ProxyTrust(["10.0.0.0/8"])
     for _ in range(2):  # the second pass answers from memory
@@ -106,6 +105,7 @@ def test_remembered_rules_answer_alike_and_stay_bounded() -> None:
     for i in range(3 * c._rule_memo.limit):  # a client choosing a new path per request
         assert c.rule_for("GET", f"/p/{i}").name == "default"  # type: ignore[union-attr]
     assert len(c._rule_memo) <= c._rule_memo.limit
+
 
 def request(path: str = "/", method: str = "GET", peer: str = "1.2.3.4") -> RequestInfo:
     return RequestInfo(method, path, b"", (), peer, "http")

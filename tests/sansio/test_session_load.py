@@ -21,6 +21,7 @@ VALID = [
     '"u42"', '""', '"héllo ✓"', '"\U0001f600"', '"a\\"b"', '"back\\\\slash"', '"tab\\t"',
     '"line\\nbreak"', '"\\u2028"', '"\u2028"', '"\xa0nbsp"', '"\\u0000"', "42", "-1.5",
     "true", "null", '[1,"x"]', '{"a":"b"}', '"[1]"', '"{}"', '"  spaced  "',
+    '"lone \ud800 surrogate"', '"\\ud800 escaped"',
 ]
 # Texts no encoder of ours writes (a foreign writer's): dropped, as json.loads drops them.
 INVALID = ['"a"b"', '"raw\x01control"', '"', 'x"', '"unterminated']
