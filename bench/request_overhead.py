@@ -44,7 +44,7 @@ import uvloop
 from redis_middleware import Settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from datacache import start_server
+from datacache import python_calls, start_server
 
 SECRET = "bench-secret-" + "x" * 40
 LIMIT = "1000000/minute"  # counted on every request, never reached
@@ -167,23 +167,6 @@ def cookie_of(headers: list[tuple[Any, Any]]) -> str | None:
     return None
 
 
-def calls_per_request(run: Callable[[], Any], n: int = 100) -> float:
-    """Python calls (and resumptions) per request of ``run``, which makes ``n``."""
-    count = 0
-
-    def profile(frame: Any, event: str, arg: Any) -> None:
-        nonlocal count
-        if event == "call":
-            count += 1
-
-    sys.setprofile(profile)
-    try:
-        run()
-    finally:
-        sys.setprofile(None)
-    return count / n
-
-
 def measure_side(side: str, url: str, requests: int, runs: int) -> dict[str, dict[str, float]]:
     from redis_middleware import asgi, wsgi
 
@@ -235,8 +218,9 @@ def measure_side(side: str, url: str, requests: int, runs: int) -> dict[str, dic
     out: dict[str, dict[str, float]] = {}
     for label, name, cookie in cases:
         batch(apps[name], cookie, 160)()  # warm: scripts loaded, memos filled
-        out[label] = {"calls": calls_per_request(sequential(apps[name], cookie, 100)),
-                      "cpu_us": float("inf")}
+        # bench/datacache.py's count, over a batch of 100 requests one after another
+        calls = python_calls(sequential(apps[name], cookie, 100), n=1) / 100
+        out[label] = {"calls": calls, "cpu_us": float("inf")}
     for _ in range(runs):  # alternating: noise hits every stack alike
         for label, name, cookie in cases:
             run = batch(apps[name], cookie, requests)
