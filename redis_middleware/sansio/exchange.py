@@ -34,7 +34,9 @@ __all__ = ["CachePart", "Exchange", "Part", "Reply", "SessionPart", "SocketSessi
            "header_values", "vary_with"]
 
 
-@dataclass(frozen=True, slots=True)
+# Per-request value: not frozen (a frozen dataclass's __init__ costs about 0.1 µs a field,
+# measured), and nothing changes it once built.
+@dataclass(slots=True)
 class Reply:
     """What to do with the app's response start."""
 

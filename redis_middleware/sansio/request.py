@@ -23,7 +23,9 @@ def cookies_of(lines: list[str]) -> Mapping[str, str]:
     return parse_cookies(lines[0] if len(lines) == 1 else "; ".join(lines))
 
 
-@dataclass(frozen=True, slots=True)
+# Per-request value: not frozen (a frozen dataclass's __init__ costs about 0.1 µs a field,
+# measured), and nothing changes it once built.
+@dataclass(slots=True)
 class RequestInfo:
     """What the cores decide from. ``headers`` are lower-cased names, in order."""
 

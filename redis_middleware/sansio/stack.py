@@ -77,7 +77,9 @@ class Before:
     user: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+# Per-request value: not frozen (a frozen dataclass's __init__ costs about 0.1 µs a field,
+# measured), and nothing changes it once built.
+@dataclass(slots=True)
 class Incoming:
     """A request as the adapter hands it to the stack (translated from scope or environ)."""
 
@@ -95,7 +97,7 @@ class Incoming:
     load_later: Callable[[str], Loader] | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class Action:
     """What the adapter does with a request; it carries the session to put in the
     scope or environ, and the user."""
@@ -104,12 +106,12 @@ class Action:
     user: str | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class Pass(Action):
     """Call the app as it is: nothing to add to its response."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class Refuse(Action):
     """Answer without the app: rate limited (a WebSocket is closed with ``reason``)."""
 
@@ -117,7 +119,7 @@ class Refuse(Action):
     reason: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class Serve(Action):
     """Answer from the cache: ``response`` (its status and body) with ``headers`` (bytes
     pairs when asked ``raw``); ``refresh``: then run the app again in the background
@@ -128,7 +130,7 @@ class Serve(Action):
     refresh: Exchange | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class Forward(Action):
     """Call the app under ``exchange``, which decides its response's way out (for a
     WebSocket: its finish flow runs when the socket ends)."""
