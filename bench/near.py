@@ -16,8 +16,9 @@ that noise hits both alike (medians reported):
    directly with a request for a fresh cached route (no HTTP server): the middleware's
    own cost per hit.
 3. **A response-cache hit over HTTP** (unless ``--no-http``): the same cache-only app
-   under uvicorn (ASGI) and gunicorn (gthread, 8 threads, WSGI), one worker each, driven
-   by wrk (16 connections): requests per second and commands per request.
+   under uvicorn (ASGI), gunicorn (gthread, 8 threads) and granian (8 blocking threads)
+   for WSGI, one worker each, driven by wrk (16 connections): requests per second and
+   commands per request.
 """
 
 from __future__ import annotations
@@ -296,25 +297,41 @@ def response_hits(url: str, calls: int, runs: int) -> dict[str, Any]:
     return out
 
 
+# side -> server: uvicorn; gunicorn's gthread worker (what most Flask deployments run);
+# granian (Rust), whose own cost per request is far lower, so that the middleware's share
+# of a WSGI request shows (as in bench/run.py).
+HTTP_SIDES = ("asgi", "wsgi", "wsgi-granian")
+
+
+def server_command(side: str, port: int) -> list[str]:
+    """One worker process; the WSGI servers run the app on 8 threads."""
+    if side == "asgi":
+        return [sys.executable, "-m", "uvicorn", "near:asgi_app", "--host", "127.0.0.1",
+                "--port", str(port), "--workers", "1", "--log-level", "warning",
+                "--no-access-log"]
+    if side == "wsgi":
+        return [sys.executable, "-m", "gunicorn", "-w", "1", "-k", "gthread", "--threads",
+                "8", "-b", f"127.0.0.1:{port}", "--log-level", "warning", "near:wsgi_app"]
+    return [sys.executable, "-m", "granian", "--interface", "wsgi", "--host", "127.0.0.1",
+            "--port", str(port), "--workers", "1", "--blocking-threads", "8",
+            "--log-level", "error", "near:wsgi_app"]
+
+
 def http_hits(url: str, duration: int, runs: int) -> dict[str, Any]:
-    """The cache-only app under uvicorn and gunicorn, with and without the near cache."""
+    """The cache-only app under uvicorn, gunicorn and granian, with and without the near
+    cache."""
     import httpx
     import redis
 
     servers: list[tuple[str, subprocess.Popen[bytes], int]] = []
     try:
-        for side in ("asgi", "wsgi"):
+        for side in HTTP_SIDES:
             for near in (False, True):
                 port = free_port()
                 env = {**os.environ, "NEAR_BENCH_URL": url, "NEAR_BENCH_NEAR": str(int(near)),
                        "NEAR_BENCH_PREFIX": f"bench-http-{side}-{int(near)}",
                        "PYTHONPATH": os.pathsep.join([str(HERE), str(HERE.parent)])}
-                command = ([sys.executable, "-m", "uvicorn", "near:asgi_app", "--host",
-                            "127.0.0.1", "--port", str(port), "--workers", "1",
-                            "--log-level", "warning", "--no-access-log"] if side == "asgi"
-                           else [sys.executable, "-m", "gunicorn", "-w", "1", "-k", "gthread",
-                                 "--threads", "8", "-b", f"127.0.0.1:{port}", "--log-level",
-                                 "warning", "near:wsgi_app"])
+                command = server_command(side, port)
                 proc = subprocess.Popen(command, cwd=HERE, env=env, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL, start_new_session=True)
                 servers.append((f"{side}{' + near' if near else ''}", proc, port))
@@ -381,9 +398,11 @@ def render(report: dict[str, Any]) -> str:
     if "http" in report:
         lines.append("Response-cache hit over HTTP (requests/s; commands per request)")
         h = report["http"]
-        for side in ("asgi", "wsgi"):
+        for side in HTTP_SIDES:
+            if side not in h:  # a report of an older run
+                continue
             n, r = h[f"{side} + near"], h[side]
-            lines.append(f"  {side}  near {n['rps']:8.0f} rps {n['commands']:.3f} cmd | "
+            lines.append(f"  {side:12}  near {n['rps']:8.0f} rps {n['commands']:.3f} cmd | "
                          f"Redis {r['rps']:8.0f} rps {r['commands']:.3f} cmd | "
                          f"{n['rps'] / r['rps']:.2f}x")
     return "\n".join(lines)
