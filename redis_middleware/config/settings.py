@@ -148,9 +148,9 @@ class Settings(FieldSettings):
     session_slide_interval: float = setting(
         None, "REDIS_MIDDLEWARE_SESSION_SLIDE_INTERVAL", p.parse_float,
         "Seconds between two slides of a session's idle expiry: a read within this time of "
-        "the last slide writes nothing (the load is then one command in its script), so a "
-        "session expires between `idle_timeout - slide_interval` and `idle_timeout` after "
-        "its last request. `0`: every read slides.",
+        "the last slide writes nothing (a process that saw that slide reads with `HGETALL` "
+        "alone), so a session expires between `idle_timeout - slide_interval` and "
+        "`idle_timeout` after its last request. `0`: every read slides.",
         derived=(lambda s: max(0.0, min(60.0, s.session_idle_timeout / 10)),
                  "min(60, session_idle_timeout / 10)"),
     )

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..._memo import Memo
+from ..._memo import Memo, Recent
 from ...config.settings import Settings
 from ...errors import RedisMiddlewareError, SessionLimitError
 from ...keys import KeySpace, digest
@@ -27,6 +27,8 @@ from . import scripts
 from .cookies import CookieSigner, IncomingCookie, new_session_id
 from .mapping import JSON, Codec, Limits, Loader, Session, encode
 from .scripts import COMPACT_FIELDS, COMPACT_VALUE, META, PACKED, key_name, packed
+
+_META = META.encode()
 
 __all__ = ["SaveResult", "SessionCore", "SessionInfo"]
 
@@ -54,6 +56,30 @@ def _note_encoding(written: dict[str, str], fields: int) -> None:
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def _as_dict(raw: Any) -> dict[bytes, bytes]:
+    """A hash as ``HGETALL`` or the load script answers it: a map (RESP3's ``HGETALL``)
+    or a flat list of fields and values."""
+    if isinstance(raw, dict):
+        return raw
+    it = iter(raw)
+    return dict(zip(it, it, strict=True))
+
+
+def _live(meta: bytes | None, now: int, absolute: int) -> int | None:
+    """When a session's idle expiry last slid (ms), from its metadata field
+    ``<created>:<last slide>`` (base 36); None when there is no live session: no such
+    field (only the forwarding field a login left), or its lifetime is over."""
+    if meta is None:
+        return None
+    created36, _, last36 = meta.decode("latin-1").partition(":")
+    try:
+        created = int(created36, 36)
+        last = int(last36, 36) if last36 else 0
+    except ValueError:
+        return None
+    return last if created + absolute > now else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +136,10 @@ class SessionCore:
         self.readonly_on_error = settings.session_on_redis_error == "readonly"
         self._refs: Memo[str, str] = Memo(4096)  # session id -> ref (a SHA-256 per id)
         self._slide_ms = int(settings.session_slide_interval * 1000)
+        # session ref -> when this process last saw its idle expiry slide (epoch ms, as
+        # its metadata field says): a load within ``session_slide_interval`` of it needs
+        # no script (see load_flow).
+        self._slid: Recent[str, int] = Recent(4096)
 
     # -- keys -----------------------------------------------------------------
     def ref(self, session_id: str) -> str:
@@ -128,15 +158,39 @@ class SessionCore:
 
     def load_flow(self, session_id: str) -> Flow[tuple[dict[str, Any], dict[str, str]] | None]:
         """One round trip: read the hash, and slide its idle expiry (bounded by the
-        lifetime) when ``session_slide_interval`` has passed since the last slide."""
+        lifetime) when ``session_slide_interval`` has passed since the last slide.
+
+        A session this process saw slide less than that interval ago is read with
+        ``HGETALL`` alone rather than the load script (which would slide nothing
+        either): a slide by another process only makes the last one more recent, so
+        the slide cannot be due, and what else the script checks (a live session, its
+        absolute lifetime) is checked here on the metadata field. Measured: the script
+        costs Redis about three times the CPU of the ``HGETALL`` it runs.
+        """
         s = self.settings
-        key = self._key(self.ref(session_id))
+        ref = self.ref(session_id)
+        key = self._key(ref)
         now = _now_ms()
-        (raw,) = yield (scripts.load(key, now, s.session_idle_timeout * 1000,
-                                     s.session_absolute_lifetime * 1000, self._slide_ms),)
+        absolute = s.session_absolute_lifetime * 1000
+        slid = self._slid.get(ref)
+        if slid is not None and abs(now - slid) < self._slide_ms:
+            (raw,) = yield (Call.of("HGETALL", key),)
+            fields = _as_dict(raw)
+            last = _live(fields.get(_META), now, absolute)
+            loaded = self._decode_pairs(fields.items()) if last is not None else None
+        else:
+            (raw,) = yield (scripts.load(key, now, s.session_idle_timeout * 1000, absolute,
+                                         self._slide_ms),)
+            fields = _as_dict(raw) if raw else {}
+            last = _live(fields.get(_META), now, absolute)
+            if last is not None and abs(now - last) >= self._slide_ms:
+                last = now  # the script slid it (it returns the hash as it was read)
+            loaded = self._decode_pairs(fields.items()) if raw else None
+        if last is not None and last != slid:
+            self._slid.put(ref, last)
         if metrics.hook is not None:
             metrics.hook.session("load")
-        return self._decode(raw) if raw else None
+        return loaded
 
     def read_flow(self, session_id: str) -> Flow[tuple[dict[str, Any], dict[str, str]] | None]:
         """One round trip, read only: the hash as stored, its expiry untouched (Django's
@@ -146,20 +200,19 @@ class SessionCore:
             metrics.hook.session("load")
         if not raw:
             return None
-        pairs = raw.items() if isinstance(raw, dict) else zip(raw[::2], raw[1::2], strict=True)
-        flat = [x for pair in pairs for x in pair]
-        if META.encode() not in flat[::2]:
+        fields = _as_dict(raw)
+        if _META not in fields:
             return None  # only a forwarding field: an id that a login replaced
-        return self._decode(flat)
+        return self._decode_pairs(fields.items())
 
-    def _decode(self, raw: Any) -> tuple[dict[str, Any], dict[str, str]]:
-        """The data and the stored encodings of an HGETALL reply (metadata skipped)."""
+    def _decode_pairs(self, pairs: Iterable[tuple[bytes, bytes]]
+                      ) -> tuple[dict[str, Any], dict[str, str]]:
+        """The data and the stored encodings of a hash's fields (metadata skipped)."""
         data: dict[str, Any] = {}
         stored: dict[str, str] = {}
         loads = self.codec.loads
         plain = self.codec is JSON
-        it = iter(raw)
-        for f, v in zip(it, it, strict=True):
+        for f, v in pairs:
             if f[:1] == b"\x00":
                 continue  # metadata
             name = f.decode("utf-8", "surrogatepass")
