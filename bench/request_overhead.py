@@ -17,7 +17,9 @@ thread): Python function calls per request (generator and coroutine resumptions
 included; the same code path gives the same count on any machine, so a change shows
 even where timing noise hides it), and CPU time of this process per request, the
 minimum over ``--runs`` runs that alternate between stacks. The app itself costs a few
-microseconds, so ``stack - floor`` is what our middleware adds to a request.
+microseconds, so ``stack - floor`` is what our middleware adds to a request. Beside
+them, Redis commands per request and the time Redis spent inside them (``INFO
+commandstats``, commands run by scripts included).
 
 Two checkouts compare by running this file under each (``PYTHONPATH=<tree>``).
 """
@@ -39,6 +41,7 @@ from typing import Any
 if not os.environ.get("PYTHONPATH"):  # else the checkout it names is measured
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import redis
 import uvloop
 
 from redis_middleware import Settings
@@ -216,11 +219,21 @@ def measure_side(side: str, url: str, requests: int, runs: int) -> dict[str, dic
         return lambda: loop.run_until_complete(one_by_one())
 
     out: dict[str, dict[str, float]] = {}
+    admin = redis.Redis.from_url(url)
     for label, name, cookie in cases:
         batch(apps[name], cookie, 160)()  # warm: scripts loaded, memos filled
         # bench/datacache.py's count, over a batch of 100 requests one after another
         calls = python_calls(sequential(apps[name], cookie, 100), n=1) / 100
-        out[label] = {"calls": calls, "cpu_us": float("inf")}
+        # What the commands cost Redis (INFO commandstats: the time inside commands,
+        # scripts' own commands included; not the socket's reads and writes).
+        admin.config_resetstat()
+        batch(apps[name], cookie, 1600)()
+        stats = admin.info("commandstats")
+        used = [v for k, v in stats.items() if not k.startswith("cmdstat_config")]
+        out[label] = {"calls": calls, "cpu_us": float("inf"),
+                      "commands": sum(v["calls"] for v in used) / 1600,
+                      "redis_us": sum(v["usec"] for v in used) / 1600}
+    admin.close()
     for _ in range(runs):  # alternating: noise hits every stack alike
         for label, name, cookie in cases:
             run = batch(apps[name], cookie, requests)
@@ -240,14 +253,15 @@ def main() -> None:
     proc, url, workdir = start_server()  # bench/datacache.py's: a free loopback port
     try:
         print("| Side | Stack | Python calls per request | CPU per request (µs, min) |"
-              " over the floor (µs) |")
-        print("| --- | --- | --- | --- | --- |")
+              " over the floor (µs) | Redis commands | Redis command time (µs) |")
+        print("| --- | --- | --- | --- | --- | --- | --- |")
         for side in ("asgi", "wsgi"):
             table = measure_side(side, url, args.requests, args.runs)
             floor = table["floor"]["cpu_us"]
             for label, row in table.items():
                 print(f"| {side} | {label} | {row['calls']:.0f} | {row['cpu_us']:.1f} | "
-                      f"{row['cpu_us'] - floor:+.1f} |")
+                      f"{row['cpu_us'] - floor:+.1f} | {row['commands']:.2f} | "
+                      f"{row['redis_us']:.1f} |")
     finally:
         proc.terminate()
         proc.wait(5)
