@@ -18,8 +18,8 @@ included; the same code path gives the same count on any machine, so a change sh
 even where timing noise hides it), and CPU time of this process per request, the
 minimum over ``--runs`` runs that alternate between stacks. The app itself costs a few
 microseconds, so ``stack - floor`` is what our middleware adds to a request. Beside
-them, Redis commands per request and the time Redis spent inside them (``INFO
-commandstats``, commands run by scripts included).
+them, Redis commands per request (scripts' inner commands included) and the CPU of the
+server's main thread per request (``INFO cpu``, as ``bench/run.py`` measures it).
 
 Two checkouts compare by running this file under each (``PYTHONPATH=<tree>``).
 """
@@ -48,6 +48,7 @@ from redis_middleware import Settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from datacache import python_calls, start_server
+from run import redis_usec
 
 SECRET = "bench-secret-" + "x" * 40
 LIMIT = "1000000/minute"  # counted on every request, never reached
@@ -224,15 +225,14 @@ def measure_side(side: str, url: str, requests: int, runs: int) -> dict[str, dic
         batch(apps[name], cookie, 160)()  # warm: scripts loaded, memos filled
         # bench/datacache.py's count, over a batch of 100 requests one after another
         calls = python_calls(sequential(apps[name], cookie, 100), n=1) / 100
-        # What the commands cost Redis (INFO commandstats: the time inside commands,
-        # scripts' own commands included; not the socket's reads and writes).
-        admin.config_resetstat()
+        # What the requests cost Redis: its commands (scripts' inner ones included) and
+        # the CPU of its main thread (bench/run.py's measure: parsing and answering too).
+        before, usec = admin.info("stats"), redis_usec(admin)
         batch(apps[name], cookie, 1600)()
-        stats = admin.info("commandstats")
-        used = [v for k, v in stats.items() if not k.startswith("cmdstat_config")]
-        out[label] = {"calls": calls, "cpu_us": float("inf"),
-                      "commands": sum(v["calls"] for v in used) / 1600,
-                      "redis_us": sum(v["usec"] for v in used) / 1600}
+        usec, after = redis_usec(admin) - usec, admin.info("stats")
+        commands = after["total_commands_processed"] - before["total_commands_processed"] - 3
+        out[label] = {"calls": calls, "cpu_us": float("inf"), "commands": commands / 1600,
+                      "redis_us": usec / 1600}
     admin.close()
     for _ in range(runs):  # alternating: noise hits every stack alike
         for label, name, cookie in cases:
@@ -253,7 +253,7 @@ def main() -> None:
     proc, url, workdir = start_server()  # bench/datacache.py's: a free loopback port
     try:
         print("| Side | Stack | Python calls per request | CPU per request (µs, min) |"
-              " over the floor (µs) | Redis commands | Redis command time (µs) |")
+              " over the floor (µs) | Redis commands | Redis CPU (µs) |")
         print("| --- | --- | --- | --- | --- | --- | --- |")
         for side in ("asgi", "wsgi"):
             table = measure_side(side, url, args.requests, args.runs)
