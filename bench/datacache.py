@@ -85,6 +85,13 @@ def start_server() -> tuple[subprocess.Popen[bytes], str, str]:
             time.sleep(0.05)
 
 
+def stop_server(proc: subprocess.Popen[bytes], workdir: str) -> None:
+    """Stop what :func:`start_server` started and remove its directory."""
+    proc.terminate()
+    proc.wait(10)
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
 def commands_processed(url: str) -> int:
     with redis.Redis.from_url(url) as r:
         return int(r.info("stats")["total_commands_processed"])
@@ -478,9 +485,7 @@ def main() -> None:
         if not args.skip_stampede:
             result["stampede_loader_runs"] = stampedes(url)
     finally:
-        proc.terminate()
-        proc.wait()
-        shutil.rmtree(workdir, ignore_errors=True)
+        stop_server(proc, workdir)
     text = json.dumps(result, indent=2)
     print(text)
     Path(args.out).write_text(text + "\n")

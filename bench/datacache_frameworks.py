@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from datacache import commands_processed, start_server  # noqa: E402 (bench/datacache.py)
+from datacache import commands_processed, start_server, stop_server  # noqa: E402 (bench/datacache.py)
 
 VALUE = {"id": 1, "name": "Ada Lovelace", "email": "ada@example.com", "roles": ["admin"],
          "score": 12.5, "active": True}
@@ -221,9 +221,7 @@ def main() -> None:
             "flask_caching": flask_bench(url, args.calls, args.runs),
         }
     finally:
-        proc.terminate()
-        proc.wait(10)
-        shutil.rmtree(workdir, ignore_errors=True)
+        stop_server(proc, workdir)
     text = json.dumps(result, indent=2)
     Path(args.out).write_text(text + "\n")
     print(text)

@@ -21,29 +21,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from datacache import start_server, stop_server
 
 from redis_middleware import Settings
 from redis_middleware._redis.connections import RedisConnections
 from redis_middleware.sansio.flow import Call, Flow, gather
 
 COMMAND = ("GET", "bench:flow:key")
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def one_get() -> Flow[Any]:
@@ -84,17 +77,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
-    server_bin = shutil.which("redis-server")
-    if server_bin is None:
-        raise SystemExit("redis-server is not on PATH")
-    port = _port()
-    workdir = tempfile.mkdtemp()
-    proc = subprocess.Popen([server_bin, "--port", str(port), "--bind", "127.0.0.1",
-                             "--save", "", "--appendonly", "no", "--dir", workdir],
-                            stdout=subprocess.DEVNULL)
+    proc, url, workdir = start_server()  # bench/datacache.py's: a free loopback port
     try:
-        time.sleep(0.3)
-        settings = Settings(redis_url=f"redis://127.0.0.1:{port}/0", secret_key="x" * 40)
+        settings = Settings(redis_url=url, secret_key="x" * 40)
         print(f"{'in flight':>9} {'client':>7} {'flow':>7} {'client2':>8} {'gather':>7}"
               f" {'flow - client':>14} {'gather - client2':>17}   (µs of CPU per request)")
         for in_flight in (16, 64):
@@ -117,9 +102,7 @@ def main() -> None:
                   f"{med['flow'] - med['client']:>14.1f} "
                   f"{med['gather'] - med['client2']:>17.1f}")
     finally:
-        proc.terminate()
-        proc.wait(5)
-        shutil.rmtree(workdir, ignore_errors=True)
+        stop_server(proc, workdir)
 
 
 if __name__ == "__main__":

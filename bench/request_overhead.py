@@ -31,7 +31,6 @@ import asyncio
 import io
 import json
 import os
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -47,7 +46,7 @@ import uvloop
 from redis_middleware import Settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from datacache import python_calls, start_server
+from datacache import python_calls, start_server, stop_server
 from run import redis_usec
 
 SECRET = "bench-secret-" + "x" * 40
@@ -263,9 +262,7 @@ def main() -> None:
                       f"{row['cpu_us'] - floor:+.1f} | {row['commands']:.2f} | "
                       f"{row['redis_us']:.1f} |")
     finally:
-        proc.terminate()
-        proc.wait(5)
-        shutil.rmtree(workdir, ignore_errors=True)
+        stop_server(proc, workdir)
 
 
 if __name__ == "__main__":
