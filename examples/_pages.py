@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sqlite3
+import tempfile
 import time
+from contextlib import closing
 from html import escape
+from pathlib import Path
 from typing import Any
 
 STYLE = """
@@ -19,33 +24,62 @@ PRODUCTS = {"1": "Teapot", "2": "Kettle", "3": "Mug"}
 
 
 class Database:
-    """The demos' database: a product table whose reads take a while and are counted
-    (``queries``), so that what the data cache saves shows. The apps read it through
-    ``DataCache.cached`` (key ``products:list``, tag ``products``) and invalidate the
-    tag when a product is renamed."""
+    """The demos' database: a product table in an SQLite file, whose reads take a while
+    and are counted (``queries``), so that what the data cache saves shows. Every worker
+    process of a demo opens the same file, so a rename made by one is read by all, as
+    with a real database server. The apps read it through ``DataCache.cached`` (key
+    ``products:list``, tag ``products``) and invalidate the tag when a product is
+    renamed."""
 
     LATENCY = 0.02  # seconds a query takes
 
-    def __init__(self) -> None:
-        self.products = dict(PRODUCTS)
-        self.queries = 0
+    def __init__(self, path: str | None = None) -> None:
+        """``path``: the SQLite file; ``$DEMO_DB`` by default, else one in the temporary
+        folder. The table is created, with its three products, if it is missing."""
+        self.path = path or os.environ.get("DEMO_DB") or str(
+            Path(tempfile.gettempdir()) / "redis-middleware-demo-products.sqlite3")
+        with closing(self._connect()) as db:
+            db.execute("CREATE TABLE IF NOT EXISTS demo_products "
+                       "(id TEXT PRIMARY KEY, name TEXT NOT NULL)")
+            db.execute("CREATE TABLE IF NOT EXISTS demo_queries (n INTEGER NOT NULL)")
+            db.executemany("INSERT OR IGNORE INTO demo_products VALUES (?, ?)",
+                           PRODUCTS.items())
+            db.execute("INSERT INTO demo_queries SELECT 0 "
+                       "WHERE NOT EXISTS (SELECT 1 FROM demo_queries)")
+
+    def _connect(self) -> sqlite3.Connection:
+        # One connection per call: the demos call from several threads (Flask's and
+        # Django's servers) and several processes; SQLite's own locking orders them.
+        return sqlite3.connect(self.path, timeout=10, isolation_level=None)
+
+    @property
+    def queries(self) -> int:
+        """How many product queries the database answered, from every process."""
+        with closing(self._connect()) as db:
+            return int(db.execute("SELECT n FROM demo_queries").fetchone()[0])
+
+    def _select(self) -> dict[str, str]:
+        with closing(self._connect()) as db:
+            db.execute("UPDATE demo_queries SET n = n + 1")
+            return dict(db.execute("SELECT id, name FROM demo_products ORDER BY id"))
 
     def select_products(self) -> dict[str, str]:
         """``SELECT id, name FROM products``."""
-        self.queries += 1
         time.sleep(self.LATENCY)
-        return dict(self.products)
+        return self._select()
 
     async def aselect_products(self) -> dict[str, str]:
         """The same query on an async driver."""
-        self.queries += 1
         await asyncio.sleep(self.LATENCY)
-        return dict(self.products)
+        return await asyncio.to_thread(self._select)
 
     def rename(self, pid: str, name: str) -> None:
-        """``UPDATE products SET name = ... WHERE id = ...`` (unknown ids change nothing)."""
-        if pid in self.products:
-            self.products[pid] = name.strip()[:40] or self.products[pid]
+        """``UPDATE products SET name = ... WHERE id = ...`` (unknown ids change nothing,
+        nor does an empty name)."""
+        name = name.strip()[:40]
+        if name:
+            with closing(self._connect()) as db:
+                db.execute("UPDATE demo_products SET name = ? WHERE id = ?", (name, pid))
 
 # The middleware options both examples use: a site-wide limit per user (or address), a
 # strict fail-closed login limit per address, an API limit, and a cached product list.

@@ -5,6 +5,8 @@ use none of them (their own conftest turns off the clean-up below)."""
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,12 @@ from .support.audit import audit_keyspace
 from .support.clients import Clients, close_sync_clients, make_settings
 from .support.cluster import RedisCluster, start_redis_cluster
 from .support.servers import RedisServer, start_redis_server, stop_redis_server
+
+# The demos' product table (examples/_pages.py): one SQLite file per test process, since
+# parallel test processes run the demos side by side and rename products.
+_DEMO_DB = Path(tempfile.gettempdir()) / f"redis-middleware-tests-demo-{os.getpid()}.sqlite3"
+_DEMO_DB.unlink(missing_ok=True)  # a file an earlier run left under this process id
+os.environ["DEMO_DB"] = str(_DEMO_DB)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,6 +18,23 @@ _peers = itertools.count(1)
 
 def peer() -> tuple[str, int]:
     return (f"10.77.0.{next(_peers) % 250 + 1}", 1234)
+
+
+@pytest.fixture(autouse=True)
+def _demo_products() -> Iterator[None]:
+    """Every test starts from the demos' three products: the in-process demos of this
+    test process share one product table (``$DEMO_DB``), and a test renames them."""
+    import os
+    import sqlite3
+    from contextlib import closing
+
+    from examples._pages import PRODUCTS
+
+    yield
+    if os.path.exists(os.environ["DEMO_DB"]):
+        with closing(sqlite3.connect(os.environ["DEMO_DB"], isolation_level=None)) as db:
+            db.executemany("UPDATE demo_products SET name = ? WHERE id = ?",
+                           [(name, pid) for pid, name in PRODUCTS.items()])
 
 
 @pytest.fixture
@@ -381,6 +399,8 @@ def test_the_django_demo_under_uvicorn(tmp_path: Any) -> None:
 @pytest.mark.real_redis
 def test_the_flask_demo_under_gunicorn(tmp_path: Any, redis_server: Any) -> None:
     """The Flask example as it is deployed: gunicorn, two workers, one redis-server."""
+    from concurrent.futures import ThreadPoolExecutor
+
     import httpx
 
     from .support.clients import SECRET, make_settings
@@ -397,6 +417,18 @@ def test_the_flask_demo_under_gunicorn(tmp_path: Any, redis_server: Any) -> None
         assert http.get("/products").headers["x-cache"] == "MISS"
         assert http.get("/products").headers["x-cache"] == "HIT"
         assert "fay" in http.get("/online").text
+        # A rename made by one worker is read by both: the next load of the list, on
+        # whichever worker, reads the shared database. Two reads at once keep both
+        # workers busy, so either may run the load; over ten rounds a load on the worker
+        # that did not rename is all but certain.
+        with ThreadPoolExecutor(2) as pool:
+            for name in ("Beaker", "Cup", "Jug", "Tumbler", "Flute", "Goblet", "Stein",
+                         "Tankard", "Chalice", "Mug"):
+                http.post("/products", data={"id": "3", "name": name},
+                          follow_redirects=False)
+                reads = pool.map(lambda _: httpx.get(srv.base + "/api/products").json(),
+                                 range(2))
+                assert [read["products"]["3"] for read in reads] == [name, name]
     assert "Traceback" not in (tmp_path / "gunicorn.log").read_text()
 
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from html import escape
 from typing import Any, NamedTuple
 
+from django.conf import settings as project_settings
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model, login, logout
 from django.contrib.auth.forms import AuthenticationForm
@@ -33,7 +34,8 @@ from redis_middleware.wsgi import Cache, Presence, SessionStore
 from .._pages import Database, home, online, page, products, profile, unavailable
 from .accounts import DEMO_USERS
 
-database = Database()
+# The products table lives in the project's own SQLite file (every worker opens it).
+database = Database(str(project_settings.DATABASES["default"]["NAME"]))
 
 
 class Tools(NamedTuple):
@@ -185,7 +187,7 @@ def product_list(request: HttpRequest) -> HttpResponse:
 @require_GET
 def api_products(request: HttpRequest) -> JsonResponse:
     """The product list as JSON (not a cached page: each request reads the data cache),
-    and how many queries this process's database answered so far."""
+    and how many queries the database answered so far (every worker's)."""
     return JsonResponse({"products": redis().load_products(),
                          "database_queries": database.queries})
 

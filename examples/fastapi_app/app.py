@@ -186,7 +186,7 @@ async def rename_product(
 @app.get("/api/products")
 async def api_products() -> dict[str, Any]:
     """The product list as JSON (not a cached page: each request reads the data cache),
-    and how many queries this process's database answered so far."""
+    and how many queries the database answered so far (every worker's)."""
     return {"products": await load_products(), "database_queries": database.queries}
 
 

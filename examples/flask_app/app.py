@@ -114,7 +114,7 @@ def rename_product() -> Any:
 @app.get("/api/products")
 def api_products() -> dict[str, Any]:
     """The product list as JSON (not a cached page: each request reads the data cache),
-    and how many queries this process's database answered so far."""
+    and how many queries the database answered so far (every worker's)."""
     return {"products": load_products(), "database_queries": database.queries}
 
 

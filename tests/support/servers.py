@@ -156,7 +156,9 @@ class Served:
     def __init__(self, command: list[str], env: dict[str, str], log: Any) -> None:
         self.port = free_port()
         self.log = log
-        full_env = {**os.environ, "PYTHONPATH": str(ROOT), "PORT": str(self.port), **env}
+        full_env = {**os.environ, "PYTHONPATH": str(ROOT), "PORT": str(self.port),
+                    # the demo's product table, its own for this server and its workers
+                    "DEMO_DB": str(log.parent / f"demo-products-{self.port}.sqlite3"), **env}
         argv = [sys.executable, "-m", *[a.replace("{port}", str(self.port)) for a in command]]
         with log.open("wb") as out:
             self.proc = subprocess.Popen(argv, cwd=ROOT, env=full_env, stdout=out, stderr=out)
