@@ -214,7 +214,7 @@ class FlaskCache(BaseCache):
             return self._confirmed_get(name, check)
         data = self._data
         try:  # DataCache.get, on its hot path (one GET, the value decoded as it is)
-            raw = data.redis.run(data.core.read_flow(name))
+            raw = data.redis.call(data.core.read_command(name))
         except RedisMiddlewareError as exc:
             return _bypassed(exc)
         return self._found(name, raw)

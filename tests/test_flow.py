@@ -277,3 +277,58 @@ def test_breaker_probes_again_after_cooldown(run: Any, redis_server: Any) -> Non
     time.sleep(1.1)
     assert run(conns, counter_flow("t-probe:ratelimit:{p}:c", 1)) >= 1
     assert not conns.breaker.failing
+
+
+@pytest.mark.usefixtures("audit")
+@pytest.mark.parametrize("side", ["sync", "async"])
+def test_one_command_without_a_flow_behaves_as_its_flow(settings: Settings, side: str
+                                                        ) -> None:
+    """``call`` and ``acall`` (the cache backends' hot read): the reply, one round trip
+    and one command counted, an error reply as a RedisCommandError (no outage), as a flow
+    of that one command gives."""
+    conns = connections_for(settings)
+    key = f"{settings.key_prefix}:data:{{x}}"
+    conns.run(_one((("SET", key, b"v", "EX", 60),)))
+
+    async def acalls(commands: list[tuple[str, ...]]) -> list[Any]:
+        try:
+            return [await conns.acall(c) for c in commands]
+        finally:
+            await conns.aclose()
+
+    def calls(*commands: tuple[str, ...]) -> list[Any]:
+        if side == "sync":
+            return [conns.call(c) for c in commands]
+        return asyncio.run(acalls(list(commands)))
+
+    trips, commands = conns.round_trips, conns.commands
+    assert calls(("GET", key), ("GET", key + "-missing")) == [b"v", None]
+    assert (conns.round_trips - trips, conns.commands - commands) == (2, 2)
+    with pytest.raises(RedisCommandError) as info:
+        calls(("HGET", key, "f"))
+    assert "WRONGTYPE" in str(info.value.__cause__)
+    assert not conns.breaker.failing
+
+
+@pytest.mark.parametrize("side", ["sync", "async"])
+def test_one_command_without_a_flow_goes_through_the_breaker(
+        caplog: pytest.LogCaptureFixture, side: str) -> None:
+    settings = Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0", secret_key=SECRET,
+                        breaker_cooldown=5)
+    conns = connections_for(settings)
+
+    def call() -> Any:
+        return conns.call(("GET", "k")) if side == "sync" else asyncio.run(
+            conns.acall(("GET", "k")))
+
+    with caplog.at_level(logging.WARNING, logger="redis_middleware"):
+        with pytest.raises(RedisUnavailableError) as info:
+            call()
+        assert info.value.__cause__ is not None and conns.breaker.failing
+        with pytest.raises(RedisUnavailableError, match="circuit open"):
+            call()
+    assert sum("unavailable" in r.message for r in caplog.records) == 1
+
+
+def _one(commands: tuple[tuple[Any, ...], ...]) -> Flow[list[Any]]:
+    return (yield tuple(Call(c) for c in commands))

@@ -269,7 +269,7 @@ class DataCache:
                     report("hit", policy.label)
                 return value
         try:
-            raw: Any = self.redis.run(self.core.read_flow(key))
+            raw: Any = self.redis.call(self.core.read_command(key))
         except RedisMiddlewareError as exc:
             raw = exc
         except BaseException:

@@ -145,7 +145,7 @@ class SharedReads:
         waiters = reads[name] = []
         outcome: Any = _RETRY  # cancelled: the others read for themselves
         try:
-            stored: bytes | None = await self._conns.arun(self._core.read_flow(name))
+            stored: bytes | None = await self._conns.acall(self._core.read_command(name))
             outcome = stored
             return stored
         except RedisMiddlewareError as exc:

@@ -124,7 +124,7 @@ class RedisCache(BaseCache):
         # decoded without an envelope or an entry (the hit is most of what a cache does).
         name, data = self._name(key, version), self._data
         try:
-            raw = data.redis.run(data.core.read_flow(name))
+            raw = data.redis.call(data.core.read_command(name))
         except RedisMiddlewareError as exc:
             return _bypassed(exc, default)
         return self._found(raw, default)
@@ -253,7 +253,7 @@ class RedisCache(BaseCache):
     async def aget(self, key: Any, default: Any = None, version: int | None = None) -> Any:
         name, data = self._name(key, version), self._data
         try:
-            raw = await data.redis.arun(data.core.read_flow(name))
+            raw = await data.redis.acall(data.core.read_command(name))
         except RedisMiddlewareError as exc:
             return _bypassed(exc, default)
         return self._found(raw, default)

@@ -128,9 +128,13 @@ class DataCore(Envelope):
         return round(stale * 1000)
 
     # -- flows: reading -----------------------------------------------------------
+    def read_command(self, name: str) -> tuple[str, str]:
+        """The hot path: one GET (sent alone by the sync backends, without a flow)."""
+        return ("GET", self.key(name))
+
     def read_flow(self, name: str) -> Flow[bytes | None]:
-        """The hot path: one GET."""
-        (raw,) = yield (Call(("GET", self.key(name))),)
+        """:meth:`read_command` as a flow."""
+        (raw,) = yield (Call(self.read_command(name)),)
         return raw  # type: ignore[no-any-return]
 
     def claim_flow(self, name: str, token: str, now_ms: int | None = None

@@ -52,7 +52,7 @@ class Calls:
             keep: Callable[[bytes | None, Entry | None], None] | None = None) -> Flow[Any]:
         """``keep``: told what was read (the near cache keeps a plain fresh value)."""
         try:  # read_flow, inlined: a generator less per get (the backends' hot path)
-            (raw,) = yield (Call(("GET", self.core.key(name))),)
+            (raw,) = yield (Call(self.core.read_command(name)),)
         except RedisMiddlewareError as exc:
             failed(exc)
             report("bypass", "get")
