@@ -289,9 +289,10 @@ class RedisConnections:
     def call(self, command: Command) -> Any:
         """One command's reply, on the sync client: what running a flow that yields only
         this command does (the breaker, the counters, the metrics, the errors), without
-        the flow. The hot read of the sync cache backends: a generator, its driver loop
-        and its StopIteration cost 2-4 µs a hit (measured: bench/datacache_frameworks.py,
-        Django's get)."""
+        the flow. The hot read of the cache backends: the generator, its driver loop and
+        its StopIteration were 0.6 µs of the 6.5 µs of Python in a Django ``get`` hit
+        (measured with the socket's reply canned; the round trip itself costs several
+        times the whole)."""
         return execute_sync((Call(command),), self._sync_executor(), self.breaker, self)[0]
 
     async def arun(self, flow: PausingFlow[T]) -> T:
