@@ -9,16 +9,19 @@ import os
 import sqlite3
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import closing
 from html import escape
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 STYLE = """
 body{font-family:system-ui,sans-serif;max-width:46rem;margin:2rem auto;padding:0 1rem;color:#222}
 nav a{margin-right:1rem} .box{border:1px solid #ddd;border-radius:6px;padding:1rem;margin:1rem 0}
 code{background:#f4f4f4;padding:0 .2rem} li{margin:.2rem 0} .muted{color:#777}
 """
+
+T = TypeVar("T")
 
 PRODUCTS = {"1": "Teapot", "2": "Kettle", "3": "Mug"}
 
@@ -35,33 +38,35 @@ class Database:
 
     def __init__(self, path: str | None = None) -> None:
         """``path``: the SQLite file; ``$DEMO_DB`` by default, else one in the temporary
-        folder. The table is created, with its three products, if it is missing."""
+        folder. The tables are made, with the three products, when they are missing (at
+        the first query too: a test may replace the file)."""
         self.path = path or os.environ.get("DEMO_DB") or str(
             Path(tempfile.gettempdir()) / "redis-middleware-demo-products.sqlite3")
-        with closing(self._connect()) as db:
-            db.execute("CREATE TABLE IF NOT EXISTS demo_products "
-                       "(id TEXT PRIMARY KEY, name TEXT NOT NULL)")
-            db.execute("CREATE TABLE IF NOT EXISTS demo_queries (n INTEGER NOT NULL)")
-            db.executemany("INSERT OR IGNORE INTO demo_products VALUES (?, ?)",
-                           PRODUCTS.items())
-            db.execute("INSERT INTO demo_queries SELECT 0 "
-                       "WHERE NOT EXISTS (SELECT 1 FROM demo_queries)")
+        self._run(_create)
 
-    def _connect(self) -> sqlite3.Connection:
+    def _run(self, query: Callable[[sqlite3.Connection], T]) -> T:
         # One connection per call: the demos call from several threads (Flask's and
         # Django's servers) and several processes; SQLite's own locking orders them.
-        return sqlite3.connect(self.path, timeout=10, isolation_level=None)
+        with closing(sqlite3.connect(self.path, timeout=10, isolation_level=None)) as db:
+            try:
+                return query(db)
+            except sqlite3.OperationalError as exc:
+                if "no such table" not in str(exc):
+                    raise
+                _create(db)
+                return query(db)
 
     @property
     def queries(self) -> int:
         """How many product queries the database answered, from every process."""
-        with closing(self._connect()) as db:
-            return int(db.execute("SELECT n FROM demo_queries").fetchone()[0])
+        return self._run(lambda db: int(db.execute("SELECT n FROM demo_queries").fetchone()[0]))
 
     def _select(self) -> dict[str, str]:
-        with closing(self._connect()) as db:
+        def select(db: sqlite3.Connection) -> dict[str, str]:
             db.execute("UPDATE demo_queries SET n = n + 1")
             return dict(db.execute("SELECT id, name FROM demo_products ORDER BY id"))
+
+        return self._run(select)
 
     def select_products(self) -> dict[str, str]:
         """``SELECT id, name FROM products``."""
@@ -69,7 +74,7 @@ class Database:
         return self._select()
 
     async def aselect_products(self) -> dict[str, str]:
-        """The same query on an async driver."""
+        """The same query on an async driver (here: SQLite in a worker thread)."""
         await asyncio.sleep(self.LATENCY)
         return await asyncio.to_thread(self._select)
 
@@ -78,8 +83,27 @@ class Database:
         nor does an empty name)."""
         name = name.strip()[:40]
         if name:
-            with closing(self._connect()) as db:
-                db.execute("UPDATE demo_products SET name = ? WHERE id = ?", (name, pid))
+            self._run(lambda db: db.execute(
+                "UPDATE demo_products SET name = ? WHERE id = ?", (name, pid)))
+
+    async def arename(self, pid: str, name: str) -> None:
+        """:meth:`rename` on an async driver."""
+        await asyncio.to_thread(self.rename, pid, name)
+
+    async def aqueries(self) -> int:
+        """:attr:`queries` on an async driver."""
+        return await asyncio.to_thread(lambda: self.queries)
+
+
+def _create(db: sqlite3.Connection) -> None:
+    """The demo's tables and its three products (several workers may race here: each
+    statement is idempotent)."""
+    db.execute("CREATE TABLE IF NOT EXISTS demo_products "
+               "(id TEXT PRIMARY KEY, name TEXT NOT NULL)")
+    db.execute("CREATE TABLE IF NOT EXISTS demo_queries (n INTEGER NOT NULL)")
+    db.executemany("INSERT OR IGNORE INTO demo_products VALUES (?, ?)", PRODUCTS.items())
+    db.execute("INSERT INTO demo_queries SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM demo_queries)")
+
 
 # The middleware options both examples use: a site-wide limit per user (or address), a
 # strict fail-closed login limit per address, an API limit, and a cached product list.

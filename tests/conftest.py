@@ -32,6 +32,10 @@ _DEMO_DB.unlink(missing_ok=True)  # a file an earlier run left under this proces
 os.environ["DEMO_DB"] = str(_DEMO_DB)
 
 
+def pytest_unconfigure(config: pytest.Config) -> None:
+    _DEMO_DB.unlink(missing_ok=True)  # this process's demo table: nothing left behind
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Every test that uses a backend runs on memory:// and a real server; a test of a
     scenario module (``pytestmark = pytest.mark.scenarios``) also on a Redis Cluster."""

@@ -310,16 +310,24 @@ def test_one_command_without_a_flow_behaves_as_its_flow(settings: Settings, side
     assert not conns.breaker.failing
 
 
+@pytest.mark.parametrize("kind", ["standalone", "cluster"])
 @pytest.mark.parametrize("side", ["sync", "async"])
 def test_one_command_without_a_flow_goes_through_the_breaker(
-        caplog: pytest.LogCaptureFixture, side: str) -> None:
-    settings = Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0", secret_key=SECRET,
-                        breaker_cooldown=5)
-    conns = connections_for(settings)
+        caplog: pytest.LogCaptureFixture, side: str, kind: str) -> None:
+    """Down from the first call on (a Cluster client's first use included): a clear
+    error through the breaker, one log line."""
+    url = (f"redis://127.0.0.1:{free_port()}/0" if kind == "standalone" else
+           f"redis+cluster://127.0.0.1:{free_port()},127.0.0.1:{free_port()}")
+    conns = connections_for(Settings(redis_url=url, secret_key=SECRET, breaker_cooldown=5))
+
+    async def acall() -> Any:
+        try:
+            return await conns.acall(("GET", "k"))
+        finally:
+            await conns.aclose()
 
     def call() -> Any:
-        return conns.call(("GET", "k")) if side == "sync" else asyncio.run(
-            conns.acall(("GET", "k")))
+        return conns.call(("GET", "k")) if side == "sync" else asyncio.run(acall())
 
     with caplog.at_level(logging.WARNING, logger="redis_middleware"):
         with pytest.raises(RedisUnavailableError) as info:

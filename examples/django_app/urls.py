@@ -34,8 +34,10 @@ from redis_middleware.wsgi import Cache, Presence, SessionStore
 from .._pages import Database, home, online, page, products, profile, unavailable
 from .accounts import DEMO_USERS
 
-# The products table lives in the project's own SQLite file (every worker opens it).
-database = Database(str(project_settings.DATABASES["default"]["NAME"]))
+# The products table lives in the project's own SQLite file, which every worker opens
+# (an in-memory database is no such file: then $DEMO_DB's).
+_DB_NAME = str(project_settings.DATABASES["default"]["NAME"])
+database = Database(None if _DB_NAME == ":memory:" or _DB_NAME.startswith("file:") else _DB_NAME)
 
 
 class Tools(NamedTuple):

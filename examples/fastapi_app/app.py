@@ -175,7 +175,7 @@ async def list_products() -> str:
 async def rename_product(
     product_id: str = Form(..., alias="id"), name: str = Form(...)
 ) -> RedirectResponse:
-    database.rename(product_id, name)
+    await database.arename(product_id, name)
     await data.ainvalidate(tags=["products"])  # the cached query, in every worker
     # This POST already invalidated GET /products (RFC 9111 4.4); purging the tag also
     # drops any other page that lists products.
@@ -187,7 +187,7 @@ async def rename_product(
 async def api_products() -> dict[str, Any]:
     """The product list as JSON (not a cached page: each request reads the data cache),
     and how many queries the database answered so far (every worker's)."""
-    return {"products": await load_products(), "database_queries": database.queries}
+    return {"products": await load_products(), "database_queries": await database.aqueries()}
 
 
 @app.get("/online", response_class=HTMLResponse)
