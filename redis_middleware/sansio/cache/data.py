@@ -129,7 +129,7 @@ class DataCore(Envelope):
 
     # -- flows: reading -----------------------------------------------------------
     def read_command(self, name: str) -> tuple[str, str]:
-        """The hot path: one GET (sent alone by the sync backends, without a flow)."""
+        """The hot path: one GET (the backends send it alone, without a flow)."""
         return ("GET", self.key(name))
 
     def read_flow(self, name: str) -> Flow[bytes | None]:
