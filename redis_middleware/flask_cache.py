@@ -41,7 +41,7 @@ from .errors import ConfigError, RedisMiddlewareError
 from .flask_conf import flask_settings
 from .sansio import metrics
 from .sansio.cache.data import MISS, DataCore
-from .sansio.cache.serializers import SignedPickleSerializer
+from .sansio.cache.serializers import SignedPickleSerializer, signed
 from .sansio.flow import Call, Flow
 from .sansio.incidents import log_failure
 
@@ -65,7 +65,10 @@ _MEMO_SIZE = 4096
 
 class _RawInts:
     """A serializer whose 64-bit integers are stored as decimal digits (what ``INCRBY``
-    needs, as cachelib's Redis cache does); anything else goes to ``inner``."""
+    needs, as cachelib's Redis cache does); anything else goes to ``inner``, signed
+    unless it is safe to load (:func:`signed`: a cachelib serializer pickles)."""
+
+    safe_to_load = True  # digits, or what a safe (or signed) inner serializer wrote
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
@@ -104,8 +107,9 @@ def _data_cache(settings: Settings, namespace: str, serializer: Any) -> DataCach
                 if len(_shared) > 64:
                     _shared.clear()
                 try:
-                    found = _shared[memo] = DataCache(settings, namespace=namespace,
-                                                      serializer=_RawInts(serializer), raw=True)
+                    found = _shared[memo] = DataCache(
+                        settings, namespace=namespace, raw=True,
+                        serializer=_RawInts(signed(serializer, settings.secret_key)))
                 except ValueError as exc:
                     raise ConfigError("CACHE_OPTIONS['namespace']", str(exc)) from None
     return found

@@ -634,6 +634,47 @@ class Upper:
         return data.decode()
 
 
+class Pickles:
+    """A project's pickle serializer (django-redis's is one): what it stores is signed."""
+
+    def dumps(self, value: Any) -> bytes:
+        return pickle.dumps(value)
+
+    def loads(self, data: bytes) -> Any:
+        return pickle.loads(data)
+
+
+_UNPICKLED: list[str] = []
+
+
+def _code_ran() -> str:
+    _UNPICKLED.append("code ran")
+    return "planted"
+
+
+class _Planted:
+    def __reduce__(self) -> Any:
+        return (_code_ran, ())
+
+
+def test_a_pickle_serializer_of_ones_own_never_loads_a_planted_value(
+        configured: Settings, raw: Any) -> None:
+    """Whoever writes to Redis without the secret cannot make a project's own pickle
+    serializer run code: its values are signed, a planted one is a miss."""
+    from django.core.cache import caches
+    from django.test import override_settings
+
+    with override_settings(CACHES={"default": ours(configured, OPTIONS={
+            "SERIALIZER": "tests.test_django_cache.Pickles"})}):
+        cache = caches["default"]
+        cache.set("k", {"t": (1, 2)})
+        assert cache.get("k") == {"t": (1, 2)}
+        raw.set(redis_key(configured, ":1:k"), pickle.dumps(_Planted()), ex=60)
+        assert cache.get("k") is None and cache.get_many(["k"]) == {}
+        assert _UNPICKLED == []
+        cache.clear()
+
+
 @pytest.mark.parametrize(("options", "named"), [
     pytest.param({"CULL_FREQUENCY": 3}, "OPTIONS['CULL_FREQUENCY']", id="culling"),
     pytest.param({"socket_keepalive": True}, "OPTIONS['socket_keepalive']", id="redis-py"),

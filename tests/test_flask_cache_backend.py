@@ -280,8 +280,41 @@ def test_cache_serializer_json(settings: Settings, raw: Any) -> None:
     with app.app_context():
         cache.set("doc", {"a": [1, 2]})
         assert cache.get("doc") == {"a": [1, 2]}
-        assert raw.get(flask_key(settings, "doc")) == b'{"a": [1, 2]}'
+        # the serializer's bytes, behind the signature every serializer of the user's gets
+        assert raw.get(flask_key(settings, "doc"))[32:] == b'{"a": [1, 2]}'
         assert cache.cache.inc("n") == 1 and cache.get("n") == 1
+        assert raw.get(flask_key(settings, "n")) == b"1"  # digits: INCRBY still works
+        cache.clear()
+
+
+_UNPICKLED: list[str] = []
+
+
+def _code_ran() -> str:
+    _UNPICKLED.append("code ran")
+    return "planted"
+
+
+class _Planted:
+    """What an attacker who can write to Redis plants: unpickling it runs code."""
+
+    def __reduce__(self) -> Any:
+        return (_code_ran, ())
+
+
+def test_a_pickling_cache_serializer_never_loads_a_planted_value(settings: Settings, raw: Any
+                                                                 ) -> None:
+    """cachelib's serializers pickle: with one as CACHE_SERIALIZER, a value written to
+    Redis by someone without the secret is a miss, never unpickled."""
+    from cachelib.serializers import SimpleSerializer
+
+    app = make_app(settings, CACHE_SERIALIZER=SimpleSerializer)
+    cache = Cache(app)
+    with app.app_context():
+        cache.set("profile", {"id": (1, 2)})
+        assert cache.get("profile") == {"id": (1, 2)}
+        raw.set(flask_key(settings, "profile"), SimpleSerializer().dumps(_Planted()), ex=60)
+        assert cache.get("profile") is None and _UNPICKLED == []
         cache.clear()
 
 

@@ -413,7 +413,8 @@ class Settings(FieldSettings):
         "json", "REDIS_MIDDLEWARE_DATA_SERIALIZER", p.parse_str,
         "How values are stored: `json`, `msgpack` (the `msgpack` extra), `pickle` (signed "
         "with the secret key: a value that fails the check is a miss, never unpickled), or "
-        "an object with `dumps`/`loads` (in the environment: `module:attribute`).",
+        "an object with `dumps`/`loads` (in the environment: `module:attribute`; its bytes "
+        "signed too, unless it has `safe_to_load = True`).",
     )
     data_compress_min: int = setting(
         0, "REDIS_MIDDLEWARE_DATA_COMPRESS_MIN", p.parse_int,

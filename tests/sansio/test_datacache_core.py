@@ -8,7 +8,7 @@ import json
 import logging
 import math
 import pickle
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -20,12 +20,15 @@ from redis_middleware.sansio.cache.data import (
     Entry,
     hash_slot_tag,
 )
+from redis_middleware.sansio.cache.dataenvelope import MISS
 from redis_middleware.sansio.cache.datakeys import Binder, DefaultKey, KeyTemplate
 from redis_middleware.sansio.cache.serializers import (
     JsonSerializer,
     MsgpackSerializer,
     SignedPickleSerializer,
+    SignedSerializer,
     UnreadableValue,
+    signed,
 )
 from redis_middleware.sansio.flow import run_pure, step
 
@@ -517,3 +520,63 @@ def test_a_serializer_object_is_accepted() -> None:
     c = DataCore(settings(data_serializer=Upper()))
     assert c.decode(c.encode("abc", 1000)).value == "ABC"  # type: ignore[union-attr]
     assert c.decode(core().encode("abc", 1000)) is None  # written by another serializer
+
+
+class _Pickles:
+    """A serializer of the user's that pickles (as cachelib's and django-redis's do)."""
+
+    loaded: ClassVar[list[bytes]] = []
+
+    def dumps(self, value: Any) -> bytes:
+        return pickle.dumps(value)
+
+    def loads(self, data: bytes) -> Any:
+        self.loaded.append(data)
+        return pickle.loads(data)
+
+
+def test_a_serializer_of_the_users_stores_signed_bytes() -> None:
+    """Whoever writes to Redis without the secret cannot feed a user's serializer (a
+    pickle runs code): its bytes are signed, and a value that fails the check is a miss
+    its ``loads`` never sees; raw mode (the framework backends) alike."""
+    for raw in (False, True):
+        _Pickles.loaded.clear()
+        c = core(serializer=_Pickles(), raw=raw)
+        stored = c.encode({"t": (1, 2)}, 60_000)
+        assert c.decode(stored).value == {"t": (1, 2)}  # type: ignore[union-attr]
+        assert pickle.dumps({"t": (1, 2)}) in stored  # the serializer's bytes, behind a MAC
+        planted = stored.replace(pickle.dumps({"t": (1, 2)}), pickle.dumps("planted"))
+        assert c.decode(planted) is None and c.hot(planted) is MISS
+        assert _Pickles.loaded == [pickle.dumps({"t": (1, 2)})]  # the planted one: never
+
+
+def test_a_serializer_safe_to_load_is_used_as_it_is() -> None:
+    class Upper:
+        safe_to_load = True
+
+        def dumps(self, value: Any) -> bytes:
+            return str(value).upper().encode()
+
+        def loads(self, data: bytes) -> Any:
+            return data.decode()
+
+    assert core(serializer=Upper(), raw=True).encode("abc", 1000) == b"ABC"
+    assert signed(Upper(), ["a" * 40]).__class__ is Upper
+    wrapped = signed(_Pickles(), ["a" * 40])
+    assert isinstance(wrapped, SignedSerializer) and signed(wrapped, ["a" * 40]) is wrapped
+
+
+def test_a_signed_serializer_refuses_what_its_serializer_cannot_store() -> None:
+    class Refuses:  # cachelib's serializers warn and return None
+        def dumps(self, value: Any) -> Any:
+            return None if isinstance(value, set) else str(value)
+
+        def loads(self, data: bytes) -> Any:
+            return data
+
+    with pytest.raises(TypeError, match="Refuses cannot store a set"):
+        SignedSerializer(Refuses(), ["a" * 40]).dumps({1})
+    with pytest.raises(TypeError, match="returned str, not bytes"):
+        SignedSerializer(Refuses(), ["a" * 40]).dumps("x")
+    rotated = SignedSerializer(_Pickles(), ["b" * 40, "a" * 40])
+    assert rotated.loads(SignedSerializer(_Pickles(), ["a" * 40]).dumps(7)) == 7
