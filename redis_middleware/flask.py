@@ -32,9 +32,9 @@ from flask.sessions import SessionInterface, SessionMixin
 
 from ._redis.connections import RedisConnections, connections_for
 from .config.settings import Settings
-from .errors import RedisMiddlewareError, SessionUnavailableError
+from .errors import ConfigError, RedisMiddlewareError, SessionUnavailableError
 from .flask_conf import base_settings, flask_settings, secret_text
-from .sansio.incidents import log_failure
+from .sansio.incidents import log_failure, log_incident
 from .sansio.request import from_environ
 from .sansio.responses import Refusals, Response
 from .sansio.sessions.cookies import IncomingCookie
@@ -136,7 +136,18 @@ class RedisSessionInterface(SessionInterface):
         except TypeError:  # a value that cannot be a dictionary key: not remembered
             core, key = None, None
         if core is None:
-            settings = flask_settings(app, self._settings, **self._options)
+            try:
+                settings = flask_settings(app, self._settings, **self._options)
+            except ConfigError as exc:
+                if bound is None:
+                    raise  # at init_app (or a first request): the error, at once
+                # Changed after init_app into what cannot work (a SECRET_KEY too short
+                # to sign with): the last configuration that could goes on, one log line
+                # per incident rather than a traceback and a 500 per request.
+                log_incident("session-config", "Flask's new session configuration is "
+                             "ignored, the previous one kept: %s", exc)
+                self._bound[id(app)] = (snapshot, bound[1], bound[2])
+                return bound[1], bound[2]
             if settings.secret_generated and bound is not None:
                 # memory:// and no secret anywhere: keep this process's random one, or a
                 # configuration change would make every cookie unreadable.
@@ -230,7 +241,8 @@ def init_stack(app: Flask, settings: Settings | None = None, **options: Any) -> 
     configuration fills the session cookie and secret as for :func:`init_app`, also for
     the other components (so ``SECRET_KEY`` alone is enough with a real ``REDIS_URL``).
     """
-    middleware = RedisMiddleware(app.wsgi_app, base_settings(app.config, settings), **options)
+    middleware = RedisMiddleware(app.wsgi_app, base_settings(
+        app.config, settings, {stack_field(k) for k in options}), **options)
     # The session follows Flask's configuration per request: its interface starts from
     # what was given (not from the stack's settings, where Flask's values are frozen).
     interface = RedisSessionInterface(settings, **{stack_field(k): v for k, v in options.items()})

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
 from flask import Flask
 
-from .config.options import resolve_settings
+from .config.options import option_field, resolve_settings
 from .config.settings import Settings
 
 __all__ = ["base_settings", "flask_settings", "secret_text"]
@@ -78,12 +79,16 @@ def flask_settings(app: Flask, settings: Settings | None = None, **options: Any)
        ``SESSION_COOKIE_*``, ``APPLICATION_ROOT``, ``PERMANENT_SESSION_LIFETIME``);
     4. the defaults.
     """
-    return resolve_settings(base_settings(app.config, settings), "session", options)
+    given = {option_field("session", name) for name in options}
+    return resolve_settings(base_settings(app.config, settings, given), "session", options)
 
 
-def base_settings(config: Any, settings: Settings | None) -> Settings:
-    """Levels 2 to 4 of :func:`flask_settings`."""
-    from_flask = _from_config(config)
+def base_settings(config: Any, settings: Settings | None, given: Iterable[str] = ()
+                  ) -> Settings:
+    """Levels 2 to 4 of :func:`flask_settings`. ``given``: the fields the options set,
+    so that Flask's values for them are not even checked (a short ``SECRET_KEY`` that a
+    ``secret_key`` option replaces is no error)."""
+    from_flask = {k: v for k, v in _from_config(config).items() if k not in given}
     if settings is None:
         explicit = {f.name for f in dataclasses.fields(Settings)
                     if Settings.env_name(f.name) in os.environ}

@@ -4,6 +4,7 @@ flash tests rely on, for a server-side store (our tests, through the public API)
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import re
 import uuid
 from collections.abc import Callable
@@ -314,6 +315,54 @@ def test_a_short_flask_secret_is_refused_at_startup(monkeypatch: pytest.MonkeyPa
     app.config["SECRET_KEY"] = "dev"
     with pytest.raises(ConfigError, match="SECRET_KEY"):
         init_app(app)
+
+
+@pytest.mark.parametrize("install", [init_app, init_stack])
+def test_a_secret_key_option_replaces_a_short_flask_secret(
+        install: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Options rank above Flask's configuration: a ``secret_key`` option given beside a
+    short SECRET_KEY (a test suite's "dev") signs, and the short one is not even checked."""
+    monkeypatch.setenv("REDIS_URL", "memory://")
+    monkeypatch.delenv("REDIS_MIDDLEWARE_SECRET_KEY", raising=False)
+    app = App()
+    app.config["SECRET_KEY"] = "dev"
+    install(app, secret_key="k" * 40)
+    app.post("/")(lambda: session.update(a=1) or "")
+    app.get("/")(lambda: dict(session))
+    client = app.test_client()
+    client.post("/")
+    assert client.get("/").json == {"a": 1}
+    interface = app.session_interface
+    assert isinstance(interface, RedisSessionInterface)
+    assert interface.core_for(app)[0].settings.secret_key == ("k" * 40,)
+
+
+@pytest.mark.parametrize("install", [init_app, init_stack])
+def test_a_short_secret_set_after_install_keeps_the_last_one_that_worked(
+        install: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An app factory or a test suite that sets a SECRET_KEY too short to sign with
+    after init_app: the previous configuration goes on, one WARNING, no traceback and
+    no 500 per request."""
+    from redis_middleware.sansio import incidents
+
+    monkeypatch.setattr(incidents, "_last_logged", {})
+    monkeypatch.setenv("REDIS_URL", "memory://")
+    monkeypatch.delenv("REDIS_MIDDLEWARE_SECRET_KEY", raising=False)
+    app = App()
+    app.config["SECRET_KEY"] = "0" * 40
+    install(app)
+    app.post("/")(lambda: session.update(a=1) or "")
+    app.get("/")(lambda: dict(session))
+    client = app.test_client()
+    client.post("/")
+    app.config["SECRET_KEY"] = "dev"
+    with caplog.at_level(logging.WARNING, logger="redis_middleware"):
+        answers = [client.get("/") for _ in range(3)]
+    assert [(a.status_code, a.json) for a in answers] == [(200, {"a": 1})] * 3
+    assert [r.levelname for r in caplog.records] == ["WARNING"]
+    assert "at least 32 characters" in caplog.records[0].getMessage()
+    assert not any(r.exc_info for r in caplog.records)
 
 
 def test_application_root_is_the_default_cookie_path(settings: Settings) -> None:

@@ -22,13 +22,16 @@ def resolve_settings(
     base = Settings.from_env() if settings is None else settings
     if not isinstance(base, Settings):
         raise ConfigError("settings", f"expected a Settings instance, got {type(base).__name__}")
-    changes: dict[str, Any] = {}
-    for name, value in options.items():
-        full = f"{component}_{name}"
-        if full in _FIELDS:
-            changes[full] = value
-        elif name in _FIELDS:
-            changes[name] = value
-        else:
-            raise ConfigError(name, f"unknown option for the {component} middleware")
+    changes = {option_field(component, name): value for name, value in options.items()}
     return base.replace(**changes) if changes else base
+
+
+def option_field(component: str, name: str) -> str:
+    """The Settings field an option of ``component`` names: with the component's prefix
+    (``cookie_name`` -> ``session_cookie_name``), else the name itself."""
+    full = f"{component}_{name}"
+    if full in _FIELDS:
+        return full
+    if name in _FIELDS:
+        return name
+    raise ConfigError(name, f"unknown option for the {component} middleware")
