@@ -354,6 +354,34 @@ def test_a_subclass_changes_the_cookie_age(configured: Settings) -> None:
     ShortSessions.clear_expired()  # Redis expires sessions: nothing to do, no error
 
 
+def test_a_subclass_issuing_keys_of_its_own_is_a_clear_error(configured: Settings) -> None:
+    """The engine accepts only the keys it issues: a subclass that makes Django-style
+    keys gets a clear error from save(), not a session that create() restarts forever."""
+    import asyncio
+
+    from django.core.exceptions import ImproperlyConfigured
+    from django.utils.crypto import get_random_string
+
+    from redis_middleware.django.sessions import SessionStore
+
+    class DjangoKeys(SessionStore):
+        def _get_new_session_key(self) -> str:
+            return get_random_string(32)
+
+        async def _aget_new_session_key(self) -> str:
+            return get_random_string(32)
+
+    s = DjangoKeys()
+    s["a"] = 1
+    with pytest.raises(ImproperlyConfigured, match="_get_new_session_key"):
+        s.save()
+    a = DjangoKeys()
+    a["a"] = 1
+    with pytest.raises(ImproperlyConfigured, match="_get_new_session_key"):
+        asyncio.run(a.asave())
+    assert redis_keys(configured, "session:{*") == []
+
+
 def test_a_custom_serializer_round_trips_values(configured: Settings) -> None:
     from django.test import override_settings
 

@@ -27,6 +27,7 @@ from typing import Any
 
 from django.conf import settings as django_conf
 from django.contrib.sessions.backends.base import CreateError, SessionBase, UpdateError
+from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
 from .._redis.connections import RedisConnections, connections_for
@@ -232,9 +233,19 @@ class SessionStore(SessionBase):
             self._run(self._core.exists_flow(session_key)))  # type: ignore[arg-type]
 
     def create(self) -> None:
-        self._session_key = self._new_key = self._get_new_session_key()
+        self._session_key = self._new_key = self._issued(self._get_new_session_key())
         self.save(must_create=True)
         self.modified = True
+
+    def _issued(self, key: str) -> str:
+        """A new key, as this engine accepts keys: a subclass's own kind of key would be
+        refused by the key property (no session), and create() would start over forever."""
+        if not self._validate_session_key(key):
+            raise ImproperlyConfigured(
+                f"{type(self).__name__}._get_new_session_key() gave {key!r:.20}, a key this "
+                "engine does not accept: it issues its own (256 random bits); do not "
+                "override _get_new_session_key")
+        return key
 
     def save(self, must_create: bool = False) -> None:
         if self._skip_save():
@@ -303,7 +314,7 @@ class SessionStore(SessionBase):
             await self._arun(self._core.exists_flow(session_key)))  # type: ignore[arg-type]
 
     async def acreate(self) -> None:
-        self._session_key = self._new_key = await self._aget_new_session_key()
+        self._session_key = self._new_key = self._issued(await self._aget_new_session_key())
         await self.asave(must_create=True)
         self.modified = True
 
