@@ -22,6 +22,7 @@ from redis_middleware.sansio import incidents
 from .support.audit import audit_keyspace
 from .support.clients import raw_client
 from .support.django_project import configured, django_project
+from .support.planted import UNPICKLED, planted_pickle
 
 __all__ = ["configured", "django_project"]  # the fixtures this module uses
 
@@ -644,19 +645,6 @@ class Pickles:
         return pickle.loads(data)
 
 
-_UNPICKLED: list[str] = []
-
-
-def _code_ran() -> str:
-    _UNPICKLED.append("code ran")
-    return "planted"
-
-
-class _Planted:
-    def __reduce__(self) -> Any:
-        return (_code_ran, ())
-
-
 def test_a_pickle_serializer_of_ones_own_never_loads_a_planted_value(
         configured: Settings, raw: Any) -> None:
     """Whoever writes to Redis without the secret cannot make a project's own pickle
@@ -669,9 +657,9 @@ def test_a_pickle_serializer_of_ones_own_never_loads_a_planted_value(
         cache = caches["default"]
         cache.set("k", {"t": (1, 2)})
         assert cache.get("k") == {"t": (1, 2)}
-        raw.set(redis_key(configured, ":1:k"), pickle.dumps(_Planted()), ex=60)
+        raw.set(redis_key(configured, ":1:k"), planted_pickle(), ex=60)
         assert cache.get("k") is None and cache.get_many(["k"]) == {}
-        assert _UNPICKLED == []
+        assert UNPICKLED == []
         cache.clear()
 
 

@@ -27,6 +27,7 @@ from redis_middleware.sansio import incidents
 
 from .support.audit import audit_keyspace
 from .support.clients import SECRET, make_settings, raw_client
+from .support.planted import UNPICKLED, planted_pickle
 from .support.servers import RedisServer, start_redis_server, stop_redis_server
 
 pytestmark = pytest.mark.scenarios
@@ -287,21 +288,6 @@ def test_cache_serializer_json(settings: Settings, raw: Any) -> None:
         cache.clear()
 
 
-_UNPICKLED: list[str] = []
-
-
-def _code_ran() -> str:
-    _UNPICKLED.append("code ran")
-    return "planted"
-
-
-class _Planted:
-    """What an attacker who can write to Redis plants: unpickling it runs code."""
-
-    def __reduce__(self) -> Any:
-        return (_code_ran, ())
-
-
 def test_a_pickling_cache_serializer_never_loads_a_planted_value(settings: Settings, raw: Any
                                                                  ) -> None:
     """cachelib's serializers pickle: with one as CACHE_SERIALIZER, a value written to
@@ -313,8 +299,8 @@ def test_a_pickling_cache_serializer_never_loads_a_planted_value(settings: Setti
     with app.app_context():
         cache.set("profile", {"id": (1, 2)})
         assert cache.get("profile") == {"id": (1, 2)}
-        raw.set(flask_key(settings, "profile"), SimpleSerializer().dumps(_Planted()), ex=60)
-        assert cache.get("profile") is None and _UNPICKLED == []
+        raw.set(flask_key(settings, "profile"), planted_pickle(), ex=60)
+        assert cache.get("profile") is None and UNPICKLED == []
         cache.clear()
 
 
