@@ -213,3 +213,59 @@ def test_a_component_redis_refuses_does_not_fail_the_others(interface: str,
     assert all(r.headers["x-cache"] == "MISS" for r in responses)
     assert apps.calls["/c/item"] == 3
     audit_keyspace(settings)
+
+
+class FileWrapper:
+    """A server's ``wsgi.file_wrapper`` (gunicorn's sends such a file with sendfile)."""
+
+    def __init__(self, file: Any, block: int = 8192) -> None:
+        self.file, self.block, self.closed = file, block, False
+
+    def __iter__(self) -> Any:
+        return iter(lambda: self.file.read(self.block), b"")
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _file_app(environ: dict[str, Any], start_response: Any) -> Any:
+    import io
+
+    environ["redis_middleware.session"].get("user_id")  # read: the response varies on it
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "4")])
+    return environ["wsgi.file_wrapper"](io.BytesIO(b"file"))
+
+
+def _wsgi_get(app: Any, path: str) -> tuple[str, dict[str, str], Any]:
+    import io
+
+    got: list[Any] = []
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": path, "QUERY_STRING": "",
+               "SERVER_NAME": "test", "SERVER_PORT": "80", "REMOTE_ADDR": "127.0.0.9",
+               "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(),
+               "SERVER_PROTOCOL": "HTTP/1.1", "wsgi.file_wrapper": FileWrapper}
+    body = app(environ, lambda status, headers, exc_info=None: got.extend([status, headers]))
+    return got[0], dict(got[1]), body
+
+
+def test_a_wsgi_body_nothing_watches_is_the_apps_own(settings: Settings) -> None:
+    """Sessions and rate limiting decide at the response start: the app's iterable goes
+    to the server as it is (a file wrapper stays one, for sendfile); a cached route's
+    body is copied for storing."""
+    from redis_middleware import wsgi
+
+    app = wsgi.RedisMiddleware(_file_app, settings, limit="100/minute",
+                               routes={"/cached": 60})
+    status, headers, body = _wsgi_get(app, "/file")
+    assert status == "200 OK" and isinstance(body, FileWrapper)
+    assert headers["X-RateLimit-Remaining"] == "99" and headers["Vary"] == "Cookie"
+    assert b"".join(body) == b"file"
+    body.close()
+    assert body.closed
+
+    first = _wsgi_get(app, "/cached")[2]
+    assert not isinstance(first, FileWrapper)
+    assert b"".join(first) == b"file"
+    first.close()
+    again = _wsgi_get(app, "/cached")
+    assert again[1].get("X-Cache") == "HIT" and b"".join(again[2]) == b"file"

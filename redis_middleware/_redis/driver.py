@@ -230,7 +230,8 @@ def execute_sync(batch: Batch, execute: Execute, breaker: Breaker, counter: Coun
     started = time.perf_counter() if metrics.hook is not None else 0.0
     try:
         results = execute([op.args for op in batch])
-        if _any_error(results):
+        failed = _any_error(results)
+        if failed:
             retry = _not_loaded(batch, results)
             if retry:
                 for i, res in zip(retry, execute(_with_source(batch, retry, counter)),
@@ -243,7 +244,7 @@ def execute_sync(batch: Batch, execute: Execute, breaker: Breaker, counter: Coun
     breaker.success()
     if metrics.hook is not None:
         metrics.hook.redis(time.perf_counter() - started, len(batch), None)
-    return _check(results) if _any_error(results) else results
+    return _check(results) if failed else results
 
 
 async def execute_async(
@@ -255,7 +256,8 @@ async def execute_async(
     started = time.perf_counter() if metrics.hook is not None else 0.0
     try:
         results = await execute([op.args for op in batch])
-        if _any_error(results):
+        failed = _any_error(results)
+        if failed:
             retry = _not_loaded(batch, results)
             if retry:
                 again = await execute(_with_source(batch, retry, counter))
@@ -268,4 +270,4 @@ async def execute_async(
     breaker.success()
     if metrics.hook is not None:
         metrics.hook.redis(time.perf_counter() - started, len(batch), None)
-    return _check(results) if _any_error(results) else results
+    return _check(results) if failed else results

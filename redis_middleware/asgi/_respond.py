@@ -94,6 +94,7 @@ async def respond(app: Any, scope: Scope, receive: ASGIReceiveCallable, send: AS
                   exchange: Exchange, redis: RedisConnections) -> None:
     """Call ``app``; its response goes out as ``exchange`` decides."""
     state = _NOTHING_SENT
+    watching = exchange.watches_body
 
     async def send_wrapper(message: Any) -> None:
         nonlocal state
@@ -111,7 +112,7 @@ async def respond(app: Any, scope: Scope, receive: ASGIReceiveCallable, send: AS
             message = {**message, "headers": reply.apply_raw(headers)}
         elif state == _REPLACED:
             return  # the app's body is replaced by the response already sent
-        elif kind == "http.response.body":
+        elif kind == "http.response.body" and watching:
             exchange.body(message.get("body", b""), message.get("more_body", False))
         await send(message)
 
@@ -124,9 +125,10 @@ async def respond(app: Any, scope: Scope, receive: ASGIReceiveCallable, send: AS
         if state == _NOTHING_SENT:
             await send_response(send, response)
     finally:
-        done, rest = step(exchange.finish_flow())
-        if not done:
-            await redis.arun(rest)
+        if watching:
+            done, rest = step(exchange.finish_flow())
+            if not done:
+                await redis.arun(rest)
 
 
 def with_conditional(scope: Any, fields: Headers) -> Any:

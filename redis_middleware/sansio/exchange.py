@@ -60,8 +60,9 @@ class Reply:
             kept = [h for h in headers if h[0].lower() not in drop]
         else:
             kept = list(headers)
-        return [*kept, *((k.lower().encode("latin-1"), v.encode("latin-1"))
-                         for k, v in self.add)]
+        for k, v in self.add:  # a loop, not a generator: on every response's path
+            kept.append((k.lower().encode("latin-1"), v.encode("latin-1")))
+        return kept
 
 
 _NOTHING = Reply()
@@ -100,6 +101,9 @@ class Part(Protocol):
     """One component's share of the response half."""
 
     conditional: Headers  # request fields the app must see instead of the client's
+    # Whether ``body`` and ``finish_flow`` do anything: when no part of an exchange
+    # watches the body, the adapter passes it through untouched and runs no finish flow.
+    watches_body: bool
 
     def replace(self, status: int) -> Response | None:
         """Before any I/O: a response to send instead of the app's (or None)."""
@@ -124,19 +128,19 @@ class Exchange:
     the parts have seen the app's headers, so a cache never stores it.
     """
 
-    __slots__ = ("extra", "parts")
+    __slots__ = ("conditional", "extra", "parts", "watches_body")
 
     def __init__(self, parts: Sequence[Part], extra: Headers = ()) -> None:
         self.parts = tuple(parts)
         self.extra = extra
-
-    @property
-    def conditional(self) -> Headers:
-        """Conditional request fields that replace the client's (a revalidation), or ()."""
-        for part in self.parts:
-            if part.conditional:
-                return part.conditional
-        return ()
+        self.watches_body = False
+        # Conditional request fields that replace the client's (a revalidation), or ().
+        self.conditional: Headers = ()
+        for part in self.parts:  # a loop: one or two parts, no generator needed
+            if part.watches_body:
+                self.watches_body = True
+            if part.conditional and not self.conditional:
+                self.conditional = part.conditional
 
     def start_flow(self, status: int, headers: Sequence[tuple[str, str]]) -> Flow[Reply]:
         for part in self.parts:
@@ -201,6 +205,7 @@ class SessionPart:
 
     __slots__ = ("core", "https", "incoming", "session", "unavailable")
     conditional: Headers = ()
+    watches_body = False  # all it writes goes at the response start
 
     def __init__(self, core: SessionCore, session: Session, incoming: IncomingCookie,
                  https: bool, unavailable: Callable[[], Response]) -> None:
@@ -253,6 +258,7 @@ class SocketSessionPart:
 
     __slots__ = ("core", "incoming", "session")
     conditional: Headers = ()
+    watches_body = True  # its finish flow writes the changes
 
     def __init__(self, core: SessionCore, session: Session, incoming: IncomingCookie) -> None:
         self.core = core
@@ -293,6 +299,7 @@ class CachePart:
 
     __slots__ = ("capture", "conditional", "core", "head", "plan", "session_touched",
                  "stale")
+    watches_body = True  # it copies the body, then stores the entry
 
     def __init__(self, core: CacheCore, plan: CachePlan, lookup: Lookup | None, head: bool,
                  now: float, session_touched: Callable[[], SessionUse],

@@ -341,8 +341,9 @@ class StackCore:
         if credential is None and out.user is not None and self.presence is not None and \
                 self.presence.due(out.user):
             second["presence"] = self.presence.heartbeat_flow(out.user)
-        results = yield from self._gather(second)
-        self._take(results, out)
+        if second:  # most requests: nothing needed the user
+            results = yield from self._gather(second)
+            self._take(results, out)
         if out.check is not None and self.limiter is not None:  # moving / sliding windows
             check, limiter = out.check, self.limiter
             decision: Decision | None = yield Delegate(lambda: limiter.verdict(check),

@@ -144,6 +144,11 @@ def respond(app: Any, environ: dict[str, Any], start_response: Any, exchange: Ex
             return flight.failed(exc)
         finally:
             flight.close()
+    if flight.passed and not exchange.watches_body:
+        # The app's response went out as it is, and nothing waits for its body: the
+        # body passes through untouched (an error in it now is the server's to handle,
+        # as no part answers one once the response has started).
+        return flight.app_iter
     return flight
 
 

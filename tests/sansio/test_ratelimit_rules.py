@@ -102,9 +102,9 @@ def test_remembered_rules_answer_alike_and_stay_bounded() -> None:
         assert c.rule_for("POST", "/login") is not None
         assert c.rule_for("POST", "/login").name == "/login"  # type: ignore[union-attr]
         assert c.rule_for("GET", "/login").name == "default"  # type: ignore[union-attr]
-    for i in range(3 * c._rule_memo.limit):  # a client choosing a new path per request
+    for i in range(3 * c._routes.limit):  # a client choosing a new path per request
         assert c.rule_for("GET", f"/p/{i}").name == "default"  # type: ignore[union-attr]
-    assert len(c._rule_memo) <= c._rule_memo.limit
+    assert len(c._routes) <= c._routes.limit
 
 
 def request(path: str = "/", method: str = "GET", peer: str = "1.2.3.4") -> RequestInfo:

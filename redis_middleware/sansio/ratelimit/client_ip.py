@@ -56,6 +56,9 @@ class ProxyTrust:
                 "behind a proxy that overwrites the header"
             )
         self.networks = [ipaddress.ip_network(e, strict=False) for e in entries if e != "*"]
+        # No proxy is trusted (the default): forwarding headers are never read, so the
+        # caller need not collect them.
+        self.anyone = self.trust_all or bool(self.networks)
         self.ipv6_prefix = ipv6_prefix
         # (peer, X-Forwarded-For lines, Forwarded lines) -> bucket: parsing and printing
         # addresses was a measured part of every counted request; bounded, as clients

@@ -196,10 +196,11 @@ class RateLimitCore:
         # other strategies by the limits library (``_redis.strategies``).
         self.fixed_window = s.ratelimit_strategy == "fixed-window"
         self._key_cache: dict[tuple[str, str, str], tuple[str, ...]] = {}
-        # (method, path) -> its rule: asked twice per signed-in request (whether the
-        # bucket needs the user, then the check itself); paths come from clients, so
-        # the memo is bounded.
-        self._rule_memo: Memo[tuple[str, str], Rule | None] = Memo(4096)
+        # (method, path) -> its rule, the identity kind it counts by, and whether that
+        # kind needs the user: asked twice per signed-in request (whether the bucket
+        # needs the user, then the check itself); paths come from clients, so the memo
+        # is bounded.
+        self._routes: Memo[tuple[str, str], tuple[Rule | None, str, bool]] = Memo(4096)
 
     @staticmethod
     def _compile(pattern: str, spec: RuleSpec, fail_closed: bool, stack: Rule | None
@@ -223,10 +224,17 @@ class RateLimitCore:
     # -- what applies -----------------------------------------------------------
     def rule_for(self, method: str, path: str) -> Rule | None:
         """The rule that counts this request (None: nothing limits it)."""
-        found: Any = self._rule_memo.get((method, path), _UNSEEN)
-        if found is _UNSEEN:
-            found = self._rule_memo.put((method, path), self._find_rule(method, path))
-        return found  # type: ignore[no-any-return]
+        return self._route(method, path)[0]
+
+    def _route(self, method: str, path: str) -> tuple[Rule | None, str, bool]:
+        """The rule of a request, the kind it counts by, and whether that needs the user."""
+        found = self._routes.get((method, path))
+        if found is None:
+            rule = self._find_rule(method, path)
+            kind = self.kind_for(rule)
+            found = self._routes.put((method, path), (
+                rule, kind, rule is not None and kind in self.user_kinds))
+        return found
 
     def _find_rule(self, method: str, path: str) -> Rule | None:
         if any(p.matches(path) for p in self.exempt):
@@ -243,8 +251,7 @@ class RateLimitCore:
 
     def needs_user(self, request: RequestInfo) -> bool:
         """Whether this request's bucket depends on who the user is."""
-        rule = self.rule_for(request.method, request.path)
-        return rule is not None and self.kind_for(rule) in self.user_kinds
+        return self._route(request.method, request.path)[2]
 
     def identity(self, request: RequestInfo, user: Callable[[], str | None],
                  kind: str | None = None) -> str | None:
@@ -255,10 +262,10 @@ class RateLimitCore:
         """The check this request needs, or None when nothing limits it."""
         if not self.settings.ratelimit_enabled:
             return None
-        rule = self.rule_for(request.method, request.path)
+        rule, kind, _ = self._route(request.method, request.path)
         if rule is None:
             return None
-        identity = self.identity(request, user, self.kind_for(rule))
+        identity = self.identities.resolve(kind, request, user)
         if identity is None:
             return None
         scope = request.method if self.per_method else ""
@@ -286,10 +293,12 @@ class RateLimitCore:
         """One round trip: check and count every limit of the rule, all or nothing."""
         (reply,) = yield (_FIXED_WINDOW(check.keys, check.rule.script_args),)
         n = len(check.rule.items)
-        breached = int(reply[0])
+        if n == 1:  # the common case, without building lists by comprehension
+            return self.decide(check, int(reply[0]) - 1, [int(reply[1])],
+                               [max(0, int(reply[2])) / 1000])
         counts = [int(c) for c in reply[1:1 + n]]
         resets = [max(0, int(t)) / 1000 for t in reply[1 + n:1 + 2 * n]]
-        return self.decide(check, breached - 1, counts, resets)
+        return self.decide(check, int(reply[0]) - 1, counts, resets)
 
     def decide(
         self, check: Check, breached: int, counts: list[int], resets: list[float]
@@ -302,8 +311,12 @@ class RateLimitCore:
             metrics.hook.ratelimit("limited" if breached >= 0 and not self.dry_run else
                                    "allowed", check.rule.name, identity_kind(check.identity))
         items = check.rule.items
-        remaining = [max(0, item.amount - c) for item, c in zip(items, counts, strict=True)]
-        reset_s = [max(1, math.ceil(r)) for r in resets]
+        if len(items) == 1:  # the common case, without building lists by comprehension
+            remaining = [max(0, items[0].amount - counts[0])]
+            reset_s = [max(1, math.ceil(resets[0]))]
+        else:
+            remaining = [max(0, item.amount - c) for item, c in zip(items, counts, strict=True)]
+            reset_s = [max(1, math.ceil(r)) for r in resets]
         if breached >= 0:
             # Retry when every limit that is too full now has reset.
             over = [i for i, item in enumerate(items) if counts[i] + check.rule.cost > item.amount]
@@ -392,7 +405,6 @@ class RateLimitCore:
         return sum(int(a) for a in answers)
 
 
-_UNSEEN = object()  # not in the rule memo yet (None is a rule answer: not limited)
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 

@@ -19,6 +19,7 @@ __all__ = ["RESOLVERS", "IdentityResolver", "credential_of", "identity_kind"]
 
 User = Callable[[], str | None]  # the signed-in user's id, looked up only when needed
 _MAX_CREDENTIAL = 4096  # longer values are no credential (and cost no hashing)
+_NONE: list[str] = []  # no header lines (read only)
 
 
 class IdentityResolver:
@@ -35,7 +36,10 @@ class IdentityResolver:
 
 
 def _ip(r: IdentityResolver, kind: str, request: RequestInfo, user: User) -> str:
-    return "ip:" + r.trust.client(
+    trust = r.trust
+    if not trust.anyone:  # the peer alone decides: its headers need no collecting
+        return "ip:" + trust.client(request.peer, _NONE, _NONE)
+    return "ip:" + trust.client(
         request.peer, request.header_list("x-forwarded-for"), request.header_list("forwarded"))
 
 

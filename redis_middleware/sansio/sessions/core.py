@@ -26,7 +26,7 @@ from ..incidents import log_incident
 from . import scripts
 from .cookies import CookieSigner, IncomingCookie, new_session_id
 from .mapping import JSON, Codec, Limits, Loader, Session, encode
-from .scripts import COMPACT_FIELDS, COMPACT_VALUE, META, PACKED, key_name, packed
+from .scripts import COMPACT_FIELDS, COMPACT_VALUE, ESCAPED, META, PACKED, key_name, packed
 
 _META = META.encode()
 
@@ -134,7 +134,8 @@ class SessionCore:
         self.limits = Limits(settings)
         self.cookie_name = settings.session_cookie_name
         self.readonly_on_error = settings.session_on_redis_error == "readonly"
-        self._refs: Memo[str, str] = Memo(4096)  # session id -> ref (a SHA-256 per id)
+        # session id -> its ref (a SHA-256 per id) and its hash's key
+        self._refs: Memo[str, tuple[str, str]] = Memo(4096)
         self._slide_ms = int(settings.session_slide_interval * 1000)
         # session ref -> when this process last saw its idle expiry slide (epoch ms, as
         # its metadata field says): a load within ``session_slide_interval`` of it needs
@@ -144,10 +145,15 @@ class SessionCore:
     # -- keys -----------------------------------------------------------------
     def ref(self, session_id: str) -> str:
         """The public handle of a session: its slot tag + a one-way digest of its id."""
-        ref = self._refs.get(session_id)
-        if ref is None:
-            ref = self._refs.put(session_id, session_id[:4] + digest(session_id))
-        return ref
+        return self._ref_key(session_id)[0]
+
+    def _ref_key(self, session_id: str) -> tuple[str, str]:
+        """A session's ref and the key of its hash."""
+        found = self._refs.get(session_id)
+        if found is None:
+            ref = session_id[:4] + digest(session_id)
+            found = self._refs.put(session_id, (ref, self._key(ref)))
+        return found
 
     def _key(self, ref: str) -> str:
         return self.keys.session(ref[:4], ref[4:])
@@ -168,8 +174,7 @@ class SessionCore:
         it runs.
         """
         s = self.settings
-        ref = self.ref(session_id)
-        key = self._key(ref)
+        ref, key = self._ref_key(session_id)
         now = _now_ms()
         absolute = s.session_absolute_lifetime * 1000
         slid = self._slid.get(ref)
@@ -195,7 +200,7 @@ class SessionCore:
     def read_flow(self, session_id: str) -> Flow[tuple[dict[str, Any], dict[str, str]] | None]:
         """One round trip, read only: the hash as stored, its expiry untouched (Django's
         rule: a session expires a fixed time after it was last saved, not last read)."""
-        (raw,) = yield (Call.of("HGETALL", self._key(self.ref(session_id))),)
+        (raw,) = yield (Call.of("HGETALL", self._ref_key(session_id)[1]),)
         if metrics.hook is not None:
             metrics.hook.session("load")
         if not raw:
@@ -220,7 +225,8 @@ class SessionCore:
                 name, text = name[1:], f'"{v.hex()}"'
             else:
                 text = v.decode("utf-8", "surrogatepass")
-            name = key_name(name)
+            if name[:1] == ESCAPED:
+                name = key_name(name)
             # A JSON string with no escape, quote or control character inside is its
             # text unquoted: json.loads, measured, was most of a signed-in session's
             # decoding (three short strings).
@@ -282,7 +288,6 @@ class SessionCore:
             if metrics.hook is not None:
                 metrics.hook.session("size-refused")
             return SaveResult(None, False)
-        user = session.user_id
         old_id = session.session_id if session.exists else None
         if session.degraded:
             if written or deleted or session.cleared or session.regenerated:
@@ -305,7 +310,6 @@ class SessionCore:
         s = self.settings
         rules = self.rules
         persistent = session.permanent if rules.follow_permanent else None
-        now = _now_ms()
         if old_id is None or session.cleared:
             mode, new_id = "create", new_session_id()
             written = {k: encode(v, self.codec) for k, v in session.peek().items()}
@@ -323,8 +327,8 @@ class SessionCore:
 
         _note_encoding(written, session.size())
         stored = yield from self.store_flow(
-            mode, new_id, old_id, written, deleted, user=user,
-            loaded_user=session.loaded_user, clear_old=session.cleared, now=now)
+            mode, new_id, old_id, written, deleted, user=session.user_id,
+            loaded_user=session.loaded_user, clear_old=session.cleared)
         if not stored:
             logger.info("session changes refused: the session was deleted meanwhile")
             return SaveResult(self.cookies.expire_cookie(https), False)

@@ -119,7 +119,7 @@ class Session(dict[str, Any]):
         self.regenerated = False
         self._dirty: set[str] = set()  # keys assigned or deleted since load
         self._all_dirty = False  # ``modified = True``: compare every key at save
-        self.loaded_user = self.user_id
+        self.loaded_user = self.user_id if data else None
 
     # -- loading ------------------------------------------------------------
     def _touch(self, mark: bool = True) -> None:
@@ -186,7 +186,8 @@ class Session(dict[str, Any]):
     def identity(self) -> str | None:
         """The user id for rate limiting and presence: loads the session if needed, but
         neither marks it accessed (no ``Vary: Cookie``) nor raises when Redis failed."""
-        self._load_quietly()
+        if self._loader is not None or self._unavailable is not None:
+            self._load_quietly()
         return self.user_id
 
     def peek(self) -> dict[str, Any]:
@@ -393,7 +394,9 @@ class Session(dict[str, Any]):
                 (written.get(k) or stored.get(k) or "").encode("utf-8", "surrogatepass"))
                 for k in dict.keys(self))
             self._limits.check_totals(dict.__len__(self), total)
-        deleted = [key for key in stored if not dict.__contains__(self, key)]
+        # Only a key marked dirty (or a clear) can have gone since load.
+        deleted = [key for key in stored if not dict.__contains__(self, key)] if (
+            self._dirty or self.cleared or self._all_dirty) else []
         return written, deleted
 
 

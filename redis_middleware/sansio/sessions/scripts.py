@@ -44,14 +44,17 @@ def packed(encoded: str) -> bytes | None:
     return None
 
 
+ESCAPED = "\x01"  # the mark before a user key that would read as metadata
+
+
 def field_name(key: str) -> str:
     """The hash field of a session key (a key that looks like metadata is escaped)."""
-    return "\x01" + key if key.startswith(("\x00", "\x01", PACKED)) else key
+    return ESCAPED + key if key.startswith(("\x00", ESCAPED, PACKED)) else key
 
 
 def key_name(field: str) -> str:
     """The session key of a hash field (:func:`field_name` undone)."""
-    return field[1:] if field.startswith("\x01") else field
+    return field[1:] if field.startswith(ESCAPED) else field
 
 
 _DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
