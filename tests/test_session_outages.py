@@ -125,3 +125,81 @@ def test_command_errors_give_503_and_no_corruption(
         assert client.get("/get").json() == {"a": 1}
     finally:
         clients.close()
+
+
+def _restarting_app(lazy: bool) -> Any:
+    """A bare WSGI app in PEP 3333's error style: it starts a 200, reads the session, and
+    on an error starts again with ``exc_info`` and its own error page: before returning,
+    or (``lazy``) from inside the body it returned."""
+    import sys
+
+    page = b"the application's own error page, longer than the 503 body" * 3
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        session = environ["redis_middleware.session"]
+        if environ["PATH_INFO"] == "/login":
+            session["name"] = "ada"  # before the start, where the changes are saved
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [b"in"]
+        start_response("200 OK", [("Content-Type", "text/plain")])
+
+        def body() -> Any:
+            try:
+                yield ("hello " + session.get("name")).encode()
+            except Exception:
+                start_response("500 Internal Server Error", [("Content-Type", "text/plain")],
+                               sys.exc_info())
+                yield page
+
+        if lazy:
+            return body()
+        try:
+            return [("hello " + session.get("name")).encode()]
+        except Exception:
+            start_response("500 Internal Server Error", [("Content-Type", "text/plain")],
+                           sys.exc_info())
+            return [page]
+
+    return app
+
+
+def _wsgi_call(app: Any, path: str, cookie: str | None) -> tuple[str, dict[str, str], bytes]:
+    import io
+
+    starts: list[Any] = []
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": path, "QUERY_STRING": "",
+               "SERVER_NAME": "test", "SERVER_PORT": "80", "REMOTE_ADDR": "127.0.0.1",
+               "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(),
+               "SERVER_PROTOCOL": "HTTP/1.1", **({"HTTP_COOKIE": cookie} if cookie else {})}
+    result = app(environ, lambda status, headers, exc_info=None: starts.append(
+        (status, dict(headers))))
+    try:
+        body = b"".join(result)
+    finally:
+        getattr(result, "close", lambda: None)()
+    return starts[-1][0], starts[-1][1], body
+
+
+@pytest.mark.real_redis
+@pytest.mark.parametrize("lazy", [False, True], ids=["before-returning", "inside-the-body"])
+def test_a_wsgi_restart_after_the_store_failed_keeps_the_framing(own_redis: Any,
+                                                                  lazy: bool) -> None:
+    """The store is down and a bare WSGI app starts its response again with ``exc_info``:
+    a 503 with Retry-After, and the response the server gets is whole (its
+    Content-Length, if any, is its body's). Restarted before the app returns, the body
+    is ours; from inside a body the server got untouched, it is the app's own page."""
+    from redis_middleware import wsgi
+
+    server = own_redis()
+    app = wsgi.SessionMiddleware(_restarting_app(lazy), make_settings(server.url))
+    cookie = _wsgi_call(app, "/login", None)[1]["Set-Cookie"].split(";")[0]
+    assert _wsgi_call(app, "/me", cookie)[2] == b"hello ada"
+    stop_redis_server(server)
+    status, headers, body = _wsgi_call(app, "/me", cookie)
+    if "Content-Length" in headers:
+        assert int(headers["Content-Length"]) == len(body)
+    assert status.startswith("503") and headers["Retry-After"] == "1"
+    if lazy:
+        assert body.startswith(b"the application's own")
+    else:
+        assert b"Service Unavailable" in body

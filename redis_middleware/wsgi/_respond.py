@@ -28,6 +28,9 @@ def start(start_response: Any, response: Response, exc_info: Any = None) -> list
     return [response.body]
 
 
+_BODY_FIELDS = frozenset({"content-type", "content-length"})  # what describes a body
+
+
 def _discard(data: bytes) -> None:
     """The ``write`` of a replaced response: the app's bytes go nowhere."""
 
@@ -45,6 +48,7 @@ class _Flight:
         self._chunks: Iterator[bytes] | None = None
         self._finished = False  # closed
         self._stored = False  # the exchange's finish flow ran
+        self.through = False  # the server got the app's own iterable (see respond)
 
     def wrapped_start_response(self, status: str, headers: list[tuple[str, str]],
                                exc_info: Any = None) -> Any:
@@ -54,6 +58,16 @@ class _Flight:
         if not done:
             reply = self.redis.run(reply)
         if reply.replace is not None:
+            if self.through:
+                # A start again (``exc_info``) from inside a body the server got untouched:
+                # that body cannot be replaced any more, so it goes out under the
+                # replacement's status and headers (a 503's Retry-After), its own type
+                # and length kept.
+                self.passed = True
+                answer = reply.replace
+                return self.start_response(status_line(answer.status), [*headers, *(
+                    h for h in answer.headers if h[0].lower() not in _BODY_FIELDS)],
+                    exc_info)
             self.replaced = reply.replace
             start(self.start_response, reply.replace, exc_info)
             return _discard
@@ -144,10 +158,11 @@ def respond(app: Any, environ: dict[str, Any], start_response: Any, exchange: Ex
             return flight.failed(exc)
         finally:
             flight.close()
-    if flight.passed and not exchange.watches_body:
-        # The app's response went out as it is, and nothing waits for its body: the
-        # body passes through untouched (an error in it now is the server's to handle,
-        # as no part answers one once the response has started).
+    if flight.passed and flight.replaced is None and not exchange.watches_body:
+        # The app's response started as it is, and nothing waits for its body: the body
+        # passes through untouched (an error in it is the server's to handle, as no part
+        # answers one once the response has started).
+        flight.through = True
         return flight.app_iter
     return flight
 
