@@ -13,6 +13,7 @@ from redis_middleware._redis.connections import connections_for
 from .support import apps
 from .support.audit import audit_keyspace
 from .support.clients import Clients, make_settings, stale_if_error_is_served
+from .support.wsgi_direct import call
 
 pytestmark = [pytest.mark.usefixtures("audit"), pytest.mark.scenarios]
 
@@ -236,18 +237,6 @@ def _file_app(environ: dict[str, Any], start_response: Any) -> Any:
     return environ["wsgi.file_wrapper"](io.BytesIO(b"file"))
 
 
-def _wsgi_get(app: Any, path: str) -> tuple[str, dict[str, str], Any]:
-    import io
-
-    got: list[Any] = []
-    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": path, "QUERY_STRING": "",
-               "SERVER_NAME": "test", "SERVER_PORT": "80", "REMOTE_ADDR": "127.0.0.9",
-               "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(),
-               "SERVER_PROTOCOL": "HTTP/1.1", "wsgi.file_wrapper": FileWrapper}
-    body = app(environ, lambda status, headers, exc_info=None: got.extend([status, headers]))
-    return got[0], dict(got[1]), body
-
-
 def test_a_wsgi_body_nothing_watches_is_the_apps_own(settings: Settings) -> None:
     """Sessions and rate limiting decide at the response start: the app's iterable goes
     to the server as it is (a file wrapper stays one, for sendfile); a cached route's
@@ -256,16 +245,13 @@ def test_a_wsgi_body_nothing_watches_is_the_apps_own(settings: Settings) -> None
 
     app = wsgi.RedisMiddleware(_file_app, settings, limit="100/minute",
                                routes={"/cached": 60})
-    status, headers, body = _wsgi_get(app, "/file")
-    assert status == "200 OK" and isinstance(body, FileWrapper)
-    assert headers["X-RateLimit-Remaining"] == "99" and headers["Vary"] == "Cookie"
-    assert b"".join(body) == b"file"
-    body.close()
-    assert body.closed
+    served = call(app, "/file", **{"wsgi.file_wrapper": FileWrapper})
+    assert served.status == "200 OK" and isinstance(served.result, FileWrapper)
+    assert served.headers["X-RateLimit-Remaining"] == "99"
+    assert served.headers["Vary"] == "Cookie"
+    assert served.read() == b"file" and served.result.closed
 
-    first = _wsgi_get(app, "/cached")[2]
-    assert not isinstance(first, FileWrapper)
-    assert b"".join(first) == b"file"
-    first.close()
-    again = _wsgi_get(app, "/cached")
-    assert again[1].get("X-Cache") == "HIT" and b"".join(again[2]) == b"file"
+    first = call(app, "/cached", **{"wsgi.file_wrapper": FileWrapper})
+    assert not isinstance(first.result, FileWrapper) and first.read() == b"file"
+    again = call(app, "/cached", **{"wsgi.file_wrapper": FileWrapper})
+    assert again.headers.get("X-Cache") == "HIT" and again.read() == b"file"
