@@ -9,6 +9,7 @@ import io
 import sys
 from typing import Any
 
+import pytest
 from flask import Flask
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -22,10 +23,12 @@ from redis_middleware.wsgi import RedisMiddleware as WsgiStack
 
 from .support.clients import make_settings
 
-OPTIONS: dict[str, Any] = {"rules": {"/limited": "3/minute", "/items/{id}": "4/minute"},
+OPTIONS: dict[str, Any] = {"rules": {"/limited": "3/minute", "/items/{id}": "4/minute",
+                                     "/files/*": "5/minute"},
                            "limit": "1000/minute", "exempt": ["/health"], "key": "ip"}
-HANDLERS = ("limited", "item", "health")
-LIMITS = {"limited": "3", "item": "4"}
+HANDLERS = ("limited", "item", "health", "files")
+LIMITS = {"limited": "3", "item": "4", "files": "5"}
+BASES = ["/limited", "/items/7", "/health", "/files/a"]
 
 
 def spellings(base: str) -> st.SearchStrategy[str]:
@@ -40,7 +43,7 @@ def spellings(base: str) -> st.SearchStrategy[str]:
             if draw(st.booleans()):
                 out += "./"
             if draw(st.booleans()):
-                out += draw(st.sampled_from(["x", "health", "limited"])) + "/../"
+                out += draw(st.sampled_from(["x", "health", "limited", "files"])) + "/../"
             out += segment
         return out + draw(st.sampled_from(["", "/", "//", "/."]))
 
@@ -60,7 +63,8 @@ def _starlette() -> Starlette:
 
     return Starlette(routes=[Route("/limited", handler("limited")),
                              Route("/items/{id}", handler("item")),
-                             Route("/health", handler("health"))])
+                             Route("/health", handler("health")),
+                             Route("/files/{rest:path}", handler("files"))])
 
 
 def _asgi_call(app: Any, path: str, loop: asyncio.AbstractEventLoop
@@ -91,7 +95,7 @@ _ASGI = AsgiStack(_starlette(), _settings(), **OPTIONS)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.sampled_from(["/limited", "/items/7", "/health"]).flatmap(spellings))
+@given(st.sampled_from(BASES).flatmap(spellings))
 def test_starlette_every_routed_spelling_is_limited(path: str) -> None:
     _check(path, lambda p: _asgi_call(_BARE_ASGI, p, _LOOP), lambda p: _asgi_call(
         _ASGI, p, _LOOP))
@@ -103,6 +107,7 @@ def _flask() -> Flask:
     app.add_url_rule("/limited", "limited", lambda: "limited")
     app.add_url_rule("/items/<item_id>", "item", lambda item_id: "item")
     app.add_url_rule("/health", "health", lambda: "health")
+    app.add_url_rule("/files/<path:rest>", "files", lambda rest: "files")
     return app
 
 
@@ -134,7 +139,7 @@ _FLASK.wsgi_app = WsgiStack(_FLASK.wsgi_app, _settings(), **OPTIONS)  # type: ig
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.sampled_from(["/limited", "/items/7", "/health"]).flatmap(spellings))
+@given(st.sampled_from(BASES).flatmap(spellings))
 def test_flask_every_routed_spelling_is_limited(path: str) -> None:
     _check(path, lambda p: _wsgi_call(_BARE_FLASK, p), lambda p: _wsgi_call(_FLASK, p))
 
@@ -146,6 +151,28 @@ def test_flask_routes_a_doubled_slash_to_the_handler() -> None:
     assert (status, body) == (200, "limited")
     status, headers, _ = _wsgi_call(_FLASK, "//limited")
     assert headers["x-ratelimit-limit"] == "3"
+
+
+@pytest.mark.parametrize("side", ["asgi", "wsgi"])
+@pytest.mark.parametrize(("path", "handler"), [
+    ("/files/../health", "files"),     # not the exempt /health: its own rule counts it
+    ("/files/../limited", "files"),    # not /limited's rule: the catch-all's
+    ("/files/./a", "files"),
+])
+def test_dot_segments_are_routed_as_sent_and_limited_so(side: str, path: str, handler: str
+                                                         ) -> None:
+    """The finding this guards: no router resolves dot segments, so ``/files/../health``
+    reaches the ``/files/*`` handler; resolved, it was matched as the exempt ``/health``
+    and never counted."""
+    if side == "asgi":
+        bare, wrapped = (lambda p: _asgi_call(_BARE_ASGI, p, _LOOP),
+                         lambda p: _asgi_call(_ASGI, p, _LOOP))
+    else:
+        bare, wrapped = lambda p: _wsgi_call(_BARE_FLASK, p), lambda p: _wsgi_call(_FLASK, p)
+    assert bare(path)[2] == handler
+    status, headers, _ = wrapped(path)
+    assert headers.get("x-ratelimit-limit") == LIMITS[handler]
+    assert status in (200, 429)  # the module's apps share one client's counters
 
 
 def _check(path: str, bare: Any, wrapped: Any) -> None:
