@@ -48,8 +48,6 @@ from .sansio.incidents import log_failure
 __all__ = ["FlaskCache"]
 
 _MISSING: Any = object()
-_INT64 = (-(2**63), 2**63 - 1)
-_DIGITS = frozenset(b"-0123456789")
 _FIELDS = frozenset(f.name for f in dataclasses.fields(Settings))
 _OWN = frozenset({"default_timeout", "ignore_delete_many_errors", "namespace", "single_flight",
                   "lock_wait"})
@@ -61,34 +59,6 @@ _HOST_KEYS = ("CACHE_REDIS_HOST", "CACHE_REDIS_PORT", "CACHE_REDIS_PASSWORD", "C
 _MEMVER = "_memver"
 _MEMO_SECONDS = 1.0
 _MEMO_SIZE = 4096
-
-
-class _RawInts:
-    """A serializer whose 64-bit integers are stored as decimal digits (what ``INCRBY``
-    needs, as cachelib's Redis cache does); anything else goes to ``inner``, signed
-    unless it is safe to load (:func:`signed`: a cachelib serializer pickles)."""
-
-    safe_to_load = True  # digits, or what a safe (or signed) inner serializer wrote
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-
-    def dumps(self, value: Any) -> bytes:
-        if type(value) is int and _INT64[0] <= value <= _INT64[1]:
-            return b"%d" % value
-        data = self.inner.dumps(value)
-        if data is None:  # cachelib's serializers warn and return None
-            raise TypeError(f"{type(self.inner).__name__} cannot store a "
-                            f"{type(value).__name__}")
-        return bytes(data)
-
-    def loads(self, data: bytes) -> Any:
-        if len(data) <= 20 and data and data[0] in _DIGITS:
-            try:
-                return int(data)
-            except ValueError:
-                pass
-        return self.inner.loads(data)
 
 
 # One DataCache per (settings, namespace, serializer): the backends of several apps (or a
@@ -109,7 +79,7 @@ def _data_cache(settings: Settings, namespace: str, serializer: Any) -> DataCach
                 try:
                     found = _shared[memo] = DataCache(
                         settings, namespace=namespace, raw=True,
-                        serializer=_RawInts(signed(serializer, settings.secret_key)))
+                        serializer=signed(serializer, settings.secret_key))
                 except ValueError as exc:
                     raise ConfigError("CACHE_OPTIONS['namespace']", str(exc)) from None
     return found
@@ -369,7 +339,7 @@ class FlaskCache(BaseCache):
             px = max(1, round(ttl * 1000))
             data = core.encode(value, px)
             if core.too_large(data, name):
-                redis.run(core.release_flow(core.fill_key(name), token))
+                redis.run(core.refuse_flow([name], token))
                 return False
             return bool(redis.run(core.store_flow(name, data, px, token)))
         except RedisMiddlewareError as exc:

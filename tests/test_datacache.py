@@ -408,6 +408,48 @@ def test_raw_mode_counts_with_incr(settings: Settings) -> None:
         raw_cache.set("x", 1, ttl=60, tags=["t"])
 
 
+@pytest.mark.parametrize("serializer", ["json", "msgpack", "pickle"])
+def test_raw_mode_counts_exactly_whatever_the_serializer(settings: Settings,
+                                                         serializer: str) -> None:
+    """msgpack writes 48 to 57 as the bytes "0" to "9": a count must not take them for
+    digits. Past 2**53, the new value must come back exact (Lua's numbers are doubles)."""
+    pytest.importorskip("msgpack")
+    cache = DataCache(settings, namespace="counters", serializer=serializer, raw=True)
+    for start, delta in ((52, -10), (50, 1), (57, 1), (0, 48), (-1, 58), (2**53, 1),
+                         (2**63 - 1, -10), (-(2**63), 10)):
+        assert cache.set("n", start, ttl=60) is True
+        assert cache.get("n") == start
+        assert cache.incr("n", delta) == start + delta, (start, delta)
+        assert cache.get("n") == start + delta
+    for value in ("5", b"5", 5.0, True, [5], {"n": 5}, None):
+        if serializer == "json" and type(value) is bytes:
+            continue
+        cache.set("v", value, ttl=60)
+        assert cache.get("v") == value and type(cache.get("v")) is type(value)
+        with pytest.raises(TypeError):
+            cache.incr("v")
+
+
+def test_raw_mode_refuses_what_it_would_read_as_an_integer(settings: Settings) -> None:
+    """A serializer of the user's that says it is safe to load (so it is stored unsigned)
+    and writes a str as its bare bytes: "42" cannot be told from the integer 42."""
+
+    class Bare:
+        safe_to_load = True
+
+        def dumps(self, value: Any) -> bytes:
+            return str(value).encode()
+
+        def loads(self, data: bytes) -> Any:
+            return data.decode()
+
+    cache = DataCache(settings, namespace="bare", serializer=Bare(), raw=True)
+    with pytest.raises(TypeError, match="told apart"):
+        cache.set("answer", "42", ttl=60)
+    assert cache.set("word", "forty-two", ttl=60) is True and cache.get("word") == "forty-two"
+    assert cache.set("n", 42, ttl=60) is True and cache.get("n") == 42
+
+
 async def test_raw_mode_async_incr(settings: Settings) -> None:
     raw_cache = DataCache(settings, namespace="counters", raw=True)
     await raw_cache.aset("n", 1, ttl=60)
@@ -537,6 +579,36 @@ def test_a_value_over_the_cap_is_returned_not_stored(settings: Settings, raw: An
     assert len(calls) == 2
     assert sum("over" in r.getMessage() for r in caplog.records) == 1
     assert audit_data_keys(settings) == []  # nothing stored, no lease left
+
+
+def test_a_value_over_the_cap_removes_the_value_it_was_to_replace(settings: Settings) -> None:
+    """As memcached does: a reader never gets the value a refused write meant to replace."""
+    cache = DataCache(settings.replace(data_max_value_bytes=1000))
+    assert cache.set("report", {"version": 1}, ttl=60) is True
+    assert cache.set("report", "new" * 1000, ttl=60) is False
+    assert cache.get("report") is None
+    cache.set_many({"report": {"version": 1}, "other": 1}, ttl=60)
+    assert cache.set_many({"report": "new" * 1000, "other": 2}, ttl=60) == ["report"]
+    assert cache.get_many(["report", "other"]) == {"other": 2}
+    cache.set("soft", "old", ttl=0.05, stale=60)  # served stale while one refreshes
+    time.sleep(0.1)
+    assert cache.get_or_set("soft", lambda: "new" * 1000, ttl=60, stale=60) in ("old",
+                                                                                "new" * 1000)
+    deadline = time.monotonic() + 3
+    while cache.get("soft") == "old":  # the refresh, in the background, drops it
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert cache.get("soft") is None
+
+
+def test_a_ttl_past_a_century_is_a_value_error(settings: Settings) -> None:
+    cache = DataCache(settings)
+    for ttl in (1e17, 101 * 365 * 86400, float("inf"), float("nan"), 0, -1):
+        with pytest.raises(ValueError, match="TTL"):
+            cache.set("k", 1, ttl=ttl)
+    with pytest.raises(ValueError, match="stale"):
+        cache.set("k", 1, ttl=60, stale=1e17)
+    assert cache.set("k", 1, ttl=100 * 365 * 86400) is True
 
 
 # -- metrics -----------------------------------------------------------------------------------

@@ -53,6 +53,8 @@ def caches(configured: Settings) -> Iterator[Any]:
             "custom": ours(configured, KEY_FUNCTION=custom_key),
             "custom_path": ours(configured, KEY_FUNCTION="tests.test_django_cache.custom_key"),
             "json": ours(configured, OPTIONS={"SERIALIZER": "json"}),
+            "msgpack": ours(configured, OPTIONS={"SERIALIZER": "msgpack"}),
+            "small": ours(configured, OPTIONS={"data_max_value_bytes": 1000}),
             "short": ours(configured, TIMEOUT="1"),
             "forever": ours(configured, TIMEOUT=None),
     }):
@@ -457,6 +459,31 @@ def test_incr_is_atomic_and_keeps_the_ttl(cache: Any, raw: Any, configured: Sett
         t.join()
     assert cache.get("hits") == 200
     assert 50_000 < raw.pttl(redis_key(configured, ":1:hits")) <= 60_000
+
+
+@pytest.mark.parametrize("alias", ["default", "json", "msgpack"])
+def test_incr_counts_exactly_whatever_the_serializer(caches: Any, alias: str) -> None:
+    """msgpack writes 48 to 57 as the bytes "0" to "9", which must not be counted as
+    digits; past 2**53 the new value comes back exact (Lua's numbers are doubles)."""
+    cache = caches[alias]
+    for start, delta in ((52, -10), (50, 1), (57, 1), (2**53, 1), (2**63 - 1, -10)):
+        cache.set("n", start)
+        assert cache.incr("n", delta) == start + delta, (start, delta)
+        assert cache.get("n") == start + delta
+    cache.set("ch", "4")
+    with pytest.raises(TypeError):
+        cache.incr("ch")
+    assert cache.get("ch") == "4"
+
+
+def test_a_set_over_the_size_cap_leaves_no_older_value(caches: Any) -> None:
+    cache = caches["small"]
+    cache.set("report", 10)
+    cache.set("report", "x" * 2000)
+    assert cache.get("report") is None
+    cache.set_many({"a": 1, "b": 2})
+    assert cache.set_many({"a": "x" * 2000, "b": 3}) == ["a"]
+    assert cache.get_many(["a", "b"]) == {"b": 3}
 
 
 def test_incr_goes_past_64_bits(cache: Any, raw: Any, configured: Settings) -> None:

@@ -142,6 +142,13 @@ def test_inc_and_dec_start_a_missing_key_at_delta_with_the_default_timeout(
     assert raw.get(flask_key(settings, "hits")) == b"4"  # digits: INCRBY
 
 
+def test_inc_returns_the_exact_count_past_2_53(backend: Any) -> None:
+    backend.set("big", 2**53)
+    assert backend.inc("big") == 2**53 + 1 and backend.get("big") == 2**53 + 1
+    backend.set("top", 2**63 - 1)
+    assert backend.dec("top", 10) == 2**63 - 11
+
+
 def test_inc_is_atomic(backend: Any) -> None:
     def hammer() -> None:
         for _ in range(25):

@@ -28,32 +28,16 @@ __all__ = ["PickleSerializer", "location_of", "shared_cache", "split_options"]
 
 _FIELDS = frozenset(f.name for f in dataclasses.fields(Settings))
 _OWN_OPTIONS = ("SERIALIZER", "NAMESPACE")
-_INT64 = (-(2**63), 2**63 - 1)
-_DIGITS = frozenset(b"-0123456789")
 
 
-class PickleSerializer:
-    """Signed pickle (``SignedPickleSerializer``), with 64-bit integers stored as plain
-    decimal digits, so that Redis can ``INCRBY`` them (Django's own Redis backend stores
-    integers the same way). ``bool`` is pickled: ``True`` stays ``True``."""
-
-    safe_to_load = True  # digits, or a pickle whose signature is checked first
+class PickleSerializer(SignedPickleSerializer):
+    """The default: signed pickle, keyed by the settings' secret. Integers are stored as
+    plain decimal digits whatever the serializer (the backend's raw mode), so that Redis
+    can ``INCRBY`` them, as Django's own Redis backend stores them; ``bool`` is pickled:
+    ``True`` stays ``True``."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
-        self._pickle = SignedPickleSerializer(tuple(secrets))
-
-    def dumps(self, value: Any) -> bytes:
-        if type(value) is int and _INT64[0] <= value <= _INT64[1]:
-            return b"%d" % value
-        return self._pickle.dumps(value)
-
-    def loads(self, data: bytes) -> Any:
-        if len(data) <= 20 and data and data[0] in _DIGITS:
-            try:
-                return int(data)
-            except ValueError:
-                pass  # a signature that happens to start with a digit
-        return self._pickle.loads(data)
+        super().__init__(tuple(secrets))
 
 
 # -- one DataCache per configuration, shared by the instances Django makes -------------------

@@ -22,7 +22,6 @@ decorated function's calls), ``serializers``.
 from __future__ import annotations
 
 import itertools
-import math
 import re
 import secrets
 import time
@@ -40,6 +39,7 @@ __all__ = ["HEAD_SIZE", "MISS", "DataCore", "Entry", "Judgement", "hash_slot_tag
 _NAMESPACE = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 RESERVED = frozenset({"fill", "lock", "tag"})  # the bookkeeping words after data:
 _CHUNK = 500  # keys per script call or DEL when deleting many
+_MAX_TTL = 100 * 365 * 86400  # seconds: far inside what Redis and the envelope can count
 
 
 def hash_slot_tag(key: str) -> str:
@@ -114,15 +114,17 @@ class DataCore(Envelope):
         """A TTL in seconds (None: ``Settings.data_ttl``) as milliseconds, or ValueError."""
         if ttl is None:
             ttl = self.settings.data_ttl
-        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not ttl > 0 or (
-                math.isinf(ttl)):
-            raise ValueError(f"a TTL is a positive number of seconds, not {ttl!r}")
+        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not (
+                0 < ttl <= _MAX_TTL):
+            raise ValueError(f"a TTL is a positive number of seconds (100 years at most), "
+                             f"not {ttl!r}")
         return max(1, round(ttl * 1000))
 
     def stale_ms(self, stale: float) -> int:
-        if isinstance(stale, bool) or not isinstance(stale, int | float) or not stale >= 0 or (
-                math.isinf(stale)):
-            raise ValueError(f"stale is a number of seconds >= 0, not {stale!r}")
+        if isinstance(stale, bool) or not isinstance(stale, int | float) or not (
+                0 <= stale <= _MAX_TTL):
+            raise ValueError(f"stale is a number of seconds >= 0 (100 years at most), "
+                             f"not {stale!r}")
         if stale and self.raw:
             raise ValueError("raw values have no stale window")
         return round(stale * 1000)
@@ -214,6 +216,16 @@ class DataCore(Envelope):
             ops += self._tag_ops(key, tag_keys, px, now)
         yield tuple(ops)
         return True
+
+    def refuse_flow(self, names: Sequence[str], token: str | None = None) -> Flow[None]:
+        """A write refused (over the size cap): what an older write left under its keys
+        goes too, so that no reader gets the value it meant to replace (memcached drops
+        it the same way). One round trip, with the caller's lease of ``names[0]`` freed."""
+        ops = [Call(("DEL", self.key(n))) for n in names]
+        if token is not None:
+            ops.append(lua.RELEASE([self.fill_key(names[0])], [token]))
+        if ops:
+            yield tuple(ops)
 
     def release_flow(self, lease_key: str, token: str) -> Flow[bool]:
         (freed,) = yield (lua.RELEASE([lease_key], [token]),)

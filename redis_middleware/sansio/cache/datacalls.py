@@ -72,6 +72,7 @@ class Calls:
         tag_keys = core.tag_keys(tags)
         data = core.encode(value, px, stale_ms, tag_keys)
         if core.too_large(data, name):
+            yield from quietly(core.refuse_flow([name]), None)
             return False
         return (yield from quietly(core.store_flow(name, data, px + stale_ms, None, tag_keys),
                                    False))
@@ -112,6 +113,8 @@ class Calls:
                 items.append((name, data))
         if not (yield from quietly(core.store_many_flow(items, px, tag_keys), False)):
             return list(mapping)
+        if refused:
+            yield from quietly(core.refuse_flow(refused), None)
         return refused
 
     def delete_many(self, names: Iterable[str]) -> Flow[int]:

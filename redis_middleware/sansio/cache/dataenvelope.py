@@ -8,12 +8,15 @@ flags: bit 0 compressed (zlib), bit 1 *soft* (stored with a stale window: reader
 freshness by the header, Redis keeps the value longer), bits 4-7 the serializer's id.
 A hit is one ``GET``; the header carries what decides a refresh (the expiry and the
 loader's time, for XFetch) and what lets a tag's invalidation spare a value that was
-stored again without that tag. In raw mode a value is the serializer's bytes alone.
+stored again without that tag. In raw mode a value is the serializer's bytes alone, but
+for a 64-bit integer, stored as its decimal digits whatever the serializer, so that
+Redis can ``INCRBY`` it (msgpack would write 52 as the byte ``4``).
 """
 
 from __future__ import annotations
 
 import math
+import re
 import struct
 import time
 import zlib
@@ -36,6 +39,14 @@ SOFT = 0x02
 DIGEST_SIZE = 8
 MAX_TAGS = 255
 _MAX_COMPUTE_MS = 2**32 - 1
+_INT64 = (-(2**63), 2**63 - 1)
+_INT_START = frozenset(b"-0123456789")
+_INT = re.compile(rb"-?[0-9]+")  # what the INCR script takes for an integer (20 bytes at most)
+
+
+def _digits(data: bytes) -> bool:
+    return len(data) <= 20 and bool(data) and data[0] in _INT_START and (
+        _INT.fullmatch(data) is not None)
 
 Judgement = Literal["fresh", "early", "stale"]
 MISS: Any = type("Miss", (), {"__repr__": lambda self: "MISS"})()  # not a stored value
@@ -77,16 +88,11 @@ class Envelope:
                tag_keys: Sequence[str] = (), compute_ms: int = 0,
                now_ms: int | None = None) -> bytes:
         """The bytes stored for ``value``; TypeError when the serializer refuses it."""
-        payload = self.serializer.dumps(value)
-        if type(payload) is not bytes:
-            if not isinstance(payload, bytes | bytearray | memoryview):
-                raise TypeError(f"{type(self.serializer).__name__}.dumps returned "
-                                f"{type(payload).__name__}, not bytes")
-            payload = bytes(payload)
         if self.raw:
             if tag_keys:
                 raise ValueError("raw values carry no tags")
-            return payload
+            return self._raw_bytes(value)
+        payload = self._payload(value)
         if len(tag_keys) > MAX_TAGS:
             raise ValueError(f"at most {MAX_TAGS} tags per value")
         flags = self.serializer_id << 4
@@ -103,11 +109,33 @@ class Envelope:
             head += b"".join(self.tag_digest(k) for k in tag_keys)
         return head + payload
 
+    def _payload(self, value: Any) -> bytes:
+        payload = self.serializer.dumps(value)
+        if type(payload) is not bytes:
+            if not isinstance(payload, bytes | bytearray | memoryview):
+                raise TypeError(f"{type(self.serializer).__name__}.dumps returned "
+                                f"{type(payload).__name__}, not bytes")
+            payload = bytes(payload)
+        return payload
+
+    def _raw_bytes(self, value: Any) -> bytes:
+        if type(value) is int and _INT64[0] <= value <= _INT64[1]:
+            return b"%d" % value
+        payload = self._payload(value)
+        if _digits(payload):  # only a serializer of the user's, unsigned, can write these
+            raise TypeError(f"{type(self.serializer).__name__} writes this "
+                            f"{type(value).__name__} as digits, which this backend reads "
+                            "as an integer: it cannot be told apart")
+        return payload
+
+    def _raw_value(self, raw: bytes) -> Any:
+        return int(raw) if _digits(raw) else self.serializer.loads(raw)
+
     def decode(self, raw: bytes) -> Entry | None:
         """The stored value, or None (a miss: one WARNING per incident) when unreadable."""
         if self.raw:
             try:
-                return Entry(self.serializer.loads(raw), 0, 0, False)
+                return Entry(self._raw_value(raw), 0, 0, False)
             except Exception as exc:
                 self._unreadable(exc)
                 return None
@@ -133,7 +161,9 @@ class Envelope:
         :data:`MISS` for anything else (missing, soft, unreadable), which :meth:`decode`
         and :meth:`judge` then decide. No header tuple or Entry: this runs on every hit."""
         if self.raw:
-            try:
+            try:  # _raw_value, inline: a Django or Flask-Caching hit runs this
+                if len(raw) <= 20 and _digits(raw):
+                    return int(raw)
                 return self.serializer.loads(raw)
             except Exception:
                 return MISS

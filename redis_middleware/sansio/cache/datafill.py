@@ -256,8 +256,10 @@ class Fill:
         if bypass:
             return value, data
         if core.too_large(data, name):
-            if token is not None:
-                yield from self._release(fill, token)
+            try:
+                yield from core.refuse_flow([name], token)
+            except RedisMiddlewareError as exc:
+                failed(exc)
         else:
             try:
                 yield from core.store_flow(name, data, policy.fresh_ms + policy.stale_ms,

@@ -80,13 +80,13 @@ end
 return n
 """)
 
-# KEYS: value. ARGV: delta. {0}: missing; {1, new value}; {2}: not an integer;
-# {3}: out of 64-bit range. INCRBY keeps the key's TTL.
+# KEYS: value. ARGV: delta. {0}: missing; {1, new value's digits}; {2}: not an integer;
+# {3}: out of 64-bit range. INCRBY keeps the key's TTL. The new value goes back as the
+# stored digits: Lua's numbers are doubles, exact only up to 2**53.
 INCR = Script("""
 local v = redis.call('GET', KEYS[1])
 if not v then return {0} end
 if #v > 20 or not string.match(v, '^%-?%d+$') then return {2} end
-local ok, r = pcall(redis.call, 'INCRBY', KEYS[1], ARGV[1])
-if not ok then return {3} end
-return {1, r}
+if not pcall(redis.call, 'INCRBY', KEYS[1], ARGV[1]) then return {3} end
+return {1, redis.call('GET', KEYS[1])}
 """)
