@@ -119,6 +119,47 @@ def test_host_is_part_of_the_key_and_can_be_allow_listed(make_client: Clients) -
     assert "x-cache" not in listed.get("/c/x", headers={"host": "evil.example"}).headers
 
 
+def test_the_scheme_is_part_of_the_key(make_client: Clients, settings: Settings) -> None:
+    """A page stored for http:// (its absolute links, say) is never served to https://,
+    and a plain-http request cannot decide what https clients get; a hit still costs
+    one round trip."""
+    client = cached(make_client)
+    plain = client.get("http://testserver/c/item")
+    secure = client.get("https://testserver/c/item")
+    assert [r.headers["x-cache"] for r in (plain, secure)] == ["MISS", "MISS"]
+    conns = connections_for(settings)
+    for url, first in (("http://testserver/c/item", plain), ("https://testserver/c/item",
+                                                            secure)):
+        before = conns.round_trips
+        again = client.get(url)
+        assert conns.round_trips - before == 1
+        assert again.headers["x-cache"] == "HIT" and again.json() == first.json()
+    assert apps.calls["/c/item"] == 2
+
+
+def test_purges_and_invalidation_drop_every_schemes_entries(
+    make_client: Clients, settings: Settings,
+) -> None:
+    from redis_middleware.wsgi import Cache
+
+    client = cached(make_client)
+    urls = ("http://testserver/c/item", "https://testserver/c/item")
+
+    def store_both() -> None:
+        for url in urls:
+            client.get(url)
+            assert client.get(url).headers["x-cache"] == "HIT"
+
+    store_both()
+    assert Cache(settings, routes=ROUTES).purge_url("/c/item") == 2
+    assert [client.get(url).headers["x-cache"] for url in urls] == ["MISS", "MISS"]
+    assert client.post("http://testserver/c/item").status_code == 200
+    assert [client.get(url).headers["x-cache"] for url in urls] == ["MISS", "MISS"]
+    store_both()
+    assert client.delete("https://testserver/c/item").status_code == 200
+    assert [client.get(url).headers["x-cache"] for url in urls] == ["MISS", "MISS"]
+
+
 def test_head_is_answered_from_the_get_entry(make_client: Clients) -> None:
     client = cached(make_client)
     get = client.get("/c/item")

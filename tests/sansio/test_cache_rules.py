@@ -392,6 +392,20 @@ def test_head_is_answered_without_a_body() -> None:
     assert (status, body) == (200, b"")
 
 
+def test_the_scheme_selects_the_entry_but_not_the_url() -> None:
+    """2: the target URI (scheme included) is the key; the URL digest, which purges and
+    invalidation go by, is the same for both schemes, so they drop both."""
+    c = core()
+    http = c.plan(request(headers=(("host", "a.test"),)))
+    https = c.plan(request(headers=(("host", "a.test"),), scheme="https"))
+    upper = c.plan(request(headers=(("host", "a.test"),), scheme="HTTPS"))
+    assert http is not None and https is not None and upper is not None
+    assert http.url == https.url
+    for names in ((), ("accept",)):
+        assert c.variant(http, names) != c.variant(https, names)
+        assert c.variant(upper, names) == c.variant(https, names)
+
+
 def test_a_lookup_is_one_script_call_and_a_hit_decodes() -> None:
     c = core()
     p = plan(c)
