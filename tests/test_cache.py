@@ -160,6 +160,83 @@ def test_purges_and_invalidation_drop_every_schemes_entries(
     assert [client.get(url).headers["x-cache"] for url in urls] == ["MISS", "MISS"]
 
 
+def test_a_vary_naming_no_header_is_not_stored_and_never_waited_for(
+    make_client: Clients,
+) -> None:
+    """A field name is a token (RFC 9110 5.1): a Vary member that is not one can match no
+    request, so the response is not stored, and no later request waits for the guard."""
+    client = cached(make_client)
+    for _ in range(3):
+        started = time.monotonic()
+        response = client.get("/c/item?vary=Accept%2C%20X%20Y")
+        assert time.monotonic() - started < 1
+        assert response.headers["cache-status"] == 'rmw; fwd=uri-miss; detail="vary-invalid"'
+    assert apps.calls["/c/item"] == 3
+
+
+def test_a_vary_with_a_latin_1_byte_is_not_stored_and_never_waited_for(
+    settings: Settings,
+) -> None:
+    """``Vary: X-\xe9`` as a server hands it over (bytes on ASGI, a latin-1 str on WSGI;
+    the test clients cannot carry it): every request answers at once, uncached."""
+    import asyncio
+
+    import redis_middleware.asgi as asgi
+    import redis_middleware.wsgi as wsgi
+
+    from .support.wsgi_direct import call
+
+    seen: list[str] = []
+    calls = 0
+
+    async def asgi_app(scope: Any, receive: Any, send: Any) -> None:
+        nonlocal calls
+        calls += 1
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/plain"), (b"vary", b"X-\xe9")]})
+        await send({"type": "http.response.body", "body": b"page"})
+
+    def wsgi_app(environ: Any, start_response: Any) -> list[bytes]:
+        nonlocal calls
+        calls += 1
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Vary", "X-\xe9")])
+        return [b"page"]
+
+    async def asgi_requests() -> None:
+        app = asgi.CacheMiddleware(asgi_app, settings, routes={"/x": 60})
+        scope = {"type": "http", "method": "GET", "scheme": "http", "path": "/x",
+                 "raw_path": b"/x", "query_string": b"", "root_path": "",
+                 "headers": [(b"host", b"h")], "client": ("1.2.3.4", 5),
+                 "server": ("h", 80), "asgi": {"version": "3.0"}, "http_version": "1.1"}
+        try:
+            for _ in range(3):
+                sent: list[Any] = []
+
+                async def receive() -> Any:
+                    return {"type": "http.request", "body": b""}
+
+                async def send(message: Any, sent: list[Any] = sent) -> None:
+                    sent.append(message)
+
+                started = time.monotonic()
+                await app(scope, receive, send)
+                assert time.monotonic() - started < 1
+                seen.append(dict(sent[0]["headers"])[b"cache-status"].decode())
+        finally:
+            await connections_for(settings).aclose()
+
+    asyncio.run(asgi_requests())
+    wrapped = wsgi.CacheMiddleware(wsgi_app, settings, routes={"/x": 60})
+    for _ in range(3):
+        started = time.monotonic()
+        answered = call(wrapped, "/x", HTTP_HOST="h")
+        answered.read()
+        assert time.monotonic() - started < 1
+        seen.append({k.lower(): v for k, v in answered.headers.items()}["cache-status"])
+    assert seen == ['rmw; fwd=uri-miss; detail="vary-invalid"'] * 6
+    assert calls == 6
+
+
 def test_head_is_answered_from_the_get_entry(make_client: Clients) -> None:
     client = cached(make_client)
     get = client.get("/c/item")
