@@ -237,6 +237,20 @@ def test_a_vary_with_a_latin_1_byte_is_not_stored_and_never_waited_for(
     assert calls == 6
 
 
+def test_vary_names_another_process_stored_are_read_as_written(make_client: Clients) -> None:
+    """A route's cookie names are any text: a process that learns them from Redis reads
+    them back as they were written, and hits in one round trip."""
+    routes = {"/c/*": {"ttl": 60, "vary_cookies": ["th\xe8me"]}}
+    first = cached(make_client, routes=routes)
+    assert first.get("/c/item?vary=Cookie").headers["cache-status"].endswith("stored")
+    other = cached(make_client, routes=routes)  # its own memos: like another process
+    started = time.monotonic()
+    response = other.get("/c/item?vary=Cookie")
+    assert time.monotonic() - started < 1
+    assert response.headers["x-cache"] == "HIT"
+    assert apps.calls["/c/item"] == 1
+
+
 def test_head_is_answered_from_the_get_entry(make_client: Clients) -> None:
     client = cached(make_client)
     get = client.get("/c/item")

@@ -198,7 +198,9 @@ class CacheCore(Purging, Storing):
                     near.drop(tickets[0])
                     near.drop(tickets[1])
                 raise
-            stored = reply[0].decode("latin-1") if isinstance(reply[0], bytes) else str(reply[0])
+            # The names were sent as UTF-8 (as every str argument is): read them back so.
+            stored = reply[0].decode("utf-8", "replace") if isinstance(
+                reply[0], bytes) else str(reply[0])
             if stored == names:
                 entry = self.decode(reply[1]) if reply[1] else None
                 if near is not None:
@@ -207,7 +209,8 @@ class CacheCore(Purging, Storing):
             if near is not None:
                 self._keep(near, tickets, stored, None, None, at)
             names = self._remember(plan.url, stored)
-        return Lookup(variant, None, False, token)  # names keep changing: treat as a miss
+        # The names keep changing: a miss that holds no guard and waits for none.
+        return Lookup(variant, None, False, token, guarded=False)
 
     def near_hit(self, plan: CachePlan, now: float | None = None) -> Lookup | None:
         """The lookup of a fresh entry the near cache holds, with the URL's vary names this
