@@ -119,6 +119,138 @@ def test_host_is_part_of_the_key_and_can_be_allow_listed(make_client: Clients) -
     assert "x-cache" not in listed.get("/c/x", headers={"host": "evil.example"}).headers
 
 
+def test_the_scheme_is_part_of_the_key(make_client: Clients, settings: Settings) -> None:
+    """A page stored for http:// (its absolute links, say) is never served to https://,
+    and a plain-http request cannot decide what https clients get; a hit still costs
+    one round trip."""
+    client = cached(make_client)
+    plain = client.get("http://testserver/c/item")
+    secure = client.get("https://testserver/c/item")
+    assert [r.headers["x-cache"] for r in (plain, secure)] == ["MISS", "MISS"]
+    conns = connections_for(settings)
+    for url, first in (("http://testserver/c/item", plain), ("https://testserver/c/item",
+                                                            secure)):
+        before = conns.round_trips
+        again = client.get(url)
+        assert conns.round_trips - before == 1
+        assert again.headers["x-cache"] == "HIT" and again.json() == first.json()
+    assert apps.calls["/c/item"] == 2
+
+
+def test_purges_and_invalidation_drop_every_schemes_entries(
+    make_client: Clients, settings: Settings,
+) -> None:
+    from redis_middleware.wsgi import Cache
+
+    client = cached(make_client)
+    urls = ("http://testserver/c/item", "https://testserver/c/item")
+
+    def store_both() -> None:
+        for url in urls:
+            client.get(url)
+            assert client.get(url).headers["x-cache"] == "HIT"
+
+    store_both()
+    assert Cache(settings, routes=ROUTES).purge_url("/c/item") == 2
+    assert [client.get(url).headers["x-cache"] for url in urls] == ["MISS", "MISS"]
+    assert client.post("http://testserver/c/item").status_code == 200
+    assert [client.get(url).headers["x-cache"] for url in urls] == ["MISS", "MISS"]
+    store_both()
+    assert client.delete("https://testserver/c/item").status_code == 200
+    assert [client.get(url).headers["x-cache"] for url in urls] == ["MISS", "MISS"]
+
+
+def test_a_vary_naming_no_header_is_not_stored_and_never_waited_for(
+    make_client: Clients,
+) -> None:
+    """A field name is a token (RFC 9110 5.1): a Vary member that is not one can match no
+    request, so the response is not stored, and no later request waits for the guard."""
+    client = cached(make_client)
+    for _ in range(3):
+        started = time.monotonic()
+        response = client.get("/c/item?vary=Accept%2C%20X%20Y")
+        assert time.monotonic() - started < 1
+        assert response.headers["cache-status"] == 'rmw; fwd=uri-miss; detail="vary-invalid"'
+    assert apps.calls["/c/item"] == 3
+
+
+def test_a_vary_with_a_latin_1_byte_is_not_stored_and_never_waited_for(
+    settings: Settings,
+) -> None:
+    """``Vary: X-\xe9`` as a server hands it over (bytes on ASGI, a latin-1 str on WSGI;
+    the test clients cannot carry it): every request answers at once, uncached."""
+    import asyncio
+
+    import redis_middleware.asgi as asgi
+    import redis_middleware.wsgi as wsgi
+
+    from .support.wsgi_direct import call
+
+    seen: list[str] = []
+    calls = 0
+
+    async def asgi_app(scope: Any, receive: Any, send: Any) -> None:
+        nonlocal calls
+        calls += 1
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/plain"), (b"vary", b"X-\xe9")]})
+        await send({"type": "http.response.body", "body": b"page"})
+
+    def wsgi_app(environ: Any, start_response: Any) -> list[bytes]:
+        nonlocal calls
+        calls += 1
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Vary", "X-\xe9")])
+        return [b"page"]
+
+    async def asgi_requests() -> None:
+        app = asgi.CacheMiddleware(asgi_app, settings, routes={"/x": 60})
+        scope = {"type": "http", "method": "GET", "scheme": "http", "path": "/x",
+                 "raw_path": b"/x", "query_string": b"", "root_path": "",
+                 "headers": [(b"host", b"h")], "client": ("1.2.3.4", 5),
+                 "server": ("h", 80), "asgi": {"version": "3.0"}, "http_version": "1.1"}
+        try:
+            for _ in range(3):
+                sent: list[Any] = []
+
+                async def receive() -> Any:
+                    return {"type": "http.request", "body": b""}
+
+                async def send(message: Any, sent: list[Any] = sent) -> None:
+                    sent.append(message)
+
+                started = time.monotonic()
+                await app(scope, receive, send)
+                assert time.monotonic() - started < 1
+                seen.append(dict(sent[0]["headers"])[b"cache-status"].decode())
+        finally:
+            await connections_for(settings).aclose()
+
+    asyncio.run(asgi_requests())
+    wrapped = wsgi.CacheMiddleware(wsgi_app, settings, routes={"/x": 60})
+    for _ in range(3):
+        started = time.monotonic()
+        answered = call(wrapped, "/x", HTTP_HOST="h")
+        answered.read()
+        assert time.monotonic() - started < 1
+        seen.append({k.lower(): v for k, v in answered.headers.items()}["cache-status"])
+    assert seen == ['rmw; fwd=uri-miss; detail="vary-invalid"'] * 6
+    assert calls == 6
+
+
+def test_vary_names_another_process_stored_are_read_as_written(make_client: Clients) -> None:
+    """A route's cookie names are any text: a process that learns them from Redis reads
+    them back as they were written, and hits in one round trip."""
+    routes = {"/c/*": {"ttl": 60, "vary_cookies": ["th\xe8me"]}}
+    first = cached(make_client, routes=routes)
+    assert first.get("/c/item?vary=Cookie").headers["cache-status"].endswith("stored")
+    other = cached(make_client, routes=routes)  # its own memos: like another process
+    started = time.monotonic()
+    response = other.get("/c/item?vary=Cookie")
+    assert time.monotonic() - started < 1
+    assert response.headers["x-cache"] == "HIT"
+    assert apps.calls["/c/item"] == 1
+
+
 def test_head_is_answered_from_the_get_entry(make_client: Clients) -> None:
     client = cached(make_client)
     get = client.get("/c/item")

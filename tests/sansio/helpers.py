@@ -17,8 +17,9 @@ def settings(**overrides: Any) -> Settings:
 
 
 def request(method: str = "GET", path: str = "/x", query: bytes = b"",
-            headers: tuple[tuple[str, str], ...] = (), peer: str = "1.2.3.4") -> RequestInfo:
-    return RequestInfo(method, path, query, headers, peer, "http",
+            headers: tuple[tuple[str, str], ...] = (), peer: str = "1.2.3.4",
+            scheme: str = "http") -> RequestInfo:
+    return RequestInfo(method, path, query, headers, peer, scheme,
                        cookies=cookies_of([v for k, v in headers if k == "cookie"]))
 
 

@@ -12,7 +12,7 @@ import pytest
 from redis_middleware.sansio.cache import CacheCore, CachePlan, Entry, Lookup, byte_range
 from redis_middleware.sansio.flow import run_pure
 
-from .helpers import request, settings
+from .helpers import batches, request, settings
 
 NOW = 1_000_000.0
 
@@ -74,6 +74,10 @@ DATE = "Mon, 12 Jan 1970 13:46:40 GMT"  # NOW as an HTTP date
                      id="4.1-vary-star-never-matches"),
         pytest.param(200, [("Vary", "accept"), ("Vary", "*")], False, False, "vary-star", 0,
                      id="4.1-vary-star-on-another-line"),
+        pytest.param(200, [("Vary", "X-\xe9")], False, False, "vary-invalid", 0,
+                     id="9110-5.1-a-vary-member-that-is-no-token-names-no-header"),
+        pytest.param(200, [("Vary", "accept, x y")], False, False, "vary-invalid", 0,
+                     id="9110-5.1-one-member-that-is-no-token-is-enough"),
         pytest.param(200, [], True, True, "", 60,
                      id="read-an-empty-session-without-a-cookie-is-the-anonymous-entry"),
         pytest.param(404, [], False, False, "status", 0,
@@ -390,6 +394,47 @@ def test_head_is_answered_without_a_body() -> None:
     c = core()
     status, _, body = c.hit(plan(c, "HEAD"), _entry(10), head=True, now=NOW)
     assert (status, body) == (200, b"")
+
+
+def test_the_scheme_selects_the_entry_but_not_the_url() -> None:
+    """2: the target URI (scheme included) is the key; the URL digest, which purges and
+    invalidation go by, is the same for both schemes, so they drop both."""
+    c = core()
+    http = c.plan(request(headers=(("host", "a.test"),)))
+    https = c.plan(request(headers=(("host", "a.test"),), scheme="https"))
+    upper = c.plan(request(headers=(("host", "a.test"),), scheme="HTTPS"))
+    assert http is not None and https is not None and upper is not None
+    assert http.url == https.url
+    for names in ((), ("accept",)):
+        assert c.variant(http, names) != c.variant(https, names)
+        assert c.variant(upper, names) == c.variant(https, names)
+
+
+def test_vary_names_are_read_back_as_they_were_written() -> None:
+    """Names go to Redis as UTF-8 (a route's ``vary_cookies`` may hold any text): read
+    back the same way, they match in the second round trip."""
+    c = core(routes={"/x": {"ttl": 60, "vary_cookies": ["th\xe8me"]}})
+    stored, entry = "cookie:th\xe8me".encode(), _entry(10).encode()
+    flow = c.lookup_flow(plan(c), NOW)
+    batch, sent = next(flow), 1
+    try:
+        while sent < 4:  # as the script does: the entry only for the names it holds
+            same = str(batch[0].args[-4]).encode() == stored
+            batch = flow.send([[stored, entry if same else None, 0]])
+            sent += 1
+    except StopIteration as stop:
+        lookup = stop.value
+    assert sent == 2 and lookup.entry is not None and lookup.entry.body == b"hello"
+
+
+def test_names_that_keep_changing_end_in_a_miss_that_waits_for_nobody() -> None:
+    c = core(cache_lock_timeout=5)
+    p = plan(c)
+    seen, lookup = batches(c.lookup_flow(p, NOW), [[[names, None, 0]] for names in (
+        b"a", b"b", b"c")])
+    assert len(seen) == 3
+    assert (lookup.entry, lookup.locked, lookup.guarded) == (None, False, False)
+    assert c.next_step(p, lookup, NOW) == "compute"
 
 
 def test_a_lookup_is_one_script_call_and_a_hit_decodes() -> None:

@@ -3,8 +3,8 @@
 Data layout (``docs/cache.md``), per URL (path + canonical query) digest ``U``:
 ``<prefix>:cache:{U}:vary`` (the request headers that the URL's responses vary
 on, learned from ``Vary`` as Django does), ``<prefix>:cache:{U}:e:<variant>``
-(one stored response; the variant is a SHA-1 of the host and the values of the
-varied headers; each process remembers a URL's vary names, so a hit costs one
+(one stored response; the variant is a SHA-1 of the scheme, the host and the values
+of the varied headers; each process remembers a URL's vary names, so a hit costs one
 round trip),
 ``<prefix>:cache:{U}:lock:<variant>`` (the stampede guard) and
 ``<prefix>:cache:{U}:variants`` (for purging a URL). Tag sets and the URL
@@ -76,7 +76,8 @@ class CacheCore(Purging, Storing):
         self._routes: Memo[str, CacheRouteSpec | None] = Memo(4096)  # path -> route
         self._route_names = {id(spec): pattern for pattern, spec in settings.cache_routes}
         self._urls: Memo[tuple[str, bytes], str] = Memo(4096)  # path, query -> url digest
-        self._hosts: Memo[str, str] = Memo(256)  # host -> variant, for a URL without Vary
+        self._origins: Memo[tuple[str, str], str] = Memo(256)  # scheme, host -> variant
+        # (for a URL without Vary)
         self._lookup_keys: Memo[tuple[str, str], tuple[str, str, str]] = Memo(4096)
         # Decoding a stored entry (JSON metadata, headers) happens once per entry and
         # process, not per hit: small entries are remembered by their exact bytes.
@@ -150,7 +151,7 @@ class CacheCore(Purging, Storing):
         if route.vary_cookies:
             headers += tuple((f"cookie:{name}", jar.get(name, "")) for name in route.vary_cookies)
         return CachePlan(
-            route=route, url=url, host=host,
+            route=route, url=url, host=host, scheme=request.scheme.lower(),
             # 5.2.1.4 and RFC 9111 5.4 (Pragma, when the request has no Cache-Control)
             lookup=safe and "no-cache" not in req_cc and (
                 cache_control is not None or pragma != "no-cache"),
@@ -197,7 +198,9 @@ class CacheCore(Purging, Storing):
                     near.drop(tickets[0])
                     near.drop(tickets[1])
                 raise
-            stored = reply[0].decode("latin-1") if isinstance(reply[0], bytes) else str(reply[0])
+            # The names were sent as UTF-8 (as every str argument is): read them back so.
+            stored = reply[0].decode("utf-8", "replace") if isinstance(
+                reply[0], bytes) else str(reply[0])
             if stored == names:
                 entry = self.decode(reply[1]) if reply[1] else None
                 if near is not None:
@@ -206,7 +209,8 @@ class CacheCore(Purging, Storing):
             if near is not None:
                 self._keep(near, tickets, stored, None, None, at)
             names = self._remember(plan.url, stored)
-        return Lookup(variant, None, False, token)  # names keep changing: treat as a miss
+        # The names keep changing: a miss that holds no guard and waits for none.
+        return Lookup(variant, None, False, token, guarded=False)
 
     def near_hit(self, plan: CachePlan, now: float | None = None) -> Lookup | None:
         """The lookup of a fresh entry the near cache holds, with the URL's vary names this
@@ -337,14 +341,22 @@ class CacheCore(Purging, Storing):
             near.forget(*keys)
 
     def variant(self, plan: CachePlan, names: tuple[str, ...]) -> str:
-        """The entry of this request among the URL's variants, for the given vary names."""
+        """The entry of this request among the URL's variants, for the given vary names.
+
+        The one place that tells a URL's entries apart: by origin (the scheme and the
+        host, RFC 9111 2: the target URI is the key), then by the varied headers. The
+        URL digest leaves both out, so purging a URL drops every origin's entries.
+        """
+        origin = (plan.scheme, plan.host)
         if not names:  # the common case: a URL whose responses vary on nothing
-            found = self._hosts.get(plan.host)
+            found = self._origins.get(origin)
             if found is None:
-                found = self._hosts.put(plan.host, hashlib.sha1(lpb(plan.host)).hexdigest())
+                found = self._origins.put(origin, hashlib.sha1(
+                    lpb(plan.scheme) + lpb(plan.host)).hexdigest())
             return found
         values = dict(_joined([(k, v) for k, v in plan.headers if k not in ("cookie", "host")]))
-        material = lpb(plan.host) + b"".join(lpb(n) + lpb(values.get(n, "")) for n in names)
+        material = lpb(plan.scheme) + lpb(plan.host) + b"".join(
+            lpb(n) + lpb(values.get(n, "")) for n in names)
         return hashlib.sha1(material).hexdigest()
 
     def _max_life(self) -> int:

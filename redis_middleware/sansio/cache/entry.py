@@ -57,6 +57,7 @@ class CachePlan:
     route: CacheRouteSpec
     url: str
     host: str
+    scheme: str  # "http" or "https", as the adapter saw it (with any proxy fix applied)
     lookup: bool  # may be answered from the cache
     store: bool  # its response may be stored
     invalidate: bool  # not a safe method: a success purges the URL (RFC 9111 4.4)

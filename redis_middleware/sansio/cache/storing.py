@@ -3,6 +3,7 @@ cache, with this package's rule for pages that read the session)."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Sequence
 
@@ -14,6 +15,10 @@ from .freshness import freshness, stored_fields, updated_fields
 from .serve import weak_equal
 
 __all__ = ["Storing"]
+
+# RFC 9110 5.1 and 5.6.2: a field name is a token. A Vary member that is not one names no
+# request header, so no later request could be matched with the response.
+_FIELD_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
 class Storing:
@@ -67,6 +72,8 @@ class Storing:
             [v for k, v in headers if k.lower() == "vary"])})
         if "*" in vary:
             return Verdict(False, "vary-star")
+        if not all(_FIELD_NAME.fullmatch(name) for name in vary):
+            return Verdict(False, "vary-invalid")
         if "cookie" in vary or use:
             cookies = "cookie" in vary  # the app's own word: it may mean any cookie
             vary = [v for v in vary if v != "cookie"]
