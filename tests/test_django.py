@@ -558,6 +558,60 @@ def test_redis_down_answers_503_with_one_log_line(caplog: pytest.LogCaptureFixtu
         assert len([r for r in caplog.records if "session store" in r.getMessage()]) <= 1
 
 
+def test_the_middleware_s_503s_are_not_logged_again_by_django(
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Our one line per incident, not Django's ``django.request`` ERROR per request too."""
+    from django.test import override_settings
+
+    from redis_middleware.sansio import incidents
+    from redis_middleware.sansio.sessions.cookies import new_session_id
+
+    from .support.servers import free_port
+
+    monkeypatch.setattr(incidents, "_last_logged", {})  # a fresh incident
+    with override_settings(REDIS_MIDDLEWARE={
+            "redis_url": f"redis://127.0.0.1:{free_port()}/0", "secret_key": (SECRET,),
+            "connect_timeout": 0.2, "socket_timeout": 0.2,
+            "session_on_redis_error": "fail"}):
+        c = client()
+        c.cookies["sessionid"] = new_session_id()
+        with caplog.at_level(logging.WARNING):
+            responses = [c.get("/") for _ in range(5)]
+        assert {r.status_code for r in responses} == {503}
+        assert {r.headers["Content-Type"] for r in responses} == {"application/problem+json"}
+        assert not [r for r in caplog.records if r.name == "django.request"]
+        assert len([r for r in caplog.records if "session store" in r.getMessage()]) == 1
+
+
+def test_django_logs_each_429_but_not_the_503s_of_an_incident(
+        configured: Settings, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 429 is ordinary traffic: Django's ``django.request`` WARNING per refusal is kept.
+    A fail-closed limiter's 503 is an incident we log once: Django logs none of them."""
+    from django.test import override_settings
+
+    from redis_middleware.sansio import incidents
+
+    from .support.servers import free_port
+
+    monkeypatch.setattr(incidents, "_last_logged", {})  # a fresh incident
+    base = {"key_prefix": configured.key_prefix, "secret_key": (SECRET,), "limit": "1/minute"}
+    with override_settings(REDIS_MIDDLEWARE={**base, "redis_url": configured.redis_url}):
+        with caplog.at_level(logging.WARNING):
+            statuses = [client().get("/api/ping").status_code for _ in range(3)]
+        assert statuses == [200, 429, 429]
+        assert len([r for r in caplog.records if r.name == "django.request"]) == 2
+    caplog.clear()
+    with override_settings(REDIS_MIDDLEWARE={
+            **base, "redis_url": f"redis://127.0.0.1:{free_port()}/0", "ratelimit_fail": "closed",
+            "connect_timeout": 0.2, "socket_timeout": 0.2}):
+        with caplog.at_level(logging.WARNING):
+            statuses = [client().get("/api/ping").status_code for _ in range(3)]
+        assert statuses == [503] * 3
+        assert not [r for r in caplog.records if r.name == "django.request"]
+        assert len([r for r in caplog.records if "rate limit" in r.getMessage()]) <= 1
+
+
 def test_redis_down_with_read_only_sessions(caplog: pytest.LogCaptureFixture,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """``session_on_redis_error="readonly"``: pages that read the session answer as for
