@@ -765,6 +765,30 @@ def test_a_short_django_secret_is_named_in_the_error(monkeypatch: pytest.MonkeyP
     assert "32" in message and "REDIS_MIDDLEWARE['secret_key']" in message
 
 
+def test_without_django_s_secret_key_our_own_secret_is_enough(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """No SECRET_KEY (``settings.configure()`` without one: Django raises when it is
+    read): REDIS_MIDDLEWARE's secret is enough for the cache backend; with neither, the
+    error names both."""
+    from redis_middleware.django import django_settings
+    from redis_middleware.django.cache import RedisCache
+    from redis_middleware.errors import ConfigError
+
+    ours = "s" * 40
+    with _project_settings(monkeypatch, SECRET_KEY="", REDIS_MIDDLEWARE={
+            "redis_url": "memory://", "secret_key": ours}):
+        assert django_settings().secret_key == (ours,)
+        cache = RedisCache("memory://", {"OPTIONS": {"NAMESPACE": "no-django-secret"}})
+        cache.set("k", {"v": 1})
+        assert cache.get("k") == {"v": 1}
+    with _project_settings(monkeypatch, SECRET_KEY="", REDIS_MIDDLEWARE={
+            "redis_url": "redis://127.0.0.1:6399/0"}), pytest.raises(ConfigError) as caught:
+        django_settings()
+    assert caught.value.name == "SECRET_KEY"
+    assert "SECRET_KEY is not set" in str(caught.value)
+    assert "REDIS_MIDDLEWARE['secret_key']" in str(caught.value)
+
+
 def test_a_short_secret_of_our_own_keeps_its_own_error(monkeypatch: pytest.MonkeyPatch) -> None:
     from redis_middleware.django import django_settings
     from redis_middleware.errors import ConfigError
