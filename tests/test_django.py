@@ -558,6 +558,60 @@ def test_redis_down_answers_503_with_one_log_line(caplog: pytest.LogCaptureFixtu
         assert len([r for r in caplog.records if "session store" in r.getMessage()]) <= 1
 
 
+def test_the_middleware_s_503s_are_not_logged_again_by_django(
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Our one line per incident, not Django's ``django.request`` ERROR per request too."""
+    from django.test import override_settings
+
+    from redis_middleware.sansio import incidents
+    from redis_middleware.sansio.sessions.cookies import new_session_id
+
+    from .support.servers import free_port
+
+    monkeypatch.setattr(incidents, "_last_logged", {})  # a fresh incident
+    with override_settings(REDIS_MIDDLEWARE={
+            "redis_url": f"redis://127.0.0.1:{free_port()}/0", "secret_key": (SECRET,),
+            "connect_timeout": 0.2, "socket_timeout": 0.2,
+            "session_on_redis_error": "fail"}):
+        c = client()
+        c.cookies["sessionid"] = new_session_id()
+        with caplog.at_level(logging.WARNING):
+            responses = [c.get("/") for _ in range(5)]
+        assert {r.status_code for r in responses} == {503}
+        assert {r.headers["Content-Type"] for r in responses} == {"application/problem+json"}
+        assert not [r for r in caplog.records if r.name == "django.request"]
+        assert len([r for r in caplog.records if "session store" in r.getMessage()]) == 1
+
+
+def test_django_logs_each_429_but_not_the_503s_of_an_incident(
+        configured: Settings, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 429 is ordinary traffic: Django's ``django.request`` WARNING per refusal is kept.
+    A fail-closed limiter's 503 is an incident we log once: Django logs none of them."""
+    from django.test import override_settings
+
+    from redis_middleware.sansio import incidents
+
+    from .support.servers import free_port
+
+    monkeypatch.setattr(incidents, "_last_logged", {})  # a fresh incident
+    base = {"key_prefix": configured.key_prefix, "secret_key": (SECRET,), "limit": "1/minute"}
+    with override_settings(REDIS_MIDDLEWARE={**base, "redis_url": configured.redis_url}):
+        with caplog.at_level(logging.WARNING):
+            statuses = [client().get("/api/ping").status_code for _ in range(3)]
+        assert statuses == [200, 429, 429]
+        assert len([r for r in caplog.records if r.name == "django.request"]) == 2
+    caplog.clear()
+    with override_settings(REDIS_MIDDLEWARE={
+            **base, "redis_url": f"redis://127.0.0.1:{free_port()}/0", "ratelimit_fail": "closed",
+            "connect_timeout": 0.2, "socket_timeout": 0.2}):
+        with caplog.at_level(logging.WARNING):
+            statuses = [client().get("/api/ping").status_code for _ in range(3)]
+        assert statuses == [503] * 3
+        assert not [r for r in caplog.records if r.name == "django.request"]
+        assert len([r for r in caplog.records if "rate limit" in r.getMessage()]) <= 1
+
+
 def test_redis_down_with_read_only_sessions(caplog: pytest.LogCaptureFixture,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """``session_on_redis_error="readonly"``: pages that read the session answer as for
@@ -709,6 +763,30 @@ def test_a_short_django_secret_is_named_in_the_error(monkeypatch: pytest.MonkeyP
     message = str(caught.value)
     assert "Django's SECRET_KEY" in message and "20 characters" in message
     assert "32" in message and "REDIS_MIDDLEWARE['secret_key']" in message
+
+
+def test_without_django_s_secret_key_our_own_secret_is_enough(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """No SECRET_KEY (``settings.configure()`` without one: Django raises when it is
+    read): REDIS_MIDDLEWARE's secret is enough for the cache backend; with neither, the
+    error names both."""
+    from redis_middleware.django import django_settings
+    from redis_middleware.django.cache import RedisCache
+    from redis_middleware.errors import ConfigError
+
+    ours = "s" * 40
+    with _project_settings(monkeypatch, SECRET_KEY="", REDIS_MIDDLEWARE={
+            "redis_url": "memory://", "secret_key": ours}):
+        assert django_settings().secret_key == (ours,)
+        cache = RedisCache("memory://", {"OPTIONS": {"NAMESPACE": "no-django-secret"}})
+        cache.set("k", {"v": 1})
+        assert cache.get("k") == {"v": 1}
+    with _project_settings(monkeypatch, SECRET_KEY="", REDIS_MIDDLEWARE={
+            "redis_url": "redis://127.0.0.1:6399/0"}), pytest.raises(ConfigError) as caught:
+        django_settings()
+    assert caught.value.name == "SECRET_KEY"
+    assert "SECRET_KEY is not set" in str(caught.value)
+    assert "REDIS_MIDDLEWARE['secret_key']" in str(caught.value)
 
 
 def test_a_short_secret_of_our_own_keeps_its_own_error(monkeypatch: pytest.MonkeyPatch) -> None:

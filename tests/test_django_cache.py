@@ -7,6 +7,8 @@ Django's features on it and outages: ``test_django_cache_project.py``."""
 
 from __future__ import annotations
 
+import logging
+import os
 import pickle
 import threading
 import time
@@ -57,6 +59,7 @@ def caches(configured: Settings) -> Iterator[Any]:
             "small": ours(configured, OPTIONS={"data_max_value_bytes": 1000}),
             "short": ours(configured, TIMEOUT="1"),
             "forever": ours(configured, TIMEOUT=None),
+            "capped": ours(configured, OPTIONS={"data_max_value_bytes": 1024}),
     }):
         yield handler
         handler["default"].clear()
@@ -181,6 +184,22 @@ def test_an_unpicklable_value_raises_its_pickling_error(cache: Any) -> None:
     with pytest.raises((pickle.PickleError, TypeError)):
         cache.add("lock", lock)
     assert not cache.has_key("lock")
+
+
+def test_a_value_over_the_size_cap_is_not_stored(caches: Any,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """docs/django.md, "Size cap": not stored and not raised, logged once."""
+    capped, big = caches["capped"], os.urandom(4096)  # random: compression cannot shrink it
+    with caplog.at_level(logging.WARNING):
+        capped.set("big", big)
+        assert capped.get("big", "default") == "default"
+        assert capped.set_many({"big": big, "small": 1}) == ["big"]
+        assert capped.get_many(["big", "small"]) == {"small": 1}
+        assert capped.get_or_set("computed", lambda: big) == big
+        assert capped.get("computed") is None
+        assert capped.add("added", big) is False
+        assert capped.get("added") is None
+    assert len([r for r in caplog.records if "DATA_MAX_VALUE_BYTES" in r.getMessage()]) == 1
 
 
 def test_integers_are_plain_digits_in_redis_and_bools_are_not(

@@ -225,6 +225,44 @@ async def test_a_sync_default_runs_in_django_s_thread_for_the_orm(cache: Any) ->
     assert await cache.aget_or_set("name", load) == "alice"
 
 
+async def test_lazy_querysets_are_stored_from_django_s_thread(cache: Any) -> None:
+    """Pickling a lazy QuerySet runs its query, which Django refuses on the event loop:
+    each writing method stores it from Django's thread instead, as Django's backends do."""
+    from django.contrib.auth import get_user_model
+
+    def alice() -> Any:
+        return get_user_model().objects.filter(username="alice").defer("email")
+
+    def names(value: Any) -> list[str]:
+        return [user.username for user in value]
+
+    await cache.aset("set", alice())
+    assert names(await cache.aget("set")) == ["alice"]
+    assert await cache.aadd("add", alice()) is True
+    assert await cache.aadd("add", alice()) is False
+    assert names(await cache.aget("add")) == ["alice"]
+    assert await cache.aset_many({"m1": alice(), "m2": 2}) == []
+    assert {k: names(v) if k == "m1" else v
+            for k, v in (await cache.aget_many(["m1", "m2"])).items()} == {
+                "m1": ["alice"], "m2": 2}
+    assert names(await cache.aget_or_set("gos", alice())) == ["alice"]
+    assert names(await cache.aget_or_set("gos-callable", alice)) == ["alice"]
+    assert names(await cache.aget("gos-callable")) == ["alice"]
+    shared = await asyncio.gather(*(cache.aget_or_set("gos-shared", alice) for _ in range(5)))
+    assert [names(v) for v in shared] == [["alice"]] * 5  # tasks that joined the load too
+    assert await cache.aincr_version("set") == 2
+    assert names(await cache.aget("set", version=2)) == ["alice"]
+
+    from django.core.exceptions import SynchronousOnlyOperation
+
+    async def failing() -> Any:
+        raise SynchronousOnlyOperation()
+
+    with pytest.raises(SynchronousOnlyOperation):  # the default's own error is its caller's
+        await cache.aget_or_set("fails", failing)
+    assert await cache.aget("fails") is None
+
+
 async def test_aincr_version_keeps_the_ttl(caches: Any, raw: Any, configured: Settings) -> None:
     cache = caches["default"]
     await cache.aset("answer", 42, timeout=60)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -181,6 +182,32 @@ async def test_a_durable_room_replays_from_the_last_id_a_client_saw(settings: Se
         assert 0 < ttl <= settings.realtime_stream_max_age
     finally:
         client.close()
+
+
+@pytest.mark.parametrize("since", ["not-an-id", "1-", "-", "+", "$", "(5", "1-2-3",
+                                   "18446744073709551616-0", " 1", "\uff11"])
+async def test_a_since_that_is_no_stream_id_is_the_client_s_mistake(
+        settings: Settings, since: str, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ``since`` from a client that is no stream id: never sent to Redis, the
+    subscriber starts with a gap, then gets the live messages; nothing is logged (a
+    Redis incident's warning, sharing the real-time log throttle, would let a client
+    mute the real ones)."""
+    from redis_middleware.sansio import incidents
+
+    monkeypatch.setattr(incidents, "_last_logged", {})
+    settings = settings.replace(realtime_durable_rooms=("chat:*",))
+    broadcast = Broadcast(settings)
+    try:
+        await broadcast.publish("chat:1", "before")
+        with caplog.at_level(logging.WARNING):
+            async with broadcast.subscribe("chat:1", since=since) as sub:
+                await broadcast.publish("chat:1", "live")
+                assert await _next(sub) == Gap("chat:1", "since")
+                assert (await _next(sub)).data == "live"  # type: ignore[union-attr]
+        assert not [r for r in caplog.records if "real-time" in r.getMessage()]
+    finally:
+        await broadcast.redis.aclose()
 
 
 def _lose_on_the_way(settings: Settings, broadcast: Broadcast, room: str,

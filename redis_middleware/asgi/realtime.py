@@ -73,12 +73,17 @@ class Broadcast:
         """Receive ``room``'s messages while the block runs.
 
         ``since``: in a durable room, first replay what was published after that
-        message id (a reconnecting client's last id); ignored in a plain room.
+        message id (a reconnecting client's last id); ignored in a plain room. One that
+        is no message id is not sent to Redis: the subscription starts with a
+        :class:`Gap` (``reason="since"``).
         """
         hub = _hub(self.redis)
         subscription = Subscription(self, room)
         after = self.core.replay_after(room, since)
-        if after is not None:
+        if isinstance(after, Gap):  # a since that is no stream id: nothing to replay
+            subscription.inbox.gap(after.reason)
+            after = None
+        elif after is not None:
             subscription.inbox.hold()
         await hub.join(self.core, room, subscription.inbox)
         try:

@@ -12,11 +12,13 @@ In ``settings.py``::
     }
 
 Every method of Django's ``BaseCache`` works, and its sixteen ``a*`` methods run on the
-asyncio Redis client (no thread hops). Values are pickled and signed with the secret key
-(integers stay plain digits, so ``incr`` is one atomic command); ``clear()`` removes this
-backend's keys only (``<prefix>:data:django:``), never the sessions or anything else in
-the database; ``get_or_set`` computes a missing value once across threads and processes;
-when Redis is down, reads miss and writes do nothing, with one WARNING per incident.
+asyncio Redis client (no thread hops; a value whose pickling queries the database, a lazy
+``QuerySet``, is stored from Django's thread, as Django's own backends do). Values are
+pickled and signed with the secret key (integers stay plain digits, so ``incr`` is one
+atomic command); ``clear()`` removes this backend's keys only (``<prefix>:data:django:``),
+never the sessions or anything else in the database; ``get_or_set`` computes a missing
+value once across threads and processes; when Redis is down, reads miss and writes do
+nothing, with one WARNING per incident.
 ``docs/django.md`` has the whole story.
 """
 
@@ -26,10 +28,11 @@ import dataclasses
 import inspect
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from asgiref.sync import iscoroutinefunction, sync_to_async
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
+from django.core.exceptions import SynchronousOnlyOperation
 
 from ..config.settings import Settings
 from ..errors import RedisMiddlewareError
@@ -43,6 +46,7 @@ if TYPE_CHECKING:
 
 __all__ = ["PickleSerializer", "RedisCache"]
 
+T = TypeVar("T")
 _MISSING: Any = object()
 _FIELDS = frozenset(f.name for f in dataclasses.fields(Settings))
 _OWN_OPTIONS = ("SERIALIZER", "NAMESPACE")
@@ -264,14 +268,16 @@ class RedisCache(BaseCache):
         if ttl is None:
             await self._data.adelete(name)
         else:
-            await self._data.aset(name, value, ttl)
+            data = self._data
+            await _storing(data.aset(name, value, ttl), lambda: data.set(name, value, ttl))
 
     async def aadd(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT,
                    version: int | None = None) -> bool:
         name, ttl = self._name(key, version), self._ttl(timeout)
         if ttl is None:
             return not await self._data.ahas(name)
-        return await self._data.aadd(name, value, ttl)
+        data = self._data
+        return await _storing(data.aadd(name, value, ttl), lambda: data.add(name, value, ttl))
 
     async def atouch(self, key: Any, timeout: Any = DEFAULT_TIMEOUT,
                      version: int | None = None) -> bool:
@@ -300,7 +306,10 @@ class RedisCache(BaseCache):
             await self._data.adelete_many(list(names))
             return []
         values = {name: data[key] for name, key in names.items()}
-        return [names[name] for name in await self._data.aset_many(values, ttl)]
+        store = self._data
+        refused = await _storing(store.aset_many(values, ttl),
+                                 lambda: store.set_many(values, ttl))
+        return [names[name] for name in refused]
 
     async def adelete_many(self, keys: Iterable[Any], version: int | None = None) -> None:
         names = [self._name(key, version) for key in keys]
@@ -333,12 +342,28 @@ class RedisCache(BaseCache):
                           version: int | None = None) -> Any:
         """:meth:`get_or_set` for asyncio: an async ``default`` is awaited, a sync one runs
         through ``sync_to_async`` (Django's thread for the ORM), on a miss only."""
-        name, ttl = self._name(key, version), self._ttl(timeout)
+        name, ttl, data = self._name(key, version), self._ttl(timeout), self._data
         loader = _async_loader(default)
         if ttl is None:
-            found = await self._data.aget(name, _MISSING)
+            found = await data.aget(name, _MISSING)
             return found if found is not _MISSING else await loader()
-        return await self._data.aget_or_set(name, loader, ttl)
+        loaded: list[Any] = []  # [] before the load, [_MISSING] during it, then [value]
+
+        async def load() -> Any:
+            loaded[:] = [_MISSING]
+            loaded[:] = [await loader()]
+            return loaded[0]
+
+        try:
+            return await data.aget_or_set(name, load, ttl)
+        except SynchronousOnlyOperation:
+            if loaded and loaded[0] is _MISSING:
+                raise  # the default's own error
+            # Pickling the value queried the database (or did so in another task loading
+            # this key): the value is stored from Django's thread.
+            value = loaded[0] if loaded else await loader()
+            return await sync_to_async(data.get_or_set, thread_sensitive=True)(
+                name, lambda: value, ttl)
 
     async def aclear(self) -> None:
         await self._data.aclear()
@@ -348,11 +373,13 @@ class RedisCache(BaseCache):
         if version is None:
             version = self.version
         old, new = self._name(key, version), self._name(key, version + delta)
-        value = await self._data.aget(old, _MISSING)
+        data = self._data
+        value = await data.aget(old, _MISSING)
         if value is _MISSING:
             raise ValueError(f"Key {key!r} not found.")
-        await self._data.aset(new, value, await self._data.attl(old) or self._max_ttl)
-        await self._data.adelete(old)
+        ttl = await data.attl(old) or self._max_ttl
+        await _storing(data.aset(new, value, ttl), lambda: data.set(new, value, ttl))
+        await data.adelete(old)
         return version + delta
 
     async def adecr_version(self, key: Any, delta: int = 1, version: int | None = None
@@ -390,6 +417,16 @@ def _bypassed(exc: RedisMiddlewareError, default: Any) -> Any:
     if metrics.hook is not None:
         metrics.hook.data("bypass", "get")
     return default
+
+
+async def _storing(native: Awaitable[T], in_thread: Callable[[], T]) -> T:
+    """A write, on the asyncio client; when pickling a value needs the database (a lazy
+    ``QuerySet`` runs its query), the same write from Django's thread, as Django's
+    backends make every write. Values are encoded before anything is sent."""
+    try:
+        return await native
+    except SynchronousOnlyOperation:
+        return await sync_to_async(in_thread, thread_sensitive=True)()
 
 
 def _lock_timeout(timeout: float | None) -> float:

@@ -7,6 +7,7 @@ import os
 from typing import Any
 
 from django.conf import settings as django_conf
+from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 
 from ..config.settings import Settings
@@ -42,10 +43,16 @@ def django_secrets() -> tuple[tuple[str, ...], str | None]:
     """The secrets Django's settings give ours, and, when ``SECRET_KEY`` cannot be one,
     why (a sentence naming Django's setting): ``SECRET_KEY`` first, then each of
     ``SECRET_KEY_FALLBACKS`` of 32+ characters (a shorter fallback never signed a
-    cookie of ours, so it is skipped)."""
-    key = secret_text(django_conf.SECRET_KEY) if django_conf.SECRET_KEY else ""
+    cookie of ours, so it is skipped). A project without ``SECRET_KEY`` (Django raises
+    ``ImproperlyConfigured`` when it is read) gives none: a secret of our own is enough."""
+    try:
+        given = django_conf.SECRET_KEY
+    except ImproperlyConfigured:
+        given = None
+    key = secret_text(given) if given else ""
     if not key:
-        return (), None
+        return (), (f"Django's SECRET_KEY is not set; redis-middleware signs its cookies "
+                    f"with it when it has {MIN_SECRET} or more characters")
     if len(key) < MIN_SECRET:
         return (), (f"Django's SECRET_KEY was found but has {len(key)} characters; "
                     f"redis-middleware signs its cookies with it only when it has "

@@ -75,11 +75,15 @@ async def django_auser(request: HttpRequest) -> str | None:
         return None
 
 
-def to_django(response: Response) -> HttpResponse:
-    """A response the middleware answers itself, as Django's."""
+def to_django(response: Response, *, logged: bool) -> HttpResponse:
+    """A response the middleware answers itself, as Django's. ``logged``: the answer to
+    an incident we log once ourselves, which Django's ``django.request`` logger must not
+    log again for every request; a 429 is left to Django (its WARNING per refusal)."""
     out = HttpResponse(response.body, status=response.status)
     for name, value in response.headers:
         out.headers[name] = value
+    if logged:
+        out._has_been_logged = True  # read by Django's log_response
     return out
 
 
@@ -127,7 +131,7 @@ class SessionMiddleware(DjangoSessionMiddleware):
             return None
         log_incident("session-load", "session store unavailable, answered 503: %s", exception)
         setattr(request, _UNAVAILABLE, True)
-        return to_django(self.refusals.session_unavailable(request_info(request)))
+        return to_django(self.refusals.session_unavailable(request_info(request)), logged=True)
 
     def process_response(self, request: HttpRequest, response: Any) -> Any:
         if getattr(request, _UNAVAILABLE, False):
@@ -143,7 +147,7 @@ class SessionMiddleware(DjangoSessionMiddleware):
             return super().process_response(request, response)
         except RedisMiddlewareError as exc:
             log_failure("session-save", "session changes not saved, answered 503: %s", exc)
-            return to_django(self.refusals.session_unavailable(request_info(request)))
+            return to_django(self.refusals.session_unavailable(request_info(request)), logged=True)
 
 
 class RateLimitMiddleware(_Middleware):
@@ -180,8 +184,10 @@ class RateLimitMiddleware(_Middleware):
         return _with_headers(self.get_response(request), decision)
 
     def _refused(self, info: RequestInfo, decision: Decision) -> HttpResponse:
+        # A fail-closed limiter's 503 is an incident, logged once by the limiter.
         return to_django(self.refusals.rate_limited(info, decision.status, decision.detail,
-                                                    decision.headers))
+                                                    decision.headers),
+                         logged=decision.status != 429)
 
 
 def _with_headers(response: HttpResponseBase, decision: Decision | None) -> HttpResponseBase:

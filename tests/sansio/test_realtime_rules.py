@@ -121,3 +121,28 @@ def test_publish_is_one_script_and_channels_share_the_rooms_hash_tag() -> None:
     assert tag in seq_key and tag in stream_key and channel == core.channel("chat:1")
     assert channel.endswith(tag)
     assert run_pure(core.publish_flow("news", 1), [[[3, b""]]]).seq == 3
+
+
+@pytest.mark.parametrize(("room", "since", "after"), [
+    pytest.param("chat:1", None, None, id="none-asked"),
+    pytest.param("plain", "1-0", None, id="plain-room-ignores-it"),
+    pytest.param("plain", "garbage", None, id="plain-room-ignores-garbage"),
+    pytest.param("chat:1", "1700000000000-3", "1700000000000-3", id="ms-n"),
+    pytest.param("chat:1", "1700000000000", "1700000000000", id="ms"),
+    pytest.param("chat:1", "", "", id="empty-from-the-oldest"),
+    pytest.param("chat:1", "0", "0", id="zero"),
+    pytest.param("chat:1", "18446744073709551615-18446744073709551614",
+                 "18446744073709551615-18446744073709551614", id="largest-but-one"),
+    pytest.param("chat:1", "18446744073709551615-18446744073709551615",
+                 Gap("chat:1", "since"), id="largest-has-nothing-after"),
+    pytest.param("chat:1", "18446744073709551616", Gap("chat:1", "since"), id="over-64-bits"),
+    pytest.param("chat:1", "not-an-id", Gap("chat:1", "since"), id="text"),
+    pytest.param("chat:1", "1-", Gap("chat:1", "since"), id="dangling-dash"),
+    pytest.param("chat:1", "(5", Gap("chat:1", "since"), id="redis-syntax"),
+    pytest.param("chat:1", "-", Gap("chat:1", "since"), id="redis-minus"),
+    pytest.param("chat:1", "\u0661", Gap("chat:1", "since"), id="unicode-digit"),
+    pytest.param("chat:1", 5, Gap("chat:1", "since"), id="not-text"),
+])
+def test_where_a_replay_starts(room: str, since: object, after: object) -> None:
+    core = RealtimeCore(settings(realtime_durable_rooms=("chat:*",)))
+    assert core.replay_after(room, since) == after  # type: ignore[arg-type]

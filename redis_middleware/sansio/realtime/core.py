@@ -16,7 +16,7 @@ from typing import Any
 from ...config.settings import Settings
 from ...keys import KeySpace
 from ..flow import Call, Flow, Script
-from .messages import Message
+from .messages import Gap, Message, is_stream_id
 
 __all__ = ["MAX_ROOM", "Published", "RealtimeCore"]
 
@@ -78,10 +78,15 @@ class RealtimeCore:
     def durable(self, room: str) -> bool:
         return any(fnmatchcase(room, pattern) for pattern in self._durable)
 
-    def replay_after(self, room: str, since: str | None) -> str | None:
+    def replay_after(self, room: str, since: str | None) -> str | Gap | None:
         """Where a new subscriber's replay starts (``since``, in a durable room), or None:
-        no replay (none asked, or a plain room, which keeps nothing to replay)."""
-        return since if since is not None and self.durable(room) else None
+        no replay (none asked, or a plain room, which keeps nothing to replay). A
+        ``since`` that is no stream id (it comes from clients) is never sent to Redis:
+        the subscriber starts with this :class:`Gap` (``since``) instead, and nothing is
+        logged, as it is no incident of Redis."""
+        if since is None or not self.durable(room):
+            return None
+        return since if is_stream_id(since) else Gap(room, "since")
 
     def encode(self, message: Any) -> str:
         """The JSON text of ``message`` (ValueError: not JSON, or too large)."""

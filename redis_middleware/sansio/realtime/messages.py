@@ -4,10 +4,12 @@ WebSocket client gets, the gap marker, and how stream ids and sequence numbers c
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Gap", "Item", "Message", "parse_payload", "skipped", "stream_order"]
+__all__ = ["Gap", "Item", "Message", "is_stream_id", "parse_payload", "skipped",
+           "stream_order"]
 
 
 class Message:
@@ -60,7 +62,8 @@ class Gap:
     """Messages of ``room`` before this marker may be missing (``missed`` of them, when
     known). ``reason``: ``reconnect`` (the shared subscription was re-established),
     ``overflow`` (this subscriber was too slow), ``sequence`` (a number was skipped),
-    ``unavailable`` (a replay could not be read)."""
+    ``unavailable`` (a replay could not be read), ``since`` (a subscriber's ``since`` was
+    no stream id, so where it was is unknown: nothing was replayed)."""
 
     room: str
     reason: str
@@ -90,6 +93,25 @@ def skipped(last_seq: int | None, seq: int) -> int:
     """How many numbers of a room were skipped between ``last_seq`` and ``seq`` (0: none,
     or nothing to compare with)."""
     return seq - last_seq - 1 if last_seq is not None and seq > last_seq + 1 else 0
+
+
+_STREAM_ID = re.compile(r"([0-9]{1,20})(?:-([0-9]{1,20}))?")
+_ID_PART_MAX = 2**64 - 1
+
+
+def is_stream_id(value: object) -> bool:
+    """Whether ``value`` is a stream id a replay can start after: ``"<ms>-<n>"`` or
+    ``"<ms>"`` (each part a 64-bit unsigned number, not both the largest), or ``""``
+    (from the oldest kept)."""
+    if not isinstance(value, str):
+        return False
+    if not value:
+        return True
+    found = _STREAM_ID.fullmatch(value)
+    if found is None:
+        return False
+    ms, n = int(found[1]), int(found[2] or 0)
+    return ms <= _ID_PART_MAX and n <= _ID_PART_MAX and (ms, n) != (_ID_PART_MAX,) * 2
 
 
 def stream_order(stream_id: str) -> tuple[int, int]:
