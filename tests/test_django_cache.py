@@ -495,6 +495,18 @@ def test_incr_counts_exactly_whatever_the_serializer(caches: Any, alias: str) ->
     assert cache.get("ch") == "4"
 
 
+def test_a_timeout_past_a_century_keeps_the_value_a_century(
+        cache: Any, raw: Any, configured: Settings) -> None:
+    """Django takes any timeout; the data cache counts a century at most."""
+    century = 100 * 365 * 86400
+    for call in (lambda: cache.set("far", 1, timeout=10**10),
+                 lambda: cache.add("far2", 1, timeout=10**12),
+                 lambda: cache.touch("far", timeout=1e17)):
+        assert call() is not False
+    assert cache.get("far") == 1 and cache.get("far2") == 1
+    assert century - 60 < raw.ttl(redis_key(configured, ":1:far")) <= century
+
+
 def test_a_set_over_the_size_cap_leaves_no_older_value(caches: Any) -> None:
     cache = caches["small"]
     cache.set("report", 10)

@@ -37,7 +37,7 @@ from django.core.exceptions import SynchronousOnlyOperation
 from ..config.settings import Settings
 from ..errors import RedisMiddlewareError
 from ..sansio import metrics
-from ..sansio.cache.data import MISS
+from ..sansio.cache.data import MAX_TTL, MISS
 from ..sansio.incidents import log_failure
 from .cache_store import PickleSerializer, location_of, shared_cache, split_options
 
@@ -54,8 +54,6 @@ _OWN_OPTIONS = ("SERIALIZER", "NAMESPACE")
 # costs a regular expression, not a generator (this runs on every call).
 _MEMCACHED_BAD = re.compile(r"[\x00-\x20\x7f]")
 _MEMCACHED_MAX = 250
-_INT64 = (-(2**63), 2**63 - 1)
-_DIGITS = frozenset(b"-0123456789")
 _LOCK_TIMEOUT = 30.0  # lock(timeout=None): renewed while held, so this bounds a crash
 
 
@@ -108,12 +106,13 @@ class RedisCache(BaseCache):
         return made
 
     def _ttl(self, timeout: Any) -> float | None:
-        """Seconds to keep a value, or None: do not keep it (a timeout of 0 or less)."""
+        """Seconds to keep a value, or None: do not keep it (a timeout of 0 or less). Over
+        a century (the data cache's bound), a century: Django takes any timeout."""
         if timeout is DEFAULT_TIMEOUT:
             timeout = self.default_timeout
         if timeout is None:
             return self._max_ttl
-        return float(timeout) if timeout > 0 else None
+        return min(float(timeout), MAX_TTL) if timeout > 0 else None
 
     def get_backend_timeout(self, timeout: Any = DEFAULT_TIMEOUT) -> float | None:
         """Django's Redis contract: seconds (0: not stored), or None for "forever" (kept
