@@ -104,3 +104,29 @@ def test_odd_paths(stack_client: Any, path: str) -> None:
     response = client.get(path)
     assert response.status_code in (200, 404)
     _no_foreign_keys(settings)
+
+
+@pytest.mark.parametrize("extra", [
+    {"QUERY_STRING": "q=\u20ac"}, {"HTTP_HOST": "\u20ac.test"}, {"HTTP_HOST": "\udcff"},
+    {"QUERY_STRING": "q=\udcff", "HTTP_HOST": "\u4e2d.test"},
+], ids=["query", "host", "surrogate-host", "both"])
+def test_a_wsgi_server_breaking_latin_1_gets_an_answer(backend_url: str,
+                                                       extra: dict[str, str]) -> None:
+    """PEP 3333 says environ strings are latin-1; a server that puts other characters in
+    the query or the Host (a client's bytes decoded as UTF-8) still gets a response, and
+    the cache keeps such variants apart from the plain one."""
+    from redis_middleware.wsgi import RedisMiddleware
+
+    from .support.wsgi_direct import call
+
+    settings = make_settings(backend_url)
+    app = RedisMiddleware(apps.wsgi_app, settings, **OPTIONS)
+    plain = call(app, "/c/odd", HTTP_HOST="plain.test")
+    assert plain.read() and plain.status.startswith("200")
+    first = call(app, "/c/odd", **extra)
+    assert first.read() and first.status.startswith("200")
+    assert first.headers.get("X-Cache") == "MISS"
+    again = call(app, "/c/odd", **extra)
+    assert again.read() and again.headers.get("X-Cache") == "HIT"
+    app.redis.close()
+    audit_keyspace(settings)

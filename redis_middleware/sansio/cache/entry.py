@@ -36,7 +36,9 @@ def lp(*parts: str) -> str:
 
 
 def lpb(text: str) -> bytes:
-    raw = text.encode("latin-1")
+    """``text`` length-prefixed, as bytes: UTF-8 (surrogates passed), one-to-one for any
+    str a server hands over (a WSGI server may break PEP 3333's latin-1 rule)."""
+    raw = text.encode("utf-8", "surrogatepass")
     return b"%d:%s" % (len(raw), raw)
 
 
