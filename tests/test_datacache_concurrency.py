@@ -578,3 +578,24 @@ async def test_redis_down_async(server: Any, caplog: pytest.LogCaptureFixture) -
     assert sum(r.levelno >= logging.WARNING for r in caplog.records) == 1
     await cache.redis.aclose()
 
+
+@pytest.mark.real_redis
+def test_a_value_that_cannot_carry_its_tags_is_not_stored(tmp_path: Path,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    """Scripts refused (renamed away, as some managed services do): the tag ops fail where
+    the SET worked. A value kept without its tags would outlive an invalidation of them."""
+    server = start_redis_server(tmp_path, "--rename-command", "EVALSHA", "",
+                                "--rename-command", "EVAL", "")
+    try:
+        cache = DataCache(make_settings(server.url))
+        with caplog.at_level(logging.WARNING, logger="redis_middleware"):
+            assert cache.set("plain", 1, ttl=60) is True
+            assert cache.set("user:1", {"n": 1}, ttl=60, tags=["user:1"]) is False
+            assert cache.set_many({"a": 1, "b": 2}, ttl=60, tags=["t"]) == ["a", "b"]
+        with server.client() as admin:
+            kept = sorted(k.decode() for k in admin.scan_iter(match="*"))
+        assert [k for k in kept if "plain" not in k] == [], kept
+        assert cache.get("plain") == 1 and cache.get("user:1") is None
+        cache.redis.close()
+    finally:
+        stop_redis_server(server)

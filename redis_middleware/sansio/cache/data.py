@@ -29,6 +29,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ...config.settings import Settings
+from ...errors import RedisCommandError
 from ...keys import KeySpace
 from ..flow import Call, Flow, Pause, PausingFlow
 from . import datascripts as lua
@@ -200,10 +201,29 @@ class DataCore(Envelope):
             ops = [Call(("SET", key, data, "PX", px, "NX"))]
         else:
             ops = [Call(("SET", key, data, "PX", px))]
-        if tag_keys:
-            ops += self._tag_ops(key, tag_keys, px, int(time.time() * 1000))
-        replies = yield tuple(ops)
+        if not tag_keys:
+            replies = yield tuple(ops)
+            return bool(replies[0])
+        ops += self._tag_ops(key, tag_keys, px, int(time.time() * 1000))
+        try:
+            replies = yield tuple(ops)
+        except RedisCommandError as exc:
+            yield from self._untag_failed(exc, [(key, 0, len(ops))])
+            raise
         return bool(replies[0])
+
+    def _untag_failed(self, exc: RedisCommandError, spans: Sequence[tuple[str, int, int]]
+                      ) -> Flow[None]:
+        """A round trip that stored values with their tags failed in part (a refused
+        script, OOM): a value stored without all its tags goes, for an invalidation of a
+        missing tag could not reach it. ``spans``: each value's key, and where its SET and
+        its tag ops sit among the replies."""
+        replies = exc.replies or []
+        gone = [key for key, start, end in spans
+                if start < len(replies) and not isinstance(replies[start], BaseException)
+                and any(isinstance(r, BaseException) for r in replies[start + 1:end])]
+        if gone:
+            yield tuple(Call(("DEL", k)) for k in gone)
 
     def store_many_flow(self, items: Sequence[tuple[str, bytes]], px: int,
                         tag_keys: Sequence[str] = ()) -> Flow[bool]:
@@ -211,11 +231,19 @@ class DataCore(Envelope):
             return True
         now = int(time.time() * 1000)
         ops: list[Call] = []
+        spans: list[tuple[str, int, int]] = []
         for name, data in items:
             key = self.key(name)
+            start = len(ops)
             ops.append(Call(("SET", key, data, "PX", px)))
             ops += self._tag_ops(key, tag_keys, px, now)
-        yield tuple(ops)
+            spans.append((key, start, len(ops)))
+        try:
+            yield tuple(ops)
+        except RedisCommandError as exc:
+            if tag_keys:
+                yield from self._untag_failed(exc, spans)
+            raise
         return True
 
     def refuse_flow(self, names: Sequence[str], token: str | None = None) -> Flow[None]:
