@@ -20,11 +20,16 @@ class Codec(Protocol):
     def loads(self, text: str) -> Any: ...
 
 
+# Built once: json.dumps given options builds an encoder on every call (measured: a
+# short string 0.79 -> 0.13 µs, a small dict 2.6 -> 1.8 µs).
+_DUMPS = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+
+
 class _JSONCodec:
     """Compact JSON, never pickle: str, int, float, bool, None, list and dict round-trip."""
 
     def dumps(self, value: Any) -> str:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        return _DUMPS(value)
 
     def __init__(self) -> None:
         self.loads: Callable[[str], Any] = json.loads  # no wrapper frame: runs per field
