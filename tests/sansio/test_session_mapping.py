@@ -55,6 +55,22 @@ def test_reserved_looking_keys_round_trip() -> None:
 
 
 @pytest.mark.parametrize(
+    ("value", "encoded"),
+    [
+        pytest.param("text é ✓", '"text é ✓"', id="valid-text-unescaped"),
+        pytest.param({"k": ["é", 1]}, '{"k":["é",1]}', id="compact"),
+        pytest.param("a\ud800b", '"a\\ud800b"', id="lone-surrogate-ascii-escaped"),
+        pytest.param({"é": "\udfff"}, '{"\\u00e9":"\\udfff"}', id="whole-value-escaped"),
+    ],
+)
+def test_values_are_utf8_json_and_read_back_as_they_were(value: Any, encoded: str) -> None:
+    from redis_middleware.sansio.sessions.mapping import JSON
+
+    assert JSON.dumps(value) == encoded and JSON.loads(encoded) == value
+    encoded.encode()
+
+
+@pytest.mark.parametrize(
     ("encoded", "stored"),
     [
         pytest.param('"' + "ab" * 64 + '"', bytes.fromhex("ab" * 64),
