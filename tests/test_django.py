@@ -5,6 +5,7 @@ redis-server, through Django's test client and real servers (gunicorn, uvicorn).
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import timedelta
 from typing import Any
@@ -216,6 +217,27 @@ def test_only_changed_fields_are_written(configured: Settings) -> None:
         again.save()
         assert client.hget(key, "theme") == b'"light"'  # not overwritten with "dark"
         assert client.hget(key, "cart") == b'["teapot","mug"]'
+    finally:
+        client.close()
+
+
+def test_lone_surrogates_in_keys_and_values_round_trip(configured: Settings) -> None:
+    """What json.loads gives for a hostile body (``{"\\udfff": "\\ud800"}``) is saved,
+    as Django's own engines save it, and loads back as the same strings."""
+    hostile = json.loads('{"\\udfff": "a\\ud800", "_auth_user_id": "\\ud800", "s": "é"}')
+    s = store()
+    s.update(hostile)
+    s.save()
+    again = store(s.session_key)
+    assert dict(again.items()) == hostile
+    again["s"] = "ü"
+    again.save()
+    assert dict(store(s.session_key).items()) == {**hostile, "s": "ü"}
+    (key,) = redis_keys(configured, "session:{*")
+    client = raw_client(configured)
+    try:
+        assert client.hget(key, '\x01"\\udfff"') == b'"a\\ud800"'
+        assert client.hget(key, "s") == '"ü"'.encode()  # valid text: as before
     finally:
         client.close()
 

@@ -39,6 +39,31 @@ def test_flask_session_through_the_adapter(settings: Settings) -> None:
     audit_keyspace(settings)
 
 
+def test_lone_surrogates_in_keys_and_values_round_trip(settings: Settings) -> None:
+    """What json.loads gives for a hostile body (``{"\\udfff": "\\ud800"}``) is saved,
+    as Flask's own cookie session saves it, and reads back as the same strings."""
+    import json
+
+    from flask import Flask, request, session
+
+    from redis_middleware.flask import init_app
+
+    app = Flask(__name__)
+    init_app(app, settings)
+
+    @app.post("/put")
+    def put() -> Any:
+        session.update(request.get_json())
+        return {"ok": True}
+
+    app.get("/dump")(lambda: json.dumps(dict(session)))  # ASCII-escaped
+    client = app.test_client()
+    body = '{"\\udfff": 1, "v": "a\\ud800", "s": "é"}'
+    assert client.post("/put", data=body, content_type="application/json").status_code == 200
+    assert json.loads(client.get("/dump").data) == json.loads(body)
+    audit_keyspace(settings)
+
+
 def test_flask_answers_503_without_a_traceback_when_redis_is_down(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -89,6 +89,33 @@ def test_online_after_a_request_offline_after_ttl(
     assert presence.online_users() == [] and presence.online_count() == 0
 
 
+def test_a_user_id_with_a_lone_surrogate_is_a_member_like_any_other(
+    make_client: Clients, fast: Settings, events: Events
+) -> None:
+    """A hostile JSON body's "\\ud800" (no UTF-8 form) as the session's user: online,
+    listed, seen and taken offline as the same string; valid ids are stored as before."""
+    client = presence_client(make_client, fast)
+    user = "bob\ud800"
+    body = '{"user_id": "bob\\ud800"}'
+    assert client.post("/set", content=body,
+                       headers={"content-type": "application/json"}).status_code == 200
+    assert client.get("/get").status_code == 200
+    presence = Presence(fast)
+    assert presence.is_online(user) and presence.online_users() == [user]
+    assert not presence.is_online("bob") and presence.last_seen(user) is not None
+    assert presence.heartbeat("ann") is True
+    raw = raw_client(fast).zrange(f"{fast.key_prefix}:presence:{{_}}:online", 0, -1)
+    assert sorted(raw) == [b'\x00"bob\\ud800"', b"ann"]  # "ann" as before
+    assert [(e["user"], e["status"]) for e in events.drain()] == [
+        (user, "online"), ("ann", "online")]
+    time.sleep(1.1)
+    presence.sweep()  # the middleware's own sweeper may have been first
+    assert sorted(e["user"] for e in events.drain()) == ["ann", user]
+    assert presence.online_users() == [] and presence.last_seen(user) is not None
+    assert presence.heartbeat(user) is True and presence.remove(user) is True
+    assert presence.online_users() == []
+
+
 def test_throttling_costs_one_write_per_interval(make_client: Clients, settings: Settings) -> None:
     client = presence_client(make_client, settings)
     client.post("/login?user=bo")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -54,6 +55,32 @@ def test_json_values_round_trip_exactly(make_client: Clients, settings: Settings
     dump = b"".join(k + v for k, v in redis.hgetall(key).items()) + key.encode()
     assert session_id.encode() not in dump and cookie_value.encode() not in dump
     assert redis.hget(key, "i") == b"42"  # one field per key, JSON-encoded
+
+
+# A hostile JSON body: json.loads gives lone surrogates, which have no UTF-8 form.
+HOSTILE = '{"v": "a\\ud800b", "\\udfff": [1], "user_id": "bob\\ud800", "s": "text é ✓"}'
+
+
+def test_lone_surrogates_in_values_keys_and_the_user_round_trip(
+        make_client: Clients, settings: Settings) -> None:
+    """Stored ASCII-escaped (as Django's and Flask's sessions store them), and read back
+    as the same strings; valid text is stored as before. The user id works for the
+    per-user limit and presence."""
+    from redis_middleware.wsgi import Presence
+
+    client = make_client("RedisMiddleware", limit="100/minute", key="user")
+    sent = client.post("/set", content=HOSTILE, headers={"content-type": "application/json"})
+    assert sent.status_code == 200
+    got = client.get("/get")
+    assert got.status_code == 200 and got.json() == json.loads(HOSTILE)
+    assert "x-ratelimit-remaining" in got.headers
+    assert Presence(settings).online_users() == ["bob\ud800"]
+    (key,) = live_sessions(settings)
+    fields = raw_client(settings).hgetall(key)
+    assert fields[b"v"] == b'"a\\ud800b"' and fields[b'\x01"\\udfff"'] == b"[1]"
+    assert fields[b"s"] == '"text é ✓"'.encode()  # valid text: raw UTF-8, as before
+    assert client.post("/set", json={"s": 1}).status_code == 200  # the rest left as stored
+    assert client.get("/get").json() == {**json.loads(HOSTILE), "s": 1}
 
 
 def test_cookie_attributes(make_client: Clients) -> None:

@@ -5,6 +5,8 @@ all in one Cluster slot so every script is single-slot:
 
 - ``<prefix>:presence:{R}:online`` ZSET user -> latest lease deadline (ms). A user
   is online while that deadline is in the future; counts are ``ZCOUNT`` (O(log N)).
+  A member is the user id, or ``\\x00`` + its ASCII-escaped JSON string for an id
+  with no UTF-8 form (a lone surrogate) or one that starts with ``\\x00``.
 - ``<prefix>:presence:{R}:conns:<user>`` HASH connection -> lease deadline (one
   ``http`` connection per user, one per WebSocket).
 - ``<prefix>:presence:{R}:seen`` ZSET user -> last activity (ms), kept for the
@@ -111,7 +113,12 @@ local now = tonumber(ARGV[3])
 local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[4]))
 for _, user in ipairs(gone) do
   redis.call('ZREM', KEYS[1], user)
-  event(cjson.encode(user), 'offline', 'timeout', now)
+  -- a member starting with \0 is \0 + the user's JSON string (_member)
+  if string.byte(user, 1) == 0 then
+    event(string.sub(user, 2), 'offline', 'timeout', now)
+  else
+    event(cjson.encode(user), 'offline', 'timeout', now)
+  end
 end
 return #gone
 """)
@@ -179,6 +186,34 @@ class EventFeed:
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+_ESCAPED = "\x00"  # the mark before a member that is a user id's JSON string
+
+
+def _member(user: str) -> str:
+    """A user id as its ZSET member: the id itself. One with a lone surrogate (what
+    json.loads gives for "\\ud800") has no UTF-8 form: it is stored as the mark and its
+    ASCII-escaped JSON string, and so is an id that starts with the mark, so no two ids
+    share a member."""
+    if user[:1] != _ESCAPED:
+        if user.isascii():
+            return user
+        try:
+            user.encode()
+            return user
+        except UnicodeEncodeError:
+            pass
+    return _ESCAPED + json.dumps(user)
+
+
+def _user(member: bytes) -> str:
+    """:func:`_member` undone."""
+    text = member.decode()
+    if text[:1] == _ESCAPED:
+        user: str = json.loads(text[1:])
+        return user
+    return text
 
 
 class PresenceCore:
@@ -260,8 +295,8 @@ class PresenceCore:
                        ttl_ms: int | None = None) -> Flow[bool]:
         """One round trip: renew the lease; True when the user came online."""
         now = _now_ms()
-        args = [user, json.dumps(user), conn, now, now + (ttl_ms or self.ttl_ms), self.channel,
-                self.structure_ms, json.dumps(room), self.retention_ms]
+        args = [_member(user), json.dumps(user), conn, now, now + (ttl_ms or self.ttl_ms),
+                self.channel, self.structure_ms, json.dumps(room), self.retention_ms]
         (came_online,) = yield (_HEARTBEAT(self._keys(room, user), args),)
         if metrics.hook is not None:
             metrics.hook.presence("heartbeat")
@@ -271,7 +306,7 @@ class PresenceCore:
 
     def release_flow(self, user: str, conn: str = "", room: str = "") -> Flow[bool]:
         """End one connection (after the grace period) or, with no ``conn``, all of them."""
-        args = [user, json.dumps(user), conn, _now_ms(), self.grace_ms, self.channel,
+        args = [_member(user), json.dumps(user), conn, _now_ms(), self.grace_ms, self.channel,
                 self.structure_ms, json.dumps(room)]
         (went_offline,) = yield (_RELEASE(self._keys(room, user), args),)
         if went_offline and metrics.hook is not None:
@@ -292,7 +327,7 @@ class PresenceCore:
 
     # -- queries ------------------------------------------------------------------------
     def is_online_flow(self, user: str, room: str = "") -> Flow[bool]:
-        (score,) = yield (Call.of("ZSCORE", self.keys.presence("online", room), user),)
+        (score,) = yield (Call.of("ZSCORE", self.keys.presence("online", room), _member(user)),)
         return score is not None and float(score) > _now_ms()
 
     def online_users_flow(self, room: str = "", offset: int = 0,
@@ -302,7 +337,7 @@ class PresenceCore:
         if limit is not None or offset:
             args += ["LIMIT", offset, -1 if limit is None else limit]
         (members,) = yield (Call(tuple(args)),)
-        return [m.decode() for m in members]
+        return [_user(m) for m in members]
 
     def online_count_flow(self, room: str = "") -> Flow[int]:
         key = self.keys.presence("online", room)
@@ -310,5 +345,5 @@ class PresenceCore:
         return int(n)
 
     def last_seen_flow(self, user: str, room: str = "") -> Flow[float | None]:
-        (score,) = yield (Call.of("ZSCORE", self.keys.presence("seen", room), user),)
+        (score,) = yield (Call.of("ZSCORE", self.keys.presence("seen", room), _member(user)),)
         return None if score is None else float(score) / 1000

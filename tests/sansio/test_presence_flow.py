@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from redis_middleware.sansio.flow import run_pure
 from redis_middleware.sansio.presence import PresenceCore
 
@@ -36,3 +38,23 @@ def test_a_heartbeat_reports_coming_online() -> None:
     core = PresenceCore(settings())
     assert run_pure(core.heartbeat_flow("alice"), [[1]]) is True
     assert run_pure(core.heartbeat_flow("alice"), [[0]]) is False
+
+
+@pytest.mark.parametrize(
+    ("user", "member"),
+    [
+        pytest.param("alice", "alice", id="ascii-as-is"),
+        pytest.param("zoë ✓", "zoë ✓", id="valid-unicode-as-is"),
+        pytest.param("bob\ud800", '\x00"bob\\ud800"', id="lone-surrogate-as-json"),
+        pytest.param("\x00x", '\x00"\\u0000x"', id="starts-with-the-mark"),
+        pytest.param('\x00"x"', '\x00"\\u0000\\"x\\""', id="looks-escaped"),
+    ],
+)
+def test_every_user_id_is_a_utf8_member_that_lists_back_as_it(user: str, member: str) -> None:
+    """A lone surrogate (what json.loads gives for "\\ud800") has no UTF-8 form."""
+    core = PresenceCore(settings())
+    (heartbeat,) = next(core.heartbeat_flow(user))
+    (score,) = next(core.is_online_flow(user))
+    assert member in heartbeat.args and score.args[-1] == member
+    member.encode()  # Redis gets UTF-8
+    assert run_pure(core.online_users_flow(), [[[member.encode()]]]) == [user]

@@ -55,6 +55,44 @@ def test_reserved_looking_keys_round_trip() -> None:
 
 
 @pytest.mark.parametrize(
+    ("key", "field"),
+    [
+        pytest.param("plain", "plain", id="ascii-as-is"),
+        pytest.param("thème ✓", "thème ✓", id="valid-unicode-as-is"),
+        pytest.param("\x01x", "\x01\x01x", id="metadata-like-escaped"),
+        pytest.param('\x01"x"', '\x01\x01"x"', id="looks-like-a-json-escape"),
+        pytest.param("\udfff", '\x01"\\udfff"', id="lone-surrogate-as-json"),
+        pytest.param("a\ud800b", '\x01"a\\ud800b"', id="surrogate-inside"),
+        pytest.param("\x00\ud800", '\x01"\\u0000\\ud800"', id="metadata-like-surrogate"),
+        pytest.param('"\ud800"', '\x01"\\"\\ud800\\""', id="quoted-surrogate"),
+    ],
+)
+def test_every_key_has_a_utf8_field_that_reads_back_as_it(key: str, field: str) -> None:
+    """A lone surrogate (what json.loads gives for "\\ud800") has no UTF-8 form: its key
+    is stored as \\x01 + its ASCII-escaped JSON string, which no other key's field is."""
+    from redis_middleware.sansio.sessions.scripts import field_name, key_name
+
+    assert field_name(key) == field and key_name(field) == key
+    field.encode()  # Redis gets UTF-8
+
+
+@pytest.mark.parametrize(
+    ("value", "encoded"),
+    [
+        pytest.param("text é ✓", '"text é ✓"', id="valid-text-unescaped"),
+        pytest.param({"k": ["é", 1]}, '{"k":["é",1]}', id="compact"),
+        pytest.param("a\ud800b", '"a\\ud800b"', id="lone-surrogate-ascii-escaped"),
+        pytest.param({"é": "\udfff"}, '{"\\u00e9":"\\udfff"}', id="whole-value-escaped"),
+    ],
+)
+def test_values_are_utf8_json_and_read_back_as_they_were(value: Any, encoded: str) -> None:
+    from redis_middleware.sansio.sessions.mapping import JSON
+
+    assert JSON.dumps(value) == encoded and JSON.loads(encoded) == value
+    encoded.encode()
+
+
+@pytest.mark.parametrize(
     ("encoded", "stored"),
     [
         pytest.param('"' + "ab" * 64 + '"', bytes.fromhex("ab" * 64),

@@ -89,7 +89,9 @@ async def _asgi_endpoint(request: Request) -> Response:
     else:
         query = dict(request.query_params)
     status, payload = handle(path, session, query, body)
-    return JSONResponse(payload, status_code=status)
+    # ASCII-escaped JSON, as the WSGI serving sends: a session may hold a lone surrogate
+    # (a hostile body's "\ud800"), which has no UTF-8 form.
+    return Response(json.dumps(payload), status_code=status, media_type="application/json")
 
 
 async def _stream(request: Request) -> Response:

@@ -4,14 +4,16 @@ One HASH per session at ``<prefix>:session:{<tag>}:<sha256(id)>``, one field per
 key holding its encoding, plus the metadata field :data:`META` = ``"<created>:<last
 seen>"`` (epoch ms in base 36: it keeps a 3-field session in the same allocation bin as
 the leanest peer). User keys that start with ``\\x00``, ``\\x01`` or ``\\x02`` are stored
-behind a ``\\x01`` (:func:`field_name`), so no user key can take a metadata name. A value
-that is a JSON string of 64 to 128 lower-case hex digits is stored as the bytes they
-spell, under :data:`PACKED` + its field name (:func:`packed`). Times are epoch
-milliseconds, durations milliseconds.
+behind a ``\\x01`` (:func:`field_name`), so no user key can take a metadata name; a key
+holding a lone surrogate (it has no UTF-8 form) is stored as ``\\x01`` + its ASCII-escaped
+JSON string. A value that is a JSON string of 64 to 128 lower-case hex digits is stored
+as the bytes they spell, under :data:`PACKED` + its field name (:func:`packed`). Times
+are epoch milliseconds, durations milliseconds.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -49,12 +51,25 @@ ESCAPED = "\x01"  # the mark before a user key that would read as metadata
 
 def field_name(key: str) -> str:
     """The hash field of a session key (a key that looks like metadata is escaped)."""
+    if not key.isascii():
+        try:
+            key.encode()
+        except UnicodeEncodeError:
+            # A lone surrogate has no UTF-8 form: the key is stored as ESCAPED + its
+            # ASCII-escaped JSON string. A metadata-like key follows ESCAPED with
+            # \x00-\x02, never with '"', so the two escapes cannot meet.
+            return ESCAPED + json.dumps(key)
     return ESCAPED + key if key.startswith(("\x00", ESCAPED, PACKED)) else key
 
 
 def key_name(field: str) -> str:
     """The session key of a hash field (:func:`field_name` undone)."""
-    return field[1:] if field.startswith(ESCAPED) else field
+    if not field.startswith(ESCAPED):
+        return field
+    if field[1:2] == '"':
+        key: str = json.loads(field[1:])
+        return key
+    return field[1:]
 
 
 _DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
