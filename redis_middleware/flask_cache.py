@@ -112,7 +112,9 @@ class FlaskCache(BaseCache):
         self._leases = f"_redis_middleware_leases_{id(self)}"  # in flask.g
         # memver name -> (value, stored bytes, when Redis last confirmed them)
         self._versions: dict[str, tuple[Any, bytes, float]] = {}
-        self._checks = threading.local()  # .pending: versions the next get confirms
+        # .pending: versions the next get confirms; .stale: the name that get found keyed
+        # by a version that is gone, which the has() memoize may ask next does not have
+        self._checks = threading.local()
         self._serializer: Any = SignedPickleSerializer(self.settings.secret_key)
         self._data = _data_cache(self.settings, namespace, self._serializer)
 
@@ -182,9 +184,11 @@ class FlaskCache(BaseCache):
         ``set`` that follows stores the value and frees it): another request missing the
         same key meanwhile waits for that value instead of computing it too."""
         name = self._name(key)
-        check: dict[str, bytes] | None = getattr(self._checks, "pending", None)
+        checks = self._checks
+        checks.stale = None
+        check: dict[str, bytes] | None = getattr(checks, "pending", None)
         if check is not None:
-            self._checks.pending = None
+            checks.pending = None
             return self._confirmed_get(name, check)
         data = self._data
         try:  # DataCache.get, on its hot path (one GET, the value decoded as it is)
@@ -225,7 +229,11 @@ class FlaskCache(BaseCache):
                 same = False
                 self._remember(version, found, now)
         if not same:
-            return None  # keyed by a version that is gone: computed again, under the new one
+            # Keyed by a version that is gone: computed again. The entry is still there,
+            # so memoize(cache_none=True)'s has() must not find it (it would take None
+            # for the value).
+            self._checks.stale = name
+            return None
         return self._found(name, raw)
 
     def _remember(self, name: str, raw: bytes | None, now: float) -> Any:
@@ -263,7 +271,7 @@ class FlaskCache(BaseCache):
         return values
 
     def _forget(self, names: Sequence[str]) -> None:
-        self._checks.pending = None
+        self._checks.pending = self._checks.stale = None
         for name in names:
             if name.endswith(_MEMVER):
                 self._versions.pop(name, None)
@@ -293,7 +301,16 @@ class FlaskCache(BaseCache):
         return None if entry is None else entry.value
 
     def has(self, key: str) -> bool:
-        return self._data.has(self._name(key))
+        """Whether ``key`` holds a value; False for the key the last ``get`` of this
+        thread found under a memoize version another process had changed (that ``get``
+        was a miss, and memoize asks ``has`` to tell a miss from a stored None)."""
+        name = self._name(key)
+        stale = getattr(self._checks, "stale", None)
+        if stale is not None:
+            self._checks.stale = None
+            if stale == name:
+                return False
+        return self._data.has(name)
 
     def get_many(self, *keys: str) -> list[Any]:
         names = [self._name(k) for k in keys]
@@ -308,6 +325,7 @@ class FlaskCache(BaseCache):
         """Store ``value``; False when Redis failed (or it is over the size cap). Frees
         the key's lease when this context's ``get`` took it."""
         name, ttl = self._name(key), self._ttl(timeout)
+        self._checks.stale = None
         if name.endswith(_MEMVER):
             self._forget((name,))
         token = self._lease_of(name)
@@ -384,7 +402,7 @@ class FlaskCache(BaseCache):
         """Remove this backend's keys (SCAN of its namespace on each primary, never
         FLUSHDB, whatever CACHE_KEY_PREFIX is): every app's and alias's under this
         namespace, sessions and other components untouched."""
-        self._checks.pending = None
+        self._checks.pending = self._checks.stale = None
         self._versions.clear()
         self._data.clear()
         return True

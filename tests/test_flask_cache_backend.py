@@ -402,6 +402,32 @@ def test_delete_memoized_in_another_process_is_seen_at_once(settings: Settings) 
         cache.clear()
 
 
+def test_memoize_caching_none_computes_after_another_process_s_delete_memoized(
+        settings: Settings) -> None:
+    """memoize(cache_none=True) asks has() when get() returns None: the entry under the
+    version another process dropped is still in Redis, and must not be taken for a
+    stored None."""
+    cache = Cache()
+    here, there = (make_app(settings, CACHE_KEY_PREFIX="shared_") for _ in range(2))
+    cache.init_app(here)
+    cache.init_app(there)
+    calls: list[int] = []
+
+    @cache.memoize(60, cache_none=True)
+    def product(n: int) -> str:
+        calls.append(n)
+        return f"computed #{len(calls)}"
+
+    with here.app_context():
+        assert product(1) == product(1) == "computed #1"
+    with there.app_context():
+        cache.delete_memoized(product)
+    with here.app_context():
+        assert product(1) == "computed #2"
+        assert product(1) is not None
+        cache.clear()
+
+
 # -- one computation per missing value ------------------------------------------------------
 def run_in_threads(count: int, target: Callable[[], Any]) -> list[Any]:
     start = threading.Barrier(count)
