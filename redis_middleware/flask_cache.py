@@ -388,11 +388,15 @@ class FlaskCache(BaseCache):
         return self._data.delete(name)
 
     def delete_many(self, *keys: str) -> list[Any]:
-        """The keys deleted (a key that was not there counts, as in cachelib)."""
+        """The keys deleted (a key that was not there counts, as in cachelib); none when
+        Redis failed (logged, not raised, whatever ``ignore_delete_many_errors``)."""
         if keys:
             names = [self._name(k) for k in keys]
             self._forget(names)
-            self._data.delete_many(names)
+            try:
+                self._data.delete_many(names, strict=True)
+            except RedisMiddlewareError:
+                return []
         return list(keys)
 
     def unlink(self, *keys: str) -> list[Any]:
@@ -401,10 +405,13 @@ class FlaskCache(BaseCache):
     def clear(self) -> bool:
         """Remove this backend's keys (SCAN of its namespace on each primary, never
         FLUSHDB, whatever CACHE_KEY_PREFIX is): every app's and alias's under this
-        namespace, sessions and other components untouched."""
+        namespace, sessions and other components untouched. False when Redis failed."""
         self._checks.pending = self._checks.stale = None
         self._versions.clear()
-        self._data.clear()
+        try:
+            self._data.clear(strict=True)
+        except RedisMiddlewareError:
+            return False
         return True
 
     def inc(self, key: str, delta: int = 1) -> int | None:

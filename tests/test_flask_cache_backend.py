@@ -665,6 +665,10 @@ def test_redis_down_a_memoized_function_still_answers_even_in_debug(
         assert backend.add("k", 1) is False and backend.has("k") is False
         assert backend.get_many("a", "b") == [None, None] and backend.inc("n") is None
         assert backend.delete("k") is False and backend.set_many({"a": 1}) == []
+        # Nothing was deleted or cleared, and they say so (cachelib: the keys deleted;
+        # whether the cache has been cleared).
+        assert backend.delete_many("a", "b") == [] and backend.unlink("a") == []
+        assert cache.clear() is False
     assert calls == [2, 2, 3, 2]
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1 and "unavailable" in warnings[0].getMessage()
