@@ -40,7 +40,7 @@ from .datacache.leases import Held, renewer
 from .errors import ConfigError, RedisMiddlewareError
 from .flask_conf import flask_settings
 from .sansio import metrics
-from .sansio.cache.data import MISS, DataCore
+from .sansio.cache.data import MAX_TTL, MISS, DataCore
 from .sansio.cache.serializers import SignedPickleSerializer, signed
 from .sansio.flow import Call, Flow
 from .sansio.incidents import log_failure
@@ -172,11 +172,13 @@ class FlaskCache(BaseCache):
         return name
 
     def _ttl(self, timeout: Any) -> float | None:
-        """Seconds to keep a value; None: not at all (a negative timeout)."""
+        """Seconds to keep a value; None: not at all (a negative timeout). A timeout over
+        the longest TTL the data cache takes (a century) is that century: Redis would
+        take it, and cachelib's backends never refuse a timeout."""
         seconds = self._normalize_timeout(timeout)
         if seconds == 0:
             return self._max_ttl
-        return float(seconds) if seconds > 0 else None
+        return float(min(seconds, MAX_TTL)) if seconds > 0 else None
 
     # -- reads ---------------------------------------------------------------------------------
     def get(self, key: str) -> Any:

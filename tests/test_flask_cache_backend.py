@@ -183,6 +183,20 @@ def test_timeouts(backend: Any, raw: Any, settings: Settings) -> None:
         time.sleep(0.05)
 
 
+def test_a_timeout_over_a_century_is_a_century(backend: Any, raw: Any, settings: Settings
+                                               ) -> None:
+    """cachelib's backends take any timeout; the data cache refuses TTLs over a century,
+    so the backend keeps such a value a century rather than raise."""
+    century_ms = 100 * 365 * 86400 * 1000
+    assert backend.set("huge", "v", timeout=10**10) is True
+    assert backend.get("huge") == "v"
+    assert century_ms - 60_000 < raw.pttl(flask_key(settings, "huge")) <= century_ms
+    assert backend.add("added", 1, timeout=dt.timedelta(days=10**6)) is True
+    assert backend.set_many({"a": 1, "b": 2}, timeout=10**12) == ["a", "b"]
+    assert backend.get_many("added", "a", "b") == [1, 1, 2]
+    assert raw.pttl(flask_key(settings, "b")) > century_ms - 60_000
+
+
 def test_a_default_timeout_of_zero_is_forever(settings: Settings, raw: Any) -> None:
     app = make_app(settings, CACHE_DEFAULT_TIMEOUT=0)
     cache = Cache(app)

@@ -34,12 +34,13 @@ from ..flow import Call, Flow, Pause, PausingFlow
 from . import datascripts as lua
 from .dataenvelope import HEAD_SIZE, MISS, Entry, Envelope, Judgement
 
-__all__ = ["HEAD_SIZE", "MISS", "DataCore", "Entry", "Judgement", "hash_slot_tag", "tag_list"]
+__all__ = ["HEAD_SIZE", "MAX_TTL", "MISS", "DataCore", "Entry", "Judgement", "hash_slot_tag",
+           "tag_list"]
 
 _NAMESPACE = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 RESERVED = frozenset({"fill", "lock", "tag"})  # the bookkeeping words after data:
 _CHUNK = 500  # keys per script call or DEL when deleting many
-_MAX_TTL = 100 * 365 * 86400  # seconds: far inside what Redis and the envelope can count
+MAX_TTL = 100 * 365 * 86400  # seconds: far inside what Redis and the envelope can count
 
 
 def hash_slot_tag(key: str) -> str:
@@ -115,14 +116,14 @@ class DataCore(Envelope):
         if ttl is None:
             ttl = self.settings.data_ttl
         if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not (
-                0 < ttl <= _MAX_TTL):
+                0 < ttl <= MAX_TTL):
             raise ValueError(f"a TTL is a positive number of seconds (100 years at most), "
                              f"not {ttl!r}")
         return max(1, round(ttl * 1000))
 
     def stale_ms(self, stale: float) -> int:
         if isinstance(stale, bool) or not isinstance(stale, int | float) or not (
-                0 <= stale <= _MAX_TTL):
+                0 <= stale <= MAX_TTL):
             raise ValueError(f"stale is a number of seconds >= 0 (100 years at most), "
                              f"not {stale!r}")
         if stale and self.raw:
