@@ -31,7 +31,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
-from flask import Flask, g, has_app_context
+from flask import Flask, appcontext_tearing_down, g, has_app_context
 from flask_caching.backends.base import BaseCache
 
 from . import DataCache
@@ -148,7 +148,10 @@ class FlaskCache(BaseCache):
             raise ConfigError("SECRET_KEY", "FlaskCache signs what it stores: set a SECRET_KEY "
                               "of 32+ characters (or REDIS_MIDDLEWARE_SECRET_KEY)")
         backend = cls(settings, key_prefix=config.get("CACHE_KEY_PREFIX") or "", **own)
-        app.teardown_appcontext(backend._release_leases)
+        # The signal rather than app.teardown_appcontext, which Flask refuses once the app
+        # has handled a request: Cache(app) may come late, as with its own backends.
+        # (Held weakly: a backend replaced by another init_app goes.)
+        appcontext_tearing_down.connect(backend._release_leases, app)
         return backend
 
     # -- the serializer Flask-Caching assigns (CACHE_SERIALIZER) ------------------------------
@@ -442,9 +445,10 @@ class FlaskCache(BaseCache):
         return result
 
     # -- leases left at the end of an app context ---------------------------------------------
-    def _release_leases(self, exc: BaseException | None = None) -> None:
-        """Teardown: free the leases this context took and never stored (the function
-        raised, a response filter refused the value, a ``get`` had no ``set``)."""
+    def _release_leases(self, app: Any = None, **_: Any) -> None:
+        """At the end of an app context (``appcontext_tearing_down``): free the leases
+        this context took and never stored (the function raised, a response filter
+        refused the value, a ``get`` had no ``set``)."""
         leases: dict[str, Held] | None = g.pop(self._leases, None)
         if not leases:
             return

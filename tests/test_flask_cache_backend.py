@@ -541,6 +541,27 @@ def test_a_failing_function_frees_its_lease_at_once(app: Flask, cache: Cache) ->
     assert time.monotonic() - started < 1
 
 
+def test_cache_can_come_after_the_first_request_and_still_frees_leases(
+        settings: Settings) -> None:
+    """Flask refuses setup methods once the app has handled a request; Flask-Caching's
+    backends allow a late Cache(app), and ours does too, still freeing at the end of an
+    app context the lease a get took with no set after it."""
+    app = make_app(settings, CACHE_OPTIONS={"lock_wait": 3})
+    app.add_url_rule("/", "index", lambda: "ok")
+    assert app.test_client().get("/").data == b"ok"
+    cache = Cache(app)
+    with app.app_context():
+        assert cache.get("report") is None  # a miss: this context takes the lease
+    started = time.monotonic()
+    with app.app_context():
+        assert cache.get("report") is None  # takes the lease: it was freed
+        cache.set("report", "done")
+    assert time.monotonic() - started < 1
+    with app.app_context():
+        assert cache.get("report") == "done"
+        cache.clear()
+
+
 def test_cache_aside_by_hand_waits_for_the_other_request_s_set(app: Flask, cache: Cache) -> None:
     """A ``get`` that missed holds the key until its ``set``: another request's ``get``
     waits for that value instead of computing it again."""
