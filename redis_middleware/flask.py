@@ -219,8 +219,12 @@ def _unavailable(settings: Settings) -> Response:
         request)
 
 
-def _replace_with(response: Any, replacement: Any) -> None:
+def _replace_with(response: Any, replacement: Response) -> None:
+    """Make ``response`` the replacement, as the stack sends its 503: none of the view's
+    headers stay (its Location, its Cache-Control that could let a shared cache keep the
+    503, its ETag, the cookies it set for a login that was not saved)."""
     response.status_code = replacement.status
+    response.headers.clear()
     response.set_data(replacement.body)
     for name, value in replacement.headers:
         response.headers[name] = value

@@ -31,7 +31,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
-from flask import Flask, g, has_app_context
+from flask import Flask, appcontext_tearing_down, g, has_app_context
 from flask_caching.backends.base import BaseCache
 
 from . import DataCache
@@ -40,7 +40,7 @@ from .datacache.leases import Held, renewer
 from .errors import ConfigError, RedisMiddlewareError
 from .flask_conf import flask_settings
 from .sansio import metrics
-from .sansio.cache.data import MISS, DataCore
+from .sansio.cache.data import MAX_TTL, MISS, DataCore
 from .sansio.cache.serializers import SignedPickleSerializer, signed
 from .sansio.flow import Call, Flow
 from .sansio.incidents import log_failure
@@ -112,7 +112,9 @@ class FlaskCache(BaseCache):
         self._leases = f"_redis_middleware_leases_{id(self)}"  # in flask.g
         # memver name -> (value, stored bytes, when Redis last confirmed them)
         self._versions: dict[str, tuple[Any, bytes, float]] = {}
-        self._checks = threading.local()  # .pending: versions the next get confirms
+        # .pending: versions the next get confirms; .stale: the name that get found keyed
+        # by a version that is gone, which the has() memoize may ask next does not have
+        self._checks = threading.local()
         self._serializer: Any = SignedPickleSerializer(self.settings.secret_key)
         self._data = _data_cache(self.settings, namespace, self._serializer)
 
@@ -146,7 +148,10 @@ class FlaskCache(BaseCache):
             raise ConfigError("SECRET_KEY", "FlaskCache signs what it stores: set a SECRET_KEY "
                               "of 32+ characters (or REDIS_MIDDLEWARE_SECRET_KEY)")
         backend = cls(settings, key_prefix=config.get("CACHE_KEY_PREFIX") or "", **own)
-        app.teardown_appcontext(backend._release_leases)
+        # The signal rather than app.teardown_appcontext, which Flask refuses once the app
+        # has handled a request: Cache(app) may come late, as with its own backends.
+        # (Held weakly: a backend replaced by another init_app goes.)
+        appcontext_tearing_down.connect(backend._release_leases, app)
         return backend
 
     # -- the serializer Flask-Caching assigns (CACHE_SERIALIZER) ------------------------------
@@ -170,11 +175,13 @@ class FlaskCache(BaseCache):
         return name
 
     def _ttl(self, timeout: Any) -> float | None:
-        """Seconds to keep a value; None: not at all (a negative timeout)."""
+        """Seconds to keep a value; None: not at all (a negative timeout). A timeout over
+        the longest TTL the data cache takes (a century) is that century: Redis would
+        take it, and cachelib's backends never refuse a timeout."""
         seconds = self._normalize_timeout(timeout)
         if seconds == 0:
             return self._max_ttl
-        return float(seconds) if seconds > 0 else None
+        return float(min(seconds, MAX_TTL)) if seconds > 0 else None
 
     # -- reads ---------------------------------------------------------------------------------
     def get(self, key: str) -> Any:
@@ -182,9 +189,11 @@ class FlaskCache(BaseCache):
         ``set`` that follows stores the value and frees it): another request missing the
         same key meanwhile waits for that value instead of computing it too."""
         name = self._name(key)
-        check: dict[str, bytes] | None = getattr(self._checks, "pending", None)
+        checks = self._checks
+        checks.stale = None
+        check: dict[str, bytes] | None = getattr(checks, "pending", None)
         if check is not None:
-            self._checks.pending = None
+            checks.pending = None
             return self._confirmed_get(name, check)
         data = self._data
         try:  # DataCache.get, on its hot path (one GET, the value decoded as it is)
@@ -225,7 +234,11 @@ class FlaskCache(BaseCache):
                 same = False
                 self._remember(version, found, now)
         if not same:
-            return None  # keyed by a version that is gone: computed again, under the new one
+            # Keyed by a version that is gone: computed again. The entry is still there,
+            # so memoize(cache_none=True)'s has() must not find it (it would take None
+            # for the value).
+            self._checks.stale = name
+            return None
         return self._found(name, raw)
 
     def _remember(self, name: str, raw: bytes | None, now: float) -> Any:
@@ -263,7 +276,7 @@ class FlaskCache(BaseCache):
         return values
 
     def _forget(self, names: Sequence[str]) -> None:
-        self._checks.pending = None
+        self._checks.pending = self._checks.stale = None
         for name in names:
             if name.endswith(_MEMVER):
                 self._versions.pop(name, None)
@@ -293,7 +306,16 @@ class FlaskCache(BaseCache):
         return None if entry is None else entry.value
 
     def has(self, key: str) -> bool:
-        return self._data.has(self._name(key))
+        """Whether ``key`` holds a value; False for the key the last ``get`` of this
+        thread found under a memoize version another process had changed (that ``get``
+        was a miss, and memoize asks ``has`` to tell a miss from a stored None)."""
+        name = self._name(key)
+        stale = getattr(self._checks, "stale", None)
+        if stale is not None:
+            self._checks.stale = None
+            if stale == name:
+                return False
+        return self._data.has(name)
 
     def get_many(self, *keys: str) -> list[Any]:
         names = [self._name(k) for k in keys]
@@ -308,6 +330,7 @@ class FlaskCache(BaseCache):
         """Store ``value``; False when Redis failed (or it is over the size cap). Frees
         the key's lease when this context's ``get`` took it."""
         name, ttl = self._name(key), self._ttl(timeout)
+        self._checks.stale = None
         if name.endswith(_MEMVER):
             self._forget((name,))
         token = self._lease_of(name)
@@ -370,11 +393,15 @@ class FlaskCache(BaseCache):
         return self._data.delete(name)
 
     def delete_many(self, *keys: str) -> list[Any]:
-        """The keys deleted (a key that was not there counts, as in cachelib)."""
+        """The keys deleted (a key that was not there counts, as in cachelib); none when
+        Redis failed (logged, not raised, whatever ``ignore_delete_many_errors``)."""
         if keys:
             names = [self._name(k) for k in keys]
             self._forget(names)
-            self._data.delete_many(names)
+            try:
+                self._data.delete_many(names, strict=True)
+            except RedisMiddlewareError:
+                return []
         return list(keys)
 
     def unlink(self, *keys: str) -> list[Any]:
@@ -383,10 +410,13 @@ class FlaskCache(BaseCache):
     def clear(self) -> bool:
         """Remove this backend's keys (SCAN of its namespace on each primary, never
         FLUSHDB, whatever CACHE_KEY_PREFIX is): every app's and alias's under this
-        namespace, sessions and other components untouched."""
-        self._checks.pending = None
+        namespace, sessions and other components untouched. False when Redis failed."""
+        self._checks.pending = self._checks.stale = None
         self._versions.clear()
-        self._data.clear()
+        try:
+            self._data.clear(strict=True)
+        except RedisMiddlewareError:
+            return False
         return True
 
     def inc(self, key: str, delta: int = 1) -> int | None:
@@ -415,9 +445,10 @@ class FlaskCache(BaseCache):
         return result
 
     # -- leases left at the end of an app context ---------------------------------------------
-    def _release_leases(self, exc: BaseException | None = None) -> None:
-        """Teardown: free the leases this context took and never stored (the function
-        raised, a response filter refused the value, a ``get`` had no ``set``)."""
+    def _release_leases(self, app: Any = None, **_: Any) -> None:
+        """At the end of an app context (``appcontext_tearing_down``): free the leases
+        this context took and never stored (the function raised, a response filter
+        refused the value, a ``get`` had no ``set``)."""
         leases: dict[str, Held] | None = g.pop(self._leases, None)
         if not leases:
             return

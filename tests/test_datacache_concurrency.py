@@ -15,7 +15,13 @@ from typing import Any
 
 import pytest
 
-from redis_middleware import DataCache, LockNotAcquired, RedisUnavailableError, Settings
+from redis_middleware import (
+    DataCache,
+    LockNotAcquired,
+    RedisMiddlewareError,
+    RedisUnavailableError,
+    Settings,
+)
 from redis_middleware.keys import KeySpace
 from redis_middleware.sansio import incidents, metrics
 
@@ -514,6 +520,12 @@ def test_redis_killed_mid_call(server: Any, tmp_path: Path,
         assert cache.get("p:1", default="d") == "d"
         assert cache.set("x", 1) is False and cache.delete("x") is False
         assert cache.invalidate(tags=["t"]) == 0 and cache.get_many(["x"]) == {}
+        assert cache.delete_many(["x"]) == 0 and cache.clear() == 0
+        # strict: "nothing was done" told apart from "nothing was there"
+        with pytest.raises(RedisMiddlewareError):
+            cache.delete_many(["x"], strict=True)
+        with pytest.raises(RedisMiddlewareError):
+            cache.clear(strict=True)
         assert cache.get_or_set("y", lambda: "loaded", ttl=60) == "loaded"
         with pytest.raises(ValueError, match="unavailable"):
             cache.incr("n")
@@ -575,6 +587,11 @@ async def test_redis_down_async(server: Any, caplog: pytest.LogCaptureFixture) -
         assert await asyncio.gather(*(load(i) for i in range(5))) == [1, 2, 3, 4, 5]
         assert await cache.aget("x", 7) == 7 and await cache.aset("x", 1) is False
         assert await cache.ainvalidate(tags=["t"]) == 0
+        assert await cache.adelete_many(["x"]) == 0 and await cache.aclear() == 0
+        with pytest.raises(RedisMiddlewareError):
+            await cache.adelete_many(["x"], strict=True)
+        with pytest.raises(RedisMiddlewareError):
+            await cache.aclear(strict=True)
     assert sum(r.levelno >= logging.WARNING for r in caplog.records) == 1
     await cache.redis.aclose()
 

@@ -183,6 +183,20 @@ def test_timeouts(backend: Any, raw: Any, settings: Settings) -> None:
         time.sleep(0.05)
 
 
+def test_a_timeout_over_a_century_is_a_century(backend: Any, raw: Any, settings: Settings
+                                               ) -> None:
+    """cachelib's backends take any timeout; the data cache refuses TTLs over a century,
+    so the backend keeps such a value a century rather than raise."""
+    century_ms = 100 * 365 * 86400 * 1000
+    assert backend.set("huge", "v", timeout=10**10) is True
+    assert backend.get("huge") == "v"
+    assert century_ms - 60_000 < raw.pttl(flask_key(settings, "huge")) <= century_ms
+    assert backend.add("added", 1, timeout=dt.timedelta(days=10**6)) is True
+    assert backend.set_many({"a": 1, "b": 2}, timeout=10**12) == ["a", "b"]
+    assert backend.get_many("added", "a", "b") == [1, 1, 2]
+    assert raw.pttl(flask_key(settings, "b")) > century_ms - 60_000
+
+
 def test_a_default_timeout_of_zero_is_forever(settings: Settings, raw: Any) -> None:
     app = make_app(settings, CACHE_DEFAULT_TIMEOUT=0)
     cache = Cache(app)
@@ -402,6 +416,32 @@ def test_delete_memoized_in_another_process_is_seen_at_once(settings: Settings) 
         cache.clear()
 
 
+def test_memoize_caching_none_computes_after_another_process_s_delete_memoized(
+        settings: Settings) -> None:
+    """memoize(cache_none=True) asks has() when get() returns None: the entry under the
+    version another process dropped is still in Redis, and must not be taken for a
+    stored None."""
+    cache = Cache()
+    here, there = (make_app(settings, CACHE_KEY_PREFIX="shared_") for _ in range(2))
+    cache.init_app(here)
+    cache.init_app(there)
+    calls: list[int] = []
+
+    @cache.memoize(60, cache_none=True)
+    def product(n: int) -> str:
+        calls.append(n)
+        return f"computed #{len(calls)}"
+
+    with here.app_context():
+        assert product(1) == product(1) == "computed #1"
+    with there.app_context():
+        cache.delete_memoized(product)
+    with here.app_context():
+        assert product(1) == "computed #2"
+        assert product(1) is not None
+        cache.clear()
+
+
 # -- one computation per missing value ------------------------------------------------------
 def run_in_threads(count: int, target: Callable[[], Any]) -> list[Any]:
     start = threading.Barrier(count)
@@ -499,6 +539,27 @@ def test_a_failing_function_frees_its_lease_at_once(app: Flask, cache: Cache) ->
     with app.app_context():
         assert cache.get(key) is None  # takes the lease: it was freed
     assert time.monotonic() - started < 1
+
+
+def test_cache_can_come_after_the_first_request_and_still_frees_leases(
+        settings: Settings) -> None:
+    """Flask refuses setup methods once the app has handled a request; Flask-Caching's
+    backends allow a late Cache(app), and ours does too, still freeing at the end of an
+    app context the lease a get took with no set after it."""
+    app = make_app(settings, CACHE_OPTIONS={"lock_wait": 3})
+    app.add_url_rule("/", "index", lambda: "ok")
+    assert app.test_client().get("/").data == b"ok"
+    cache = Cache(app)
+    with app.app_context():
+        assert cache.get("report") is None  # a miss: this context takes the lease
+    started = time.monotonic()
+    with app.app_context():
+        assert cache.get("report") is None  # takes the lease: it was freed
+        cache.set("report", "done")
+    assert time.monotonic() - started < 1
+    with app.app_context():
+        assert cache.get("report") == "done"
+        cache.clear()
 
 
 def test_cache_aside_by_hand_waits_for_the_other_request_s_set(app: Flask, cache: Cache) -> None:
@@ -639,6 +700,10 @@ def test_redis_down_a_memoized_function_still_answers_even_in_debug(
         assert backend.add("k", 1) is False and backend.has("k") is False
         assert backend.get_many("a", "b") == [None, None] and backend.inc("n") is None
         assert backend.delete("k") is False and backend.set_many({"a": 1}) == []
+        # Nothing was deleted or cleared, and they say so (cachelib: the keys deleted;
+        # whether the cache has been cleared).
+        assert backend.delete_many("a", "b") == [] and backend.unlink("a") == []
+        assert cache.clear() is False
     assert calls == [2, 2, 3, 2]
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1 and "unavailable" in warnings[0].getMessage()

@@ -88,6 +88,47 @@ def test_flask_answers_503_without_a_traceback_when_redis_is_down(
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
+def test_a_save_that_fails_answers_the_stack_s_503_without_the_view_s_headers() -> None:
+    """The login was not saved: the 503 carries none of the view's headers (a redirect's
+    Location, a Cache-Control a shared cache could keep the 503 for, an ETag, Flask-Login's
+    remember cookie), only what the stack's own 503 carries."""
+    from flask import Flask, redirect, session
+    from flask_login import LoginManager, UserMixin, login_user
+
+    from redis_middleware.flask import init_app
+
+    from .support.clients import SECRET
+    from .support.servers import free_port
+
+    settings = Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0", secret_key=SECRET)
+    app = Flask(__name__)
+    app.config["SECRET_KEY"] = SECRET
+    init_app(app, settings)
+    login_manager = LoginManager(app)
+
+    class User(UserMixin):
+        id = "42"
+
+    login_manager.user_loader(lambda user_id: User() if user_id == "42" else None)
+
+    @app.post("/login")
+    def login() -> Any:
+        login_user(User(), remember=True)
+        session["cart"] = [1]
+        response = redirect("/account")
+        response.headers["Cache-Control"] = "public, max-age=600"
+        response.set_etag("v1")
+        response.set_cookie("theme", "dark")
+        return response
+
+    response = app.test_client().post("/login", headers={"Accept": "text/html"})
+    assert response.status_code == 503
+    assert sorted(response.headers.keys()) == ["Content-Length", "Content-Type", "Retry-After"]
+    assert response.headers["Content-Type"].startswith("text/html")
+    assert int(response.headers["Content-Length"]) == len(response.data)
+    assert b"Session store unavailable" in response.data
+
+
 def test_the_interface_alone_is_a_whole_session_backend(settings: Settings) -> None:
     """No middleware at all: Flask opens and saves the session through the interface."""
     from flask import Flask, session

@@ -143,14 +143,16 @@ class DataCache:
                         tags: Iterable[str] | str | None = None) -> list[str]:
         return await self._awrite(mapping, self._calls.set_many(mapping, ttl, tags))
 
-    def delete_many(self, keys: Iterable[str]) -> int:
-        """Remove ``keys`` in one round trip; how many were there."""
+    def delete_many(self, keys: Iterable[str], *, strict: bool = False) -> int:
+        """Remove ``keys`` in one round trip; how many were there. ``strict``: raise
+        :class:`RedisMiddlewareError` when Redis failed, rather than answer 0 (for a
+        caller that must tell "nothing was there" from "nothing was done")."""
         keys = list(keys)
-        return self._write(keys, self._calls.delete_many(keys))
+        return self._write(keys, self._calls.delete_many(keys, strict))
 
-    async def adelete_many(self, keys: Iterable[str]) -> int:
+    async def adelete_many(self, keys: Iterable[str], *, strict: bool = False) -> int:
         keys = list(keys)
-        return await self._awrite(keys, self._calls.delete_many(keys))
+        return await self._awrite(keys, self._calls.delete_many(keys, strict))
 
     def has(self, key: str) -> bool:
         return self.redis.run(self._calls.has(key))
@@ -195,17 +197,19 @@ class DataCache:
     async def ainvalidate(self, *, tags: Iterable[str] | str) -> int:
         return await self.redis.arun(self._calls.invalidate(tags))
 
-    def clear(self) -> int:
+    def clear(self, *, strict: bool = False) -> int:
         """Remove every value (and tag) of this cache's namespace, by SCAN on each
-        primary: never FLUSHDB, so sessions and other namespaces stay. How many keys."""
+        primary: never FLUSHDB, so sessions and other namespaces stay. How many keys.
+        ``strict``: as for :meth:`delete_many`."""
         if self._near is not None:
             self._near.view.flush("clear")
-        return self.redis.run(self._calls.clear(per_primary(self.redis, self.core)))
+        return self.redis.run(self._calls.clear(per_primary(self.redis, self.core), strict))
 
-    async def aclear(self) -> int:
+    async def aclear(self, *, strict: bool = False) -> int:
         if self._near is not None:
             self._near.view.flush("clear")
-        return await self.redis.arun(self._calls.clear(per_primary(self.redis, self.core)))
+        return await self.redis.arun(
+            self._calls.clear(per_primary(self.redis, self.core), strict))
 
     def _write(self, names: Iterable[str], flow: PausingFlow[T]) -> T:
         """Run a write of ``names``: the near cache forgets them before it is sent and

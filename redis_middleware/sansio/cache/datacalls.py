@@ -117,8 +117,15 @@ class Calls:
             yield from quietly(core.refuse_flow(refused), None)
         return refused
 
-    def delete_many(self, names: Iterable[str]) -> Flow[int]:
-        return (yield from quietly(self.core.delete_flow(list(names)), 0))
+    def delete_many(self, names: Iterable[str], strict: bool = False) -> Flow[int]:
+        """How many were there; ``strict``: Redis failing raises (logged all the same)."""
+        try:
+            return (yield from self.core.delete_flow(list(names)))
+        except RedisMiddlewareError as exc:
+            failed(exc)
+            if strict:
+                raise
+            return 0
 
     def has(self, name: str) -> Flow[bool]:
         return (yield from quietly(self.core.has_flow(name), False))
@@ -142,13 +149,15 @@ class Calls:
     def invalidate(self, tags: Iterable[str] | str) -> Flow[int]:
         return (yield from quietly(self.core.invalidate_flow(tag_list(tags)), 0))
 
-    def clear(self, per_primary: Delegate | None) -> PausingFlow[int]:
+    def clear(self, per_primary: Delegate | None, strict: bool = False) -> PausingFlow[int]:
         """SCAN + UNLINK on the server; on a Cluster, ``per_primary`` (the client library
-        scans each primary on its own connections)."""
+        scans each primary on its own connections). ``strict``: as for ``delete_many``."""
         try:
             if self.core.cluster and per_primary is not None:
                 return cast(int, (yield per_primary))
             return (yield from self.core.clear_flow())
         except RedisMiddlewareError as exc:
             failed(exc)
+            if strict:
+                raise
             return 0
