@@ -424,7 +424,8 @@ class Settings(FieldSettings):
     data_max_value_bytes: int = setting(
         1024 * 1024, "REDIS_MIDDLEWARE_DATA_MAX_VALUE_BYTES", p.parse_int,
         "Largest value stored, in bytes (after compression). A larger one is returned to "
-        "its caller, not stored (logged once per incident).",
+        "its caller, not stored, and an older value under its key removed (logged once "
+        "per incident).",
     )
     near_cache_size: int = setting(
         0, "REDIS_MIDDLEWARE_NEAR_CACHE_SIZE", p.parse_int,
