@@ -557,15 +557,19 @@ def test_the_cache_serves_hits_and_keeps_the_view_s_response(configured: Setting
     assert conditional.status_code in (200, 304)
 
 
-def test_redis_down_answers_503_with_one_log_line(caplog: pytest.LogCaptureFixture) -> None:
+def _redis_down() -> Any:
+    """Settings whose Redis is a loopback port nothing listens on, failing fast."""
     from django.test import override_settings
 
     from .support.servers import free_port
 
-    with override_settings(REDIS_MIDDLEWARE={
-            "redis_url": f"redis://127.0.0.1:{free_port()}/0", "secret_key": (SECRET,),
-            "connect_timeout": 0.2, "socket_timeout": 0.2,
-            "session_on_redis_error": "fail"}):
+    return override_settings(REDIS_MIDDLEWARE={
+        "redis_url": f"redis://127.0.0.1:{free_port()}/0", "secret_key": (SECRET,),
+        "connect_timeout": 0.2, "socket_timeout": 0.2, "session_on_redis_error": "fail"})
+
+
+def test_redis_down_answers_503_with_one_log_line(caplog: pytest.LogCaptureFixture) -> None:
+    with _redis_down():
         from redis_middleware.sansio.sessions.cookies import new_session_id
 
         c = client()
@@ -583,18 +587,11 @@ def test_redis_down_answers_503_with_one_log_line(caplog: pytest.LogCaptureFixtu
 def test_the_middleware_s_503s_are_not_logged_again_by_django(
         caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     """Our one line per incident, not Django's ``django.request`` ERROR per request too."""
-    from django.test import override_settings
-
     from redis_middleware.sansio import incidents
     from redis_middleware.sansio.sessions.cookies import new_session_id
 
-    from .support.servers import free_port
-
     monkeypatch.setattr(incidents, "_last_logged", {})  # a fresh incident
-    with override_settings(REDIS_MIDDLEWARE={
-            "redis_url": f"redis://127.0.0.1:{free_port()}/0", "secret_key": (SECRET,),
-            "connect_timeout": 0.2, "socket_timeout": 0.2,
-            "session_on_redis_error": "fail"}):
+    with _redis_down():
         c = client()
         c.cookies["sessionid"] = new_session_id()
         with caplog.at_level(logging.WARNING):
