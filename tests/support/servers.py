@@ -106,8 +106,7 @@ def _start_redis_server(workdir: Path, extra: tuple[str, ...], port: int
     deadline = time.monotonic() + 10
     while True:
         try:
-            with server.client() as c:
-                pid = int(c.info("server")["process_id"])
+            pid = _server_pid(server)
             if pid == proc.pid:
                 return server
             proc.kill()  # another suite's server holds the port: ours could not bind
@@ -125,6 +124,19 @@ def _start_redis_server(workdir: Path, extra: tuple[str, ...], port: int
             proc.kill()  # never leave a server behind
             proc.wait()
             raise
+
+
+def _server_pid(server: RedisServer) -> int:
+    """The pid of the process answering on the server's port. A connection made before
+    the server listens may meet itself (TCP's simultaneous open: the kernel can pick the
+    free port as the client's own), and then reads back what it sent, ``INFO`` parsed as
+    a list: no server answered (ConnectionError, as for a refused connection)."""
+    with server.client() as c:
+        try:
+            info = c.info("server")
+        except (AttributeError, TypeError) as exc:  # redis-py parsing a list as INFO
+            raise redis.exceptions.ConnectionError(f"not a server's INFO: {exc}") from exc
+    return int(info["process_id"])
 
 
 # Every server process this test process started: a test that fails before it stops its
