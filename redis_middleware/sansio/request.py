@@ -135,15 +135,6 @@ def _header_name(key: str) -> str:
     return _HEADER_NAMES.put(key, name)
 
 
-def _environ_bytes(text: str) -> bytes:
-    """A WSGI string's bytes: latin-1 (PEP 3333); UTF-8 for a server that put other
-    characters there (never an error for what a client sent)."""
-    try:
-        return text.encode("latin-1")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "surrogatepass")
-
-
 def from_environ(environ: Mapping[str, Any]) -> RequestInfo:
     """The request of a WSGI environ (its user is resolved lazily: see environ_user)."""
     names = _HEADER_NAMES
@@ -154,10 +145,15 @@ def from_environ(environ: Mapping[str, Any]) -> RequestInfo:
             name = _header_name(key)
         if name and (value or key[0] == "H"):  # empty CONTENT_* means "absent"
             headers.append((name, value))
+    query = environ.get("QUERY_STRING", "")
+    try:  # inline: every WSGI request runs this
+        query_bytes = query.encode("latin-1")  # PEP 3333
+    except UnicodeEncodeError:  # a server that put other characters there
+        query_bytes = query.encode("utf-8", "surrogatepass")
     return RequestInfo(
         method=environ.get("REQUEST_METHOD", "GET"),
         path=(environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")) or "/",
-        query_string=_environ_bytes(environ.get("QUERY_STRING", "")),
+        query_string=query_bytes,
         headers=tuple(headers),
         cookies=cookies_of([cookie]) if (cookie := environ.get("HTTP_COOKIE")) else NO_COOKIES,
         peer=environ.get("REMOTE_ADDR") or None,
