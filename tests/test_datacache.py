@@ -428,6 +428,10 @@ def test_raw_mode_counts_exactly_whatever_the_serializer(settings: Settings,
         assert cache.get("v") == value and type(cache.get("v")) is type(value)
         with pytest.raises(TypeError):
             cache.incr("v")
+    # Integers past 64 bits are the serializer's (JSON writes them as digits too).
+    for value in (10**19, 2**64 - 1) + ((-(10**19), 2**70) if serializer != "msgpack" else ()):
+        cache.set("big", value, ttl=60)
+        assert cache.get("big") == value
 
 
 def test_raw_mode_refuses_what_it_would_read_as_an_integer(settings: Settings) -> None:

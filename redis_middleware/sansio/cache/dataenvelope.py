@@ -122,7 +122,9 @@ class Envelope:
         if type(value) is int and _INT64[0] <= value <= _INT64[1]:
             return b"%d" % value
         payload = self._payload(value)
-        if _digits(payload):  # only a serializer of the user's, unsigned, can write these
+        # Digits read back as the integer they spell: right for a larger int written as
+        # its digits (JSON), ambiguous for anything else (a serializer of the user's).
+        if _digits(payload) and not (type(value) is int and payload == b"%d" % value):
             raise TypeError(f"{type(self.serializer).__name__} writes this "
                             f"{type(value).__name__} as digits, which this backend reads "
                             "as an integer: it cannot be told apart")
