@@ -1,6 +1,6 @@
 """The framework cache backends against their peers, in one run on one redis-server.
 
-    python bench/datacache_frameworks.py [--calls 2000] [--runs 15]
+    python bench/datacache_frameworks.py [--calls 2000] [--runs 15] [--busy N]
                                          [--out bench/results/datacache-frameworks.json]
 
 Starts its own redis-server on a free loopback port (stopped at the end) and measures a
@@ -42,7 +42,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from datacache import commands_processed, start_server, stop_server  # noqa: E402 (bench/datacache.py)
+from datacache import (  # noqa: E402 (bench/datacache.py)
+    busy_cores,
+    commands_processed,
+    start_server,
+    stop_server,
+)
 
 VALUE = {"id": 1, "name": "Ada Lovelace", "email": "ada@example.com", "roles": ["admin"],
          "score": 12.5, "active": True}
@@ -208,22 +213,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--runs", type=int, default=15)
-    parser.add_argument("--out", default=str(ROOT / "bench/results/datacache-frameworks.json"))
+    parser.add_argument("--out", default=None, help="default: bench/results/"
+                        "datacache-frameworks.json (-busy.json with --busy)")
+    parser.add_argument("--busy", type=int, default=0, metavar="N",
+                        help="keep N cores busy at the lowest priority while timing "
+                             "(default 0: an idle machine)")
     args = parser.parse_args()
     if shutil.which("redis-server") is None:
         sys.exit("redis-server is not on PATH")
+    out = args.out or str(ROOT / "bench/results" / (
+        "datacache-frameworks" + ("-busy" if args.busy else "") + ".json"))
     proc, url, workdir = start_server()
     try:
-        result = {
-            "python": platform.python_version(), "machine": platform.machine(),
-            "calls": args.calls, "runs": args.runs,
-            "django": django_bench(url, args.calls, args.runs),
-            "flask_caching": flask_bench(url, args.calls, args.runs),
-        }
+        with busy_cores(args.busy):
+            result = {
+                "python": platform.python_version(), "machine": platform.machine(),
+                "calls": args.calls, "runs": args.runs, "busy_cores": args.busy,
+                "django": django_bench(url, args.calls, args.runs),
+                "flask_caching": flask_bench(url, args.calls, args.runs),
+            }
     finally:
         stop_server(proc, workdir)
     text = json.dumps(result, indent=2)
-    Path(args.out).write_text(text + "\n")
+    Path(out).write_text(text + "\n")
     print(text)
 
 
