@@ -56,7 +56,8 @@ class Followed(NamedTuple):
 
     stored: bytes | None  # the leader's value, encoded; None: it gave up (cancelled)
     error: BaseException | None  # the leader's loader failed with this
-    seconds: float | None  # how long it waited; None: past data_lock_wait, it loads itself
+    seconds: float | None  # how long it waited; None: it loads itself (past
+    # data_lock_wait, or a call made inside its own load of the key: no lease, no wait)
 
 
 class Ticket(Protocol):
