@@ -10,6 +10,7 @@ import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -613,6 +614,35 @@ def test_a_ttl_past_a_century_is_a_value_error(settings: Settings) -> None:
     with pytest.raises(ValueError, match="stale"):
         cache.set("k", 1, ttl=60, stale=1e17)
     assert cache.set("k", 1, ttl=100 * 365 * 86400) is True
+
+
+async def test_durations_may_be_timedeltas(settings: Settings, raw: Any) -> None:
+    # As cashews' ttl and dogpile.cache's expiration_time take them.
+    cache = DataCache(settings)
+    hour = timedelta(hours=1)
+
+    @cache.cached(ttl=hour, key="td:{n}", stale=timedelta(minutes=1))
+    def square(n: int) -> int:
+        return n * n
+
+    @cache.cached(ttl=timedelta(seconds=90))
+    async def double(n: int) -> int:
+        return 2 * n
+
+    assert square(3) == 9 and await double(4) == 8
+    assert cache.set("td", 1, ttl=hour) and cache.touch("td", timedelta(days=2))
+    assert cache.get_or_set("td2", lambda: 2, ttl=timedelta(milliseconds=1500)) == 2
+    assert await cache.aset("td3", 3, ttl=timedelta(minutes=5))
+    assert 3600 < raw.pttl(data_key(settings, square.key_for(3))) / 1000 <= 3660
+    assert 2 * 86400 - 60 < raw.pttl(data_key(settings, "td")) / 1000 <= 2 * 86400
+    assert 1 < raw.pttl(data_key(settings, "td2")) / 1000 <= 1.5
+    with cache.lock("td", timeout=timedelta(seconds=5), wait=timedelta(seconds=1)):
+        pass
+    for bad in (timedelta(0), timedelta(seconds=-1), timedelta(days=365 * 101)):
+        with pytest.raises(ValueError, match="TTL"):
+            cache.set("k", 1, ttl=bad)
+    await cache.aclose()
+    await cache.redis.aclose()
 
 
 # -- metrics -----------------------------------------------------------------------------------

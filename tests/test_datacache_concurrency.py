@@ -284,6 +284,55 @@ def test_a_follower_stops_waiting_after_lock_wait(settings: Settings, raw: Any) 
     raw.delete(keys.data_fill("w"))
 
 
+def test_a_load_that_asks_for_its_own_key_does_not_wait_for_itself(settings: Settings
+                                                                  ) -> None:
+    # Two layers of caching on one key, or a loader that reads the key it fills: the
+    # inner call must not wait data_lock_wait for the load it is part of.
+    cache = DataCache(settings.replace(data_lock_wait=5))
+
+    def outer() -> str:
+        return "outer+" + cache.get_or_set("same", lambda: "inner", ttl=60)
+
+    @cache.cached(ttl=60, key="layer:{a}")
+    @cache.cached(ttl=60, key="layer:{a}", tags=["layers"])
+    def layered(a: int) -> int:
+        return a * 2
+
+    started = time.monotonic()
+    assert cache.get_or_set("same", outer, ttl=60) == "outer+inner"
+    assert layered(4) == 8
+    assert time.monotonic() - started < 2
+    assert cache.get("same") == "outer+inner"  # the outer load stored last
+    assert cache.get("layer:4") == 8
+
+
+async def test_an_async_load_that_asks_for_its_own_key_does_not_wait_for_itself(
+        settings: Settings) -> None:
+    cache = DataCache(settings.replace(data_lock_wait=5))
+
+    async def inner() -> str:
+        return "inner"
+
+    async def outer() -> str:
+        # the same task, a child task, and a worker thread running a sync call
+        same_task = await cache.aget_or_set("same", inner, ttl=60)
+        (child,) = await asyncio.gather(cache.aget_or_set("same", inner, ttl=60))
+        return f"{same_task}+{child}"
+
+    def sync_outer() -> str:
+        return "sync+" + cache.get_or_set("from-thread", lambda: "inner", ttl=60)
+
+    started = time.monotonic()
+    try:
+        assert await cache.aget_or_set("same", outer, ttl=60) == "inner+inner"
+        assert await cache.aget_or_set("from-thread", sync_outer, ttl=60) == "sync+inner"
+        assert time.monotonic() - started < 2
+        assert await cache.aget("same") == "inner+inner"
+    finally:
+        await cache.aclose()
+        await cache.redis.aclose()
+
+
 def test_a_lease_that_vanishes_without_a_value_is_taken_over(settings: Settings,
                                                              raw: Any) -> None:
     cache = DataCache(settings)

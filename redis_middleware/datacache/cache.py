@@ -20,7 +20,7 @@ from .._redis.connections import connections_for
 from ..config.settings import Settings
 from ..errors import RedisMiddlewareError
 from ..sansio import metrics
-from ..sansio.cache.data import MISS, DataCore
+from ..sansio.cache.data import MISS, DataCore, Seconds
 from ..sansio.cache.datacalls import Calls, report
 from ..sansio.cache.datafill import Fill, Local, Policy
 from ..sansio.flow import Delegate, PausingFlow
@@ -102,21 +102,21 @@ class DataCache:
             near.drop(ticket)
             raise
 
-    def set(self, key: str, value: Any, ttl: float | None = None, *,
-            tags: Iterable[str] | str | None = None, stale: float = 0) -> bool:
+    def set(self, key: str, value: Any, ttl: Seconds | None = None, *,
+            tags: Iterable[str] | str | None = None, stale: Seconds = 0) -> bool:
         """Store ``value`` for ``ttl`` seconds (default ``Settings.data_ttl``) with
         ``tags``; False when it was not stored (Redis failed, or over the size cap)."""
         return self._write((key,), self._calls.set(key, value, ttl, tags, stale))
 
-    async def aset(self, key: str, value: Any, ttl: float | None = None, *,
-                   tags: Iterable[str] | str | None = None, stale: float = 0) -> bool:
+    async def aset(self, key: str, value: Any, ttl: Seconds | None = None, *,
+                   tags: Iterable[str] | str | None = None, stale: Seconds = 0) -> bool:
         return await self._awrite((key,), self._calls.set(key, value, ttl, tags, stale))
 
-    def add(self, key: str, value: Any, ttl: float | None = None) -> bool:
+    def add(self, key: str, value: Any, ttl: Seconds | None = None) -> bool:
         """Store ``value`` only if ``key`` holds nothing; whether it did."""
         return self._write((key,), self._calls.add(key, value, ttl))
 
-    async def aadd(self, key: str, value: Any, ttl: float | None = None) -> bool:
+    async def aadd(self, key: str, value: Any, ttl: Seconds | None = None) -> bool:
         return await self._awrite((key,), self._calls.add(key, value, ttl))
 
     def delete(self, key: str) -> bool:
@@ -133,13 +133,13 @@ class DataCache:
     async def aget_many(self, keys: Iterable[str]) -> dict[str, Any]:
         return await self.redis.arun(self._calls.get_many(keys))
 
-    def set_many(self, mapping: Mapping[str, Any], ttl: float | None = None, *,
+    def set_many(self, mapping: Mapping[str, Any], ttl: Seconds | None = None, *,
                  tags: Iterable[str] | str | None = None) -> list[str]:
         """Store every item in one round trip; the keys that were *not* stored (all of
         them when Redis failed; an empty list on success)."""
         return self._write(mapping, self._calls.set_many(mapping, ttl, tags))
 
-    async def aset_many(self, mapping: Mapping[str, Any], ttl: float | None = None, *,
+    async def aset_many(self, mapping: Mapping[str, Any], ttl: Seconds | None = None, *,
                         tags: Iterable[str] | str | None = None) -> list[str]:
         return await self._awrite(mapping, self._calls.set_many(mapping, ttl, tags))
 
@@ -160,12 +160,12 @@ class DataCache:
     async def ahas(self, key: str) -> bool:
         return await self.redis.arun(self._calls.has(key))
 
-    def touch(self, key: str, ttl: float | None = None) -> bool:
+    def touch(self, key: str, ttl: Seconds | None = None) -> bool:
         """Give ``key`` a new TTL; whether it exists. (A value with a stale window keeps
         the freshness it was stored with.)"""
         return self._write((key,), self._calls.touch(key, ttl))
 
-    async def atouch(self, key: str, ttl: float | None = None) -> bool:
+    async def atouch(self, key: str, ttl: Seconds | None = None) -> bool:
         return await self._awrite((key,), self._calls.touch(key, ttl))
 
     def ttl(self, key: str) -> float | None:
@@ -235,8 +235,8 @@ class DataCache:
             near.forget(names)
 
     # -- get_or_set ------------------------------------------------------------------------
-    def get_or_set(self, key: str, loader: Callable[[], Any], ttl: float | None = None, *,
-                   tags: Iterable[str] | str | None = None, stale: float = 0,
+    def get_or_set(self, key: str, loader: Callable[[], Any], ttl: Seconds | None = None, *,
+                   tags: Iterable[str] | str | None = None, stale: Seconds = 0,
                    early: float | bool = 0, name: str | None = None) -> Any:
         """The value of ``key``; on a miss, ``loader()``'s, stored for ``ttl`` seconds.
 
@@ -249,8 +249,8 @@ class DataCache:
         policy = self._fill.policy(ttl, stale, early, name or "get_or_set")
         return self._fetch(key, policy, loader, no_tags if tags is None else self._tags(tags))
 
-    async def aget_or_set(self, key: str, loader: Callable[[], Any], ttl: float | None = None,
-                          *, tags: Iterable[str] | str | None = None, stale: float = 0,
+    async def aget_or_set(self, key: str, loader: Callable[[], Any], ttl: Seconds | None = None,
+                          *, tags: Iterable[str] | str | None = None, stale: Seconds = 0,
                           early: float | bool = 0, name: str | None = None) -> Any:
         """:meth:`get_or_set` for asyncio. ``loader`` may be async (awaited) or sync (run
         in a worker thread, so that it cannot block the event loop)."""
@@ -258,7 +258,7 @@ class DataCache:
         tag_keys = no_tags if tags is None else self._tags(tags)
         return await self._afetch(key, policy, lambda: _loader(loader), tag_keys)
 
-    def _policy(self, ttl: float | None, stale: float, early: float | bool, label: str
+    def _policy(self, ttl: Seconds | None, stale: Seconds, early: float | bool, label: str
                ) -> Policy:
         """A call's options, validated once (``cached`` and ``get_or_set``)."""
         return self._fill.policy(ttl, stale, early, label)
@@ -332,12 +332,12 @@ class DataCache:
     def cached(self, ttl: F) -> F: ...
 
     @overload
-    def cached(self, ttl: float | None = None, key: str | None = None,
-               tags: Iterable[str] | str | None = None, *, stale: float = 0,
+    def cached(self, ttl: Seconds | None = None, key: str | None = None,
+               tags: Iterable[str] | str | None = None, *, stale: Seconds = 0,
                early: float | bool = 0, name: str | None = None) -> Callable[[F], F]: ...
 
     def cached(self, ttl: Any = None, key: str | None = None,
-               tags: Iterable[str] | str | None = None, *, stale: float = 0,
+               tags: Iterable[str] | str | None = None, *, stale: Seconds = 0,
                early: float | bool = 0, name: str | None = None) -> Any:
         """Cache a function's results: ``@cache.cached(ttl=60, key="user:{user_id}")``.
 
@@ -357,8 +357,8 @@ class DataCache:
         return cached(self, ttl, key, tags, stale, early, name)
 
     # -- locks and closing -----------------------------------------------------------------
-    def lock(self, name: str, timeout: float = 30, *, blocking: bool = True,
-             wait: float | None = None) -> Lock:
+    def lock(self, name: str, timeout: Seconds = 30, *, blocking: bool = True,
+             wait: Seconds | None = None) -> Lock:
         """A lock shared by every process on this Redis: ``with cache.lock("rebuild"):``.
 
         Held for ``timeout`` seconds at most, renewed every ``timeout / 3`` while the
@@ -369,8 +369,8 @@ class DataCache:
         """
         return Lock(self.redis, self.core, name, timeout, blocking, wait)
 
-    def alock(self, name: str, timeout: float = 30, *, blocking: bool = True,
-              wait: float | None = None) -> ALock:
+    def alock(self, name: str, timeout: Seconds = 30, *, blocking: bool = True,
+              wait: Seconds | None = None) -> ALock:
         """:meth:`lock` for asyncio: ``async with cache.alock("rebuild"):``."""
         return ALock(self.redis, self.core, name, timeout, blocking, wait)
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol, TypeVar, cast
 
 from .._memo import Memo
-from ..sansio.cache.data import DataCore, tag_list
+from ..sansio.cache.data import DataCore, Seconds, tag_list
 from ..sansio.cache.datafill import Policy
 from ..sansio.cache.datakeys import Binder, DefaultKey, KeyTemplate
 from ..sansio.flow import Delegate
@@ -41,7 +41,7 @@ class Owner(Protocol):
 
     core: DataCore
 
-    def _policy(self, ttl: float | None, stale: float, early: float | bool, label: str
+    def _policy(self, ttl: Seconds | None, stale: Seconds, early: float | bool, label: str
                ) -> Policy: ...
 
     def _fetch(self, key: str, policy: Policy, loader: Callable[[], Any],
@@ -55,8 +55,8 @@ class Owner(Protocol):
     async def adelete(self, key: str) -> bool: ...
 
 
-def cached(cache: Owner, ttl: float | None, key: str | None,
-           tags: Iterable[str] | str | None, stale: float, early: float | bool,
+def cached(cache: Owner, ttl: Seconds | None, key: str | None,
+           tags: Iterable[str] | str | None, stale: Seconds, early: float | bool,
            name: str | None) -> Callable[[F], F]:
     """The decorator of ``cache.cached(...)`` (its docstring says what it does)."""
     tag_texts = tag_list(tags)

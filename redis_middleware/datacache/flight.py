@@ -4,11 +4,17 @@ Threads share a per-key event, the tasks of one event loop a per-key future; the
 caller leads (the get_or_set flow, ``sansio/cache/datafill.py``, goes on to Redis for
 it), the others wait at most ``data_lock_wait`` seconds for its outcome. The tasks of one
 loop that read a key at the same moment also share one ``GET`` (:class:`SharedReads`).
+
+A load that asks for its own key (two layers of caching on one key, a loader reading
+the key it fills; also from a task it spawned, or a worker thread running its sync
+loader) would wait for itself: the keys a caller is loading are in a context variable
+(copied into child tasks and ``asyncio.to_thread``), and such a call loads at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 import time
 import weakref
@@ -22,18 +28,37 @@ from ..sansio.cache.datafill import Followed, Ticket
 __all__ = ["Flights", "SharedReads"]
 
 _RETRY = object()  # a reader gave up without a reply (cancelled): the others read again
+_REENTERED = Followed(None, None, None)  # "load it yourself", as after data_lock_wait
+
+# The loads this context leads: (the Flights, the key) pairs, usually none.
+_loading: contextvars.ContextVar[frozenset[tuple[int, str]]] = contextvars.ContextVar(
+    "redis_middleware_data_loading", default=frozenset())
+
+
+def _enter(mark: tuple[int, str]) -> None:
+    _loading.set(_loading.get() | {mark})
+
+
+def _leave(mark: tuple[int, str]) -> None:
+    # Not ContextVar.reset: a ticket may be closed from another context (a generator
+    # closed late); removing only this mark is right in any context.
+    loading = _loading.get()
+    if mark in loading:
+        _loading.set(loading - {mark})
 
 
 class _Flight:
     """One key being loaded by a thread of this process; the others wait on ``done``."""
 
-    __slots__ = ("done", "error", "flights", "lock", "name", "stored")
+    __slots__ = ("done", "error", "flights", "lock", "mark", "name", "stored")
 
-    def __init__(self, flights: dict[str, _Flight], lock: threading.Lock, name: str) -> None:
-        self.flights, self.lock, self.name = flights, lock, name
+    def __init__(self, flights: dict[str, _Flight], lock: threading.Lock, name: str,
+                 mark: tuple[int, str]) -> None:
+        self.flights, self.lock, self.name, self.mark = flights, lock, name, mark
         self.done = threading.Event()
         self.stored: bytes | None = None  # the encoded value (followers decode their own)
         self.error: BaseException | None = None
+        _enter(mark)
 
     def settle(self, stored: bytes) -> None:
         self.stored = stored
@@ -42,6 +67,7 @@ class _Flight:
         self.error = error
 
     def close(self) -> None:
+        _leave(self.mark)
         with self.lock:
             if self.flights.get(self.name) is self:
                 del self.flights[self.name]
@@ -51,11 +77,13 @@ class _Flight:
 class _TaskFlight:
     """One key being loaded by a task of this event loop; the others await ``future``."""
 
-    __slots__ = ("flights", "future", "name")
+    __slots__ = ("flights", "future", "mark", "name")
 
-    def __init__(self, flights: dict[str, asyncio.Future[Any]], name: str) -> None:
-        self.flights, self.name = flights, name
+    def __init__(self, flights: dict[str, asyncio.Future[Any]], name: str,
+                 mark: tuple[int, str]) -> None:
+        self.flights, self.name, self.mark = flights, name, mark
         self.future = flights[name] = asyncio.get_running_loop().create_future()
+        _enter(mark)
 
     def settle(self, stored: bytes) -> None:
         self.future.set_result(stored)
@@ -65,6 +93,7 @@ class _TaskFlight:
         self.future.exception()  # retrieved: no "never retrieved" log when nobody waited
 
     def close(self) -> None:
+        _leave(self.mark)
         if not self.future.done():  # cancelled (or another BaseException): followers retry
             self.future.set_result(None)
         if self.flights.get(self.name) is self.future:
@@ -84,10 +113,13 @@ class Flights:
             weakref.WeakKeyDictionary())
 
     def join(self, name: str) -> Ticket | Followed:
+        mark = (id(self), name)
+        if mark in _loading.get():  # this caller's own load: it would wait for itself
+            return _REENTERED
         with self._lock:
             flight = self._threads.get(name)
             if flight is None:
-                flight = self._threads[name] = _Flight(self._threads, self._lock, name)
+                flight = self._threads[name] = _Flight(self._threads, self._lock, name, mark)
                 return flight
         started = time.perf_counter()
         if not flight.done.wait(self.wait):
@@ -95,13 +127,16 @@ class Flights:
         return Followed(flight.stored, flight.error, time.perf_counter() - started)
 
     async def ajoin(self, name: str) -> Ticket | Followed:
+        mark = (id(self), name)
+        if mark in _loading.get():  # this caller's own load: it would wait for itself
+            return _REENTERED
         loop = asyncio.get_running_loop()
         flights = self._loops.get(loop)
         if flights is None:
             flights = self._loops[loop] = {}
         future = flights.get(name)
         if future is None:
-            return _TaskFlight(flights, name)
+            return _TaskFlight(flights, name, mark)
         started = time.perf_counter()
         try:
             stored = await asyncio.wait_for(asyncio.shield(future), self.wait)

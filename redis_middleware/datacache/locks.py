@@ -10,7 +10,7 @@ from typing import cast
 from .._redis.connections import RedisConnections
 from .._tasks import Every
 from ..errors import LockNotAcquired, RedisMiddlewareError
-from ..sansio.cache.data import DataCore
+from ..sansio.cache.data import DataCore, Seconds, as_seconds
 from ..sansio.incidents import log_failure
 from .leases import Held, arenew, renewer
 
@@ -20,26 +20,27 @@ _MISSING = object()
 
 
 class _LockBase:
-    def __init__(self, conns: RedisConnections, core: DataCore, name: str, timeout: float,
-                 blocking: bool, wait: float | None) -> None:
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not (
-                0 < timeout <= 86400):
+    def __init__(self, conns: RedisConnections, core: DataCore, name: str, timeout: Seconds,
+                 blocking: bool, wait: Seconds | None) -> None:
+        seconds, wait_s = as_seconds(timeout), as_seconds(wait)
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not (
+                0 < seconds <= 86400):
             raise ValueError(f"a lock's timeout is seconds in (0, 86400], not {timeout!r}")
-        if wait is not None and not wait >= 0:
+        if wait_s is not None and not wait_s >= 0:
             raise ValueError(f"wait is seconds >= 0 or None, not {wait!r}")
         self.redis = conns
         self.core = core
         self.name = name
         self.key = core.keys.data_lock(name)
-        self.px = max(1, round(timeout * 1000))
+        self.px = max(1, round(seconds * 1000))
         self.blocking = blocking
-        self.wait = wait
+        self.wait: float | None = wait_s
         self.token: str | None = None
 
-    def _wait(self, blocking: bool | None, wait: float | object | None) -> float | None:
+    def _wait(self, blocking: bool | None, wait: Seconds | object | None) -> float | None:
         if not (self.blocking if blocking is None else blocking):
             return 0.0
-        return self.wait if wait is _MISSING else cast("float | None", wait)
+        return self.wait if wait is _MISSING else cast("float | None", as_seconds(wait))
 
     def _taking(self) -> str:
         if self.token is not None:
@@ -64,7 +65,7 @@ class Lock(_LockBase):
 
     _lease: Held | None = None
 
-    def acquire(self, blocking: bool | None = None, wait: float | object | None = _MISSING
+    def acquire(self, blocking: bool | None = None, wait: Seconds | object | None = _MISSING
                 ) -> bool:
         """Take the lock; whether it was taken. ``RedisUnavailableError`` when Redis is."""
         token = self._taking()
@@ -110,7 +111,7 @@ class ALock(_LockBase):
     _renewal: Every | None = None
 
     async def acquire(self, blocking: bool | None = None,
-                      wait: float | object | None = _MISSING) -> bool:
+                      wait: Seconds | object | None = _MISSING) -> bool:
         token = self._taking()
         if not await self.redis.arun(self.core.lock_flow(self.key, token, self.px,
                                                          self._wait(blocking, wait))):

@@ -26,7 +26,8 @@ import re
 import secrets
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any
+from datetime import timedelta
+from typing import Any, TypeAlias
 
 from ...config.settings import Settings
 from ...errors import RedisCommandError
@@ -35,13 +36,20 @@ from ..flow import Call, Flow, Pause, PausingFlow
 from . import datascripts as lua
 from .dataenvelope import HEAD_SIZE, MISS, Entry, Envelope, Judgement
 
-__all__ = ["HEAD_SIZE", "MAX_TTL", "MISS", "DataCore", "Entry", "Judgement", "hash_slot_tag",
-           "tag_list"]
+__all__ = ["HEAD_SIZE", "MAX_TTL", "MISS", "DataCore", "Entry", "Judgement", "Seconds",
+           "as_seconds", "hash_slot_tag", "tag_list"]
 
 _NAMESPACE = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 RESERVED = frozenset({"fill", "lock", "tag"})  # the bookkeeping words after data:
 _CHUNK = 500  # keys per script call or DEL when deleting many
 MAX_TTL = 100 * 365 * 86400  # seconds: far inside what Redis and the envelope can count
+Seconds: TypeAlias = "float | timedelta"  # a TTL, a stale window, a lock's timeout
+
+
+def as_seconds(value: Any) -> Any:
+    """A ``timedelta`` as its seconds (as cashews and dogpile.cache take them); anything
+    else unchanged, for the caller's own check."""
+    return value.total_seconds() if isinstance(value, timedelta) else value
 
 
 def hash_slot_tag(key: str) -> str:
@@ -112,17 +120,18 @@ class DataCore(Envelope):
         return self._token_prefix + str(next(self._tokens))
 
     # -- options ---------------------------------------------------------------------
-    def px(self, ttl: float | None) -> int:
-        """A TTL in seconds (None: ``Settings.data_ttl``) as milliseconds, or ValueError."""
-        if ttl is None:
-            ttl = self.settings.data_ttl
+    def px(self, ttl: Seconds | None) -> int:
+        """A TTL in seconds or a ``timedelta`` (None: ``Settings.data_ttl``) as
+        milliseconds, or ValueError."""
+        ttl = self.settings.data_ttl if ttl is None else as_seconds(ttl)
         if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not (
                 0 < ttl <= MAX_TTL):
-            raise ValueError(f"a TTL is a positive number of seconds (100 years at most), "
-                             f"not {ttl!r}")
+            raise ValueError(f"a TTL is a positive number of seconds or a timedelta (100 "
+                             f"years at most), not {ttl!r}")
         return max(1, round(ttl * 1000))
 
-    def stale_ms(self, stale: float) -> int:
+    def stale_ms(self, stale: Seconds) -> int:
+        stale = as_seconds(stale)
         if isinstance(stale, bool) or not isinstance(stale, int | float) or not (
                 0 <= stale <= MAX_TTL):
             raise ValueError(f"stale is a number of seconds >= 0 (100 years at most), "

@@ -16,7 +16,7 @@ from ...errors import RedisMiddlewareError
 from .. import metrics
 from ..flow import Call, Delegate, Flow, PausingFlow
 from ..incidents import log_failure
-from .data import DataCore, tag_list
+from .data import DataCore, Seconds, tag_list
 from .dataenvelope import Entry
 
 __all__ = ["Calls", "failed", "quietly", "report"]
@@ -65,8 +65,8 @@ class Calls:
         report("miss" if entry is None else "hit", "get")
         return default if entry is None else entry.value
 
-    def set(self, name: str, value: Any, ttl: float | None,
-            tags: Iterable[str] | str | None, stale: float) -> Flow[bool]:
+    def set(self, name: str, value: Any, ttl: Seconds | None,
+            tags: Iterable[str] | str | None, stale: Seconds) -> Flow[bool]:
         core = self.core
         px, stale_ms = core.px(ttl), core.stale_ms(stale)
         tag_keys = core.tag_keys(tags)
@@ -77,7 +77,7 @@ class Calls:
         return (yield from quietly(core.store_flow(name, data, px + stale_ms, None, tag_keys),
                                    False))
 
-    def add(self, name: str, value: Any, ttl: float | None) -> Flow[bool]:
+    def add(self, name: str, value: Any, ttl: Seconds | None) -> Flow[bool]:
         px = self.core.px(ttl)
         data = self.core.encode(value, px)
         if self.core.too_large(data, name):
@@ -97,7 +97,7 @@ class Calls:
                 found[name] = entry.value
         return found
 
-    def set_many(self, mapping: Mapping[str, Any], ttl: float | None,
+    def set_many(self, mapping: Mapping[str, Any], ttl: Seconds | None,
                  tags: Iterable[str] | str | None) -> Flow[list[str]]:
         """The keys *not* stored: all of them when Redis failed, those over the size cap."""
         core = self.core
@@ -130,7 +130,7 @@ class Calls:
     def has(self, name: str) -> Flow[bool]:
         return (yield from quietly(self.core.has_flow(name), False))
 
-    def touch(self, name: str, ttl: float | None) -> Flow[bool]:
+    def touch(self, name: str, ttl: Seconds | None) -> Flow[bool]:
         return (yield from quietly(self.core.touch_flow(name, self.core.px(ttl)), False))
 
     def ttl(self, name: str) -> Flow[float | None]:

@@ -24,19 +24,20 @@ import functools
 import random
 import time
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from typing import Any, NamedTuple, Protocol
 
 from ..._memo import Memo
 from ...errors import RedisMiddlewareError
 from ..flow import Delegate, Flow, PausingFlow
 from ..incidents import log_incident
-from .data import DataCore
+from .data import DataCore, Seconds
 from .datacalls import failed, report
 from .dataenvelope import Entry, Judgement
 
 __all__ = ["UNREAD", "Fill", "Followed", "Lease", "Local", "Policy", "Ticket"]
 
-_NUMBERS = (int, float, type(None))
+_NUMBERS = (int, float, type(None), timedelta)
 _EARLY = (int, float, bool)
 Lease = tuple[str, str, int]  # key, token, px: renewed while the loader runs
 Tags = Callable[[], Sequence[str]]  # the tag keys of the value (rendered on a miss only)
@@ -56,7 +57,8 @@ class Followed(NamedTuple):
 
     stored: bytes | None  # the leader's value, encoded; None: it gave up (cancelled)
     error: BaseException | None  # the leader's loader failed with this
-    seconds: float | None  # how long it waited; None: past data_lock_wait, it loads itself
+    seconds: float | None  # how long it waited; None: it loads itself (past
+    # data_lock_wait, or a call made inside its own load of the key: no lease, no wait)
 
 
 class Ticket(Protocol):
@@ -119,7 +121,7 @@ class Fill:
         self.local = local
         self._policies: Memo[tuple[Any, ...], Policy] = Memo(256)
 
-    def policy(self, ttl: float | None, stale: float, early: float | bool, label: str
+    def policy(self, ttl: Seconds | None, stale: Seconds, early: float | bool, label: str
                ) -> Policy:
         """A call's options, validated (and remembered: get_or_set pays this per hit)."""
         memo = (ttl, stale, early, label)
