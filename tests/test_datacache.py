@@ -318,6 +318,26 @@ def test_a_tag_lives_as_long_as_its_longest_member(cache: DataCache, raw: Any,
     assert raw.zcard(tag) == 3
 
 
+def test_a_tagged_value_is_never_touched_past_its_tags(cache: DataCache, raw: Any,
+                                                      settings: Settings) -> None:
+    # Its tag's set is kept as long as the value was stored for: a longer life would let
+    # the value outlive the set, and an invalidation of the tag would miss it.
+    cache.set("k", 1, ttl=5, tags=["t"])
+    assert cache.touch("k", 60) is False and (cache.ttl("k") or 0) <= 5
+    assert cache.touch("k", 3) is True and 2 < (cache.ttl("k") or 0) <= 3  # shorter: fine
+    cache.set("plain", 1, ttl=5)
+    assert cache.touch("plain", 60) is True and (cache.ttl("plain") or 0) > 59
+    tag = KeySpace(settings.key_prefix).data_tag("t")
+    assert raw.pttl(tag) >= raw.pttl(data_key(settings, "k"))
+    assert cache.invalidate(tags=["t"]) == 1 and cache.get("k") is None
+
+
+async def test_async_tagged_touch(acache: DataCache) -> None:
+    await acache.aset("k", 1, ttl=5, tags=["t"])
+    assert await acache.atouch("k", 60) is False and (await acache.attl("k") or 0) <= 5
+    assert await acache.ainvalidate(tags=["t"]) == 1
+
+
 async def test_async_tags(acache: DataCache) -> None:
     @acache.cached(ttl=60, key="doc:{doc_id}", tags=["docs", "doc:{doc_id}"])
     async def doc(doc_id: str) -> str:

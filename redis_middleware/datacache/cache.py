@@ -161,8 +161,9 @@ class DataCache:
         return await self.redis.arun(self._calls.has(key))
 
     def touch(self, key: str, ttl: Seconds | None = None) -> bool:
-        """Give ``key`` a new TTL; whether it exists. (A value with a stale window keeps
-        the freshness it was stored with.)"""
+        """Give ``key`` a new TTL; whether it was given. A tagged value's TTL may shorten
+        but not lengthen (False, unchanged): its tags are kept only as long as it was
+        stored for. A value with a stale window keeps the freshness it was stored with."""
         return self._write((key,), self._calls.touch(key, ttl))
 
     async def atouch(self, key: str, ttl: Seconds | None = None) -> bool:

@@ -303,7 +303,11 @@ class DataCore(Envelope):
         return int(count)
 
     def touch_flow(self, name: str, px: int) -> Flow[bool]:
-        (done,) = yield (Call(("PEXPIRE", self.key(name), px)),)
+        """A new TTL; False when missing, or when it would lengthen a tagged value past
+        what its tags were kept for (raw values carry no tags: a plain PEXPIRE)."""
+        command = Call(("PEXPIRE", self.key(name), px)) if self.raw else lua.TOUCH(
+            [self.key(name)], [px])
+        (done,) = yield (command,)
         return bool(done)
 
     def incr_flow(self, name: str, delta: int) -> Flow[int]:

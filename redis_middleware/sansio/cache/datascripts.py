@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from ..flow import Script
 
-__all__ = ["CLAIM", "DROP_TAGGED", "INCR", "RELEASE", "RENEW", "STORE", "TAG_ADD", "TAG_POP"]
+__all__ = ["CLAIM", "DROP_TAGGED", "INCR", "RELEASE", "RENEW", "STORE", "TAG_ADD", "TAG_POP",
+           "TOUCH"]
 
 # KEYS: value, fill lease. ARGV: token, lease ms, now ms, "1" when values have an envelope.
 # The value when it is fresh (an unreadable one counts as fresh: the caller overwrites
@@ -78,6 +79,19 @@ for _, key in ipairs(KEYS) do
   end
 end
 return n
+""")
+
+# KEYS: value. ARGV: px. PEXPIRE, except that a tagged value (an envelope naming tags)
+# is never given a longer life: its tags' sets are kept only as long as it was stored
+# for, so past that an invalidation of its tags could not reach it. 1: done; 0: missing,
+# or refused.
+TOUCH = Script("""
+local head = redis.call('GETRANGE', KEYS[1], 0, 2)
+if string.byte(head, 1) == 209 and (string.byte(head, 3) or 0) > 0
+   and tonumber(ARGV[1]) > redis.call('PTTL', KEYS[1]) then
+  return 0
+end
+return redis.call('PEXPIRE', KEYS[1], ARGV[1])
 """)
 
 # KEYS: value. ARGV: delta. {0}: missing; {1, new value's digits}; {2}: not an integer;
