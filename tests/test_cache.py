@@ -238,9 +238,11 @@ def test_a_vary_with_a_latin_1_byte_is_not_stored_and_never_waited_for(
 
 
 def test_vary_names_another_process_stored_are_read_as_written(make_client: Clients) -> None:
-    """A route's cookie names are any text: a process that learns them from Redis reads
-    them back as they were written, and hits in one round trip."""
-    routes = {"/c/*": {"ttl": 60, "vary_cookies": ["th\xe8me"]}}
+    """A process that learns a URL's vary names (a route's cookie names among them) from
+    Redis reads them back as they were written, and hits in one round trip. (Cookie
+    names are ASCII, checked with the settings; the sansio test reads non-ASCII names
+    back.)"""
+    routes = {"/c/*": {"ttl": 60, "vary_cookies": ["theme", "__Host-lang"]}}
     first = cached(make_client, routes=routes)
     assert first.get("/c/item?vary=Cookie").headers["cache-status"].endswith("stored")
     other = cached(make_client, routes=routes)  # its own memos: like another process

@@ -10,7 +10,7 @@ import logging
 import secrets
 import weakref
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from .._redis.connections import RedisConnections, connections_for
 from .._redis.pubsub import SharedPubSub
@@ -18,8 +18,9 @@ from .._tasks import Every, detach, finish, stop_tasks
 from ..config.options import resolve_settings
 from ..config.settings import Settings
 from ..errors import RedisMiddlewareError
+from ..sansio.flow import Flow
 from ..sansio.incidents import log_failure
-from ..sansio.realtime.core import Published, RealtimeCore
+from ..sansio.realtime.core import CatchUp, Published, RealtimeCore
 from ..sansio.realtime.inbox import Inbox
 from ..sansio.realtime.messages import Gap, Message
 from ..sansio.realtime.rooms import REPLAY_TRIES, Rooms
@@ -29,6 +30,7 @@ __all__ = ["Broadcast", "Gap", "Message", "Published", "RoomSocket", "Subscripti
            "join_room"]
 
 logger = logging.getLogger("redis_middleware.realtime")
+T = TypeVar("T")
 
 
 class Broadcast:
@@ -75,7 +77,10 @@ class Broadcast:
         ``since``: in a durable room, first replay what was published after that
         message id (a reconnecting client's last id); ignored in a plain room. One that
         is no message id is not sent to Redis: the subscription starts with a
-        :class:`Gap` (``reason="since"``).
+        :class:`Gap` (``reason="since"``). One the stream no longer keeps messages
+        after (trimmed past it) starts with a gap ``trimmed``, then what is kept; one
+        newer than anything the stream has (another Redis, a flush) with a gap
+        ``future``.
         """
         hub = _hub(self.redis)
         subscription = Subscription(self, room)
@@ -88,7 +93,11 @@ class Broadcast:
         await hub.join(self.core, room, subscription.inbox)
         try:
             if after is not None:  # one try: the subscriber waits for it
-                subscription.inbox.caught_up(await hub.replay(self.core, room, after, 1))
+                found = await hub.catch_up(self.core, room, after)
+                if found is None:
+                    subscription.inbox.caught_up(None)
+                else:
+                    subscription.inbox.caught_up(found.messages, found.gap)
             yield subscription
         finally:
             subscription.inbox.close()
@@ -212,9 +221,18 @@ class _Hub:
                      ) -> list[Message] | None:
         """A durable room's messages after ``after`` (None: Redis did not answer
         ``tries`` times, a little longer apart each time)."""
+        return await self._tried(lambda: core.replay_flow(room, after), tries)
+
+    async def catch_up(self, core: RealtimeCore, room: str, since: str) -> CatchUp | None:
+        """What a new subscriber's ``since`` finds, with the gap before it when the
+        stream cannot answer for it (None: Redis did not answer; one try: the subscriber
+        waits for it)."""
+        return await self._tried(lambda: core.since_flow(room, since), 1)
+
+    async def _tried(self, make: Callable[[], Flow[T]], tries: int) -> T | None:
         for attempt in range(1, tries + 1):
             try:
-                return await self.conns.arun(core.replay_flow(room, after))
+                return await self.conns.arun(make())
             except RedisMiddlewareError as exc:
                 if attempt == tries:
                     log_failure("realtime", "real-time replay skipped: %s", exc)

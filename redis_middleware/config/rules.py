@@ -4,6 +4,7 @@ settings construction."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar, get_args
@@ -20,6 +21,8 @@ Strategy = Literal["fixed-window", "moving-window", "sliding-window-counter"]
 STRATEGIES: tuple[Strategy, ...] = get_args(Strategy)
 FailMode = Literal["open", "closed"]
 FAIL_MODES: tuple[FailMode, ...] = get_args(FailMode)
+# RFC 6265 cookie-name = token (RFC 9110 tchar): visible ASCII minus separators.
+_COOKIE_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
 def one_of(allowed: tuple[str, ...]) -> str:
@@ -132,6 +135,7 @@ class CacheRouteSpec:
     per_user: bool = True
 
     def __post_init__(self) -> None:
+        _cookie_names(self.vary_cookies)
         if not isinstance(self.per_user, bool):
             raise ValueError(f"per_user must be true or false, got {self.per_user!r}")
         if self.freshness is not None and self.freshness not in FRESHNESS_MODES:
@@ -140,6 +144,18 @@ class CacheRouteSpec:
         _whole_seconds("ttl", self.ttl, 0 if self.freshness == "origin" else 1)
         if self.max_ttl is not None:
             _whole_seconds("max_ttl", self.max_ttl, 0)
+
+
+def _cookie_names(names: Any) -> None:
+    """``vary_cookies`` must name cookies: a name that is no cookie name (RFC 6265) is
+    never sent by a browser, so the route would silently never split its entries."""
+    if isinstance(names, (str, bytes)) or not isinstance(names, (tuple, list)):
+        raise ValueError(f"vary_cookies must be a list of cookie names, got {names!r}")
+    for name in names:
+        if not isinstance(name, str) or not _COOKIE_NAME.fullmatch(name):
+            raise ValueError(
+                "vary_cookies must be cookie names (ASCII letters, digits and "
+                f"!#$%&'*+-.^_`|~: no spaces, separators or control characters), got {name!r}")
 
 
 def _cache_spec(value: Any) -> CacheRouteSpec:
@@ -155,12 +171,17 @@ def _cache_spec(value: Any) -> CacheRouteSpec:
         return CacheRouteSpec(
             ttl=value.get("ttl", 0),
             tags=tuple(str(t) for t in value.get("tags", ())),
-            vary_cookies=tuple(str(c) for c in value.get("vary_cookies", ())),
+            vary_cookies=_vary_cookies(value.get("vary_cookies", ())),
             freshness=value.get("freshness"),
             max_ttl=value.get("max_ttl"),
             per_user=value.get("per_user", True),
         )
     raise ValueError(f"a route must be a TTL or a mapping, got {type(value).__name__}")
+
+
+def _vary_cookies(names: Any) -> tuple[str, ...]:
+    _cookie_names(names)  # before the tuple: a string is refused, not split in letters
+    return tuple(names)
 
 
 def normalise_cache_routes(routes: Any) -> tuple[tuple[str, CacheRouteSpec], ...]:

@@ -258,10 +258,12 @@ class Settings(FieldSettings):
     cache_routes: tuple[tuple[str, CacheRouteSpec], ...] = setting(
         (), "REDIS_MIDDLEWARE_CACHE_ROUTES", parse_cache_routes_env,
         'Cached routes as JSON: `{"/items/{id}": 60, "/products": {"ttl": 30, "tags": '
-        '["products"], "vary_cookies": []}, "/catalogue": {"ttl": 60, "per_user": false}}` '
-        "(TTL in seconds). `per_user: false`: the page is the same for everyone, so it is "
-        "stored and served to signed-in users too; `freshness` and `max_ttl` override "
-        "`cache_freshness` and `cache_max_ttl` for the route.",
+        '["products"], "vary_cookies": ["lang"]}, "/catalogue": {"ttl": 60, "per_user": '
+        'false}}` (TTL in seconds). `vary_cookies`: cookies whose values split the '
+        "route's entries, by name (cookie names: ASCII, no spaces, separators or control "
+        "characters; another name is refused). `per_user: false`: the page is the same "
+        "for everyone, so it is stored and served to signed-in users too; `freshness` and "
+        "`max_ttl` override `cache_freshness` and `cache_max_ttl` for the route.",
     )
     cache_freshness: str = setting(
         "default", "REDIS_MIDDLEWARE_CACHE_FRESHNESS", p.parse_str,

@@ -146,3 +146,52 @@ def test_publish_is_one_script_and_channels_share_the_rooms_hash_tag() -> None:
 def test_where_a_replay_starts(room: str, since: object, after: object) -> None:
     core = RealtimeCore(settings(realtime_durable_rooms=("chat:*",)))
     assert core.replay_after(room, since) == after  # type: ignore[arg-type]
+
+
+def _entry(stream_id: str, seq: int) -> list[object]:
+    return [stream_id.encode(), [b"s", str(seq).encode(), b"t", b"1500", b"d", b"1"]]
+
+
+NOW = 1_700_000_000.0  # the replay window (3600 s) starts at 1699996400000 ms
+
+
+@pytest.mark.parametrize(("since", "read", "oldest", "reason", "seqs"), [
+    pytest.param("5-0", ["5-0", "6-0"], ["5-0"], None, [6], id="kept-the-oldest"),
+    pytest.param("6-0", ["6-0", "7-0"], ["5-0"], None, [7], id="kept"),
+    pytest.param("7-0", ["7-0"], ["5-0"], None, [], id="kept-the-newest"),
+    pytest.param("6", ["6-0", "7-0"], ["5-0"], None, [7], id="ms-form-kept"),
+    pytest.param("6-5", ["7-0"], ["5-0"], None, [7], id="inside-not-an-entry"),
+    pytest.param("4-0", ["5-0", "6-0"], ["5-0"], "trimmed", [5, 6], id="trimmed-past"),
+    pytest.param("8-0", [], ["5-0"], "future", [], id="newer-than-the-newest"),
+    pytest.param("1699999999000-0", [], [], "future", [], id="gone-inside-the-window"),
+    pytest.param("1699996399999-0", [], [], "trimmed", [], id="gone-past-the-window"),
+])
+def test_what_a_since_the_stream_cannot_answer_for_gets(
+        since: str, read: list[str], oldest: list[str], reason: str | None,
+        seqs: list[int]) -> None:
+    core = RealtimeCore(settings(realtime_durable_rooms=("chat:*",)))
+    flow = core.since_flow("chat:1", since, now=NOW)
+    batch = next(flow)
+    stream = core.keys.realtime("chat:1", "stream")
+    assert [c.args for c in batch] == [("XRANGE", stream, since, "+", "COUNT", 257),
+                                       ("XRANGE", stream, "-", "+", "COUNT", 1)]
+    found = run_pure(core.since_flow("chat:1", since, now=NOW), [[
+        [_entry(i, int(i.split("-")[0])) for i in read],
+        [_entry(i, int(i.split("-")[0])) for i in oldest]]])
+    assert found.gap == (None if reason is None else Gap("chat:1", reason))
+    assert [m.seq for m in found.messages] == seqs
+
+
+def test_a_since_of_everything_kept_reads_once_and_misses_nothing() -> None:
+    core = RealtimeCore(settings(realtime_durable_rooms=("chat:*",)))
+    for since in ("", "0", "0-0"):
+        found = run_pure(core.since_flow("chat:1", since), [[[_entry("9-0", 9)]]])
+        assert found.gap is None and [m.seq for m in found.messages] == [9]
+
+
+def test_a_since_gap_comes_before_the_replay_and_the_held_live_messages() -> None:
+    inbox = Inbox("r", 10, "drop-oldest", lambda: None)
+    inbox.hold()
+    inbox.push(_msg(7, "7-0"))
+    inbox.caught_up([_msg(5, "5-0"), _msg(6, "6-0")], Gap("r", "trimmed"))
+    assert _drain(inbox) == [("gap", "trimmed"), ("msg", 5), ("msg", 6), ("msg", 7)]

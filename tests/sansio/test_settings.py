@@ -196,3 +196,50 @@ def test_a_value_set_by_hand_is_never_adjusted() -> None:
     with pytest.raises(ConfigError, match="PRESENCE_HEARTBEAT_INTERVAL"):
         Settings(redis_url="memory://", presence_ttl=20, presence_heartbeat_interval=30)
     assert "presence_heartbeat_interval" not in chosen.derived
+
+
+BAD_COOKIE_NAMES = [
+    pytest.param("a b", id="space"), pytest.param("x;y", id="semicolon"),
+    pytest.param("a=b", id="equals"), pytest.param("a,b", id="comma"),
+    pytest.param("", id="empty"), pytest.param("th\xe8me", id="non-ascii"),
+    pytest.param("tab\t", id="control"), pytest.param("lang\n", id="trailing-newline"),
+    pytest.param('"lang"', id="quoted"), pytest.param("(a)", id="parentheses"),
+]
+
+
+@pytest.mark.parametrize("name", BAD_COOKIE_NAMES)
+def test_a_vary_cookie_that_is_no_cookie_name_is_refused(name: str) -> None:
+    """A browser never sends a cookie by such a name: the route would never split its
+    entries, silently. Refused when the settings are built, from the environment and
+    from code, naming the variable and the bad name."""
+    import json
+
+    from redis_middleware.config.rules import CacheRouteSpec
+
+    routes = {"/me": {"ttl": 10, "vary_cookies": ["lang", name]}}
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({**REAL, "REDIS_MIDDLEWARE_CACHE_ROUTES": json.dumps(routes)})
+    assert info.value.name == "REDIS_MIDDLEWARE_CACHE_ROUTES"
+    assert "vary_cookies" in str(info.value) and repr(name) in str(info.value)
+    with pytest.raises(ConfigError, match="vary_cookies") as info:
+        Settings(cache_routes=routes)
+    assert info.value.name == "REDIS_MIDDLEWARE_CACHE_ROUTES"
+    assert repr(name) in str(info.value)
+    with pytest.raises(ConfigError, match="vary_cookies"):
+        Settings().replace(cache_routes=routes)  # a middleware's ``routes=`` option
+    with pytest.raises(ValueError, match="vary_cookies"):
+        CacheRouteSpec(10, vary_cookies=(name,))
+
+
+@pytest.mark.parametrize("names", ["lang", 7, [7], None])
+def test_vary_cookies_must_be_a_list_of_names(names: object) -> None:
+    """A single name where a list belongs was taken letter by letter (``l``, ``a``,
+    ...), and a number was turned into text: both refused."""
+    with pytest.raises(ConfigError, match="vary_cookies"):
+        Settings(cache_routes={"/me": {"ttl": 10, "vary_cookies": names}})
+
+
+def test_vary_cookies_that_are_cookie_names_are_kept() -> None:
+    names = ["lang", "__Host-theme", "a!#$%&'*+-.^_`|~9", "x" * 300]
+    settings = Settings(cache_routes={"/me": {"ttl": 10, "vary_cookies": names}})
+    assert settings.cache_routes[0][1].vary_cookies == tuple(names)

@@ -16,9 +16,9 @@ from typing import Any
 from ...config.settings import Settings
 from ...keys import KeySpace
 from ..flow import Call, Flow, Script
-from .messages import Gap, Message, is_stream_id
+from .messages import Gap, Message, is_stream_id, stream_order
 
-__all__ = ["MAX_ROOM", "Published", "RealtimeCore"]
+__all__ = ["MAX_ROOM", "CatchUp", "Published", "RealtimeCore", "lost_after"]
 
 MAX_ROOM = 256  # characters: a longer room name is refused (names are not content)
 SEQUENCE_TTL_MS = 86_400_000  # a plain room's sequence restarts after a day of silence
@@ -49,6 +49,42 @@ class Published:
 
     seq: int
     id: str
+
+
+@dataclass(frozen=True, slots=True)
+class CatchUp:
+    """What a new subscriber's ``since`` found: the messages after it that the stream
+    keeps, oldest first, and the gap to tell before them (None: nothing was lost)."""
+
+    messages: list[Message]
+    gap: Gap | None = None
+
+
+def lost_after(since: str, first: str | None, oldest: str | None, window_start_ms: int
+               ) -> str | None:
+    """Whether messages after ``since`` (a stream id) may be missing from a replay, and
+    why: ``trimmed`` (the stream no longer keeps what followed it) or ``future`` (it is
+    newer than anything the stream has); None: the replay misses nothing.
+
+    ``first`` is the first id of the stream at or after ``since``, ``oldest`` the oldest
+    id the stream keeps (None: none); ``window_start_ms`` where the replay window starts
+    now. A stream is only ever trimmed from its oldest end, so a ``since`` still kept,
+    or not older than the oldest kept, lost nothing after it. (One trimmed right before
+    the oldest kept lost nothing either, but nothing read tells it from one trimmed
+    further back: that one is a gap too.)
+    """
+    at = stream_order(since)
+    if first is not None and stream_order(first) == at:
+        return None  # still kept: so is everything after it
+    if oldest is None:
+        # The stream is gone. It expires a replay window after its last message, so a
+        # since older than the window lost what followed it with it; one inside the
+        # window would still be there: it comes from no history this Redis has (a
+        # flush, a restart without persistence, another server).
+        return "trimmed" if at[0] < window_start_ms else "future"
+    if first is None:
+        return "future"  # newer than the newest message kept
+    return "trimmed" if at < stream_order(oldest) else None
 
 
 class RealtimeCore:
@@ -129,6 +165,31 @@ class RealtimeCore:
         (entries,) = yield (Call.of("XRANGE", self.keys.realtime(room, "stream"), start, "+",
                                     "COUNT", limit),)
         return self.entries(room, entries or [])
+
+    def since_flow(self, room: str, since: str, count: int | None = None,
+                   now: float | None = None) -> Flow[CatchUp]:
+        """What a new subscriber's ``since`` (a stream id, :meth:`replay_after`) finds:
+        the messages after it, and a gap before them when the stream cannot answer for
+        all of them (:func:`lost_after`). One round trip: the read starts *at* ``since``
+        (still kept: nothing was lost, decided from the read alone), and the stream's
+        oldest id rides along for when it is not."""
+        if since in ("", "0", "0-0"):  # everything the stream keeps: nothing to miss
+            return CatchUp((yield from self.replay_flow(room, since, count)))
+        limit = count or self.settings.realtime_queue_size
+        key = self.keys.realtime(room, "stream")
+        # The read first: a trim between the two can then only make the oldest id newer
+        # (a gap told that was not needed), never hide one.
+        entries, oldest = yield (Call.of("XRANGE", key, since, "+", "COUNT", limit + 1),
+                                 Call.of("XRANGE", key, "-", "+", "COUNT", 1))
+        entries, oldest = list(entries or []), list(oldest or [])
+        first = _text(entries[0][0]) if entries else None
+        now_ms = int((time.time() if now is None else now) * 1000)
+        reason = lost_after(since, first, _text(oldest[0][0]) if oldest else None,
+                            now_ms - self.settings.realtime_stream_max_age * 1000)
+        if first is not None and stream_order(first) == stream_order(since):
+            entries = entries[1:]  # since itself: the client has it
+        return CatchUp(self.entries(room, entries[:limit]),
+                       None if reason is None else Gap(room, reason))
 
     def history_flow(self, room: str, count: int) -> Flow[list[Message]]:
         """A durable room's latest ``count`` messages, oldest first."""

@@ -71,10 +71,14 @@ class Inbox:
         for message in items:
             self._accept(message)
 
-    def caught_up(self, found: Sequence[Message] | None) -> None:
+    def caught_up(self, found: Sequence[Message] | None, gap: Gap | None = None) -> None:
         """The replay this subscriber asked for (``since``) read ``found``, then the live
         messages held meanwhile follow; None: the replay could not be read, which the
-        subscriber is told after them (a gap, ``unavailable``)."""
+        subscriber is told after them (a gap, ``unavailable``). ``gap``: what the replay
+        could not answer for (``since`` trimmed away, or newer than the stream), told
+        before what it found."""
+        if gap is not None:
+            self.gap(gap.reason, gap.missed)
         self.replayed(found or [])
         if found is None:
             self.gap("unavailable")

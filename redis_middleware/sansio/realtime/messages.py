@@ -63,7 +63,10 @@ class Gap:
     known). ``reason``: ``reconnect`` (the shared subscription was re-established),
     ``overflow`` (this subscriber was too slow), ``sequence`` (a number was skipped),
     ``unavailable`` (a replay could not be read), ``since`` (a subscriber's ``since`` was
-    no stream id, so where it was is unknown: nothing was replayed)."""
+    no stream id, so where it was is unknown: nothing was replayed), ``trimmed`` (the
+    stream no longer keeps what followed a subscriber's ``since``: what it keeps
+    follows), ``future`` (a subscriber's ``since`` is newer than anything the stream
+    has: another Redis, or from before a flush)."""
 
     room: str
     reason: str
