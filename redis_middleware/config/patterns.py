@@ -23,7 +23,7 @@ from .paths import route_path
 __all__ = ["PathPattern", "RouteTable"]
 
 V = TypeVar("V")
-_PARAM = re.compile(r"^\{[A-Za-z_][A-Za-z0-9_]*\}$")
+_PARAM = re.compile(r"^\{[A-Za-z_][A-Za-z0-9_]*\}\Z")
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,12 +38,12 @@ Values = dict[str, Any]
 _MIN_SECRET = 32
 _warned_generated_secret = False
 
-_PREFIX_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_PREFIX_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}\Z")
 # RFC 6265 cookie-name = token (RFC 2616): visible ASCII minus separators.
-_COOKIE_NAME_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,128}$")
-_COOKIE_PATH_RE = re.compile(r"^/[\x21-\x3a\x3c-\x7e]*$")  # no CTLs, spaces or ';'
-_DOMAIN_RE = re.compile(r"^\.?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*$")
-_FIELD_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_COOKIE_NAME_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,128}\Z")
+_COOKIE_PATH_RE = re.compile(r"^/[\x21-\x3a\x3c-\x7e]*\Z")  # no CTLs, spaces or ';'
+_DOMAIN_RE = re.compile(r"^\.?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\Z")
+_FIELD_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
 
 
 def validate(v: Values, derived: frozenset[str], memory: bool) -> bool:

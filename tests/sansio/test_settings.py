@@ -138,6 +138,18 @@ def test_replace_validates_and_rejects_unknown_names() -> None:
         s.replace(no_such_option=1)
 
 
+@pytest.mark.parametrize(("name", "value"), [
+    ("key_prefix", "app\n"), ("session_cookie_name", "session\n"),
+    ("session_cookie_path", "/\n"), ("session_cookie_domain", "example.com\n"),
+    ("user_field", "user_id\n")])
+def test_a_trailing_newline_is_refused(name: str, value: str) -> None:
+    # A newline in a cookie attribute splits the Set-Cookie header; in the prefix, it
+    # would put keys outside the namespace the audit looks at.
+    assert Settings(secret_key=SECRET).replace(**{name: value[:-1]})
+    with pytest.raises(ConfigError):
+        Settings(secret_key=SECRET).replace(**{name: value})
+
+
 @pytest.mark.parametrize(
     "url",
     [

@@ -16,7 +16,7 @@ from ...config.settings import Settings
 
 # An id is a 4-hex-digit slot tag + 256 random bits. The tag is no secret: it only
 # puts an id and the id that regenerate() replaces it with in one Redis Cluster slot.
-_ID_RE = re.compile(r"^[0-9a-f]{4}[A-Za-z0-9_-]{43}$")
+_ID_RE = re.compile(r"^[0-9a-f]{4}[A-Za-z0-9_-]{43}\Z")
 ID_LENGTH = 47
 _SALT = b"redis_middleware.session"
 _EXPIRED = "Thu, 01 Jan 1970 00:00:00 GMT"
