@@ -170,13 +170,21 @@ def _cache_spec(value: Any) -> CacheRouteSpec:
             raise ValueError(f"unknown route option(s): {', '.join(sorted(unknown))}")
         return CacheRouteSpec(
             ttl=value.get("ttl", 0),
-            tags=tuple(str(t) for t in value.get("tags", ())),
+            tags=_tags(value.get("tags", ())),
             vary_cookies=_vary_cookies(value.get("vary_cookies", ())),
             freshness=value.get("freshness"),
             max_ttl=value.get("max_ttl"),
             per_user=value.get("per_user", True),
         )
     raise ValueError(f"a route must be a TTL or a mapping, got {type(value).__name__}")
+
+
+def _tags(tags: Any) -> tuple[str, ...]:
+    """A route's purge tags: a list of texts (a lone string is refused, not split into
+    one tag per letter)."""
+    if isinstance(tags, (str, bytes)) or not isinstance(tags, (tuple, list)):
+        raise ValueError(f"tags must be a list of tag names, got {tags!r}")
+    return tuple(str(t) for t in tags)
 
 
 def _vary_cookies(names: Any) -> tuple[str, ...]:

@@ -251,6 +251,15 @@ def test_vary_cookies_must_be_a_list_of_names(names: object) -> None:
         Settings(cache_routes={"/me": {"ttl": 10, "vary_cookies": names}})
 
 
+@pytest.mark.parametrize("tags", ["products", 7, None])
+def test_route_tags_must_be_a_list(tags: object) -> None:
+    """A lone tag name was split into one tag per letter: refused, as vary_cookies."""
+    with pytest.raises(ConfigError, match="tags"):
+        Settings(cache_routes={"/p": {"ttl": 10, "tags": tags}})
+    route = Settings(cache_routes={"/p": {"ttl": 10, "tags": ["products"]}}).cache_routes[0]
+    assert route[1].tags == ("products",)
+
+
 def test_vary_cookies_that_are_cookie_names_are_kept() -> None:
     names = ["lang", "__Host-theme", "a!#$%&'*+-.^_`|~9", "x" * 300]
     settings = Settings(cache_routes={"/me": {"ttl": 10, "vary_cookies": names}})
