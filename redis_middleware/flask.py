@@ -73,9 +73,37 @@ FLASK_CODEC: Codec = _TaggedCodec()
 FLASK_LOGIN_FIELD = ("_user_id",)
 
 
+class FlaskSession(Session):
+    """``flask.session``: a :class:`Session` whose ``modified`` has Flask's meaning.
+
+    Something was assigned (``session[k] = v`` with an equal value too, ``del``, a ``pop``
+    or ``setdefault`` that changed the keys, ``update``, ``clear``, ``permanent = ...``,
+    or ``modified = True`` by hand), or something will be written (a list or dict changed
+    in place). ``modified = False`` takes back the assignment's mark. Only what changed
+    is written to Redis; the cookie is sent again as Flask's ``should_set_cookie`` says.
+    """
+
+    @property
+    def modified(self) -> bool:
+        return self.assigned or self._writes()
+
+    @modified.setter
+    def modified(self, value: bool) -> None:
+        self._set_modified(value)
+
+    @property
+    def will_write(self) -> bool:
+        return self._writes()
+
+    def update(self, other: Any = (), /, **kwargs: Any) -> None:
+        self._touch()  # an assignment, with nothing to assign too: the session is used
+        super().update(other, **kwargs)
+
+
 def cookie_rules(app: Flask) -> CookieRules:
     """Flask's rules for sending the cookie: persistent only for ``session.permanent``,
-    re-sent when the session changed, and on every request of a permanent session while
+    re-sent when the session was modified (Flask's meaning: assigned to, an equal value
+    too), and on every request of a permanent session while
     ``SESSION_REFRESH_EACH_REQUEST``."""
     return CookieRules(follow_permanent=True, resend_on_change=True,
                        refresh_each_request=bool(app.config["SESSION_REFRESH_EACH_REQUEST"]))
@@ -152,7 +180,8 @@ class RedisSessionInterface(SessionInterface):
                 # memory:// and no secret anywhere: keep this process's random one, or a
                 # configuration change would make every cookie unreadable.
                 settings = settings.replace(secret_key=bound[1].settings.secret_key)
-            core = SessionCore(settings, FLASK_CODEC, cookie_rules(app), FLASK_LOGIN_FIELD)
+            core = SessionCore(settings, FLASK_CODEC, cookie_rules(app), FLASK_LOGIN_FIELD,
+                               FlaskSession)
             if len(self._known) >= 16:
                 self._known.clear()
             if key is not None:

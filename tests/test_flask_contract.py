@@ -512,3 +512,196 @@ def test_a_permanent_session_lasts_flasks_default_lifetime(make_app: Any) -> Non
 
     header = cookie_header(app.test_client().post("/login"))
     assert header is not None and f"Max-Age={31 * 86400}" in header
+
+
+# -- ``session.modified``: Flask's meaning (assigned to), and what the response carries --
+
+def expires_in(header: str) -> float:
+    """Seconds from now until the cookie's Expires."""
+    from email.utils import parsedate_to_datetime
+
+    found = re.search(r"Expires=([^;]+)", header)
+    assert found is not None, header
+    return (parsedate_to_datetime(found[1]) - dt.datetime.now(dt.UTC)).total_seconds()
+
+
+def cookie_clock_ahead(monkeypatch: pytest.MonkeyPatch, seconds: int) -> None:
+    """Move the clock the cookies' Expires is computed from (and nothing else's)."""
+    import time
+    from types import SimpleNamespace
+
+    from redis_middleware.sansio.sessions import cookies
+
+    now = time.time
+    monkeypatch.setattr(cookies, "time", SimpleNamespace(time=lambda: now() + seconds))
+
+
+def no_refresh_app(make_app: Any) -> tuple[Flask, dict[str, Any]]:
+    """A signed-in permanent session, with SESSION_REFRESH_EACH_REQUEST off: its cookie
+    is sent again only when the session is modified."""
+    app = make_app(SESSION_REFRESH_EACH_REQUEST=False,
+                   PERMANENT_SESSION_LIFETIME=dt.timedelta(hours=2))
+    seen: dict[str, Any] = {}
+
+    @app.post("/login")
+    def login() -> str:
+        session["user_id"] = "7"
+        session.permanent = True
+        return "ok"
+
+    @app.get("/read")
+    def read() -> str:
+        user = str(session.get("user_id"))
+        seen["modified"] = session.modified
+        return user
+
+    return app, seen
+
+
+def test_an_equal_value_is_modified_and_resends_the_permanent_cookie(
+        make_app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    app, seen = no_refresh_app(make_app)
+
+    @app.post("/again")
+    def again() -> str:
+        session["user_id"] = "7"  # the value it holds
+        seen["modified"] = session.modified
+        return "ok"
+
+    client = app.test_client()
+    first = cookie_header(client.post("/login"))
+    assert first is not None
+    cookie_clock_ahead(monkeypatch, 3600)
+    response = client.post("/again")
+    assert seen["modified"] is True
+    resent = cookie_header(response)
+    assert resent is not None, "an assigned permanent session sends its cookie again"
+    assert resent.split(";")[0] == first.split(";")[0]  # the same session, no new id
+    assert "Max-Age=7200" in resent
+    assert abs(expires_in(resent) - (3600 + 7200)) < 5  # the expiry starts again now
+    assert "Cookie" in response.headers["Vary"]
+
+    read = client.get("/read")  # a read is no modification: no cookie
+    assert read.text == "7" and seen["modified"] is False
+    assert cookie_header(read) is None
+
+
+def test_modified_set_by_hand_resends_the_cookie_and_false_takes_it_back(
+        make_app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    app, seen = no_refresh_app(make_app)
+
+    @app.post("/mark")
+    def mark() -> str:
+        session.modified = True  # nothing changed
+        seen["modified"] = session.modified
+        return "ok"
+
+    @app.post("/unmark")
+    def unmark() -> str:
+        session["user_id"] = "7"
+        session.modified = False  # Flask's way to send no cookie for it
+        seen["modified"] = session.modified
+        return "ok"
+
+    client = app.test_client()
+    first = cookie_header(client.post("/login"))
+    assert first is not None
+    cookie_clock_ahead(monkeypatch, 600)
+    response = client.post("/mark")
+    assert seen["modified"] is True
+    resent = cookie_header(response)
+    assert resent is not None and resent.split(";")[0] == first.split(";")[0]
+    assert abs(expires_in(resent) - (600 + 7200)) < 5
+
+    response = client.post("/unmark")
+    assert seen["modified"] is False
+    assert cookie_header(response) is None
+    assert client.get("/read").text == "7"
+
+
+@pytest.mark.parametrize(("change", "modified"), [
+    pytest.param(lambda s: s.update(n=1), True, id="update-with-an-equal-value"),
+    pytest.param(lambda s: s.update(), True, id="update-with-nothing"),
+    pytest.param(lambda s: setattr(s, "permanent", False), True, id="permanent-equal"),
+    pytest.param(lambda s: s.setdefault("n", 2), False, id="setdefault-of-a-present-key"),
+    pytest.param(lambda s: s.setdefault("m", 2), True, id="setdefault-of-a-new-key"),
+    pytest.param(lambda s: s.pop("m", None), False, id="pop-of-an-absent-key"),
+    pytest.param(lambda s: s.get("n"), False, id="a-read"),
+])
+def test_what_counts_as_modified_is_what_flask_counts(
+        make_app: Any, change: Callable[[Any], Any], modified: bool) -> None:
+    app = make_app()
+    seen: dict[str, Any] = {}
+
+    @app.post("/change")
+    def change_it() -> str:
+        change(session)
+        seen["modified"] = session.modified
+        return "ok"
+
+    client = app.test_client()
+    with client.session_transaction() as sess:
+        sess["n"] = 1
+    response = client.post("/change")
+    assert seen["modified"] is modified
+    # A browser-session cookie is sent again exactly when the session is modified.
+    assert (cookie_header(response) is not None) is modified
+    with client.session_transaction() as sess:
+        assert sess.get("n") == 1
+
+
+def test_an_emptied_session_expires_even_a_cookie_with_nothing_behind_it(
+        make_app: Any) -> None:
+    """Flask removes the cookie of a session modified to be empty, whether or not a
+    stored session stood behind it."""
+    app = make_app()
+    app.post("/out")(lambda: session.clear() or "ok")
+    app.get("/read")(lambda: str(session.get("n")))
+    stale = app.test_client()
+    stale.set_cookie("session", "not-a-signed-id")
+    header = cookie_header(stale.post("/out"))
+    assert header is not None and "Max-Age=0" in header
+    assert cookie_header(app.test_client().get("/read")) is None  # nothing assigned
+
+
+@pytest.mark.parametrize("install", ["init_app", "init_stack"])
+def test_an_equal_value_sends_no_write_to_redis(install: str, settings: Settings) -> None:
+    """The cookie is sent again; Redis runs only the read of the session (a recent
+    slide: HGETALL alone), no script and no write."""
+    import redis
+
+    if settings.target.kind == "memory":
+        pytest.skip("counted by a real server's INFO commandstats")
+    settings = settings.replace(session_slide_interval=60)
+    app = App()
+    app.config.update(TESTING=True, SESSION_REFRESH_EACH_REQUEST=False)
+    (init_app if install == "init_app" else init_stack)(app, settings)
+
+    @app.post("/login")
+    def login() -> str:
+        session["user_id"] = "7"
+        session["cart"] = [1, 2]
+        session.permanent = True
+        return "ok"
+
+    @app.post("/again")
+    def again() -> str:
+        session["user_id"] = "7"
+        session["cart"] = [1, 2]
+        session.modified = True
+        return "ok"
+
+    client = app.test_client()
+    client.post("/login")
+    client.post("/again")  # the first load after the login slides the expiry
+    admin = redis.Redis.from_url(settings.redis_url)
+    try:
+        admin.config_resetstat()
+        response = client.post("/again")
+        stats: dict[str, Any] = admin.info("commandstats")
+    finally:
+        admin.close()
+    used = {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+    used.pop("config|resetstat", None)
+    assert used == {"hgetall": 1}, used
+    assert cookie_header(response) is not None

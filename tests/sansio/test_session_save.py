@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from redis_middleware.sansio.sessions.cookies import IncomingCookie, new_session_id
-from redis_middleware.sansio.sessions.core import SaveResult, SessionCore
-from redis_middleware.sansio.sessions.mapping import Session
+from redis_middleware.sansio.sessions.core import CookieRules, SaveResult, SessionCore
+from redis_middleware.sansio.sessions.mapping import Session, session_use
 from redis_middleware.sansio.sessions.scripts import META
 
 from .helpers import batches, commands, settings
@@ -165,3 +165,60 @@ def test_a_lifetime_of_zero_or_less_writes_nothing_and_expires_the_cookie(
     seen, result = batches(c.save_flow(session, IncomingCookie(None), https=False), [])
     assert seen == []
     assert result.set_cookie is not None and "Max-Age=0" in result.set_cookie
+
+
+# Flask's cookie rules (the Flask adapter's): the cookie is sent again when the session
+# was assigned to, an equal value too; the other adapters' rules send nothing for it.
+FLASK_RULES = CookieRules(follow_permanent=True, resend_on_change=True)
+
+
+def assign_equal(s: Session) -> None:
+    s["theme"] = "light"
+
+
+def mark_by_hand(s: Session) -> None:
+    s.modified = True
+
+
+@pytest.mark.parametrize("assign", [assign_equal, mark_by_hand], ids=["equal", "by-hand"])
+@pytest.mark.parametrize(("rules", "cookie"), [(FLASK_RULES, True), (CookieRules(), False)],
+                         ids=["flask-rules", "other-adapters"])
+def test_an_assignment_that_changes_nothing_writes_nothing(
+        assign: Any, rules: CookieRules, cookie: bool) -> None:
+    c = SessionCore(settings(), rules=rules)
+    session = loaded(c, {"theme": "light"})
+    assign(session)
+    assert session.assigned
+    seen, result = batches(c.save_flow(session, IncomingCookie(SID, present=True), False), [])
+    assert seen == []  # no command
+    assert (result.set_cookie is not None) is cookie
+    if cookie:
+        assert result.set_cookie is not None and "Max-Age=0" not in result.set_cookie
+    # A plain Session's ``modified`` (the other adapters', and the response cache's
+    # question) stays "something will be written".
+    assert session.modified is False
+    assert session_use(session) == "read"
+
+
+def test_a_read_is_no_assignment_under_flask_rules() -> None:
+    c = SessionCore(settings(), rules=FLASK_RULES)
+    session = loaded(c, {"theme": "light"})
+    case_read_only(session)
+    assert not session.assigned
+    seen, result = batches(c.save_flow(session, IncomingCookie(SID, present=True), False), [])
+    assert seen == [] and result.set_cookie is None
+
+
+@pytest.mark.parametrize(("rules", "cookie"), [(FLASK_RULES, True), (CookieRules(), False)],
+                         ids=["flask-rules", "other-adapters"])
+def test_clearing_a_session_with_nothing_stored(rules: CookieRules, cookie: bool) -> None:
+    """No stored session stood behind the cookie: nothing to delete, and under Flask's
+    rules the emptied session's cookie is expired."""
+    c = SessionCore(settings(), rules=rules)
+    session = loaded(c, None)
+    session.clear()
+    seen, result = batches(c.save_flow(session, IncomingCookie(SID, present=True), False), [])
+    assert seen == []
+    assert (result.set_cookie is not None) is cookie
+    if cookie:
+        assert result.set_cookie is not None and "Max-Age=0" in result.set_cookie

@@ -88,7 +88,9 @@ class CookieRules:
 
     ``follow_permanent``: the cookie is persistent only while ``session.permanent``
     (Flask); otherwise ``Settings.session_cookie_persistent`` decides for every session.
-    ``resend_on_change``: sent again whenever the session changed.
+    ``resend_on_change``: sent again whenever the session changed, or was assigned to
+    without a change (``session.assigned``: an equal value, ``modified = True`` by hand),
+    as Flask's ``modified`` decides; nothing is written to Redis for an equal value.
     ``refresh_each_request``: sent again on every request of a persistent session (Flask's
     ``SESSION_REFRESH_EACH_REQUEST``), so its expiry slides in the browser too.
     """
@@ -122,9 +124,10 @@ class SessionCore:
     """Every session decision; the ASGI and WSGI adapters only run its flows."""
 
     def __init__(self, settings: Settings, codec: Codec = JSON,
-                 rules: CookieRules | None = None, also_user_fields: tuple[str, ...] = ()
-                 ) -> None:
+                 rules: CookieRules | None = None, also_user_fields: tuple[str, ...] = (),
+                 session_type: type[Session] = Session) -> None:
         self.settings = settings
+        self.session_type = session_type  # the adapter's Session (Flask's ``modified``)
         self.codec = codec
         self.rules = rules or CookieRules()
         # Other keys that name the user when ``user_field`` is absent (Flask-Login's).
@@ -256,10 +259,10 @@ class SessionCore:
 
     def session_for(self, incoming: IncomingCookie, loader: Loader | None = None) -> Session:
         """A session with nothing loaded yet; ``loader`` loads it on first access."""
-        return Session(self.limits, incoming.session_id, loader=loader,
-                       readonly_on_error=self.readonly_on_error,
-                       user_field=self.settings.user_field, codec=self.codec,
-                       also_user_fields=self.also_user_fields)
+        return self.session_type(self.limits, incoming.session_id, loader=loader,
+                                 readonly_on_error=self.readonly_on_error,
+                                 user_field=self.settings.user_field, codec=self.codec,
+                                 also_user_fields=self.also_user_fields)
 
     # -- saving -----------------------------------------------------------------
     def save_flow(
@@ -295,20 +298,23 @@ class SessionCore:
                              "is unavailable")
             return SaveResult(None, False)
 
+        s = self.settings
+        rules = self.rules
+        # Flask's rule: a session assigned to is sent again (or, emptied, expired) even
+        # when the assignment changed nothing and nothing is written.
+        resend = rules.resend_on_change and session.assigned
         # A lifetime of 0 or less (Starlette's max_age=-1) keeps no session: nothing is
         # written, and the cookie is expired at once.
-        lasting = self.settings.session_absolute_lifetime > 0
+        lasting = s.session_absolute_lifetime > 0
         if session.is_empty() or not lasting:  # nothing to keep
             if old_id is not None:
                 ops: list[Call] = [Call.of("DEL", self._key(self.ref(old_id)))]
                 ops += self._index_ops(session.loaded_user, old_id, None)
                 yield tuple(ops)
-            elif session.is_empty():
+            elif session.is_empty() and not resend:
                 return SaveResult(None, False)
             return SaveResult(self.cookies.expire_cookie(https), old_id is not None)
 
-        s = self.settings
-        rules = self.rules
         persistent = session.permanent if rules.follow_permanent else None
         if old_id is None or session.cleared:
             mode, new_id = "create", new_session_id()
@@ -322,7 +328,7 @@ class SessionCore:
             refresh = rules.refresh_each_request and (
                 persistent if persistent is not None else s.session_cookie_persistent)
             cookie = self.cookies.set_cookie(old_id, https, persistent) if (
-                incoming.resign or refresh) else None
+                incoming.resign or refresh or resend) else None
             return SaveResult(cookie, True)
 
         _note_encoding(written, session.size())

@@ -134,6 +134,10 @@ class Session(dict[str, Any]):
         self.regenerated = False
         self._dirty: set[str] = set()  # keys assigned or deleted since load
         self._all_dirty = False  # ``modified = True``: compare every key at save
+        # Something was assigned (an equal value too), deleted, cleared, or ``modified``
+        # set by hand: Flask's ``modified``. Nothing is written for it; under cookie
+        # rules that resend on change the cookie is sent again (CookieRules).
+        self.assigned = False
         self.loaded_user = self.user_id if data else None
 
     # -- loading ------------------------------------------------------------
@@ -291,17 +295,20 @@ class Session(dict[str, Any]):
             self._limits.check_totals(dict.__len__(self) + 1, 0)
         dict.__setitem__(self, key, value)
         self._dirty.add(key)
+        self.assigned = True
 
     def __delitem__(self, key: str) -> None:
         self._touch()
         dict.__delitem__(self, key)
         self._dirty.add(key)
+        self.assigned = True
 
     def update(self, other: Any = (), /, **kwargs: Any) -> None:
         pairs: Iterable[tuple[str, Any]] = (
             other.items() if isinstance(other, Mapping) else other)
         for key, value in [*pairs, *kwargs.items()]:
             self[key] = value
+        self.assigned = True  # also an update with nothing, as Flask's session counts it
 
     def __ior__(self, other: Any) -> Session:  # type: ignore[override]
         self.update(other)
@@ -321,12 +328,14 @@ class Session(dict[str, Any]):
                 raise KeyError(key)
             return default
         self._dirty.add(key)
+        self.assigned = True
         return dict.pop(self, key)
 
     def popitem(self) -> tuple[str, Any]:
         self._touch()
         key, value = dict.popitem(self)
         self._dirty.add(key)
+        self.assigned = True
         return key, value
 
     # -- lifecycle ----------------------------------------------------------
@@ -335,6 +344,7 @@ class Session(dict[str, Any]):
         self._touch()
         dict.clear(self)
         self.cleared = True
+        self.assigned = True
 
     def regenerate(self) -> None:
         """Give the session a new id at the end of the request, keeping its data (login)."""
@@ -356,20 +366,37 @@ class Session(dict[str, Any]):
         self._load_quietly()
         return not self.exists
 
-    @property
-    def modified(self) -> bool:
+    def _writes(self) -> bool:
         """Something will be written at the end of the request."""
         if not self.loaded:
             return False
         written, deleted = self.changes()
         return bool(written or deleted or self.cleared or self.regenerated)
 
+    @property
+    def modified(self) -> bool:
+        """Something will be written at the end of the request."""
+        return self._writes()
+
     @modified.setter
     def modified(self, value: bool) -> None:
+        self._set_modified(value)
+
+    def _set_modified(self, value: bool) -> None:
         # Flask apps set this after changing a value in place: compare every key at save.
+        # ``False`` takes back only the assignment's mark (what changed is still written).
         if value:
             self._touch()
             self._all_dirty = True
+        self.assigned = bool(value)
+
+    @property
+    def will_write(self) -> bool:
+        """Something will be written at the end of the request: the response cache's
+        question. ``modified`` answers it for this class (and for the outer sessions the
+        cache is shown, which say only ``modified``); a subclass whose ``modified`` means
+        more (Flask's: assigned to) answers it apart."""
+        return self.modified
 
     @property
     def permanent(self) -> bool:
@@ -385,6 +412,7 @@ class Session(dict[str, Any]):
                 self[_PERMANENT] = True
             else:
                 self.pop(_PERMANENT, None)
+        self.assigned = True  # Flask's setter assigns the flag, an equal one too
 
     # -- changes ------------------------------------------------------------
     def changes(self) -> tuple[dict[str, str], list[str]]:
@@ -420,4 +448,4 @@ def session_use(session: object) -> Literal["", "read", "written"]:
     (nothing, or not our session), ``"read"``, or ``"written"`` (changes to save)."""
     if not isinstance(session, Session) or not session.accessed:
         return ""
-    return "written" if session.modified else "read"
+    return "written" if session.will_write else "read"
