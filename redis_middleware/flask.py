@@ -91,6 +91,10 @@ class FlaskSession(Session):
     def modified(self, value: bool) -> None:
         self._set_modified(value)
 
+    @property
+    def will_write(self) -> bool:
+        return self._writes()
+
     def update(self, other: Any = (), /, **kwargs: Any) -> None:
         self._touch()  # an assignment, with nothing to assign too: the session is used
         super().update(other, **kwargs)

@@ -381,13 +381,22 @@ class Session(dict[str, Any]):
             self._all_dirty = True
         self.assigned = bool(value)
 
-    # Properties made of the functions themselves (no property calling a method): every
-    # request asks ``will_write``.
-    modified = property(_writes, _set_modified, doc="Something will be written at the "
-                        "end of the request (Flask's session: something was assigned).")
-    # The response cache's question. ``modified`` answers it for this class; a subclass
-    # whose ``modified`` means more (Flask's: assigned to) keeps this one.
-    will_write = property(_writes)
+    @property
+    def modified(self) -> bool:
+        """Something will be written at the end of the request."""
+        return self._writes()
+
+    @modified.setter
+    def modified(self, value: bool) -> None:
+        self._set_modified(value)
+
+    @property
+    def will_write(self) -> bool:
+        """Something will be written at the end of the request: the response cache's
+        question. ``modified`` answers it for this class and for the outer sessions the
+        cache is shown (Django's, which say only ``modified``); a subclass whose
+        ``modified`` means more (Flask's: assigned to) answers it apart."""
+        return self.modified
 
     @property
     def permanent(self) -> bool:
