@@ -309,25 +309,64 @@ def test_a_load_that_asks_for_its_own_key_does_not_wait_for_itself(settings: Set
 async def test_an_async_load_that_asks_for_its_own_key_does_not_wait_for_itself(
         settings: Settings) -> None:
     cache = DataCache(settings.replace(data_lock_wait=5))
+    runs: list[str] = []
 
-    async def inner() -> str:
-        return "inner"
+    def inner(where: str) -> Any:
+        async def load() -> str:
+            runs.append(where)
+            return where
+        return load
 
-    async def outer() -> str:
-        # the same task, a child task, and a worker thread running a sync call
-        same_task = await cache.aget_or_set("same", inner, ttl=60)
-        (child,) = await asyncio.gather(cache.aget_or_set("same", inner, ttl=60))
-        return f"{same_task}+{child}"
+    async def from_a_child() -> str:  # nothing stored yet: the child must load itself
+        (child,) = await asyncio.gather(cache.aget_or_set("child", inner("child"), ttl=60))
+        return "outer+" + child
 
-    def sync_outer() -> str:
-        return "sync+" + cache.get_or_set("from-thread", lambda: "inner", ttl=60)
+    async def from_the_same_task() -> str:
+        return "outer+" + await cache.aget_or_set("same", inner("same"), ttl=60)
+
+    def from_a_thread() -> str:
+        return "outer+" + cache.get_or_set("thread", lambda: "thread", ttl=60)
 
     started = time.monotonic()
     try:
-        assert await cache.aget_or_set("same", outer, ttl=60) == "inner+inner"
-        assert await cache.aget_or_set("from-thread", sync_outer, ttl=60) == "sync+inner"
-        assert time.monotonic() - started < 2
-        assert await cache.aget("same") == "inner+inner"
+        assert await cache.aget_or_set("child", from_a_child, ttl=60) == "outer+child"
+        assert await cache.aget_or_set("same", from_the_same_task, ttl=60) == "outer+same"
+        assert await cache.aget_or_set("thread", from_a_thread, ttl=60) == "outer+thread"
+        assert time.monotonic() - started < 2  # no data_lock_wait (5 s) for itself
+        assert runs == ["child", "same"]
+        assert await cache.aget("child") == "outer+child"  # the outer load stored last
+    finally:
+        await cache.aclose()
+        await cache.redis.aclose()
+
+
+async def test_a_task_that_outlives_the_load_it_was_started_in_is_outside_it(
+        settings: Settings) -> None:
+    # A loader that starts a task: once the load is over, that task's misses of the key
+    # share one load again (single-flight), as anyone's.
+    cache = DataCache(settings.replace(data_lock_wait=5))
+    runs: list[int] = []
+    later: list[asyncio.Task[Any]] = []
+
+    async def load() -> int:
+        runs.append(1)
+        await asyncio.sleep(0.2)
+        return len(runs)
+
+    async def afterwards() -> list[Any]:
+        await asyncio.sleep(0.1)  # the load that started this task is over by now
+        await cache.adelete("k")
+        return list(await asyncio.gather(*(cache.aget_or_set("k", load, ttl=60)
+                                           for _ in range(2))))
+
+    async def first_load() -> int:
+        later.append(asyncio.get_running_loop().create_task(afterwards()))
+        return 0
+
+    try:
+        assert await cache.aget_or_set("k", first_load, ttl=60) == 0
+        assert await later[0] == [1, 1]
+        assert runs == [1]  # one load for the two misses
     finally:
         await cache.aclose()
         await cache.redis.aclose()

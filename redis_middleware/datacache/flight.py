@@ -8,7 +8,8 @@ loop that read a key at the same moment also share one ``GET`` (:class:`SharedRe
 A load that asks for its own key (two layers of caching on one key, a loader reading
 the key it fills; also from a task it spawned, or a worker thread running its sync
 loader) would wait for itself: the keys a caller is loading are in a context variable
-(copied into child tasks and ``asyncio.to_thread``), and such a call loads at once.
+(copied into child tasks and ``asyncio.to_thread``), and such a call loads at once
+while that load is open (a task that outlives it is no longer inside it).
 """
 
 from __future__ import annotations
@@ -30,35 +31,40 @@ __all__ = ["Flights", "SharedReads"]
 _RETRY = object()  # a reader gave up without a reply (cancelled): the others read again
 _REENTERED = Followed(None, None, None)  # "load it yourself", as after data_lock_wait
 
-# The loads this context leads: (the Flights, the key) pairs, usually none.
-_loading: contextvars.ContextVar[frozenset[tuple[int, str]]] = contextvars.ContextVar(
+# The loads this context leads (usually none). A task or thread it starts copies the
+# set; a load is counted only while it is open (``closed``), so a task that outlives the
+# load its parent led is no longer inside it.
+_loading: contextvars.ContextVar[frozenset[_Flight | _TaskFlight]] = contextvars.ContextVar(
     "redis_middleware_data_loading", default=frozenset())
 
 
-def _enter(mark: tuple[int, str]) -> None:
-    _loading.set(_loading.get() | {mark})
+def _inside(owner: Flights, name: str) -> bool:
+    """Whether this context is inside its own open load of ``name``."""
+    return any(f.owner is owner and f.name == name and not f.closed for f in _loading.get())
 
 
-def _leave(mark: tuple[int, str]) -> None:
+def _leave(flight: _Flight | _TaskFlight) -> None:
     # Not ContextVar.reset: a ticket may be closed from another context (a generator
-    # closed late); removing only this mark is right in any context.
+    # closed late); removing only this flight is right in any context.
+    flight.closed = True
     loading = _loading.get()
-    if mark in loading:
-        _loading.set(loading - {mark})
+    if flight in loading:
+        _loading.set(loading - {flight})
 
 
 class _Flight:
     """One key being loaded by a thread of this process; the others wait on ``done``."""
 
-    __slots__ = ("done", "error", "flights", "lock", "mark", "name", "stored")
+    __slots__ = ("closed", "done", "error", "flights", "lock", "name", "owner", "stored")
 
-    def __init__(self, flights: dict[str, _Flight], lock: threading.Lock, name: str,
-                 mark: tuple[int, str]) -> None:
-        self.flights, self.lock, self.name, self.mark = flights, lock, name, mark
+    def __init__(self, owner: Flights, flights: dict[str, _Flight], lock: threading.Lock,
+                 name: str) -> None:
+        self.owner, self.flights, self.lock, self.name = owner, flights, lock, name
         self.done = threading.Event()
         self.stored: bytes | None = None  # the encoded value (followers decode their own)
         self.error: BaseException | None = None
-        _enter(mark)
+        self.closed = False
+        _loading.set(_loading.get() | {self})
 
     def settle(self, stored: bytes) -> None:
         self.stored = stored
@@ -67,7 +73,7 @@ class _Flight:
         self.error = error
 
     def close(self) -> None:
-        _leave(self.mark)
+        _leave(self)
         with self.lock:
             if self.flights.get(self.name) is self:
                 del self.flights[self.name]
@@ -77,13 +83,14 @@ class _Flight:
 class _TaskFlight:
     """One key being loaded by a task of this event loop; the others await ``future``."""
 
-    __slots__ = ("flights", "future", "mark", "name")
+    __slots__ = ("closed", "flights", "future", "name", "owner")
 
-    def __init__(self, flights: dict[str, asyncio.Future[Any]], name: str,
-                 mark: tuple[int, str]) -> None:
-        self.flights, self.name, self.mark = flights, name, mark
+    def __init__(self, owner: Flights, flights: dict[str, asyncio.Future[Any]], name: str
+                 ) -> None:
+        self.owner, self.flights, self.name = owner, flights, name
         self.future = flights[name] = asyncio.get_running_loop().create_future()
-        _enter(mark)
+        self.closed = False
+        _loading.set(_loading.get() | {self})
 
     def settle(self, stored: bytes) -> None:
         self.future.set_result(stored)
@@ -93,7 +100,7 @@ class _TaskFlight:
         self.future.exception()  # retrieved: no "never retrieved" log when nobody waited
 
     def close(self) -> None:
-        _leave(self.mark)
+        _leave(self)
         if not self.future.done():  # cancelled (or another BaseException): followers retry
             self.future.set_result(None)
         if self.flights.get(self.name) is self.future:
@@ -113,13 +120,12 @@ class Flights:
             weakref.WeakKeyDictionary())
 
     def join(self, name: str) -> Ticket | Followed:
-        mark = (id(self), name)
-        if mark in _loading.get():  # this caller's own load: it would wait for itself
+        if _inside(self, name):  # this caller's own load: it would wait for itself
             return _REENTERED
         with self._lock:
             flight = self._threads.get(name)
             if flight is None:
-                flight = self._threads[name] = _Flight(self._threads, self._lock, name, mark)
+                flight = self._threads[name] = _Flight(self, self._threads, self._lock, name)
                 return flight
         started = time.perf_counter()
         if not flight.done.wait(self.wait):
@@ -127,8 +133,7 @@ class Flights:
         return Followed(flight.stored, flight.error, time.perf_counter() - started)
 
     async def ajoin(self, name: str) -> Ticket | Followed:
-        mark = (id(self), name)
-        if mark in _loading.get():  # this caller's own load: it would wait for itself
+        if _inside(self, name):  # this caller's own load: it would wait for itself
             return _REENTERED
         loop = asyncio.get_running_loop()
         flights = self._loops.get(loop)
@@ -136,7 +141,7 @@ class Flights:
             flights = self._loops[loop] = {}
         future = flights.get(name)
         if future is None:
-            return _TaskFlight(flights, name, mark)
+            return _TaskFlight(self, flights, name)
         started = time.perf_counter()
         try:
             stored = await asyncio.wait_for(asyncio.shield(future), self.wait)
