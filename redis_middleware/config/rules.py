@@ -25,6 +25,12 @@ FAIL_MODES: tuple[FailMode, ...] = get_args(FailMode)
 _COOKIE_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
+def is_cookie_name(name: object) -> bool:
+    """A cookie name by RFC 6265 (a token): what a browser can send back. The one check
+    of every cookie name in the settings (the session's, a route's ``vary_cookies``)."""
+    return isinstance(name, str) and _COOKIE_NAME.fullmatch(name) is not None
+
+
 def one_of(allowed: tuple[str, ...]) -> str:
     """``'a', 'b' or 'c'``, for error messages."""
     quoted = [repr(a) for a in allowed]
@@ -136,6 +142,9 @@ class CacheRouteSpec:
 
     def __post_init__(self) -> None:
         _cookie_names(self.vary_cookies)
+        if not isinstance(self.tags, (tuple, list)) or not all(
+                isinstance(t, str) for t in self.tags):
+            raise ValueError(f"tags must be a list of tag names, got {self.tags!r}")
         if not isinstance(self.per_user, bool):
             raise ValueError(f"per_user must be true or false, got {self.per_user!r}")
         if self.freshness is not None and self.freshness not in FRESHNESS_MODES:
@@ -152,7 +161,7 @@ def _cookie_names(names: Any) -> None:
     if isinstance(names, (str, bytes)) or not isinstance(names, (tuple, list)):
         raise ValueError(f"vary_cookies must be a list of cookie names, got {names!r}")
     for name in names:
-        if not isinstance(name, str) or not _COOKIE_NAME.fullmatch(name):
+        if not is_cookie_name(name):
             raise ValueError(
                 "vary_cookies must be cookie names (ASCII letters, digits and "
                 f"!#$%&'*+-.^_`|~: no spaces, separators or control characters), got {name!r}")

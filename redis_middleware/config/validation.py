@@ -25,6 +25,7 @@ from .rules import (
     FAIL_MODES,
     FRESHNESS_MODES,
     STRATEGIES,
+    is_cookie_name,
     normalise_cache_routes,
     normalise_rules,
     one_of,
@@ -39,8 +40,6 @@ _MIN_SECRET = 32
 _warned_generated_secret = False
 
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}\Z")
-# RFC 6265 cookie-name = token (RFC 2616): visible ASCII minus separators.
-_COOKIE_NAME_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,128}\Z")
 _COOKIE_PATH_RE = re.compile(r"^/[\x21-\x3a\x3c-\x7e]*\Z")  # no CTLs, spaces or ';'
 _DOMAIN_RE = re.compile(r"^\.?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\Z")
 _FIELD_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
@@ -129,8 +128,9 @@ def _connection(v: Values, derived: frozenset[str]) -> None:
 
 def _cookie(v: Values) -> None:
     name, secure = v["session_cookie_name"], v["session_cookie_secure"]
-    if not _COOKIE_NAME_RE.match(name):
-        raise Invalid("session_cookie_name", "must be a cookie token (no spaces or separators)")
+    if not is_cookie_name(name) or len(name) > 128:  # ours: a short name, as any
+        raise Invalid("session_cookie_name", "must be a cookie token (no spaces or "
+                      "separators) of 128 characters at most")
     if not _COOKIE_PATH_RE.match(v["session_cookie_path"]):
         raise Invalid("session_cookie_path", "must start with '/' and hold no ';' or spaces")
     domain = v["session_cookie_domain"]

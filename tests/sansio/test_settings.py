@@ -258,6 +258,10 @@ def test_route_tags_must_be_a_list(tags: object) -> None:
         Settings(cache_routes={"/p": {"ttl": 10, "tags": tags}})
     route = Settings(cache_routes={"/p": {"ttl": 10, "tags": ["products"]}}).cache_routes[0]
     assert route[1].tags == ("products",)
+    from redis_middleware.config.rules import CacheRouteSpec
+
+    with pytest.raises(ValueError, match="tags"):
+        CacheRouteSpec(10, tags=tags)  # type: ignore[arg-type]
 
 
 def test_vary_cookies_that_are_cookie_names_are_kept() -> None:
