@@ -173,8 +173,8 @@ class RealtimeCore:
         all of them (:func:`lost_after`). One round trip: the read starts *at* ``since``
         (still kept: nothing was lost, decided from the read alone), and the stream's
         oldest id rides along for when it is not."""
-        if since in ("", "0", "0-0"):  # everything the stream keeps: nothing to miss
-            return CatchUp((yield from self.replay_flow(room, since, count)))
+        if stream_order(since) == (0, 0):  # "", "0", "0-0", "00"...: everything kept
+            return CatchUp((yield from self.replay_flow(room, "0", count)))
         limit = count or self.settings.realtime_queue_size
         key = self.keys.realtime(room, "stream")
         # The read first: a trim between the two can then only make the oldest id newer
