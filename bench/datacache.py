@@ -490,7 +490,7 @@ def main() -> None:
                         "(datacache-busy.json with --busy)")
     parser.add_argument("--skip-stampede", action="store_true")
     parser.add_argument("--busy", type=int, default=0, metavar="N",
-                        help="keep N cores busy at the lowest priority while the hot hits "
+                        help="keep N cores busy (spinning at nice 19) while the hot hits "
                              "are timed (default 0: an idle machine)")
     args = parser.parse_args()
     proc, url, workdir = start_server()

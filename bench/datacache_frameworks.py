@@ -112,13 +112,20 @@ def medians(samples: dict[str, list[Measure]]) -> dict[str, Measure]:
             for name, runs in samples.items()}
 
 
-def ratios(samples: dict[str, list[Measure]], ours: str) -> dict[str, dict[str, float]]:
+def ratios(samples: dict[str, list[Measure]], ours: str
+           ) -> dict[str, dict[str, float | None]]:
     """Each contender's cost over ours, run by run (the runs alternate, so each pair saw
     the same moment of a shared machine), and the median of those ratios."""
     mine = samples[ours]
-    return {name: {unit: round(statistics.median(
-        theirs[k][f"{unit}_us"] / mine[k][f"{unit}_us"] for k in range(len(mine))), 2)
-        for unit in ("cpu", "user", "wall")} for name, theirs in samples.items()}
+
+    def ratio(theirs: list[Measure], unit: str) -> float | None:
+        # A run whose user-mode CPU rounded to zero (the clock's tick is coarse) has none.
+        pairs = [theirs[k][f"{unit}_us"] / mine[k][f"{unit}_us"] for k in range(len(mine))
+                 if mine[k][f"{unit}_us"] > 0]
+        return round(statistics.median(pairs), 2) if pairs else None
+
+    return {name: {unit: ratio(theirs, unit) for unit in ("cpu", "user", "wall")}
+            for name, theirs in samples.items()}
 
 
 # -- Django -------------------------------------------------------------------------------
@@ -216,7 +223,7 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="default: bench/results/"
                         "datacache-frameworks.json (-busy.json with --busy)")
     parser.add_argument("--busy", type=int, default=0, metavar="N",
-                        help="keep N cores busy at the lowest priority while timing "
+                        help="keep N cores busy (spinning at nice 19) while timing "
                              "(default 0: an idle machine)")
     args = parser.parse_args()
     if shutil.which("redis-server") is None:
