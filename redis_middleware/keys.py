@@ -113,10 +113,12 @@ class KeySpace:
     # with a word (``fill:``, ``lock:``, ``tag:``), never with ``{``, and namespaces are
     # such words too (``DataCore`` refuses the bookkeeping ones): no name lands there.
     def data(self, name: str, namespace: str = "") -> str:
-        """A cached value; ``name`` is the rendered key (its arguments escaped already)."""
+        """A cached value; ``name`` is the rendered key (its arguments escaped already).
+        Always what comes before ``name``, then ``name``, then ``}`` (``DataCore`` joins
+        the hot reads' keys so)."""
         if namespace:
             return f"{self.prefix}:data:{namespace}:{{{name}}}"
-        return f"{self.prefix}:data:{{{name}}}"  # on every hit: an f-string, not a join
+        return f"{self.prefix}:data:{{{name}}}"
 
     def data_fill(self, name: str, namespace: str = "") -> str:
         """The single-flight lease of a cached value (same slot as the value)."""

@@ -259,6 +259,25 @@ def test_a_key_function_given_or_named_makes_the_same_keys(
     assert raw.exists(redis_key(configured, "custom||1|k"))
 
 
+class _OwnKeys:
+    """A backend subclass with its own make_key (Django's other way to shape keys)."""
+
+    def make_key(self, key: Any, version: int | None = None) -> str:
+        return f"own|{key}"
+
+
+def test_a_subclass_make_key_makes_the_keys(caches: Any, raw: Any, configured: Settings
+                                           ) -> None:
+    from redis_middleware.django.cache import RedisCache
+
+    backend = type("Own", (_OwnKeys, RedisCache), {})(
+        configured.redis_url, {"KEY_PREFIX": "ignored"})
+    backend.set("k", "v")
+    assert backend.get("k") == "v" and backend.get_or_set("k", "other") == "v"
+    assert raw.exists(redis_key(configured, "own|k"))
+    assert caches["default"].get("k") is None
+
+
 def test_key_warnings_name_the_made_key(cache: Any) -> None:
     """Django's memcached portability warnings, on the key as made (prefix, version)."""
     from django.core.cache.backends.base import CacheKeyWarning

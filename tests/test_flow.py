@@ -304,6 +304,7 @@ def test_one_command_without_a_flow_behaves_as_its_flow(settings: Settings, side
     trips, commands = conns.round_trips, conns.commands
     assert calls(("GET", key), ("GET", key + "-missing")) == [b"v", None]
     assert (conns.round_trips - trips, conns.commands - commands) == (2, 2)
+    assert calls(("SET", key, b"w", "EX", 60)) == [True]  # redis-py's reply callback
     with pytest.raises(RedisCommandError) as info:
         calls(("HGET", key, "f"))
     assert "WRONGTYPE" in str(info.value.__cause__)

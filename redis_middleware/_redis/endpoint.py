@@ -128,6 +128,10 @@ def _callbacks(protocol: int) -> dict[str, Callable[[Any], Any]]:
 _CALLBACKS: dict[int, dict[str, Callable[[Any], Any]]] = {}
 
 
+def _table(protocol: int) -> dict[str, Callable[[Any], Any]]:
+    return _CALLBACKS.setdefault(protocol, _callbacks(protocol))
+
+
 def _pack(commands: Sequence[Command]) -> bytes:
     if len(commands) == 1:
         return bytes(hiredis.pack_command(commands[0]))
@@ -136,12 +140,20 @@ def _pack(commands: Sequence[Command]) -> bytes:
 
 def _finish(commands: Sequence[Command], replies: Replies, protocol: int) -> Replies:
     """Apply redis-py's response callbacks, as its client does for ``execute_command``."""
-    table = _CALLBACKS.get(protocol) or _CALLBACKS.setdefault(protocol, _callbacks(protocol))
+    table = _CALLBACKS.get(protocol) or _table(protocol)
     for i, command in enumerate(commands):
         callback = table.get(command[0])
         if callback is not None and not isinstance(replies[i], Exception):
             replies[i] = callback(replies[i])
     return replies
+
+
+def _finish_one(command: Command, reply: Any, protocol: int) -> Any:
+    """:func:`_finish` of one command's reply."""
+    callback = (_CALLBACKS.get(protocol) or _table(protocol)).get(command[0])
+    if callback is None or isinstance(reply, Exception):
+        return reply
+    return callback(reply)
 
 
 @dataclass(frozen=True)

@@ -9,13 +9,24 @@ import ssl
 import struct
 import threading
 import time
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
 import hiredis
 from redis import exceptions as rex
 
-from .endpoint import _KERNEL_TIMEOUTS, _MORE, Command, Endpoint, Replies, _finish, _pack, _reader
+from .endpoint import (
+    _KERNEL_TIMEOUTS,
+    _MORE,
+    Command,
+    Endpoint,
+    Replies,
+    _finish,
+    _finish_one,
+    _pack,
+    _reader,
+)
 
 __all__ = ["SyncWire"]
 
@@ -97,26 +108,27 @@ class SyncWire:
         self.max_connections = max_connections
         self.wait = endpoint.timeout if wait is None else wait
         self._reset()
+        _live.add(self)
 
     def _reset(self) -> None:
-        self._pid = os.getpid()
         self._idle: list[_SyncConnection] = []
         self._open = 0  # connections made and not closed (idle or in use)
         self._cond = threading.Condition()
 
     def execute(self, commands: Sequence[Command]) -> Replies:
         """Send ``commands`` in order; error replies come back as exceptions, in place."""
-        if self._pid != os.getpid():  # a forked child: never share the parent's sockets
-            self._reset()
         replies = self._round_trip(_pack(commands), len(commands))
         return _finish(commands, replies, self.endpoint.current_protocol)
 
+    def call(self, command: Command) -> Any:
+        """One command's reply (an error reply as an exception): :meth:`execute` without
+        its lists, for the cache backends' hot reads."""
+        (reply,) = self._round_trip(bytes(hiredis.pack_command(command)), 1)
+        return _finish_one(command, reply, self.endpoint.current_protocol)
+
     def _take(self) -> _SyncConnection | None:
-        """An idle connection, or None: the caller may open one (it was counted)."""
-        try:
-            return self._idle.pop()  # atomic: the common case takes no lock
-        except IndexError:
-            pass
+        """No connection was idle: one that becomes idle, or None: the caller may open
+        one (it was counted)."""
         deadline = time.monotonic() + self.wait
         with self._cond:
             while True:
@@ -133,9 +145,13 @@ class SyncWire:
 
     def _give(self, conn: _SyncConnection) -> None:
         self._idle.append(conn)
-        if self._open >= self.max_connections:  # someone may be waiting for it
-            with self._cond:
-                self._cond.notify()
+        if self._open >= self.max_connections:
+            self._notify()
+
+    def _notify(self) -> None:
+        """A connection went back to a full pool: someone may be waiting for it."""
+        with self._cond:
+            self._cond.notify()
 
     def _closed(self, conn: _SyncConnection) -> None:
         conn.close()
@@ -153,7 +169,10 @@ class SyncWire:
             raise
 
     def _round_trip(self, packed: bytes, count: int) -> Replies:
-        conn = self._take()
+        try:
+            conn: _SyncConnection | None = self._idle.pop()  # the usual case: no lock
+        except IndexError:
+            conn = self._take()
         if conn is not None:
             try:
                 replies = conn.round_trip(packed, count)
@@ -166,7 +185,9 @@ class SyncWire:
                 self._closed(conn)
                 raise
             else:
-                self._give(conn)
+                self._idle.append(conn)  # _give, inline: the usual case
+                if self._open >= self.max_connections:
+                    self._notify()
                 return replies
         conn = self._new()  # counted already (by _take, or kept from the dropped one)
         try:
@@ -183,3 +204,16 @@ class SyncWire:
             self._open -= len(idle)
         for conn in idle:
             conn.close()
+
+
+# A forked child never shares its parent's sockets: its wires start empty. (A check of
+# the pid on every round trip was a system call each time: glibc no longer caches it.)
+_live: weakref.WeakSet[SyncWire] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for wire in list(_live):
+        wire._reset()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

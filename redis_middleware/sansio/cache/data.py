@@ -62,6 +62,15 @@ def hash_slot_tag(key: str) -> str:
     return key
 
 
+def _bad_name(name: object) -> Exception:
+    if type(name) is not str:
+        return TypeError(f"a data cache key is a str, not {type(name).__name__}")
+    # "{}..." would make Redis Cluster hash the whole key, so the value and its lease
+    # would fall in different slots.
+    return ValueError(f"a data cache key is a non-empty str not starting with '}}', "
+                      f"not {name[:40]!r}")
+
+
 def tag_list(tags: Iterable[str] | str | None) -> list[str]:
     if tags is None:
         return []
@@ -89,17 +98,15 @@ class DataCore(Envelope):
         self._envelope_flag = "0" if raw else "1"
         self._token_prefix = secrets.token_hex(8) + ":"
         self._tokens = itertools.count()
+        # KeySpace.data(name, namespace) is this head, the name and "}": every hit builds
+        # its key, so it is joined here without the call.
+        self._head = self.keys.data("", namespace)[:-1]
 
     # -- keys -------------------------------------------------------------------
     def key(self, name: str) -> str:
-        if type(name) is not str:
-            raise TypeError(f"a data cache key is a str, not {type(name).__name__}")
-        if not name or name[0] == "}":
-            # "{}..." would make Redis Cluster hash the whole key, so the value and its
-            # lease would fall in different slots.
-            raise ValueError(f"a data cache key is a non-empty str not starting with '}}', "
-                             f"not {name[:40]!r}")
-        return self.keys.data(name, self.namespace)
+        if type(name) is not str or not name or name[0] == "}":
+            raise _bad_name(name)
+        return self._head + name + "}"
 
     def fill_key(self, name: str) -> str:
         return self.keys.data_fill(name, self.namespace)
@@ -142,8 +149,11 @@ class DataCore(Envelope):
 
     # -- flows: reading -----------------------------------------------------------
     def read_command(self, name: str) -> tuple[str, str]:
-        """The hot path: one GET (the backends send it alone, without a flow)."""
-        return ("GET", self.key(name))
+        """The hot path: one GET (the backends send it alone, without a flow); ``key``
+        inline."""
+        if type(name) is not str or not name or name[0] == "}":
+            raise _bad_name(name)
+        return ("GET", self._head + name + "}")
 
     def read_flow(self, name: str) -> Flow[bytes | None]:
         """:meth:`read_command` as a flow."""
