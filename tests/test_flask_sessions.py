@@ -123,7 +123,9 @@ def test_a_save_that_fails_answers_the_stack_s_503_without_the_view_s_headers() 
 
     response = app.test_client().post("/login", headers={"Accept": "text/html"})
     assert response.status_code == 503
-    assert sorted(response.headers.keys()) == ["Content-Length", "Content-Type", "Retry-After"]
+    assert sorted(response.headers.keys()) == ["Cache-Control", "Content-Length",
+                                               "Content-Type", "Retry-After"]
+    assert response.headers["Cache-Control"] == "no-store"  # ours, not the view's
     assert response.headers["Content-Type"].startswith("text/html")
     assert int(response.headers["Content-Length"]) == len(response.data)
     assert b"Session store unavailable" in response.data

@@ -28,6 +28,8 @@ def test_a_429_in_the_clients_format(make_client: Clients) -> None:
     page = client.get("/noop", headers={"accept": BROWSER})
     assert page.status_code == 429 and page.headers["content-type"].startswith("text/html")
     assert "Too Many Requests" in page.text and int(page.headers["retry-after"]) >= 1
+    # One client's refusal: a shared cache in front must not serve it to others.
+    assert api.headers["cache-control"] == page.headers["cache-control"] == "no-store"
 
 
 def _handler(request: RequestInfo, refusal: Refusal) -> Response | None:
@@ -67,6 +69,7 @@ def test_session_store_down_answers_a_page_to_a_browser(
         api = client.get("/get")
         assert api.status_code == 503
         assert api.headers["content-type"] == "application/problem+json"
+        assert api.headers["cache-control"] == page.headers["cache-control"] == "no-store"
     finally:
         clients.close()
 

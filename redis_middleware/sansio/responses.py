@@ -115,8 +115,11 @@ def render(refusal: Refusal, accept: str | None = None) -> Response:
         body = json.dumps({"type": "about:blank", "title": title, "status": refusal.status,
                            "detail": refusal.detail}, separators=(",", ":")).encode()
         content_type = "application/problem+json"
+    # no-store: a 429 is one client's and a 503 one moment's; a shared cache in front
+    # (a CDN that caches errors) must not answer other clients with it.
     return Response(refusal.status, (("Content-Type", content_type),
-                                     ("Content-Length", str(len(body))), *refusal.headers),
+                                     ("Content-Length", str(len(body))),
+                                     ("Cache-Control", "no-store"), *refusal.headers),
                     body)
 
 
