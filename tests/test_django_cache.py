@@ -607,6 +607,18 @@ def test_get_or_set_with_a_timeout_of_zero_returns_the_value_unstored(cache: Any
     assert cache.get_or_set("k", lambda: "v", timeout=0) == "stored"
 
 
+def test_get_or_set_keeps_each_value_for_its_own_timeout(
+        cache: Any, raw: Any, configured: Settings) -> None:
+    for key, timeout in (("short", 30), ("long", 3000), ("again", 30), ("default", None)):
+        args = () if timeout is None else (timeout,)
+        assert cache.get_or_set(key, lambda k=key: k.upper(), *args) == key.upper()
+    ttls = {key: raw.pttl(redis_key(configured, f":1:{key}")) / 1000
+            for key in ("short", "long", "again", "default")}
+    assert 28 < ttls["short"] <= 30 and 28 < ttls["again"] <= 30
+    assert 2990 < ttls["long"] <= 3000
+    assert 290 < ttls["default"] <= 300  # Django's TIMEOUT default
+
+
 def test_get_or_set_runs_the_loader_once_for_concurrent_misses(cache: Any) -> None:
     calls: list[int] = []
     start = threading.Barrier(8)

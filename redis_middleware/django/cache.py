@@ -35,6 +35,7 @@ from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache, default_
 from django.core.exceptions import SynchronousOnlyOperation
 
 from ..config.settings import Settings
+from ..datacache.decorator import no_tags
 from ..errors import RedisMiddlewareError
 from ..sansio import metrics
 from ..sansio.cache.data import MAX_TTL, MISS
@@ -43,6 +44,7 @@ from .cache_store import PickleSerializer, location_of, shared_cache, split_opti
 
 if TYPE_CHECKING:
     from ..datacache import ALock, Lock
+    from ..sansio.cache.datafill import Policy
 
 __all__ = ["PickleSerializer", "RedisCache"]
 
@@ -80,6 +82,7 @@ class RedisCache(BaseCache):
         split_options(options)  # an unknown option fails here, naming itself
         self._location = location_of(server)
         self._options = options
+        self._policies: dict[float, Policy] = {}
         # Django's own make_key and key function: _name makes the key inline, a Python
         # call less on every use (each costs about three times as much right after a
         # round trip as in a loop).
@@ -236,7 +239,18 @@ class RedisCache(BaseCache):
                 return found
             return default() if callable(default) else default
         loader = default if callable(default) else (lambda: default)
-        return self._data.get_or_set(name, loader, ttl)
+        # DataCache.get_or_set without its options (none here): the policy of each
+        # timeout is kept by this instance, and a hit is one call less.
+        policy = self._policies.get(ttl)
+        if policy is None:
+            policy = self._policy(ttl)
+        return self._data._fetch(name, policy, loader, no_tags)
+
+    def _policy(self, ttl: float) -> Policy:
+        if len(self._policies) >= 64:  # timeouts computed per call: stay bounded
+            self._policies.clear()
+        policy = self._policies[ttl] = self._data._policy(ttl, 0, 0, "get_or_set")
+        return policy
 
     def clear(self) -> None:
         """Remove this backend's keys (its namespace, by SCAN on each primary): never
