@@ -364,6 +364,22 @@ def test_a_server_that_refuses_hello_and_setname_still_works(
         stop_redis_server(server)
 
 
+@pytest.mark.real_redis
+def test_one_command_replies_are_read_in_the_protocol_negotiated(tmp_path: Path) -> None:
+    """A server that refuses HELLO speaks RESP2: one command's reply goes through RESP2's
+    callbacks (a hash comes back as a dict, not as a flat list), from the first call."""
+    server = start_redis_server(tmp_path, "--rename-command", "HELLO", "")
+    wire = SyncWire(endpoint(server.url), 2)
+    try:
+        assert wire.call(("HSET", "w:h", "f", "v", "g", "w")) == 2
+        assert wire.call(("HGETALL", "w:h")) == {b"f": b"v", b"g": b"w"}
+        assert wire.call(("SET", "w:s", "v")) is True
+        assert wire.execute([("HGETALL", "w:h")]) == [{b"f": b"v", b"g": b"w"}]
+    finally:
+        wire.close()
+        stop_redis_server(server)
+
+
 @pytest.mark.parametrize(("hello", "old"), [
     ({b"server": b"redis", b"version": b"7.0.15"}, None),
     ({b"server": b"valkey", b"version": b"9.1.2"}, None),

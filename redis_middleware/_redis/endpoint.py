@@ -129,7 +129,8 @@ _CALLBACKS: dict[int, dict[str, Callable[[Any], Any]]] = {}
 
 
 def _table(protocol: int) -> dict[str, Callable[[Any], Any]]:
-    return _CALLBACKS.setdefault(protocol, _callbacks(protocol))
+    """redis-py's response callbacks for ``protocol``, by command name."""
+    return _CALLBACKS.get(protocol) or _CALLBACKS.setdefault(protocol, _callbacks(protocol))
 
 
 def _pack(commands: Sequence[Command]) -> bytes:
@@ -140,20 +141,12 @@ def _pack(commands: Sequence[Command]) -> bytes:
 
 def _finish(commands: Sequence[Command], replies: Replies, protocol: int) -> Replies:
     """Apply redis-py's response callbacks, as its client does for ``execute_command``."""
-    table = _CALLBACKS.get(protocol) or _table(protocol)
+    table = _table(protocol)
     for i, command in enumerate(commands):
         callback = table.get(command[0])
         if callback is not None and not isinstance(replies[i], Exception):
             replies[i] = callback(replies[i])
     return replies
-
-
-def _finish_one(command: Command, reply: Any, protocol: int) -> Any:
-    """:func:`_finish` of one command's reply."""
-    callback = (_CALLBACKS.get(protocol) or _table(protocol)).get(command[0])
-    if callback is None or isinstance(reply, Exception):
-        return reply
-    return callback(reply)
 
 
 @dataclass(frozen=True)

@@ -23,9 +23,9 @@ from .endpoint import (
     Endpoint,
     Replies,
     _finish,
-    _finish_one,
     _pack,
     _reader,
+    _table,
 )
 
 __all__ = ["SyncWire"]
@@ -107,6 +107,7 @@ class SyncWire:
         self.endpoint = endpoint
         self.max_connections = max_connections
         self.wait = endpoint.timeout if wait is None else wait
+        self._callbacks = _table(endpoint.current_protocol)
         self._reset()
         _live.add(self)
 
@@ -124,7 +125,12 @@ class SyncWire:
         """One command's reply (an error reply as an exception): :meth:`execute` without
         its lists, for the cache backends' hot reads."""
         (reply,) = self._round_trip(bytes(hiredis.pack_command(command)), 1)
-        return _finish_one(command, reply, self.endpoint.current_protocol)
+        # The callbacks of the protocol the connections speak (a connection was made by
+        # then): _finish's, without two calls.
+        callback = self._callbacks.get(command[0])
+        if callback is None or isinstance(reply, Exception):
+            return reply
+        return callback(reply)
 
     def _take(self) -> _SyncConnection | None:
         """No connection was idle: one that becomes idle, or None: the caller may open
@@ -161,7 +167,9 @@ class SyncWire:
 
     def _new(self) -> _SyncConnection:
         try:
-            return _SyncConnection(self.endpoint)
+            conn = _SyncConnection(self.endpoint)
+            self._callbacks = _table(self.endpoint.current_protocol)  # as negotiated
+            return conn
         except BaseException:
             with self._cond:
                 self._open -= 1

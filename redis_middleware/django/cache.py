@@ -82,7 +82,7 @@ class RedisCache(BaseCache):
         split_options(options)  # an unknown option fails here, naming itself
         self._location = location_of(server)
         self._options = options
-        self._policies: dict[float, Policy] = {}
+        self._policies: dict[Any, Policy] = {}  # by the timeout given
         # Django's own make_key and key function: _name makes the key inline, a Python
         # call less on every use (each costs about three times as much right after a
         # round trip as in a loop).
@@ -232,24 +232,26 @@ class RedisCache(BaseCache):
                    version: int | None = None) -> Any:
         """The stored value; on a miss, ``default`` (called if callable) is stored and
         returned. Concurrent misses of one key, in any thread or process, call it once."""
-        name, ttl = self._name(key, version), self._ttl(timeout)
-        if ttl is None:
-            found = self._data.get(name, _MISSING)
-            if found is not _MISSING:
-                return found
-            return default() if callable(default) else default
-        loader = default if callable(default) else (lambda: default)
-        # DataCache.get_or_set without its options (none here): the policy of each
-        # timeout is kept by this instance, and a hit is one call less.
-        policy = self._policies.get(ttl)
+        name = self._name(key, version)
+        # DataCache.get_or_set without its options (none here): this instance keeps the
+        # policy of each timeout it was given, so that a hit costs what a get does.
+        given = self.default_timeout if timeout is DEFAULT_TIMEOUT else timeout
+        policy = self._policies.get(given)
         if policy is None:
-            policy = self._policy(ttl)
+            ttl = self._ttl(given)
+            if ttl is None:  # not to be stored
+                found = self._data.get(name, _MISSING)
+                if found is not _MISSING:
+                    return found
+                return default() if callable(default) else default
+            policy = self._policy(given, ttl)
+        loader = default if callable(default) else (lambda: default)
         return self._data._fetch(name, policy, loader, no_tags)
 
-    def _policy(self, ttl: float) -> Policy:
+    def _policy(self, given: Any, ttl: float) -> Policy:
         if len(self._policies) >= 64:  # timeouts computed per call: stay bounded
             self._policies.clear()
-        policy = self._policies[ttl] = self._data._policy(ttl, 0, 0, "get_or_set")
+        policy = self._policies[given] = self._data._policy(ttl, 0, 0, "get_or_set")
         return policy
 
     def clear(self) -> None:
