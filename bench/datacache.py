@@ -12,7 +12,8 @@ Starts its own redis-server on a free loopback port (stopped at the end) and mea
    ``get_or_set``, sync and async), a hand-written redis-py cache-aside (one ``GET`` and
    ``json.loads``: the floor), dogpile.cache (sync), cashews and aiocache (async). Every
    value is the same small dict. Runs alternate between contenders (noise hits all
-   alike); medians are reported, with each contender's ratio to DataCache.
+   alike), in an order that turns around from run to run; medians are reported, with
+   each contender's ratio to DataCache.
 2. **A stampede**: 50 callers miss one cold key at once; the loader (100 ms) counts its
    runs in Redis. In one process (50 threads, or 50 tasks) and across 4 processes. The
    peers run as configured by default and, where they have one, with their stampede
@@ -42,7 +43,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -56,6 +57,7 @@ VALUE = {"id": 1, "name": "Ada Lovelace", "email": "ada@example.com", "roles": [
 SECRET = "bench-secret-" + "x" * 40
 STAMPEDE_CALLERS = 50
 LOADER_SECONDS = 0.1
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -291,6 +293,13 @@ async def apython_calls(fn: Callable[[], Awaitable[Any]], n: int = 200) -> float
     return count / n
 
 
+def alternate(items: list[T], run: int) -> list[T]:
+    """``items`` in turn forwards and backwards: what runs first after a switch of
+    contender can cost less here (about 10% on 2,000 calls), so each takes each place as
+    often."""
+    return items if run % 2 == 0 else items[::-1]
+
+
 def medians(samples: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, float]]:
     return {name: {k: round(statistics.median(s[k] for s in runs), 2) for k in runs[0]}
             for name, runs in samples.items()}
@@ -299,9 +308,9 @@ def medians(samples: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, f
 def hot_hits(url: str, calls: int, runs: int) -> dict[str, Any]:
     sync = sync_contenders(url)
     sync_samples: dict[str, list[dict[str, float]]] = {name: [] for name in sync}
-    for _ in range(runs):
-        for name, fn in sync.items():
-            sync_samples[name].append(measure_sync(fn, calls, url))
+    for run in range(runs):
+        for name in alternate(list(sync), run):
+            sync_samples[name].append(measure_sync(sync[name], calls, url))
     results: dict[str, Any] = {"sync": medians(sync_samples)}
     cache = DataCache(Settings(redis_url=url, secret_key=(SECRET,), key_prefix="bench"))
     before = (cache.redis.round_trips, cache.redis.commands)
@@ -316,9 +325,10 @@ def hot_hits(url: str, calls: int, runs: int) -> dict[str, Any]:
         contenders = async_contenders(url)
         for in_flight in (1, 16):
             samples: dict[str, list[dict[str, float]]] = {name: [] for name in contenders}
-            for _ in range(runs):
-                for name, afn in contenders.items():
-                    samples[name].append(await measure_async(afn, calls, url, in_flight))
+            for run in range(runs):
+                for name in alternate(list(contenders), run):
+                    samples[name].append(
+                        await measure_async(contenders[name], calls, url, in_flight))
             results[f"async_{in_flight}_in_flight"] = medians(samples)
         rt = cache.redis.round_trips
         afn = contenders["DataCache @cached"]

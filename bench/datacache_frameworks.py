@@ -37,13 +37,14 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from datacache import (  # noqa: E402 (bench/datacache.py)
+    alternate,
     busy_cores,
     commands_processed,
     start_server,
@@ -54,7 +55,6 @@ VALUE = {"id": 1, "name": "Ada Lovelace", "email": "ada@example.com", "roles": [
          "score": 12.5, "active": True}
 SECRET = "bench-secret-" + "x" * 40
 Measure = dict[str, float]
-T = TypeVar("T")
 
 
 def round_trips(url: str) -> Callable[[], int]:
@@ -153,7 +153,7 @@ def django_bench(url: str, calls: int, runs: int) -> dict[str, Any]:
     for name in DJANGO:
         caches[name].set("user:1:profile", VALUE, 600)
     for run in range(runs):
-        for name in _order(list(DJANGO), run):
+        for name in alternate(list(DJANGO), run):
             cache = caches[name]
             mine = trips if name == "ours" else None
 
@@ -166,7 +166,7 @@ def django_bench(url: str, calls: int, runs: int) -> dict[str, Any]:
             def aget(cache: Any = cache) -> Awaitable[Any]:
                 return cache.aget("user:1:profile")  # type: ignore[no-any-return]
 
-            for kind, fn in _order([("get", get), ("get_or_set", get_or_set)], run // 2):
+            for kind, fn in alternate([("get", get), ("get_or_set", get_or_set)], run // 2):
                 samples[kind].setdefault(name, []).append(measure(fn, calls, url, mine))
             samples["aget"].setdefault(name, []).append(
                 ameasure(aget, max(calls // 4, 100), url, mine))
@@ -177,13 +177,6 @@ def django_bench(url: str, calls: int, runs: int) -> dict[str, Any]:
 
 def load() -> dict[str, Any]:
     return VALUE
-
-
-def _order(items: list[T], run: int) -> list[T]:
-    """``items`` in turn forwards and backwards: what runs first after a switch of
-    contender costs measurably less here (about 10% on one call), so each contender and
-    each call takes each place as often."""
-    return items if run % 2 == 0 else items[::-1]
 
 
 # -- Flask-Caching -----------------------------------------------------------------------
@@ -211,7 +204,7 @@ def flask_bench(url: str, calls: int, runs: int) -> dict[str, Any]:
         contenders[name] = (app, cache, profile)
     samples: dict[str, dict[str, list[Measure]]] = {"memoize": {}, "get": {}}
     for run in range(runs):
-        for name in _order(list(contenders), run):
+        for name in alternate(list(contenders), run):
             app, cache, memoized = contenders[name]
             mine = trips if name == "ours" else None
             with app.app_context():
@@ -219,7 +212,7 @@ def flask_bench(url: str, calls: int, runs: int) -> dict[str, Any]:
                 cache.set("user:1:profile", VALUE)
                 calls_of = [("memoize", lambda memoized=memoized: memoized(1)),
                             ("get", lambda cache=cache: cache.get("user:1:profile"))]
-                for kind, fn in _order(calls_of, run // 2):
+                for kind, fn in alternate(calls_of, run // 2):
                     samples[kind].setdefault(name, []).append(measure(fn, calls, url, mine))
     return {"per_call": {kind: medians(s) for kind, s in samples.items()},
             "ratio_to_ours": {kind: ratios(s, "ours") for kind, s in samples.items()}}
