@@ -302,7 +302,8 @@ class RedisConnections:
 
     def _sync_caller(self) -> CallOne:
         execute = self._sync_executor()
-        return self._sync_call or one_of(execute)  # or None: closed meanwhile
+        # _sync_call is None again only when close() ran meanwhile: use what was built.
+        return self._sync_call or one_of(execute)
 
     async def arun(self, flow: PausingFlow[T]) -> T:
         """Run ``flow`` on this event loop's asyncio client (ASGI)."""

@@ -258,9 +258,9 @@ def execute_sync(batch: Batch, execute: Execute, breaker: Breaker, counter: Coun
 
 def call_sync(command: Command, call: CallOne, breaker: Breaker, counter: Counter) -> Any:
     """:func:`execute_sync` of one command that is no script: its reply. The cache
-    backends' hot read: the batch, its lists and its loops were 6 µs of a 44 µs Django
-    ``get`` hit (bench/datacache_frameworks.py), most of it in the slower run of Python
-    code right after a wait on the socket."""
+    backends' hot read: the batch, its lists and its loops were 6 of the 28 Python calls
+    of a Django ``get`` hit, and each call costs several times more right after a wait on
+    the socket than in a loop (``docs/benchmarks.md``, "Data cache")."""
     if breaker.failing:
         breaker.check()
     counter.round_trips += 1
