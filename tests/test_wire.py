@@ -281,6 +281,36 @@ def test_a_forked_child_opens_its_own_connection(redis_server: RedisServer) -> N
         wire.close()
 
 
+def test_callers_beyond_max_connections_are_served_in_turn(redis_server: RedisServer
+                                                           ) -> None:
+    """More threads than connections, each calling again at once: none waits out its
+    ``wait`` into "all connections are busy" (which opens the breaker) while the others
+    go on, because a thread that gives a connection back cannot take it again before
+    the callers in line."""
+    wire = SyncWire(endpoint(redis_server.url), 2, wait=0.2)  # the run lasts seconds
+    wire.execute([("SET", "w:turn", "v")])
+    errors: list[BaseException] = []
+    served = [0] * 24
+
+    def caller(i: int) -> None:
+        try:
+            for _ in range(600):
+                assert wire.call(("GET", "w:turn")) == b"v"
+                served[i] += 1
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=caller, args=(i,)) for i in range(24)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == [] and served == [600] * 24
+    finally:
+        wire.close()
+
+
 def test_callers_beyond_max_connections_wait_then_fail(redis_server: RedisServer) -> None:
     for wait, outcome in ((2.0, "served"), (0.05, "busy")):
         wire = SyncWire(endpoint(redis_server.url), 1, wait=wait)

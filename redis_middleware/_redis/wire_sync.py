@@ -10,6 +10,7 @@ import struct
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -97,10 +98,28 @@ class _SyncConnection:
             pass
 
 
+class _Turn:
+    """A caller in line for a connection of a full pool: served in the order of arrival
+    (a thread that gives one back and calls again cannot take it first)."""
+
+    __slots__ = ("cond", "conn", "served")
+
+    def __init__(self, lock: threading.Lock) -> None:
+        self.cond = threading.Condition(lock)
+        self.conn: _SyncConnection | None = None
+        self.served = False
+
+    def serve(self, conn: _SyncConnection | None) -> None:
+        """Hand over ``conn`` (None: the caller opens one; it was counted). Lock held."""
+        self.conn, self.served = conn, True
+        self.cond.notify()
+
+
 class SyncWire:
     """The sync client of a process: a LIFO of idle connections, one per busy thread,
-    at most ``max_connections`` (a caller waits up to ``wait`` seconds, by default the
-    socket timeout, for one). Taking and returning an idle connection takes no lock."""
+    at most ``max_connections``. When all are busy, callers wait in line, up to ``wait``
+    seconds (by default the socket timeout), and get the connections given back in
+    their order. Taking and returning an idle connection takes no lock."""
 
     def __init__(self, endpoint: Endpoint, max_connections: int, wait: float | None = None
                  ) -> None:
@@ -114,7 +133,10 @@ class SyncWire:
     def _reset(self) -> None:
         self._idle: list[_SyncConnection] = []
         self._open = 0  # connections made and not closed (idle or in use)
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
+        # Callers waiting for a connection. Someone is in line only while the pool is full,
+        # and then every connection given back goes to the first of them, never to idle.
+        self._line: deque[_Turn] = deque()
 
     def execute(self, commands: Sequence[Command]) -> Replies:
         """Send ``commands`` in order; error replies come back as exceptions, in place."""
@@ -133,37 +155,76 @@ class SyncWire:
         return callback(reply)
 
     def _take(self) -> _SyncConnection | None:
-        """No connection was idle: one that becomes idle, or None: the caller may open
-        one (it was counted)."""
+        """No connection was idle: one, or None: the caller may open one (it was counted).
+        When the pool is full, the caller waits in line."""
         deadline = time.monotonic() + self.wait
-        with self._cond:
-            while True:
-                if self._idle:
-                    return self._idle.pop()
-                if self._open < self.max_connections:
-                    self._open += 1
-                    return None
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise rex.ConnectionError(
-                        f"all {self.max_connections} connections are busy")
-                self._cond.wait(left)
+        with self._lock:
+            try:  # one given back since (idle pops take no lock: try, not check)
+                return self._idle.pop()
+            except IndexError:
+                pass
+            if self._open < self.max_connections:
+                self._open += 1
+                return None
+            turn = _Turn(self._lock)
+            self._line.append(turn)
+            try:
+                while not turn.served:
+                    try:  # one given back without the lock as this caller got in line
+                        conn = self._idle.pop()
+                    except IndexError:
+                        pass
+                    else:
+                        self._line.remove(turn)
+                        return conn
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        self._line.remove(turn)
+                        raise rex.ConnectionError(
+                            f"all {self.max_connections} connections are busy")
+                    turn.cond.wait(left)
+            except BaseException:
+                if turn.served:  # served as it was interrupted: pass it on
+                    self._pass_on(turn.conn)
+                elif turn in self._line:
+                    self._line.remove(turn)
+                raise
+            return turn.conn
 
     def _give(self, conn: _SyncConnection) -> None:
-        self._idle.append(conn)
-        if self._open >= self.max_connections:
-            self._notify()
+        """Back to the pool: to the first caller in line, else idle."""
+        with self._lock:
+            self._pass_on(conn)
 
-    def _notify(self) -> None:
-        """A connection went back to a full pool: someone may be waiting for it."""
-        with self._cond:
-            self._cond.notify()
+    def _serve_idle(self) -> None:
+        """Callers got in line while a connection went back idle without the lock."""
+        with self._lock:
+            while self._line:
+                try:
+                    conn = self._idle.pop()
+                except IndexError:
+                    return
+                self._line.popleft().serve(conn)
+
+    def _release(self) -> None:
+        """A counted connection is gone: its place goes to the first caller in line (who
+        opens one), else it is free."""
+        with self._lock:
+            self._pass_on(None)
+
+    def _pass_on(self, conn: _SyncConnection | None) -> None:
+        """``conn`` (None: a counted place) to the first caller in line, else back to the
+        pool. Lock held."""
+        if self._line:
+            self._line.popleft().serve(conn)
+        elif conn is None:
+            self._open -= 1
+        else:
+            self._idle.append(conn)
 
     def _closed(self, conn: _SyncConnection) -> None:
         conn.close()
-        with self._cond:
-            self._open -= 1
-            self._cond.notify()
+        self._release()
 
     def _new(self) -> _SyncConnection:
         try:
@@ -171,9 +232,7 @@ class SyncWire:
             self._callbacks = _table(self.endpoint.current_protocol)  # as negotiated
             return conn
         except BaseException:
-            with self._cond:
-                self._open -= 1
-                self._cond.notify()
+            self._release()
             raise
 
     def _round_trip(self, packed: bytes, count: int) -> Replies:
@@ -193,9 +252,12 @@ class SyncWire:
                 self._closed(conn)
                 raise
             else:
-                self._idle.append(conn)  # _give, inline: the usual case
-                if self._open >= self.max_connections:
-                    self._notify()
+                if self._line:  # callers wait: it goes to the first of them
+                    self._give(conn)
+                else:  # the usual case, without the lock
+                    self._idle.append(conn)
+                    if self._line:  # one got in line meanwhile, having seen none idle
+                        self._serve_idle()
                 return replies
         conn = self._new()  # counted already (by _take, or kept from the dropped one)
         try:
@@ -207,7 +269,7 @@ class SyncWire:
         return replies
 
     def close(self) -> None:
-        with self._cond:
+        with self._lock:
             idle, self._idle = self._idle, []
             self._open -= len(idle)
         for conn in idle:
