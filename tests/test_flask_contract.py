@@ -679,18 +679,14 @@ def test_an_equal_value_sends_no_write_to_redis(install: str, settings: Settings
     app.config.update(TESTING=True, SESSION_REFRESH_EACH_REQUEST=False)
     (init_app if install == "init_app" else init_stack)(app, settings)
 
-    @app.post("/login")
-    def login() -> str:
+    @app.post("/<step>")
+    def assign(step: str) -> str:  # /login stores the values, /again assigns them again
         session["user_id"] = "7"
         session["cart"] = [1, 2]
-        session.permanent = True
-        return "ok"
-
-    @app.post("/again")
-    def again() -> str:
-        session["user_id"] = "7"
-        session["cart"] = [1, 2]
-        session.modified = True
+        if step == "login":
+            session.permanent = True
+        else:
+            session.modified = True
         return "ok"
 
     client = app.test_client()
