@@ -10,7 +10,9 @@ Starts its own redis-server on a free loopback port (stopped at the end) and mea
    ``total_commands_processed``), one call at a time, and for asyncio also with 16
    calls in flight. Contenders: ``DataCache`` (a ``@cached`` function and
    ``get_or_set``, sync and async), a hand-written redis-py cache-aside (one ``GET`` and
-   ``json.loads``: the floor), dogpile.cache (sync), cashews and aiocache (async). Every
+   ``json.loads``), the same on a bare socket with no client around it (the floor of any
+   Python client: the round trip, hiredis's parser and ``json.loads``), dogpile.cache
+   (sync), cashews and aiocache (async). Every
    value is the same small dict. Runs alternate between contenders (noise hits all
    alike), in an order that turns around from run to run; medians are reported, with
    each contender's ratio to DataCache.
@@ -41,12 +43,14 @@ import sys
 import tempfile
 import threading
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import hiredis
 import redis
 import redis.asyncio
 
@@ -124,6 +128,64 @@ def commands_processed(url: str) -> int:
 
 
 # -- hot hits --------------------------------------------------------------------------
+FLOOR = "socket GET, no client (floor)"
+
+
+def _floor_key(url: str, key: str) -> tuple[str, int, bytes]:
+    """Store the value under ``key``; the server's address and the packed ``GET``."""
+    with redis.Redis.from_url(url) as r:
+        r.set(key, json.dumps(VALUE), ex=600)
+    host, port = url.split("//")[1].split("/")[0].split(":")
+    return host, int(port), bytes(hiredis.pack_command(("GET", key)))
+
+
+def socket_floor(url: str) -> Callable[[], Any]:
+    """A hit with no client: one packed ``GET`` on a blocking socket, hiredis's parser,
+    ``json.loads``. No pool, no timeout, no errors handled: no client can cost less."""
+    host, port, packed = _floor_key(url, "bare:user:1")
+    sock = socket.create_connection((host, port))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    reader = hiredis.Reader()
+
+    def get() -> Any:
+        sock.sendall(packed)
+        reply = reader.gets()
+        while reply is False:
+            reader.feed(sock.recv(65536))
+            reply = reader.gets()
+        return json.loads(reply)
+
+    return get
+
+
+class _FloorProtocol(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.reader = hiredis.Reader()
+        self.waiting: deque[asyncio.Future[Any]] = deque()
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.feed(data)
+        while self.waiting:
+            reply = self.reader.gets()
+            if reply is False:
+                return
+            self.waiting.popleft().set_result(reply)
+
+
+async def asocket_floor(url: str) -> Callable[[], Awaitable[Any]]:
+    """:func:`socket_floor` for asyncio: a bare protocol, one future per ``GET``."""
+    host, port, packed = _floor_key(url, "abare:user:1")
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.create_connection(_FloorProtocol, host, port)
+
+    async def get() -> Any:
+        future = loop.create_future()
+        protocol.waiting.append(future)
+        transport.write(packed)
+        return json.loads(await future)
+
+    return get
+
 def sync_contenders(url: str) -> dict[str, Callable[[], Any]]:
     out: dict[str, Callable[[], Any]] = {}
     cache = DataCache(Settings(redis_url=url, secret_key=(SECRET,), key_prefix="bench"))
@@ -145,7 +207,8 @@ def sync_contenders(url: str) -> dict[str, Callable[[], Any]]:
             return VALUE
         return json.loads(raw)
 
-    out["redis-py GET (floor)"] = by_hand
+    out["redis-py GET"] = by_hand
+    out[FLOOR] = socket_floor(url)
 
     from dogpile.cache import make_region
 
@@ -160,7 +223,7 @@ def sync_contenders(url: str) -> dict[str, Callable[[], Any]]:
     return out
 
 
-def async_contenders(url: str) -> dict[str, Callable[[], Awaitable[Any]]]:
+async def async_contenders(url: str) -> dict[str, Callable[[], Awaitable[Any]]]:
     out: dict[str, Callable[[], Awaitable[Any]]] = {}
     cache = DataCache(Settings(redis_url=url, secret_key=(SECRET,), key_prefix="bench"))
 
@@ -183,7 +246,8 @@ def async_contenders(url: str) -> dict[str, Callable[[], Awaitable[Any]]]:
             return VALUE
         return json.loads(raw)
 
-    out["redis-py GET (floor)"] = by_hand
+    out["redis-py GET"] = by_hand
+    out[FLOOR] = await asocket_floor(url)
 
     from cashews import Cache as CashewsCache
 
@@ -322,7 +386,7 @@ def hot_hits(url: str, calls: int, runs: int) -> dict[str, Any]:
                             if "DataCache" in name}
 
     async def run_async() -> None:
-        contenders = async_contenders(url)
+        contenders = await async_contenders(url)
         for in_flight in (1, 16):
             samples: dict[str, list[dict[str, float]]] = {name: [] for name in contenders}
             for run in range(runs):

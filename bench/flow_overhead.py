@@ -45,7 +45,7 @@ def one_get() -> Flow[Any]:
 
 
 async def measure(way: str, conns: RedisConnections, in_flight: int, requests: int) -> float:
-    execute, _ = conns._async_executor()  # the built-in client of this loop
+    execute = conns._async_executor()[0]  # the built-in client of this loop
     per_task = requests // in_flight
 
     async def client_loop() -> None:

@@ -74,6 +74,10 @@ async def test_async_replies_match_the_sync_client(redis_server: RedisServer) ->
             theirs = sync.execute(PARITY)  # one pipeline
             _parity_keys(admin)
             assert await wire.execute(PARITY) == theirs
+            _parity_keys(admin)
+            assert [await wire.call(command) for command in PARITY] == theirs
+            _parity_keys(admin)
+            assert [sync.call(command) for command in PARITY] == theirs
         finally:
             sync.close()
             await wire.aclose()
@@ -395,19 +399,37 @@ def test_a_server_that_refuses_hello_and_setname_still_works(
 
 
 @pytest.mark.real_redis
-def test_one_command_replies_are_read_in_the_protocol_negotiated(tmp_path: Path) -> None:
+@pytest.mark.parametrize("side", ["sync", "async"])
+def test_one_command_replies_are_read_in_the_protocol_negotiated(side: str, tmp_path: Path
+                                                                 ) -> None:
     """A server that refuses HELLO speaks RESP2: one command's reply goes through RESP2's
-    callbacks (a hash comes back as a dict, not as a flat list), from the first call."""
+    callbacks (a hash comes back as a dict, not as a flat list), from the first call; an
+    error reply comes back as redis-py's exception."""
     server = start_redis_server(tmp_path, "--rename-command", "HELLO", "")
-    wire = SyncWire(endpoint(server.url), 2)
+    commands = [("HSET", "w:h", "f", "v", "g", "w"), ("HGETALL", "w:h"), ("SET", "w:s", "v"),
+                ("LPUSH", "w:s", "x")]
+
+    async def acalls() -> tuple[list[Any], list[Any]]:
+        wire = AsyncWire(endpoint(server.url))
+        try:
+            return [await wire.call(c) for c in commands], await wire.execute([commands[1]])
+        finally:
+            await wire.aclose()
+
+    def calls() -> tuple[list[Any], list[Any]]:
+        wire = SyncWire(endpoint(server.url), 2)
+        try:
+            return [wire.call(c) for c in commands], wire.execute([commands[1]])
+        finally:
+            wire.close()
+
     try:
-        assert wire.call(("HSET", "w:h", "f", "v", "g", "w")) == 2
-        assert wire.call(("HGETALL", "w:h")) == {b"f": b"v", b"g": b"w"}
-        assert wire.call(("SET", "w:s", "v")) is True
-        assert wire.execute([("HGETALL", "w:h")]) == [{b"f": b"v", b"g": b"w"}]
+        replies, batch = calls() if side == "sync" else asyncio.run(acalls())
     finally:
-        wire.close()
         stop_redis_server(server)
+    assert replies[:3] == [2, {b"f": b"v", b"g": b"w"}, True]
+    assert type(replies[3]) is rex.ResponseError and "WRONGTYPE" in str(replies[3])
+    assert batch == [{b"f": b"v", b"g": b"w"}]
 
 
 @pytest.mark.parametrize(("hello", "old"), [

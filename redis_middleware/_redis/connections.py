@@ -26,15 +26,17 @@ from ..config.urls import RedisTarget
 from ..config.urls import mask_url as _mask_url
 from ..errors import RedisUnavailableError
 from ..sansio.cache import near as near_decisions
-from ..sansio.flow import Call, PausingFlow
+from ..sansio.flow import PausingFlow
 from .breaker import Breaker
 from .driver import (
+    AsyncCallOne,
     AsyncExecute,
     CallOne,
     Command,
     Execute,
+    aone_of,
+    call_async,
     call_sync,
-    execute_async,
     one_of,
     redispy_aexecute,
     redispy_cluster_execute,
@@ -51,6 +53,9 @@ __all__ = ["RedisConnections", "connections_for", "near_cache_for"]
 
 logger = logging.getLogger("redis_middleware")
 T = TypeVar("T")
+
+# A loop's client: its execute and call functions, and the built-in client if it is one.
+_LoopClient = tuple[AsyncExecute, AsyncCallOne, "AsyncWire | None"]
 
 _registry: dict[tuple[Any, ...], RedisConnections] = {}
 _registry_lock = threading.Lock()
@@ -96,11 +101,10 @@ class RedisConnections:
         self._sync_call: CallOne | None = None
         self._sync_wire: SyncWire | None = None
         self._async_execute: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, tuple[AsyncExecute, AsyncWire | None]
-        ] = weakref.WeakKeyDictionary()
-        # The executor of the loop that ran the last flow: a weak-dict lookup per flow
+            asyncio.AbstractEventLoop, _LoopClient] = weakref.WeakKeyDictionary()
+        # The client of the loop that ran the last flow: a weak-dict lookup per flow
         # showed in the driver micro-benchmark (bench/flow_overhead.py).
-        self._last_async: tuple[weakref.ref[asyncio.AbstractEventLoop], AsyncExecute] | None = (
+        self._last_async: tuple[weakref.ref[asyncio.AbstractEventLoop], _LoopClient] | None = (
             None)
         self._lock = threading.RLock()
         self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
@@ -277,15 +281,16 @@ class RedisConnections:
                         self._sync_execute = execute
         return self._sync_execute
 
-    def _async_executor(self) -> tuple[AsyncExecute, AsyncWire | None]:
+    def _async_executor(self) -> _LoopClient:
         loop = asyncio.get_running_loop()
         found = self._async_execute.get(loop)
         if found is None:
             if self.endpoint is not None:
                 wire = AsyncWire(self.endpoint)
-                found = (wire.execute, wire)
+                found = (wire.execute, wire.call, wire)
             else:
-                found = (redispy_aexecute(self.async_client()), None)
+                execute = redispy_aexecute(self.async_client())
+                found = (execute, aone_of(execute), None)
             self._async_execute[loop] = found
         return found
 
@@ -309,28 +314,28 @@ class RedisConnections:
         """Run ``flow`` on this event loop's asyncio client (ASGI)."""
         last = self._last_async
         if last is not None and last[0]() is asyncio.get_running_loop():  # the usual case
-            return await run_async(flow, last[1], self.breaker, self)
-        return await run_async(flow, await self._loop_executor(), self.breaker, self)
+            return await run_async(flow, last[1][0], self.breaker, self)
+        return await run_async(flow, (await self._loop_executor())[0], self.breaker, self)
 
     async def acall(self, command: Command) -> Any:
-        """:meth:`call` on this event loop's asyncio client."""
+        """:meth:`call` on this event loop's asyncio client (:func:`call_async`)."""
         last = self._last_async
-        execute = last[1] if last is not None and last[0]() is asyncio.get_running_loop() \
+        client = last[1] if last is not None and last[0]() is asyncio.get_running_loop() \
             else await self._loop_executor()
-        return (await execute_async((Call(command),), execute, self.breaker, self))[0]
+        return await call_async(command, client[1], self.breaker, self)
 
-    async def _loop_executor(self) -> AsyncExecute:
-        """This event loop's execute function, remembered for the next call (the usual
-        case: one loop per process)."""
+    async def _loop_executor(self) -> _LoopClient:
+        """This event loop's client (its execute and call functions), remembered for the
+        next call (the usual case: one loop per process)."""
         loop = asyncio.get_running_loop()
         if self.target.kind == "cluster":
             client = self.async_client()
             if not getattr(client, "_rmw_ready", False):
                 await self._initialize(client)
-        execute = self._async_executor()[0]
+        client = self._async_executor()
         if self.target.kind != "cluster" or getattr(self.async_client(), "_rmw_ready", False):
-            self._last_async = (weakref.ref(loop), execute)
-        return execute
+            self._last_async = (weakref.ref(loop), client)
+        return client
 
     def _cluster_execute_on_first_batch(self) -> Execute:
         """redis-py's sync cluster client connects in its constructor (the slots, then
@@ -385,7 +390,7 @@ class RedisConnections:
             await closer()
         if self._last_async is not None and self._last_async[0]() is loop:
             self._last_async = None
-        _, wire = self._async_execute.pop(loop, (None, None))
+        _, _, wire = self._async_execute.pop(loop, (None, None, None))
         if wire is not None:
             await wire.aclose()
         client = self._async.pop(loop, None)

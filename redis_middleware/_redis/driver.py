@@ -44,12 +44,21 @@ Command = tuple[Any, ...]
 Execute = Callable[[list[Command]], list[Any]]
 AsyncExecute = Callable[[list[Command]], Awaitable[list[Any]]]
 CallOne = Callable[[Command], Any]  # one command in, its reply out (an error reply too)
+AsyncCallOne = Callable[[Command], Awaitable[Any]]
 
 
 def one_of(execute: Execute) -> CallOne:
     """A client's :data:`CallOne`, when it has none of its own (the redis-py clients)."""
     def call(command: Command) -> Any:
         return execute([command])[0]
+
+    return call
+
+
+def aone_of(execute: AsyncExecute) -> AsyncCallOne:
+    """:func:`one_of` for asyncio."""
+    async def call(command: Command) -> Any:
+        return (await execute([command]))[0]
 
     return call
 
@@ -269,6 +278,31 @@ def call_sync(command: Command, call: CallOne, breaker: Breaker, counter: Counte
     started = time.perf_counter() if hook is not None else 0.0
     try:
         reply = call(command)
+    except _CLIENT_FAILURES as exc:
+        if hook is not None:
+            hook.redis(time.perf_counter() - started, 1, type(exc).__name__)
+        raise _wrap(exc, breaker) from exc
+    if breaker.failing:
+        breaker.success()
+    if hook is not None:
+        hook.redis(time.perf_counter() - started, 1, None)
+    if isinstance(reply, BaseException):
+        _check([reply])
+    return reply
+
+
+async def call_async(command: Command, call: AsyncCallOne, breaker: Breaker, counter: Counter
+                     ) -> Any:
+    """:func:`call_sync` for asyncio: 8 of the 56 Python calls of an asyncio hit were the
+    batch's."""
+    if breaker.failing:
+        breaker.check()
+    counter.round_trips += 1
+    counter.commands += 1
+    hook = metrics.hook
+    started = time.perf_counter() if hook is not None else 0.0
+    try:
+        reply = await call(command)
     except _CLIENT_FAILURES as exc:
         if hook is not None:
             hook.redis(time.perf_counter() - started, 1, type(exc).__name__)

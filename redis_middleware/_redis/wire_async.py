@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Sequence
+from typing import Any
 
 import hiredis
 from redis import exceptions as rex
 
-from .endpoint import _MORE, Command, Endpoint, Replies, _finish, _pack, _reader
+from .endpoint import _MORE, Command, Endpoint, Replies, _finish, _pack, _reader, _table
 
 __all__ = ["AsyncWire"]
 
@@ -86,22 +87,23 @@ class _AsyncConnection(asyncio.Protocol):
             if not future.done():
                 future.set_exception(error)
 
-    def send(self, commands: Sequence[Command]) -> asyncio.Future[Replies]:
+    def send(self, packed: bytes, count: int) -> asyncio.Future[Replies]:
+        """Send ``count`` packed commands; the future of their replies."""
         if self.closed:
             raise rex.ConnectionError("Connection to Redis closed")
         if not self.waiting and not self._flush_due and self.transport is not None:
             # Nothing in flight: no other caller's batch to wait for, so the write goes
             # now rather than on the next turn of the loop (one turn less per request
             # when traffic is light; under load, batches of one turn still share a write).
-            self.transport.write(_pack(commands))
+            self.transport.write(packed)
         else:
-            self.outbox.append(_pack(commands))
+            self.outbox.append(packed)
             if not self._flush_due:
                 self._flush_due = True
                 self.loop.call_soon(self._flush)
         future: asyncio.Future[Replies] = self.loop.create_future()
         now = self.loop.time()
-        self.waiting.append(_Waiting(future, len(commands), now))
+        self.waiting.append(_Waiting(future, count, now))
         if self._timer is None:
             self._timer = self.loop.call_at(now + self.timeout, self._check_overdue)
         return future
@@ -133,14 +135,27 @@ class AsyncWire:
         self.endpoint = endpoint
         self._conn: _AsyncConnection | None = None
         self._lock: asyncio.Lock | None = None
+        self._callbacks = _table(endpoint.current_protocol)
 
     async def execute(self, commands: Sequence[Command]) -> Replies:
         """Send ``commands`` in order; error replies come back as exceptions, in place."""
         conn = self._conn
         if conn is None or conn.closed:
             conn = await self._connected()
-        replies = await conn.send(commands)
+        replies = await conn.send(_pack(commands), len(commands))
         return _finish(commands, replies, self.endpoint.current_protocol)
+
+    async def call(self, command: Command) -> Any:
+        """One command's reply (an error reply as an exception): :meth:`execute` without
+        its lists, for the cache backends' hot reads (``SyncWire.call``'s twin)."""
+        conn = self._conn
+        if conn is None or conn.closed:
+            conn = await self._connected()
+        (reply,) = await conn.send(bytes(hiredis.pack_command(command)), 1)
+        callback = self._callbacks.get(command[0])
+        if callback is None or isinstance(reply, Exception):
+            return reply
+        return callback(reply)
 
     async def _connected(self) -> _AsyncConnection:
         if self._lock is None:
@@ -167,11 +182,13 @@ class AsyncWire:
             raise rex.ConnectionError(f"Error connecting to {ep.where}: {exc!r}") from exc
         try:
             for _ in range(2):  # twice only when the server refused HELLO (then RESP2)
-                if ep.check_setup(await conn.send(ep.setup())):
+                setup = ep.setup()
+                if ep.check_setup(await conn.send(_pack(setup), len(setup))):
                     break
         except BaseException:
             conn.fail(rex.ConnectionError("session setup failed"))
             raise
+        self._callbacks = _table(ep.current_protocol)  # as negotiated
         return conn
 
     async def aclose(self) -> None:
