@@ -8,7 +8,8 @@ hot hit (the value is in Redis), one call at a time:
 
 1. **Django**: ``cache.get`` and ``cache.get_or_set`` of
    ``redis_middleware.django.cache.RedisCache`` against django-redis and Django's own
-   ``RedisCache``; and ``cache.aget`` (ours runs on the asyncio client, theirs are
+   ``RedisCache``, and against the floor of ``bench/datacache.py`` (a ``GET`` on a bare
+   socket, no client); and ``cache.aget`` (ours runs on the asyncio client, theirs are
    Django's thread wrappers).
 2. **Flask-Caching**: a ``@cache.memoize`` hit, and ``cache.get``, on
    ``redis_middleware.flask.FlaskCache`` against Flask-Caching's ``RedisCache``.
@@ -44,9 +45,11 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from datacache import (  # noqa: E402 (bench/datacache.py)
+    FLOOR,
     alternate,
     busy_cores,
     commands_processed,
+    socket_floor,
     start_server,
     stop_server,
 )
@@ -152,8 +155,13 @@ def django_bench(url: str, calls: int, runs: int) -> dict[str, Any]:
     samples: dict[str, dict[str, list[Measure]]] = {"get": {}, "get_or_set": {}, "aget": {}}
     for name in DJANGO:
         caches[name].set("user:1:profile", VALUE, 600)
+    floor = socket_floor(url)  # a GET with no client: what no backend can go below
     for run in range(runs):
-        for name in alternate(list(DJANGO), run):
+        for name in alternate([*DJANGO, FLOOR], run):
+            if name == FLOOR:
+                for kind in alternate(["get", "get_or_set"], run // 2):
+                    samples[kind].setdefault(name, []).append(measure(floor, calls, url, None))
+                continue
             cache = caches[name]
             mine = trips if name == "ours" else None
 
