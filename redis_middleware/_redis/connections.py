@@ -55,7 +55,7 @@ logger = logging.getLogger("redis_middleware")
 T = TypeVar("T")
 
 # A loop's client: its execute and call functions, and the built-in client if it is one.
-_LoopClient = tuple[AsyncExecute, AsyncCallOne, "AsyncWire | None"]
+_LoopClient = tuple[AsyncExecute, AsyncCallOne, AsyncWire | None]
 
 _registry: dict[tuple[Any, ...], RedisConnections] = {}
 _registry_lock = threading.Lock()
