@@ -8,14 +8,14 @@ Starts its own redis-server on a free loopback port (stopped at the end) and mea
 1. **A hot hit** (the value is in Redis): CPU time of this process (``process_time``)
    and wall time per call, and Redis commands per call (the server's
    ``total_commands_processed``), one call at a time, and for asyncio also with 16
-   calls in flight. Contenders: ``DataCache`` (a ``@cached`` function and
-   ``get_or_set``, sync and async), a hand-written redis-py cache-aside (one ``GET`` and
-   ``json.loads``), the same on a bare socket with no client around it (the floor of any
-   Python client: the round trip, hiredis's parser and ``json.loads``), dogpile.cache
-   (sync), cashews and aiocache (async). Every
-   value is the same small dict. Runs alternate between contenders (noise hits all
-   alike), in an order that turns around from run to run; medians are reported, with
-   each contender's ratio to DataCache.
+   calls in flight. Contenders: ``DataCache`` (a ``@cached`` function, ``get_or_set``
+   and a plain ``get``, sync and async), a hand-written redis-py cache-aside (one
+   ``GET`` and ``json.loads``), the same on a bare socket with no client around it (the
+   floor of any Python client: the round trip, hiredis's parser and ``json.loads``),
+   dogpile.cache (sync), cashews and aiocache (async). Every value is the same small
+   dict. Runs alternate between contenders (noise hits all alike), in an order that
+   turns around from run to run; medians are reported, with each contender's ratio to
+   DataCache.
 2. **A stampede**: 50 callers miss one cold key at once; the loader (100 ms) counts its
    runs in Redis. In one process (50 threads, or 50 tasks) and across 4 processes. The
    peers run as configured by default and, where they have one, with their stampede
@@ -197,6 +197,8 @@ def sync_contenders(url: str) -> dict[str, Callable[[], Any]]:
     out["DataCache @cached"] = lambda: load(1)
     out["DataCache get_or_set"] = lambda: cache.get_or_set("user:2:profile", lambda: VALUE,
                                                            ttl=600)
+    cache.set("user:3:profile", VALUE, ttl=600)
+    out["DataCache get"] = lambda: cache.get("user:3:profile")  # cache-aside by hand
 
     client = redis.Redis.from_url(url)
 
@@ -236,6 +238,8 @@ async def async_contenders(url: str) -> dict[str, Callable[[], Awaitable[Any]]]:
 
     out["DataCache @cached"] = lambda: aload(1)
     out["DataCache aget_or_set"] = lambda: cache.aget_or_set("auser:2:profile", value, ttl=600)
+    await cache.aset("auser:3:profile", VALUE, ttl=600)
+    out["DataCache aget"] = lambda: cache.aget("auser:3:profile")
 
     client = redis.asyncio.Redis.from_url(url)
 

@@ -414,6 +414,20 @@ def test_a_miss_costs_three_round_trips_and_a_hit_one_sync_and_async(
     assert asyncio.run(main()) == [3, 1]
 
 
+async def test_tasks_reading_one_key_at_once_share_one_get(acache: DataCache) -> None:
+    """A hot key read by many tasks at the same moment costs one command, through
+    ``aget`` and ``aget_or_set`` alike; each caller gets a copy of its own."""
+    await acache.aset("hot", {"n": [1]}, ttl=60)
+    conns = acache.redis
+    commands = conns.commands
+    got = await asyncio.gather(*(acache.aget("hot") for _ in range(16)),
+                               *(acache.aget_or_set("hot", list, ttl=60) for _ in range(4)))
+    assert got == [{"n": [1]}] * 20
+    assert conns.commands - commands == 1
+    got[0]["n"].append(2)
+    assert got[1] == {"n": [1]} and got[19] == {"n": [1]}
+
+
 def test_raw_mode_counts_with_incr(settings: Settings) -> None:
     raw_cache = DataCache(settings, namespace="counters", raw=True)
     assert raw_cache.set("hits", 10, ttl=60) is True
@@ -692,6 +706,41 @@ def test_metrics_per_function(cache: DataCache, monkeypatch: pytest.MonkeyPatch)
     assert recorder.events == [("miss", label), ("load", label), ("hit", label),
                                ("miss", "get_or_set"), ("load", "get_or_set"),
                                ("miss", "config"), ("load", "config")]
+
+
+@pytest.mark.parametrize("side", ["sync", "async"])
+def test_get_decides_on_one_get(settings: Settings, raw: Any, side: str,
+                                monkeypatch: pytest.MonkeyPatch,
+                                caplog: pytest.LogCaptureFixture) -> None:
+    """``get`` and ``aget`` send one GET and answer for what it read: a plain value; a
+    value inside the fresh part of its stale window; the default past it (a plain read
+    never serves a stale value), for a missing key, and for one it cannot read (logged
+    once); "hit" or "miss" under the label ``get``."""
+    cache = DataCache(settings)
+    cache.set("plain", {"a": 1}, ttl=60)
+    cache.set("soft", [1, 2], ttl=60, stale=60)
+    cache.set("past", "old", ttl=0.05, stale=60)
+    raw.set(data_key(settings, "junk"), b"no envelope", ex=60)
+    time.sleep(0.1)
+    recorder = Recorder()
+    monkeypatch.setattr(metrics, "hook", recorder)
+    names = ["plain", "soft", "past", "missing", "junk", "junk"]
+    conns = cache.redis
+    trips = conns.round_trips
+
+    async def aget() -> list[Any]:
+        try:
+            return [await cache.aget(name, "default") for name in names]
+        finally:
+            await cache.redis.aclose()
+
+    with caplog.at_level(logging.WARNING, logger="redis_middleware"):
+        got = [cache.get(n, "default") for n in names] if side == "sync" else asyncio.run(
+            aget())
+    assert got == [{"a": 1}, [1, 2], "default", "default", "default", "default"]
+    assert conns.round_trips - trips == len(names)
+    assert recorder.events == [("hit", "get")] * 2 + [("miss", "get")] * 4
+    assert sum("could not be read" in r.getMessage() for r in caplog.records) == 1
 
 
 def test_prometheus_series(cache: DataCache, monkeypatch: pytest.MonkeyPatch) -> None:

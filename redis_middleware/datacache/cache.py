@@ -2,10 +2,11 @@
 
 Each method builds the core's flow for its call (``sansio/cache/datacalls.py``, and
 ``datafill.py`` for ``get_or_set``) and runs it: the sync method with
-``RedisConnections.run``, its ``a`` twin with ``arun``. A plain fresh hit of
-``get_or_set`` is served before any flow (one ``GET``, one decode). What lives in the
-process: ``flight.py`` (callers sharing a load), ``refresh.py`` (background refreshes),
-``leases.py`` and ``locks.py`` (leases renewed while held).
+``RedisConnections.run``, its ``a`` twin with ``arun``. ``get`` sends its one ``GET``
+without a flow, and so does ``get_or_set`` (a plain fresh hit is served at once, one
+decode; anything else goes on to its flow). What lives in the process: ``flight.py``
+(callers sharing a load), ``refresh.py`` (background refreshes), ``leases.py`` and
+``locks.py`` (leases renewed while held).
 """
 
 from __future__ import annotations
@@ -75,32 +76,38 @@ class DataCache:
     # -- plain reads and writes ----------------------------------------------------------
     def get(self, key: str, default: Any = None) -> Any:
         """The value stored under ``key``, or ``default`` (also when Redis fails)."""
-        near = self._near
-        if near is None:
-            return self.redis.run(self._calls.get(key, default))
-        value, ticket = near.lookup(key)
-        if value is not MISS:
-            report("hit", "get")
-            return value
+        near, ticket = self._near, None
+        if near is not None:
+            value, ticket = near.lookup(key)
+            if value is not MISS:
+                report("hit", "get")
+                return value
         try:
-            return self.redis.run(self._calls.get(key, default, near.keeper(ticket)))
+            raw: Any = self.redis.call(self.core.read_command(key))
+        except RedisMiddlewareError as exc:
+            raw = exc
         except BaseException:
-            near.drop(ticket)
+            if near is not None:
+                near.drop(ticket)
             raise
+        return self._calls.got(raw, default, None if near is None else near.keeper(ticket))
 
     async def aget(self, key: str, default: Any = None) -> Any:
-        near = self._near
-        if near is None:
-            return await self.redis.arun(self._calls.get(key, default))
-        value, ticket = near.lookup(key)
-        if value is not MISS:
-            report("hit", "get")
-            return value
+        near, ticket = self._near, None
+        if near is not None:
+            value, ticket = near.lookup(key)
+            if value is not MISS:
+                report("hit", "get")
+                return value
         try:
-            return await self.redis.arun(self._calls.get(key, default, near.keeper(ticket)))
+            raw: Any = await self._reads.read(key)
+        except RedisMiddlewareError as exc:
+            raw = exc
         except BaseException:
-            near.drop(ticket)
+            if near is not None:
+                near.drop(ticket)
             raise
+        return self._calls.got(raw, default, None if near is None else near.keeper(ticket))
 
     def set(self, key: str, value: Any, ttl: Seconds | None = None, *,
             tags: Iterable[str] | str | None = None, stale: Seconds = 0) -> bool:

@@ -168,6 +168,7 @@ class SharedReads:
                           dict[str, list[asyncio.Future[Any]]]] | None = None
 
     async def read(self, name: str) -> bytes | None:
+        command = self._core.read_command(name)  # a bad name is refused before anything
         loop = asyncio.get_running_loop()
         last = self._last
         if last is not None and last[0]() is loop:
@@ -185,7 +186,7 @@ class SharedReads:
         waiters = reads[name] = []
         outcome: Any = _RETRY  # cancelled: the others read for themselves
         try:
-            stored: bytes | None = await self._conns.acall(self._core.read_command(name))
+            stored: bytes | None = await self._conns.acall(command)
             outcome = stored
             return stored
         except RedisMiddlewareError as exc:

@@ -18,7 +18,7 @@ from typing import Any
 
 from ..sansio.cache import near as decisions
 from ..sansio.cache.data import MISS, DataCore
-from ..sansio.cache.dataenvelope import HEAD, HEAD_SIZE, Entry
+from ..sansio.cache.dataenvelope import HEAD, HEAD_SIZE
 
 __all__ = ["NearReads", "near_reads"]
 
@@ -60,12 +60,12 @@ class NearReads:
         if ticket is not None:
             self.view.drop(ticket)
 
-    def keeper(self, ticket: decisions.Ticket | None
-               ) -> Callable[[bytes | None, Entry | None], None]:
-        """What a plain read calls with what it read: a plain fresh value is kept."""
-        def keep(raw: bytes | None, entry: Entry | None) -> None:
-            if raw is not None and entry is not None and not entry.soft:
-                self.keep(ticket, raw, entry.value)
+    def keeper(self, ticket: decisions.Ticket | None) -> Callable[[bytes | None, Any], None]:
+        """What a plain read calls with what it read and the value to keep (MISS: none,
+        as for a value in its stale window)."""
+        def keep(raw: bytes | None, value: Any) -> None:
+            if raw is not None and value is not MISS:
+                self.keep(ticket, raw, value)
             else:
                 self.drop(ticket)
         return keep

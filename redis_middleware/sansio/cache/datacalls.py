@@ -1,5 +1,6 @@
 """What each plain method of ``DataCache`` decides, as one flow that the sync method
-runs with ``RedisConnections.run`` and its ``a`` twin with ``arun``.
+runs with ``RedisConnections.run`` and its ``a`` twin with ``arun``; ``get`` sends its
+one ``GET`` without a flow and decides on what it read (``got``).
 
 Each flow validates and encodes before its round trip (a bad TTL, a value the serializer
 refuses: raised to the caller), and answers for itself when Redis fails: nothing is
@@ -14,10 +15,9 @@ from typing import Any, TypeVar, cast
 
 from ...errors import RedisMiddlewareError
 from .. import metrics
-from ..flow import Call, Delegate, Flow, PausingFlow
+from ..flow import Delegate, Flow, PausingFlow
 from ..incidents import log_failure
-from .data import DataCore, Seconds, tag_list
-from .dataenvelope import Entry
+from .data import MISS, DataCore, Seconds, tag_list
 
 __all__ = ["Calls", "failed", "quietly", "report"]
 
@@ -48,20 +48,29 @@ class Calls:
     def __init__(self, core: DataCore) -> None:
         self.core = core
 
-    def get(self, name: str, default: Any,
-            keep: Callable[[bytes | None, Entry | None], None] | None = None) -> Flow[Any]:
-        """``keep``: told what was read (the near cache keeps a plain fresh value)."""
-        try:  # read_flow, inlined: a generator less per get (the backends' hot path)
-            (raw,) = yield (Call(self.core.read_command(name)),)
-        except RedisMiddlewareError as exc:
-            failed(exc)
+    def got(self, raw: bytes | RedisMiddlewareError | None, default: Any,
+            keep: Callable[[bytes | None, Any], None] | None = None) -> Any:
+        """What ``get`` answers for what its one ``GET`` read: the bytes, None, or the
+        error that met it (``get`` sends it alone, without a flow: the hot path).
+        ``keep``: told what was read and the value to keep (MISS: nothing to keep; the
+        near cache keeps a plain fresh value)."""
+        if type(raw) is bytes:
+            value = self.core.hot(raw)  # a plain fresh value: no Entry
+            if value is not MISS:
+                if keep is not None:
+                    keep(raw, value)
+                if metrics.hook is not None:  # no call per hit when off
+                    report("hit", "get")
+                return value
+        elif isinstance(raw, RedisMiddlewareError):
+            failed(raw)
             report("bypass", "get")
             if keep is not None:
-                keep(None, None)
+                keep(None, MISS)
             return default
         entry = self.core.usable(raw)
         if keep is not None:
-            keep(raw, entry)
+            keep(raw, MISS if entry is None or entry.soft else entry.value)
         report("miss" if entry is None else "hit", "get")
         return default if entry is None else entry.value
 
