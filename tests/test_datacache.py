@@ -428,6 +428,40 @@ async def test_tasks_reading_one_key_at_once_share_one_get(acache: DataCache) ->
     assert got[1] == {"n": [1]} and got[19] == {"n": [1]}
 
 
+def late_first_get(conns: Any, monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
+    """The first ``GET`` sent from now on is answered at once, but its reader resumes
+    only when the returned event is set: a reply read late, as on a busy loop or a
+    pooled connection. Its read stays in flight meanwhile."""
+    real, gate, seen = conns.acall, asyncio.Event(), []
+
+    async def acall(command: Any) -> Any:
+        reply = await real(command)
+        if command[0] == "GET":
+            seen.append(command)
+            if len(seen) == 1:
+                await gate.wait()
+        return reply
+
+    monkeypatch.setattr(conns, "acall", acall)
+    return gate
+
+
+async def test_a_read_after_this_process_wrote_sends_its_own_get(
+        acache: DataCache, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A task that reads a key after this process wrote it never gets the reply of a
+    ``GET`` sent before the write, though that read is still in flight."""
+    await acache.aset("k", "old", ttl=60)
+    gate = late_first_get(acache.redis, monkeypatch)
+    first = asyncio.ensure_future(acache.aget("k"))
+    await asyncio.sleep(0.05)  # its GET was answered "old"; its reader waits
+    assert await acache.aset("k", "new", ttl=60)
+    later = asyncio.gather(acache.aget("k"), acache.aget_or_set("k", list, ttl=60))
+    await asyncio.wait({later}, timeout=2)  # (had they joined it, they would wait too)
+    gate.set()
+    assert await first == "old"  # it started before the write
+    assert await later == ["new", "new"]
+
+
 def test_raw_mode_counts_with_incr(settings: Settings) -> None:
     raw_cache = DataCache(settings, namespace="counters", raw=True)
     assert raw_cache.set("hits", 10, ttl=60) is True

@@ -273,6 +273,32 @@ async def test_this_process_reads_its_own_writes_in_asyncio(path: DataPath) -> N
     await path.conns.aclose()
 
 
+async def test_a_read_joins_no_get_sent_before_a_change_it_heard_of(
+        path: DataPath, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tasks reading one key share a ``GET`` in flight, but not a reader that has heard
+    of a change of the key since it was sent (another client's write): that one reads
+    for itself, the reply that raced the write is not kept, and memory then holds the
+    new value."""
+    from .test_datacache import late_first_get
+
+    await path.aset("k", "new")
+    with redis_server.client() as admin:
+        key = path.core.key("k")
+        new = admin.get(key)
+        await path.aset("k", "old")  # memory holds nothing for k: the write forgot it
+        gate = late_first_get(path.conns, monkeypatch)
+        first = asyncio.ensure_future(path.aget("k"))
+        await asyncio.sleep(0.05)  # its GET was answered "old"; its reader waits
+        admin.set(key, new, px=TTL_MS)  # another client's write
+    later = asyncio.ensure_future(path.aget("k"))
+    await asyncio.wait({later}, timeout=2)  # (had it joined it, it would wait too)
+    gate.set()
+    assert await first == "old"  # it started before the write
+    assert await later == "new"
+    assert await path.aget("k") == "new" and path.from_memory("k")
+    await path.conns.aclose()
+
+
 DONE = 10_000_000
 
 

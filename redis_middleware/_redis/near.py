@@ -125,6 +125,10 @@ class NearCache:
             with self.lock:
                 self.store.abandon(ticket)
 
+    def valid(self, ticket: Ticket) -> bool:
+        with self.lock:
+            return self.store.live(ticket)
+
     def forget(self, *keys: str) -> None:
         with self.lock:
             self.store.invalidate(keys)

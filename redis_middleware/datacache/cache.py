@@ -63,11 +63,12 @@ class DataCache:
         self.core = DataCore(self.settings, namespace, serializer, raw)
         self.redis = connections_for(self.settings)
         self._calls = Calls(self.core)
-        self._reads = SharedReads(self.redis, self.core)
+        self._near = near_reads(self.core)  # None unless near_cache_size > 0
+        self._reads = SharedReads(self.redis, self.core,
+                                  None if self._near is None else self._near.view.valid)
         self._refresher = Refresher(self.redis)
         self._fill = Fill(self.core, Local(Flights(self.core.lock_wait),
                                            Leases(self.redis, self.core), self._refresher))
-        self._near = near_reads(self.core)  # None unless near_cache_size > 0
 
     def __repr__(self) -> str:
         ns = f", namespace={self.core.namespace!r}" if self.core.namespace else ""
@@ -100,7 +101,7 @@ class DataCache:
                 report("hit", "get")
                 return value
         try:
-            raw: Any = await self._reads.read(key)
+            raw: Any = await self._reads.read(key, ticket)
         except RedisMiddlewareError as exc:
             raw = exc
         except BaseException:
@@ -200,10 +201,16 @@ class DataCache:
 
     def invalidate(self, *, tags: Iterable[str] | str) -> int:
         """Remove every value stored with any of ``tags`` (in every process); how many."""
-        return self.redis.run(self._calls.invalidate(tags))
+        try:
+            return self.redis.run(self._calls.invalidate(tags))
+        finally:
+            self._reads.forget()  # which names went is not known here
 
     async def ainvalidate(self, *, tags: Iterable[str] | str) -> int:
-        return await self.redis.arun(self._calls.invalidate(tags))
+        try:
+            return await self.redis.arun(self._calls.invalidate(tags))
+        finally:
+            self._reads.forget()
 
     def clear(self, *, strict: bool = False) -> int:
         """Remove every value (and tag) of this cache's namespace, by SCAN on each
@@ -211,36 +218,45 @@ class DataCache:
         ``strict``: as for :meth:`delete_many`."""
         if self._near is not None:
             self._near.view.flush("clear")
-        return self.redis.run(self._calls.clear(per_primary(self.redis, self.core), strict))
+        try:
+            return self.redis.run(self._calls.clear(per_primary(self.redis, self.core), strict))
+        finally:
+            self._reads.forget()
 
     async def aclear(self, *, strict: bool = False) -> int:
         if self._near is not None:
             self._near.view.flush("clear")
-        return await self.redis.arun(
-            self._calls.clear(per_primary(self.redis, self.core), strict))
+        try:
+            return await self.redis.arun(
+                self._calls.clear(per_primary(self.redis, self.core), strict))
+        finally:
+            self._reads.forget()
 
     def _write(self, names: Iterable[str], flow: PausingFlow[T]) -> T:
         """Run a write of ``names``: the near cache forgets them before it is sent and
         after its reply (this process reads its own writes, whatever the invalidation's
-        way back takes)."""
+        way back takes), and so do the reads in flight after it (later readers send a
+        ``GET`` of their own)."""
         near = self._near
-        if near is None:
-            return self.redis.run(flow)
-        near.forget(names)
+        if near is not None:
+            near.forget(names)
         try:
             return self.redis.run(flow)
         finally:
-            near.forget(names)
+            if near is not None:
+                near.forget(names)
+            self._reads.forget(names)
 
     async def _awrite(self, names: Iterable[str], flow: PausingFlow[T]) -> T:
         near = self._near
-        if near is None:
-            return await self.redis.arun(flow)
-        near.forget(names)
+        if near is not None:
+            near.forget(names)
         try:
             return await self.redis.arun(flow)
         finally:
-            near.forget(names)
+            if near is not None:
+                near.forget(names)
+            self._reads.forget(names)
 
     # -- get_or_set ------------------------------------------------------------------------
     def get_or_set(self, key: str, loader: Callable[[], Any], ttl: Seconds | None = None, *,
@@ -305,7 +321,7 @@ class DataCache:
                     report("hit", policy.label)
                 return value
         try:
-            raw: Any = await self._reads.read(key)
+            raw: Any = await self._reads.read(key, ticket)
         except RedisMiddlewareError as exc:
             raw = exc
         except BaseException:

@@ -19,12 +19,14 @@ import contextvars
 import threading
 import time
 import weakref
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from .._redis.connections import RedisConnections
 from ..errors import RedisMiddlewareError
 from ..sansio.cache.data import DataCore
 from ..sansio.cache.datafill import Followed, Ticket
+from ..sansio.cache.near import Ticket as NearTicket
 
 __all__ = ["Flights", "SharedReads"]
 
@@ -152,38 +154,62 @@ class Flights:
         return Followed(stored, None, time.perf_counter() - started)
 
 
+def _void(ticket: NearTicket) -> bool:
+    return False
+
+
+class _InFlight:
+    """One ``GET`` in flight: the near-cache ticket it was sent under, and the futures of
+    the readers that joined it."""
+
+    __slots__ = ("ticket", "waiters")
+
+    def __init__(self, ticket: NearTicket | None) -> None:
+        self.ticket = ticket
+        self.waiters: list[asyncio.Future[Any]] = []
+
+
 class SharedReads:
     """One ``GET`` per key in flight, shared by the tasks of an event loop that read it
     meanwhile (a hot key read by many requests at once costs one command; each caller
-    still decodes its own copy)."""
+    still decodes its own copy).
 
-    def __init__(self, conns: RedisConnections, core: DataCore) -> None:
+    A reader that joins gets what Redis held when that ``GET`` was sent, at most one
+    round trip before it asked, except after a change it could know of. Once this process
+    wrote the key (:meth:`forget`, after the write's reply), later readers send a ``GET``
+    of their own; and a reader that will keep its value in the near cache joins only a
+    read whose ticket is still valid: the near cache has heard of no change of the key
+    since it was sent.
+    """
+
+    def __init__(self, conns: RedisConnections, core: DataCore,
+                 valid: Callable[[NearTicket], bool] | None = None) -> None:
         self._conns = conns
         self._core = core
+        # The near cache's ticket check (only asked when a reader holds a ticket).
+        self._valid = valid if valid is not None else _void
         self._loops: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, dict[str, list[asyncio.Future[Any]]]] = (
-            weakref.WeakKeyDictionary())
+            asyncio.AbstractEventLoop, dict[str, _InFlight]] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()  # a loop's first read, and forget() from any thread
         # The dictionary of the loop that read last: a weak-dict lookup per hit showed.
         self._last: tuple[weakref.ref[asyncio.AbstractEventLoop],
-                          dict[str, list[asyncio.Future[Any]]]] | None = None
+                          dict[str, _InFlight]] | None = None
 
-    async def read(self, name: str) -> bytes | None:
+    async def read(self, name: str, ticket: NearTicket | None = None) -> bytes | None:
+        """The reply of a ``GET`` of ``name``: one of its own, or one in flight it may
+        join. ``ticket``: the caller's near-cache ticket (it will keep what it reads)."""
         command = self._core.read_command(name)  # a bad name is refused before anything
         loop = asyncio.get_running_loop()
         last = self._last
-        if last is not None and last[0]() is loop:
-            reads = last[1]
-        else:
-            found = self._loops.get(loop)
-            reads = self._loops[loop] = {} if found is None else found
-            self._last = (weakref.ref(loop), reads)
-        while (waiters := reads.get(name)) is not None:
+        reads = last[1] if last is not None and last[0]() is loop else self._reads_of(loop)
+        while (pending := reads.get(name)) is not None and (
+                ticket is None or (pending.ticket is not None and self._valid(pending.ticket))):
             mine = loop.create_future()  # its own: a cancelled reader cancels only itself
-            waiters.append(mine)
+            pending.waiters.append(mine)
             raw = await mine
             if raw is not _RETRY:
                 return raw  # type: ignore[no-any-return]  # not typing.cast: a call per hit
-        waiters = reads[name] = []
+        pending = reads[name] = _InFlight(ticket)
         outcome: Any = _RETRY  # cancelled: the others read for themselves
         try:
             stored: bytes | None = await self._conns.acall(command)
@@ -193,11 +219,32 @@ class SharedReads:
             outcome = exc
             raise
         finally:
-            if reads.get(name) is waiters:
+            if reads.get(name) is pending:
                 del reads[name]
-            for waiter in waiters:
+            for waiter in pending.waiters:
                 if not waiter.done():
                     if isinstance(outcome, BaseException):
                         waiter.set_exception(outcome)
                     else:
                         waiter.set_result(outcome)
+
+    def _reads_of(self, loop: asyncio.AbstractEventLoop) -> dict[str, _InFlight]:
+        with self._lock:
+            reads = self._loops.get(loop)
+            if reads is None:
+                reads = self._loops[loop] = {}
+        self._last = (weakref.ref(loop), reads)
+        return reads
+
+    def forget(self, names: Iterable[str] | None = None) -> None:
+        """After this process wrote ``names`` (None: any name, as after a clear): readers
+        from now on send a ``GET`` of their own rather than join one sent before. Those
+        already waiting get that read's reply."""
+        with self._lock:
+            loops = list(self._loops.values())
+        for reads in loops:
+            if names is None:
+                reads.clear()
+            else:
+                for name in names:
+                    reads.pop(name, None)

@@ -43,7 +43,8 @@ def quietly(flow: Flow[T], default: T) -> Flow[T]:
 
 
 class Calls:
-    """The flows of ``DataCache``'s plain methods (same names, same arguments)."""
+    """The flows of ``DataCache``'s plain methods (same names, same arguments), and what
+    ``get`` decides on what it read (``got``)."""
 
     def __init__(self, core: DataCore) -> None:
         self.core = core
@@ -63,10 +64,10 @@ class Calls:
                     report("hit", "get")
                 return value
         elif isinstance(raw, RedisMiddlewareError):
+            if keep is not None:  # first: the near cache's ticket is closed whatever follows
+                keep(None, MISS)
             failed(raw)
             report("bypass", "get")
-            if keep is not None:
-                keep(None, MISS)
             return default
         entry = self.core.usable(raw)
         if keep is not None:

@@ -158,13 +158,18 @@ class NearStore:
         """The read ended without a value to keep."""
         self._end(ticket)
 
+    def live(self, ticket: Ticket) -> bool:
+        """Whether nothing voided ``ticket`` yet: its key has not changed, nothing was
+        flushed, since it was taken."""
+        return not ticket.reads.void and ticket.epoch == self.epoch
+
     def _end(self, ticket: Ticket) -> bool:
         """Close ``ticket``; whether it was still valid."""
         reads = ticket.reads
         reads.open -= 1
         if reads.open <= 0 and self._reading.get(ticket.key) is reads:
             del self._reading[ticket.key]
-        return not reads.void and ticket.epoch == self.epoch
+        return self.live(ticket)
 
     def invalidate(self, keys: Iterable[str]) -> int:
         """Redis says ``keys`` changed (or this process changed them): drop them and void
@@ -344,6 +349,10 @@ class NearView(Protocol):
 
     def drop(self, ticket: Ticket | None) -> None:
         """After a read with nothing to keep (missing, failed)."""
+
+    def valid(self, ticket: Ticket) -> bool:
+        """Whether a read sent under ``ticket`` may still be kept (its key has not
+        changed since): another reader may then share that read's reply."""
 
     def forget(self, *keys: str) -> None:
         """Around this process's own writes of ``keys``: before sending, and after."""
