@@ -26,7 +26,7 @@ from redis_middleware.keys import KeySpace
 from redis_middleware.sansio import incidents, metrics
 
 from .support.clients import make_settings, raw_client
-from .support.servers import start_redis_server, stop_redis_server
+from .support.servers import free_port, start_redis_server, stop_redis_server
 from .test_datacache import Recorder, audit_data_keys
 
 pytestmark = [pytest.mark.usefixtures("data_audit"), pytest.mark.scenarios]
@@ -682,6 +682,33 @@ async def test_redis_down_async(server: Any, caplog: pytest.LogCaptureFixture) -
             await cache.aclear(strict=True)
     assert sum(r.levelno >= logging.WARNING for r in caplog.records) == 1
     await cache.redis.aclose()
+
+
+@pytest.mark.parametrize("side", ["sync", "async"])
+def test_a_cluster_down_from_the_first_call_degrades_alike_on_both_sides(
+        side: str, caplog: pytest.LogCaptureFixture) -> None:
+    """No node answers from the first use on: the asyncio client's setup fails before any
+    command, and each method still answers as during any outage (the loader's value,
+    the default, False), with one log line, as the sync side does."""
+    url = f"redis+cluster://127.0.0.1:{free_port()},127.0.0.1:{free_port()}"
+    cache = DataCache(make_settings(url, breaker_cooldown=5))
+
+    async def acalls() -> list[Any]:
+        try:
+            return [await cache.aset("k", 1), await cache.aget("k", 5),
+                    await cache.aget_or_set("k", lambda: 7), await cache.adelete("k"),
+                    await cache.aget_many(["k"]), await cache.ainvalidate(tags=["t"])]
+        finally:
+            await cache.redis.aclose()
+
+    def calls() -> list[Any]:
+        return [cache.set("k", 1), cache.get("k", 5), cache.get_or_set("k", lambda: 7),
+                cache.delete("k"), cache.get_many(["k"]), cache.invalidate(tags=["t"])]
+
+    with caplog.at_level(logging.WARNING, logger="redis_middleware"):
+        got = calls() if side == "sync" else asyncio.run(acalls())
+    assert got == [False, 5, 7, False, {}, 0]
+    assert sum(r.levelno >= logging.WARNING for r in caplog.records) == 1, caplog.text
 
 
 @pytest.mark.real_redis

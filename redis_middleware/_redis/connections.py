@@ -24,7 +24,7 @@ from redis.exceptions import RedisClusterException
 from ..config.settings import Settings
 from ..config.urls import RedisTarget
 from ..config.urls import mask_url as _mask_url
-from ..errors import RedisUnavailableError
+from ..errors import RedisMiddlewareError, RedisUnavailableError
 from ..sansio.cache import near as near_decisions
 from ..sansio.flow import PausingFlow
 from .breaker import Breaker
@@ -315,7 +315,13 @@ class RedisConnections:
         last = self._last_async
         if last is not None and last[0]() is asyncio.get_running_loop():  # the usual case
             return await run_async(flow, last[1][0], self.breaker, self)
-        return await run_async(flow, (await self._loop_executor())[0], self.breaker, self)
+        try:
+            execute = (await self._loop_executor())[0]
+        except RedisMiddlewareError as exc:
+            # A Cluster down when this loop first uses it: the flow meets the outage at
+            # its first batch, as any other (its fallback, as on the sync side).
+            execute = _refusing(exc)
+        return await run_async(flow, execute, self.breaker, self)
 
     async def acall(self, command: Command) -> Any:
         """:meth:`call` on this event loop's asyncio client (:func:`call_async`)."""
@@ -398,6 +404,14 @@ class RedisConnections:
             for sentinel in getattr(client, "_rmw_sentinels", ()):
                 await sentinel.aclose()
             await client.aclose()
+
+
+def _refusing(error: RedisMiddlewareError) -> AsyncExecute:
+    """An execute function that fails every batch with ``error``."""
+    async def execute(commands: list[Command]) -> list[Any]:
+        raise error
+
+    return execute
 
 
 def connections_for(settings: Settings) -> RedisConnections:
