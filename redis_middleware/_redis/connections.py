@@ -24,7 +24,7 @@ from redis.exceptions import RedisClusterException
 from ..config.settings import Settings
 from ..config.urls import RedisTarget
 from ..config.urls import mask_url as _mask_url
-from ..errors import RedisMiddlewareError, RedisUnavailableError
+from ..errors import RedisUnavailableError
 from ..sansio.cache import near as near_decisions
 from ..sansio.flow import PausingFlow
 from .breaker import Breaker
@@ -289,7 +289,10 @@ class RedisConnections:
                 wire = AsyncWire(self.endpoint)
                 found = (wire.execute, wire.call, wire)
             else:
-                execute = redispy_aexecute(self.async_client())
+                client = self.async_client()
+                execute = redispy_aexecute(client)
+                if self.target.kind == "cluster":
+                    execute = self._cluster_initialized_by_first_batch(client, execute)
                 found = (execute, aone_of(execute), None)
             self._async_execute[loop] = found
         return found
@@ -315,39 +318,28 @@ class RedisConnections:
         last = self._last_async
         if last is not None and last[0]() is asyncio.get_running_loop():  # the usual case
             return await run_async(flow, last[1][0], self.breaker, self)
-        try:
-            execute = (await self._loop_executor())[0]
-        except RedisMiddlewareError as exc:
-            # A Cluster down when this loop first uses it: the flow meets the outage at
-            # its first batch, as any other (its fallback, as on the sync side).
-            execute = _refusing(exc)
-        return await run_async(flow, execute, self.breaker, self)
+        return await run_async(flow, self._loop_client()[0], self.breaker, self)
 
     async def acall(self, command: Command) -> Any:
         """:meth:`call` on this event loop's asyncio client (:func:`call_async`)."""
         last = self._last_async
         client = last[1] if last is not None and last[0]() is asyncio.get_running_loop() \
-            else await self._loop_executor()
+            else self._loop_client()
         return await call_async(command, client[1], self.breaker, self)
 
-    async def _loop_executor(self) -> _LoopClient:
+    def _loop_client(self) -> _LoopClient:
         """This event loop's client (its execute and call functions), remembered for the
         next call (the usual case: one loop per process)."""
-        loop = asyncio.get_running_loop()
-        if self.target.kind == "cluster":
-            client = self.async_client()
-            if not getattr(client, "_rmw_ready", False):
-                await self._initialize(client)
         client = self._async_executor()
-        if self.target.kind != "cluster" or getattr(self.async_client(), "_rmw_ready", False):
-            self._last_async = (weakref.ref(loop), client)
+        self._last_async = (weakref.ref(asyncio.get_running_loop()), client)
         return client
 
     def _cluster_execute_on_first_batch(self) -> Execute:
         """redis-py's sync cluster client connects in its constructor (the slots, then
         COMMAND): it is built by the first batch, so that a Cluster down then is an
         outage like any other (the breaker, the flow's fallback, one log line), as
-        :meth:`_initialize` makes it for the asyncio client; never a traceback."""
+        :meth:`_cluster_initialized_by_first_batch` makes it for the asyncio client;
+        never a traceback."""
         built: list[Execute] = []
 
         def execute(commands: list[Command]) -> list[Any]:
@@ -358,6 +350,18 @@ class RedisConnections:
             return built[0](commands)
 
         return execute
+
+    def _cluster_initialized_by_first_batch(self, client: Any, execute: AsyncExecute
+                                            ) -> AsyncExecute:
+        """:meth:`_cluster_execute_on_first_batch` for asyncio: this loop's cluster client
+        is initialized by its first batch (:meth:`_initialize`), so that a Cluster down
+        then is met by the flow as any outage (its fallback, one log line)."""
+        async def run(commands: list[Command]) -> list[Any]:
+            if not getattr(client, "_rmw_ready", False):
+                await self._initialize(client)
+            return await execute(commands)
+
+        return run
 
     async def _initialize(self, client: Any) -> None:
         # redis-py's asyncio cluster client initializes lazily on first use; when many
@@ -404,14 +408,6 @@ class RedisConnections:
             for sentinel in getattr(client, "_rmw_sentinels", ()):
                 await sentinel.aclose()
             await client.aclose()
-
-
-def _refusing(error: RedisMiddlewareError) -> AsyncExecute:
-    """An execute function that fails every batch with ``error``."""
-    async def execute(commands: list[Command]) -> list[Any]:
-        raise error
-
-    return execute
 
 
 def connections_for(settings: Settings) -> RedisConnections:
