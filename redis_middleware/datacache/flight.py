@@ -158,15 +158,9 @@ def _void(ticket: NearTicket) -> bool:
     return False
 
 
-class _InFlight:
-    """One ``GET`` in flight: the near-cache ticket it was sent under, and the futures of
-    the readers that joined it."""
-
-    __slots__ = ("ticket", "waiters")
-
-    def __init__(self, ticket: NearTicket | None) -> None:
-        self.ticket = ticket
-        self.waiters: list[asyncio.Future[Any]] = []
+# One GET in flight: the near-cache ticket it was sent under, and the futures of the
+# readers that joined it (a tuple: its identity marks the read; no __init__ call per hit).
+_InFlight = tuple[NearTicket | None, list[asyncio.Future[Any]]]
 
 
 class SharedReads:
@@ -203,13 +197,13 @@ class SharedReads:
         last = self._last
         reads = last[1] if last is not None and last[0]() is loop else self._reads_of(loop)
         while (pending := reads.get(name)) is not None and (
-                ticket is None or (pending.ticket is not None and self._valid(pending.ticket))):
+                ticket is None or (pending[0] is not None and self._valid(pending[0]))):
             mine = loop.create_future()  # its own: a cancelled reader cancels only itself
-            pending.waiters.append(mine)
+            pending[1].append(mine)
             raw = await mine
             if raw is not _RETRY:
                 return raw  # type: ignore[no-any-return]  # not typing.cast: a call per hit
-        pending = reads[name] = _InFlight(ticket)
+        pending = reads[name] = (ticket, [])
         outcome: Any = _RETRY  # cancelled: the others read for themselves
         try:
             stored: bytes | None = await self._conns.acall(command)
@@ -221,7 +215,7 @@ class SharedReads:
         finally:
             if reads.get(name) is pending:
                 del reads[name]
-            for waiter in pending.waiters:
+            for waiter in pending[1]:
                 if not waiter.done():
                     if isinstance(outcome, BaseException):
                         waiter.set_exception(outcome)
