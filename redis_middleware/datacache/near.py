@@ -5,10 +5,10 @@ cache (``Settings.near_cache_size`` > 0): a value held in memory, which Redis ha
 said changed and whose time is not up, is returned with no round trip. On a miss, a
 ticket is taken before the ``GET`` is sent (or another task's ``GET`` is joined, only
 while that one's ticket is valid: ``SharedReads``) and the value read is kept under it,
-unless the key changed meanwhile (the invalidation voids the ticket). Only a plain fresh value
-is kept (no stale window, no early refresh, not raw: its envelope says until when it is
-fresh), for the time it has left; writes need nothing here, since Redis tells every
-process, this one included, of every change before it acknowledges the write.
+unless the key changed meanwhile (the invalidation voids the ticket). Only a plain
+fresh value is kept (no stale window, no early refresh, not raw: its envelope says until
+when it is fresh), for the time it has left; writes need nothing here, since Redis tells
+every process, this one included, of every change before it acknowledges the write.
 """
 
 from __future__ import annotations
