@@ -265,6 +265,26 @@ def execute_sync(batch: Batch, execute: Execute, breaker: Breaker, counter: Coun
     return _check(results) if failed else results
 
 
+def _one_failed(exc: BaseException, breaker: Breaker, hook: Any, started: float
+                ) -> BaseException:
+    """What :func:`call_sync` and :func:`call_async` raise when the client call failed."""
+    if hook is not None:
+        hook.redis(time.perf_counter() - started, 1, type(exc).__name__)
+    return _wrap(exc, breaker)
+
+
+def _one_answered(reply: Any, breaker: Breaker, hook: Any, started: float) -> Any:
+    """One command's reply, once the breaker and the metrics know it came (an error
+    reply raised as :func:`_check` raises it)."""
+    if breaker.failing:
+        breaker.success()
+    if hook is not None:
+        hook.redis(time.perf_counter() - started, 1, None)
+    if isinstance(reply, BaseException):
+        _check([reply])
+    return reply
+
+
 def call_sync(command: Command, call: CallOne, breaker: Breaker, counter: Counter) -> Any:
     """:func:`execute_sync` of one command that is no script: its reply. The cache
     backends' hot read: the batch, its lists and its loops were 6 of the 28 Python calls
@@ -279,16 +299,10 @@ def call_sync(command: Command, call: CallOne, breaker: Breaker, counter: Counte
     try:
         reply = call(command)
     except _CLIENT_FAILURES as exc:
-        if hook is not None:
-            hook.redis(time.perf_counter() - started, 1, type(exc).__name__)
-        raise _wrap(exc, breaker) from exc
-    if breaker.failing:
-        breaker.success()
-    if hook is not None:
-        hook.redis(time.perf_counter() - started, 1, None)
-    if isinstance(reply, BaseException):
-        _check([reply])
-    return reply
+        raise _one_failed(exc, breaker, hook, started) from exc
+    if breaker.failing or hook is not None or isinstance(reply, BaseException):
+        return _one_answered(reply, breaker, hook, started)
+    return reply  # the usual case, without a call more
 
 
 async def call_async(command: Command, call: AsyncCallOne, breaker: Breaker, counter: Counter
@@ -304,16 +318,10 @@ async def call_async(command: Command, call: AsyncCallOne, breaker: Breaker, cou
     try:
         reply = await call(command)
     except _CLIENT_FAILURES as exc:
-        if hook is not None:
-            hook.redis(time.perf_counter() - started, 1, type(exc).__name__)
-        raise _wrap(exc, breaker) from exc
-    if breaker.failing:
-        breaker.success()
-    if hook is not None:
-        hook.redis(time.perf_counter() - started, 1, None)
-    if isinstance(reply, BaseException):
-        _check([reply])
-    return reply
+        raise _one_failed(exc, breaker, hook, started) from exc
+    if breaker.failing or hook is not None or isinstance(reply, BaseException):
+        return _one_answered(reply, breaker, hook, started)
+    return reply  # the usual case, without a call more
 
 
 async def execute_async(
