@@ -462,6 +462,42 @@ async def test_a_read_after_this_process_wrote_sends_its_own_get(
     assert await later == ["new", "new"]
 
 
+@pytest.mark.parametrize("write", ["get_or_set", "cached", "refresh"])
+async def test_a_read_after_this_process_stored_a_loaded_value_sends_its_own_get(
+        acache: DataCache, monkeypatch: pytest.MonkeyPatch, write: str) -> None:
+    """A loader's value stored by ``get_or_set``, by ``@cached`` or by a background
+    refresh is this process's write too: a task reading the key afterwards does not join
+    a ``GET`` sent before it (here the sync side stores, as a view in a worker thread)."""
+
+    @acache.cached(ttl=60, key="k")
+    def load() -> str:
+        return "new"
+
+    if write == "refresh":  # "old", then past its TTL: inside its stale window
+        assert acache.get_or_set("k", lambda: "old", ttl=0.2, stale=60) == "old"
+        await asyncio.sleep(0.4)
+    gate = late_first_get(acache.redis, monkeypatch)
+    first = asyncio.ensure_future(acache.aget("k"))
+    await asyncio.sleep(0.05)  # its GET was answered (nothing fresh); its reader waits
+    if write == "refresh":  # the stale value, while one refresh runs in the background
+        assert await asyncio.to_thread(
+            acache.get_or_set, "k", lambda: "new", ttl=60, stale=60) == "old"
+        for _ in range(100):
+            if await asyncio.to_thread(acache.get, "k") == "new":
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.05)  # the refresh's thread has returned
+    else:
+        store = load if write == "cached" else (
+            lambda: acache.get_or_set("k", lambda: "new", ttl=60))
+        assert await asyncio.to_thread(store) == "new"
+    later = asyncio.ensure_future(acache.aget("k"))
+    await asyncio.wait({later}, timeout=2)  # (had it joined the first, it would wait)
+    gate.set()
+    assert await first is None
+    assert await later == "new"
+
+
 def test_raw_mode_counts_with_incr(settings: Settings) -> None:
     raw_cache = DataCache(settings, namespace="counters", raw=True)
     assert raw_cache.set("hits", 10, ttl=60) is True

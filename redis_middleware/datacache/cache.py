@@ -66,7 +66,7 @@ class DataCache:
         self._near = near_reads(self.core)  # None unless near_cache_size > 0
         self._reads = SharedReads(self.redis, self.core,
                                   None if self._near is None else self._near.view.valid)
-        self._refresher = Refresher(self.redis)
+        self._refresher = Refresher(self.redis, lambda name: self._wrote((name,)))
         self._fill = Fill(self.core, Local(Flights(self.core.lock_wait),
                                            Leases(self.redis, self.core), self._refresher))
 
@@ -232,6 +232,13 @@ class DataCache:
         finally:
             self._reads.forget()
 
+    def _wrote(self, names: Iterable[str]) -> None:
+        """After a write of ``names`` got its reply (or failed): what :meth:`_write` does
+        after it, for the writes of a fill (a loaded value stored) and of a refresh."""
+        if self._near is not None:
+            self._near.forget(names)
+        self._reads.forget(names)
+
     def _write(self, names: Iterable[str], flow: PausingFlow[T]) -> T:
         """Run a write of ``names``: the near cache forgets them before it is sent and
         after its reply (this process reads its own writes, whatever the invalidation's
@@ -243,9 +250,7 @@ class DataCache:
         try:
             return self.redis.run(flow)
         finally:
-            if near is not None:
-                near.forget(names)
-            self._reads.forget(names)
+            self._wrote(names)
 
     async def _awrite(self, names: Iterable[str], flow: PausingFlow[T]) -> T:
         near = self._near
@@ -254,9 +259,7 @@ class DataCache:
         try:
             return await self.redis.arun(flow)
         finally:
-            if near is not None:
-                near.forget(names)
-            self._reads.forget(names)
+            self._wrote(names)
 
     # -- get_or_set ------------------------------------------------------------------------
     def get_or_set(self, key: str, loader: Callable[[], Any], ttl: Seconds | None = None, *,
@@ -307,7 +310,10 @@ class DataCache:
         value = self._hit(raw, policy, ticket)
         if value is not MISS:  # the hot path: a plain fresh hit
             return value
-        return self.redis.run(self._fill.flow(key, policy, _loader(loader), tags, raw))
+        try:
+            return self.redis.run(self._fill.flow(key, policy, _loader(loader), tags, raw))
+        finally:  # it may have stored a value: read this process's own write from now on
+            self._wrote((key,))
 
     async def _afetch(self, key: str, policy: Policy, loader: Callable[[], Delegate],
                       tags: Callable[[], Sequence[str]]) -> Any:
@@ -331,7 +337,10 @@ class DataCache:
         value = self._hit(raw, policy, ticket)
         if value is not MISS:  # the hot path: a plain fresh hit
             return value
-        return await self.redis.arun(self._fill.flow(key, policy, loader(), tags, raw))
+        try:
+            return await self.redis.arun(self._fill.flow(key, policy, loader(), tags, raw))
+        finally:  # as in _fetch
+            self._wrote((key,))
 
     def _hit(self, raw: Any, policy: Policy, ticket: Any) -> Any:
         """The value of a plain fresh hit read from Redis (kept in the near cache under
