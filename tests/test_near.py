@@ -547,6 +547,44 @@ def test_memory_stays_within_its_bounds_over_many_keys(redis_server: RedisServer
     assert path.near.store.evictions > 2000
 
 
+@pytest.fixture
+def lazy_expiry(tmp_path: Path) -> Iterator[RedisServer]:
+    """A server that deletes an expired key only when it is read, as a busy server's
+    active expiry may take long to reach one key (and only then sends its invalidation)."""
+    server = start_redis_server(tmp_path, "--enable-debug-command", "local")
+    admin = server.client()
+    admin.execute_command("DEBUG", "SET-ACTIVE-EXPIRE", "0")
+    admin.close()
+    yield server
+    stop_redis_server(server)
+
+
+@pytest.mark.parametrize("asyncio_side", [False, True])
+def test_a_ttl_shortened_by_touch_bounds_what_memory_keeps(lazy_expiry: RedisServer,
+                                                           asyncio_side: bool) -> None:
+    """After ``touch`` shortens a value's TTL, no process keeps it in memory past the new
+    expiry (the header it reads again carries it), though no invalidation comes then."""
+    path = ready(near_settings(lazy_expiry.url))
+    path.set("k", "v1")
+    assert path.get("k") == "v1" and path.from_memory("k")
+    if asyncio_side:
+        async def touch() -> bool:
+            try:
+                return await path.cache.atouch("k", 0.3)
+            finally:
+                await path.cache.redis.aclose()  # this loop's client
+
+        assert asyncio.run(touch())
+    else:
+        assert path.cache.touch("k", 0.3)
+    assert path.get("k") == "v1" and path.from_memory("k")  # read again, kept
+    time.sleep(0.5)
+    assert path.get("k") is None
+    admin = lazy_expiry.client()
+    assert admin.exists(path.core.key("k")) == 0
+    admin.close()
+
+
 # -- refusals ---------------------------------------------------------------------------------
 @pytest.fixture
 def no_client_command(tmp_path: Path) -> Iterator[RedisServer]:

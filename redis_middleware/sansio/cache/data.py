@@ -34,7 +34,7 @@ from ...errors import RedisCommandError
 from ...keys import KeySpace
 from ..flow import Call, Flow, Pause, PausingFlow
 from . import datascripts as lua
-from .dataenvelope import HEAD_SIZE, MISS, Entry, Envelope, Judgement
+from .dataenvelope import FRESH_UNTIL, HEAD_SIZE, MISS, Entry, Envelope, Judgement
 
 __all__ = ["HEAD_SIZE", "MAX_TTL", "MISS", "DataCore", "Entry", "Judgement", "Seconds",
            "as_seconds", "hash_slot_tag", "tag_list"]
@@ -316,7 +316,7 @@ class DataCore(Envelope):
         """A new TTL; False when missing, or when it would lengthen a tagged value past
         what its tags were kept for (raw values carry no tags: a plain PEXPIRE)."""
         command = Call(("PEXPIRE", self.key(name), px)) if self.raw else lua.TOUCH(
-            [self.key(name)], [px])
+            [self.key(name)], [px, FRESH_UNTIL.pack(int(time.time() * 1000) + px)])
         (done,) = yield (command,)
         return bool(done)
 

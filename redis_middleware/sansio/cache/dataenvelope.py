@@ -29,11 +29,12 @@ from ...keys import digest
 from ..incidents import log_incident
 from .serializers import Serializer, serializer_named
 
-__all__ = ["HEAD_SIZE", "MISS", "Entry", "Envelope", "Judgement"]
+__all__ = ["FRESH_UNTIL", "HEAD_SIZE", "MISS", "Entry", "Envelope", "Judgement"]
 
 MAGIC = 0xD1
 HEAD = struct.Struct(">BBBQI")
 HEAD_SIZE = HEAD.size  # 15
+FRESH_UNTIL = struct.Struct(">Q")  # the header's bytes 3-10 alone (TOUCH rewrites them)
 COMPRESSED = 0x01
 SOFT = 0x02
 DIGEST_SIZE = 8

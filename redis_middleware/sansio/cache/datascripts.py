@@ -81,17 +81,25 @@ end
 return n
 """)
 
-# KEYS: value. ARGV: px. PEXPIRE, except that a tagged value (an envelope naming tags)
-# is never given a longer life: its tags' sets are kept only as long as it was stored
-# for, so past that an invalidation of its tags could not reach it. 1: done; 0: missing,
-# or refused.
+# KEYS: value. ARGV: px, the new "fresh until" (8 bytes, the envelope's). PEXPIRE, except
+# that a tagged value (an envelope naming tags) is never given a longer life: its tags'
+# sets are kept only as long as it was stored for, so past that an invalidation of its
+# tags could not reach it. A plain envelope (no stale window, whose freshness is its TTL)
+# gets the new expiry in its header too (SETRANGE keeps the TTL): readers that keep
+# values in memory for as long as the header says they are fresh (the near cache, XFetch)
+# would otherwise go by the old one. 1: done; 0: missing, or refused.
 TOUCH = Script("""
 local head = redis.call('GETRANGE', KEYS[1], 0, 2)
-if string.byte(head, 1) == 209 and (string.byte(head, 3) or 0) > 0
+local envelope = string.byte(head, 1) == 209
+if envelope and (string.byte(head, 3) or 0) > 0
    and tonumber(ARGV[1]) > redis.call('PTTL', KEYS[1]) then
   return 0
 end
-return redis.call('PEXPIRE', KEYS[1], ARGV[1])
+local done = redis.call('PEXPIRE', KEYS[1], ARGV[1])
+if done == 1 and envelope and math.floor((string.byte(head, 2) or 0) / 2) % 2 == 0 then
+  redis.call('SETRANGE', KEYS[1], 3, ARGV[2])
+end
+return done
 """)
 
 # KEYS: value. ARGV: delta. {0}: missing; {1, new value's digits}; {2}: not an integer;
