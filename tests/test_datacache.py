@@ -778,6 +778,25 @@ def test_metrics_per_function(cache: DataCache, monkeypatch: pytest.MonkeyPatch)
                                ("miss", "config"), ("load", "config")]
 
 
+def test_has_and_add_agree_with_get_about_a_value_in_its_stale_window(
+        cache: DataCache, raw: Any, settings: Settings) -> None:
+    """Past its TTL, inside its stale window, a value is not there for ``has`` and ``add``
+    either, as for ``get``: ``add`` stores over it. Inside its TTL it is there (``add``
+    refuses), and so is a value that is not ours to judge (no envelope)."""
+    cache.set("past", "old", ttl=0.05, stale=60)
+    cache.set("soft", "kept", ttl=60, stale=60)
+    raw.set(data_key(settings, "junk"), b"no envelope", ex=60)
+    time.sleep(0.1)
+    assert cache.get("past", "default") == "default" and cache.has("past") is False
+    assert cache.add("past", "new", ttl=60) is True and cache.get("past") == "new"
+    assert 59 < (cache.ttl("past") or 0) <= 60  # the new value's TTL, no stale window
+    assert cache.has("soft") is True and cache.add("soft", "other", ttl=60) is False
+    assert cache.get("soft") == "kept"
+    assert cache.has("junk") is True and cache.add("junk", "other", ttl=60) is False
+    assert cache.has("missing") is False and cache.add("missing", 1, ttl=60) is True
+    assert cache.get("missing") == 1
+
+
 @pytest.mark.parametrize("side", ["sync", "async"])
 def test_get_decides_on_one_get(settings: Settings, raw: Any, side: str,
                                 monkeypatch: pytest.MonkeyPatch,

@@ -34,7 +34,7 @@ from ...errors import RedisCommandError
 from ...keys import KeySpace
 from ..flow import Call, Flow, Pause, PausingFlow
 from . import datascripts as lua
-from .dataenvelope import FRESH_UNTIL, HEAD_SIZE, MISS, Entry, Envelope, Judgement
+from .dataenvelope import FRESH_UNTIL, HEAD_SIZE, MAGIC, MISS, SOFT, Entry, Envelope, Judgement
 
 __all__ = ["HEAD_SIZE", "MAX_TTL", "MISS", "DataCore", "Entry", "Judgement", "Seconds",
            "as_seconds", "hash_slot_tag", "tag_list"]
@@ -196,8 +196,17 @@ class DataCore(Envelope):
         return list(values)
 
     def has_flow(self, name: str) -> Flow[bool]:
-        (found,) = yield (Call(("EXISTS", self.key(name))),)
-        return bool(found)
+        """Whether a plain read would find ``name``: a value past its TTL, inside its stale
+        window, is not there (the header alone is read, whatever the value's size)."""
+        if self.raw:
+            (found,) = yield (Call(("EXISTS", self.key(name))),)
+            return bool(found)
+        (head,) = yield (Call(("GETRANGE", self.key(name), 0, HEAD_SIZE - 1)),)
+        if not head:
+            return False
+        if len(head) < HEAD_SIZE or head[0] != MAGIC or not head[1] & SOFT:
+            return True
+        return bool(FRESH_UNTIL.unpack_from(head, 3)[0] > time.time() * 1000)
 
     def ttl_flow(self, name: str) -> Flow[float | None]:
         """Seconds left, or None when the key is missing."""
@@ -216,8 +225,10 @@ class DataCore(Envelope):
         key = self.key(name)
         if token is not None:
             ops = [lua.STORE([key, self.fill_key(name)], [data, px, token])]
-        elif nx:
+        elif nx and self.raw:
             ops = [Call(("SET", key, data, "PX", px, "NX"))]
+        elif nx:  # a value in its stale window counts as absent
+            ops = [lua.ADD([key], [data, px, int(time.time() * 1000)])]
         else:
             ops = [Call(("SET", key, data, "PX", px))]
         if not tag_keys:

@@ -29,7 +29,7 @@ from ...keys import digest
 from ..incidents import log_incident
 from .serializers import Serializer, serializer_named
 
-__all__ = ["FRESH_UNTIL", "HEAD_SIZE", "MISS", "Entry", "Envelope", "Judgement"]
+__all__ = ["FRESH_UNTIL", "HEAD_SIZE", "MAGIC", "MISS", "SOFT", "Entry", "Envelope", "Judgement"]
 
 MAGIC = 0xD1
 HEAD = struct.Struct(">BBBQI")

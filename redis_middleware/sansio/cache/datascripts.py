@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..flow import Script
 
-__all__ = ["CLAIM", "DROP_TAGGED", "INCR", "RELEASE", "RENEW", "STORE", "TAG_ADD", "TAG_POP",
+__all__ = ["ADD", "CLAIM", "DROP_TAGGED", "INCR", "RELEASE", "RENEW", "STORE", "TAG_ADD", "TAG_POP",
            "TOUCH"]
 
 # KEYS: value, fill lease. ARGV: token, lease ms, now ms, "1" when values have an envelope.
@@ -22,6 +22,23 @@ if v then
 end
 if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {false, 1} end
 return {false, 0}
+""")
+
+# KEYS: value. ARGV: value, px, now ms. SET unless a value is there: a value past its TTL,
+# inside its stale window (a soft envelope whose "fresh until" has passed), counts as
+# absent, as it does for a plain read. 1: stored; 0: a value is there.
+ADD = Script("""
+local head = redis.call('GETRANGE', KEYS[1], 0, 10)
+if #head > 0 then
+  if #head < 11 or string.byte(head, 1) ~= 209 or string.byte(head, 2) % 4 < 2 then
+    return 0
+  end
+  local fresh_until = 0
+  for i = 4, 11 do fresh_until = fresh_until * 256 + string.byte(head, i) end
+  if fresh_until > tonumber(ARGV[3]) then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
 """)
 
 # KEYS: value, fill lease. ARGV: value, px, token. Stores and frees the caller's lease.
