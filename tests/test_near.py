@@ -537,6 +537,28 @@ def test_tls_and_unix_socket_urls_track_too(transport: str, tmp_path: Path) -> N
         stop_redis_server(server)
 
 
+def test_a_hit_from_memory_keeps_the_types_a_read_from_redis_gives(
+        redis_server: RedisServer) -> None:
+    """Pickled values come back with the types a read from Redis gives: one holding a
+    bytearray is not held in memory (a copy through marshal would give bytes), one
+    holding itself is, and still holds itself; every hit gets an object of its own."""
+    path = ready(near_settings(redis_server.url, data_serializer="pickle"))
+    looped: list[Any] = [1]
+    looped.append(looped)
+    path.set("buf", {"payload": bytearray(b"abc"), "pair": (1, b"x")})
+    path.set("loop", looped)
+    for name in ("buf", "loop"):
+        path.get(name)  # from Redis, kept
+    first, second = path.get("buf"), path.get("buf")
+    assert not path.from_memory("buf") and path.from_memory("loop")
+    assert type(first["payload"]) is bytearray and first == {
+        "payload": bytearray(b"abc"), "pair": (1, b"x")}
+    first["payload"].extend(b"d")
+    assert second["payload"] == bytearray(b"abc")
+    again = path.get("loop")
+    assert again[0] == 1 and again[1] is again
+
+
 def test_memory_stays_within_its_bounds_over_many_keys(redis_server: RedisServer) -> None:
     path = ready(make_settings(redis_server.url, near_cache_size=500,
                                near_cache_bytes=200_000))

@@ -214,14 +214,44 @@ class _Image(bytes):
 def freeze(value: Any) -> Any:
     """What to keep for ``value`` so that each hit gets an object of its own: immutable
     scalars as they are, containers of builtin types as a ``marshal`` image; MISS for a
-    value that cannot be copied that way (an instance of a class of the app: keep its
-    serialized bytes and decode them per hit instead)."""
+    value that cannot be copied that way (an instance of a class of the app, a
+    ``bytearray``): it is not kept, its reads go to Redis."""
     if type(value) in _SCALARS:
         return value
+    if not _marshals_exactly(value):
+        return MISS
     try:
         return _Image(marshal.dumps(value))
-    except ValueError:  # "unmarshallable object": a type marshal does not know
+    except ValueError:  # "unmarshallable object": nested too deep for marshal
         return MISS
+
+
+_LEAVES = frozenset({str, bytes, int, float, complex, bool, type(None)})
+_CONTAINERS = frozenset({list, tuple, set, frozenset})
+
+
+def _marshals_exactly(value: Any) -> bool:
+    """Whether ``marshal`` gives ``value`` back with the same types: only builtin
+    containers and scalars. (It writes any other object with a buffer, a bytearray or an
+    array, as bytes, and refuses the rest, subclasses of the builtins included.) Runs
+    when a value is kept, not per hit."""
+    stack, seen = [value], set()
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind in _LEAVES:
+            continue
+        if id(item) in seen:  # shared, or holding itself (pickle can give both)
+            continue
+        seen.add(id(item))
+        if kind in _CONTAINERS:
+            stack.extend(item)
+        elif kind is dict:
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        else:
+            return False
+    return True
 
 
 def thaw(kept: Any) -> Any:
