@@ -27,6 +27,7 @@ import redis
 from redis_middleware import DataCache, Settings
 from redis_middleware._redis.connections import connections_for, near_cache_for
 from redis_middleware._redis.near import NearCache
+from redis_middleware._redis.tracking import Tracker
 from redis_middleware.errors import RedisMiddlewareError
 from redis_middleware.sansio import metrics
 from redis_middleware.sansio.cache.near import MISS, NAME
@@ -271,6 +272,29 @@ async def test_this_process_reads_its_own_writes_in_asyncio(path: DataPath) -> N
         assert await path.aget("k") == i
         assert await path.aget("k") == i
     await path.conns.aclose()
+
+
+@pytest.mark.parametrize("asyncio_side", [False, True])
+def test_this_process_reads_its_own_invalidations_before_redis_tells_it(
+        path: DataPath, monkeypatch: pytest.MonkeyPatch, asyncio_side: bool) -> None:
+    """After ``invalidate`` returns, this process's next read misses, though the
+    tracking connection's word of the deletes has not come yet (as across a network:
+    the reply and the invalidation travel on two connections)."""
+    path.cache.set("a", 1, ttl=60, tags=["t"])
+    path.cache.set("b", 2, ttl=60, tags=["t"])
+    assert path.get("a") == 1 and path.get("b") == 2 and path.from_memory("a")
+    monkeypatch.setattr(Tracker, "drain", lambda self, now: None)  # nothing arrives
+    if asyncio_side:
+        async def invalidate() -> int:
+            try:
+                return await path.cache.ainvalidate(tags="t")
+            finally:
+                await path.cache.redis.aclose()
+
+        assert asyncio.run(invalidate()) == 2
+    else:
+        assert path.cache.invalidate(tags="t") == 2
+    assert path.get("a") is None and path.get("b") is None
 
 
 async def test_a_read_joins_no_get_sent_before_a_change_it_heard_of(

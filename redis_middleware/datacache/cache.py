@@ -202,13 +202,13 @@ class DataCache:
     def invalidate(self, *, tags: Iterable[str] | str) -> int:
         """Remove every value stored with any of ``tags`` (in every process); how many."""
         try:
-            return self.redis.run(self._calls.invalidate(tags))
+            return self.redis.run(self._calls.invalidate(tags, self._dropping))
         finally:
             self._reads.forget()  # which names went is not known here
 
     async def ainvalidate(self, *, tags: Iterable[str] | str) -> int:
         try:
-            return await self.redis.arun(self._calls.invalidate(tags))
+            return await self.redis.arun(self._calls.invalidate(tags, self._dropping))
         finally:
             self._reads.forget()
 
@@ -231,6 +231,11 @@ class DataCache:
                 self._calls.clear(per_primary(self.redis, self.core), strict))
         finally:
             self._reads.forget()
+
+    def _dropping(self, keys: Sequence[str]) -> None:
+        """Around an invalidation's deletes (``keys``: Redis keys, the names unknown)."""
+        if self._near is not None:
+            self._near.view.forget(*keys)
 
     def _wrote(self, names: Iterable[str]) -> None:
         """After a write of ``names`` got its reply (or failed): what :meth:`_write` does

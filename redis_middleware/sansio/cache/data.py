@@ -25,7 +25,7 @@ import itertools
 import re
 import secrets
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import timedelta
 from typing import Any, TypeAlias
 
@@ -347,9 +347,12 @@ class DataCore(Envelope):
         raise OverflowError(f"{name!r} would leave the 64-bit integer range")
 
     # -- tags and clearing ----------------------------------------------------------
-    def invalidate_flow(self, tags: Iterable[str]) -> Flow[int]:
+    def invalidate_flow(self, tags: Iterable[str],
+                        dropping: Callable[[Sequence[str]], None] | None = None) -> Flow[int]:
         """Two round trips: take each tag's members (and drop the tag), then delete the
-        members whose envelope still names one of the tags (per slot on a Cluster)."""
+        members whose envelope still names one of the tags (per slot on a Cluster).
+        ``dropping(keys)`` is told the members before they are deleted and after (the
+        near cache forgets them, as around this process's other writes)."""
         tag_keys = sorted({self.tag_key(t) for t in tags})
         if not tag_keys:
             return 0
@@ -359,8 +362,14 @@ class DataCore(Envelope):
         if not members:
             return 0
         digests = [self.tag_digest(k) for k in tag_keys]
-        counts = yield tuple(lua.DROP_TAGGED(group, digests)
-                             for group in self._groups(members))
+        if dropping is not None:
+            dropping(members)
+        try:
+            counts = yield tuple(lua.DROP_TAGGED(group, digests)
+                                 for group in self._groups(members))
+        finally:
+            if dropping is not None:
+                dropping(members)
         return sum(int(n) for n in counts)
 
     def _groups(self, keys: Sequence[str]) -> list[list[str]]:

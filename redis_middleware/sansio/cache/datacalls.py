@@ -10,7 +10,7 @@ command is logged once per incident (an outage is logged by the circuit breaker)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar, cast
 
 from ...errors import RedisMiddlewareError
@@ -156,8 +156,9 @@ class Calls:
             failed(exc)
             raise ValueError(f"Key {name!r} not found: Redis is unavailable") from exc
 
-    def invalidate(self, tags: Iterable[str] | str) -> Flow[int]:
-        return (yield from quietly(self.core.invalidate_flow(tag_list(tags)), 0))
+    def invalidate(self, tags: Iterable[str] | str,
+                   dropping: Callable[[Sequence[str]], None] | None = None) -> Flow[int]:
+        return (yield from quietly(self.core.invalidate_flow(tag_list(tags), dropping), 0))
 
     def clear(self, per_primary: Delegate | None, strict: bool = False) -> PausingFlow[int]:
         """SCAN + UNLINK on the server; on a Cluster, ``per_primary`` (the client library
