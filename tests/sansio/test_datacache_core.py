@@ -8,12 +8,14 @@ import json
 import logging
 import math
 import pickle
+import time
 from typing import Any, ClassVar
 
 import pytest
 
 from redis_middleware import ConfigError, Settings
 from redis_middleware.sansio import incidents
+from redis_middleware.sansio.cache import datascripts as lua
 from redis_middleware.sansio.cache.data import (
     HEAD_SIZE,
     DataCore,
@@ -379,13 +381,24 @@ def test_storing_with_a_lease_releases_it_in_the_same_script() -> None:
     assert seen[0][1].args[7] == 5000  # the tag lives as long as its member
 
 
-@pytest.mark.parametrize(("nx", "expected"), [
-    pytest.param(False, ("SET", "t:data:{k}", b"d", "PX", 100), id="set"),
-    pytest.param(True, ("SET", "t:data:{k}", b"d", "PX", 100, "NX"), id="add"),
+@pytest.mark.parametrize(("nx", "raw", "expected"), [
+    pytest.param(False, False, ("SET", "t:data:{k}", b"d", "PX", 100), id="set"),
+    pytest.param(False, True, ("SET", "t:data:{k}", b"d", "PX", 100), id="raw set"),
+    pytest.param(True, True, ("SET", "t:data:{k}", b"d", "PX", 100, "NX"), id="raw add"),
 ])
-def test_storing_without_a_lease_is_one_set(nx: bool, expected: tuple[Any, ...]) -> None:
-    seen, _ = batches(core().store_flow("k", b"d", 100, nx=nx), [[True]])
+def test_storing_without_a_lease_is_one_set(nx: bool, raw: bool,
+                                            expected: tuple[Any, ...]) -> None:
+    seen, _ = batches(core(raw=raw).store_flow("k", b"d", 100, nx=nx), [[True]])
     assert seen[0][0].args == expected
+
+
+def test_adding_an_envelope_is_one_script_that_reads_the_header() -> None:
+    """``add`` of a value with an envelope: one script (a value in its stale window is
+    absent for it), given the time to judge that by."""
+    seen, stored = batches(core().store_flow("k", b"d", 100, nx=True), [[1]])
+    (op,) = seen[0]
+    assert op.script is lua.ADD and op.args[2:6] == (1, "t:data:{k}", b"d", 100)
+    assert abs(op.args[6] - time.time() * 1000) < 5000 and stored is True
 
 
 def test_get_many_is_one_mget_or_gets_on_a_cluster() -> None:
