@@ -428,6 +428,26 @@ async def test_tasks_reading_one_key_at_once_share_one_get(acache: DataCache) ->
     assert got[1] == {"n": [1]} and got[19] == {"n": [1]}
 
 
+@pytest.mark.parametrize("option", ["stale", "early"])
+async def test_hits_of_values_with_a_stale_window_or_early_refresh_share_one_get(
+        acache: DataCache, option: str) -> None:
+    """A hit that the flow judges (a stale window, XFetch) writes nothing: tasks reading
+    the key over and over keep sharing ``GET``s (a hit taken for a write would make each
+    later reader send its own)."""
+    policy: dict[str, Any] = {"stale": 60} if option == "stale" else {"early": 1}
+    assert await acache.aget_or_set("hot", lambda: "v", ttl=60, **policy) == "v"
+    conns = acache.redis
+    commands, got = conns.commands, []
+
+    async def reader() -> None:
+        for _ in range(20):
+            got.append(await acache.aget_or_set("hot", list, ttl=60, **policy))
+
+    await asyncio.gather(*(reader() for _ in range(16)))
+    assert got == ["v"] * 320
+    assert conns.commands - commands <= 80  # about one GET a round: 20
+
+
 def late_first_get(conns: Any, monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
     """The first ``GET`` sent from now on is answered at once, but its reader resumes
     only when the returned event is set: a reply read late, as on a busy loop or a

@@ -66,9 +66,10 @@ class DataCache:
         self._near = near_reads(self.core)  # None unless near_cache_size > 0
         self._reads = SharedReads(self.redis, self.core,
                                   None if self._near is None else self._near.view.valid)
-        self._refresher = Refresher(self.redis, lambda name: self._wrote((name,)))
+        self._refresher = Refresher(self.redis)
         self._fill = Fill(self.core, Local(Flights(self.core.lock_wait),
-                                           Leases(self.redis, self.core), self._refresher))
+                                           Leases(self.redis, self.core), self._refresher,
+                                           lambda name: self._wrote((name,))))
 
     def __repr__(self) -> str:
         ns = f", namespace={self.core.namespace!r}" if self.core.namespace else ""
@@ -238,8 +239,8 @@ class DataCache:
             self._near.view.forget(*keys)
 
     def _wrote(self, names: Iterable[str]) -> None:
-        """After a write of ``names`` got its reply (or failed): what :meth:`_write` does
-        after it, for the writes of a fill (a loaded value stored) and of a refresh."""
+        """Around a write of ``names``: what :meth:`_write` does before it is sent and after
+        its reply (or failure); a fill's store of a loaded value does it too (``Local``)."""
         if self._near is not None:
             self._near.forget(names)
         self._reads.forget(names)
@@ -315,10 +316,7 @@ class DataCache:
         value = self._hit(raw, policy, ticket)
         if value is not MISS:  # the hot path: a plain fresh hit
             return value
-        try:
-            return self.redis.run(self._fill.flow(key, policy, _loader(loader), tags, raw))
-        finally:  # it may have stored a value: read this process's own write from now on
-            self._wrote((key,))
+        return self.redis.run(self._fill.flow(key, policy, _loader(loader), tags, raw))
 
     async def _afetch(self, key: str, policy: Policy, loader: Callable[[], Delegate],
                       tags: Callable[[], Sequence[str]]) -> Any:
@@ -342,10 +340,7 @@ class DataCache:
         value = self._hit(raw, policy, ticket)
         if value is not MISS:  # the hot path: a plain fresh hit
             return value
-        try:
-            return await self.redis.arun(self._fill.flow(key, policy, loader(), tags, raw))
-        finally:  # as in _fetch
-            self._wrote((key,))
+        return await self.redis.arun(self._fill.flow(key, policy, loader(), tags, raw))
 
     def _hit(self, raw: Any, policy: Policy, ticket: Any) -> Any:
         """The value of a plain fresh hit read from Redis (kept in the near cache under

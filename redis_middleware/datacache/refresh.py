@@ -8,7 +8,6 @@ import asyncio
 import contextvars
 import os
 import threading
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -38,9 +37,8 @@ def _threads() -> ThreadPoolExecutor:
 class Refresher:
     """The refreshes one ``DataCache`` runs in the background, by key."""
 
-    def __init__(self, conns: RedisConnections, wrote: Callable[[str], None]) -> None:
-        """``wrote(name)``: told after each refresh of ``name``, whatever it did."""
-        self._conns, self._wrote = conns, wrote
+    def __init__(self, conns: RedisConnections) -> None:
+        self._conns = conns
         self._refreshing: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -62,7 +60,6 @@ class Refresher:
             self._conns.run(flow)  # it logs what failed itself
         finally:
             self._refreshing.discard(name)
-            self._wrote(name)
 
     async def arefresh(self, name: str, flow: PausingFlow[None]) -> bool:
         """Run ``flow`` in a task of its own (a cancelled caller does not stop it)."""
@@ -77,7 +74,6 @@ class Refresher:
             await self._conns.arun(flow)
         finally:
             self._refreshing.discard(name)
-            self._wrote(name)
 
     async def aclose(self) -> None:
         """Stop the running loop's refreshes (they are cancelled)."""

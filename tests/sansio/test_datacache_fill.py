@@ -54,6 +54,10 @@ class Process:
         self.leases: list[Lease | None] = []
         self.refreshes: list[PausingFlow[None]] = []
         self.busy = busy
+        self.writes: list[str] = []  # told around each store of a loaded value
+
+    def wrote(self, name: str) -> None:
+        self.writes.append(name)
 
     def join(self, name: str) -> Ticket | Followed:
         if self.joins:
@@ -141,18 +145,24 @@ def stored(value: Any, fresh_ms: int = 60_000, stale_ms: int = 0, age_ms: int = 
 def get_or_set(process: Process, read: Any, replies: list[Any], seen: list[Any],
                loader: Loader | None = None, stale: float = 0, early: float = 0,
                tags: Callable[[], list[str]] = list, sent: list[Batch] | None = None) -> Any:
-    fill = Fill(CORE, Local(process, process, process))
+    fill = Fill(CORE, Local(process, process, process, process.wrote))
     policy = fill.policy(60, stale, early, "t")
     flow = fill.flow("k", policy, (loader or Loader()).delegate(), tags, read)
     return drive(flow, replies, seen, sent)
 
 
 # -- hits ------------------------------------------------------------------------------
-def test_a_fresh_value_the_caller_read_costs_nothing_more() -> None:
+@pytest.mark.parametrize(("read", "stale", "early"), [
+    pytest.param(stored({"a": 1}), 0, 0, id="plain"),
+    pytest.param(stored({"a": 1}, stale_ms=60_000), 60, 0, id="with-a-stale-window"),
+    pytest.param(stored({"a": 1}), 0, 1, id="early-refresh-not-due"),
+])
+def test_a_fresh_value_the_caller_read_costs_nothing_more(read: bytes, stale: float,
+                                                          early: float) -> None:
     seen: list[Any] = []
-    loader = Loader()
-    assert get_or_set(Process(), stored({"a": 1}), [], seen, loader) == {"a": 1}
-    assert seen == [] and loader.calls == 0
+    loader, process = Loader(), Process()
+    assert get_or_set(process, read, [], seen, loader, stale, early) == {"a": 1}
+    assert seen == [] and loader.calls == 0 and process.writes == []
 
 
 def test_a_flow_run_alone_reads_with_one_get() -> None:
@@ -179,6 +189,7 @@ def test_a_miss_claims_the_lease_loads_and_stores_with_it() -> None:
     assert stored_with[5] == ticket.outcome  # the value stored is the one handed over
     assert CORE.decode(ticket.outcome).value == {"fresh": True}  # type: ignore[union-attr]
     assert ticket.closed
+    assert process.writes == ["k", "k"]  # before the store is sent, and after its reply
 
 
 def test_the_value_stored_meanwhile_by_another_process_is_taken() -> None:
@@ -273,10 +284,12 @@ def test_a_stale_value_is_served_while_one_refresh_starts() -> None:
     process, loader = Process(), Loader("new")
     assert get_or_set(process, STALE, [[True]], seen, loader, stale=60) == "old"
     assert seen == [["SET"]] and loader.calls == 0  # the lease, for the refresh
+    assert process.writes == []  # serving the stale value wrote nothing
     (refresh,) = process.refreshes
     refreshed: list[Any] = []
     assert drive(refresh, [[1]], refreshed) is None
     assert refreshed == [["STORE"]] and loader.calls == 1  # stored, the lease freed
+    assert process.writes == ["k", "k"]
 
 
 @pytest.mark.parametrize(("busy", "lease_free", "round_trips"), [
@@ -316,7 +329,8 @@ def test_early_refresh_serves_the_value_and_refreshes(monkeypatch: pytest.Monkey
 
 
 def test_early_must_be_xfetchs_beta() -> None:
-    fill = Fill(CORE, Local(Process(), Process(), Process()))
+    process = Process()
+    fill = Fill(CORE, Local(process, process, process, process.wrote))
     with pytest.raises(ValueError, match="beta"):
         fill.policy(60, 0, 101, "t")
     assert fill.policy(60, 0, True, "t").early == 1.0

@@ -99,11 +99,14 @@ class Refreshing(Protocol):
 
 
 class Local(NamedTuple):
-    """What the process lends the flow."""
+    """What the process lends the flow; ``wrote(name)`` is told before a loaded value of
+    ``name`` is stored and after (the near cache and the reads in flight forget it: this
+    process reads its own writes)."""
 
     flights: Joining
     leases: Loading
     refresher: Refreshing
+    wrote: Callable[[str], None]
 
 
 class _Unread:
@@ -263,11 +266,15 @@ class Fill:
             except RedisMiddlewareError as exc:
                 failed(exc)
         else:
+            wrote = self.local.wrote
+            wrote(name)
             try:
                 yield from core.store_flow(name, data, policy.fresh_ms + policy.stale_ms,
                                            token, tag_keys)
             except RedisMiddlewareError as exc:
                 failed(exc)
+            finally:
+                wrote(name)
         return value, data
 
     def _release(self, fill: str, token: str) -> Flow[None]:
