@@ -105,14 +105,18 @@ class NearCache:
             return self.store.begin(key)
 
     def put(self, ticket: Ticket | None, value: Any, size: int, ttl_ms: float | None = None,
-            copy: bool = True) -> bool:
+            copy: bool = True, builtin: bool = False) -> bool:
         """After the read: keep ``value`` (``size``: its bytes as stored in Redis) unless
         the key changed since ``ticket`` was taken. ``ttl_ms``: what the key had left
         (``PTTL``: -1 none, -2 gone; None: unknown); ``copy``: each hit gets a fresh
-        copy (False: the value is immutable, it is shared)."""
+        copy (False: the value is immutable, it is shared); ``builtin``: the value holds
+        builtin types only (:func:`freeze`)."""
         if ticket is None:
             return False
-        kept = freeze(value) if copy else value
+        if not self.store.fits(ticket.key, size):
+            self.drop(ticket)
+            return False
+        kept = freeze(value, builtin) if copy else value
         if kept is MISS or (ttl_ms is not None and ttl_ms != -1 and ttl_ms <= 0):
             self.drop(ticket)
             return False

@@ -20,6 +20,7 @@ from typing import Any
 from ..sansio.cache import near as decisions
 from ..sansio.cache.data import MISS, DataCore
 from ..sansio.cache.dataenvelope import HEAD, HEAD_SIZE
+from ..sansio.cache.serializers import JsonSerializer, MsgpackSerializer
 
 __all__ = ["NearReads", "near_reads"]
 
@@ -27,11 +28,13 @@ __all__ = ["NearReads", "near_reads"]
 class NearReads:
     """The near cache as a DataCache's hits use it."""
 
-    __slots__ = ("core", "view")
+    __slots__ = ("builtin", "core", "view")
 
     def __init__(self, view: decisions.NearView, core: DataCore) -> None:
         self.view = view
         self.core = core
+        # What JSON and msgpack decode holds builtin types only: kept with no check.
+        self.builtin = type(core.serializer) in (JsonSerializer, MsgpackSerializer)
 
     def lookup(self, name: str) -> tuple[Any, decisions.Ticket | None]:
         """``(value, None)`` from memory, or ``(MISS, ticket)`` to read Redis under."""
@@ -50,7 +53,7 @@ class NearReads:
             self.view.drop(ticket)
             return
         left = HEAD.unpack_from(raw)[3] - time.time() * 1000  # fresh until, in ms
-        self.view.put(ticket, value, len(raw), left)
+        self.view.put(ticket, value, len(raw), left, builtin=self.builtin)
 
     def forget(self, names: Iterable[str]) -> None:
         """Around this process's own writes of ``names``."""

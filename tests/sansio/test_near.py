@@ -90,6 +90,9 @@ def test_an_entry_over_an_eighth_of_the_bytes_is_not_kept() -> None:
     s = store(size=8 * 1024)
     assert not kept(s, "big", "v", size=1024)
     assert kept(s, "small", "v", size=1024 - ENTRY_OVERHEAD - len("small"))
+    # What the view asks before copying a value: the same line.
+    assert not s.fits("big", 1024) and s.fits("small", 1024 - ENTRY_OVERHEAD - len("small"))
+    assert not s.fits("small", 1025 - ENTRY_OVERHEAD - len("small"))
 
 
 def test_a_rewrite_replaces_the_entry_and_its_bytes() -> None:

@@ -124,6 +124,11 @@ class NearStore:
         reads.open += 1
         return Ticket(key, self.epoch, reads)
 
+    def fits(self, key: str, size: int) -> bool:
+        """Whether a value of ``size`` bytes under ``key`` may be kept at all (checked
+        before copying it: a value too large for memory is not copied for nothing)."""
+        return size + len(key) + ENTRY_OVERHEAD <= self.max_bytes // 8
+
     def store(self, ticket: Ticket, value: Any, size: int, now: float,
               ttl: float | None = None) -> bool:
         """Keep the reply of ``ticket``'s read, unless the key changed since it was taken.
@@ -134,9 +139,9 @@ class NearStore:
             self.refused += 1
             return False
         key = ticket.key
-        size += len(key) + ENTRY_OVERHEAD
-        if size > self.max_bytes // 8:
+        if not self.fits(key, size):
             return False
+        size += len(key) + ENTRY_OVERHEAD
         deadline = now + (self.ttl if ttl is None or ttl > self.ttl else ttl)
         data = self._data
         old = data.pop(key, None)
@@ -211,14 +216,15 @@ class _Image(bytes):
     __slots__ = ()
 
 
-def freeze(value: Any) -> Any:
+def freeze(value: Any, builtin: bool = False) -> Any:
     """What to keep for ``value`` so that each hit gets an object of its own: immutable
     scalars as they are, containers of builtin types as a ``marshal`` image; MISS for a
     value that cannot be copied that way (an instance of a class of the app, a
-    ``bytearray``): it is not kept, its reads go to Redis."""
+    ``bytearray``): it is not kept, its reads go to Redis. ``builtin``: the value is
+    known to hold builtin types only (what JSON or msgpack decode), nothing to check."""
     if type(value) in _SCALARS:
         return value
-    if not _marshals_exactly(value):
+    if not builtin and not _marshals_exactly(value):
         return MISS
     try:
         return _Image(marshal.dumps(value))
@@ -374,8 +380,9 @@ class NearView(Protocol):
         """Before sending a read of ``key``: its ticket (None: nothing may be kept now)."""
 
     def put(self, ticket: Ticket | None, value: Any, size: int, ttl_ms: float | None = None,
-            copy: bool = True) -> bool:
-        """After the read: keep ``value`` unless the key changed since the ticket."""
+            copy: bool = True, builtin: bool = False) -> bool:
+        """After the read: keep ``value`` unless the key changed since the ticket
+        (``builtin``: as for :func:`freeze`)."""
 
     def drop(self, ticket: Ticket | None) -> None:
         """After a read with nothing to keep (missing, failed)."""
