@@ -214,7 +214,9 @@ class SharedReads:
             raise
         finally:
             if reads.get(name) is pending:
-                del reads[name]
+                # forget() in another thread may take it between the two: one pop, no
+                # KeyError that would leave the waiters below waiting for ever.
+                reads.pop(name, None)
             for waiter in pending[1]:
                 if not waiter.done():
                     if isinstance(outcome, BaseException):
