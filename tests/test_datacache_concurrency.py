@@ -7,6 +7,7 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -555,6 +556,48 @@ def test_a_dead_holders_lock_expires(settings: Settings) -> None:
     started = time.monotonic()
     with cache.lock("crash", timeout=5, wait=5):
         assert time.monotonic() - started < 1.5
+
+
+def _hold_fork_and_die(url: str, prefix: str) -> None:
+    """Hold "crash" (renewed by this process's thread), fork a child that holds a lock
+    of its own for 3 s (its own renewal thread), then die without releasing."""
+    cache = DataCache(Settings(redis_url=url, key_prefix=prefix, secret_key=("p" * 40,)))
+    crash = cache.lock("crash", timeout=1)
+    assert crash.acquire()
+    if os.fork() == 0:  # the child
+        try:
+            cache.set("child's pid", os.getpid(), ttl=60)
+            with cache.lock("child's own", timeout=1):
+                time.sleep(3)
+            cache.set("child's done", True, ttl=60)
+        finally:
+            os._exit(0)
+    os._exit(0)  # the parent: no release, no renewal
+
+
+def test_a_forked_child_does_not_renew_its_parents_locks(settings: Settings) -> None:
+    """A child forked while its parent held a lock renews only its own: the parent's
+    lock expires when the parent dies, however long the child lives. And the child
+    takes its own (the parent's renewal thread may have held the renewer's lock at the
+    fork: a child that inherited it hung)."""
+    if settings.target.kind == "memory":
+        pytest.skip("memory:// is one process's store")
+    parent = multiprocessing.get_context("spawn").Process(
+        target=_hold_fork_and_die, args=(settings.redis_url, settings.key_prefix))
+    parent.start()
+    parent.join()  # (no timeout: waitpid, not the sentinel the child holds too)
+    cache = DataCache(settings)
+    assert cache.lock("crash").acquire(blocking=False) is False  # held by the dead parent
+    started = time.monotonic()
+    with cache.lock("crash", timeout=5, wait=8):
+        assert time.monotonic() - started < 1.5
+    for _ in range(100):  # it took its own lock, renewed it for 3 s, and let it go
+        if cache.get("child's done"):
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(cache.get("child's pid"), signal.SIGKILL)
+        pytest.fail("the forked child hung taking a lock")
 
 
 async def test_the_async_lock(settings: Settings) -> None:

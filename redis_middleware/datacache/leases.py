@@ -60,19 +60,26 @@ class _Renewer:
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._order = itertools.count()
-        self._pid = os.getpid()
 
     def hold(self, key: str, token: str, px: int) -> Held:
         lease = Held(key, token, px)
         with self._cond:
             heapq.heappush(self._heap, (time.monotonic() + px / 3000, next(self._order), lease))
-            if self._thread is None or self._pid != os.getpid():
-                self._pid = os.getpid()
+            if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, daemon=True,
                                                 name="redis-middleware data lease renewal")
                 self._thread.start()
             self._cond.notify()
         return lease
+
+    def forked(self) -> None:
+        """In a forked child, before any thread runs: the parent's leases are the parent's
+        to renew (a child renewing them would keep a crashed parent's locks for as long
+        as it lives), its renewal thread is not here, and its lock may have been held by
+        that thread at the fork."""
+        self._heap = []
+        self._cond = threading.Condition()
+        self._thread = None
 
     def _next(self) -> Held | None:
         with self._cond:
@@ -115,6 +122,16 @@ class _Renewer:
 
 _renewers: weakref.WeakKeyDictionary[RedisConnections, _Renewer] = weakref.WeakKeyDictionary()
 _renewers_lock = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    global _renewers_lock
+    _renewers_lock = threading.Lock()
+    for found in list(_renewers.values()):
+        found.forked()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def renewer(conns: RedisConnections, core: DataCore) -> _Renewer:
