@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import os
 import threading
 import time
 import weakref
@@ -120,6 +121,14 @@ class Flights:
         self._loops: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, dict[str, asyncio.Future[Any]]] = (
             weakref.WeakKeyDictionary())
+        _forgotten_at_fork.add(self)
+
+    def forked(self) -> None:
+        """In a forked child: the loads in flight are the parent's threads' and tasks',
+        none of which is here, and the lock may have been held by one of them."""
+        self._threads = {}
+        self._lock = threading.Lock()
+        self._loops = weakref.WeakKeyDictionary()
 
     def join(self, name: str) -> Ticket | Followed:
         if _inside(self, name):  # this caller's own load: it would wait for itself
@@ -158,6 +167,10 @@ def _void(ticket: NearTicket) -> bool:
     return False
 
 
+# What a forked child starts afresh (os.register_at_fork, below the classes).
+_forgotten_at_fork: weakref.WeakSet[Flights | SharedReads] = weakref.WeakSet()
+
+
 # One GET in flight: the near-cache ticket it was sent under, and the futures of the
 # readers that joined it (a tuple: its identity marks the read; no __init__ call per hit).
 _InFlight = tuple[NearTicket | None, list[asyncio.Future[Any]]]
@@ -188,6 +201,14 @@ class SharedReads:
         # The dictionary of the loop that read last: a weak-dict lookup per hit showed.
         self._last: tuple[weakref.ref[asyncio.AbstractEventLoop],
                           dict[str, _InFlight]] | None = None
+        _forgotten_at_fork.add(self)
+
+    def forked(self) -> None:
+        """In a forked child: no read of the parent's loops is in flight here, and the
+        lock may have been held by one of its threads."""
+        self._lock = threading.Lock()
+        self._loops = weakref.WeakKeyDictionary()
+        self._last = None
 
     async def read(self, name: str, ticket: NearTicket | None = None) -> bytes | None:
         """The reply of a ``GET`` of ``name``: one of its own, or one in flight it may
@@ -244,3 +265,11 @@ class SharedReads:
             else:
                 for name in names:
                     reads.pop(name, None)
+
+
+def _after_fork_in_child() -> None:
+    for found in list(_forgotten_at_fork):
+        found.forked()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
