@@ -26,7 +26,7 @@ from ..config.urls import RedisTarget
 from ..config.urls import mask_url as _mask_url
 from ..errors import RedisUnavailableError
 from ..sansio.cache import near as near_decisions
-from ..sansio.flow import PausingFlow
+from ..sansio.flow import Batch, Delegate, Pause, PausingFlow
 from .breaker import Breaker
 from .driver import (
     AsyncCallOne,
@@ -297,9 +297,10 @@ class RedisConnections:
             self._async_execute[loop] = found
         return found
 
-    def run(self, flow: PausingFlow[T]) -> T:
-        """Run ``flow`` on the sync client (WSGI, CLI)."""
-        return run_sync(flow, self._sync_executor(), self.breaker, self)
+    def run(self, flow: PausingFlow[T], first: Batch | Pause | Delegate | None = None) -> T:
+        """Run ``flow`` on the sync client (WSGI, CLI); ``first``: the batch it yielded
+        already (``sansio.flow.step``)."""
+        return run_sync(flow, self._sync_executor(), self.breaker, self, first)
 
     def call(self, command: Command) -> Any:
         """One command's reply, on the sync client: what running a flow that yields only
@@ -313,12 +314,14 @@ class RedisConnections:
         # _sync_call is None again only when close() ran meanwhile: use what was built.
         return self._sync_call or one_of(execute)
 
-    async def arun(self, flow: PausingFlow[T]) -> T:
-        """Run ``flow`` on this event loop's asyncio client (ASGI)."""
+    async def arun(self, flow: PausingFlow[T],
+                   first: Batch | Pause | Delegate | None = None) -> T:
+        """Run ``flow`` on this event loop's asyncio client (ASGI); ``first``: as
+        :meth:`run`."""
         last = self._last_async
         if last is not None and last[0]() is asyncio.get_running_loop():  # the usual case
-            return await run_async(flow, last[1][0], self.breaker, self)
-        return await run_async(flow, self._loop_client()[0], self.breaker, self)
+            return await run_async(flow, last[1][0], self.breaker, self, first)
+        return await run_async(flow, self._loop_client()[0], self.breaker, self, first)
 
     async def acall(self, command: Command) -> Any:
         """:meth:`call` on this event loop's asyncio client (:func:`call_async`)."""

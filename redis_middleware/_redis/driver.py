@@ -169,8 +169,8 @@ def _wrap(exc: BaseException, breaker: Breaker) -> BaseException:
     return RedisCommandError(str(exc))
 
 
-def run_sync(flow: PausingFlow[T], execute: Execute, breaker: Breaker, counter: Counter
-             ) -> T:
+def run_sync(flow: PausingFlow[T], execute: Execute, breaker: Breaker, counter: Counter,
+             first: Batch | Pause | Delegate | None = None) -> T:
     """Drive ``flow`` on a sync client: one round trip per batch; a :class:`Pause` sleeps;
     a :class:`Delegate` is called.
 
@@ -179,9 +179,10 @@ def run_sync(flow: PausingFlow[T], execute: Execute, breaker: Breaker, counter: 
     no Redis outage): the flow may free what it holds with a round trip, then let it go
     on. A driver stopped by anything else (an interrupt, a cancelled task) closes the
     flow, so that its ``finally`` blocks run now rather than when it is collected.
+    ``first``: the batch the flow yielded already (:func:`~..sansio.flow.step`).
     """
     try:
-        batch = next(flow)
+        batch = next(flow) if first is None else first
         while True:
             if isinstance(batch, Pause):
                 time.sleep(batch.seconds)
@@ -209,11 +210,11 @@ def run_sync(flow: PausingFlow[T], execute: Execute, breaker: Breaker, counter: 
 
 
 async def run_async(flow: PausingFlow[T], execute: AsyncExecute, breaker: Breaker,
-                    counter: Counter) -> T:
+                    counter: Counter, first: Batch | Pause | Delegate | None = None) -> T:
     """The asyncio twin of :func:`run_sync` (a delegate's ``acall()`` is awaited; a
     cancellation there is thrown into the flow like any exception of the delegate)."""
     try:
-        batch = next(flow)
+        batch = next(flow) if first is None else first
         while True:
             if isinstance(batch, Pause):
                 await asyncio.sleep(batch.seconds)

@@ -55,9 +55,10 @@ async def respond_socket(app: Any, scope: Scope, receive: ASGIReceiveCallable,
         await presence.websocket(scope, receive, send, user)
     else:
         await app(scope, receive, send)
-    done, rest = step(exchange.finish_flow())
+    flow = exchange.finish_flow()
+    done, first = step(flow)
     if not done:
-        await redis.arun(rest)
+        await redis.arun(flow, first)
 
 
 class _Decoded(Sequence[tuple[str, str]]):
@@ -101,9 +102,10 @@ async def respond(app: Any, scope: Scope, receive: ASGIReceiveCallable, send: AS
         kind = message["type"]
         if kind == "http.response.start":
             headers = message.get("headers", ())
-            done, reply = step(exchange.start_flow(message["status"], _Decoded(headers)))
+            flow = exchange.start_flow(message["status"], _Decoded(headers))
+            done, reply = step(flow)
             if not done:
-                reply = await redis.arun(reply)
+                reply = await redis.arun(flow, reply)
             if reply.replace is not None:
                 state = _REPLACED
                 await send_response(send, reply.replace)
@@ -126,9 +128,10 @@ async def respond(app: Any, scope: Scope, receive: ASGIReceiveCallable, send: AS
             await send_response(send, response)
     finally:
         if watching:
-            done, rest = step(exchange.finish_flow())
+            finish = exchange.finish_flow()
+            done, first = step(finish)
             if not done:
-                await redis.arun(rest)
+                await redis.arun(finish, first)
 
 
 def with_conditional(scope: Any, fields: Headers) -> Any:

@@ -41,11 +41,12 @@ class Stack:
             await self.app(scope, receive, send)
             return
         request, http = from_scope(scope, self.settings.user_field), scope["type"] == "http"
-        done, action = step(self.core.decide(Incoming(
+        flow = self.core.decide(Incoming(
             request, http, scope.get("scheme") == "https", scope.get("method") == "HEAD",
-            True, lambda: request.user, lambda: scope.get("session")), time.time()))
+            True, lambda: request.user, lambda: scope.get("session")), time.time())
+        done, action = step(flow)
         if not done:
-            action = await self.redis.arun(action)
+            action = await self.redis.arun(flow, action)
         if action.session is not None:
             scope["session"] = action.session  # type: ignore[typeddict-unknown-key]
         match action:

@@ -86,33 +86,19 @@ PausingFlow = Generator[Batch | Pause | Delegate, Any, T]  # a Flow that may als
 
 def step(flow: PausingFlow[T]) -> tuple[bool, Any]:
     """Start ``flow``: ``(True, its result)`` when it needs no I/O at all, else
-    ``(False, a flow that goes on from its first batch)`` for a driver to run.
+    ``(False, its first batch)``, which a driver takes with the flow and goes on from
+    (``run(flow, first)``).
 
     Many flows on the request path decide without Redis (nothing to save, nothing to
-    store); stepping them here spares the asyncio driver's coroutine for them.
+    store); stepping them here spares the asyncio driver's coroutine for them. Handing
+    the driver the first batch, rather than a generator that yields it and then relays
+    to the flow, spares a generator per request and a frame per round trip (measured:
+    about 1% of a signed-in request's instructions).
     """
     try:
-        first = next(flow)
+        return False, next(flow)
     except StopIteration as stop:
         return True, stop.value
-    return False, _resume(first, flow)
-
-
-def _resume(first: Batch | Pause | Delegate, flow: PausingFlow[T]) -> PausingFlow[T]:
-    batch = first
-    while True:
-        try:
-            answer = yield batch
-        except Exception as exc:
-            try:
-                batch = flow.throw(exc)
-            except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
-            continue
-        try:
-            batch = flow.send(answer)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
 
 
 def run_pure(flow: Flow[T], results: Sequence[list[Any]]) -> T:

@@ -54,9 +54,10 @@ class _Flight:
                                exc_info: Any = None) -> Any:
         code = int(status.split(" ", 1)[0])
         # Most response starts decide with no round trip: stepped here, no driver.
-        done, reply = step(self.exchange.start_flow(code, list(headers)))
+        flow = self.exchange.start_flow(code, list(headers))
+        done, reply = step(flow)
         if not done:
-            reply = self.redis.run(reply)
+            reply = self.redis.run(flow, reply)
         if reply.replace is not None:
             if self.through:
                 # A start again (``exc_info``) from inside a body the server got untouched:
@@ -116,9 +117,10 @@ class _Flight:
     def _finish(self) -> None:
         if not self._stored:
             self._stored = True
-            done, rest = step(self.exchange.finish_flow())
+            flow = self.exchange.finish_flow()
+            done, first = step(flow)
             if not done:
-                self.redis.run(rest)
+                self.redis.run(flow, first)
 
     def _read_rest(self) -> None:
         """The client stopped reading a body the cache would store: read the rest, as a

@@ -34,13 +34,14 @@ class Stack:
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         field, redis = self.settings.user_field, self.redis
-        done, action = step(self.core.decide(Incoming(
+        flow = self.core.decide(Incoming(
             from_environ(environ), True, environ.get("wsgi.url_scheme") == "https",
             environ.get("REQUEST_METHOD") == "HEAD", False,
             lambda: environ_user(environ, field), lambda: environ.get(ENVIRON_KEY),
-            self._loader), time.time()))
+            self._loader), time.time())
+        done, action = step(flow)
         if not done:  # most requests: their round trips (a near-cache hit needs none)
-            action = redis.run(action)
+            action = redis.run(flow, action)
         if action.session is not None:
             environ[ENVIRON_KEY] = action.session
         match action:
