@@ -61,3 +61,37 @@ def test_metadata_is_skipped_and_escaped_names_are_restored() -> None:
            field_name("\x01odder").encode(), b'"b"', b"plain", b'"c"']
     data, _ = load(raw)
     assert data == {"\x00odd": "a", "\x01odder": "b", "plain": "c"}
+
+
+def test_a_hash_read_again_decodes_alike_into_data_of_its_own() -> None:
+    core = SessionCore(settings())
+    raw = fields(['"u42"', '"Ada"', "7", "true", "null"])
+    first, stored = run_pure(core.load_flow(SID), [[raw]]) or ({}, {})
+    second, stored_again = run_pure(core.load_flow(SID), [[list(raw)]]) or ({}, {})
+    assert first == second == {"k0": "u42", "k1": "Ada", "k2": 7, "k3": True, "k4": None}
+    assert stored == stored_again
+    first["k0"] = "changed by one request"
+    assert second["k0"] == "u42"  # each load has its own dict
+    third, _ = run_pure(core.load_flow(SID), [[raw]]) or ({}, {})
+    assert third["k0"] == "u42"
+
+
+def test_lists_and_dicts_read_from_one_hash_are_never_shared_between_loads() -> None:
+    core = SessionCore(settings())
+    raw = fields(['[1, 2]', '{"cart": ["a"]}'])
+    first, _ = run_pure(core.load_flow(SID), [[raw]]) or ({}, {})
+    first["k0"].append(3)
+    first["k1"]["cart"].append("b")
+    second, _ = run_pure(core.load_flow(SID), [[raw]]) or ({}, {})
+    assert second == {"k0": [1, 2], "k1": {"cart": ["a"]}}
+
+
+def test_a_changed_field_or_a_large_hash_reads_what_was_stored() -> None:
+    core = SessionCore(settings())
+    run_pure(core.load_flow(SID), [[fields(['"old"'])]])
+    changed, stored = run_pure(core.load_flow(SID), [[fields(['"new"'])]]) or ({}, {})
+    assert changed == {"k0": "new"} and stored == {"k0": '"new"'}
+    big = ['"' + "x" * 300 + '"'] * 8  # over the size whose decoding is remembered
+    for _ in range(2):
+        data, _ = run_pure(core.load_flow(SID), [[fields(big)]]) or ({}, {})
+        assert data == {f"k{i}": "x" * 300 for i in range(8)}

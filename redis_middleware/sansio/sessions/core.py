@@ -29,6 +29,8 @@ from .mapping import JSON, Codec, Limits, Loader, Session, encode
 from .scripts import COMPACT_FIELDS, COMPACT_VALUE, ESCAPED, META, PACKED, key_name, packed
 
 _META = META.encode()
+_REMEMBERED_BYTES = 1024  # the largest hash whose decoding is remembered
+_PLAIN = (str, int, float, bool)  # values a remembered decoding may hold (and None)
 
 __all__ = ["SaveResult", "SessionCore", "SessionInfo"]
 
@@ -139,6 +141,9 @@ class SessionCore:
         self.readonly_on_error = settings.session_on_redis_error == "readonly"
         # session id -> its ref (a SHA-256 per id) and its hash's key
         self._refs: Memo[str, tuple[str, str]] = Memo(4096)
+        # Hashes decoded before, as read (see _decode_hash).
+        self._decoded: Memo[tuple[tuple[bytes, bytes], ...],
+                            tuple[dict[str, Any], dict[str, str]]] = Memo(1024)
         self._slide_ms = int(settings.session_slide_interval * 1000)
         # session ref -> when this process last saw its idle expiry slide (epoch ms, as
         # its metadata field says): a load within ``session_slide_interval`` of it needs
@@ -185,7 +190,7 @@ class SessionCore:
             (raw,) = yield (Call.of("HGETALL", key),)
             fields = _as_dict(raw)
             last = _live(fields.get(_META), now, absolute)
-            loaded = self._decode_pairs(fields.items()) if last is not None else None
+            loaded = self._decode_hash(fields) if last is not None else None
         else:
             (raw,) = yield (scripts.load(key, now, s.session_idle_timeout * 1000, absolute,
                                          self._slide_ms),)
@@ -193,7 +198,7 @@ class SessionCore:
             last = _live(fields.get(_META), now, absolute)
             if last is not None and abs(now - last) >= self._slide_ms:
                 last = now  # the script slid it (it returns the hash as it was read)
-            loaded = self._decode_pairs(fields.items()) if raw else None
+            loaded = self._decode_hash(fields) if raw else None
         if self._slide_ms and last is not None and last != slid:  # 0: always the script
             self._slid.put(ref, last)
         if metrics.hook is not None:
@@ -211,7 +216,29 @@ class SessionCore:
         fields = _as_dict(raw)
         if _META not in fields:
             return None  # only a forwarding field: an id that a login replaced
-        return self._decode_pairs(fields.items())
+        return self._decode_hash(fields)
+
+    def _decode_hash(self, fields: dict[bytes, bytes]) -> tuple[dict[str, Any], dict[str, str]]:
+        """:meth:`_decode_pairs` of a hash as read, remembered per hash: a signed-in
+        user's requests read the same bytes again and again, and decoding them was the
+        largest share of such a request's Python work (measured: 8% of its bytecode).
+
+        A pure memo, keyed by the bytes read: a changed hash is another key. Only small
+        hashes (at most 1 KB) of plain values are kept, so that no list or dict is shared
+        between two requests' sessions; each caller gets its own copy of the data. The
+        stored encodings are shared: nothing changes them in place (a save replaces
+        them).
+        """
+        key = tuple(fields.items())
+        found = self._decoded.get(key)
+        if found is not None:
+            return dict(found[0]), found[1]
+        data, stored = self._decode_pairs(key)
+        if sum(len(f) + len(v) for f, v in key) <= _REMEMBERED_BYTES and all(
+                v is None or type(v) in _PLAIN for v in data.values()):
+            self._decoded.put(key, (data, stored))
+            return dict(data), stored
+        return data, stored
 
     def _decode_pairs(self, pairs: Iterable[tuple[bytes, bytes]]
                       ) -> tuple[dict[str, Any], dict[str, str]]:
