@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from .._memo import Memo
 from ..errors import RedisCommandError, RedisMiddlewareError, SessionUnavailableError
 from . import metrics
 from .cache import CacheCore, CachePlan, Capture, Lookup, SessionUse
@@ -60,12 +61,19 @@ class Reply:
             kept = [h for h in headers if h[0].lower() not in drop]
         else:
             kept = list(headers)
+        names = _RAW_NAMES
         for k, v in self.add:  # a loop, not a generator: on every response's path
-            kept.append((k.lower().encode("latin-1"), v.encode("latin-1")))
+            name = names.get(k)
+            if name is None:
+                name = names.put(k, k.lower().encode("latin-1"))
+            kept.append((name, v.encode("latin-1")))
         return kept
 
 
 _NOTHING = Reply()
+# Header names as ASGI sends them, by name as the parts write them (a few dozen: the
+# parts' own, and the app's Vary names the cache repeats).
+_RAW_NAMES: Memo[str, bytes] = Memo(512)
 
 
 def header_values(headers: Sequence[tuple[str, str]], name: str) -> list[str]:

@@ -136,3 +136,42 @@ def test_a_packed_value_reads_back_as_its_encoding_and_drops_its_twin() -> None:
         data, stored = stop.value
     assert data == {"_id": digest, "n": 1} and stored == {"_id": encoded, "n": "1"}
     assert run_pure(core.exists_flow("a" * 47), [[1]]) is True
+
+
+@pytest.mark.parametrize(
+    ("loaded", "change", "written"),
+    [
+        pytest.param({"user_id": "7", "n": 1, "ok": True, "x": None, "f": 1.5},
+                     lambda s: s.get("user_id"), {}, id="plain-values-read"),
+        pytest.param({"cart": ["a"]}, lambda s: s["cart"].append("b"),
+                     {"cart": '["a","b"]'}, id="a-list-changed-in-place"),
+        pytest.param({"prefs": {"theme": "dark"}}, lambda s: s["prefs"].update(theme="light"),
+                     {"prefs": '{"theme":"light"}'}, id="a-dict-changed-in-place"),
+        pytest.param({"user_id": "7"}, lambda s: s.__setitem__("user_id", "7"), {},
+                     id="an-equal-value-assigned"),
+        pytest.param({"user_id": "7"}, lambda s: s.__setitem__("user_id", "8"),
+                     {"user_id": '"8"'}, id="a-plain-value-assigned"),
+    ],
+)
+def test_what_a_request_did_to_its_loaded_session_is_what_is_written(
+        loaded: dict[str, Any], change: Any, written: dict[str, str]) -> None:
+    core = SessionCore(Settings())
+    session = core.session_for(core.read_cookie({}))
+    stored = {k: core_encode(v) for k, v in loaded.items()}
+    session.set_loaded((dict(loaded), stored))
+    change(session)
+    assert session.changes() == (written, [])
+
+
+def test_a_cleared_session_of_plain_values_deletes_every_field() -> None:
+    core = SessionCore(Settings())
+    session = core.session_for(core.read_cookie({}))
+    session.set_loaded(({"a": "1", "b": 2}, {"a": '"1"', "b": "2"}))
+    session.clear()
+    assert session.changes() == ({}, ["a", "b"])
+
+
+def core_encode(value: Any) -> str:
+    from redis_middleware.sansio.sessions.mapping import encode
+
+    return encode(value)

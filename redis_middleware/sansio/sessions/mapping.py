@@ -87,6 +87,9 @@ class Limits:
 
 
 Loader = Callable[[], "tuple[dict[str, Any], dict[str, str]] | None"]
+# Types of values that cannot change in place: a read-only session holding only these
+# has no changes, found without a loop in Python (the usual signed-in request).
+_UNCHANGEABLE = frozenset({str, int, float, bool, type(None)})
 _PERMANENT = "_permanent"  # the key Flask's own sessions keep this flag under
 
 
@@ -424,6 +427,9 @@ class Session(dict[str, Any]):
         """
         if not self.loaded or not (self.accessed or self._dirty):
             return {}, []
+        if not (self._dirty or self._all_dirty or self.cleared) and _UNCHANGEABLE.issuperset(
+                map(type, dict.values(self))):
+            return {}, []  # read only, and no value can have changed in place
         written: dict[str, str] = {}
         stored = self._stored
         for key, value in dict.items(self):
