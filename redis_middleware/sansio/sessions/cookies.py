@@ -71,6 +71,9 @@ class IncomingCookie:
     present: bool = False
 
 
+_NO_COOKIE = IncomingCookie(None)  # a request without the cookie (immutable, shared)
+
+
 class _Signer(Signer):
     """itsdangerous' Signer, deriving each secret's key once instead of per cookie.
 
@@ -122,7 +125,7 @@ class CookieSigner:
     def verify(self, value: str | None) -> IncomingCookie:
         """Check a cookie value; anything but a well-formed, validly signed id is no session."""
         if not value:
-            return IncomingCookie(None)
+            return _NO_COOKIE
         known = self._verified.get(value)
         if known is not None:
             return known

@@ -104,6 +104,21 @@ class Session(dict[str, Any]):
     it first.
     """
 
+    # Flags every session starts with: class attributes, set on an instance only when
+    # they change (a session is built for every request; measured, these assignments
+    # were a tenth of building one).
+    degraded = False  # Redis failed and the session carries on empty, read-only
+    _settled = False  # the response is made: a failed store no longer raises
+    unavailable_raised = False  # the app was told the store is unavailable
+    accessed = False
+    cleared = False
+    regenerated = False
+    _all_dirty = False  # ``modified = True``: compare every key at save
+    # Something was assigned (an equal value too), deleted, cleared, or ``modified`` set
+    # by hand: Flask's ``modified``. Nothing is written for it; under cookie rules that
+    # resend on change the cookie is sent again (CookieRules).
+    assigned = False
+
     def __init__(
         self,
         limits: Limits,
@@ -129,18 +144,7 @@ class Session(dict[str, Any]):
         self._user_field = user_field
         self._also_user_fields = also_user_fields  # read when user_field is absent
         self.codec = codec
-        self.degraded = False  # Redis failed and the session carries on empty, read-only
-        self._settled = False  # the response is made: a failed store no longer raises
-        self.unavailable_raised = False  # the app was told the store is unavailable
-        self.accessed = False
-        self.cleared = False
-        self.regenerated = False
         self._dirty: set[str] = set()  # keys assigned or deleted since load
-        self._all_dirty = False  # ``modified = True``: compare every key at save
-        # Something was assigned (an equal value too), deleted, cleared, or ``modified``
-        # set by hand: Flask's ``modified``. Nothing is written for it; under cookie
-        # rules that resend on change the cookie is sent again (CookieRules).
-        self.assigned = False
         self.loaded_user = self.user_id if data else None
 
     # -- loading ------------------------------------------------------------
