@@ -49,19 +49,19 @@ class Stack:
             action = await self.redis.arun(flow, action)
         if action.session is not None:
             scope["session"] = action.session  # type: ignore[typeddict-unknown-key]
-        match action:
-            case Refuse(response=response, reason=reason):
-                await refuse(send, response, reason, http)
+        match action:  # the most common first: each case tried costs a type check
+            case Forward(exchange=exchange) if http:
+                await respond(self.app, with_conditional(scope, exchange.conditional),
+                              receive, send, exchange, self.redis)
+            case Forward(exchange=exchange, user=user):
+                await respond_socket(self.app, scope, receive, send, exchange, self.redis,
+                                     self._presence, user)
             case Serve(response=response, headers=headers, refresh=again):
                 await send_response(send, response, headers)
                 if again is not None:
                     refresh(self.app, scope, again, self.redis)
-            case Forward(exchange=exchange, user=user) if not http:
-                await respond_socket(self.app, scope, receive, send, exchange, self.redis,
-                                     self._presence, user)
-            case Forward(exchange=exchange):
-                await respond(self.app, with_conditional(scope, exchange.conditional),
-                              receive, send, exchange, self.redis)
+            case Refuse(response=response, reason=reason):
+                await refuse(send, response, reason, http)
             case _:
                 await self.app(scope, receive, send)
 

@@ -44,17 +44,17 @@ class Stack:
             action = redis.run(flow, action)
         if action.session is not None:
             environ[ENVIRON_KEY] = action.session
-        match action:
-            case Refuse(response=response):
-                return start(start_response, response)
+        match action:  # the most common first: each case tried costs a type check
+            case Forward(exchange=exchange):
+                return respond(self.app, with_conditional(environ, exchange.conditional),
+                               start_response, exchange, redis)
             case Serve(response=response, headers=headers, refresh=again):
                 start_response(status_line(response.status), headers)
                 if again is not None and self.refreshers is not None:
                     refresh(self.app, environ, again, redis, self.refreshers)
                 return [response.body]
-            case Forward(exchange=exchange):
-                return respond(self.app, with_conditional(environ, exchange.conditional),
-                               start_response, exchange, redis)
+            case Refuse(response=response):
+                return start(start_response, response)
         result: Iterable[bytes] = self.app(environ, start_response)
         return result
 
