@@ -30,6 +30,7 @@ from .scripts import COMPACT_FIELDS, COMPACT_VALUE, ESCAPED, META, PACKED, key_n
 
 _META = META.encode()
 _REMEMBERED_BYTES = 1024  # the largest hash whose decoding is remembered
+_REMEMBERED_FIELDS = 16  # and the most fields (metadata included)
 _PLAIN = (str, int, float, bool)  # values a remembered decoding may hold (and None)
 
 __all__ = ["SaveResult", "SessionCore", "SessionInfo"]
@@ -224,11 +225,16 @@ class SessionCore:
         largest share of such a request's Python work (measured: 8% of its bytecode).
 
         A pure memo, keyed by the bytes read: a changed hash is another key. Only small
-        hashes (at most 1 KB) of plain values are kept, so that no list or dict is shared
-        between two requests' sessions; each caller gets its own copy of the data. The
-        stored encodings are shared: nothing changes them in place (a save replaces
-        them).
+        hashes (at most 16 fields and 1 KB) of plain values are kept, so that no list or
+        dict is shared between two requests' sessions; each caller gets its own copy of
+        the data. The stored encodings are shared: nothing changes them in place (a save
+        replaces them). A field that does not decode is then dropped with one warning,
+        not one per load; the decoded data of up to 1,024 recent hashes stays in the
+        process's memory after they change or go (never served for them: the key is the
+        bytes read).
         """
+        if len(fields) > _REMEMBERED_FIELDS:  # large: no key built, no lookup
+            return self._decode_pairs(fields.items())
         key = tuple(fields.items())
         found = self._decoded.get(key)
         if found is not None:
