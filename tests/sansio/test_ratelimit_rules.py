@@ -115,6 +115,38 @@ def core(**changes: object) -> RateLimitCore:
     return RateLimitCore(Settings().replace(**changes))
 
 
+def test_remembered_checks_answer_alike_per_peer_method_and_path() -> None:
+    c = core(ratelimit_limit="100/minute", ratelimit_per_method=True,
+             ratelimit_rules={"/login": {"limit": "5/minute", "methods": ["POST"]}})
+    seen = {}
+    for _ in range(2):  # the second pass answers from memory, alike
+        for peer in ("1.2.3.4", "5.6.7.8", "2001:db8::1"):
+            for method, path in (("GET", "/x"), ("POST", "/x"), ("POST", "/login")):
+                check = c.prepare(request(path, method, peer), lambda: None)
+                assert check is not None
+                found = (check.rule.name, check.identity, check.keys, check.scope)
+                assert seen.setdefault((peer, method, path), found) == found
+    assert seen[("1.2.3.4", "POST", "/login")][:2] == ("/login", "ip:1.2.3.4")
+    assert seen[("5.6.7.8", "GET", "/x")][1:] != seen[("1.2.3.4", "GET", "/x")][1:]
+    assert seen[("1.2.3.4", "GET", "/x")][2] != seen[("1.2.3.4", "POST", "/x")][2]
+    for i in range(3 * c._by_peer.limit):  # a client choosing a new path per request
+        assert c.prepare(request(f"/p/{i}"), lambda: None) is not None
+    assert len(c._by_peer) <= c._by_peer.limit
+
+
+def test_checks_that_depend_on_more_than_the_peer_are_never_remembered() -> None:
+    behind_proxy = core(ratelimit_limit="100/minute", trusted_proxies=("10.0.0.0/8",))
+    for client in ("203.0.113.9", "198.51.100.7"):  # the header decides, request by request
+        req = RequestInfo("GET", "/x", b"", (("x-forwarded-for", client),), "10.0.0.1", "http")
+        check = behind_proxy.prepare(req, lambda: None)
+        assert check is not None and check.identity == "ip:" + client
+    by_user = core(ratelimit_limit="100/minute", ratelimit_key="user_or_ip")
+    for user in ("ada", "bob", None):
+        check = by_user.prepare(request("/x"), lambda: user)  # noqa: B023 - called at once
+        assert check is not None
+        assert check.identity == ("user:" + user if user else "ip:1.2.3.4")
+
+
 def test_rules_exempt_and_methods() -> None:
     c = core(ratelimit_limit="100/minute", ratelimit_exempt=("/health",),
              ratelimit_rules={"/login": {"limit": "5/minute", "methods": ["POST"]}})
