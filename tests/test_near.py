@@ -90,6 +90,13 @@ def ready(settings: Settings, timeout: float = 10) -> DataPath:
     return path
 
 
+def back(path: DataPath) -> bool:
+    """Whether the near cache serves again after an outage: a read through Redis closes
+    the breaker (the near cache is unused while it is open), then it must be tracking."""
+    path.get("a-key-nobody-wrote")
+    return path.near.wait_ready(0)
+
+
 def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while True:
@@ -116,6 +123,12 @@ def tracked_by(server: RedisServer) -> bool:
     """Whether a tracking connection is open on ``server``."""
     with server.client() as client:
         return trackers(client) != []
+
+
+def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """Every WARNING (or worse) of the package."""
+    return [r.getMessage() for r in caplog.records
+            if r.levelno >= logging.WARNING and r.name.startswith("redis_middleware")]
 
 
 def near_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -431,6 +444,35 @@ def test_a_killed_tracking_connection_empties_memory_then_comes_back(
     admin.close()
 
 
+def test_an_outage_with_the_near_cache_on_logs_one_warning(
+        own_server: RedisServer, caplog: pytest.LogCaptureFixture) -> None:
+    """Redis goes away under a tracking near cache and reads: the breaker's WARNINGs (down,
+    then back) are the incident's only ones, as without a near cache; the near cache
+    empties and says at INFO that it waits."""
+    path = ready(near_settings(own_server.url, socket_timeout=0.5))
+    path.set("k", "v")
+    path.get("k")
+    assert path.from_memory("k")
+    with caplog.at_level(logging.INFO, logger="redis_middleware"):
+        stop_redis_server(own_server)
+        wait_for(lambda: not path.near.wait_ready(0), "the tracking connection was not lost")
+        for _ in range(3):
+            assert path.get("k") is None  # not from memory: Redis, which is down
+        again = start_redis_server(own_server.workdir, port=own_server.port)
+        try:
+            wait_for(lambda: back(path), "the near cache did not come back")
+            path.set("k", "v2")
+            assert path.get("k") == "v2"
+        finally:
+            path.conns.close()
+            stop_redis_server(again)
+    breaker = warnings_of(caplog)
+    assert len(breaker) == 2 and "is unavailable" in breaker[0], breaker
+    assert "available again" in breaker[1] and near_warnings(caplog) == [], breaker
+    assert any("near cache: connecting" in r.getMessage() and r.levelno == logging.INFO
+               for r in caplog.records), [r.getMessage() for r in caplog.records]
+
+
 def test_no_stale_value_after_a_restart(own_server: RedisServer) -> None:
     """Without persistence a restart loses everything: memory must not keep it."""
     path = ready(near_settings(own_server.url))
@@ -454,18 +496,22 @@ def test_no_stale_value_after_a_restart(own_server: RedisServer) -> None:
 
 def test_a_server_down_at_start_logs_once_then_tracks_when_it_comes(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """Nothing listens yet: one WARNING for the incident however many attempts fail (they
-    back off from 50 ms), reads go to Redis; the server comes up: the near cache tracks."""
+    """Nothing listens yet: an outage, which the breaker reports (one WARNING, on the first
+    read); the near cache says once, at INFO, however many attempts fail (they back off
+    from 50 ms), that reads go to Redis. The server comes up: the near cache tracks."""
     port = free_port()
     settings = near_settings(f"redis://127.0.0.1:{port}/0", socket_timeout=0.5)
-    with caplog.at_level(logging.WARNING, logger="redis_middleware"):
+    with caplog.at_level(logging.INFO, logger="redis_middleware"):
         path = DataPath(settings)
         assert not path.near.wait_ready(1)  # about five attempts
-        connecting = [m for m in near_warnings(caplog) if "connecting to" in m]
-        assert len(connecting) == 1, near_warnings(caplog)
+        assert path.get("k") is None  # a read: Redis is down, the breaker says so
+        connecting = [r for r in caplog.records if "near cache: connecting" in r.getMessage()]
+        assert [r.levelno for r in connecting] == [logging.INFO], connecting
+        (breaker,) = warnings_of(caplog)
+        assert "is unavailable" in breaker
     server = start_redis_server(tmp_path, port=port)
     try:
-        assert path.near.wait_ready(10), "the near cache did not start once Redis was up"
+        wait_for(lambda: back(path), "the near cache did not start once Redis was up")
         path.set("k", "v")
         path.get("k")
         assert path.from_memory("k")

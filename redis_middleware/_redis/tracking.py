@@ -71,6 +71,13 @@ class _Refused(Exception):
     """The server will not track: the near cache turns itself off."""
 
 
+class _Answered(ConnectionError):
+    """The server answered the handshake, but not as a tracking connection needs (a
+    refused login, a replica, a failed command): reported by the near cache itself.
+    Other connection failures mean Redis is unreachable: an outage, which the circuit
+    breaker reports for every component."""
+
+
 class Link:
     """A blocking connection for the handshake (the tracker's socket afterwards)."""
 
@@ -176,7 +183,13 @@ class Tracker:
         self.sent = 0.0  # send time of the probe in flight (0: none)
         self.proven = NEVER  # send time of the last answered probe
         self.timeout = max(2.0, near.settings.socket_timeout)
-        self.incident = False  # a loss was logged, and the connection is not back yet
+        # One log line per incident. A lost connection is reported once the thread knows
+        # what it was: back at once (Redis answers: its own connection was killed or
+        # timed out) is a WARNING; Redis unreachable is an outage, which the circuit
+        # breaker reports with a WARNING for every component, so the near cache only
+        # says at INFO what it does meanwhile.
+        self.loss: str | None = None  # why the connection was lost, not reported yet
+        self.incident = False  # a failure to connect was logged, and it is not back yet
         self.stopped = False
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_w.setblocking(False)
@@ -231,10 +244,8 @@ class Tracker:
         self._detach()
         self.near.store.flush(reason)
         self.near.recompute()
-        if not self.incident:
-            self.incident = True
-            logger.warning("near cache: the tracking connection to %s was lost (%s); memory "
-                           "emptied, reads go to Redis until it is back", self.where, why)
+        if not self.incident and self.loss is None:
+            self.loss = why  # reported when the thread has tried to connect again
         self.wake()
         self.near.tracker_lost()
 
@@ -282,11 +293,15 @@ class Tracker:
                     self.near.refused(str(exc))
                     return
                 except Exception as exc:  # OSError, a Sentinel naming no master, ...
-                    # One WARNING per incident (a lost connection logged it already).
-                    (logger.debug if self.incident else logger.warning)(
-                        "near cache: connecting to %s failed: %s; reads go to Redis until "
-                        "it tracks", self.where, exc)
-                    self.incident = True
+                    if not self.incident:  # once per incident; an outage is the breaker's
+                        unreachable = isinstance(exc, OSError) and not isinstance(
+                            exc, _Answered)
+                        lost = f" (the tracking connection was lost: {self.loss})" if (
+                            self.loss) else ""
+                        (logger.info if unreachable else logger.warning)(
+                            "near cache: connecting to %s failed: %s%s; memory emptied, "
+                            "reads go to Redis until it tracks", self.where, exc, lost)
+                    self.incident, self.loss = True, None
                     self._pause(delay)
                     delay = min(delay * 2, RECONNECT[1])
                     continue
@@ -345,7 +360,7 @@ class Tracker:
                 protocol = 2
                 reply = link.call(*decide.hello(2, ep.username, ep.password))
             if isinstance(reply, Exception):
-                raise ConnectionError(f"the server refused the session: {reply}")
+                raise _Answered(f"the server refused the session: {reply}")
             if protocol == 2:
                 link.call("CLIENT", "SETNAME", decide.NAME)  # a courtesy: refusals ignored
             probe: tuple[str, ...] = ("ROLE",)
@@ -353,7 +368,7 @@ class Tracker:
             if isinstance(role, Exception):
                 probe = ("PING",)  # ROLE refused (an ACL): demotions are seen as kills
             elif not role or role[0] != b"master":
-                raise ConnectionError(f"{self.where} is not a master")
+                raise _Answered(f"{self.where} is not a master")
             own_id = None
             if protocol == 2:
                 probe = ("PING",)  # the only useful command in RESP2's Pub/Sub mode
@@ -365,7 +380,7 @@ class Tracker:
                 if decide.refusal(reply):
                     raise _Refused(f"{' '.join(map(str, command[:2]))}: {reply}")
                 if isinstance(reply, Exception):
-                    raise ConnectionError(f"{command[0]} failed: {reply}")
+                    raise _Answered(f"{command[0]} failed: {reply}")
         except BaseException:
             link.close()
             raise
@@ -384,6 +399,10 @@ class Tracker:
             near.store.flush("")
             self.send_probe(time.monotonic())
             near.recompute()
+            loss, self.loss = self.loss, None  # a loss from here on is another incident
+        if loss is not None:  # lost, and back at once: Redis answered all along
+            logger.warning("near cache: the tracking connection to %s was lost (%s); memory "
+                           "emptied, tracking again", self.where, loss)
         if self.incident:
             self.incident = False
             logger.info("near cache: tracking %s again", self.where)
