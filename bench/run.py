@@ -2,6 +2,8 @@
 
     python bench/run.py [--side asgi|wsgi|wsgi-granian|both|all] [--duration 4] [--runs 3]
     python bench/run.py --baseline REV     # this checkout's stacks beside those of REV
+    python bench/run.py --least            # the floor, the stack, and the least Python
+                                           # doing the stack's work (bench/stacks/least.py)
 
 Starts its own redis-server on a free loopback port and one server per stack (uvicorn
 for ASGI; gunicorn for WSGI, or granian for the ``wsgi-granian`` side; the same settings
@@ -41,9 +43,11 @@ STACKS = ["bare", "floor", "peers", "ours", "stack"]
 COMPONENT_STACKS = ["bare", "peer-ratelimit", "our-ratelimit", "peer-cache", "our-cache"]
 DJANGO_STACKS = ["django-db", "django-cache", "django-ours"]
 METRICS_STACKS = ["bare", "stack", "stack+metrics"]
+LEAST_STACKS = ["floor", "stack", "least"]  # ASGI: how near the floor Python can come
 LABELS = {"bare": "no middleware", "floor": "floor (1 round trip)", "peers": "peer stack",
           "ours": "ours (4 middlewares)", "stack": "ours (RedisMiddleware)",
           "ours@base": "ours (4 middlewares), baseline", "stack@base": "ours (stack), baseline",
+          "least": "least Python doing the stack's work",
           "peer-ratelimit": "peer rate limiter alone", "our-ratelimit": "our rate limiter alone",
           "peer-cache": "peer cache alone", "our-cache": "our cache alone",
           "django-db": "Django db engine (SQLite)", "django-cache": "Django cache engine "
@@ -333,6 +337,10 @@ def main() -> int:
                         help="compare single components instead (rate limiter, cache)")
     parser.add_argument("--metrics", action="store_true",
                         help="the stack without and with Prometheus metrics, side by side")
+    parser.add_argument("--least", action="store_true",
+                        help="ASGI: the floor, the stack and the least Python that does the "
+                        "stack's work on a session read and an anonymous request "
+                        "(bench/stacks/least.py), side by side")
     parser.add_argument("--baseline", metavar="REV",
                         help="also run the middleware stacks of git revision REV, side by side")
     args = parser.parse_args()
@@ -344,10 +352,14 @@ def main() -> int:
         stacks = DJANGO_STACKS
     if args.metrics:
         stacks = METRICS_STACKS
+    if args.least:
+        stacks, sides = LEAST_STACKS, ["asgi"]
     global _baseline_root
     if args.baseline:
         stacks = BASELINE_STACKS
     workloads = ["hello", "cached-item"] if args.components else list(WORKLOADS)
+    if args.least:
+        workloads = ["hello", "session-read"]
     if sides == ["django"]:
         workloads = ["hello", "session-read", "login"]
     report: dict[str, Any] = {"machine": machine(), "settings": vars(args), "sides": {}}
@@ -370,6 +382,8 @@ def main() -> int:
         print(render_django(report))
     elif args.metrics:
         print(render_metrics(report))
+    elif args.least:
+        print(render_least(report))
     else:
         print(render_components(report) if args.components else render(report))
     return 0
@@ -386,6 +400,22 @@ def render_metrics(report: dict[str, Any]) -> str:
             out.append(f"| {side} | {workload} | {rps['bare']:,.0f} | {rps['stack']:,.0f} | "
                        f"{rps['stack+metrics']:,.0f} | "
                        f"{rps['stack+metrics'] / rps['stack']:.2f}x |")
+    return "\n".join(out)
+
+
+def render_least(report: dict[str, Any]) -> str:
+    """The floor, the stack and the least Python doing its work: requests/s, each's ratio
+    to the floor, and the CPU time each adds to a request over the floor."""
+    stacks = report["sides"]["asgi"]["stacks"]
+    out = ["| Workload | floor | stack | least Python | stack / floor | least / floor | "
+           "added per request: stack, least |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for workload in ("session-read", "hello"):
+        rps = {s: stacks[s]["workloads"][workload]["rps"] for s in LEAST_STACKS}
+        added = {s: 1e6 / rps[s] - 1e6 / rps["floor"] for s in ("stack", "least")}
+        out.append(f"| {workload} | {rps['floor']:,.0f} | {rps['stack']:,.0f} | "
+                   f"{rps['least']:,.0f} | {rps['stack'] / rps['floor']:.2f}x | "
+                   f"{rps['least'] / rps['floor']:.2f}x | {added['stack']:.0f} µs, "
+                   f"{added['least']:.0f} µs |")
     return "\n".join(out)
 
 

@@ -98,7 +98,7 @@ def build() -> Any:
         await asyncio.sleep(0.002)  # the database
         return {"id": item_id, "name": f"item {item_id}", "price": 9.5}
 
-    if STACK in ("ours", "stack"):
+    if STACK in ("ours", "stack", "least"):
         from redis_middleware import Settings
         from redis_middleware.asgi import (
             CacheMiddleware,
@@ -112,6 +112,10 @@ def build() -> Any:
         routes = {"/item/{id}": 60}
         if STACK == "stack":
             return RedisMiddleware(app, settings, limit=LIMIT, key="ip", routes=routes)
+        if STACK == "least":  # bench/stacks/least.py; the login goes through the stack
+            from least import Least
+
+            return Least(RedisMiddleware(app, settings, limit=LIMIT, key="ip", routes=routes))
         wrapped: Any = CacheMiddleware(app, settings, routes=routes)
         wrapped = RateLimitMiddleware(wrapped, settings, limit=LIMIT, key="ip")
         wrapped = PresenceMiddleware(wrapped, settings)
