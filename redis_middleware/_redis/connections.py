@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import weakref
 from collections.abc import Awaitable, Callable
@@ -434,3 +435,17 @@ def near_cache_for(settings: Settings) -> NearCache | None:
 
 # How the cores find a settings' near cache (``sansio/cache/near.py``: ``near_for``).
 near_decisions.install(near_cache_for)
+
+
+def _after_fork_in_child() -> None:
+    """A forked child takes none of its parent's locks: a thread of the parent that held
+    one at the fork (a Cluster or Sentinel client connects while it is being built under
+    its connections' lock, for seconds when the servers are down) does not exist here,
+    and the child would wait for it for ever on its first use."""
+    global _registry_lock, _memory_lock
+    _registry_lock, _memory_lock = threading.Lock(), threading.Lock()
+    for conns in list(_registry.values()):
+        conns._lock = threading.RLock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
