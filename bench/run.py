@@ -43,7 +43,7 @@ STACKS = ["bare", "floor", "peers", "ours", "stack"]
 COMPONENT_STACKS = ["bare", "peer-ratelimit", "our-ratelimit", "peer-cache", "our-cache"]
 DJANGO_STACKS = ["django-db", "django-cache", "django-ours"]
 METRICS_STACKS = ["bare", "stack", "stack+metrics"]
-LEAST_STACKS = ["floor", "stack", "least"]  # ASGI: how near the floor Python can come
+LEAST_STACKS = ["floor", "stack", "least"]  # how near the floor Python can come
 LABELS = {"bare": "no middleware", "floor": "floor (1 round trip)", "peers": "peer stack",
           "ours": "ours (4 middlewares)", "stack": "ours (RedisMiddleware)",
           "ours@base": "ours (4 middlewares), baseline", "stack@base": "ours (stack), baseline",
@@ -338,9 +338,9 @@ def main() -> int:
     parser.add_argument("--metrics", action="store_true",
                         help="the stack without and with Prometheus metrics, side by side")
     parser.add_argument("--least", action="store_true",
-                        help="ASGI: the floor, the stack and the least Python that does the "
+                        help="the floor, the stack and the least Python that does the "
                         "stack's work on a session read and an anonymous request "
-                        "(bench/stacks/least.py), side by side")
+                        "(bench/stacks/least.py), side by side (ASGI and gunicorn)")
     parser.add_argument("--baseline", metavar="REV",
                         help="also run the middleware stacks of git revision REV, side by side")
     args = parser.parse_args()
@@ -353,7 +353,8 @@ def main() -> int:
     if args.metrics:
         stacks = METRICS_STACKS
     if args.least:
-        stacks, sides = LEAST_STACKS, ["asgi"]
+        stacks = LEAST_STACKS
+        sides = [side for side in sides if side in ("asgi", "wsgi")]
     global _baseline_root
     if args.baseline:
         stacks = BASELINE_STACKS
@@ -405,17 +406,20 @@ def render_metrics(report: dict[str, Any]) -> str:
 
 def render_least(report: dict[str, Any]) -> str:
     """The floor, the stack and the least Python doing its work: requests/s, each's ratio
-    to the floor, and the CPU time each adds to a request over the floor."""
-    stacks = report["sides"]["asgi"]["stacks"]
-    out = ["| Workload | floor | stack | least Python | stack / floor | least / floor | "
-           "added per request: stack, least |", "| --- | --- | --- | --- | --- | --- | --- |"]
-    for workload in ("session-read", "hello"):
-        rps = {s: stacks[s]["workloads"][workload]["rps"] for s in LEAST_STACKS}
-        added = {s: 1e6 / rps[s] - 1e6 / rps["floor"] for s in ("stack", "least")}
-        out.append(f"| {workload} | {rps['floor']:,.0f} | {rps['stack']:,.0f} | "
-                   f"{rps['least']:,.0f} | {rps['stack'] / rps['floor']:.2f}x | "
-                   f"{rps['least'] / rps['floor']:.2f}x | {added['stack']:.0f} µs, "
-                   f"{added['least']:.0f} µs |")
+    to the floor, and the time each adds to a request over the floor (from the requests
+    per second of one saturated worker: its CPU time per request, near enough)."""
+    out = ["| Side | Workload | floor | stack | least Python | stack / floor | least / floor | "
+           "added per request: stack, least |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for side, data in report["sides"].items():
+        stacks = data["stacks"]
+        for workload in ("session-read", "hello"):
+            rps = {s: stacks[s]["workloads"][workload]["rps"] for s in LEAST_STACKS}
+            added = {s: 1e6 / rps[s] - 1e6 / rps["floor"] for s in ("stack", "least")}
+            out.append(f"| {side} | {workload} | {rps['floor']:,.0f} | {rps['stack']:,.0f} | "
+                       f"{rps['least']:,.0f} | {rps['stack'] / rps['floor']:.2f}x | "
+                       f"{rps['least'] / rps['floor']:.2f}x | {added['stack']:.0f} µs, "
+                       f"{added['least']:.0f} µs |")
     return "\n".join(out)
 
 

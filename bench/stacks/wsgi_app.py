@@ -71,7 +71,7 @@ def build() -> Any:
         time.sleep(0.002)  # the database
         return {"id": item_id, "name": f"item {item_id}", "price": 9.5}
 
-    if STACK in ("ours", "stack"):
+    if STACK in ("ours", "stack", "least"):
         from redis_middleware import Settings
         from redis_middleware.flask import RedisSessionInterface
         from redis_middleware.wsgi import (
@@ -88,6 +88,13 @@ def build() -> Any:
         if STACK == "stack":
             app.wsgi_app = RedisMiddleware(  # type: ignore[method-assign]
                 app.wsgi_app, settings, limit=LIMIT, key="ip", routes=routes)
+            return app
+        if STACK == "least":  # bench/stacks/least.py; the login goes through the stack
+            from least import LeastWsgi, least_sessions
+
+            app.session_interface = least_sessions()
+            app.wsgi_app = LeastWsgi(RedisMiddleware(  # type: ignore[method-assign]
+                app.wsgi_app, settings, limit=LIMIT, key="ip", routes=routes))
             return app
         wrapped: Any = CacheMiddleware(app.wsgi_app, settings, routes=routes)
         wrapped = RateLimitMiddleware(wrapped, settings, limit=LIMIT, key="ip")
