@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import time
 from typing import Any
 
@@ -230,8 +231,6 @@ class FileWrapper:
 
 
 def _file_app(environ: dict[str, Any], start_response: Any) -> Any:
-    import io
-
     environ["redis_middleware.session"].get("user_id")  # read: the response varies on it
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "4")])
     return environ["wsgi.file_wrapper"](io.BytesIO(b"file"))
@@ -255,3 +254,48 @@ def test_a_wsgi_body_nothing_watches_is_the_apps_own(settings: Settings) -> None
     assert not isinstance(first.result, FileWrapper) and first.read() == b"file"
     again = call(app, "/cached", **{"wsgi.file_wrapper": FileWrapper})
     assert again.headers.get("X-Cache") == "HIT" and again.read() == b"file"
+
+
+def _writing_app(environ: Any, start_response: Any) -> Any:
+    """An app of the old style: part of its body through ``write()``, the rest returned."""
+    write = start_response("200 OK", [("Content-Type", "text/plain"),
+                                      ("Content-Length", "10")])
+    write(b"written ")
+    return [b"it"]
+
+
+def test_a_wsgi_apps_write_calls_reach_the_server_and_the_cached_copy(
+        settings: Settings) -> None:
+    """``write()`` goes to the server's own write when no part watches the body, and
+    through the cache's copy on a cached route: the entry holds the whole body."""
+    from redis_middleware import wsgi
+
+    app = wsgi.RedisMiddleware(_writing_app, settings, limit="100/minute",
+                               routes={"/cached": 60})
+    for path, cache in (("/plain", None), ("/cached", "MISS"), ("/cached", "HIT")):
+        server = _Server()
+        environ = {"REQUEST_METHOD": "GET", "SCRIPT_NAME": "", "PATH_INFO": path,
+                   "QUERY_STRING": "", "SERVER_NAME": "test", "SERVER_PORT": "80",
+                   "SERVER_PROTOCOL": "HTTP/1.1", "REMOTE_ADDR": "127.0.0.9",
+                   "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO()}
+        result = app(environ, server.start_response)
+        try:
+            server.sent.extend(result)
+        finally:
+            getattr(result, "close", lambda: None)()
+        assert b"".join(server.sent) == b"written it", path
+        assert server.started[-1].get("X-Cache") == cache, (path, server.started)
+        assert server.started[-1]["X-RateLimit-Limit"] == "100"
+
+
+class _Server:
+    """What a WSGI server keeps of one response: its starts and the bytes it sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+        self.started: list[dict[str, str]] = []
+
+    def start_response(self, status: str, headers: list[tuple[str, str]],
+                       exc_info: Any = None) -> Any:
+        self.started.append(dict(headers))
+        return self.sent.append  # the server's write()

@@ -155,8 +155,11 @@ class Exchange:
             replacement = part.replace(status)
             if replacement is not None:
                 return Reply(replace=replacement.with_headers(self.extra))
-        if len(self.parts) == 1:
-            replies = [(yield from self.parts[0].start_flow(status, headers))]
+        if len(self.parts) == 1:  # the common case: one reply, nothing to merge
+            reply = yield from self.parts[0].start_flow(status, headers)
+            if reply.replace is None:
+                return Reply((*reply.add, *self.extra), reply.drop) if self.extra else reply
+            replies = [reply]
         else:
             replies = yield from gather(*(p.start_flow(status, headers) for p in self.parts))
         add: list[tuple[str, str]] = []

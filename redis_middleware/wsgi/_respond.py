@@ -75,6 +75,8 @@ class _Flight:
         self.passed = True
         write = self.start_response(status, reply.apply(headers), exc_info)
         exchange = self.exchange
+        if not exchange.watches_body:  # the body passes untouched (see respond)
+            return write
 
         def write_through(data: bytes) -> None:
             exchange.body(data, True)
