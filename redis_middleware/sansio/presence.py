@@ -231,6 +231,9 @@ class PresenceCore:
         # (room, user) -> when this process last wrote their heartbeat
         self._throttle: Recent[tuple[str, str], float] = Recent(100_000)
         self._last_sweep = float("-inf")
+        # Whether a request's credential can make it online (presence_key bearer or
+        # header:<Name>): with "user", identity() is the user alone.
+        self.by_credential = s.presence_key != "user"
 
     def _keys(self, room: str, user: str | None = None) -> list[str]:
         conns = self.keys.presence("conns:" + escape(user), room) if user is not None else "-"

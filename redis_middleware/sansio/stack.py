@@ -311,7 +311,7 @@ class StackCore:
             first["sweep"] = self.presence.sweep_flow(secrets.token_hex(8))
         # An API client known by its credential needs no session: its heartbeat goes now.
         credential = self.presence.identity(None, lambda: request) if (
-            self.presence is not None and http) else None
+            self.presence is not None and http and self.presence.by_credential) else None
         if credential is not None and self.presence is not None and self.presence.due(
                 credential):
             first["presence"] = self.presence.heartbeat_flow(credential)
