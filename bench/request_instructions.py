@@ -4,8 +4,9 @@
 
 ``bench/request_overhead.py`` times requests; on a shared machine its runs differ by more
 than most changes to the request path. This counts instead: each case of that bench
-(the floor, the stack signed in and anonymous, one part alone) runs in a process of its
-own under ``valgrind --tool=callgrind`` (Debian's ``valgrind``), which counts the
+(the floor, the stack signed in and anonymous, one part alone; on ASGI also the least
+Python doing the stack's work, ``bench/stacks/least.py``) runs in a process of its own
+under ``valgrind --tool=callgrind`` (Debian's ``valgrind``), which counts the
 instructions the process executes between two points: after a warm-up (scripts loaded,
 memos filled) and after ``--requests`` more requests. Two runs, of N and 2N requests,
 are subtracted, so that what the process does once (imports, start, shutdown) drops
@@ -38,7 +39,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import request_overhead as bench
 
 CASES = [("floor", None), ("stack", "signed in"), ("stack", "anonymous"),
-         ("rate limit alone", "anonymous"), ("sessions alone", "signed in")]
+         ("rate limit alone", "anonymous"), ("sessions alone", "signed in"),
+         # ASGI only: the least Python doing the stack's work (bench/stacks/least.py)
+         ("least", "signed in"), ("least", "anonymous")]
 BROWSER = [("accept", "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"),
            ("accept-language", "en-US,en;q=0.5"), ("accept-encoding", "gzip, deflate, br"),
            ("referer", "https://example.com/page"), ("sec-fetch-dest", "document"),
@@ -75,7 +78,13 @@ def child(side: str, stack: str, who: str, url: str, requests: int) -> None:
     settings = Settings(redis_url=url, secret_key=(bench.SECRET,), key_prefix=f"i{side}",
                         **bench.STACKS.get(stack, {}))
     app: Any
-    if stack == "floor":
+    if stack == "least":
+        sys.path.insert(0, str(Path(__file__).resolve().parent / "stacks"))
+        from least import Least
+
+        app = Least(asgi.RedisMiddleware(app_of, settings, limit=bench.LIMIT, key="ip",
+                                         routes={"/item/{id}": 60}))
+    elif stack == "floor":
         app = (bench.AsgiFloor if side == "asgi" else bench.WsgiFloor)(app_of, settings)
     else:
         module = asgi if side == "asgi" else wsgi
@@ -151,6 +160,8 @@ def main() -> None:
         for side in ("asgi", "wsgi"):
             floor = 0
             for stack, who in CASES:
+                if stack == "least" and side != "asgi":
+                    continue
                 n = args.requests
                 per = (counted(side, stack, who or "", url, 2 * n)
                        - counted(side, stack, who or "", url, n)) // n
