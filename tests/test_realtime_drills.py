@@ -130,22 +130,48 @@ async def test_redis_restarted_mid_stream(tmp_path: Path) -> None:
                              socket_timeout=0.3, breaker_cooldown=0.2)
     broadcast = Broadcast(settings)
 
+    restored = _Said("restored")
+
     async def restart() -> None:
         await asyncio.to_thread(stop_redis_server, servers[0])
         await asyncio.sleep(0.5)
         servers[0] = await asyncio.to_thread(start_redis_server, tmp_path / "a",
                                              *durable_opts, port=servers[0].port)
-        await asyncio.sleep(1.5)
+        # Publishing goes on until the subscription is back, and a while after: how long
+        # it takes to come back depends on the machine's load (a fixed 1.5 s was too short
+        # for a CI run with three suites side by side).
+        deadline = time.monotonic() + 15
+        while not restored.said and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert restored.said, "the subscription was not restored"
+        await asyncio.sleep(1.0)
 
+    logger = logging.getLogger("redis_middleware")
+    logger.addHandler(restored)
     try:
         run = await _through(broadcast, restart, drain=1.5)
         assert any(isinstance(i, Gap) and i.reason == "reconnect" for i in run.plain)
         _last_acknowledged_arrived(run.plain, run.plain_sent)
         _every_acknowledged_once_in_order(run.durable, run.durable_sent)
     finally:
+        logger.removeHandler(restored)
         await broadcast.redis.aclose()
         if servers[0].proc.poll() is None:
             stop_redis_server(servers[0])
+
+
+class _Said(logging.Handler):
+    """Whether the package logged a line with ``words`` in it (the subscription's
+    "restored" line, say)."""
+
+    def __init__(self, words: str) -> None:
+        super().__init__(logging.INFO)
+        self.words = words
+        self.said = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.words in record.getMessage():
+            self.said = True
 
 
 async def test_the_subscription_follows_a_cluster_failover(
