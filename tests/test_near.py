@@ -14,6 +14,7 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import threading
 import time
 import uuid
 import warnings
@@ -471,6 +472,57 @@ def test_an_outage_with_the_near_cache_on_logs_one_warning(
     assert "available again" in breaker[1] and near_warnings(caplog) == [], breaker
     assert any("near cache: connecting" in r.getMessage() and r.levelno == logging.INFO
                for r in caplog.records), [r.getMessage() for r in caplog.records]
+
+
+class _LockThenHook:
+    """The near cache's lock, running ``hook`` once just after it is next released."""
+
+    def __init__(self) -> None:
+        self.real = threading.Lock()
+        self.hook: Callable[[], None] | None = None
+
+    def __enter__(self) -> None:
+        self.real.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.real.release()
+        hook, self.hook = self.hook, None
+        if hook is not None:
+            hook()
+
+
+def test_a_loss_right_after_a_reconnect_is_reported(
+        redis_server: RedisServer, caplog: pytest.LogCaptureFixture) -> None:
+    """The tracking connection comes back after an outage and is killed at once, before
+    its thread has noted that it is back (a request's read saw the close): that kill is
+    an incident of its own, reported when the thread is back again."""
+    settings = near_settings(redis_server.url)
+    near = near_cache_for(settings)
+    assert near is not None
+    endpoint = connections_for(settings).endpoint
+    assert endpoint is not None
+    tracker = Tracker(near, endpoint.where, lambda: endpoint)  # its thread not started:
+    lock = near.lock = _LockThenHook()  # type: ignore[assignment]  # stepped by hand
+
+    def a_request_reads_the_close() -> None:
+        with lock:
+            tracker.lost("closed by the server")
+
+    tracker.incident = True  # an outage was reported, and the connection not back yet
+    lock.hook = a_request_reads_the_close
+    with caplog.at_level(logging.INFO, logger="redis_middleware"):
+        tracker._connect()  # back; the kill comes as the lock is released
+        assert tracker.state == "down"
+        tracker._connect()  # back again at once: Redis answered all along
+        assert tracker.state == "up"
+    with lock:
+        tracker.lost("the test is over")
+    tracker.forsake()  # its descriptors: the thread that would close them never ran
+    lines = [(r.levelno, r.getMessage()) for r in caplog.records if "near cache" in
+             r.getMessage()]
+    assert lines[0] == (logging.INFO, f"near cache: tracking {endpoint.where} again"), lines
+    assert lines[1][0] == logging.WARNING and "lost (closed by the server)" in lines[1][1]
+    assert len(lines) == 2, lines
 
 
 def test_no_stale_value_after_a_restart(own_server: RedisServer) -> None:

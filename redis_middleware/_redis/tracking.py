@@ -244,7 +244,7 @@ class Tracker:
         self._detach()
         self.near.store.flush(reason)
         self.near.recompute()
-        if not self.incident and self.loss is None:
+        if self.loss is None:
             self.loss = why  # reported when the thread has tried to connect again
         self.wake()
         self.near.tracker_lost()
@@ -397,14 +397,16 @@ class Tracker:
             near.watch(self.fd, self)
             # Nothing read before this connection listened may be served or stored.
             near.store.flush("")
+            # Up: what is reported is taken now, under the lock, so that a loss from here
+            # on (the probe below, a request's read) is another incident.
+            loss, self.loss = self.loss, None
+            back, self.incident = self.incident, False
             self.send_probe(time.monotonic())
             near.recompute()
-            loss, self.loss = self.loss, None  # a loss from here on is another incident
         if loss is not None:  # lost, and back at once: Redis answered all along
             logger.warning("near cache: the tracking connection to %s was lost (%s); memory "
                            "emptied, tracking again", self.where, loss)
-        if self.incident:
-            self.incident = False
+        elif back:
             logger.info("near cache: tracking %s again", self.where)
 
     def start(self) -> None:
