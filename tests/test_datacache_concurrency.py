@@ -7,11 +7,9 @@ import asyncio
 import logging
 import multiprocessing
 import os
-import select
 import signal
 import threading
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ from redis_middleware.keys import KeySpace
 from redis_middleware.sansio import incidents, metrics
 
 from .support.clients import make_settings, raw_client
+from .support.forks import held, in_forked_child
 from .support.servers import free_port, start_redis_server, stop_redis_server
 from .test_datacache import Recorder, audit_data_keys
 
@@ -609,35 +608,10 @@ def test_a_forked_child_loads_though_a_thread_was_inside_the_cache_at_the_fork(
     a lock that thread held at the fork, nor for a load the child does not have."""
     cache = DataCache(settings)
     assert cache.get_or_set("warm", lambda: "up", ttl=60) == "up"
-    inside, leave = threading.Event(), threading.Event()
     table = cache._fill.local.flights  # fault injection: hold its lock across the fork
-
-    def request_thread() -> None:
-        with table._lock:
-            inside.set()
-            leave.wait(10)
-
-    thread = threading.Thread(target=request_thread)
-    thread.start()
-    assert inside.wait(5)
-    reader, writer = os.pipe()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # 3.12: fork with threads
-        pid = os.fork()
-    if pid == 0:  # the child: one load, its value to the parent
-        try:
-            os.write(writer, str(cache.get_or_set("k", lambda: "loaded", ttl=60)).encode())
-        finally:
-            os._exit(0)
-    leave.set()
-    thread.join()
-    os.close(writer)
-    ready, _, _ = select.select([reader], [], [], 10)
-    got = os.read(reader, 100) if ready else b""
-    os.close(reader)
-    if not got:
-        os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
+    with held(table._lock):  # the child: one load, its value to the parent
+        got = in_forked_child(
+            lambda: str(cache.get_or_set("k", lambda: "loaded", ttl=60)).encode())
     assert got == b"loaded", "the forked child hung on the parent's lock"
 
 

@@ -5,12 +5,6 @@ connects under its lock): the child must not wait for a thread it does not have.
 from __future__ import annotations
 
 import os
-import select
-import signal
-import threading
-import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -21,51 +15,10 @@ from redis_middleware._redis.connections import connections_for
 from redis_middleware.sansio.flow import Call
 
 from .support.clients import make_settings
+from .support.forks import held, in_forked_child
 from .support.servers import RedisServer
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
-
-
-@contextmanager
-def held(lock: Any) -> Iterator[None]:
-    """Fault injection: another thread holds ``lock`` until the block ends."""
-    inside, leave = threading.Event(), threading.Event()
-
-    def other_thread() -> None:
-        with lock:
-            inside.set()
-            leave.wait(10)
-
-    thread = threading.Thread(target=other_thread)
-    thread.start()
-    assert inside.wait(5)
-    try:
-        yield
-    finally:
-        leave.set()
-        thread.join()
-
-
-def in_forked_child(work: Callable[[], bytes]) -> bytes:
-    """Fork; the child runs ``work`` and sends its result. What the child sent (nothing
-    when it hung: then it is killed after 10 s)."""
-    reader, writer = os.pipe()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # 3.12: fork with threads
-        pid = os.fork()
-    if pid == 0:
-        try:
-            os.write(writer, work())
-        finally:
-            os._exit(0)
-    os.close(writer)
-    ready, _, _ = select.select([reader], [], [], 10)
-    got = os.read(reader, 100) if ready else b""
-    os.close(reader)
-    if not got:
-        os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
-    return got
 
 
 def one_get(key: str) -> Any:
