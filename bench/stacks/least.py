@@ -32,13 +32,24 @@ from redis_middleware.sansio.sessions.cookies import parse_cookies
 _PATHS = ("/me", "/hello")
 
 
-class Least:
-    """Serves :data:`_PATHS` by the shortest path; the rest through ``stack``."""
+class _Shortest:
+    """What both sides share: the stack's parts, and each client's counters."""
 
     def __init__(self, stack: Any) -> None:
         self.stack, self.app, self.redis = stack, stack.app, stack.redis
         self.sessions, self.limits = stack.core.sessions, stack.core.ratelimit
         self._counters: dict[str, tuple[Any, ...]] = {}  # client address -> keys, args, limit
+
+    def _learn(self, address: str, request: Any) -> tuple[Any, ...]:
+        """Once per client: the stack's own rule and keys for ``address``."""
+        check = self.limits.prepare(request, lambda: None)
+        found = self._counters[address] = (
+            check.keys, check.rule.script_args, check.rule.items[0].amount)
+        return found
+
+
+class Least(_Shortest):
+    """Serves :data:`_PATHS` by the shortest path; the rest through ``stack``."""
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["path"] not in _PATHS:
@@ -50,12 +61,8 @@ class Least:
                 cookie = value.decode("latin-1")
         incoming = self.sessions.read_cookie(parse_cookies(cookie) if cookie else {})
         address = scope["client"][0]
-        counters = self._counters.get(address)
-        if counters is None:  # once per client: the stack's own rule and keys
-            check = self.limits.prepare(from_scope(scope, None), lambda: None)
-            counters = self._counters[address] = (
-                check.keys, check.rule.script_args, check.rule.items[0].amount)
-        keys, args, limit = counters
+        keys, args, limit = self._counters.get(address) or self._learn(
+            address, from_scope(scope, None))
         count = _FIXED_WINDOW(keys, args)
         extra = []
         if incoming.session_id is not None:
@@ -78,13 +85,8 @@ class Least:
         await self.app(scope, receive, with_headers)
 
 
-class LeastWsgi:
+class LeastWsgi(_Shortest):
     """:class:`Least` for WSGI: the session goes to Flask through :class:`LeastSessions`."""
-
-    def __init__(self, stack: Any) -> None:
-        self.stack, self.app, self.redis = stack, stack.app, stack.redis
-        self.sessions, self.limits = stack.core.sessions, stack.core.ratelimit
-        self._counters: dict[str, tuple[Any, ...]] = {}
 
     def __call__(self, environ: Any, start_response: Any) -> Any:
         if environ.get("PATH_INFO") not in _PATHS:
@@ -92,12 +94,8 @@ class LeastWsgi:
         cookie = environ.get("HTTP_COOKIE")
         incoming = self.sessions.read_cookie(parse_cookies(cookie) if cookie else {})
         address = environ.get("REMOTE_ADDR", "")
-        counters = self._counters.get(address)
-        if counters is None:
-            check = self.limits.prepare(from_environ(environ), lambda: None)
-            counters = self._counters[address] = (
-                check.keys, check.rule.script_args, check.rule.items[0].amount)
-        keys, args, limit = counters
+        keys, args, limit = self._counters.get(address) or self._learn(
+            address, from_environ(environ))
         count = _FIXED_WINDOW(keys, args)
         extra = []
         if incoming.session_id is not None:
