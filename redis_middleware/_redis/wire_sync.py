@@ -71,18 +71,20 @@ class _SyncConnection:
 
     def round_trip(self, packed: bytes, count: int) -> Replies:
         reader: Any = self.reader
+        sock = self.sock
         replies: Replies = []
         try:
-            self.sock.sendall(packed)
-            while len(replies) < count:
+            sock.sendall(packed)
+            while count:  # replies still to read (a count, not len(): this runs per hit)
                 reply = reader.gets()
                 if reply is _MORE:
-                    data = self.sock.recv(65536)
+                    data = sock.recv(65536)
                     if not data:
                         raise rex.ConnectionError("Connection closed by server.")
                     reader.feed(data)
                 else:
                     replies.append(reply)
+                    count -= 1
         except (TimeoutError, BlockingIOError) as exc:  # EAGAIN: the kernel's timeout
             raise rex.TimeoutError("Timeout reading from Redis") from exc
         except OSError as exc:
