@@ -303,6 +303,31 @@ def test_unreadable_values_are_misses(raw: bytes) -> None:
     assert core().decode(raw) is None
 
 
+@pytest.mark.parametrize("raw", [
+    pytest.param(b"", id="empty"), pytest.param(b"\xd1\x10\x00", id="head-only"),
+    pytest.param(b"\xd1\x10\x00" + b"\x00" * 12 + b"{bad json", id="bad-payload"),
+    pytest.param(b"\xd1\x20\x00" + b"\x00" * 12 + b"\x01", id="another-serializer"),
+    pytest.param(b"\xd1\x11\x00" + b"\x00" * 12 + b"not zlib", id="bad-compression"),
+])
+def test_a_hit_on_an_unreadable_value_is_a_miss(raw: bytes) -> None:
+    assert core().hot(raw) is MISS
+
+
+def test_a_hit_reads_what_decode_reads() -> None:
+    """The hot read of a hit (its shortcut for plain values, and the rest) gives the
+    value ``decode`` gives, for every kind of entry a plain hit may serve; a value with a
+    stale window is left to the flow that judges it."""
+    c = core(data_compress_min=100)
+    tag = c.tag_key("a")
+    for stored in (c.encode({"id": 1}, 1000), c.encode([], 1000), c.encode("", 1000),
+                   c.encode("x" * 5000, 1000), c.encode({"id": 1}, 1000, tag_keys=[tag]),
+                   c.encode({"id": 1}, 1000, compute_ms=70)):
+        assert c.hot(stored) == c.decode(stored).value  # type: ignore[union-attr]
+    assert c.hot(c.encode({"id": 1}, 1000, 5_000)) is MISS  # soft: judged by the flow
+    assert core(data_serializer="msgpack").hot(c.encode({"id": 1}, 1000)) is MISS
+    assert core(raw=True).hot(c.encode(7, 1000)) is MISS  # an envelope is no raw value
+
+
 def test_compression_above_the_threshold() -> None:
     c = core(data_compress_min=100)
     small, big = c.encode("x" * 50, 1000), c.encode("x" * 5000, 1000)

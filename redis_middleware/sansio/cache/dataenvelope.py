@@ -78,6 +78,9 @@ class Envelope:
         self.compress_min = 0 if raw else settings.data_compress_min
         self.max_bytes = settings.data_max_value_bytes
         self._digests: Memo[str, bytes] = Memo(4096)
+        # The head of a plain value as encode() writes it (uncompressed, no stale window,
+        # no tags): the three bytes a hit compares before decoding the rest (hot()).
+        self._plain_head = bytes((MAGIC, self.serializer_id << 4, 0))
 
     def tag_digest(self, tag_key: str) -> bytes:
         found = self._digests.get(tag_key)
@@ -168,6 +171,11 @@ class Envelope:
                 if len(raw) <= 20 and _digits(raw):
                     return int(raw)
                 return self.serializer.loads(raw)
+            except Exception:
+                return MISS
+        if raw[:3] == self._plain_head and len(raw) >= HEAD_SIZE:  # the usual hit
+            try:
+                return self.serializer.loads(raw[HEAD_SIZE:])
             except Exception:
                 return MISS
         if len(raw) < HEAD_SIZE or raw[0] != MAGIC:
