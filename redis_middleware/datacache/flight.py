@@ -213,17 +213,18 @@ class SharedReads:
     async def read(self, name: str, ticket: NearTicket | None = None) -> bytes | None:
         """The reply of a ``GET`` of ``name``: one of its own, or one in flight it may
         join. ``ticket``: the caller's near-cache ticket (it will keep what it reads)."""
-        command = self._core.read_command(name)  # a bad name is refused before anything
         loop = asyncio.get_running_loop()
         last = self._last
         reads = last[1] if last is not None and last[0]() is loop else self._reads_of(loop)
-        while (pending := reads.get(name)) is not None and (
+        # A name in flight was checked by the read that sent it: a joiner skips the check.
+        while type(name) is str and (pending := reads.get(name)) is not None and (
                 ticket is None or (pending[0] is not None and self._valid(pending[0]))):
             mine = loop.create_future()  # its own: a cancelled reader cancels only itself
             pending[1].append(mine)
             raw = await mine
             if raw is not _RETRY:
                 return raw  # type: ignore[no-any-return]  # not typing.cast: a call per hit
+        command = self._core.read_command(name)  # a bad name is refused before anything
         pending = reads[name] = (ticket, [])
         outcome: Any = _RETRY  # cancelled: the others read for themselves
         try:
