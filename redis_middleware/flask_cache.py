@@ -26,6 +26,7 @@ WARNING per incident.
 from __future__ import annotations
 
 import dataclasses
+import os
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -65,6 +66,16 @@ _MEMO_SIZE = 4096
 # serializer assigned after construction) share the process's connections.
 _shared: dict[tuple[Any, ...], DataCache] = {}
 _shared_lock = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    # A thread of the parent may have held the lock at the fork: the child has no such
+    # thread to release it.
+    global _shared_lock
+    _shared_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _data_cache(settings: Settings, namespace: str, serializer: Any) -> DataCache:

@@ -24,6 +24,7 @@ from redis_middleware.sansio import incidents
 from .support.audit import audit_keyspace
 from .support.clients import raw_client
 from .support.django_project import configured, django_project
+from .support.forks import held, in_forked_child
 from .support.planted import UNPICKLED, planted_pickle
 
 __all__ = ["configured", "django_project"]  # the fixtures this module uses
@@ -793,6 +794,28 @@ def test_settings_fields_in_options_and_location_from_redis_middleware(
         caches["default"].set("k", 1, timeout=None)
         assert 100_000 < raw.pttl(redis_key(configured, ":1:k")) <= 120_000
         caches["default"].clear()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
+def test_a_child_forked_while_a_thread_built_a_store_builds_its_own(
+        configured: Settings) -> None:
+    """A server forking its workers while a thread of the parent builds a backend's store
+    (under the lock of the stores shared by Django's instances): the child builds its
+    own instead of waiting for a thread it does not have."""
+    from django.core.cache import caches
+    from django.test import override_settings
+
+    from redis_middleware.django import cache_store
+
+    def child() -> bytes:
+        caches["forked"].set("k", "v")
+        return str(caches["forked"].get("k")).encode()
+
+    with override_settings(CACHES={"forked": ours(configured, OPTIONS={
+            "NAMESPACE": "forked"})}), held(cache_store._shared_lock):
+        got = in_forked_child(child)
+    assert got == b"v", "the forked child hung on a lock its parent's thread held"
+    caches["default"].clear()
 
 
 def test_instances_of_one_configuration_share_their_store(cache: Any) -> None:

@@ -40,3 +40,30 @@ def test_a_child_forked_while_a_thread_held_the_connections_locks_uses_them(
     with held(connections._registry_lock), held(conns._lock):
         got = in_forked_child(child)
     assert got == b"None:None", "the forked child hung on a lock its parent's thread held"
+
+
+def test_a_child_forked_while_a_thread_built_a_flask_cache_store_builds_its_own(
+        redis_server: RedisServer) -> None:
+    """The Flask-Caching backend's stores, shared by apps of one configuration, are built
+    under a lock: a child forked while a thread of its parent held it builds its own."""
+    from flask import Flask
+    from flask_caching import Cache
+
+    from redis_middleware import flask_cache
+
+    settings = make_settings(redis_server.url)
+
+    def child() -> bytes:
+        app = Flask(__name__)
+        app.config.update(CACHE_TYPE="redis_middleware.flask.FlaskCache",
+                          CACHE_REDIS_URL=settings.redis_url,
+                          CACHE_OPTIONS={"key_prefix": settings.key_prefix,
+                                         "secret_key": settings.secret_key})
+        cache = Cache(app)
+        with app.app_context():
+            cache.set("k", "v")
+            return str(cache.get("k")).encode()
+
+    with held(flask_cache._shared_lock):
+        got = in_forked_child(child)
+    assert got == b"v", "the forked child hung on a lock its parent's thread held"

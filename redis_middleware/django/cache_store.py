@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import os
 import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -46,6 +47,16 @@ class PickleSerializer(SignedPickleSerializer):
 # of one configuration share one DataCache (and through it the process's connections).
 _shared: dict[tuple[Any, ...], tuple[DataCache, float]] = {}
 _shared_lock = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    # A thread of the parent may have held the lock at the fork: the child has no such
+    # thread to release it.
+    global _shared_lock
+    _shared_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 _WATCHED = frozenset({"REDIS_MIDDLEWARE", "SECRET_KEY", "SECRET_KEY_FALLBACKS", "CACHES"})
 
 
