@@ -67,3 +67,37 @@ def test_a_child_forked_while_a_thread_built_a_flask_cache_store_builds_its_own(
     with held(flask_cache._shared_lock):
         got = in_forked_child(child)
     assert got == b"v", "the forked child hung on a lock its parent's thread held"
+
+
+def test_a_child_forked_after_its_parent_swept_presence_sweeps_too(
+        redis_server: RedisServer) -> None:
+    """A WSGI app that served requests (its presence sweeper thread running) and then
+    forked: the child's first request starts a sweeper of its own (the parent's thread
+    did not come along), even with the sweeper's lock held by a thread at the fork."""
+    import threading
+
+    from redis_middleware.wsgi import PresenceMiddleware
+
+    from .support import apps
+
+    middleware = PresenceMiddleware(apps.wsgi_app, make_settings(
+        redis_server.url, presence_sweep_interval=30))
+
+    def sweepers() -> int:
+        return sum(t.name == "redis-middleware-presence-sweeper" and t.is_alive()
+                   for t in threading.enumerate())
+
+    def child() -> bytes:
+        before = sweepers()
+        list(middleware({"REQUEST_METHOD": "GET", "PATH_INFO": "/", "SERVER_NAME": "t",
+                         "SERVER_PORT": "80", "wsgi.url_scheme": "http"},
+                        lambda status, headers, exc_info=None: None))
+        return f"{before}:{sweepers()}".encode()
+
+    try:
+        middleware.start_sweeper()  # as the parent's first request does
+        with held(middleware._lock):
+            got = in_forked_child(child)
+    finally:
+        middleware.close()
+    assert got == b"0:1", f"sweepers in the child before and after a request: {got!r}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import secrets
 import threading
 import time
@@ -92,6 +93,13 @@ class PresenceMiddleware:
         self.presence = Presence(settings, **options)
         self.settings = self.presence.settings
         self.core = self.presence.core
+        self._forked()
+        _live.add(self)
+
+    def _forked(self) -> None:
+        """The sweeper's state as built (and in a forked child: the parent's thread, and
+        whoever held the lock, did not come along; the child's first request starts its
+        own)."""
         self._sweeper: threading.Thread | None = None
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -152,3 +160,14 @@ def _sweep_forever(ref: weakref.ref[PresenceMiddleware], stop: threading.Event) 
         middleware.core.mark_swept()
         middleware._sweep_once()
         del middleware
+
+
+_live: weakref.WeakSet[PresenceMiddleware] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for middleware in list(_live):
+        middleware._forked()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
