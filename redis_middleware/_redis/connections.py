@@ -14,7 +14,7 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 import redis
@@ -324,12 +324,13 @@ class RedisConnections:
             return await run_async(flow, last[1][0], self.breaker, self, first)
         return await run_async(flow, self._loop_client()[0], self.breaker, self, first)
 
-    async def acall(self, command: Command) -> Any:
-        """:meth:`call` on this event loop's asyncio client (:func:`call_async`)."""
+    def acall(self, command: Command) -> Coroutine[Any, Any, Any]:
+        """:meth:`call` on this event loop's asyncio client: :func:`call_async`'s coroutine
+        (returned, not awaited here: a coroutine less to start and resume on every hit)."""
         last = self._last_async
         client = last[1] if last is not None and last[0]() is asyncio.get_running_loop() \
             else self._loop_client()
-        return await call_async(command, client[1], self.breaker, self)
+        return call_async(command, client[1], self.breaker, self)
 
     def _loop_client(self) -> _LoopClient:
         """This event loop's client (its execute and call functions), remembered for the
