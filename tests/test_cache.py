@@ -110,6 +110,22 @@ def test_vary_separates_entries(make_client: Clients) -> None:
         "accept-language": "fr"}).json()["n"] == 2
 
 
+def test_a_varied_url_has_an_entry_per_origin_and_value(make_client: Clients) -> None:
+    """With Vary, a URL's entries are still told apart by scheme and host, and by each
+    varied header's value; each is served back to its own requests only."""
+    client = cached(make_client)
+    url = "/c/item?vary=Accept-Language"
+    numbers = {}
+    for origin in ("http://a.example", "https://a.example", "http://b.example"):
+        for lang in ("en", "fr"):
+            first = client.get(origin + url, headers={"accept-language": lang})
+            assert first.headers["x-cache"] == "MISS"
+            numbers[origin, lang] = first.json()["n"]
+    for (origin, lang), n in numbers.items():
+        again = client.get(origin + url, headers={"accept-language": lang})
+        assert again.headers["x-cache"] == "HIT" and again.json()["n"] == n
+
+
 def test_host_is_part_of_the_key_and_can_be_allow_listed(make_client: Clients) -> None:
     client = cached(make_client)
     client.get("/c/item", headers={"host": "a.example"})

@@ -18,7 +18,7 @@ import hashlib
 import itertools
 import secrets
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from ..._memo import Memo, Recent
@@ -78,6 +78,9 @@ class CacheCore(Purging, Storing):
         self._urls: Memo[tuple[str, bytes], str] = Memo(4096)  # path, query -> url digest
         self._origins: Memo[tuple[str, str], str] = Memo(256)  # scheme, host -> variant
         # (for a URL without Vary)
+        # (scheme, host, vary names, each name's value) -> variant (for a URL with Vary)
+        self._variants: Memo[tuple[Any, ...], str] = Memo(4096)
+        self._split: Memo[str, tuple[str, ...]] = Memo(1024)  # stored vary names, split
         self._lookup_keys: Memo[tuple[str, str], tuple[str, str, str]] = Memo(4096)
         # Decoding a stored entry (JSON metadata, headers) happens once per entry and
         # process, not per hit: small entries are remembered by their exact bytes.
@@ -241,7 +244,9 @@ class CacheCore(Purging, Storing):
     def _variant_keys(self, plan: CachePlan, names: str
                       ) -> tuple[str, bool, tuple[str, str, str]]:
         """The variant of ``names``, whether it is guarded, and its lookup keys."""
-        split = tuple(n for n in names.split("\n") if n) if names else ()
+        split = self._split.get(names)
+        if split is None:
+            split = self._split.put(names, tuple(n for n in names.split("\n") if n))
         variant = self.variant(plan, split)
         # No guard where nothing can be stored: a request with the cookie that the URL's
         # entries vary on the absence of (signed-in users) computes its own response,
@@ -354,10 +359,19 @@ class CacheCore(Purging, Storing):
                 found = self._origins.put(origin, hashlib.sha1(
                     lpb(plan.scheme) + lpb(plan.host)).hexdigest())
             return found
-        values = dict(_joined([(k, v) for k, v in plan.headers if k not in ("cookie", "host")]))
-        material = lpb(plan.scheme) + lpb(plan.host) + b"".join(
-            lpb(n) + lpb(values.get(n, "")) for n in names)
-        return hashlib.sha1(material).hexdigest()
+        # The varied headers' values (repeated ones joined with ", ", RFC 9110 5.3); the
+        # Cookie and Host headers select nothing here (the cookie markers and the origin do).
+        values: dict[str, str] = {}
+        for k, v in plan.headers:
+            if k in names and k != "cookie" and k != "host":
+                values[k] = f"{values[k]}, {v}" if k in values else v
+        key = (plan.scheme, plan.host, names, *[values.get(n, "") for n in names])
+        found = self._variants.get(key)
+        if found is None:
+            material = lpb(plan.scheme) + lpb(plan.host) + b"".join(
+                lpb(n) + lpb(values.get(n, "")) for n in names)
+            found = self._variants.put(key, hashlib.sha1(material).hexdigest())
+        return found
 
     def _max_life(self) -> int:
         longest = max((spec.ttl for _, spec in self.settings.cache_routes), default=60)
@@ -437,10 +451,3 @@ class CacheCore(Purging, Storing):
                                self.route_name(plan), "")
         return found
 
-
-def _joined(headers: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
-    """Repeated request headers joined with ', ' (RFC 9110 5.3), in first-seen order."""
-    out: dict[str, str] = {}
-    for k, v in headers:
-        out[k] = f"{out[k]}, {v}" if k in out else v
-    return tuple(out.items())
