@@ -118,6 +118,8 @@ class CacheCore(Purging, Storing):
         host = cache_control = pragma = authorization = inm = ims = ranges = None
         if_range = False
         for k, v in request.headers:  # one pass; the first of a repeated header counts
+            if k not in _PLAN_FIELDS:  # most headers: one set lookup, not eight compares
+                continue
             if k == "host":
                 host = host if host is not None else v.lower()
             elif k == "cache-control":
@@ -450,4 +452,9 @@ class CacheCore(Purging, Storing):
             metrics.hook.cache(outcome if outcome != "hit" else x_cache.lower(),
                                self.route_name(plan), "")
         return found
+
+
+# The request fields a plan reads (the rest of the headers only ride along for Vary).
+_PLAN_FIELDS = frozenset({"host", "cache-control", "pragma", "authorization", "if-none-match",
+                          "if-modified-since", "range", "if-range"})
 
