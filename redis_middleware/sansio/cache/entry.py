@@ -91,11 +91,15 @@ class Entry:
     revalidate: bool = False  # stale: must be revalidated before any use (5.2.2.2)
     # The headers as an ASGI server wants them, encoded once per entry (not per hit).
     raw_headers: tuple[tuple[bytes, bytes], ...] = field(default=(), compare=False, repr=False)
+    # A stored Vary line names Cookie: decided once per entry, not per hit.
+    varies_on_cookie: bool = field(init=False, default=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.raw_headers:
             object.__setattr__(self, "raw_headers", tuple(
                 (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in self.headers))
+        object.__setattr__(self, "varies_on_cookie", any(
+            k.lower() == "vary" and "cookie" in v.lower() for k, v in self.headers))
 
     def _field(self, name: str) -> str:
         return next((v for k, v in self.headers if k.lower() == name), "")

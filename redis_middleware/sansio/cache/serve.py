@@ -77,8 +77,7 @@ def served(plan: CachePlan, entry: Entry, head: bool, now: float, outcome: Outco
             detail += '; detail="stale-if-error"'
     extra = [("Age", str(int(entry.age(now)))), ("X-Cache", x_cache),
              ("Cache-Status", detail)]
-    if cookie_dependent and not any(
-            k.lower() == "vary" and "cookie" in v.lower() for k, v in entry.headers):
+    if cookie_dependent and not entry.varies_on_cookie:
         # Stored as the entry of requests without cookies: a cache in front must
         # not give it to one that has them (the app's response said so too).
         extra.append(("Vary", "Cookie"))
