@@ -126,6 +126,15 @@ def test_a_varied_url_has_an_entry_per_origin_and_value(make_client: Clients) ->
         assert again.headers["x-cache"] == "HIT" and again.json()["n"] == n
 
 
+def test_hits_are_served_with_their_own_status(make_client: Clients) -> None:
+    client = cached(make_client, statuses=(200, 404))
+    for path, status in (("/c/found", 200), ("/c/gone?status=404", 404),
+                         ("/c/again", 200)):
+        assert client.get(path).status_code == status
+        hit = client.get(path)
+        assert (hit.headers["x-cache"], hit.status_code) == ("HIT", status)
+
+
 def test_host_is_part_of_the_key_and_can_be_allow_listed(make_client: Clients) -> None:
     client = cached(make_client)
     client.get("/c/item", headers={"host": "a.example"})

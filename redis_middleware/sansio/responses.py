@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, Literal
 
+from .._memo import Memo
 from .incidents import log_incident
 
 __all__ = ["Refusal", "RefusalKind", "Refusals", "Response", "json_response",
@@ -45,10 +46,19 @@ class Response:
 
 def status_line(status: int) -> str:
     """A WSGI status line; a code ``http.HTTPStatus`` does not know keeps a bare reason."""
-    try:
-        return f"{status} {HTTPStatus(status).phrase}"
-    except ValueError:
-        return f"{status} Unknown"
+    line = _STATUS_LINES.get(status)
+    if line is None:  # once per code: ``HTTPStatus(status)`` runs the enum's Python lookup
+        try:
+            line = f"{status} {HTTPStatus(status).phrase}"
+        except ValueError:
+            line = f"{status} Unknown"
+        line = _STATUS_LINES.put(status, line)
+    return line
+
+
+# Status code -> its line (every cache hit and refusal on WSGI). Bounded: an app may
+# answer with any integer.
+_STATUS_LINES: Memo[int, str] = Memo(1024)
 
 
 def json_response(status: int, payload: object, headers: Headers = ()) -> Response:
