@@ -327,15 +327,17 @@ class StackCore:
             log_failure("cache", "cache bypassed: %s", results["cache"])
         elif "cache" in results:
             out.lookup = results["cache"]
-        hit = out.lookup is not None and out.plan is not None and self.cache is not None and \
-            self.cache.servable(out.plan, out.lookup.entry, time.time()) is not None
+        # Whether the entry found will be served (asked only when hits are not counted).
+        hit = not count_hits and out.lookup is not None and out.plan is not None and (
+            self.cache is not None and self.cache.servable(
+                out.plan, out.lookup.entry, time.time()) is not None)
 
         # Round trip 2: what needs the user (only when a session was loaded).
         out.user = (out.session.identity() if out.session is not None and not lazy
                     else None) or outer_user()
         second: dict[str, Flow[Any]] = {}
         if self.ratelimit is not None and "ratelimit" not in results and out.check is None and (
-                not early or not count_hits) and not (hit and not count_hits):
+                not early or not count_hits) and not hit:
             user = out.user
             self._add_check(second, out, request, lambda: user)
         if credential is None and out.user is not None and self.presence is not None and \
