@@ -308,6 +308,11 @@ class SessionCore:
         request, and the load slides the data's idle expiry with it); if that fails, the
         request, which did not need its session, goes on without the refresh.
         """
+        if not session.exists and not session.assigned and session.loaded and (
+                not session.degraded and session.is_empty()):
+            # Most anonymous requests: no stored session, nothing in it, nothing assigned
+            # (so no cookie to send or expire); what follows would decide the same.
+            return SaveResult(None, False)
         if not session.loaded:
             session_id = session.session_id
             if not (self.rules.refresh_each_request and session.pending
