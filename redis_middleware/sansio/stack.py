@@ -63,9 +63,12 @@ def stack_field(name: str) -> str:
     return next((f"{c}_{name}" for c in ALL_PARTS if f"{c}_{name}" in names), name)
 
 
-@dataclass
 class Before:
-    """What the stack found out before the app runs (internal to :meth:`StackCore.decide`)."""
+    """What the stack found out before the app runs (internal to :meth:`StackCore.decide`).
+
+    Built for every request: its fields start as these class attributes, set on the
+    instance only when found (no ``__init__`` to run, as for a session's flags).
+    """
 
     session: Session | None = None
     incoming: IncomingCookie | None = None
@@ -362,9 +365,10 @@ class StackCore:
             flows["ratelimit"] = self.ratelimit.fixed_window_flow(out.check)
 
     def _take(self, results: dict[str, Any], out: Before) -> None:
-        for name in ("presence", "sweep"):
-            if isinstance(results.get(name), RedisMiddlewareError):
-                log_failure("presence", "presence skipped: %s", results[name])
+        if "presence" in results or "sweep" in results:  # most requests: neither ran
+            for name in ("presence", "sweep"):
+                if isinstance(results.get(name), RedisMiddlewareError):
+                    log_failure("presence", "presence skipped: %s", results[name])
         if "ratelimit" in results and self.ratelimit is not None and out.check is not None:
             verdict = results["ratelimit"]
             out.decision = (self.ratelimit.unavailable(out.check, verdict)
