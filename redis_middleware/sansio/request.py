@@ -67,6 +67,8 @@ class RequestInfo:
 
 
 def _session_user(session: Any, user_field: str) -> str | None:
+    if session is None:  # most requests: no session yet (an ABC isinstance costs a call)
+        return None
     identity = getattr(session, "identity", None)
     if callable(identity) and getattr(session, "_user_field", None) == user_field:
         user: str | None = identity()  # our Session: no Vary mark, no 503 on failure
