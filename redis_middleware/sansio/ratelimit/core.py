@@ -104,6 +104,7 @@ class Rule:
     script_args: tuple[int, ...] = field(init=False, compare=False, repr=False)
     draft_names: tuple[str, ...] = field(init=False, compare=False, repr=False)
     draft_policy: str = field(init=False, compare=False, repr=False)
+    amounts: tuple[str, ...] = field(init=False, compare=False, repr=False)  # as sent
 
     def __post_init__(self) -> None:
         if not self.sources:
@@ -118,6 +119,7 @@ class Rule:
         object.__setattr__(self, "windows", windows)
         object.__setattr__(self, "script_args", tuple(args))
         object.__setattr__(self, "draft_names", names)
+        object.__setattr__(self, "amounts", tuple(str(item.amount) for item in self.items))
         object.__setattr__(self, "draft_policy", ", ".join(
             f"{n};q={item.amount};w={w}" for n, item, w in zip(names, self.items, windows,
                                                                  strict=True)))
@@ -324,7 +326,10 @@ class RateLimitCore:
             metrics.hook.ratelimit("limited" if breached >= 0 and not self.dry_run else
                                    "allowed", check.rule.name, identity_kind(check.identity))
         items = check.rule.items
-        if len(items) == 1:  # the common case, without building lists by comprehension
+        if len(items) == 1 and breached < 0:  # the common case: one limit, not reached
+            return Decision(True, self._headers(check, 0, max(0, items[0].amount - counts[0]),
+                                                max(1, math.ceil(resets[0]))))
+        if len(items) == 1:  # without building lists by comprehension
             remaining = [max(0, items[0].amount - counts[0])]
             reset_s = [max(1, math.ceil(resets[0]))]
         else:
@@ -335,7 +340,7 @@ class RateLimitCore:
             over = [i for i, item in enumerate(items) if counts[i] + check.rule.cost > item.amount]
             retry = max(reset_s[i] for i in over)
             worst = max(over, key=lambda i: reset_s[i])
-            headers = self._headers(check, worst, 0, retry, remaining, reset_s)
+            headers = self._headers(check, worst, 0, retry)
             headers += (("Retry-After", str(retry)),)
             detail = f"Rate limit exceeded: {items[worst].text}"
             if self.dry_run:
@@ -343,29 +348,23 @@ class RateLimitCore:
                                check.rule.name, detail)
                 return Decision(True, headers[:-1])
             return Decision(False, headers, retry, detail)
-        if len(items) == 1:  # the common case
-            return Decision(True, self._headers(check, 0, remaining[0], reset_s[0],
-                                                remaining, reset_s))
         worst = min(range(len(items)), key=lambda i: (remaining[i], -reset_s[i]))
-        return Decision(True, self._headers(check, worst, remaining[worst], reset_s[worst],
-                                            remaining, reset_s))
+        return Decision(True, self._headers(check, worst, remaining[worst], reset_s[worst]))
 
-    def _headers(
-        self, check: Check, worst: int, left: int, reset: int,
-        remaining: list[int], reset_s: list[int],
-    ) -> tuple[tuple[str, str], ...]:
-        items = check.rule.items
-        out: list[tuple[str, str]] = []
+    def _headers(self, check: Check, worst: int, left: int, reset: int
+                 ) -> tuple[tuple[str, str], ...]:
+        """The headers of a verdict: the ``worst`` limit's, ``left`` requests remaining,
+        ``reset`` seconds until it resets."""
+        rule = check.rule
+        legacy: tuple[tuple[str, str], ...] = ()
         if self.legacy:
             at = math.ceil(time.time()) + reset if self.epoch_reset else reset
-            out += [("X-RateLimit-Limit", str(items[worst].amount)),
-                    ("X-RateLimit-Remaining", str(left)),
-                    ("X-RateLimit-Reset", str(at))]
+            legacy = (("X-RateLimit-Limit", rule.amounts[worst]),
+                      ("X-RateLimit-Remaining", str(left)), ("X-RateLimit-Reset", str(at)))
         if self.draft:  # draft-ietf-httpapi-ratelimit-headers: structured fields
-            rule = check.rule
-            out += [("RateLimit-Policy", rule.draft_policy),
-                    ("RateLimit", f"{rule.draft_names[worst]};r={left};t={reset}")]
-        return tuple(out)
+            return (*legacy, ("RateLimit-Policy", rule.draft_policy),
+                    ("RateLimit", f"{rule.draft_names[worst]};r={left};t={reset}"))
+        return legacy
 
     def unavailable(self, check: Check, exc: Exception | None = None) -> Decision | None:
         """Redis failed: None lets the request through (fail open), else a 503 decision.
