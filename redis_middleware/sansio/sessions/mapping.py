@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from types import MappingProxyType
 from typing import Any, Literal, Protocol
 
 from ...config.settings import Settings
@@ -118,6 +119,14 @@ class Session(dict[str, Any]):
     # by hand: Flask's ``modified``. Nothing is written for it; under cookie rules that
     # resend on change the cookie is sent again (CookieRules).
     assigned = False
+    # What a session starts as without a cookie (most requests): set on an instance only
+    # when given.
+    session_id: str | None = None
+    exists = False  # a live hash backs this session
+    _stored: Mapping[str, str] = MappingProxyType({})  # key -> its encoding in Redis
+    _loader: Loader | None = None
+    _unavailable: RedisMiddlewareError | None = None
+    loaded_user: str | None = None
 
     def __init__(
         self,
@@ -133,19 +142,24 @@ class Session(dict[str, Any]):
         codec: Codec = JSON,
         also_user_fields: tuple[str, ...] = (),
     ) -> None:
-        super().__init__(data or {})
         self._limits = limits
-        self.session_id = session_id
-        self._stored: dict[str, str] = stored or {}  # key -> its encoding in Redis
-        self.exists = stored is not None  # a live hash backs this session
-        self._loader = loader
-        self._unavailable = unavailable
+        if session_id is not None:
+            self.session_id = session_id
+        if stored is not None:
+            self._stored = stored
+            self.exists = True
+        if loader is not None:
+            self._loader = loader
+        if unavailable is not None:
+            self._unavailable = unavailable
         self._readonly_on_error = readonly_on_error
         self._user_field = user_field
         self._also_user_fields = also_user_fields  # read when user_field is absent
         self.codec = codec
         self._dirty: set[str] = set()  # keys assigned or deleted since load
-        self.loaded_user = self.user_id if data else None
+        if data:  # (dict.__new__ made it empty: no dict.__init__ to call)
+            dict.update(self, data)
+            self.loaded_user = self.user_id
 
     # -- loading ------------------------------------------------------------
     def _touch(self, mark: bool = True) -> None:
