@@ -126,6 +126,20 @@ def test_a_varied_url_has_an_entry_per_origin_and_value(make_client: Clients) ->
         assert again.headers["x-cache"] == "HIT" and again.json()["n"] == n
 
 
+def test_requests_with_as_many_but_other_fields_select_by_their_own(
+        make_client: Clients) -> None:
+    """Requests carrying as many header fields, but not the same ones, are each read by
+    their own fields."""
+    client = cached(make_client)
+    url = "/c/item?vary=Accept-Language"
+    assert client.get(url, headers={"accept-language": "en"}).json()["n"] == 1
+    other = client.get(url, headers={"x-language": "en"})  # no Accept-Language
+    assert other.headers["x-cache"] == "MISS" and other.json()["n"] == 2
+    assert client.get(url, headers={"accept-language": "en"}).json()["n"] == 1
+    assert client.get(url, headers={"x-language": "en"}).json()["n"] == 2
+    assert client.get(url, headers={"accept-language": "fr"}).json()["n"] == 3
+
+
 def test_hits_are_served_with_their_own_status(make_client: Clients) -> None:
     client = cached(make_client, statuses=(200, 404))
     for path, status in (("/c/found", 200), ("/c/gone?status=404", 404),

@@ -177,13 +177,32 @@ def from_environ(environ: Mapping[str, Any]) -> RequestInfo:
     )
 
 
-def _environ_headers(environ: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+# An environ's keys, in order -> (key, header name) for each key that is a header. Most
+# requests come with one of a few key sets (one per kind of client and server): their
+# names are picked out once per set, not per request. Bounded: clients choose header names.
+_ENVIRON_FIELDS: Memo[tuple[str, ...], tuple[tuple[str, str], ...]] = Memo(512)
+
+
+def _environ_fields(keys: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     names = _HEADER_NAMES
-    headers = []
-    for key, value in environ.items():
+    fields = []
+    for key in keys:
         name = names.get(key)
         if name is None:
             name = _header_name(key)
-        if name and (value or key[0] == "H"):  # empty CONTENT_* means "absent"
+        if name:
+            fields.append((key, name))
+    return _ENVIRON_FIELDS.put(keys, tuple(fields))
+
+
+def _environ_headers(environ: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    keys = tuple(environ)
+    fields = _ENVIRON_FIELDS.get(keys)
+    if fields is None:
+        fields = _environ_fields(keys)
+    headers = []
+    for key, name in fields:
+        value = environ[key]
+        if value or key[0] == "H":  # empty CONTENT_* means "absent"
             headers.append((name, value))
     return tuple(headers)
