@@ -153,7 +153,9 @@ class Lookup:
     guarded: bool = True  # the stampede guard was asked for (not when nothing is storable)
 
 
-@dataclass(frozen=True, slots=True)
+# Per-request value: not frozen (a frozen dataclass's __init__ costs about 0.1 µs a field,
+# measured), and nothing changes it once built.
+@dataclass(slots=True)
 class Resolved:
     """After a lookup: what the request does."""
 
