@@ -1,10 +1,14 @@
 """Bounded per-process dicts on the request path: memos of pure results, and state.
 
 Keys come from requests (paths, cookies, hosts, user ids), so every such dict is
-bounded: that is what keeps hostile traffic from growing it. The two kinds are named
-apart because forgetting means different things: a :class:`Memo` entry forgotten only
-costs recomputing it; a :class:`Recent` entry is something learned from traffic (a
-URL's Vary names, when a user's heartbeat was last written) that is learned again.
+bounded: that is what keeps hostile traffic from growing it. Bounded in count, and in
+size: a key of more than ``max_key_chars`` characters (:data:`MAX_KEY_CHARS` unless
+said; a tuple's strings and bytes together) is not kept, so that a client's long paths
+or headers cannot pin ``limit`` times their length (each such request computes its
+result again, as it would without the memo). The two kinds are named apart because
+forgetting means different things: a :class:`Memo` entry forgotten only costs
+recomputing it; a :class:`Recent` entry is something learned from traffic (a URL's Vary
+names, when a user's heartbeat was last written) that is learned again.
 """
 
 from __future__ import annotations
@@ -15,13 +19,23 @@ from typing import Generic, TypeVar
 K = TypeVar("K")
 V = TypeVar("V")
 
-__all__ = ["Memo", "Recent", "memoized"]
+__all__ = ["MAX_KEY_CHARS", "Memo", "Recent", "memoized"]
+
+MAX_KEY_CHARS = 4096
+
+
+def _too_large(key: object, most: int) -> bool:
+    """Whether ``key`` holds more than ``most`` characters (asked on a miss only)."""
+    if type(key) is tuple:
+        return sum(len(k) for k in key if type(k) is str or type(k) is bytes) > most
+    return (type(key) is str or type(key) is bytes) and len(key) > most
 
 
 class _Bounded(dict[K, V]):
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, max_key_chars: int = MAX_KEY_CHARS) -> None:
         super().__init__()
         self.limit = limit
+        self.max_key_chars = max_key_chars
 
     def _make_room(self) -> None:
         if len(self) >= self.limit:
@@ -35,6 +49,8 @@ class Memo(_Bounded[K, V]):
     """Results of a pure computation; at most ``limit``, the oldest forgotten first."""
 
     def put(self, key: K, value: V) -> V:
+        if _too_large(key, self.max_key_chars):
+            return value
         self._make_room()
         self[key] = value
         return value
@@ -46,6 +62,8 @@ class Recent(_Bounded[K, V]):
 
     def put(self, key: K, value: V) -> V:
         self.pop(key, None)  # rewritten: now the newest
+        if _too_large(key, self.max_key_chars):
+            return value
         self._make_room()
         self[key] = value
         return value

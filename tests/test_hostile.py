@@ -130,3 +130,37 @@ def test_a_wsgi_server_breaking_latin_1_gets_an_answer(backend_url: str,
     assert again.read() and again.headers.get("X-Cache") == "HIT"
     app.redis.close()
     audit_keyspace(settings)
+
+
+def test_long_paths_and_header_names_are_not_kept_in_memory(stack_client: Any) -> None:
+    """The request path remembers what it worked out for paths, hosts and header names
+    (bounded memos): a client sending long ones, each new, gets its answers computed
+    afresh, and the process keeps none of them (300 requests with a 5 KB path and a 5 KB
+    header name each pinned several MB when every memo kept them)."""
+    import gc
+    import random
+    import tracemalloc
+    import urllib.parse
+
+    client, _ = stack_client
+    rng = random.Random(7)
+
+    def send(n: int) -> None:
+        for _ in range(n):
+            word = "".join(rng.choices(string.ascii_lowercase, k=5000))
+            response = client.get(f"/x/{word}", headers=[(f"x-{word}", "1")])
+            assert response.status_code == 404
+
+    send(20)  # the first requests' own allocations (clients, scripts, connections)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        send(300)
+        urllib.parse.clear_cache()  # the test client's URLs (urlsplit's own cache)
+        apps.calls.clear()  # the test app's count of calls per path
+        gc.collect()
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 500_000, f"{grown:,} bytes kept after 300 long requests"

@@ -84,7 +84,7 @@ class CacheCore(Purging, Storing):
         self._lookup_keys: Memo[tuple[str, str], tuple[str, str, str]] = Memo(4096)
         # Decoding a stored entry (JSON metadata, headers) happens once per entry and
         # process, not per hit: small entries are remembered by their exact bytes.
-        self._decoded: Memo[bytes, Entry | None] = Memo(128)
+        self._decoded: Memo[bytes, Entry | None] = Memo(128, max_key_chars=_MEMO_MAX_ENTRY)
         self._tokens = itertools.count()
         self._token_prefix = secrets.token_hex(6) + "-"
         self.session_marker = ANY_COOKIE + settings.session_cookie_name
@@ -284,7 +284,7 @@ class CacheCore(Purging, Storing):
             return self._decoded[raw]
         except KeyError:
             entry = Entry.decode(raw)
-            return self._decoded.put(raw, entry) if len(raw) <= _MEMO_MAX_ENTRY else entry
+            return self._decoded.put(raw, entry)  # not kept when larger than _MEMO_MAX_ENTRY
 
     def _remember(self, url: str, names: str) -> str:
         return self._names.put(url, names)
@@ -318,8 +318,7 @@ class CacheCore(Purging, Storing):
         # written, so they stay bounded by the live entries however long traffic lasts.
         expires = int(now * 1000) + px
         encoded = entry.encode()
-        if len(encoded) <= _MEMO_MAX_ENTRY:
-            self._decoded.put(encoded, entry)  # this process's next hit skips decoding
+        self._decoded.put(encoded, entry)  # this process's next hit skips decoding
         vary_key, entry_key = self.keys.cache_vary(plan.url), self.keys.cache_entry(
             plan.url, variant)
         ops = [
