@@ -316,3 +316,19 @@ def test_a_refusal_and_the_usage_name_the_limit_in_words(limit: str, amount: int
     assert refused.detail == f"Rate limit exceeded: {text}"
     (usage,) = run_pure(c.usage_flow("ip:1.2.3.4"), [[b"1", 1000]])["default"]
     assert usage.limit == text
+
+
+@pytest.mark.parametrize("limit", ["5/minute", "5/minute;100/hour"])
+def test_a_refusal_whose_counts_show_room_is_still_a_refusal(limit: str) -> None:
+    """The limits library's strategies test a limit, then read its window: when the
+    window moved on in between (a moving window's oldest hit expired), the counts read
+    show room under the limit the test refused. The verdict stays the test's: a 429
+    naming that limit, with a Retry-After."""
+    c = core(ratelimit_limit=limit)
+    check = c.prepare(request(), lambda: None)
+    assert check is not None
+    n = len(check.rule.items)
+    refused = c.decide(check, 0, [4] * n, [30.0] * n)
+    assert not refused.allowed
+    assert refused.detail == "Rate limit exceeded: 5 per minute"
+    assert ("Retry-After", "30") in refused.headers

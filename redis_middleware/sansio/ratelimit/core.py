@@ -338,6 +338,9 @@ class RateLimitCore:
         if breached >= 0:
             # Retry when every limit that is too full now has reset.
             over = [i for i, item in enumerate(items) if counts[i] + check.rule.cost > item.amount]
+            # A strategy of the limits library reads its counts after its test: a window
+            # that moved on in between may show room under the limit it refused.
+            over = over or [breached]
             retry = max(reset_s[i] for i in over)
             worst = max(over, key=lambda i: reset_s[i])
             headers = self._headers(check, worst, 0, retry)
