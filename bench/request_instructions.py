@@ -4,14 +4,16 @@
 
 ``bench/request_overhead.py`` times requests; on a shared machine its runs differ by more
 than most changes to the request path. This counts instead: each case of that bench
-(the floor, the stack signed in and anonymous, one part alone; on ASGI also the least
-Python doing the stack's work, ``bench/stacks/least.py``) runs in a process of its own
-under ``valgrind --tool=callgrind`` (Debian's ``valgrind``), which counts the
-instructions the process executes between two points: after a warm-up (scripts loaded,
-memos filled) and after ``--requests`` more requests. Two runs, of N and 2N requests,
-are subtracted, so that what the process does once (imports, start, shutdown) drops
-out: what remains is instructions per request, the same on every run of the same code
-(within about 0.2% here). The redis-server's work is not counted (another process);
+(the floor, the stack signed in, anonymous and serving a cached route's entry, one part
+alone; on ASGI also the least Python doing the stack's work, ``bench/stacks/least.py``)
+runs in a process of its own under ``valgrind --tool=callgrind`` (Debian's
+``valgrind``), which counts the instructions the process executes between two points:
+after a warm-up (scripts loaded, memos filled) and after ``--requests`` more requests.
+Two runs, of N and 2N requests, are subtracted, so that what the process does once
+(imports, start, shutdown) drops out: what remains is instructions per request, the
+same on every run of the same code within about 1% (the presence sweep, due every 10 s
+of wall time, falls into the counted requests more or less often as the machine is
+busier). The redis-server's work is not counted (another process);
 the kernel's neither (user-mode instructions only).
 
 ``--browser`` adds nine headers a browser sends (twelve in all, ``Accept-Language``,
@@ -39,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import request_overhead as bench
 
 CASES = [("floor", None), ("stack", "signed in"), ("stack", "anonymous"),
+         ("stack", "cached hit"),  # /item/1, a cached route's entry served (anonymous)
          ("rate limit alone", "anonymous"), ("sessions alone", "signed in"),
          # ASGI only: the least Python doing the stack's work (bench/stacks/least.py)
          ("least", "signed in"), ("least", "anonymous")]
@@ -98,15 +101,17 @@ def child(side: str, stack: str, who: str, url: str, requests: int) -> None:
     elif who == "signed in":
         cookie = bench.cookie_of(bench.wsgi_call(app, "/login", None)[1])
 
+    path = "/item/1" if who == "cached hit" else "/me"
+
     def run(n: int) -> None:  # as request_overhead.py: 16 in flight on ASGI
         if side == "wsgi":
             for _ in range(n):
-                bench.wsgi_call(app, "/me", cookie)
+                bench.wsgi_call(app, path, cookie)
             return
 
         async def worker(k: int) -> None:
             for _ in range(k):
-                await bench.asgi_call(app, "/me", cookie)
+                await bench.asgi_call(app, path, cookie)
 
         async def many() -> None:
             await asyncio.gather(*(worker(n // 16) for _ in range(16)))
