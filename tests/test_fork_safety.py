@@ -101,3 +101,53 @@ def test_a_child_forked_after_its_parent_swept_presence_sweeps_too(
     finally:
         middleware.close()
     assert got == b"0:1", f"sweepers in the child before and after a request: {got!r}"
+
+
+def test_a_child_forked_while_a_thread_started_the_refresh_threads_refreshes(
+        redis_server: RedisServer) -> None:
+    """The data cache's background refreshes run on a pool of threads started under a
+    lock: a child forked while a thread of its parent held that lock serves a stale value
+    and refreshes it in the background with threads of its own."""
+    import time
+
+    from redis_middleware import DataCache
+    from redis_middleware.datacache import refresh
+
+    settings = make_settings(redis_server.url)
+    runs = iter(range(1, 100))
+
+    def child() -> bytes:
+        cache = DataCache(settings)
+        first = cache.get_or_set("fork:stale", lambda: next(runs), ttl=0.2, stale=30)
+        time.sleep(0.3)  # stale now: served, and refreshed in the background
+        stale = cache.get_or_set("fork:stale", lambda: next(runs), ttl=0.2, stale=30)
+        deadline = time.monotonic() + 5
+        while cache.get("fork:stale") == first and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return f"{first}:{stale}:{cache.get('fork:stale')}".encode()
+
+    with held(refresh._pool_lock):
+        got = in_forked_child(child)
+    assert got == b"1:1:2", f"first, stale, refreshed: {got!r}"
+
+
+def test_a_refresh_running_in_the_parent_at_the_fork_does_not_stop_the_childs() -> None:
+    """A key whose background refresh ran in a thread of the parent at the fork: the
+    child, which has no such thread, refreshes that key itself when it is stale."""
+    import threading
+
+    from redis_middleware.datacache.refresh import Refresher
+
+    gate = threading.Event()
+
+    class Blocked:  # the parent's refresh, in flight at the fork
+        def run(self, flow: object) -> None:
+            gate.wait(10)
+
+    refresher = Refresher(Blocked())  # type: ignore[arg-type]
+    refresher.refresh("k", iter(()))  # type: ignore[arg-type]
+    try:
+        got = in_forked_child(lambda: str(refresher.refreshing("k")).encode())
+    finally:
+        gate.set()
+    assert got == b"False", "the child would wait for the parent's refresh thread"

@@ -8,6 +8,7 @@ import asyncio
 import contextvars
 import os
 import threading
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -18,20 +19,20 @@ from ..sansio.flow import PausingFlow
 __all__ = ["Refresher"]
 
 _WORKERS = 4
-_pool: tuple[int, ThreadPoolExecutor] | None = None
+_pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 
 
 def _threads() -> ThreadPoolExecutor:
-    """The threads that refresh stale values for sync callers (one pool per process)."""
+    """The threads that refresh stale values for sync callers (one pool per process: a
+    forked child starts without one, below)."""
     global _pool
-    pid = os.getpid()
-    if _pool is None or _pool[0] != pid:  # a forked child needs its own threads
+    if _pool is None:
         with _pool_lock:
-            if _pool is None or _pool[0] != pid:
-                _pool = (pid, ThreadPoolExecutor(
-                    _WORKERS, thread_name_prefix="redis-middleware-data-refresh"))
-    return _pool[1]
+            if _pool is None:
+                _pool = ThreadPoolExecutor(_WORKERS,
+                                           thread_name_prefix="redis-middleware-data-refresh")
+    return _pool
 
 
 class Refresher:
@@ -39,6 +40,12 @@ class Refresher:
 
     def __init__(self, conns: RedisConnections) -> None:
         self._conns = conns
+        self.forked()
+        _live.add(self)
+
+    def forked(self) -> None:
+        """Nothing refreshing (and in a forked child: the parent's refreshes, its threads
+        and tasks, did not come along; a key they held is refreshed again here)."""
         self._refreshing: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -80,3 +87,18 @@ class Refresher:
         loop = asyncio.get_running_loop()
         mine = [t for t in self._tasks if t.get_loop() is loop]
         await stop_tasks(*mine, what="data cache refresh")
+
+
+_live: weakref.WeakSet[Refresher] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # The parent's pool threads did not come along, and one of them may have held the
+    # lock at the fork.
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+    for refresher in list(_live):
+        refresher.forked()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
