@@ -1,14 +1,16 @@
 """Bounded per-process dicts on the request path: memos of pure results, and state.
 
 Keys come from requests (paths, cookies, hosts, user ids), so every such dict is
-bounded: that is what keeps hostile traffic from growing it. Bounded in count, and in
-size: a key of more than ``max_key_chars`` characters (:data:`MAX_KEY_CHARS` unless
-said; a tuple's strings and bytes together) is not kept, so that a client's long paths
-or headers cannot pin ``limit`` times their length (each such request computes its
-result again, as it would without the memo). The two kinds are named apart because
-forgetting means different things: a :class:`Memo` entry forgotten only costs
-recomputing it; a :class:`Recent` entry is something learned from traffic (a URL's Vary
-names, when a user's heartbeat was last written) that is learned again.
+bounded: that is what keeps hostile traffic from growing it. Bounded in entries, and in
+characters: the strings and bytes of its keys and values (a tuple's counted together)
+stay under ``max_chars`` (:data:`MAX_CHARS` unless said), the oldest forgotten first,
+and an entry of more than ``max_entry_chars`` (:data:`MAX_ENTRY_CHARS`) is not kept at
+all. So a client sending long paths or header names, each new, cannot pin more than
+``max_chars`` per dict (each such request computes its result again, as it would
+without the memo). The two kinds are named apart because forgetting means different
+things: a :class:`Memo` entry forgotten only costs recomputing it; a :class:`Recent`
+entry is something learned from traffic (a URL's Vary names, when a user's heartbeat
+was last written) that is learned again.
 """
 
 from __future__ import annotations
@@ -19,41 +21,58 @@ from typing import Generic, TypeVar
 K = TypeVar("K")
 V = TypeVar("V")
 
-__all__ = ["MAX_KEY_CHARS", "Memo", "Recent", "memoized"]
+__all__ = ["MAX_CHARS", "MAX_ENTRY_CHARS", "Memo", "Recent", "memoized"]
 
-MAX_KEY_CHARS = 4096
+MAX_CHARS = 512 * 1024
+MAX_ENTRY_CHARS = 4096
+_GONE = object()
 
 
-def _too_large(key: object, most: int) -> bool:
-    """Whether ``key`` holds more than ``most`` characters (asked on a miss only)."""
-    if type(key) is tuple:
-        return sum(len(k) for k in key if type(k) is str or type(k) is bytes) > most
-    return (type(key) is str or type(key) is bytes) and len(key) > most
+def _chars(item: object) -> int:
+    """The characters of a str or bytes, of a tuple's (nested too); 0 for anything else.
+    Asked when an entry is kept or forgotten, never on a hit."""
+    if type(item) is str or type(item) is bytes:
+        return len(item)
+    if type(item) is tuple:
+        return sum(map(_chars, item))
+    return 0
 
 
 class _Bounded(dict[K, V]):
-    def __init__(self, limit: int, max_key_chars: int = MAX_KEY_CHARS) -> None:
+    def __init__(self, limit: int, max_entry_chars: int = MAX_ENTRY_CHARS,
+                 max_chars: int = MAX_CHARS) -> None:
         super().__init__()
         self.limit = limit
-        self.max_key_chars = max_key_chars
+        self.max_entry_chars = max_entry_chars
+        self.max_chars = max_chars
+        self.chars = 0  # of the entries held (about: threads putting at once may race)
 
-    def _make_room(self) -> None:
-        if len(self) >= self.limit:
+    def _keep(self, key: K, value: V) -> V:
+        size = _chars(key) + _chars(value)
+        if size > self.max_entry_chars:
+            return value
+        while self and (len(self) >= self.limit or self.chars + size > self.max_chars):
             try:
-                del self[next(iter(self))]
+                oldest = next(iter(self))
+                self.chars -= _chars(oldest) + _chars(self.pop(oldest))
             except (KeyError, StopIteration, RuntimeError):  # another thread got there first
-                pass
+                break
+        self[key] = value
+        self.chars += size
+        return value
+
+    def _forget(self, key: K) -> None:
+        old = self.pop(key, _GONE)
+        if old is not _GONE:
+            self.chars -= _chars(key) + _chars(old)
 
 
 class Memo(_Bounded[K, V]):
     """Results of a pure computation; at most ``limit``, the oldest forgotten first."""
 
     def put(self, key: K, value: V) -> V:
-        if _too_large(key, self.max_key_chars):
-            return value
-        self._make_room()
-        self[key] = value
-        return value
+        self._forget(key)  # computed twice at once (threads): counted once
+        return self._keep(key, value)
 
 
 class Recent(_Bounded[K, V]):
@@ -61,12 +80,8 @@ class Recent(_Bounded[K, V]):
     forgotten first."""
 
     def put(self, key: K, value: V) -> V:
-        self.pop(key, None)  # rewritten: now the newest
-        if _too_large(key, self.max_key_chars):
-            return value
-        self._make_room()
-        self[key] = value
-        return value
+        self._forget(key)  # rewritten: now the newest
+        return self._keep(key, value)
 
 
 class _Memoized(Generic[K, V]):

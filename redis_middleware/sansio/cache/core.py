@@ -84,7 +84,8 @@ class CacheCore(Purging, Storing):
         self._lookup_keys: Memo[tuple[str, str], tuple[str, str, str]] = Memo(4096)
         # Decoding a stored entry (JSON metadata, headers) happens once per entry and
         # process, not per hit: small entries are remembered by their exact bytes.
-        self._decoded: Memo[bytes, Entry | None] = Memo(128, max_key_chars=_MEMO_MAX_ENTRY)
+        self._decoded: Memo[bytes, Entry | None] = Memo(
+            128, max_entry_chars=_MEMO_MAX_ENTRY, max_chars=128 * _MEMO_MAX_ENTRY)
         self._tokens = itertools.count()
         self._token_prefix = secrets.token_hex(6) + "-"
         self.session_marker = ANY_COOKIE + settings.session_cookie_name
