@@ -299,26 +299,31 @@ def test_a_three_field_session_takes_what_the_middleware_s_takes(redis_server: A
 
 
 def test_round_trips(configured: Settings) -> None:
-    """Loading is one round trip; a save one more; a key rotation one."""
+    """Loading is one round trip; a save one more; a key rotation one (a script's first
+    use in the process loads it: one more, not counted)."""
     from redis_middleware._redis.connections import connections_for
 
     conns = connections_for(configured)
+
+    def trips() -> int:
+        return conns.round_trips - conns.script_loads
+
     s = store()
     s["x"] = 1
-    before = conns.round_trips
+    before = trips()
     s.save()
-    assert conns.round_trips - before == 1
+    assert trips() - before == 1
     again = store(s.session_key)
-    before = conns.round_trips
+    before = trips()
     assert again["x"] == 1
-    assert conns.round_trips - before == 1
-    before = conns.round_trips
+    assert trips() - before == 1
+    before = trips()
     again.cycle_key()
-    assert conns.round_trips - before == 1
+    assert trips() - before == 1
     again["y"] = 2
-    before = conns.round_trips
+    before = trips()
     again.save()
-    assert conns.round_trips - before == 1
+    assert trips() - before == 1
 
 
 def test_must_create_of_a_given_key_is_one_round_trip(configured: Settings) -> None:
