@@ -47,6 +47,7 @@ class PickleSerializer(SignedPickleSerializer):
 # of one configuration share one DataCache (and through it the process's connections).
 _shared: dict[tuple[Any, ...], tuple[DataCache, float]] = {}
 _shared_lock = threading.Lock()
+_WATCHED = frozenset({"REDIS_MIDDLEWARE", "SECRET_KEY", "SECRET_KEY_FALLBACKS", "CACHES"})
 
 
 def _after_fork_in_child() -> None:
@@ -57,7 +58,6 @@ def _after_fork_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
-_WATCHED = frozenset({"REDIS_MIDDLEWARE", "SECRET_KEY", "SECRET_KEY_FALLBACKS", "CACHES"})
 
 
 def _forget(*, setting: str, **_: Any) -> None:
