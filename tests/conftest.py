@@ -122,6 +122,20 @@ def _close_sync_clients() -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
+def _restore_root_logger() -> Iterator[None]:
+    """Give the root logger back its level and handlers after every test: an app that
+    configures logging when it starts (Litestar's default sets the root to INFO) would
+    otherwise change what every later test in the process logs and captures."""
+    import logging
+
+    root = logging.getLogger()
+    level, handlers = root.level, root.handlers[:]
+    yield
+    root.setLevel(level)
+    root.handlers[:] = handlers
+
+
+@pytest.fixture(autouse=True)
 def _collect_garbage() -> Iterator[None]:
     """Collect after every test: a socket a test left open is reported by that test,
     not by whichever later test happens to trigger the collector."""
