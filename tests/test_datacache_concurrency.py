@@ -417,6 +417,33 @@ def test_stale_values_are_served_while_one_refresh_runs(
     assert cache.get_or_set("s", load, ttl=0.3, stale=30) == {"run": 2}
 
 
+def test_close_waits_for_the_background_refreshes_of_sync_callers(settings: Settings
+                                                                  ) -> None:
+    """A refresh running in a thread when the cache is closed at shutdown ends first: its
+    value is stored and its lease freed before the connections are closed (not a
+    connection opened again after them)."""
+    cache = DataCache(settings)
+    counter = Counter(settings)
+    gate = threading.Event()
+
+    def load() -> dict[str, int]:
+        n = counter.add()
+        if n > 1:
+            gate.wait(10)
+        return {"run": n}
+
+    assert cache.get_or_set("c", load, ttl=1, stale=30) == {"run": 1}
+    time.sleep(1.1)
+    assert cache.get_or_set("c", load, ttl=1, stale=30) == {"run": 1}  # refresh starts
+    assert cache.close(timeout=0.2) is False  # the refresh waits on the gate
+    gate.set()
+    assert cache.close(timeout=10) is True
+    assert counter.value == 2
+    assert cache.get("c") == {"run": 2}  # stored before close returned
+    assert cache.close(timeout=0) is True  # nothing left running
+    cache.redis.close()
+
+
 async def test_async_stale_values_are_served_while_one_refresh_runs(
         settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     cache = DataCache(settings)

@@ -21,7 +21,7 @@ from .._redis.connections import connections_for
 from ..config.settings import Settings
 from ..errors import RedisMiddlewareError
 from ..sansio import metrics
-from ..sansio.cache.data import MISS, DataCore, Seconds
+from ..sansio.cache.data import MISS, DataCore, Seconds, as_seconds
 from ..sansio.cache.datacalls import Calls, report
 from ..sansio.cache.datafill import Fill, Local, Policy
 from ..sansio.flow import Delegate, PausingFlow
@@ -406,6 +406,13 @@ class DataCache:
               wait: Seconds | None = None) -> ALock:
         """:meth:`lock` for asyncio: ``async with cache.alock("rebuild"):``."""
         return ALock(self.redis, self.core, name, timeout, blocking, wait)
+
+    def close(self, timeout: Seconds = 5) -> bool:
+        """Wait up to ``timeout`` seconds for this cache's background refreshes of sync
+        callers to end (each stores its value and frees its lease); True when none runs
+        any more. Call it before closing the connections (``cache.redis.close()``) at
+        shutdown: a refresh still running would open a connection again."""
+        return self._refresher.close(float(as_seconds(timeout)))
 
     async def aclose(self) -> None:
         """Stop this event loop's background refreshes (they are cancelled)."""

@@ -9,7 +9,7 @@ import contextvars
 import os
 import threading
 import weakref
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from .._redis.connections import RedisConnections
@@ -48,6 +48,7 @@ class Refresher:
         and tasks, did not come along; a key they held is refreshed again here)."""
         self._refreshing: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._threads: set[Future[None]] = set()
 
     def refreshing(self, name: str) -> bool:
         return name in self._refreshing
@@ -56,10 +57,12 @@ class Refresher:
         """Run ``flow`` in a worker thread; False when none can start (shutting down)."""
         self._refreshing.add(name)
         try:
-            _threads().submit(contextvars.copy_context().run, self._run, name, flow)
+            future = _threads().submit(contextvars.copy_context().run, self._run, name, flow)
         except RuntimeError:  # the interpreter is shutting down
             self._refreshing.discard(name)
             return False
+        self._threads.add(future)
+        future.add_done_callback(self._threads.discard)
         return True
 
     def _run(self, name: str, flow: PausingFlow[None]) -> None:
@@ -81,6 +84,12 @@ class Refresher:
             await self._conns.arun(flow)
         finally:
             self._refreshing.discard(name)
+
+    def close(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the refreshes running in threads; True when
+        none runs any more."""
+        _, running = wait(list(self._threads), timeout)
+        return not running
 
     async def aclose(self) -> None:
         """Stop the running loop's refreshes (they are cancelled)."""
