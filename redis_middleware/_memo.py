@@ -61,7 +61,8 @@ class _Bounded(dict[K, V]):
         self.chars += size
         return value
 
-    def _forget(self, key: K) -> None:
+    def discard(self, key: K) -> None:
+        """Forget ``key`` if it is kept (``pop`` would leave its characters counted)."""
         old = self.pop(key, _GONE)
         if old is not _GONE:
             self.chars -= _chars(key) + _chars(old)
@@ -71,7 +72,7 @@ class Memo(_Bounded[K, V]):
     """Results of a pure computation; at most ``limit``, the oldest forgotten first."""
 
     def put(self, key: K, value: V) -> V:
-        self._forget(key)  # computed twice at once (threads): counted once
+        self.discard(key)  # computed twice at once (threads): counted once
         return self._keep(key, value)
 
 
@@ -80,7 +81,7 @@ class Recent(_Bounded[K, V]):
     forgotten first."""
 
     def put(self, key: K, value: V) -> V:
-        self._forget(key)  # rewritten: now the newest
+        self.discard(key)  # rewritten: now the newest
         return self._keep(key, value)
 
 

@@ -20,6 +20,7 @@ however many workers heartbeat or sweep at the same time.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 import time
@@ -216,6 +217,19 @@ def _user(member: bytes) -> str:
     return text
 
 
+_SHORT = 64  # characters of a room and user id remembered as they are
+
+
+def _throttle_key(room: str, user: str) -> tuple[str, str] | bytes:
+    """How the heartbeat throttle remembers a user in a room: as the pair when short
+    (ids and room names usually are), else as a 16-byte digest, so that every user
+    counts for at most ``_SHORT`` characters of its budget, however long their id."""
+    if len(room) + len(user) <= _SHORT:
+        return room, user
+    text = f"{len(room)}:{room}{user}".encode("utf-8", "surrogatepass")
+    return hashlib.blake2b(text, digest_size=16).digest()
+
+
 class PresenceCore:
     """Every presence decision; ``Presence`` and the middleware only run its flows."""
 
@@ -228,8 +242,10 @@ class PresenceCore:
         self.structure_ms = int((s.presence_ttl * 2 + s.presence_sweep_interval + 60) * 1000)
         self.retention_ms = s.presence_retention * 1000
         self.grace_ms = int(s.presence_grace * 1000)
-        # (room, user) -> when this process last wrote their heartbeat
-        self._throttle: Recent[tuple[str, str], float] = Recent(100_000)
+        # (room, user) -> when this process last wrote their heartbeat: 100,000 users,
+        # each in at most _SHORT characters (a longer pair is kept as its digest)
+        self._throttle: Recent[tuple[str, str] | bytes, float] = Recent(
+            100_000, max_chars=100_000 * _SHORT)
         self._last_sweep = float("-inf")
         # Whether a request's credential can make it online (presence_key bearer or
         # header:<Name>): with "user", identity() is the user alone.
@@ -244,7 +260,7 @@ class PresenceCore:
     def due(self, user: str, room: str = "", now: float | None = None) -> bool:
         """True when this process should write ``user``'s heartbeat now (and records it)."""
         now = time.monotonic() if now is None else now
-        key = (room, user)
+        key = _throttle_key(room, user)
         last = self._throttle.get(key)
         if last is not None and now - last < self.settings.presence_heartbeat_interval:
             return False
@@ -252,7 +268,7 @@ class PresenceCore:
         return True
 
     def forget(self, user: str, room: str = "") -> None:
-        self._throttle.pop((room, user), None)
+        self._throttle.discard(_throttle_key(room, user))
 
     def sweep_due(self, now: float | None = None) -> bool:
         """True when this process should run the sweep now (and records it)."""

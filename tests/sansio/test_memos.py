@@ -38,3 +38,12 @@ def test_the_entry_count_still_bounds_small_entries() -> None:
     for i in range(10):
         recent.put(i, i)
     assert sorted(recent) == [7, 8, 9] and recent.chars == 0
+
+
+def test_a_discarded_entry_gives_its_characters_back() -> None:
+    for kind in (Memo, Recent):
+        memo = kind(10, max_entry_chars=100, max_chars=1000)
+        memo.put("key", "value")
+        memo.discard("key")
+        memo.discard("never kept")
+        assert memo.chars == 0 and "key" not in memo

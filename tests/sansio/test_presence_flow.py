@@ -26,6 +26,31 @@ def test_heartbeats_are_throttled_per_user() -> None:
     assert core.due("alice", now=131.0)
 
 
+def test_the_throttle_remembers_as_many_users_as_it_promises_whatever_their_ids() -> None:
+    """100,000 users each keep their throttle, however long their ids (a long one counts
+    as its digest, not its characters), and forgetting one frees its place."""
+    core = PresenceCore(settings(presence_heartbeat_interval=30))
+    users = [f"user-{n:06d}@example.org" for n in range(99_990)]
+    long_ids = [f"{n}-" + "x" * 10_000 for n in range(10)]
+    for user in users + long_ids:
+        assert core.due(user, now=100.0)
+    assert not any(core.due(user, now=110.0) for user in users + long_ids)
+    assert core.due(users[0], "room-b", now=110.0)  # each room keeps its own
+    core.forget(long_ids[0])
+    core.forget(users[1])
+    assert core.due(long_ids[0], now=111.0) and core.due(users[1], now=111.0)
+    assert not core.due(long_ids[1], now=111.0)
+
+
+def test_a_user_s_throttle_is_per_room_even_where_the_pair_is_long() -> None:
+    core = PresenceCore(settings(presence_heartbeat_interval=30))
+    user = "u" * 100
+    assert core.due(user, "ab", now=100.0)
+    assert core.due(user, "a", now=100.0)
+    assert core.due("b" + user, "a", now=100.0)  # the same text as ("ab", user), run together
+    assert not core.due(user, "ab", now=101.0)
+
+
 def test_nothing_due_costs_nothing() -> None:
     core = PresenceCore(settings())
     core.mark_swept()
