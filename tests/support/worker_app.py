@@ -51,8 +51,8 @@ def _handle(path: str, session: Any, query: str = "") -> tuple[int, Any]:
     if path == "/slow":
         time.sleep(0.5)
         return 200, {"calls": _count_call()}
-    if path == "/swr":  # fresh for 1 s, then served stale while one worker refreshes
-        time.sleep(0.3)
+    if path == "/swr":  # fresh for 2 s, then served stale while one worker refreshes (1 s)
+        time.sleep(1.0)
         return 200, {"calls": _count_call(swr_key)}
     return 404, {}
 
@@ -67,7 +67,7 @@ def wsgi_app(environ: dict[str, Any], start_response: Any) -> Any:
 
 
 def _cache(path: str) -> list[tuple[str, str]]:
-    return [("Cache-Control", "max-age=1, stale-while-revalidate=30")] if path == "/swr" else []
+    return [("Cache-Control", "max-age=2, stale-while-revalidate=30")] if path == "/swr" else []
 
 
 async def _asgi(scope: Any, receive: Any, send: Any) -> None:
