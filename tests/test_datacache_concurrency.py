@@ -421,7 +421,7 @@ def test_close_waits_for_the_background_refreshes_of_sync_callers(settings: Sett
                                                                   ) -> None:
     """A refresh running in a thread when the cache is closed at shutdown ends first: its
     value is stored and its lease freed before the connections are closed (not a
-    connection opened again after them)."""
+    connection opened again after them). A closed cache starts none."""
     cache = DataCache(settings)
     counter = Counter(settings)
     gate = threading.Event()
@@ -440,7 +440,11 @@ def test_close_waits_for_the_background_refreshes_of_sync_callers(settings: Sett
     assert cache.close(timeout=10) is True
     assert counter.value == 2
     assert cache.get("c") == {"run": 2}  # stored before close returned
-    assert cache.close(timeout=0) is True  # nothing left running
+    time.sleep(1.1)  # stale again: a closed cache serves it and starts no refresh
+    assert cache.get_or_set("c", load, ttl=1, stale=30) == {"run": 2}
+    time.sleep(0.3)
+    assert counter.value == 2
+    assert cache.close(timeout=None) is True  # nothing left running
     cache.redis.close()
 
 

@@ -407,12 +407,14 @@ class DataCache:
         """:meth:`lock` for asyncio: ``async with cache.alock("rebuild"):``."""
         return ALock(self.redis, self.core, name, timeout, blocking, wait)
 
-    def close(self, timeout: Seconds = 5) -> bool:
-        """Wait up to ``timeout`` seconds for this cache's background refreshes of sync
-        callers to end (each stores its value and frees its lease); True when none runs
-        any more. Call it before closing the connections (``cache.redis.close()``) at
-        shutdown: a refresh still running would open a connection again."""
-        return self._refresher.close(float(as_seconds(timeout)))
+    def close(self, timeout: Seconds | None = 5) -> bool:
+        """At shutdown, before closing the connections (``cache.redis.close()``): start
+        no more background refreshes, and wait up to ``timeout`` seconds (None: as long
+        as they take) for those of sync callers to end, each storing its value and
+        freeing its lease; True when none runs any more. A refresh left running would
+        open a connection again. After it, a stale value is served as it is until its
+        stale window ends; then the next caller loads it."""
+        return self._refresher.close(None if timeout is None else float(as_seconds(timeout)))
 
     async def aclose(self) -> None:
         """Stop this event loop's background refreshes (they are cancelled)."""

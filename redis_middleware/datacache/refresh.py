@@ -49,12 +49,18 @@ class Refresher:
         self._refreshing: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._threads: set[Future[None]] = set()
+        self._closed = False
 
     def refreshing(self, name: str) -> bool:
-        return name in self._refreshing
+        """Whether a refresh of ``name`` would start nothing new: one runs in this
+        process already, or this cache was closed (then none is started at all)."""
+        return self._closed or name in self._refreshing
 
     def refresh(self, name: str, flow: PausingFlow[None]) -> bool:
-        """Run ``flow`` in a worker thread; False when none can start (shutting down)."""
+        """Run ``flow`` in a worker thread; False when none can start (closed, or the
+        interpreter shutting down)."""
+        if self._closed:
+            return False
         self._refreshing.add(name)
         try:
             future = _threads().submit(contextvars.copy_context().run, self._run, name, flow)
@@ -85,9 +91,10 @@ class Refresher:
         finally:
             self._refreshing.discard(name)
 
-    def close(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` seconds for the refreshes running in threads; True when
-        none runs any more."""
+    def close(self, timeout: float | None) -> bool:
+        """Start no more refreshes, and wait up to ``timeout`` seconds (None: as long as
+        they take) for those running in threads; True when none runs any more."""
+        self._closed = True
         _, running = wait(list(self._threads), timeout)
         return not running
 

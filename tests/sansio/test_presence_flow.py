@@ -36,8 +36,10 @@ def test_the_throttle_remembers_as_many_users_as_it_promises_whatever_their_ids(
         assert core.due(user, now=100.0)
     assert not any(core.due(user, now=110.0) for user in users + long_ids)
     assert core.due(users[0], "room-b", now=110.0)  # each room keeps its own
+    chars = core._throttle.chars
     core.forget(long_ids[0])
     core.forget(users[1])
+    assert core._throttle.chars == chars - 16 - len(users[1])  # their budget is free again
     assert core.due(long_ids[0], now=111.0) and core.due(users[1], now=111.0)
     assert not core.due(long_ids[1], now=111.0)
 
